@@ -1,0 +1,76 @@
+// Package protocol is the wire format spoken between cork (the host) and
+// corkd (the guest agent). It only encodes and decodes; it makes no OS calls.
+//
+// # Frames
+//
+// A connection carries a stream of frames in each direction. A frame is a
+// five-byte header followed by a payload:
+//
+//	offset  size  field
+//	0       1     type     (one of the Type constants below)
+//	1       4     length   payload length in bytes, unsigned big-endian
+//	5       n     payload
+//
+// The length is at most MaxPayload (1 MiB). A reader checks the type and the
+// length before it allocates anything; a frame of an unknown type or an
+// oversize length is a protocol error and ends the connection.
+//
+// # Payloads
+//
+// Data frames (Stdin, Stdout, Stderr) carry raw bytes. Resize and StdinAck
+// carry fixed binary fields. Every other control frame carries one JSON
+// object, UTF-8, with the fields listed in the Go types below (json tags are
+// the wire names; unknown fields are ignored, missing ones are zero).
+//
+//	type  name       direction     payload
+//	0x01  Hello      both          JSON Hello
+//	0x02  Exec       host->guest   JSON Exec
+//	0x03  Started    guest->host   JSON Started
+//	0x04  Ping       host->guest   opaque bytes (at most 64), echoed in Pong
+//	0x05  Pong       guest->host   the Ping's bytes
+//	0x10  Stdin      host->guest   raw bytes for the program's input
+//	0x11  StdinEOF   host->guest   empty
+//	0x12  Stdout     guest->host   raw bytes (a PTY session's merged output)
+//	0x13  Stderr     guest->host   raw bytes (pipe sessions only)
+//	0x14  StdinAck   guest->host   4 bytes: uint32 big-endian, stdin bytes consumed
+//	0x20  Resize     host->guest   8 bytes: cols, rows, xpixel, ypixel, each uint16 big-endian
+//	0x21  Signal     host->guest   JSON Signal
+//	0x30  Exit       guest->host   JSON Exit; the last frame of a session
+//	0x31  Error      guest->host   JSON Error; the last frame of a session
+//
+// # A session
+//
+// The host opens with Hello, giving the range of protocol versions it speaks
+// (MinVersion..MaxVersion) and its capabilities. The guest answers with its
+// own Hello whose Version field is the highest version both speak, or, when
+// the ranges do not overlap, with an Error of kind "version" naming both
+// ranges, and closes. This version of the package speaks version 1 only.
+//
+// The host then sends either Ping frames (each answered by a Pong; used to
+// measure round-trip time and to read the agent's version from its Hello) or
+// one Exec. After Exec the guest answers Started, carrying a session id and
+// the stdin window, or an Error (unknown user, bad working directory, bad
+// request) and closes. A program that is not found or not executable is not
+// an Error: it is reported the way a shell does, a message on the session's
+// error output and Exit with code 127 or 126.
+//
+// Stdin is flow controlled so that a program that does not read its input
+// never delays a Resize or a Signal queued behind a paste: the host keeps the
+// number of stdin bytes sent but not yet acknowledged by StdinAck at or below
+// Started.StdinWindow. A guest refuses a host that overruns it.
+//
+// StdinEOF closes the program's stdin (pipe sessions) or types the terminal's
+// VEOF character (PTY sessions). Resize and Signal are fire and forget; a
+// Resize on a pipe session is ignored. The guest sends Exit after the last
+// output byte, once the program has been reaped and its output drained (a
+// background process that keeps the output open is not waited for beyond a
+// short deadline). Exit's Code is the exit status, or 128+N when the program
+// was killed by signal N. A connection that ends before Exit or Error means
+// the session's status is unknown, and the host must not report success.
+//
+// When the connection drops, the guest sends SIGHUP to the session's
+// processes, then SIGKILL after a grace period.
+//
+// A connection carries one session. Started.Session names it so that a later
+// version can reattach to a session that survives its connection.
+package protocol

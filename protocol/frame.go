@@ -1,0 +1,175 @@
+package protocol
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// Type is a frame's type, the first byte of its header.
+type Type uint8
+
+// Frame types. The table in the package documentation gives each one's
+// direction and payload.
+const (
+	TypeHello    Type = 0x01
+	TypeExec     Type = 0x02
+	TypeStarted  Type = 0x03
+	TypePing     Type = 0x04
+	TypePong     Type = 0x05
+	TypeStdin    Type = 0x10
+	TypeStdinEOF Type = 0x11
+	TypeStdout   Type = 0x12
+	TypeStderr   Type = 0x13
+	TypeStdinAck Type = 0x14
+	TypeResize   Type = 0x20
+	TypeSignal   Type = 0x21
+	TypeExit     Type = 0x30
+	TypeError    Type = 0x31
+)
+
+var typeNames = map[Type]string{
+	TypeHello:    "hello",
+	TypeExec:     "exec",
+	TypeStarted:  "started",
+	TypePing:     "ping",
+	TypePong:     "pong",
+	TypeStdin:    "stdin",
+	TypeStdinEOF: "stdin-eof",
+	TypeStdout:   "stdout",
+	TypeStderr:   "stderr",
+	TypeStdinAck: "stdin-ack",
+	TypeResize:   "resize",
+	TypeSignal:   "signal",
+	TypeExit:     "exit",
+	TypeError:    "error",
+}
+
+// Known reports whether t is a frame type of this protocol.
+func (t Type) Known() bool {
+	_, ok := typeNames[t]
+	return ok
+}
+
+func (t Type) String() string {
+	if name, ok := typeNames[t]; ok {
+		return name
+	}
+	return fmt.Sprintf("type 0x%02x", uint8(t))
+}
+
+const (
+	// HeaderSize is the size of a frame header: type and length.
+	HeaderSize = 5
+	// MaxPayload is the largest payload a frame may carry.
+	MaxPayload = 1 << 20
+	// MaxPing is the largest Ping payload.
+	MaxPing = 64
+)
+
+// Errors a Reader returns, wrapped with the details of the offending frame.
+var (
+	ErrTooLarge    = errors.New("frame too large")
+	ErrUnknownType = errors.New("unknown frame type")
+	ErrTruncated   = errors.New("frame cut off")
+)
+
+// PutHeader writes a frame header for a payload of n bytes into b[:HeaderSize].
+// Writers of data frames read straight into b[HeaderSize:] and send b whole.
+func PutHeader(b []byte, t Type, n int) {
+	b[0] = byte(t)
+	binary.BigEndian.PutUint32(b[1:HeaderSize], uint32(n))
+}
+
+// Reader reads frames from a stream.
+type Reader struct {
+	r   io.Reader
+	hdr [HeaderSize]byte
+}
+
+// NewReader returns a Reader reading frames from r.
+func NewReader(r io.Reader) *Reader { return &Reader{r: r} }
+
+// Next reads one frame and returns its type and a newly allocated payload.
+// It returns io.EOF when the stream ends cleanly between frames, and an error
+// wrapping ErrTruncated, ErrTooLarge or ErrUnknownType otherwise. The length is
+// checked before the payload is allocated.
+func (r *Reader) Next() (Type, []byte, error) {
+	if n, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
+		if err == io.EOF {
+			return 0, nil, io.EOF
+		}
+		if err == io.ErrUnexpectedEOF {
+			return 0, nil, fmt.Errorf("protocol: %w: header has %d of %d bytes", ErrTruncated, n, HeaderSize)
+		}
+		return 0, nil, err
+	}
+	t := Type(r.hdr[0])
+	n := binary.BigEndian.Uint32(r.hdr[1:])
+	if !t.Known() {
+		return 0, nil, fmt.Errorf("protocol: %w 0x%02x (length %d)", ErrUnknownType, uint8(t), n)
+	}
+	if n > MaxPayload {
+		return 0, nil, fmt.Errorf("protocol: %w: %s frame of %d bytes, the limit is %d", ErrTooLarge, t, n, MaxPayload)
+	}
+	p := make([]byte, n)
+	if got, err := io.ReadFull(r.r, p); err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return 0, nil, fmt.Errorf("protocol: %w: %s frame has %d of %d payload bytes", ErrTruncated, t, got, n)
+		}
+		return 0, nil, err
+	}
+	return t, p, nil
+}
+
+// Writer writes frames to a stream. It is safe for concurrent use: each
+// frame is written whole by one Write call, never interleaved with another.
+type Writer struct {
+	mu  sync.Mutex
+	w   io.Writer
+	buf []byte
+}
+
+// NewWriter returns a Writer writing frames to w.
+func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
+
+// WriteFrame writes one frame.
+func (w *Writer) WriteFrame(t Type, payload []byte) error {
+	if len(payload) > MaxPayload {
+		return fmt.Errorf("protocol: %w: %s frame of %d bytes, the limit is %d", ErrTooLarge, t, len(payload), MaxPayload)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := HeaderSize + len(payload)
+	if cap(w.buf) < n {
+		w.buf = make([]byte, n)
+	}
+	b := w.buf[:n]
+	PutHeader(b, t, len(payload))
+	copy(b[HeaderSize:], payload)
+	_, err := w.w.Write(b)
+	if cap(w.buf) > 64<<10 {
+		w.buf = nil // keep no large buffer around after a big frame
+	}
+	return err
+}
+
+// WriteFramed writes b, a whole frame whose header was set with PutHeader.
+// Data pumps use it to send output without copying it.
+func (w *Writer) WriteFramed(b []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, err := w.w.Write(b)
+	return err
+}
+
+// WriteJSON writes a frame whose payload is v encoded as JSON.
+func (w *Writer) WriteJSON(t Type, v any) error {
+	p, err := encodeJSON(v)
+	if err != nil {
+		return err
+	}
+	return w.WriteFrame(t, p)
+}

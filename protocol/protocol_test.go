@@ -1,0 +1,253 @@
+package protocol
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestFrameRoundTrip(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	frames := []struct {
+		t Type
+		p []byte
+	}{
+		{TypeStdin, []byte("hello\x00\xff raw bytes")},
+		{TypeStdinEOF, nil},
+		{TypeStdout, bytes.Repeat([]byte{0xAB}, MaxPayload)},
+		{TypeResize, EncodeResize(WindowSize{Cols: 132, Rows: 43, XPixel: 1056, YPixel: 688})},
+		{TypeStdinAck, EncodeStdinAck(1 << 31)},
+	}
+	for _, f := range frames {
+		if err := w.WriteFrame(f.t, f.p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := NewReader(&buf)
+	for _, f := range frames {
+		typ, p, err := r.Next()
+		if err != nil {
+			t.Fatalf("%s: %v", f.t, err)
+		}
+		if typ != f.t || !bytes.Equal(p, f.p) {
+			t.Fatalf("got %s with %d bytes, want %s with %d", typ, len(p), f.t, len(f.p))
+		}
+	}
+	if _, _, err := r.Next(); err != io.EOF {
+		t.Fatalf("after the last frame: %v, want io.EOF", err)
+	}
+}
+
+func TestMessageRoundTrip(t *testing.T) {
+	msgs := []struct {
+		t   Type
+		in  any
+		out any
+	}{
+		{TypeHello, &Hello{MinVersion: 1, MaxVersion: 3, Version: 1, Capabilities: []string{CapTTY, CapPing}, Software: "corkd test"}, &Hello{}},
+		{TypeExec, &Exec{Argv: []string{"sh", "-c", "echo hi"}, Env: []string{"A=b=c"}, User: "node", Dir: "/tmp", TTY: true, Stdin: true, Term: "xterm-256color", Size: WindowSize{80, 24, 640, 480}}, &Exec{}},
+		{TypeStarted, &Started{Session: "abc", PID: 42, StdinWindow: 1 << 20}, &Started{}},
+		{TypeSignal, &Signal{Name: "TERM"}, &Signal{}},
+		{TypeExit, &Exit{Code: 137, Signal: "KILL", CoreDumped: true}, &Exit{}},
+		{TypeError, &Error{Kind: KindUser, Message: `no user "x"`}, &Error{}},
+	}
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	for _, m := range msgs {
+		if err := w.WriteJSON(m.t, m.in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := NewReader(&buf)
+	for _, m := range msgs {
+		typ, p, err := r.Next()
+		if err != nil || typ != m.t {
+			t.Fatalf("got %s, %v; want %s", typ, err, m.t)
+		}
+		if err := Decode(typ, p, m.out); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(m.in, m.out) {
+			t.Fatalf("%s: got %+v, want %+v", m.t, m.out, m.in)
+		}
+	}
+}
+
+func TestReaderRejects(t *testing.T) {
+	hdr := func(typ Type, n uint32) []byte {
+		b := make([]byte, HeaderSize)
+		PutHeader(b, typ, int(n))
+		return b
+	}
+	tests := []struct {
+		name  string
+		input []byte
+		want  error
+		text  string
+	}{
+		{"oversize", hdr(TypeStdout, MaxPayload+1), ErrTooLarge, "1048577 bytes"},
+		{"oversize max uint32", hdr(TypeExec, 1<<32-1), ErrTooLarge, "the limit is 1048576"},
+		{"unknown type", hdr(Type(0x7f), 3), ErrUnknownType, "0x7f"},
+		{"unknown type zero", hdr(Type(0), 0), ErrUnknownType, "0x00"},
+		{"truncated header", []byte{byte(TypeStdin), 0, 0}, ErrTruncated, "3 of 5"},
+		{"truncated payload", append(hdr(TypeStdin, 10), "abc"...), ErrTruncated, "3 of 10"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A reader that would fail the test if the payload were read
+			// past what the input holds proves the check comes first.
+			_, _, err := NewReader(bytes.NewReader(tt.input)).Next()
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.text) {
+				t.Fatalf("error %q does not name %q", err, tt.text)
+			}
+		})
+	}
+}
+
+// countingReader counts how many payload bytes a Reader asks for, to show
+// that an oversize length is refused before anything is allocated or read.
+type countingReader struct {
+	r     io.Reader
+	asked int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	c.asked += len(p)
+	return c.r.Read(p)
+}
+
+func TestOversizeRefusedBeforeAllocation(t *testing.T) {
+	b := make([]byte, HeaderSize)
+	PutHeader(b, TypeStdin, 1<<31)
+	cr := &countingReader{r: io.MultiReader(bytes.NewReader(b), zeroReader{})}
+	allocs := testing.AllocsPerRun(10, func() {
+		cr.r = io.MultiReader(bytes.NewReader(b), zeroReader{})
+		cr.asked = 0
+		if _, _, err := NewReader(cr).Next(); !errors.Is(err, ErrTooLarge) {
+			t.Fatal(err)
+		}
+	})
+	if cr.asked != HeaderSize {
+		t.Fatalf("reader asked for %d bytes, want only the %d-byte header", cr.asked, HeaderSize)
+	}
+	// The error value and the reader itself; nothing the size of the payload.
+	if allocs > 8 {
+		t.Fatalf("%v allocations for a refused frame", allocs)
+	}
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+func TestWriterRefusesOversize(t *testing.T) {
+	var buf bytes.Buffer
+	err := NewWriter(&buf).WriteFrame(TypeStdout, make([]byte, MaxPayload+1))
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("got %v, want ErrTooLarge", err)
+	}
+	if buf.Len() != 0 {
+		t.Fatalf("wrote %d bytes of a refused frame", buf.Len())
+	}
+}
+
+func TestNegotiate(t *testing.T) {
+	if v, err := Negotiate(Hello{MinVersion: 1, MaxVersion: 5}, 1, 3); err != nil || v != 3 {
+		t.Fatalf("got %d, %v; want 3", v, err)
+	}
+	_, err := Negotiate(Hello{MinVersion: 2, MaxVersion: 4}, 1, 1)
+	var perr *Error
+	if !errors.As(err, &perr) || perr.Kind != KindVersion {
+		t.Fatalf("got %v, want a version Error", err)
+	}
+	for _, want := range []string{"versions 2 to 4", "version 1"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	var e Exec
+	if err := Decode(TypeExec, []byte(`{"argv":`), &e); err == nil || !strings.Contains(err.Error(), "bad exec payload") {
+		t.Fatalf("truncated JSON: %v", err)
+	}
+	if err := Decode(TypeExec, []byte(`{"argv":["a"]} {}`), &e); err == nil {
+		t.Fatal("trailing data accepted")
+	}
+	if err := Decode(TypeExec, []byte(`{"argv":"sh"}`), &e); err == nil {
+		t.Fatal("argv as a string accepted")
+	}
+	if _, err := DecodeResize([]byte{0, 80, 0}); err == nil || !strings.Contains(err.Error(), "3 bytes") {
+		t.Fatalf("short resize: %v", err)
+	}
+	if _, err := DecodeStdinAck(nil); err == nil {
+		t.Fatal("empty ack accepted")
+	}
+}
+
+func TestExecValidate(t *testing.T) {
+	ok := Exec{Argv: []string{"true"}, Env: []string{"A=", "B=c=d"}}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("valid request refused: %v", err)
+	}
+	tests := []struct {
+		name string
+		e    Exec
+		text string
+	}{
+		{"empty argv", Exec{}, "empty argv"},
+		{"empty program", Exec{Argv: []string{""}}, "empty argv"},
+		{"too many args", Exec{Argv: make([]string, MaxArgs+1)}, "empty argv"},
+		{"many args", Exec{Argv: append([]string{"x"}, make([]string, MaxArgs)...)}, "4097 arguments"},
+		{"env without =", Exec{Argv: []string{"x"}, Env: []string{"PATH"}}, "not KEY=VALUE"},
+		{"env empty key", Exec{Argv: []string{"x"}, Env: []string{"=v"}}, "not KEY=VALUE"},
+		{"env NUL", Exec{Argv: []string{"x"}, Env: []string{"A=b\x00c"}}, "NUL"},
+		{"arg NUL", Exec{Argv: []string{"x", "a\x00"}}, "argument 1"},
+		{"user NUL", Exec{Argv: []string{"x"}, User: "no\x00de"}, "user"},
+		{"too much env", Exec{Argv: []string{"x"}, Env: make([]string, MaxEnv+1)}, "environment entries"},
+	}
+	for _, tt := range tests {
+		err := tt.e.Validate()
+		if err == nil || !strings.Contains(err.Error(), tt.text) {
+			t.Errorf("%s: got %v, want an error naming %q", tt.name, err, tt.text)
+		}
+	}
+}
+
+func FuzzReader(f *testing.F) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	w.WriteJSON(TypeExec, &Exec{Argv: []string{"sh"}, TTY: true, Size: WindowSize{80, 24, 0, 0}})
+	w.WriteFrame(TypeResize, EncodeResize(WindowSize{Cols: 1, Rows: 2}))
+	f.Add(buf.Bytes())
+	f.Add([]byte{0x10, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := NewReader(bytes.NewReader(data))
+		for {
+			typ, p, err := r.Next()
+			if err != nil {
+				return
+			}
+			if len(p) > MaxPayload || !typ.Known() {
+				t.Fatalf("accepted %s with %d bytes", typ, len(p))
+			}
+			switch typ {
+			case TypeExec:
+				var e Exec
+				if Decode(typ, p, &e) == nil {
+					_ = e.Validate()
+				}
+			case TypeResize:
+				_, _ = DecodeResize(p)
+			}
+		}
+	})
+}
