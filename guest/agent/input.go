@@ -1,0 +1,128 @@
+package agent
+
+import (
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/corkvm/cork/protocol"
+)
+
+// inputQueue hands stdin to the program from a goroutine of its own, so the
+// frame reader never blocks on a program that does not read its input and
+// resize and signal frames behind a paste are applied at once (lesson 3).
+// The host's stdin window bounds what it holds.
+type inputQueue struct {
+	dst     io.WriteCloser // nil when the program's stdin is not the host's
+	mu      sync.Mutex
+	cond    sync.Cond
+	bufs    [][]byte
+	pending int // bytes pushed and not yet acknowledged
+	window  int
+	eof     bool // the host sent StdinEOF
+	closed  bool // the session is over
+}
+
+func newInputQueue(window int, dst io.WriteCloser, wanted bool) *inputQueue {
+	q := &inputQueue{window: window}
+	if wanted {
+		q.dst = dst
+	}
+	q.cond.L = &q.mu
+	return q
+}
+
+// push queues p for the program. It refuses data after StdinEOF and data
+// beyond the window the host was given.
+func (q *inputQueue) push(p []byte) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.eof {
+		return &protocol.Error{Kind: protocol.KindProtocol, Message: "stdin data after stdin EOF"}
+	}
+	if q.pending+len(p) > q.window {
+		return &protocol.Error{Kind: protocol.KindProtocol, Message: fmt.Sprintf(
+			"host overran the stdin window: %d bytes unacknowledged, the window is %d", q.pending+len(p), q.window)}
+	}
+	q.pending += len(p)
+	q.bufs = append(q.bufs, p)
+	q.cond.Signal()
+	return nil
+}
+
+// closeInput records the host's StdinEOF; it takes effect after the data
+// queued before it.
+func (q *inputQueue) closeInput() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.eof {
+		return &protocol.Error{Kind: protocol.KindProtocol, Message: "stdin EOF sent twice"}
+	}
+	q.eof = true
+	q.cond.Signal()
+	return nil
+}
+
+// close ends run; a write blocked on the program is ended by closing dst.
+func (q *inputQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.cond.Signal()
+	q.mu.Unlock()
+	if q.dst != nil {
+		q.dst.Close()
+	}
+}
+
+// next waits for the next buffer; it returns nil and whether input ended
+// (true) or the session did (false).
+func (q *inputQueue) next() ([]byte, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.bufs) == 0 && !q.eof && !q.closed {
+		q.cond.Wait()
+	}
+	if q.closed {
+		return nil, false
+	}
+	if len(q.bufs) == 0 {
+		return nil, true
+	}
+	b := q.bufs[0]
+	q.bufs[0] = nil
+	q.bufs = q.bufs[1:]
+	return b, false
+}
+
+// run writes queued input to the program and acknowledges each buffer once
+// written (or dropped because the program closed its input).
+func (q *inputQueue) run(ss *session) {
+	broken := q.dst == nil
+	atLineStart := true
+	for {
+		b, eof := q.next()
+		if b == nil {
+			if eof && !broken {
+				if ss.master != nil {
+					q.dst.Write(eofBytes(ss.master, atLineStart))
+				} else {
+					q.dst.Close()
+				}
+			}
+			return
+		}
+		if !broken {
+			if _, err := q.dst.Write(b); err != nil {
+				broken = true // the program closed its input; drop the rest
+			} else if len(b) > 0 {
+				atLineStart = b[len(b)-1] == '\n' || b[len(b)-1] == '\r'
+			}
+		}
+		q.mu.Lock()
+		q.pending -= len(b)
+		q.mu.Unlock()
+		if ss.w.WriteFrame(protocol.TypeStdinAck, protocol.EncodeStdinAck(uint32(len(b)))) != nil {
+			return
+		}
+	}
+}

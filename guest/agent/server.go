@@ -1,0 +1,235 @@
+// Package agent is corkd's core: it speaks the protocol on one connection at
+// a time per session and runs the requested program on a PTY or on pipes.
+package agent
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/corkvm/cork/guest/account"
+	"github.com/corkvm/cork/protocol"
+)
+
+// Config holds the agent's limits. Zero fields take the defaults below.
+type Config struct {
+	Logger *slog.Logger
+	// Software names the agent in its Hello, for example "corkd 0.1.0".
+	Software string
+	// HandshakeTimeout bounds the time from connect to a complete Exec.
+	HandshakeTimeout time.Duration
+	// DisconnectGrace is the time between SIGHUP and SIGKILL when the
+	// connection drops under a running session.
+	DisconnectGrace time.Duration
+	// DrainIdle and DrainMax bound how long output is still read after
+	// the program was reaped, for a background process that keeps the
+	// terminal or the pipes open: reading stops after DrainIdle without
+	// output, or DrainMax in all.
+	DrainIdle time.Duration
+	DrainMax  time.Duration
+	// StdinWindow is how many stdin bytes a host may have in flight.
+	StdinWindow uint32
+	// MaxSessions limits concurrent sessions.
+	MaxSessions int
+	// DefaultTerm is TERM for PTY sessions whose host sends none.
+	DefaultTerm string
+}
+
+// Defaults for Config.
+const (
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultDisconnectGrace  = 2 * time.Second
+	DefaultDrainIdle        = 200 * time.Millisecond
+	DefaultDrainMax         = 2 * time.Second
+	DefaultStdinWindow      = 256 << 10
+	DefaultMaxSessions      = 256
+	DefaultTerm             = "xterm-256color"
+)
+
+// Server runs sessions.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	self   *account.Account
+	active atomic.Int64
+	wg     sync.WaitGroup
+}
+
+// New returns a Server with cfg's limits.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Software == "" {
+		cfg.Software = "corkd"
+	}
+	setDefault(&cfg.HandshakeTimeout, DefaultHandshakeTimeout)
+	setDefault(&cfg.DisconnectGrace, DefaultDisconnectGrace)
+	setDefault(&cfg.DrainIdle, DefaultDrainIdle)
+	setDefault(&cfg.DrainMax, DefaultDrainMax)
+	setDefault(&cfg.StdinWindow, DefaultStdinWindow)
+	setDefault(&cfg.MaxSessions, DefaultMaxSessions)
+	setDefault(&cfg.DefaultTerm, DefaultTerm)
+	self, err := account.Current()
+	if err != nil {
+		cfg.Logger.Warn("cannot resolve own account", "err", err)
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, self: self}
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// Serve accepts connections on l and serves each in its own goroutine. It
+// returns when Accept fails, for example because l was closed.
+func (s *Server) Serve(l net.Listener) error {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.ServeConn(c)
+		}()
+	}
+}
+
+// Wait blocks until every session started by Serve has ended.
+func (s *Server) Wait() { s.wg.Wait() }
+
+// Active reports the number of sessions running now.
+func (s *Server) Active() int { return int(s.active.Load()) }
+
+// ServeConn serves one connection: the handshake, then pings or one
+// session. It closes c before it returns.
+func (s *Server) ServeConn(c io.ReadWriteCloser) {
+	defer c.Close()
+	r := protocol.NewReader(c)
+	w := protocol.NewWriter(c)
+	log := s.log
+
+	// The handshake must complete in time, or a peer that sends half a
+	// frame and stops would hold the connection forever. Closing c is the
+	// one way to interrupt a read on every kind of stream.
+	timer := time.AfterFunc(s.cfg.HandshakeTimeout, func() {
+		log.Warn("handshake timed out", "after", s.cfg.HandshakeTimeout)
+		c.Close()
+	})
+	defer timer.Stop()
+
+	fail := func(kind, msg string) {
+		log.Warn("refused", "kind", kind, "err", msg)
+		w.WriteJSON(protocol.TypeError, &protocol.Error{Kind: kind, Message: msg})
+	}
+
+	t, p, err := r.Next()
+	if err != nil {
+		if err != io.EOF {
+			fail(protocol.KindProtocol, fmt.Sprintf("reading hello: %v", err))
+		}
+		return
+	}
+	if t != protocol.TypeHello {
+		fail(protocol.KindProtocol, fmt.Sprintf("expected a hello frame first, got %s", t))
+		return
+	}
+	var hello protocol.Hello
+	if err := protocol.Decode(t, p, &hello); err != nil {
+		fail(protocol.KindProtocol, err.Error())
+		return
+	}
+	v, err := protocol.Negotiate(hello, protocol.MinVersion, protocol.MaxVersion)
+	if err != nil {
+		fail(protocol.KindVersion, err.Error())
+		return
+	}
+	if err := w.WriteJSON(protocol.TypeHello, &protocol.Hello{
+		MinVersion: protocol.MinVersion, MaxVersion: protocol.MaxVersion, Version: v,
+		Capabilities: []string{protocol.CapTTY, protocol.CapPipes, protocol.CapSignal, protocol.CapPing},
+		Software:     s.cfg.Software,
+	}); err != nil {
+		return
+	}
+
+	var req protocol.Exec
+	for {
+		timer.Reset(s.cfg.HandshakeTimeout)
+		t, p, err = r.Next()
+		if err != nil {
+			if err != io.EOF {
+				fail(protocol.KindProtocol, fmt.Sprintf("reading exec: %v", err))
+			}
+			return
+		}
+		if t == protocol.TypePing {
+			if len(p) > protocol.MaxPing {
+				fail(protocol.KindProtocol, fmt.Sprintf("ping of %d bytes, the limit is %d", len(p), protocol.MaxPing))
+				return
+			}
+			if w.WriteFrame(protocol.TypePong, p) != nil {
+				return
+			}
+			continue
+		}
+		if t != protocol.TypeExec {
+			fail(protocol.KindProtocol, fmt.Sprintf("expected exec, got %s", t))
+			return
+		}
+		if err := protocol.Decode(t, p, &req); err != nil {
+			fail(protocol.KindRequest, err.Error())
+			return
+		}
+		break
+	}
+	if !timer.Stop() {
+		return // the timer fired and closed c while the exec arrived
+	}
+	if err := req.Validate(); err != nil {
+		fail(protocol.KindRequest, err.Error())
+		return
+	}
+	if n := s.active.Add(1); n > int64(s.cfg.MaxSessions) {
+		s.active.Add(-1)
+		fail(protocol.KindBusy, fmt.Sprintf("corkd is at its limit of %d sessions", s.cfg.MaxSessions))
+		return
+	}
+	defer s.active.Add(-1)
+
+	id := newSessionID()
+	log = log.With("session", id)
+	ss, perr := s.start(id, &req, w, log)
+	if perr != nil {
+		fail(perr.Kind, perr.Message)
+		return
+	}
+	if ss == nil {
+		return // the program could not be executed; its Exit was sent
+	}
+	ss.run(r)
+}
+
+func newSessionID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

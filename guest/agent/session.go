@@ -1,0 +1,494 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/corkvm/cork/guest/account"
+	"github.com/corkvm/cork/protocol"
+)
+
+// DefaultPath is PATH for a session whose environment has none.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// fallbackSize is the PTY size when the host has no terminal to measure
+// (cork -t with stdin redirected): a PTY is never created at 0x0.
+var fallbackSize = protocol.WindowSize{Cols: 80, Rows: 24}
+
+// session is one running program and the connection that drives it.
+type session struct {
+	srv    *Server
+	log    *slog.Logger
+	w      *protocol.Writer
+	cmd    *exec.Cmd
+	master *os.File // the PTY master; nil for a pipe session
+	in     *inputQueue
+	outs   []*output
+
+	reaped chan struct{} // closed when the program has been waited for
+	done   chan struct{} // closed when, in addition, its output is drained
+	exit   protocol.Exit
+}
+
+// start resolves the request and starts the program. It returns a nil
+// session and a nil error when the program was not found or not executable:
+// that is reported as output and Exit, as a shell reports it.
+func (s *Server) start(id string, req *protocol.Exec, w *protocol.Writer, log *slog.Logger) (*session, *protocol.Error) {
+	acct, perr := s.account(req.User)
+	if perr != nil {
+		return nil, perr
+	}
+	switching := acct.UID != uint32(os.Geteuid())
+	dir, perr := workdir(req.Dir, acct)
+	if perr != nil {
+		return nil, perr
+	}
+	env := s.environ(req, acct)
+	path, code, err := lookPath(req.Argv[0], lookupEnv(env, "PATH"))
+	if code != 0 {
+		if err == nil {
+			err = fs.ErrPermission
+		}
+		s.reportExecFailure(w, req, code, err)
+		return nil, nil
+	}
+
+	cmd := &exec.Cmd{Path: path, Args: req.Argv, Env: env, Dir: dir,
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true}}
+	if switching {
+		cmd.SysProcAttr.Credential = acct.Credential()
+	}
+	ss := &session{srv: s, log: log, w: w, cmd: cmd,
+		reaped: make(chan struct{}), done: make(chan struct{})}
+	var stdin io.WriteCloser
+	if req.TTY {
+		stdin, err = ss.startPTY(req, acct)
+	} else {
+		stdin, err = ss.startPipes(req)
+	}
+	if err != nil {
+		if code := execFailureCode(err); code != 0 {
+			s.reportExecFailure(w, req, code, err)
+			return nil, nil
+		}
+		return nil, &protocol.Error{Kind: protocol.KindStart, Message: fmt.Sprintf("starting %q: %v", req.Argv[0], err)}
+	}
+	ss.in = newInputQueue(int(s.cfg.StdinWindow), stdin, req.Stdin)
+	log.Info("started", "argv0", req.Argv[0], "pid", cmd.Process.Pid, "uid", acct.UID, "tty", req.TTY)
+	if err := w.WriteJSON(protocol.TypeStarted, &protocol.Started{
+		Session: id, PID: cmd.Process.Pid, StdinWindow: s.cfg.StdinWindow,
+	}); err != nil {
+		log.Warn("host gone before the session started", "err", err)
+	}
+	return ss, nil
+}
+
+func (s *Server) account(user string) (*account.Account, *protocol.Error) {
+	if user == "" {
+		if s.self == nil {
+			return nil, &protocol.Error{Kind: protocol.KindUser, Message: "corkd cannot resolve its own user; name one"}
+		}
+		return s.self, nil
+	}
+	acct, err := account.Lookup(user)
+	if err != nil {
+		return nil, &protocol.Error{Kind: protocol.KindUser, Message: err.Error()}
+	}
+	if euid := os.Geteuid(); acct.UID != uint32(euid) && euid != 0 {
+		self := fmt.Sprint(euid)
+		if s.self != nil {
+			self = fmt.Sprintf("%d (%s)", euid, s.self.Name)
+		}
+		return nil, &protocol.Error{Kind: protocol.KindUser, Message: fmt.Sprintf(
+			"corkd runs as uid %s, not root, so it cannot switch to user %q; run corkd as root or omit the user", self, user)}
+	}
+	return acct, nil
+}
+
+// workdir returns the session's working directory: the requested one, or
+// the user's home when it exists, else /.
+func workdir(dir string, acct *account.Account) (string, *protocol.Error) {
+	if dir == "" {
+		if st, err := os.Stat(acct.Home); err == nil && st.IsDir() {
+			return acct.Home, nil
+		}
+		return "/", nil
+	}
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", &protocol.Error{Kind: protocol.KindWorkdir, Message: fmt.Sprintf("working directory %q does not exist", dir)}
+	case err != nil:
+		return "", &protocol.Error{Kind: protocol.KindWorkdir, Message: fmt.Sprintf("working directory %q: %v", dir, err)}
+	case !st.IsDir():
+		return "", &protocol.Error{Kind: protocol.KindWorkdir, Message: fmt.Sprintf("working directory %q is not a directory", dir)}
+	}
+	return dir, nil
+}
+
+// environ builds the program's environment: corkd's own (the image's, when
+// smolvm starts it), then the user's HOME, USER, LOGNAME and SHELL, TERM for
+// a PTY, then the request's entries, later entries winning.
+func (s *Server) environ(req *protocol.Exec, acct *account.Account) []string {
+	var env []string
+	env = append(env, os.Environ()...)
+	env = append(env, "HOME="+acct.Home, "USER="+acct.Name, "LOGNAME="+acct.Name, "SHELL="+acct.Shell)
+	if req.TTY {
+		term := req.Term
+		if term == "" {
+			term = s.cfg.DefaultTerm
+		}
+		env = append(env, "TERM="+term)
+	}
+	env = append(env, req.Env...)
+	env = dedupEnv(env)
+	if lookupEnv(env, "PATH") == "" {
+		env = append(env, "PATH="+DefaultPath)
+	}
+	return env
+}
+
+// dedupEnv keeps the last value of each key, in the order keys first appear.
+func dedupEnv(env []string) []string {
+	idx := make(map[string]int, len(env))
+	out := env[:0:0]
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if i, ok := idx[k]; ok {
+			out[i] = kv
+			continue
+		}
+		idx[k] = len(out)
+		out = append(out, kv)
+	}
+	return out
+}
+
+func lookupEnv(env []string, key string) string {
+	for _, kv := range env {
+		if k, v, _ := strings.Cut(kv, "="); k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+// execFailureCode maps a start error to a shell's status: 126 for a program
+// that cannot be executed, 127 for one that is not there; 0 for anything
+// else.
+func execFailureCode(err error) int {
+	switch {
+	case errors.Is(err, syscall.ENOENT):
+		return 127
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.ENOEXEC), errors.Is(err, syscall.EISDIR):
+		return 126
+	}
+	return 0
+}
+
+// reportExecFailure tells the host, as a shell would, that the program
+// could not run: a message on the session's error output and exit 126/127.
+func (s *Server) reportExecFailure(w *protocol.Writer, req *protocol.Exec, code int, err error) {
+	if pe, ok := err.(*fs.PathError); ok {
+		err = pe.Err
+	}
+	msg := fmt.Sprintf("corkd: %s: %v\n", req.Argv[0], err)
+	t := protocol.TypeStderr
+	if req.TTY {
+		t, msg = protocol.TypeStdout, strings.ReplaceAll(msg, "\n", "\r\n")
+	}
+	s.log.Info("cannot execute", "argv0", req.Argv[0], "code", code, "err", err)
+	w.WriteFrame(t, []byte(msg))
+	w.WriteJSON(protocol.TypeExit, &protocol.Exit{Code: code})
+}
+
+// startPTY starts the program as a session leader whose controlling terminal
+// is a new PTY, sized before the program starts.
+func (ss *session) startPTY(req *protocol.Exec, acct *account.Account) (io.WriteCloser, error) {
+	master, slave, err := openPTY()
+	if err != nil {
+		return nil, err
+	}
+	defer slave.Close()
+	size := req.Size
+	if !size.Valid() {
+		size = fallbackSize
+	}
+	if err := setSize(master, size); err != nil {
+		master.Close()
+		return nil, err
+	}
+	// The terminal belongs to the user, as login(1) leaves it: owner the
+	// user, group tty, mode 0620. corkd not running as root can only
+	// chown to itself, which it already is.
+	if err := slave.Chown(int(acct.UID), int(acct.TTYGroup())); err != nil && os.Geteuid() == 0 {
+		master.Close()
+		return nil, err
+	}
+	if err := slave.Chmod(0o620); err != nil {
+		master.Close()
+		return nil, err
+	}
+	ss.cmd.Stdin, ss.cmd.Stdout, ss.cmd.Stderr = slave, slave, slave
+	ss.cmd.SysProcAttr.Setctty = true
+	ss.cmd.SysProcAttr.Ctty = 0 // the child's fd 0, the slave
+	if err := ss.cmd.Start(); err != nil {
+		master.Close()
+		return nil, err
+	}
+	ss.master = master
+	ss.outs = []*output{{f: master, t: protocol.TypeStdout}}
+	return master, nil
+}
+
+// startPipes starts the program with its stdin, stdout and stderr on pipes.
+func (ss *session) startPipes(req *protocol.Exec) (io.WriteCloser, error) {
+	var closeAfterStart, closeOnError []*os.File
+	defer func() {
+		for _, f := range closeAfterStart {
+			f.Close()
+		}
+	}()
+	fail := func(err error) (io.WriteCloser, error) {
+		for _, f := range closeOnError {
+			f.Close()
+		}
+		return nil, err
+	}
+	var stdin *os.File
+	if req.Stdin {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return fail(err)
+		}
+		ss.cmd.Stdin, stdin = r, w
+		closeAfterStart, closeOnError = append(closeAfterStart, r), append(closeOnError, w)
+	} else {
+		null, err := os.Open(os.DevNull)
+		if err != nil {
+			return fail(err)
+		}
+		ss.cmd.Stdin = null
+		closeAfterStart = append(closeAfterStart, null)
+	}
+	for _, t := range []protocol.Type{protocol.TypeStdout, protocol.TypeStderr} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return fail(err)
+		}
+		if t == protocol.TypeStdout {
+			ss.cmd.Stdout = w
+		} else {
+			ss.cmd.Stderr = w
+		}
+		closeAfterStart, closeOnError = append(closeAfterStart, w), append(closeOnError, r)
+		ss.outs = append(ss.outs, &output{f: r, t: t})
+	}
+	if err := ss.cmd.Start(); err != nil {
+		return fail(err)
+	}
+	if stdin == nil {
+		return nil, nil
+	}
+	return stdin, nil
+}
+
+// run relays the session until the program ends or the connection drops.
+func (ss *session) run(r *protocol.Reader) {
+	defer ss.cleanup()
+	var pumps sync.WaitGroup
+	for _, o := range ss.outs {
+		pumps.Add(1)
+		go func() {
+			defer pumps.Done()
+			o.pump(ss.w)
+		}()
+	}
+	go ss.in.run(ss)
+	go func() {
+		err := ss.cmd.Wait()
+		var ws syscall.WaitStatus
+		if st := ss.cmd.ProcessState; st != nil {
+			ws = st.Sys().(syscall.WaitStatus)
+		} else {
+			ss.log.Error("wait failed", "err", err)
+			ws = syscall.WaitStatus(255 << 8)
+		}
+		ss.exit = exitOf(ws)
+		close(ss.reaped)
+		deadline := time.Now().Add(ss.srv.cfg.DrainMax)
+		for _, o := range ss.outs {
+			o.startDrain(ss.srv.cfg.DrainIdle, deadline)
+		}
+		pumps.Wait()
+		close(ss.done)
+	}()
+
+	readErr := make(chan error, 1)
+	go func() { readErr <- ss.readFrames(r) }()
+	select {
+	case <-ss.done:
+		ss.log.Info("exited", "code", ss.exit.Code, "signal", ss.exit.Signal)
+		ss.w.WriteJSON(protocol.TypeExit, &ss.exit)
+	case err := <-readErr:
+		var perr *protocol.Error
+		if errors.As(err, &perr) {
+			ss.log.Warn("protocol error, ending session", "err", err)
+			ss.w.WriteJSON(protocol.TypeError, perr)
+		} else {
+			ss.log.Info("connection lost, hanging up", "err", err)
+		}
+		ss.hangup()
+		<-ss.done
+	}
+}
+
+// readFrames applies the host's frames until the connection fails. A
+// *protocol.Error return is the host's fault; anything else is the
+// connection's end.
+func (ss *session) readFrames(r *protocol.Reader) error {
+	for {
+		t, p, err := r.Next()
+		if err != nil {
+			if errors.Is(err, protocol.ErrTooLarge) || errors.Is(err, protocol.ErrUnknownType) {
+				return &protocol.Error{Kind: protocol.KindProtocol, Message: err.Error()}
+			}
+			return err
+		}
+		switch t {
+		case protocol.TypeStdin:
+			if err := ss.in.push(p); err != nil {
+				return err
+			}
+		case protocol.TypeStdinEOF:
+			if err := ss.in.closeInput(); err != nil {
+				return err
+			}
+		case protocol.TypeResize:
+			size, err := protocol.DecodeResize(p)
+			if err != nil {
+				return &protocol.Error{Kind: protocol.KindProtocol, Message: err.Error()}
+			}
+			ss.resize(size)
+		case protocol.TypeSignal:
+			var sig protocol.Signal
+			if err := protocol.Decode(t, p, &sig); err != nil {
+				return &protocol.Error{Kind: protocol.KindProtocol, Message: err.Error()}
+			}
+			ss.signal(sig.Name)
+		case protocol.TypePing:
+			ss.w.WriteFrame(protocol.TypePong, p)
+		default:
+			return &protocol.Error{Kind: protocol.KindProtocol, Message: fmt.Sprintf("unexpected %s frame during a session", t)}
+		}
+	}
+}
+
+// resize applies a window size in arrival order. Pipe sessions and sizes
+// without a width or height are ignored.
+func (ss *session) resize(s protocol.WindowSize) {
+	if ss.master == nil || !s.Valid() {
+		return
+	}
+	if err := setSize(ss.master, s); err != nil {
+		ss.log.Warn("resize failed", "size", s, "err", err)
+	}
+}
+
+// signal forwards an allowed signal to the program's process group.
+func (ss *session) signal(name string) {
+	sig, ok := signalNumber(name)
+	if !ok {
+		ss.log.Warn("signal not forwarded", "signal", name)
+		return
+	}
+	// ESRCH: the program has already gone, which is no error.
+	if err := syscall.Kill(-ss.cmd.Process.Pid, sig); err != nil && err != syscall.ESRCH {
+		ss.log.Warn("signal failed", "signal", name, "err", err)
+	}
+}
+
+// hangup ends a session whose host has gone: SIGHUP to its processes, then
+// SIGKILL to whatever is left after the grace period.
+func (ss *session) hangup() {
+	sid := ss.cmd.Process.Pid
+	signalSession(sid, syscall.SIGHUP)
+	select {
+	case <-ss.reaped:
+	case <-time.After(ss.srv.cfg.DisconnectGrace):
+	}
+	signalSession(sid, syscall.SIGKILL)
+}
+
+func (ss *session) cleanup() {
+	ss.in.close()
+	for _, o := range ss.outs {
+		o.f.Close()
+	}
+}
+
+// output relays one of the program's output streams as frames.
+type output struct {
+	f *os.File
+	t protocol.Type
+
+	mu       sync.Mutex
+	draining bool
+	idle     time.Duration
+	deadline time.Time
+}
+
+// dataFrameSize is the most output read into one frame: large enough for
+// throughput, small enough that a resize or ack is not held up behind it.
+const dataFrameSize = 32 << 10
+
+// pump reads output and writes it as frames until EOF (EIO for a PTY whose
+// every slave is closed), a write failure, or the end of draining.
+func (o *output) pump(w *protocol.Writer) {
+	buf := make([]byte, protocol.HeaderSize+dataFrameSize)
+	own := false // whether the deadline in force is pump's own idle deadline
+	for {
+		o.mu.Lock()
+		if o.draining {
+			d := time.Now().Add(o.idle)
+			if d.After(o.deadline) {
+				d = o.deadline
+			}
+			o.f.SetReadDeadline(d)
+			own = true
+		}
+		o.mu.Unlock()
+		n, err := o.f.Read(buf[protocol.HeaderSize:])
+		if n > 0 {
+			protocol.PutHeader(buf, o.t, n)
+			if w.WriteFramed(buf[:protocol.HeaderSize+n]) != nil {
+				return
+			}
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && !own {
+				continue // startDrain's wake-up: read on under the idle deadline
+			}
+			return
+		}
+	}
+}
+
+// startDrain tells a pump that the program is gone: read what is left, but
+// stop after idle without output or at deadline. The deadline in the past
+// wakes a pump blocked in Read so that it sets its own.
+func (o *output) startDrain(idle time.Duration, deadline time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.draining, o.idle, o.deadline = true, idle, deadline
+	o.f.SetReadDeadline(time.Now())
+}

@@ -1,0 +1,160 @@
+// Command corkd is cork's guest agent. It runs inside the VM, accepts
+// sessions from cork over vsock, a unix socket or its own stdin/stdout, and
+// starts each requested program on a PTY or on pipes as the requested user.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+
+	"github.com/spf13/pflag"
+
+	"github.com/corkvm/cork/guest/agent"
+	"github.com/corkvm/cork/guest/listen"
+	"github.com/corkvm/cork/protocol"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `usage:
+  corkd serve [flags]    serve sessions (see corkd serve --help)
+  corkd version          print corkd's version
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "serve":
+		os.Exit(serve(os.Args[2:]))
+	case "version", "--version":
+		fmt.Printf("corkd %s (protocol %d)\n", version, protocol.MaxVersion)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "corkd: unknown command %q\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+}
+
+func serve(args []string) int {
+	fs := pflag.NewFlagSet("corkd serve", pflag.ContinueOnError)
+	listens := fs.StringArray("listen", nil, "listen on `URL`: unix:///run/corkd.sock or vsock://:PORT (repeatable)")
+	stdio := fs.Bool("stdio", false, "serve exactly one session on stdin/stdout, then exit")
+	allowUIDs := fs.UintSlice("allow-uid", nil, "unix socket peers allowed besides root (repeatable)")
+	allowCIDs := fs.UintSlice("allow-cid", nil, "vsock peer CIDs allowed (default 2, the host)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error; logs go to stderr")
+	handshake := fs.Duration("handshake-timeout", agent.DefaultHandshakeTimeout, "time a connection has to send a complete exec")
+	grace := fs.Duration("disconnect-grace", agent.DefaultDisconnectGrace, "time between SIGHUP and SIGKILL when a connection drops")
+	maxSessions := fs.Int("max-sessions", agent.DefaultMaxSessions, "concurrent sessions")
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: corkd serve [--stdio] [--listen URL]...\n%s", fs.FlagUsages())
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(os.Stderr, "corkd: %v\n", err)
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "corkd: --log-level %q: want debug, info, warn or error\n", *logLevel)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if !*stdio && len(*listens) == 0 {
+		fmt.Fprintln(os.Stderr, "corkd: nothing to serve: give --stdio or at least one --listen URL")
+		return 2
+	}
+	if *stdio && len(*listens) > 0 {
+		fmt.Fprintln(os.Stderr, "corkd: --stdio serves one session and exits; it does not combine with --listen")
+		return 2
+	}
+
+	// A write to a host that has gone must be an error, not a SIGPIPE that
+	// kills corkd before it can hang up the session. Notify (not Ignore)
+	// keeps the default disposition for the programs corkd starts.
+	sigpipe := make(chan os.Signal, 1)
+	signal.Notify(sigpipe, syscall.SIGPIPE)
+
+	srv := agent.New(agent.Config{
+		Logger:           log,
+		Software:         "corkd " + version,
+		HandshakeTimeout: *handshake,
+		DisconnectGrace:  *grace,
+		MaxSessions:      *maxSessions,
+	})
+	if *stdio {
+		srv.ServeConn(stdioConn{os.Stdin, os.Stdout})
+		return 0
+	}
+
+	opts := listen.Options{Logger: log}
+	for _, u := range *allowUIDs {
+		opts.AllowUIDs = append(opts.AllowUIDs, uint32(u))
+	}
+	if len(opts.AllowUIDs) > 0 {
+		opts.AllowUIDs = append(opts.AllowUIDs, 0)
+	}
+	for _, c := range *allowCIDs {
+		opts.AllowCIDs = append(opts.AllowCIDs, uint32(c))
+	}
+	var ls []net.Listener
+	for _, addr := range *listens {
+		l, err := listen.Listen(addr, opts)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "corkd: %v\n", err)
+			return 1
+		}
+		log.Info("listening", "addr", addr)
+		ls = append(ls, l)
+	}
+
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	errc := make(chan error, len(ls))
+	var wg sync.WaitGroup
+	for _, l := range ls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- srv.Serve(l)
+		}()
+	}
+	select {
+	case sig := <-stop:
+		log.Info("stopping", "signal", sig.String())
+	case err := <-errc:
+		log.Error("listener failed", "err", err)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	wg.Wait()
+	return 0
+}
+
+// stdioConn is corkd's own stdin and stdout as one connection.
+type stdioConn struct {
+	io.Reader
+	io.Writer
+}
+
+func (c stdioConn) Close() error {
+	err := os.Stdout.Close()
+	if err2 := os.Stdin.Close(); err == nil {
+		err = err2
+	}
+	return err
+}

@@ -1,0 +1,138 @@
+// Package listen opens the listeners corkd serves on, named by URL, each
+// filtering its peers before a connection reaches the agent.
+package listen
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// Options filter peers.
+type Options struct {
+	// AllowUIDs are the peer uids a unix socket accepts (SO_PEERCRED).
+	// Empty: root only.
+	AllowUIDs []uint32
+	// AllowCIDs are the peer context ids a vsock listener accepts.
+	// Empty: the host (CID 2) only.
+	AllowCIDs []uint32
+	Logger    *slog.Logger
+}
+
+// DefaultVsockPort is the vsock port corkd listens on when the URL names
+// none: "cork" on a phone keypad.
+const DefaultVsockPort = 2675
+
+// Listen opens the listener addr names:
+//
+//	unix:///run/corkd.sock   a unix socket, mode 0600, peers by uid
+//	vsock://:PORT            AF_VSOCK on any local CID, peers by CID
+func Listen(addr string, opts Options) (net.Listener, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	u, err := url.Parse(addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen address %q: %v", addr, err)
+	}
+	switch u.Scheme {
+	case "unix":
+		if u.Path == "" {
+			return nil, fmt.Errorf("listen address %q: no socket path (want unix:///path)", addr)
+		}
+		return listenUnix(u.Path, opts)
+	case "vsock":
+		port := uint32(DefaultVsockPort)
+		if p := u.Port(); p != "" {
+			n, err := strconv.ParseUint(p, 10, 32)
+			if err != nil {
+				return nil, fmt.Errorf("listen address %q: bad port %q", addr, p)
+			}
+			port = uint32(n)
+		}
+		if h := u.Hostname(); h != "" {
+			return nil, fmt.Errorf("listen address %q: corkd binds any CID (the CID can change); write vsock://:%d", addr, port)
+		}
+		return listenVsock(port, opts)
+	case "":
+		return nil, fmt.Errorf("listen address %q: no scheme (want unix:///path or vsock://:PORT)", addr)
+	}
+	return nil, fmt.Errorf("listen address %q: unknown scheme %q (want unix or vsock)", addr, u.Scheme)
+}
+
+func listenUnix(path string, opts Options) (net.Listener, error) {
+	// A socket left by an earlier corkd would make bind fail; anything
+	// else at the path is not ours to remove.
+	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
+		os.Remove(path)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	allow := opts.AllowUIDs
+	if len(allow) == 0 {
+		allow = []uint32{0}
+	}
+	return &uidListener{Listener: l, allow: allow, log: opts.Logger}, nil
+}
+
+// uidListener accepts only peers whose uid is allowed. The socket's mode
+// keeps others out already; the check also covers a socket exposed through
+// a proxy or a changed mode.
+type uidListener struct {
+	net.Listener
+	allow []uint32
+	log   *slog.Logger
+}
+
+func (l *uidListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		cred, err := peerCred(c)
+		if err != nil {
+			l.log.Warn("refused unix peer: no credentials", "err", err)
+			c.Close()
+			continue
+		}
+		if !slices.Contains(l.allow, cred.Uid) {
+			l.log.Warn("refused unix peer", "uid", cred.Uid, "pid", cred.Pid)
+			c.Close()
+			continue
+		}
+		return c, nil
+	}
+}
+
+func peerCred(c net.Conn) (*unix.Ucred, error) {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return nil, errors.New("not a unix socket")
+	}
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	return cred, cerr
+}

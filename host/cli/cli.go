@@ -1,0 +1,351 @@
+// Package cli is the cork command line.
+package cli
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/corkvm/cork/host/client"
+	"github.com/corkvm/cork/host/term"
+	"github.com/corkvm/cork/host/transport"
+	"github.com/corkvm/cork/protocol"
+)
+
+// Exit statuses of cork's own, as docker's: 125 when cork itself fails,
+// 255 when the session's outcome is unknown.
+const (
+	ExitCorkError = 125
+	ExitLost      = 255
+)
+
+// Version is cork's version, set by the main package.
+var Version = "dev"
+
+const usage = `usage:
+  cork exec [flags] -- COMMAND [ARG...]   run a program in the VM
+  cork ping [flags]                       check that corkd answers, and how fast
+  cork version                            print cork's version
+`
+
+// Main runs cork with args (without the program name) and returns the exit
+// status.
+func Main(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return ExitCorkError
+	}
+	switch args[0] {
+	case "exec":
+		return execMain(args[1:])
+	case "ping":
+		return pingMain(args[1:])
+	case "version", "--version":
+		fmt.Printf("cork %s (protocol %d)\n", Version, protocol.MaxVersion)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "cork: unknown command %q\n%s", args[0], usage)
+	return ExitCorkError
+}
+
+func fail(format string, a ...any) int {
+	fmt.Fprintf(os.Stderr, "cork: "+format+"\n", a...)
+	return ExitCorkError
+}
+
+// target is where a session goes: --connect or --machine.
+type target struct {
+	connect string
+	machine string
+	smolvm  string
+	agent   string
+	timeout time.Duration
+}
+
+func (t *target) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&t.connect, "connect", "", "corkd's address: unix:///path")
+	fs.StringVar(&t.machine, "machine", "", "run corkd in smolvm machine `NAME` through smolvm machine exec")
+	smolvm := os.Getenv("CORK_SMOLVM")
+	if smolvm == "" {
+		smolvm = "smolvm"
+	}
+	fs.StringVar(&t.smolvm, "smolvm", smolvm, "the smolvm binary (env CORK_SMOLVM)")
+	fs.StringVar(&t.agent, "agent", transport.DefaultAgent, "corkd's path inside the guest, for --machine")
+	fs.DurationVar(&t.timeout, "connect-timeout", 10*time.Second, "time allowed to connect")
+}
+
+// dial opens the session's stream. The cleanup it returns reports a
+// failure of the smolvm process, if any.
+func (t *target) dial(ctx context.Context) (io.ReadWriteCloser, func() error, error) {
+	switch {
+	case t.connect != "" && t.machine != "":
+		return nil, nil, errors.New("--connect and --machine name two different agents: give one")
+	case t.connect != "":
+		c, err := transport.Dial(ctx, t.connect, transport.Options{Timeout: t.timeout})
+		return c, func() error { return nil }, err
+	case t.machine != "":
+		m := &transport.Machine{Smolvm: t.smolvm, Name: t.machine, Agent: t.agent, Stderr: os.Stderr}
+		c, err := m.Dial(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		return c, c.Close, nil
+	}
+	return nil, nil, errors.New("no agent given: use --connect URL or --machine NAME")
+}
+
+type execFlags struct {
+	target
+	interactive bool
+	tty         bool
+	user        string
+	env         []string
+	envFiles    []string
+	workdir     string
+}
+
+func execMain(args []string) int {
+	var f execFlags
+	fs := pflag.NewFlagSet("cork exec", pflag.ContinueOnError)
+	fs.SetInterspersed(false) // flags after COMMAND are the command's
+	f.target.flags(fs)
+	fs.BoolVarP(&f.interactive, "interactive", "i", false, "forward stdin")
+	fs.BoolVarP(&f.tty, "tty", "t", false, "allocate a PTY in the guest")
+	fs.StringVarP(&f.user, "user", "u", "", "run as `NAME|UID` (default: corkd's own user)")
+	fs.StringArrayVarP(&f.env, "env", "e", nil, "set `K=V`; K alone passes the host's value (repeatable)")
+	fs.StringArrayVar(&f.envFiles, "env-file", nil, "read K=V lines from `FILE` (repeatable)")
+	fs.StringVarP(&f.workdir, "workdir", "w", "", "working directory (default: the user's home)")
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: cork exec [flags] -- COMMAND [ARG...]\n%s", fs.FlagUsages())
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return fail("%v", err)
+	}
+	if fs.NArg() == 0 {
+		return fail("exec: no command given (cork exec [flags] -- COMMAND [ARG...])")
+	}
+	env, err := buildEnv(f.envFiles, f.env)
+	if err != nil {
+		return fail("%v", err)
+	}
+	req := protocol.Exec{
+		Argv: fs.Args(), Env: env, User: f.user, Dir: f.workdir,
+		TTY: f.tty, Stdin: f.interactive,
+	}
+	if err := req.Validate(); err != nil {
+		return fail("%v", err)
+	}
+	return runSession(&f.target, req)
+}
+
+func runSession(t *target, req protocol.Exec) int {
+	stdinFd, stdoutFd := int(os.Stdin.Fd()), int(os.Stdout.Fd())
+	sizeFd := -1
+	if req.TTY {
+		req.Term = os.Getenv("TERM")
+		for _, fd := range []int{stdinFd, stdoutFd} {
+			if term.IsTerminal(fd) {
+				sizeFd = fd
+				break
+			}
+		}
+		if sizeFd >= 0 {
+			if s, err := term.Size(sizeFd); err == nil {
+				req.Size = s
+			}
+		}
+	}
+
+	ctx := context.Background()
+	conn, finish, err := t.dial(ctx)
+	if err != nil {
+		return fail("%v", err)
+	}
+
+	sess := &client.Session{Exec: req, Stdout: os.Stdout, Stderr: os.Stderr, Software: "cork " + Version}
+	if req.Stdin {
+		sess.Stdin = os.Stdin
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+
+	// Raw mode for the session's life; restored on every way out of this
+	// function, and the signals that would end cork are forwarded instead.
+	if req.TTY && term.IsTerminal(stdinFd) {
+		restore, err := term.MakeRaw(stdinFd)
+		if err != nil {
+			conn.Close()
+			return fail("putting the terminal in raw mode: %v", err)
+		}
+		defer restore()
+	}
+	if sizeFd >= 0 {
+		sess.Sizes = client.NewSizeSlot()
+		term.WatchSize(sizeFd, sess.Sizes.Put, stop)
+	}
+	sess.Signals = forwardSignals(stop)
+
+	exit, err := sess.Run(ctx, conn)
+	ferr := finish()
+	switch {
+	case err == nil:
+		return exit.Code
+	case errors.Is(err, client.ErrNoExit):
+		if ferr != nil {
+			fmt.Fprintf(os.Stderr, "cork: %v (%v)\n", err, ferr)
+		} else {
+			fmt.Fprintf(os.Stderr, "cork: %v\n", err)
+		}
+		return ExitLost
+	}
+	if ferr != nil {
+		return fail("%v (%v)", err, ferr)
+	}
+	return fail("%v", err)
+}
+
+// forwardSignals turns the signals that would end cork into Signal frames
+// for the program (lesson 7). SIGWINCH is a resize, never forwarded; the
+// runtime's and the pipe's signals are never caught.
+func forwardSignals(stop <-chan struct{}) <-chan string {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
+	out := make(chan string, 4)
+	go func() {
+		defer signal.Stop(sigs)
+		for {
+			select {
+			case s := <-sigs:
+				name := strings.TrimPrefix(signalName(s.(syscall.Signal)), "SIG")
+				select {
+				case out <- name:
+				default: // the connection is stuck; cork will end anyway
+				}
+			case <-stop:
+				return
+			}
+		}
+	}()
+	return out
+}
+
+func signalName(s syscall.Signal) string {
+	switch s {
+	case syscall.SIGHUP:
+		return "HUP"
+	case syscall.SIGTERM:
+		return "TERM"
+	case syscall.SIGINT:
+		return "INT"
+	case syscall.SIGQUIT:
+		return "QUIT"
+	}
+	return s.String()
+}
+
+// buildEnv reads env files, then -e entries, in order. An entry without =
+// takes the host's value and is dropped when the host has none, as in
+// docker.
+func buildEnv(files, entries []string) ([]string, error) {
+	var env []string
+	add := func(kv, where string) error {
+		if strings.IndexByte(kv, 0) >= 0 {
+			return fmt.Errorf("%s: environment entry contains a NUL byte", where)
+		}
+		k, _, ok := strings.Cut(kv, "=")
+		if k == "" {
+			return fmt.Errorf("%s: environment entry %q has no name", where, kv)
+		}
+		if !ok {
+			v, set := os.LookupEnv(k)
+			if !set {
+				return nil
+			}
+			kv = k + "=" + v
+		}
+		env = append(env, kv)
+		return nil
+	}
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, fmt.Errorf("--env-file: %v", err)
+		}
+		s := bufio.NewScanner(f)
+		for line := 1; s.Scan(); line++ {
+			kv := strings.TrimSpace(s.Text())
+			if kv == "" || strings.HasPrefix(kv, "#") {
+				continue
+			}
+			if err := add(kv, fmt.Sprintf("%s:%d", name, line)); err != nil {
+				f.Close()
+				return nil, err
+			}
+		}
+		f.Close()
+		if err := s.Err(); err != nil {
+			return nil, fmt.Errorf("--env-file %s: %v", name, err)
+		}
+	}
+	for _, kv := range entries {
+		if err := add(kv, "-e"); err != nil {
+			return nil, err
+		}
+	}
+	return env, nil
+}
+
+func pingMain(args []string) int {
+	var t target
+	count := 3
+	fs := pflag.NewFlagSet("cork ping", pflag.ContinueOnError)
+	t.flags(fs)
+	fs.IntVarP(&count, "count", "c", count, "pings to send")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return fail("%v", err)
+	}
+	conn, finish, err := t.dial(context.Background())
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer finish()
+	defer conn.Close()
+	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
+	start := time.Now()
+	h, err := client.Hello(r, w, "cork "+Version)
+	if err != nil {
+		return fail("%v", err)
+	}
+	fmt.Printf("%s, protocol %d, hello in %v\n", h.Software, h.Version, time.Since(start).Round(time.Microsecond))
+	for i := 0; i < count; i++ {
+		payload := []byte(fmt.Sprint(i))
+		start := time.Now()
+		if err := w.WriteFrame(protocol.TypePing, payload); err != nil {
+			return fail("ping: %v", err)
+		}
+		typ, p, err := r.Next()
+		if err != nil || typ != protocol.TypePong || string(p) != string(payload) {
+			return fail("ping %d: no matching pong (%v, %v)", i, typ, err)
+		}
+		fmt.Printf("pong %d: %v\n", i, time.Since(start).Round(time.Microsecond))
+	}
+	return 0
+}

@@ -1,0 +1,55 @@
+// Package term is the operator's terminal: raw mode, its size, and its
+// size changes.
+package term
+
+import (
+	"os"
+	"os/signal"
+
+	"golang.org/x/sys/unix"
+	xterm "golang.org/x/term"
+
+	"github.com/corkvm/cork/protocol"
+)
+
+// IsTerminal reports whether fd is a terminal.
+func IsTerminal(fd int) bool { return xterm.IsTerminal(fd) }
+
+// MakeRaw puts fd in raw mode and returns the function that restores it.
+func MakeRaw(fd int) (restore func(), err error) {
+	st, err := xterm.MakeRaw(fd)
+	if err != nil {
+		return nil, err
+	}
+	return func() { xterm.Restore(fd, st) }, nil
+}
+
+// Size returns fd's window size, pixels included.
+func Size(fd int) (protocol.WindowSize, error) {
+	ws, err := unix.IoctlGetWinsize(fd, unix.TIOCGWINSZ)
+	if err != nil {
+		return protocol.WindowSize{}, err
+	}
+	return protocol.WindowSize{Cols: ws.Col, Rows: ws.Row, XPixel: ws.Xpixel, YPixel: ws.Ypixel}, nil
+}
+
+// WatchSize calls put with fd's size on every SIGWINCH until stop is
+// closed. It reads the size when it handles the signal, so signals that
+// arrive while it is busy collapse into one reading of the newest size.
+func WatchSize(fd int, put func(protocol.WindowSize), stop <-chan struct{}) {
+	winch := make(chan os.Signal, 1)
+	signal.Notify(winch, unix.SIGWINCH)
+	go func() {
+		defer signal.Stop(winch)
+		for {
+			select {
+			case <-winch:
+				if s, err := Size(fd); err == nil && s.Valid() {
+					put(s)
+				}
+			case <-stop:
+				return
+			}
+		}
+	}()
+}
