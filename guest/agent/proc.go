@@ -93,7 +93,13 @@ func sessionMembers(sid int) []int {
 // does, telling "not found" (127) from "found but not executable" (126).
 func lookPath(file, path string) (string, int, error) {
 	if strings.Contains(file, "/") {
-		return file, checkExecutable(file), nil
+		switch code := checkExecutable(file); code {
+		case 126:
+			return file, code, syscall.EACCES
+		case 127:
+			return file, code, syscall.ENOENT
+		}
+		return file, 0, nil
 	}
 	notExec := ""
 	for _, dir := range filepath.SplitList(path) {
@@ -111,7 +117,7 @@ func lookPath(file, path string) (string, int, error) {
 		}
 	}
 	if notExec != "" {
-		return notExec, 126, nil
+		return notExec, 126, syscall.EACCES
 	}
 	return "", 127, errors.New("executable file not found in $PATH")
 }

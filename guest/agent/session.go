@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -55,9 +57,6 @@ func (s *Server) start(id string, req *protocol.Exec, w *protocol.Writer, log *s
 	env := s.environ(req, acct)
 	path, code, err := lookPath(req.Argv[0], lookupEnv(env, "PATH"))
 	if code != 0 {
-		if err == nil {
-			err = fs.ErrPermission
-		}
 		s.reportExecFailure(w, req, code, err)
 		return nil, nil
 	}
@@ -115,10 +114,12 @@ func (s *Server) account(user string) (*account.Account, *protocol.Error) {
 }
 
 // workdir returns the session's working directory: the requested one, or
-// the user's home when it exists, else /.
+// the user's home when the user can enter it, else /. The check is made
+// here because a chdir failing in the child is reported by exec as if the
+// program could not be executed.
 func workdir(dir string, acct *account.Account) (string, *protocol.Error) {
 	if dir == "" {
-		if st, err := os.Stat(acct.Home); err == nil && st.IsDir() {
+		if st, err := os.Stat(acct.Home); err == nil && st.IsDir() && canEnter(acct, acct.Home) {
 			return acct.Home, nil
 		}
 		return "/", nil
@@ -131,8 +132,45 @@ func workdir(dir string, acct *account.Account) (string, *protocol.Error) {
 		return "", &protocol.Error{Kind: protocol.KindWorkdir, Message: fmt.Sprintf("working directory %q: %v", dir, err)}
 	case !st.IsDir():
 		return "", &protocol.Error{Kind: protocol.KindWorkdir, Message: fmt.Sprintf("working directory %q is not a directory", dir)}
+	case !canEnter(acct, dir):
+		return "", &protocol.Error{Kind: protocol.KindWorkdir, Message: fmt.Sprintf("user %s cannot enter working directory %q: permission denied", acct.Name, dir)}
 	}
 	return dir, nil
+}
+
+// canEnter reports whether acct may search dir and every directory above
+// it, by their permission bits.
+func canEnter(acct *account.Account, dir string) bool {
+	if acct.UID == 0 {
+		return true
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return false
+	}
+	for p := dir; ; p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		if err != nil {
+			return false
+		}
+		sys, ok := st.Sys().(*syscall.Stat_t)
+		if !ok {
+			return false
+		}
+		mode := st.Mode().Perm()
+		var bit fs.FileMode = 0o001
+		if sys.Uid == acct.UID {
+			bit = 0o100
+		} else if slices.Contains(acct.Groups, sys.Gid) {
+			bit = 0o010
+		}
+		if mode&bit == 0 {
+			return false
+		}
+		if p == "/" {
+			return true
+		}
+	}
 }
 
 // environ builds the program's environment: corkd's own (the image's, when

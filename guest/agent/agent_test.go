@@ -1,0 +1,570 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/corkvm/cork/guest/agent"
+	"github.com/corkvm/cork/host/client"
+	"github.com/corkvm/cork/protocol"
+)
+
+// These tests run a real agent in memory, one tiny program per behaviour,
+// over net.Pipe, with the real host client as its peer. They run as root
+// (CI does) so that the user switch is real.
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch users")
+	}
+}
+
+func newServer(t *testing.T, cfg agent.Config) *agent.Server {
+	t.Helper()
+	return agent.New(cfg)
+}
+
+// connect returns the host end of a connection served by srv.
+func connect(t *testing.T, srv *agent.Server) net.Conn {
+	t.Helper()
+	host, guest := net.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.ServeConn(guest)
+	}()
+	t.Cleanup(func() {
+		host.Close()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("agent did not finish serving the connection")
+		}
+	})
+	return host
+}
+
+type result struct {
+	stdout, stderr string
+	exit           protocol.Exit
+	err            error
+}
+
+func run(t *testing.T, srv *agent.Server, req protocol.Exec, stdin io.Reader) result {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	s := &client.Session{Exec: req, Stdin: stdin, Stdout: &out, Stderr: &errOut}
+	if stdin != nil {
+		s.Exec.Stdin = true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	exit, err := s.Run(ctx, connect(t, srv))
+	return result{out.String(), errOut.String(), exit, err}
+}
+
+func sh(script string) []string { return []string{"/bin/sh", "-c", script} }
+
+func TestPTYSizeAtStart(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	r := run(t, srv, protocol.Exec{Argv: []string{"stty", "size"}, TTY: true,
+		Size: protocol.WindowSize{Cols: 137, Rows: 41}}, nil)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if got := strings.TrimSpace(r.stdout); got != "41 137" {
+		t.Fatalf("stty size at start: %q, want \"41 137\"", got)
+	}
+}
+
+func TestPTYFallbackSizeWithoutHostTerminal(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	r := run(t, srv, protocol.Exec{Argv: []string{"stty", "size"}, TTY: true}, nil)
+	if got := strings.TrimSpace(r.stdout); r.err != nil || got != "24 80" {
+		t.Fatalf("stty size with no size sent: %q, %v; want \"24 80\", never 0 0", got, r.err)
+	}
+}
+
+func TestPTYIsControllingTerminal(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	// A session leader ($$ = its session id) with the PTY as /dev/tty.
+	r := run(t, srv, protocol.Exec{Argv: sh(`ps -o sid= -p $$ >/dev/null 2>&1; echo "$(tty)"; test -t 0 && echo ok >/dev/tty`), TTY: true}, nil)
+	if r.err != nil || !strings.Contains(r.stdout, "/dev/pts/") || !strings.Contains(r.stdout, "ok") {
+		t.Fatalf("tty: %q, %v", r.stdout, r.err)
+	}
+}
+
+func TestDefaultTerm(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	r := run(t, srv, protocol.Exec{Argv: sh(`echo "$TERM"`), TTY: true}, nil)
+	if got := strings.TrimSpace(r.stdout); got != agent.DefaultTerm {
+		t.Fatalf("TERM with none sent: %q, want %q", got, agent.DefaultTerm)
+	}
+	r = run(t, srv, protocol.Exec{Argv: sh(`echo "$TERM"`), TTY: true, Term: "vt100"}, nil)
+	if got := strings.TrimSpace(r.stdout); got != "vt100" {
+		t.Fatalf("TERM sent as vt100: %q", got)
+	}
+}
+
+func TestSeparateStdoutStderr(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	r := run(t, srv, protocol.Exec{Argv: sh("echo to-out; echo to-err >&2; echo more-out")}, nil)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.stdout != "to-out\nmore-out\n" || r.stderr != "to-err\n" {
+		t.Fatalf("stdout %q, stderr %q", r.stdout, r.stderr)
+	}
+}
+
+func TestStdinEOFEndsPipeProgram(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	r := run(t, srv, protocol.Exec{Argv: []string{"cat"}}, strings.NewReader("line one\nno newline"))
+	if r.err != nil || r.exit.Code != 0 {
+		t.Fatalf("cat: %+v, %v", r.exit, r.err)
+	}
+	if r.stdout != "line one\nno newline" {
+		t.Fatalf("cat echoed %q", r.stdout)
+	}
+}
+
+func TestStdinEOFEndsPTYProgram(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	for _, input := range []string{"whole line\n", "partial line", ""} {
+		r := run(t, srv, protocol.Exec{Argv: sh("cat; echo cat-ended"), TTY: true}, strings.NewReader(input))
+		if r.err != nil || r.exit.Code != 0 || !strings.Contains(r.stdout, "cat-ended") {
+			t.Fatalf("input %q: %q, %+v, %v", input, r.stdout, r.exit, r.err)
+		}
+		if input != "" && !strings.Contains(r.stdout, strings.TrimSpace(input)) {
+			t.Fatalf("input %q not echoed: %q", input, r.stdout)
+		}
+	}
+}
+
+func TestNoStdinIsEmpty(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	r := run(t, srv, protocol.Exec{Argv: []string{"wc", "-c"}}, nil)
+	if r.err != nil || strings.TrimSpace(r.stdout) != "0" {
+		t.Fatalf("wc -c without stdin: %q, %v", r.stdout, r.err)
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	dir := t.TempDir()
+	notExec := filepath.Join(dir, "script")
+	if err := os.WriteFile(notExec, []byte("#!/bin/sh\necho ran\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		argv   []string
+		tty    bool
+		code   int
+		signal string
+		stderr string
+	}{
+		{"success", []string{"true"}, false, 0, "", ""},
+		{"status 3", sh("exit 3"), false, 3, "", ""},
+		{"not found", []string{"no-such-program-here"}, false, 127, "", "not found"},
+		{"not found absolute", []string{"/no/such/program"}, false, 127, "", "no such file"},
+		{"not executable", []string{notExec}, false, 126, "", "permission denied"},
+		{"directory", []string{dir}, false, 126, "", "permission denied"},
+		{"SIGINT", sh("kill -INT $$"), false, 130, "INT", ""},
+		{"SIGKILL", sh("kill -KILL $$"), false, 137, "KILL", ""},
+		{"SIGKILL on a PTY", sh("kill -KILL $$"), true, 137, "KILL", ""},
+		{"not found on a PTY", []string{"no-such-program-here"}, true, 127, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := run(t, srv, protocol.Exec{Argv: tt.argv, TTY: tt.tty}, nil)
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			if r.exit.Code != tt.code || r.exit.Signal != tt.signal {
+				t.Fatalf("exit %+v, want code %d signal %q", r.exit, tt.code, tt.signal)
+			}
+			if !strings.Contains(strings.ToLower(r.stderr), tt.stderr) {
+				t.Fatalf("stderr %q does not say %q", r.stderr, tt.stderr)
+			}
+		})
+	}
+}
+
+func TestUserSwitchNobody(t *testing.T) {
+	requireRoot(t)
+	srv := newServer(t, agent.Config{})
+	r := run(t, srv, protocol.Exec{User: "nobody", TTY: true, Argv: sh(
+		`echo "uid=$(id -u) gid=$(id -g) groups=$(id -G) home=$HOME user=$USER logname=$LOGNAME pwd=$(pwd)"; ` +
+			`stat -c "tty=%u:%a" "$(tty)"`)}, nil)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	for _, want := range []string{"uid=65534", "groups=65534 ", "user=nobody", "logname=nobody", "tty=65534:620"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("output %q lacks %q", r.stdout, want)
+		}
+	}
+	// nobody's home (/nonexistent) does not exist: HOME still says it, the
+	// working directory falls back to /.
+	if !strings.Contains(r.stdout, "pwd=/\r") {
+		t.Errorf("working directory: %q, want /", r.stdout)
+	}
+}
+
+func TestUserSwitchByUIDAndUnknownUID(t *testing.T) {
+	requireRoot(t)
+	srv := newServer(t, agent.Config{})
+	r := run(t, srv, protocol.Exec{User: "65534", Argv: sh(`echo "$(id -u) $USER"`)}, nil)
+	if r.err != nil || strings.TrimSpace(r.stdout) != "65534 nobody" {
+		t.Fatalf("user 65534: %q, %v", r.stdout, r.err)
+	}
+	// A uid with no passwd entry runs with gid = uid, HOME=/.
+	r = run(t, srv, protocol.Exec{User: "54321", Argv: sh(`echo "$(id -u) $(id -g) $(id -G) $HOME"`)}, nil)
+	if r.err != nil || strings.TrimSpace(r.stdout) != "54321 54321 54321 /" {
+		t.Fatalf("user 54321: %q, %v", r.stdout, r.err)
+	}
+}
+
+// TestUserSwitchSupplementaryGroups makes a user in a second group: the
+// session must carry that group, and none of corkd's own.
+func TestUserSwitchSupplementaryGroups(t *testing.T) {
+	requireRoot(t)
+	if _, err := exec.LookPath("useradd"); err != nil {
+		t.Skip("no useradd")
+	}
+	name, group := "corktest"+strconv.Itoa(os.Getpid()%10000), "corkgrp"+strconv.Itoa(os.Getpid()%10000)
+	// The home must be reachable by the user: t.TempDir's parent is 0700.
+	home, err := os.MkdirTemp("", "corkhome")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(home) })
+	mustRun(t, "groupadd", group)
+	t.Cleanup(func() { exec.Command("groupdel", group).Run() })
+	mustRun(t, "useradd", "-M", "-d", home, "-s", "/bin/sh", "-G", group, name)
+	t.Cleanup(func() { exec.Command("userdel", name).Run() })
+	os.Chmod(home, 0o755)
+
+	srv := newServer(t, agent.Config{})
+	r := run(t, srv, protocol.Exec{User: name, Argv: sh(`id -Gn; echo "$HOME $SHELL"; pwd`)}, nil)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("output %q, stderr %q, exit %+v", r.stdout, r.stderr, r.exit)
+	}
+	groups := strings.Fields(lines[0])
+	if len(groups) != 2 || !strings.Contains(lines[0], group) || strings.Contains(lines[0], "root") {
+		t.Errorf("groups %q: want the user's own and %s, nothing of root's", lines[0], group)
+	}
+	if lines[1] != home+" /bin/sh" || lines[2] != home {
+		t.Errorf("home/shell/pwd: %q", lines[1:])
+	}
+}
+
+func mustRun(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+}
+
+func TestUnknownUser(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	marker := filepath.Join(t.TempDir(), "ran")
+	r := run(t, srv, protocol.Exec{User: "no-such-user-x", Argv: []string{"touch", marker}}, nil)
+	var perr *protocol.Error
+	if !errors.As(r.err, &perr) || perr.Kind != protocol.KindUser || !strings.Contains(perr.Message, `"no-such-user-x"`) {
+		t.Fatalf("got %v, want a user error naming the user", r.err)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the program ran for an unknown user")
+	}
+}
+
+func TestWorkdir(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	dir := t.TempDir()
+	r := run(t, srv, protocol.Exec{Dir: dir, Argv: []string{"pwd"}}, nil)
+	if r.err != nil || strings.TrimSpace(r.stdout) != dir {
+		t.Fatalf("pwd in %s: %q, %v", dir, r.stdout, r.err)
+	}
+	r = run(t, srv, protocol.Exec{Dir: filepath.Join(dir, "missing"), Argv: []string{"pwd"}}, nil)
+	var perr *protocol.Error
+	if !errors.As(r.err, &perr) || perr.Kind != protocol.KindWorkdir || !strings.Contains(perr.Message, "does not exist") {
+		t.Fatalf("missing workdir: %v", r.err)
+	}
+}
+
+func TestEnvironment(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	r := run(t, srv, protocol.Exec{Env: []string{"A=1", "B=x=y", "A=2", "HOME=/override"},
+		Argv: sh(`echo "$A $B $HOME"; test -n "$PATH" && echo path`)}, nil)
+	if r.err != nil || r.stdout != "2 x=y /override\npath\n" {
+		t.Fatalf("env: %q, %v", r.stdout, r.err)
+	}
+}
+
+// TestLargeOutputThenExit sends 1 MiB and exits at once: every byte must
+// arrive before the exit status.
+func TestLargeOutputThenExit(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	data := make([]byte, 1<<20)
+	rand.Read(data)
+	f := filepath.Join(t.TempDir(), "data")
+	if err := os.WriteFile(f, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, srv, protocol.Exec{Argv: []string{"cat", f}}, nil)
+	if r.err != nil || r.stdout != string(data) {
+		t.Fatalf("pipe: got %d bytes (equal: %v), %v", len(r.stdout), r.stdout == string(data), r.err)
+	}
+	// On a PTY, bytes without newlines pass through unchanged.
+	r = run(t, srv, protocol.Exec{Argv: sh(`head -c 1048576 /dev/zero | tr '\0' a`), TTY: true}, nil)
+	if r.err != nil || len(r.stdout) != 1<<20 || strings.Trim(r.stdout, "a") != "" {
+		t.Fatalf("pty: got %d bytes, %v", len(r.stdout), r.err)
+	}
+}
+
+// TestBackgroundChildDoesNotHang: a child left holding the terminal or the
+// pipes must not keep the session open beyond the drain deadline.
+func TestBackgroundChildDoesNotHang(t *testing.T) {
+	srv := newServer(t, agent.Config{DrainIdle: 100 * time.Millisecond, DrainMax: time.Second})
+	for _, tty := range []bool{true, false} {
+		start := time.Now()
+		r := run(t, srv, protocol.Exec{Argv: sh("sleep 60 & echo main-done; exit 4"), TTY: tty}, nil)
+		if r.err != nil || r.exit.Code != 4 || !strings.Contains(r.stdout, "main-done") {
+			t.Fatalf("tty=%v: %q %+v %v", tty, r.stdout, r.exit, r.err)
+		}
+		if d := time.Since(start); d > 15*time.Second {
+			t.Fatalf("tty=%v: session took %v with a background child", tty, d)
+		}
+	}
+}
+
+// rawSession speaks the protocol by hand for the tests that need the pid
+// or that misbehave on purpose.
+func rawSession(t *testing.T, conn net.Conn, req protocol.Exec) (*protocol.Reader, *protocol.Writer, protocol.Started) {
+	t.Helper()
+	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
+	if _, err := client.Hello(r, w, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteJSON(protocol.TypeExec, &req); err != nil {
+		t.Fatal(err)
+	}
+	typ, p, err := r.Next()
+	if err != nil || typ != protocol.TypeStarted {
+		t.Fatalf("want started, got %s %q %v", typ, p, err)
+	}
+	var st protocol.Started
+	if err := protocol.Decode(typ, p, &st); err != nil {
+		t.Fatal(err)
+	}
+	// Keep reading so that output never blocks the agent.
+	return r, w, st
+}
+
+// sessionAlive reports how many processes are in session sid.
+func sessionAlive(sid int) int {
+	n := 0
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) > 3 && f[3] == strconv.Itoa(sid) && f[0] != "Z" {
+			n++
+		}
+	}
+	return n
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestDroppedConnectionLeavesNothing(t *testing.T) {
+	srv := newServer(t, agent.Config{DisconnectGrace: 300 * time.Millisecond})
+	for _, tc := range []struct {
+		name string
+		req  protocol.Exec
+	}{
+		{"pty", protocol.Exec{Argv: sh("sleep 600 & sleep 600"), TTY: true}},
+		{"pipes", protocol.Exec{Argv: sh("sleep 600 & sleep 600")}},
+		// Ignores SIGHUP, so only the SIGKILL after the grace ends it.
+		{"hup ignored", protocol.Exec{Argv: sh("trap '' HUP; sleep 600 & sleep 600")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn := connect(t, srv)
+			r, _, st := rawSession(t, conn, tc.req)
+			go func() {
+				for {
+					if _, _, err := r.Next(); err != nil {
+						return
+					}
+				}
+			}()
+			waitFor(t, "the session's processes to start", 5*time.Second, func() bool { return sessionAlive(st.PID) >= 3 })
+			conn.Close()
+			waitFor(t, "every process of the session to end", 10*time.Second, func() bool { return sessionAlive(st.PID) == 0 })
+		})
+	}
+}
+
+func TestSignalForwarded(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	conn := connect(t, srv)
+	r, w, _ := rawSession(t, conn, protocol.Exec{Argv: sh("trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done")})
+	var out strings.Builder
+	for {
+		typ, p, err := r.Next()
+		if err != nil {
+			t.Fatalf("after %q: %v", out.String(), err)
+		}
+		switch typ {
+		case protocol.TypeStdout:
+			out.Write(p)
+			if strings.Contains(out.String(), "ready") && !strings.Contains(out.String(), "sent") {
+				out.WriteString("sent")
+				// SIGURG is the Go runtime's and must be refused; TERM goes through.
+				w.WriteJSON(protocol.TypeSignal, &protocol.Signal{Name: "URG"})
+				w.WriteJSON(protocol.TypeSignal, &protocol.Signal{Name: "TERM"})
+			}
+		case protocol.TypeExit:
+			var e protocol.Exit
+			protocol.Decode(typ, p, &e)
+			if e.Code != 7 || !strings.Contains(out.String(), "got-term") {
+				t.Fatalf("exit %+v after %q", e, out.String())
+			}
+			return
+		}
+	}
+}
+
+// TestResizeDuringUnreadPaste: a program that does not read its input must
+// not delay a resize sent after a paste that fills the terminal's buffer.
+func TestResizeDuringUnreadPaste(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	conn := connect(t, srv)
+	r, w, st := rawSession(t, conn, protocol.Exec{TTY: true, Stdin: true, Size: protocol.WindowSize{Cols: 80, Rows: 24},
+		Argv: sh("trap 'stty size' WINCH; echo ready; while :; do sleep 0.05; done")})
+	// A paste as large as the window: the terminal takes about 4 KiB
+	// before the writer blocks on a program that never reads.
+	paste := bytes.Repeat([]byte("x"), int(st.StdinWindow))
+	var out strings.Builder
+	pasted := false
+	for {
+		typ, p, err := r.Next()
+		if err != nil {
+			t.Fatalf("after %q: %v", out.String(), err)
+		}
+		if typ != protocol.TypeStdout {
+			continue
+		}
+		out.Write(p)
+		if !pasted && strings.Contains(out.String(), "ready") {
+			pasted = true
+			for i := 0; i < len(paste); i += 32 << 10 {
+				w.WriteFrame(protocol.TypeStdin, paste[i:min(i+32<<10, len(paste))])
+			}
+			w.WriteFrame(protocol.TypeResize, protocol.EncodeResize(protocol.WindowSize{Cols: 99, Rows: 33}))
+		}
+		if strings.Contains(out.String(), "33 99") {
+			return
+		}
+	}
+}
+
+func TestConcurrentSessionsNoCrossTalk(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	const n = 16
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Each session has a letter of its own, so that a byte of
+			// another's shows even inside a PTY's interleaved echo.
+			letter := string(rune('A' + i))
+			tag := strings.Repeat(letter, 10)
+			input := strings.Repeat(tag+"\n", 2000)
+			// A PTY echoes input and may drop echoes when its output is
+			// full (the kernel's n_tty does), so PTY sessions report a
+			// checksum of what they read instead of the bytes.
+			script := `echo "start $TAG"; cat; echo "end $TAG" >&2; exit ` + strconv.Itoa(i)
+			if i%2 == 1 {
+				script = `echo "start $TAG"; md5sum; echo "end $TAG" >&2; exit ` + strconv.Itoa(i)
+			}
+			r := run(t, srv, protocol.Exec{Argv: sh(script), Env: []string{"TAG=" + tag}, TTY: i%2 == 1}, strings.NewReader(input))
+			if i%2 == 1 {
+				for j := 0; j < n; j++ {
+					if other := string(rune('A' + j)); j != i && strings.Contains(r.stdout, other) {
+						errs <- fmt.Errorf("session %s: output holds session %s's bytes", letter, other)
+					}
+				}
+				sum := fmt.Sprintf("%x", md5.Sum([]byte(input)))
+				for _, want := range []string{"start " + tag, sum, "end " + tag} {
+					if !strings.Contains(r.stdout, want) {
+						errs <- fmt.Errorf("session %s: output lacks %q", letter, want)
+					}
+				}
+			} else if want := "start " + tag + "\n" + input; r.stdout != want || r.stderr != "end "+tag+"\n" {
+				errs <- fmt.Errorf("session %s: stdout %d bytes (want %d), stderr %q", letter, len(r.stdout), len(want), r.stderr)
+			}
+			if r.err != nil || r.exit.Code != i {
+				errs <- fmt.Errorf("session %s: exit %+v, %v", letter, r.exit, r.err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestPing(t *testing.T) {
+	srv := newServer(t, agent.Config{Software: "corkd test"})
+	conn := connect(t, srv)
+	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
+	h, err := client.Hello(r, w, "test")
+	if err != nil || h.Software != "corkd test" || h.Version != protocol.MaxVersion {
+		t.Fatalf("hello %+v, %v", h, err)
+	}
+	w.WriteFrame(protocol.TypePing, []byte("abc"))
+	if typ, p, err := r.Next(); err != nil || typ != protocol.TypePong || string(p) != "abc" {
+		t.Fatalf("pong: %s %q %v", typ, p, err)
+	}
+}
