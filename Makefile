@@ -1,0 +1,42 @@
+# cork: host controller (cork) and guest agent (corkd).
+
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+HOSTARCH := $(shell $(GO) env GOARCH)
+
+# The one command line that builds a release binary: static, reproducible
+# paths, the version stamped in. images/Dockerfile uses the same one.
+GOBUILD = CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
+
+CORKD_TARGETS = bin/linux-amd64/corkd bin/linux-arm64/corkd
+CORK_TARGETS  = bin/linux-amd64/cork bin/linux-arm64/cork bin/darwin-arm64/cork
+
+.PHONY: all test demo clean FORCE
+
+all: $(CORKD_TARGETS) $(CORK_TARGETS)
+
+bin/%/corkd: FORCE
+	GOOS=$(word 1,$(subst -, ,$*)) GOARCH=$(word 2,$(subst -, ,$*)) $(GOBUILD) -o $@ ./guest/cmd/corkd
+
+bin/%/cork: FORCE
+	GOOS=$(word 1,$(subst -, ,$*)) GOARCH=$(word 2,$(subst -, ,$*)) $(GOBUILD) -o $@ ./host/cmd/cork
+
+FORCE:
+
+test:
+	@test -z "$$(gofmt -l .)" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+# demo starts corkd on a temporary unix socket on this machine and opens an
+# interactive shell through it. Drag the terminal and run `stty size`.
+demo: bin/linux-$(HOSTARCH)/corkd bin/linux-$(HOSTARCH)/cork
+	@dir=$$(mktemp -d); \
+	bin/linux-$(HOSTARCH)/corkd serve --listen unix://$$dir/corkd.sock --allow-uid $$(id -u) 2>$$dir/corkd.log & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; rm -rf $$dir' EXIT; \
+	for i in $$(seq 50); do [ -S $$dir/corkd.sock ] && break; sleep 0.1; done; \
+	echo "corkd (pid $$pid) on unix://$$dir/corkd.sock; log in $$dir/corkd.log. Exit the shell to stop."; \
+	bin/linux-$(HOSTARCH)/cork exec -it --connect unix://$$dir/corkd.sock -- $${SHELL:-/bin/sh}
+
+clean:
+	rm -rf bin

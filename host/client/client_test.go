@@ -1,0 +1,183 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/corkvm/cork/protocol"
+)
+
+// fakeAgent answers the handshake, then hands the connection to a handler:
+// one tiny handler per behaviour under test, in memory.
+func fakeAgent(t *testing.T, handle func(r *protocol.Reader, w *protocol.Writer, req protocol.Exec)) net.Conn {
+	t.Helper()
+	host, guest := net.Pipe()
+	go func() {
+		defer guest.Close()
+		r, w := protocol.NewReader(guest), protocol.NewWriter(guest)
+		if typ, _, err := r.Next(); err != nil || typ != protocol.TypeHello {
+			return
+		}
+		w.WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: 1, Version: 1, Software: "fake"})
+		typ, p, err := r.Next()
+		if err != nil || typ != protocol.TypeExec {
+			return
+		}
+		var req protocol.Exec
+		protocol.Decode(typ, p, &req)
+		handle(r, w, req)
+	}()
+	return host
+}
+
+func runFake(t *testing.T, s *Session, handle func(*protocol.Reader, *protocol.Writer, protocol.Exec)) (protocol.Exit, error) {
+	t.Helper()
+	if s.Stdout == nil {
+		s.Stdout = io.Discard
+	}
+	if s.Stderr == nil {
+		s.Stderr = io.Discard
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return s.Run(ctx, fakeAgent(t, handle))
+}
+
+func TestNoExitIsAnError(t *testing.T) {
+	_, err := runFake(t, &Session{Exec: protocol.Exec{Argv: []string{"x"}}}, func(r *protocol.Reader, w *protocol.Writer, _ protocol.Exec) {
+		w.WriteJSON(protocol.TypeStarted, &protocol.Started{})
+		w.WriteFrame(protocol.TypeStdout, []byte("partial"))
+	})
+	if !errors.Is(err, ErrNoExit) {
+		t.Fatalf("got %v, want ErrNoExit", err)
+	}
+}
+
+func TestAgentErrorReturned(t *testing.T) {
+	_, err := runFake(t, &Session{Exec: protocol.Exec{Argv: []string{"x"}}}, func(r *protocol.Reader, w *protocol.Writer, _ protocol.Exec) {
+		w.WriteJSON(protocol.TypeError, &protocol.Error{Kind: protocol.KindUser, Message: `unknown user "bob"`})
+	})
+	var perr *protocol.Error
+	if !errors.As(err, &perr) || perr.Kind != protocol.KindUser {
+		t.Fatalf("got %v, want the agent's user error", err)
+	}
+}
+
+func TestVersionMismatchNamesBoth(t *testing.T) {
+	host, guest := net.Pipe()
+	go func() {
+		defer guest.Close()
+		r, w := protocol.NewReader(guest), protocol.NewWriter(guest)
+		r.Next()
+		w.WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 7, MaxVersion: 9, Version: 7})
+	}()
+	_, err := Hello(protocol.NewReader(host), protocol.NewWriter(host), "test")
+	if err == nil || !strings.Contains(err.Error(), "versions 7 to 9") || !strings.Contains(err.Error(), "version 1") {
+		t.Fatalf("got %v, want a mismatch naming both versions", err)
+	}
+}
+
+// TestStdinStaysInWindow: the host never has more stdin unacknowledged than
+// the window the agent gave, and resumes on acks.
+func TestStdinStaysInWindow(t *testing.T) {
+	const window = 1000
+	input := bytes.Repeat([]byte("0123456789"), 1000)
+	var got bytes.Buffer
+	exit, err := runFake(t, &Session{Exec: protocol.Exec{Argv: []string{"x"}, Stdin: true}, Stdin: bytes.NewReader(input)},
+		func(r *protocol.Reader, w *protocol.Writer, _ protocol.Exec) {
+			w.WriteJSON(protocol.TypeStarted, &protocol.Started{StdinWindow: window})
+			for {
+				typ, p, err := r.Next()
+				if err != nil {
+					return
+				}
+				switch typ {
+				case protocol.TypeStdin:
+					if len(p) > window {
+						w.WriteJSON(protocol.TypeError, &protocol.Error{Kind: "test", Message: "window overrun"})
+						return
+					}
+					got.Write(p)
+					// Acknowledge late, one frame at a time.
+					w.WriteFrame(protocol.TypeStdinAck, protocol.EncodeStdinAck(uint32(len(p))))
+				case protocol.TypeStdinEOF:
+					w.WriteJSON(protocol.TypeExit, &protocol.Exit{Code: 0})
+					return
+				}
+			}
+		})
+	if err != nil || exit.Code != 0 || !bytes.Equal(got.Bytes(), input) {
+		t.Fatalf("exit %+v, %v, %d of %d bytes", exit, err, got.Len(), len(input))
+	}
+}
+
+// TestSizeSlotLatestWins: sizes put while the sender is busy collapse into
+// the newest one; none is queued behind it.
+func TestSizeSlotLatestWins(t *testing.T) {
+	sl := NewSizeSlot()
+	for i := uint16(1); i <= 100; i++ {
+		sl.Put(protocol.WindowSize{Cols: i, Rows: i})
+	}
+	<-sl.Ready()
+	s, ok := sl.Take()
+	if !ok || s.Cols != 100 {
+		t.Fatalf("took %v, %v; want 100x100", s, ok)
+	}
+	if _, ok := sl.Take(); ok {
+		t.Fatal("slot still full after take")
+	}
+	select {
+	case <-sl.Ready():
+		t.Fatal("a stale wake-up is pending")
+	default:
+	}
+}
+
+// TestResizeFramesInOrderEndAtLast: every resize frame the agent sees is
+// newer than the one before, and the last one is the last size put.
+func TestResizeFramesInOrderEndAtLast(t *testing.T) {
+	sl := NewSizeSlot()
+	seen := make(chan protocol.WindowSize, 1000)
+	go func() {
+		for i := uint16(1); i <= 500; i++ {
+			sl.Put(protocol.WindowSize{Cols: i, Rows: 50})
+		}
+	}()
+	_, err := runFake(t, &Session{Exec: protocol.Exec{Argv: []string{"x"}, TTY: true}, Sizes: sl},
+		func(r *protocol.Reader, w *protocol.Writer, _ protocol.Exec) {
+			for {
+				typ, p, err := r.Next()
+				if err != nil {
+					return
+				}
+				if typ == protocol.TypeResize {
+					s, _ := protocol.DecodeResize(p)
+					seen <- s
+					if s.Cols == 500 {
+						w.WriteJSON(protocol.TypeExit, &protocol.Exit{})
+						return
+					}
+				}
+			}
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(seen)
+	last := uint16(0)
+	for s := range seen {
+		if s.Cols <= last {
+			t.Fatalf("resize %d after %d: an older size was sent after a newer one", s.Cols, last)
+		}
+		last = s.Cols
+	}
+	if last != 500 {
+		t.Fatalf("last resize %d, want 500", last)
+	}
+}
