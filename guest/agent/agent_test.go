@@ -215,7 +215,7 @@ func TestUserSwitchNobody(t *testing.T) {
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	for _, want := range []string{"uid=65534", "groups=65534 ", "user=nobody", "logname=nobody", "tty=65534:620"} {
+	for _, want := range []string{"uid=65534", "groups=65534 ", "home=/nonexistent ", "user=nobody", "logname=nobody", "tty=65534:620"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("output %q lacks %q", r.stdout, want)
 		}
