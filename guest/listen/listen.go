@@ -34,6 +34,9 @@ const DefaultVsockPort = 2675
 //
 //	unix:///run/corkd.sock   a unix socket, mode 0600, peers by uid
 //	vsock://:PORT            AF_VSOCK on any local CID, peers by CID
+//	serial:///dev/virtio-ports/NAME
+//	                         a virtio-serial port (or any stream device):
+//	                         sessions one after another
 func Listen(addr string, opts Options) (net.Listener, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -61,10 +64,15 @@ func Listen(addr string, opts Options) (net.Listener, error) {
 			return nil, fmt.Errorf("listen address %q: corkd binds any CID (the CID can change); write vsock://:%d", addr, port)
 		}
 		return listenVsock(port, opts)
+	case "serial":
+		if u.Path == "" {
+			return nil, fmt.Errorf("listen address %q: no device path (want serial:///dev/virtio-ports/NAME)", addr)
+		}
+		return listenSerial(u.Path, opts)
 	case "":
-		return nil, fmt.Errorf("listen address %q: no scheme (want unix:///path or vsock://:PORT)", addr)
+		return nil, fmt.Errorf("listen address %q: no scheme (want unix:///path, vsock://:PORT or serial:///path)", addr)
 	}
-	return nil, fmt.Errorf("listen address %q: unknown scheme %q (want unix or vsock)", addr, u.Scheme)
+	return nil, fmt.Errorf("listen address %q: unknown scheme %q (want unix, vsock or serial)", addr, u.Scheme)
 }
 
 func listenUnix(path string, opts Options) (net.Listener, error) {

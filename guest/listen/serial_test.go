@@ -1,0 +1,157 @@
+package listen
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/corkvm/cork/guest/agent"
+	"github.com/corkvm/cork/protocol"
+)
+
+// fakePort is a serial port: what the host writes arrives in chunks, a nil
+// chunk reads as end-of-file once (the host went away), and what the guest
+// writes goes to the host through a pipe.
+type fakePort struct {
+	in     chan []byte
+	cur    []byte
+	out    *io.PipeWriter
+	closed chan struct{}
+}
+
+func (p *fakePort) Read(b []byte) (int, error) {
+	if len(p.cur) == 0 {
+		select {
+		case c := <-p.in:
+			if c == nil {
+				return 0, io.EOF
+			}
+			p.cur = c
+		case <-p.closed:
+			return 0, io.ErrClosedPipe
+		}
+	}
+	n := copy(b, p.cur)
+	p.cur = p.cur[n:]
+	return n, nil
+}
+
+func (p *fakePort) Write(b []byte) (int, error) { return p.out.Write(b) }
+func (p *fakePort) Close() error                { close(p.closed); p.out.Close(); return nil }
+
+// host is the other end of the port.
+type host struct {
+	t    *testing.T
+	port *fakePort
+	r    *protocol.Reader
+}
+
+func (h *host) send(t protocol.Type, v any) {
+	var p []byte
+	switch v := v.(type) {
+	case []byte:
+		p = v
+	case nil:
+	default:
+		p, _ = json.Marshal(v)
+	}
+	b := make([]byte, protocol.HeaderSize+len(p))
+	protocol.PutHeader(b, t, len(p))
+	copy(b[protocol.HeaderSize:], p)
+	h.port.in <- b
+}
+
+// session runs argv and returns its output up to the exit frame.
+func (h *host) session(argv ...string) (string, protocol.Exit) {
+	h.t.Helper()
+	h.send(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: 1})
+	h.send(protocol.TypeExec, &protocol.Exec{Argv: argv})
+	var out strings.Builder
+	for {
+		t, p, err := h.r.Next()
+		if err != nil {
+			h.t.Fatalf("after %q: %v", out.String(), err)
+		}
+		switch t {
+		case protocol.TypeStdout:
+			out.Write(p)
+		case protocol.TypeExit:
+			var e protocol.Exit
+			protocol.Decode(t, p, &e)
+			return out.String(), e
+		case protocol.TypeError:
+			h.t.Fatalf("error frame: %s", p)
+		}
+	}
+}
+
+func (h *host) expect(want protocol.Type) []byte {
+	h.t.Helper()
+	for {
+		t, p, err := h.r.Next()
+		if err != nil {
+			h.t.Fatalf("waiting for %s: %v", want, err)
+		}
+		if t == want {
+			return p
+		}
+	}
+}
+
+func newSerialPair(t *testing.T) (*host, *serialListener) {
+	pr, pw := io.Pipe()
+	port := &fakePort{in: make(chan []byte, 64), out: pw, closed: make(chan struct{})}
+	l := newSerialListener(port, "fake", slog.New(slog.DiscardHandler))
+	srv := agent.New(agent.Config{DisconnectGrace: 200 * time.Millisecond})
+	go srv.Serve(l)
+	t.Cleanup(func() { l.Close() })
+	return &host{t: t, port: port, r: protocol.NewReader(pr)}, l
+}
+
+func TestSerialSessionsOneAfterAnother(t *testing.T) {
+	h, _ := newSerialPair(t)
+	for i, word := range []string{"one", "two", "three"} {
+		out, exit := h.session("sh", "-c", "echo "+word+"; exit "+string(rune('0'+i)))
+		if out != word+"\n" || exit.Code != i {
+			t.Fatalf("session %d: %q, %+v", i, out, exit)
+		}
+	}
+}
+
+func TestSerialSurvivesGarbageAndLeftovers(t *testing.T) {
+	h, _ := newSerialPair(t)
+	h.port.in <- []byte("\x7fnot a frame at all\x01\x00\x00")
+	if out, _ := h.session("echo", "after garbage"); out != "after garbage\n" {
+		t.Fatalf("after garbage: %q", out)
+	}
+	// Frames a host sends after the exit belong to no session.
+	h.send(protocol.TypeResize, protocol.EncodeResize(protocol.WindowSize{Cols: 1, Rows: 1}))
+	h.send(protocol.TypeStdin, []byte("stale"))
+	if out, _ := h.session("echo", "after leftovers"); out != "after leftovers\n" {
+		t.Fatalf("after leftovers: %q", out)
+	}
+}
+
+func TestSerialHostGoneEndsSession(t *testing.T) {
+	h, _ := newSerialPair(t)
+	h.send(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: 1})
+	h.send(protocol.TypeExec, &protocol.Exec{Argv: []string{"sleep", "600"}})
+	var st protocol.Started
+	protocol.Decode(protocol.TypeStarted, h.expect(protocol.TypeStarted), &st)
+	h.port.in <- nil // the host disconnects; the port reads end-of-file
+	h.port.in <- nil // and again while nobody is there
+	deadline := time.Now().Add(10 * time.Second)
+	for syscall.Kill(st.PID, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("session's program %d still runs after its host went away", st.PID)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if out, _ := h.session("echo", "next host"); out != "next host\n" {
+		t.Fatalf("next host: %q", out)
+	}
+}
