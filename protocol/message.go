@@ -15,6 +15,10 @@ const (
 	MaxVersion = 1
 )
 
+// DefaultVsockPort is the vsock port corkd listens on and cork dials when
+// an address names none: "cork" on a phone keypad.
+const DefaultVsockPort = 2675
+
 // Limits on an Exec request, beyond the frame size.
 const (
 	MaxArgs = 4096 // argv entries

@@ -13,6 +13,8 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/corkvm/cork/protocol"
 )
 
 // Options filter peers.
@@ -25,10 +27,6 @@ type Options struct {
 	AllowCIDs []uint32
 	Logger    *slog.Logger
 }
-
-// DefaultVsockPort is the vsock port corkd listens on when the URL names
-// none: "cork" on a phone keypad.
-const DefaultVsockPort = 2675
 
 // Listen opens the listener addr names:
 //
@@ -52,7 +50,7 @@ func Listen(addr string, opts Options) (net.Listener, error) {
 		}
 		return listenUnix(u.Path, opts)
 	case "vsock":
-		port := uint32(DefaultVsockPort)
+		port := uint32(protocol.DefaultVsockPort)
 		if p := u.Port(); p != "" {
 			n, err := strconv.ParseUint(p, 10, 32)
 			if err != nil {

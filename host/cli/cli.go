@@ -75,7 +75,7 @@ type target struct {
 }
 
 func (t *target) flags(fs *pflag.FlagSet) {
-	fs.StringVar(&t.connect, "connect", "", "corkd's address: unix:///path")
+	fs.StringVar(&t.connect, "connect", "", "corkd's address: unix:///path, vsock://CID:PORT or hvsock:///path:PORT")
 	fs.StringVar(&t.machine, "machine", "", "run corkd in smolvm machine `NAME` through smolvm machine exec")
 	smolvm := os.Getenv("CORK_SMOLVM")
 	if smolvm == "" {

@@ -8,7 +8,13 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/mdlayher/vsock"
+
+	"github.com/corkvm/cork/protocol"
 )
 
 // Options tune Dial.
@@ -21,6 +27,9 @@ type Options struct {
 //
 //	unix:///path          a unix socket: corkd's own, smolvm's --expose-socket
 //	                      host path, or a QEMU chardev wired to a virtio-serial port
+//	vsock://CID:PORT      AF_VSOCK (QEMU vhost-vsock); PORT defaults to 2675
+//	hvsock:///path:PORT   Firecracker or cloud-hypervisor hybrid vsock: the VMM's
+//	                      unix socket and the guest port (default 2675)
 func Dial(ctx context.Context, addr string, opts Options) (io.ReadWriteCloser, error) {
 	u, err := url.Parse(addr)
 	if err != nil {
@@ -42,10 +51,48 @@ func Dial(ctx context.Context, addr string, opts Options) (io.ReadWriteCloser, e
 			return nil, fmt.Errorf("connecting to corkd at %s: %w", u.Path, unwrapOp(err))
 		}
 		return c, nil
+	case "vsock":
+		cid, err := strconv.ParseUint(u.Hostname(), 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("address %q: bad context id %q (want vsock://CID:PORT)", addr, u.Hostname())
+		}
+		port, err := portOf(u.Port())
+		if err != nil {
+			return nil, fmt.Errorf("address %q: %v", addr, err)
+		}
+		c, err := vsock.DialContext(ctx, uint32(cid), port, nil)
+		if err != nil {
+			return nil, fmt.Errorf("connecting to corkd at vsock CID %d port %d: %w", cid, port, unwrapOp(err))
+		}
+		return c, nil
+	case "hvsock":
+		path, p := u.Path, ""
+		if i := strings.LastIndexByte(path, ':'); i >= 0 {
+			path, p = path[:i], path[i+1:]
+		}
+		if path == "" {
+			return nil, fmt.Errorf("address %q: no socket path (want hvsock:///path/to/v.sock:PORT)", addr)
+		}
+		port, err := portOf(p)
+		if err != nil {
+			return nil, fmt.Errorf("address %q: %v", addr, err)
+		}
+		return DialHybrid(ctx, path, port)
 	case "":
-		return nil, fmt.Errorf("address %q: no scheme (want unix:///path)", addr)
+		return nil, fmt.Errorf("address %q: no scheme (want unix:///path, vsock://CID:PORT or hvsock:///path:PORT)", addr)
 	}
-	return nil, fmt.Errorf("address %q: unknown scheme %q (want unix)", addr, u.Scheme)
+	return nil, fmt.Errorf("address %q: unknown scheme %q (want unix, vsock or hvsock)", addr, u.Scheme)
+}
+
+func portOf(s string) (uint32, error) {
+	if s == "" {
+		return protocol.DefaultVsockPort, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("bad port %q", s)
+	}
+	return uint32(n), nil
 }
 
 // unwrapOp drops net.OpError's repetition of the address.
