@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/corkvm/cork/host/e2e/termtest"
 )
 
 func corkExec(a *agent, args ...string) []string {
@@ -24,13 +26,13 @@ func corkExec(a *agent, args ...string) []string {
 // operator's size, never 0x0 or a made-up 80x24.
 func TestSizeAtStart(t *testing.T) {
 	a := startAgent(t)
-	tm := startOnTerminal(t, 43, 132, bin.cork, corkExec(a, "-it", "--", bin.probe)...)
-	tm.waitLine(t, "the probe's start line", func(l string) bool { return strings.HasPrefix(l, "start ") })
-	if got := probeReports(tm.out.String(), "start"); len(got) != 1 || got[0] != "43 132" {
+	tm := termtest.Start(t, 43, 132, bin.cork, corkExec(a, "-it", "--", bin.probe)...)
+	tm.WaitLine(t, "the probe's start line", func(l string) bool { return strings.HasPrefix(l, "start ") })
+	if got := termtest.ProbeReports(tm.Out.String(), "start"); len(got) != 1 || got[0] != "43 132" {
 		t.Fatalf("probe started at %v, want 43 132", got)
 	}
-	tm.write(t, "q\n")
-	if code := tm.wait(t); code != 0 {
+	tm.Write(t, "q\n")
+	if code := tm.Wait(t); code != 0 {
 		t.Fatalf("cork exited %d", code)
 	}
 }
@@ -39,14 +41,14 @@ func TestSizeAtStart(t *testing.T) {
 // session runs delivers SIGWINCH and the new size to the program.
 func TestResizeReachesProgram(t *testing.T) {
 	a := startAgent(t)
-	tm := startOnTerminal(t, 24, 80, bin.cork, corkExec(a, "-it", "--", bin.probe)...)
-	tm.waitLine(t, "the probe to start", func(l string) bool { return strings.HasPrefix(l, "start ") })
-	setTermSize(t, tm.master, 30, 100)
-	tm.waitLine(t, "SIGWINCH with 30x100", func(l string) bool { return strings.HasPrefix(l, "winch 30 100 ") })
-	setTermSize(t, tm.master, 50, 200)
-	tm.waitLine(t, "SIGWINCH with 50x200", func(l string) bool { return strings.HasPrefix(l, "winch 50 200 ") })
-	tm.write(t, "q\n")
-	tm.wait(t)
+	tm := termtest.Start(t, 24, 80, bin.cork, corkExec(a, "-it", "--", bin.probe)...)
+	tm.WaitLine(t, "the probe to start", func(l string) bool { return strings.HasPrefix(l, "start ") })
+	tm.SetSize(t, 30, 100)
+	tm.WaitLine(t, "SIGWINCH with 30x100", func(l string) bool { return strings.HasPrefix(l, "winch 30 100 ") })
+	tm.SetSize(t, 50, 200)
+	tm.WaitLine(t, "SIGWINCH with 50x200", func(l string) bool { return strings.HasPrefix(l, "winch 50 200 ") })
+	tm.Write(t, "q\n")
+	tm.Wait(t)
 }
 
 // TestResizeBurstEndsAtFinalSize: 500 random sizes set back to back, then a
@@ -54,25 +56,25 @@ func TestResizeReachesProgram(t *testing.T) {
 // the last size (lesson 2).
 func TestResizeBurstEndsAtFinalSize(t *testing.T) {
 	a := startAgent(t)
-	tm := startOnTerminal(t, 24, 80, bin.cork, corkExec(a, "-it", "--", bin.probe)...)
-	tm.waitLine(t, "the probe to start", func(l string) bool { return strings.HasPrefix(l, "start ") })
+	tm := termtest.Start(t, 24, 80, bin.cork, corkExec(a, "-it", "--", bin.probe)...)
+	tm.WaitLine(t, "the probe to start", func(l string) bool { return strings.HasPrefix(l, "start ") })
 	rng := mrand.New(mrand.NewPCG(1, 2))
 	for i := 0; i < 500; i++ {
-		setTermSize(t, tm.master, uint16(10+rng.IntN(90)), uint16(20+rng.IntN(200)))
+		tm.SetSize(t, uint16(10+rng.IntN(90)), uint16(20+rng.IntN(200)))
 	}
-	setTermSize(t, tm.master, 61, 233) // outside the random range
-	tm.waitLine(t, "the final size", func(l string) bool { return strings.HasPrefix(l, "winch 61 233 ") })
+	tm.SetSize(t, 61, 233) // outside the random range
+	tm.WaitLine(t, "the final size", func(l string) bool { return strings.HasPrefix(l, "winch 61 233 ") })
 	// Nothing older may arrive after it: ask the program again.
-	before := len(probeReports(tm.out.String(), "winch"))
-	tm.write(t, "?\n")
-	tm.waitLine(t, "the probe's answer", func(l string) bool { return strings.HasPrefix(l, "size ") })
-	winches := probeReports(tm.out.String(), "winch")
-	if got := probeReports(tm.out.String(), "size"); got[0] != "61 233" || winches[len(winches)-1] != "61 233" {
+	before := len(termtest.ProbeReports(tm.Out.String(), "winch"))
+	tm.Write(t, "?\n")
+	tm.WaitLine(t, "the probe's answer", func(l string) bool { return strings.HasPrefix(l, "size ") })
+	winches := termtest.ProbeReports(tm.Out.String(), "winch")
+	if got := termtest.ProbeReports(tm.Out.String(), "size"); got[0] != "61 233" || winches[len(winches)-1] != "61 233" {
 		t.Fatalf("final size %v, last SIGWINCH %v; want 61 233", got, winches[len(winches)-1])
 	}
 	t.Logf("500 resizes: the program saw %d SIGWINCH (%d when asked)", len(winches), before)
-	tm.write(t, "q\n")
-	tm.wait(t)
+	tm.Write(t, "q\n")
+	tm.Wait(t)
 }
 
 // TestRawModeRestored: the operator's terminal leaves the session in the
@@ -80,11 +82,11 @@ func TestResizeBurstEndsAtFinalSize(t *testing.T) {
 func TestRawModeRestored(t *testing.T) {
 	a := startAgent(t)
 	for _, script := range []string{"exit 0", "exit 5", "kill -KILL $$"} {
-		tm := startOnTerminal(t, 24, 80, bin.cork, corkExec(a, "-it", "--", "sh", "-c", "stty -a; "+script)...)
-		before := termios(t, tm.master)
-		tm.waitLine(t, "stty output", func(l string) bool { return strings.Contains(l, "speed") })
-		tm.wait(t)
-		after := termios(t, tm.master)
+		tm := termtest.Start(t, 24, 80, bin.cork, corkExec(a, "-it", "--", "sh", "-c", "stty -a; "+script)...)
+		before := termios(t, tm.Master)
+		tm.WaitLine(t, "stty output", func(l string) bool { return strings.Contains(l, "speed") })
+		tm.Wait(t)
+		after := termios(t, tm.Master)
 		if after.Lflag != before.Lflag || after.Iflag != before.Iflag || after.Oflag != before.Oflag {
 			t.Fatalf("%s: terminal flags changed: lflag %#x->%#x iflag %#x->%#x", script, before.Lflag, after.Lflag, before.Iflag, after.Iflag)
 		}
@@ -166,12 +168,12 @@ func TestEnvFlags(t *testing.T) {
 func TestSignalsForwarded(t *testing.T) {
 	a := startAgent(t)
 	cmd := exec.Command(bin.cork, corkExec(a, "--", "sh", "-c", "trap 'echo got-term; exit 9' TERM; echo ready; while :; do sleep 0.05; done")...)
-	out := &syncBuffer{}
+	out := &termtest.Buffer{}
 	cmd.Stdout = out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the program to start", 10*time.Second, func() bool { return strings.Contains(out.String(), "ready") })
+	termtest.WaitFor(t, "the program to start", 10*time.Second, func() bool { return strings.Contains(out.String(), "ready") })
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
 	if code := cmd.ProcessState.ExitCode(); code != 9 || !strings.Contains(out.String(), "got-term") {
@@ -182,16 +184,16 @@ func TestSignalsForwarded(t *testing.T) {
 // TestLostAgent: corkd dying mid-session is never a success.
 func TestLostAgent(t *testing.T) {
 	a := startAgent(t)
-	tm := startOnTerminal(t, 24, 80, bin.cork, corkExec(a, "-it", "--", "sh", "-c", "echo running; sleep 3")...)
-	tm.waitLine(t, "the program to run", func(l string) bool { return l == "running" })
+	tm := termtest.Start(t, 24, 80, bin.cork, corkExec(a, "-it", "--", "sh", "-c", "echo running; sleep 3")...)
+	tm.WaitLine(t, "the program to run", func(l string) bool { return l == "running" })
 	a.cmd.Process.Kill()
-	if code := tm.wait(t); code != 255 {
+	if code := tm.Wait(t); code != 255 {
 		t.Fatalf("cork exited %d after losing corkd, want 255", code)
 	}
-	if !strings.Contains(tm.out.String(), "lost") {
-		t.Fatalf("no message about the lost agent: %q", tm.out.String())
+	if !strings.Contains(tm.Out.String(), "lost") {
+		t.Fatalf("no message about the lost agent: %q", tm.Out.String())
 	}
-	if termios(t, tm.master).Lflag&unix.ICANON == 0 {
+	if termios(t, tm.Master).Lflag&unix.ICANON == 0 {
 		t.Fatal("terminal left raw after the agent was lost")
 	}
 }
@@ -210,7 +212,7 @@ func TestUnixPeerRefused(t *testing.T) {
 	if code := cmd.ProcessState.ExitCode(); code != 125 {
 		t.Fatalf("nobody's cork exited %d (%q), want 125", code, out)
 	}
-	waitFor(t, "corkd to log the refusal", 5*time.Second, func() bool {
+	termtest.WaitFor(t, "corkd to log the refusal", 5*time.Second, func() bool {
 		return strings.Contains(a.logs.String(), "refused unix peer") && strings.Contains(a.logs.String(), "uid=65534")
 	})
 	// And the socket's own mode is 0600.
@@ -259,15 +261,15 @@ func TestMachineTransport(t *testing.T) {
 		}
 	})
 	t.Run("tty size and resize", func(t *testing.T) {
-		tm := startOnTerminal(t, 33, 111, bin.cork, machineExec("-it", "--", bin.probe)...)
-		tm.waitLine(t, "the probe to start", func(l string) bool { return strings.HasPrefix(l, "start ") })
-		if got := probeReports(tm.out.String(), "start"); got[0] != "33 111" {
+		tm := termtest.Start(t, 33, 111, bin.cork, machineExec("-it", "--", bin.probe)...)
+		tm.WaitLine(t, "the probe to start", func(l string) bool { return strings.HasPrefix(l, "start ") })
+		if got := termtest.ProbeReports(tm.Out.String(), "start"); got[0] != "33 111" {
 			t.Fatalf("started at %v, want 33 111", got)
 		}
-		setTermSize(t, tm.master, 44, 155)
-		tm.waitLine(t, "SIGWINCH with 44x155", func(l string) bool { return strings.HasPrefix(l, "winch 44 155 ") })
-		tm.write(t, "q\n")
-		if code := tm.wait(t); code != 0 {
+		tm.SetSize(t, 44, 155)
+		tm.WaitLine(t, "SIGWINCH with 44x155", func(l string) bool { return strings.HasPrefix(l, "winch 44 155 ") })
+		tm.Write(t, "q\n")
+		if code := tm.Wait(t); code != 0 {
 			t.Fatalf("cork exited %d", code)
 		}
 	})

@@ -1,0 +1,168 @@
+// Package termtest runs a program on a PTY that stands in for the
+// operator's terminal, for tests: the program is the terminal's session
+// leader and foreground process, as cork is in a real terminal, and the test
+// holds the master to type, resize and read the screen.
+package termtest
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+)
+
+// Terminal is a program running on a PTY the test owns.
+type Terminal struct {
+	Master *os.File
+	Out    *Buffer
+	cmd    *exec.Cmd
+	done   chan struct{}
+}
+
+// Start runs name on a new terminal of rows x cols.
+func Start(t testing.TB, rows, cols uint16, name string, args ...string) *Terminal {
+	t.Helper()
+	master, slave, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm := &Terminal{Master: master, Out: &Buffer{}, done: make(chan struct{})}
+	tm.SetSize(t, rows, cols)
+	tm.cmd = exec.Command(name, args...)
+	tm.cmd.Stdin, tm.cmd.Stdout, tm.cmd.Stderr = slave, slave, slave
+	tm.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	if err := tm.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := master.Read(buf)
+			tm.Out.Write(buf[:n])
+			if err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		tm.cmd.Wait()
+		// What the program wrote stays readable until EIO.
+		select {
+		case <-readDone:
+		case <-time.After(5 * time.Second):
+		}
+		close(tm.done)
+	}()
+	t.Cleanup(func() {
+		tm.cmd.Process.Kill()
+		<-tm.done
+		master.Close()
+		if t.Failed() {
+			t.Logf("terminal output:\n%s", tm.Out.String())
+		}
+	})
+	return tm
+}
+
+// Pid is the program's process id.
+func (tm *Terminal) Pid() int { return tm.cmd.Process.Pid }
+
+// SetSize resizes the terminal; the kernel signals the program.
+func (tm *Terminal) SetSize(t testing.TB, rows, cols uint16) {
+	t.Helper()
+	if err := pty.Setsize(tm.Master, &pty.Winsize{Rows: rows, Cols: cols}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Write types s.
+func (tm *Terminal) Write(t testing.TB, s string) {
+	t.Helper()
+	if _, err := tm.Master.Write([]byte(s)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Wait waits for the program to exit and returns its status.
+func (tm *Terminal) Wait(t testing.TB) int {
+	t.Helper()
+	select {
+	case <-tm.done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the program on the terminal did not exit")
+	}
+	return tm.cmd.ProcessState.ExitCode()
+}
+
+// WaitLine waits for a line of output that satisfies ok and returns it.
+func (tm *Terminal) WaitLine(t testing.TB, what string, ok func(string) bool) string {
+	t.Helper()
+	var found string
+	WaitFor(t, what, 30*time.Second, func() bool {
+		for _, l := range Lines(tm.Out.String()) {
+			if ok(l) {
+				found = l
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// Lines splits terminal output into lines, dropping the \r a terminal adds.
+func Lines(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' })
+}
+
+// ProbeReports returns the probe's report lines of one kind ("start",
+// "winch", "size") as "ROWS COLS".
+func ProbeReports(out, kind string) []string {
+	var r []string
+	for _, l := range Lines(out) {
+		f := strings.Fields(l)
+		if len(f) == 4 && f[0] == kind {
+			r = append(r, f[1]+" "+f[2])
+		}
+	}
+	return r
+}
+
+// WaitFor polls cond until it holds, failing the test after timeout.
+func WaitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Buffer is a bytes.Buffer safe for one writer and many readers.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

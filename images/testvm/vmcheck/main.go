@@ -1,0 +1,168 @@
+// Command vmcheck runs inside cork's test VM and checks corkd over real
+// AF_VSOCK loopback (CID 1): the user switch on a PTY, a resize, exit
+// statuses, and a refused peer CID. It prints one line per check,
+//
+//	VMCHECK PASS name detail
+//	VMCHECK FAIL name detail
+//
+// and a last line VMCHECK DONE pass=N fail=M, which the host parses.
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/corkvm/cork/host/client"
+	"github.com/corkvm/cork/host/transport"
+	"github.com/corkvm/cork/protocol"
+)
+
+// Only loopback: inside the VM that the test booted, CID 1 is this guest.
+const (
+	agentAddr     = "vsock://1:2675"
+	refusingAddr  = "vsock://1:2676"
+	refusingLog   = "/tmp/corkd-refusing.log"
+	checkDeadline = 30 * time.Second
+)
+
+var pass, fail int
+
+func report(ok bool, name, format string, a ...any) {
+	verdict := "PASS"
+	if ok {
+		pass++
+	} else {
+		verdict = "FAIL"
+		fail++
+	}
+	fmt.Printf("VMCHECK %s %s %s\n", verdict, name, strings.ReplaceAll(fmt.Sprintf(format, a...), "\n", "\\n"))
+}
+
+type result struct {
+	out  string
+	exit protocol.Exit
+	err  error
+}
+
+func run(addr string, s *client.Session) result {
+	ctx, cancel := context.WithTimeout(context.Background(), checkDeadline)
+	defer cancel()
+	out := &syncBuffer{}
+	if s.Stdout == nil {
+		s.Stdout, s.Stderr = out, out
+	}
+	conn, err := transport.Dial(ctx, addr, transport.Options{})
+	if err != nil {
+		return result{err: err}
+	}
+	exit, err := s.Run(ctx, conn)
+	return result{out.String(), exit, err}
+}
+
+func main() {
+	checkUserOnPTY()
+	checkResize()
+	checkExitCodes()
+	checkRefusedCID()
+	fmt.Printf("VMCHECK DONE pass=%d fail=%d\n", pass, fail)
+}
+
+func checkUserOnPTY() {
+	r := run(agentAddr, &client.Session{Exec: protocol.Exec{
+		User: "node", TTY: true, Size: protocol.WindowSize{Cols: 100, Rows: 40},
+		Argv: []string{"sh", "-c", `echo "uid=$(id -u) groups=$(id -G) home=$HOME user=$USER pwd=$(pwd) tty=$(stat -c %U:%a "$(tty)") size=$(stty size)"`},
+	}})
+	want := "uid=1000 groups=1000 1001 home=/home/node user=node pwd=/home/node tty=node:620 size=40 100"
+	report(r.err == nil && strings.TrimSpace(r.out) == want, "vsock-tty-user-node", "%q err=%v", strings.TrimSpace(r.out), r.err)
+}
+
+func checkResize() {
+	inR, inW := io.Pipe()
+	sizes := client.NewSizeSlot()
+	out := &syncBuffer{}
+	done := make(chan result, 1)
+	go func() {
+		done <- run(agentAddr, &client.Session{Exec: protocol.Exec{TTY: true, Stdin: true,
+			Size: protocol.WindowSize{Cols: 100, Rows: 40}, Argv: []string{"/usr/local/bin/probe"}},
+			Stdin: inR, Stdout: out, Stderr: out, Sizes: sizes})
+	}()
+	defer func() {
+		inW.Write([]byte("q\n"))
+		inW.Close()
+		<-done
+	}()
+	if !out.waitFor("start 40 100") {
+		report(false, "vsock-resize", "the probe did not start at 40x100: %q", out.String())
+		return
+	}
+	sizes.Put(protocol.WindowSize{Cols: 150, Rows: 50})
+	ok := out.waitFor("winch 50 150")
+	report(ok, "vsock-resize", "probe output %q", out.String())
+}
+
+func checkExitCodes() {
+	for _, tt := range []struct {
+		argv []string
+		code int
+	}{
+		{[]string{"true"}, 0},
+		{[]string{"sh", "-c", "exit 3"}, 3},
+		{[]string{"no-such-program"}, 127},
+		{[]string{"/etc/passwd"}, 126},
+		{[]string{"sh", "-c", "kill -INT $$"}, 130},
+		{[]string{"sh", "-c", "kill -KILL $$"}, 137},
+	} {
+		r := run(agentAddr, &client.Session{Exec: protocol.Exec{Argv: tt.argv}})
+		report(r.err == nil && r.exit.Code == tt.code, "vsock-exit-"+fmt.Sprint(tt.code), "%v: exit %d err=%v", tt.argv, r.exit.Code, r.err)
+	}
+}
+
+func checkRefusedCID() {
+	r := run(refusingAddr, &client.Session{Exec: protocol.Exec{Argv: []string{"true"}}})
+	deadline := time.Now().Add(checkDeadline)
+	logged := false
+	for !logged && time.Now().Before(deadline) {
+		b, _ := os.ReadFile(refusingLog)
+		logged = bytes.Contains(b, []byte("refused vsock peer"))
+		if !logged {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	report(r.err != nil && logged, "vsock-refused-cid", "session err=%v; agent logged the refusal: %v", r.err, logged)
+}
+
+// syncBuffer collects a session's output for another goroutine to watch.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitFor waits, up to the check deadline, for the output to hold s.
+func (b *syncBuffer) waitFor(s string) bool {
+	deadline := time.Now().Add(checkDeadline)
+	for !strings.Contains(b.String(), s) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
