@@ -40,3 +40,29 @@ demo: bin/linux-$(HOSTARCH)/corkd bin/linux-$(HOSTARCH)/cork
 
 clean:
 	rm -rf bin
+
+# The test VM: Debian's kernel, busybox and corkd, booted under QEMU.
+TESTVM = bin/testvm
+QEMU_ACCEL ?= tcg
+
+.PHONY: vm-image vm-test vm-demo
+vm-image: bin/linux-amd64/corkd
+	images/testvm/build.sh $(TESTVM) bin/linux-amd64/corkd
+
+vm-test: vm-image
+	CORK_TESTVM=$(abspath $(TESTVM)) QEMU_ACCEL=$(QEMU_ACCEL) $(GO) test -count=1 -v -run TestVM ./images/testvm/
+
+# vm-demo boots the VM and opens a shell in it as node through cork exec -it
+# over the virtio-serial port. Drag your terminal and run stty size.
+vm-demo: vm-image bin/linux-amd64/cork
+	@dir=$$(mktemp -d); \
+	timeout 3600 qemu-system-x86_64 -accel $(QEMU_ACCEL) -machine pc -cpu max -m 512 -smp 1 \
+		-nodefaults -no-reboot -display none -serial file:$$dir/console.log \
+		-kernel $(TESTVM)/vmlinux -initrd $(TESTVM)/initramfs.cpio \
+		-append "console=ttyS0 panic=-1 quiet cork.mode=demo" \
+		-device virtio-serial -chardev socket,id=cork,path=$$dir/serial.sock,server=on,wait=off \
+		-device virtserialport,chardev=cork,name=cork & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; rm -rf $$dir' EXIT; \
+	for i in $$(seq 300); do grep -q "VMCHECK READY" $$dir/console.log 2>/dev/null && break; sleep 0.1; done; \
+	echo "VM up (QEMU pid $$pid, console in $$dir/console.log). Exit the shell to stop it."; \
+	bin/linux-amd64/cork exec -it -u node --connect unix://$$dir/serial.sock -- /bin/sh -l
