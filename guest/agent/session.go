@@ -439,7 +439,9 @@ func (ss *session) resize(s protocol.WindowSize) {
 	}
 	if err := setSize(ss.master, s); err != nil {
 		ss.log.Warn("resize failed", "size", s, "err", err)
+		return
 	}
+	ss.log.Debug("resize applied", "size", s)
 }
 
 // signal forwards an allowed signal to the program's process group.

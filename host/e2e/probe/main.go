@@ -2,6 +2,7 @@
 // reports its terminal's size at start and on every SIGWINCH, each line
 // stamped with CLOCK_MONOTONIC (shared by every process on the machine):
 //
+//	tty NAME                 (the terminal's device, first)
 //	start ROWS COLS NANOS
 //	winch ROWS COLS NANOS
 //	size ROWS COLS NANOS     (answer to a "?" line on stdin)
@@ -37,6 +38,9 @@ func report(what string) {
 func main() {
 	winch := make(chan os.Signal, 1)
 	signal.Notify(winch, unix.SIGWINCH)
+	if name, err := os.Readlink("/proc/self/fd/0"); err == nil {
+		fmt.Printf("tty %s\n", name)
+	}
 	report("start")
 	go func() {
 		for range winch {

@@ -9,9 +9,10 @@
 //     empty without -i
 //   - the command's exit status passed through (128+N for signal N)
 //
-// -t is accepted and ignored: smolvm 0.8.0 opened its PTY at 0x0, which is
-// what cork's sessions exist to avoid. CORK_STANDIN_LOG, when set, names a
-// file that gets one line per invocation, to count processes started.
+// With -t the command runs on a new PTY that is never sized, so it starts at
+// 0x0 and stays there, as smolvm 0.8.0's did; only the benchmark's
+// fork-per-resize row uses that. CORK_STANDIN_LOG, when set, names a file
+// that gets one line per invocation, to count processes started.
 package main
 
 import (
@@ -23,6 +24,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/creack/pty"
 	"github.com/spf13/pflag"
 )
 
@@ -34,7 +36,7 @@ func main() {
 	fs := pflag.NewFlagSet("machine exec", pflag.ContinueOnError)
 	name := fs.String("name", "", "machine name")
 	interactive := fs.BoolP("interactive", "i", false, "keep stdin open")
-	fs.BoolP("tty", "t", false, "ignored")
+	tty := fs.BoolP("tty", "t", false, "run the command on a PTY of 0x0")
 	env := fs.StringArrayP("env", "e", nil, "K=V")
 	dir := fs.StringP("workdir", "w", "", "working directory")
 	fs.SetInterspersed(false)
@@ -52,6 +54,9 @@ func main() {
 	cmd := exec.Command(fs.Arg(0), fs.Args()[1:]...)
 	cmd.Env = append(os.Environ(), *env...)
 	cmd.Dir = *dir
+	if *tty {
+		os.Exit(runOnPTY(cmd, *interactive))
+	}
 	stdout, _ := cmd.StdoutPipe()
 	stderr, _ := cmd.StderrPipe()
 	var stdin io.WriteCloser
@@ -88,6 +93,37 @@ func main() {
 		}
 		os.Exit(ee.ExitCode())
 	}
+}
+
+// runOnPTY runs cmd on a PTY created at 0x0 and relays it until cmd exits.
+func runOnPTY(cmd *exec.Cmd, interactive bool) int {
+	master, slave, err := pty.Open()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "smolvm-standin: %v\n", err)
+		return 1
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "smolvm-standin: %v\n", err)
+		return 127
+	}
+	slave.Close()
+	if interactive {
+		go relay(master, os.Stdin)
+	}
+	done := make(chan struct{})
+	go func() {
+		relay(os.Stdout, master) // until EIO: every slave closed
+		close(done)
+	}()
+	cmd.Wait()
+	<-done
+	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ws.ExitStatus()
 }
 
 // relay copies in chunks of at most 4 KiB, as smolvm's exec relay does.

@@ -1,0 +1,64 @@
+package e2e
+
+import (
+	"fmt"
+	mrand "math/rand/v2"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/corkvm/cork/host/e2e/termtest"
+)
+
+// tmux drives a private tmux server, as a person dragging panes does.
+type tmux struct {
+	t      *testing.T
+	socket string
+}
+
+func (tm tmux) run(args ...string) string {
+	tm.t.Helper()
+	out, err := exec.Command("tmux", append([]string{"-L", tm.socket}, args...)...).CombinedOutput()
+	if err != nil {
+		tm.t.Fatalf("tmux %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// TestTmuxDragEndsAtPaneSize resizes a real tmux window 100 times in one
+// burst while cork runs the probe in it: the program must end at the size
+// of the pane it is drawn in.
+func TestTmuxDragEndsAtPaneSize(t *testing.T) {
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Skip("tmux is not installed (apt-get install tmux)")
+	}
+	a := startAgent(t)
+	tm := tmux{t: t, socket: fmt.Sprintf("cork-test-%d", time.Now().UnixNano())}
+	cmd := strings.Join(append([]string{bin.cork}, corkExec(a, "-it", "--", bin.probe)...), " ")
+	tm.run("new-session", "-d", "-s", "drag", "-x", "80", "-y", "24", cmd)
+	t.Cleanup(func() { exec.Command("tmux", "-L", tm.socket, "kill-server").Run() })
+
+	screen := func() string { return tm.run("capture-pane", "-p", "-J", "-S", "-", "-t", "drag") }
+	termtest.WaitFor(t, "the probe to start", 20*time.Second, func() bool { return strings.Contains(screen(), "start ") })
+
+	// 100 resizes, each its own tmux command and applied by the server
+	// before the next arrives: a drag faster than any hand's.
+	rng := mrand.New(mrand.NewPCG(3, 4))
+	for i := 0; i < 100; i++ {
+		tm.run("resize-window", "-t", "drag", "-x", fmt.Sprint(40+rng.IntN(160)), "-y", fmt.Sprint(10+rng.IntN(50)))
+	}
+	pane := strings.Fields(tm.run("display-message", "-p", "-t", "drag", "#{pane_height} #{pane_width}"))
+	want := pane[0] + " " + pane[1]
+
+	termtest.WaitFor(t, "the probe to see the pane's size "+want, 20*time.Second, func() bool {
+		w := termtest.ProbeReports(screen(), "winch")
+		return len(w) > 0 && w[len(w)-1] == want
+	})
+	tm.run("send-keys", "-t", "drag", "?", "Enter")
+	termtest.WaitFor(t, "the probe's answer", 20*time.Second, func() bool { return len(termtest.ProbeReports(screen(), "size")) > 0 })
+	if got := termtest.ProbeReports(screen(), "size"); got[len(got)-1] != want {
+		t.Fatalf("after the drag the program sees %s, the pane is %s", got[len(got)-1], want)
+	}
+	t.Logf("pane %s after 100 resizes", want)
+}
