@@ -66,3 +66,10 @@ vm-demo: vm-image bin/linux-amd64/cork
 	for i in $$(seq 300); do grep -q "VMCHECK READY" $$dir/console.log 2>/dev/null && break; sleep 0.1; done; \
 	echo "VM up (QEMU pid $$pid, console in $$dir/console.log). Exit the shell to stop it."; \
 	bin/linux-amd64/cork exec -it -u node --connect unix://$$dir/serial.sock -- /bin/sh -l
+
+# bench measures resize latency, throughput, start-up and footprint, side
+# by side with the floor and the fork-per-resize workaround; the README's
+# table is its output.
+.PHONY: bench
+bench:
+	$(GO) run ./host/e2e/bench -v

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -83,14 +84,18 @@ func PutHeader(b []byte, t Type, n int) {
 	binary.BigEndian.PutUint32(b[1:HeaderSize], uint32(n))
 }
 
-// Reader reads frames from a stream.
+// Reader reads frames from a stream. It buffers, so that a header and a
+// small payload cost one read, not two: the stream belongs to it.
 type Reader struct {
-	r   io.Reader
+	r   *bufio.Reader
 	hdr [HeaderSize]byte
 }
 
+// readBuffer is the Reader's buffer size; larger payloads bypass it.
+const readBuffer = 64 << 10
+
 // NewReader returns a Reader reading frames from r.
-func NewReader(r io.Reader) *Reader { return &Reader{r: r} }
+func NewReader(r io.Reader) *Reader { return &Reader{r: bufio.NewReaderSize(r, readBuffer)} }
 
 // Next reads one frame and returns its type and a newly allocated payload.
 // It returns io.EOF when the stream ends cleanly between frames, and an error

@@ -487,9 +487,9 @@ type output struct {
 	deadline time.Time
 }
 
-// dataFrameSize is the most output read into one frame: large enough for
-// throughput, small enough that a resize or ack is not held up behind it.
-const dataFrameSize = 32 << 10
+// dataFrameSize is the most output read into one frame. Output shares its
+// direction only with acks and the exit, so it may be large.
+const dataFrameSize = 128 << 10
 
 // pump reads output and writes it as frames until EOF (EIO for a PTY whose
 // every slave is closed), a write failure, or the end of draining.
