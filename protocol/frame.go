@@ -87,15 +87,25 @@ func PutHeader(b []byte, t Type, n int) {
 // Reader reads frames from a stream. It buffers, so that a header and a
 // small payload cost one read, not two: the stream belongs to it.
 type Reader struct {
-	r   *bufio.Reader
-	hdr [HeaderSize]byte
+	r     *bufio.Reader
+	hdr   [HeaderSize]byte
+	limit uint32
 }
 
 // readBuffer is the Reader's buffer size; larger payloads bypass it.
 const readBuffer = 64 << 10
 
 // NewReader returns a Reader reading frames from r.
-func NewReader(r io.Reader) *Reader { return &Reader{r: bufio.NewReaderSize(r, readBuffer)} }
+func NewReader(r io.Reader) *Reader {
+	return &Reader{r: bufio.NewReaderSize(r, readBuffer), limit: MaxPayload}
+}
+
+// SetLimit lowers the largest payload r accepts below MaxPayload.
+func (r *Reader) SetLimit(n int) {
+	if n > 0 && n < MaxPayload {
+		r.limit = uint32(n)
+	}
+}
 
 // Next reads one frame and returns its type and a newly allocated payload.
 // It returns io.EOF when the stream ends cleanly between frames, and an error
@@ -116,8 +126,8 @@ func (r *Reader) Next() (Type, []byte, error) {
 	if !t.Known() {
 		return 0, nil, fmt.Errorf("protocol: %w 0x%02x (length %d)", ErrUnknownType, uint8(t), n)
 	}
-	if n > MaxPayload {
-		return 0, nil, fmt.Errorf("protocol: %w: %s frame of %d bytes, the limit is %d", ErrTooLarge, t, n, MaxPayload)
+	if n > r.limit {
+		return 0, nil, fmt.Errorf("protocol: %w: %s frame of %d bytes, the limit is %d", ErrTooLarge, t, n, r.limit)
 	}
 	p := make([]byte, n)
 	if got, err := io.ReadFull(r.r, p); err != nil {

@@ -69,9 +69,20 @@ type WindowSize struct {
 	YPixel uint16 `json:"ypixel,omitempty"`
 }
 
+// MaxWindowDim is the most columns or rows a guest applies; larger values
+// are clamped to it. No real terminal is larger, and a program that
+// allocates a cell per position would need 4 G cells for 65535x65535.
+const MaxWindowDim = 4096
+
 // Valid reports whether s has both a width and a height. A zero size is
 // not a terminal size: a guest ignores such a Resize.
 func (s WindowSize) Valid() bool { return s.Cols > 0 && s.Rows > 0 }
+
+// Clamped returns s with its columns and rows limited to MaxWindowDim.
+func (s WindowSize) Clamped() WindowSize {
+	s.Cols, s.Rows = min(s.Cols, MaxWindowDim), min(s.Rows, MaxWindowDim)
+	return s
+}
 
 func (s WindowSize) String() string { return fmt.Sprintf("%dx%d", s.Cols, s.Rows) }
 
@@ -108,7 +119,8 @@ func (e *Exec) Validate() error {
 			return fmt.Errorf("exec: environment entry %d contains a NUL byte", i)
 		}
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
-			return fmt.Errorf("exec: environment entry %d (%.40q) is not KEY=VALUE", i, kv)
+			// The entry itself is not quoted: it may be a secret.
+			return fmt.Errorf("exec: environment entry %d is not KEY=VALUE", i)
 		}
 	}
 	for name, s := range map[string]string{"user": e.User, "dir": e.Dir, "term": e.Term} {

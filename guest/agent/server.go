@@ -10,6 +10,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +42,9 @@ type Config struct {
 	StdinWindow uint32
 	// MaxSessions limits concurrent sessions.
 	MaxSessions int
+	// MaxFrame lowers the largest frame payload accepted from a host
+	// below protocol.MaxPayload.
+	MaxFrame int
 	// DefaultTerm is TERM for PTY sessions whose host sends none.
 	DefaultTerm string
 }
@@ -120,11 +127,36 @@ func (s *Server) Wait() { s.wg.Wait() }
 // Active reports the number of sessions running now.
 func (s *Server) Active() int { return int(s.active.Load()) }
 
+// Stats is what corkd reports about itself on SIGUSR1.
+type Stats struct {
+	Sessions   int
+	Goroutines int
+	FDs        int
+	RSSKiB     int
+}
+
+// ReadStats reads the process's figures.
+func (s *Server) ReadStats() Stats {
+	st := Stats{Sessions: s.Active(), Goroutines: runtime.NumGoroutine()}
+	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+		st.FDs = len(ents)
+	}
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+				st.RSSKiB, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			}
+		}
+	}
+	return st
+}
+
 // ServeConn serves one connection: the handshake, then pings or one
 // session. It closes c before it returns.
 func (s *Server) ServeConn(c io.ReadWriteCloser) {
 	defer c.Close()
 	r := protocol.NewReader(c)
+	r.SetLimit(s.cfg.MaxFrame)
 	w := protocol.NewWriter(c)
 	log := s.log
 

@@ -257,7 +257,7 @@ func (ss *session) startPTY(req *protocol.Exec, acct *account.Account) (io.Write
 		return nil, err
 	}
 	defer slave.Close()
-	size := req.Size
+	size := req.Size.Clamped()
 	if !size.Valid() {
 		size = fallbackSize
 	}
@@ -432,11 +432,13 @@ func (ss *session) readFrames(r *protocol.Reader) error {
 }
 
 // resize applies a window size in arrival order. Pipe sessions and sizes
-// without a width or height are ignored.
+// without a width or height are ignored; larger than MaxWindowDim is
+// clamped.
 func (ss *session) resize(s protocol.WindowSize) {
 	if ss.master == nil || !s.Valid() {
 		return
 	}
+	s = s.Clamped()
 	if err := setSize(ss.master, s); err != nil {
 		ss.log.Warn("resize failed", "size", s, "err", err)
 		return

@@ -57,6 +57,7 @@ func serve(args []string) int {
 	handshake := fs.Duration("handshake-timeout", agent.DefaultHandshakeTimeout, "time a connection has to send a complete exec")
 	grace := fs.Duration("disconnect-grace", agent.DefaultDisconnectGrace, "time between SIGHUP and SIGKILL when a connection drops")
 	maxSessions := fs.Int("max-sessions", agent.DefaultMaxSessions, "concurrent sessions")
+	maxFrame := fs.Int("max-frame", protocol.MaxPayload, "largest frame payload accepted, in bytes (64 KiB to 1 MiB)")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: corkd serve [--stdio] [--listen URL]...\n%s", fs.FlagUsages())
 	}
@@ -73,6 +74,10 @@ func serve(args []string) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if *maxFrame < 64<<10 || *maxFrame > protocol.MaxPayload {
+		fmt.Fprintf(os.Stderr, "corkd: --max-frame %d: want 65536 to %d\n", *maxFrame, protocol.MaxPayload)
+		return 2
+	}
 	if !*stdio && len(*listens) == 0 {
 		fmt.Fprintln(os.Stderr, "corkd: nothing to serve: give --stdio or at least one --listen URL")
 		return 2
@@ -94,7 +99,18 @@ func serve(args []string) int {
 		HandshakeTimeout: *handshake,
 		DisconnectGrace:  *grace,
 		MaxSessions:      *maxSessions,
+		MaxFrame:         *maxFrame,
 	})
+	// kill -USR1 corkd logs its figures: what a soak test or an operator
+	// watches for leaks.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	go func() {
+		for range usr1 {
+			st := srv.ReadStats()
+			log.Info("stats", "sessions", st.Sessions, "goroutines", st.Goroutines, "fds", st.FDs, "rss_kib", st.RSSKiB)
+		}
+	}()
 	if *stdio {
 		srv.ServeConn(stdioConn{os.Stdin, os.Stdout})
 		return 0

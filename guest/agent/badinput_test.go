@@ -1,0 +1,297 @@
+package agent_test
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/corkvm/cork/guest/agent"
+	"github.com/corkvm/cork/host/client"
+	"github.com/corkvm/cork/protocol"
+)
+
+// Bad input: each case gets an error frame that names the problem, and
+// the agent goes on serving. One small exchange per case.
+
+// expectError reads frames until an Error and checks its kind and text.
+func expectError(t *testing.T, r *protocol.Reader, kind, text string) {
+	t.Helper()
+	for {
+		typ, p, err := r.Next()
+		if err != nil {
+			t.Fatalf("want a %s error naming %q, got %v", kind, text, err)
+		}
+		if typ != protocol.TypeError {
+			continue
+		}
+		var e protocol.Error
+		if err := protocol.Decode(typ, p, &e); err != nil {
+			t.Fatal(err)
+		}
+		if e.Kind != kind || !strings.Contains(e.Message, text) {
+			t.Fatalf("error %+v, want kind %s naming %q", e, kind, text)
+		}
+		return
+	}
+}
+
+// stillServes proves the agent works after whatever a test did to it.
+func stillServes(t *testing.T, srv *agent.Server) {
+	t.Helper()
+	r := run(t, srv, protocol.Exec{Argv: []string{"echo", "alive"}}, nil)
+	if r.err != nil || r.stdout != "alive\n" {
+		t.Fatalf("agent no longer serves: %q, %v", r.stdout, r.err)
+	}
+}
+
+func hello(t *testing.T, conn net.Conn) (*protocol.Reader, *protocol.Writer) {
+	t.Helper()
+	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
+	if _, err := client.Hello(r, w, "test"); err != nil {
+		t.Fatal(err)
+	}
+	return r, w
+}
+
+func header(t protocol.Type, n uint32) []byte {
+	b := make([]byte, protocol.HeaderSize)
+	protocol.PutHeader(b, t, int(n))
+	return b
+}
+
+func TestHandshakeRejects(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	tests := []struct {
+		name string
+		send func(conn net.Conn)
+		kind string
+		text string
+	}{
+		{"garbage instead of hello", func(c net.Conn) { c.Write([]byte("GET / HTTP/1.1\r\n\r\n")) }, protocol.KindProtocol, "unknown frame type 0x47"},
+		{"exec before hello", func(c net.Conn) {
+			protocol.NewWriter(c).WriteJSON(protocol.TypeExec, &protocol.Exec{Argv: []string{"true"}})
+		}, protocol.KindProtocol, "expected a hello frame first, got exec"},
+		{"wrong version", func(c net.Conn) {
+			protocol.NewWriter(c).WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 5, MaxVersion: 7})
+		}, protocol.KindVersion, "peer speaks versions 5 to 7, this side speaks version 1"},
+		{"oversize frame", func(c net.Conn) { c.Write(header(protocol.TypeHello, 1<<30)) }, protocol.KindProtocol, "the limit is 1048576"},
+		{"hello not JSON", func(c net.Conn) { protocol.NewWriter(c).WriteFrame(protocol.TypeHello, []byte("{{")) }, protocol.KindProtocol, "bad hello payload"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn := connect(t, srv)
+			go tt.send(conn)
+			expectError(t, protocol.NewReader(conn), tt.kind, tt.text)
+			stillServes(t, srv)
+		})
+	}
+}
+
+func TestExecRejects(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, nil, 0o644)
+	locked := filepath.Join(dir, "locked")
+	os.Mkdir(locked, 0o700)
+	tests := []struct {
+		name string
+		req  protocol.Exec
+		kind string
+		text string
+	}{
+		{"empty argv", protocol.Exec{}, protocol.KindRequest, "empty argv"},
+		{"too many args", protocol.Exec{Argv: make([]string, protocol.MaxArgs+1)}, protocol.KindRequest, "empty argv"},
+		{"too many args after a program", protocol.Exec{Argv: append([]string{"true"}, make([]string, protocol.MaxArgs)...)}, protocol.KindRequest, "the limit is 4096"},
+		{"env without =", protocol.Exec{Argv: []string{"true"}, Env: []string{"JUSTAKEY"}}, protocol.KindRequest, "environment entry 0 is not KEY=VALUE"},
+		{"env with NUL", protocol.Exec{Argv: []string{"true"}, Env: []string{"A=b\x00c"}}, protocol.KindRequest, "NUL"},
+		{"unknown user", protocol.Exec{Argv: []string{"true"}, User: "no-such-user"}, protocol.KindUser, `"no-such-user"`},
+		{"missing workdir", protocol.Exec{Argv: []string{"true"}, Dir: "/no/such/dir"}, protocol.KindWorkdir, "does not exist"},
+		{"workdir is a file", protocol.Exec{Argv: []string{"true"}, Dir: file}, protocol.KindWorkdir, "not a directory"},
+	}
+	if os.Geteuid() == 0 {
+		tests = append(tests, struct {
+			name string
+			req  protocol.Exec
+			kind string
+			text string
+		}{"workdir the user may not enter", protocol.Exec{Argv: []string{"true"}, User: "nobody", Dir: locked}, protocol.KindWorkdir, "cannot enter"})
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, w := hello(t, connect(t, srv))
+			w.WriteJSON(protocol.TypeExec, &tt.req)
+			expectError(t, r, tt.kind, tt.text)
+		})
+	}
+	stillServes(t, srv)
+}
+
+func TestArgvOverFrameLimit(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	conn := connect(t, srv)
+	r, _ := hello(t, conn)
+	// An exec larger than the frame limit is refused from its header.
+	go conn.Write(append(header(protocol.TypeExec, protocol.MaxPayload+1), make([]byte, 64)...))
+	expectError(t, r, protocol.KindProtocol, "exec frame of 1048577 bytes")
+	stillServes(t, srv)
+}
+
+func TestSessionRejects(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	tests := []struct {
+		name string
+		tty  bool
+		send func(w *protocol.Writer)
+		text string
+	}{
+		{"second exec", false, func(w *protocol.Writer) {
+			w.WriteJSON(protocol.TypeExec, &protocol.Exec{Argv: []string{"true"}})
+		}, "unexpected exec frame during a session"},
+		{"stdin after EOF", false, func(w *protocol.Writer) {
+			w.WriteFrame(protocol.TypeStdinEOF, nil)
+			w.WriteFrame(protocol.TypeStdin, []byte("late"))
+		}, "stdin data after stdin EOF"},
+		{"stdin window overrun", false, func(w *protocol.Writer) {
+			for i := 0; i < 20; i++ {
+				w.WriteFrame(protocol.TypeStdin, make([]byte, 32<<10))
+			}
+		}, "overran the stdin window"},
+		{"unknown frame type", true, func(w *protocol.Writer) { w.WriteFramed(header(protocol.Type(0x66), 0)) }, "unknown frame type 0x66"},
+		{"short resize", true, func(w *protocol.Writer) { w.WriteFrame(protocol.TypeResize, []byte{1, 2}) }, "resize payload has 2 bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn := connect(t, srv)
+			// A program that neither reads nor ends by itself.
+			r, w, st := rawSession(t, conn, protocol.Exec{Argv: []string{"sleep", "600"}, TTY: tt.tty, Stdin: true})
+			go tt.send(w)
+			expectError(t, r, protocol.KindProtocol, tt.text)
+			// The session is over: its program is gone.
+			waitFor(t, "the session's program to end", 10*time.Second, func() bool { return sessionAlive(st.PID) == 0 })
+		})
+	}
+	stillServes(t, srv)
+}
+
+// TestResizeEdgeCases: a resize on a pipe session is ignored, 0x0 is
+// ignored, and an absurd size is clamped to protocol.MaxWindowDim.
+func TestResizeEdgeCases(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	conn := connect(t, srv)
+	r, w, _ := rawSession(t, conn, protocol.Exec{Argv: sh("echo ready; read x; stty size"), Stdin: true, TTY: true,
+		Size: protocol.WindowSize{Cols: 80, Rows: 24}})
+	waitOutput(t, r, "ready")
+	w.WriteFrame(protocol.TypeResize, protocol.EncodeResize(protocol.WindowSize{Cols: 0, Rows: 0}))
+	w.WriteFrame(protocol.TypeResize, protocol.EncodeResize(protocol.WindowSize{Cols: 65535, Rows: 65535}))
+	w.WriteFrame(protocol.TypeStdin, []byte("go\n"))
+	waitOutput(t, r, "4096 4096")
+
+	conn = connect(t, srv)
+	r, w, _ = rawSession(t, conn, protocol.Exec{Argv: sh("read x; echo pipes-fine"), Stdin: true})
+	w.WriteFrame(protocol.TypeResize, protocol.EncodeResize(protocol.WindowSize{Cols: 100, Rows: 30}))
+	w.WriteFrame(protocol.TypeStdin, []byte("go\n"))
+	waitOutput(t, r, "pipes-fine")
+}
+
+func waitOutput(t *testing.T, r *protocol.Reader, want string) {
+	t.Helper()
+	var out strings.Builder
+	for !strings.Contains(out.String(), want) {
+		typ, p, err := r.Next()
+		if err != nil {
+			t.Fatalf("waiting for %q after %q: %v", want, out.String(), err)
+		}
+		switch typ {
+		case protocol.TypeStdout, protocol.TypeStderr:
+			out.Write(p)
+		case protocol.TypeError, protocol.TypeExit:
+			t.Fatalf("session ended with %s %s before %q (output %q)", typ, p, want, out.String())
+		}
+	}
+}
+
+// TestSlowPeerTimesOut: half a frame and silence; the handshake deadline
+// frees the connection.
+func TestSlowPeerTimesOut(t *testing.T) {
+	srv := newServer(t, agent.Config{HandshakeTimeout: 200 * time.Millisecond})
+	for _, partial := range [][]byte{
+		header(protocol.TypeHello, 100)[:3],          // half a header
+		append(header(protocol.TypeHello, 100), '{'), // half a payload
+	} {
+		conn := connect(t, srv)
+		go conn.Write(partial)
+		done := make(chan error, 1)
+		go func() {
+			_, err := io.Copy(io.Discard, conn)
+			done <- err
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the agent kept a silent half-frame connection open")
+		}
+	}
+	// And one that says hello but never execs.
+	conn := connect(t, srv)
+	hello(t, conn)
+	if _, err := io.Copy(io.Discard, conn); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+		t.Fatal(err)
+	}
+	stillServes(t, srv)
+}
+
+// TestHostNeverReads: a program flooding a host that reads nothing stalls
+// on its own, the agent does not buffer without bound, and other sessions
+// go on.
+func TestHostNeverReads(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	conn := connect(t, srv)
+	_, _, st := rawSession(t, conn, protocol.Exec{Argv: []string{"yes", "flood"}})
+	// Nothing reads conn from here on. net.Pipe has no buffer: the agent's
+	// pump blocks on its first frame, the pipe fills, and yes blocks.
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := 0; i < 3; i++ {
+		stillServes(t, srv)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapInuse) - int64(before.HeapInuse); grew > 8<<20 {
+		t.Fatalf("heap grew by %d bytes while a host read nothing", grew)
+	}
+	if sessionAlive(st.PID) == 0 {
+		t.Fatal("the flooding program should still run, stalled")
+	}
+}
+
+// TestProgramClosesStdoutRunsOn: closing stdout early does not end the
+// session; the exit status still arrives when the program ends.
+func TestProgramClosesStdoutRunsOn(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	r := run(t, srv, protocol.Exec{Argv: sh("echo before; exec >&-; sleep 0.5; echo on-stderr >&2; exit 3")}, nil)
+	if r.err != nil || r.exit.Code != 3 || r.stdout != "before\n" || r.stderr != "on-stderr\n" {
+		t.Fatalf("%q %q %+v %v", r.stdout, r.stderr, r.exit, r.err)
+	}
+}
+
+// TestDaemonHoldingPTY: a daemon that leaves the session but keeps the
+// terminal open does not hold the session beyond the drain deadline.
+func TestDaemonHoldingPTY(t *testing.T) {
+	srv := newServer(t, agent.Config{DrainIdle: 100 * time.Millisecond, DrainMax: time.Second})
+	start := time.Now()
+	r := run(t, srv, protocol.Exec{Argv: sh("setsid sleep 5 & echo daemon-started"), TTY: true}, nil)
+	if r.err != nil || !strings.Contains(r.stdout, "daemon-started") {
+		t.Fatalf("%q %v", r.stdout, r.err)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Fatalf("session took %v with a daemon holding its terminal", d)
+	}
+}
