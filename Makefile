@@ -73,3 +73,13 @@ vm-demo: vm-image bin/linux-amd64/cork
 .PHONY: bench
 bench:
 	$(GO) run ./host/e2e/bench -v
+
+# fuzz runs every fuzz target of the protocol for FUZZTIME each.
+FUZZTIME ?= 30s
+FUZZ_TARGETS = $(shell grep -ho '^func Fuzz[A-Za-z]*' protocol/*_test.go | cut -c6-)
+.PHONY: fuzz
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $$t for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./protocol/ >/tmp/cork-fuzz.log 2>&1 || { cat /tmp/cork-fuzz.log; exit 1; }; \
+	done
