@@ -83,3 +83,8 @@ fuzz:
 		echo "fuzz $$t for $(FUZZTIME)"; \
 		$(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./protocol/ >/tmp/cork-fuzz.log 2>&1 || { cat /tmp/cork-fuzz.log; exit 1; }; \
 	done
+
+# soak is the long form of TestSoak: 64 sessions, 8 MiB each way each.
+.PHONY: soak
+soak:
+	CORK_SOAK=long $(GO) test -count=1 -v -run 'TestSoak$$' -timeout 20m ./host/e2e/

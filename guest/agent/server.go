@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -245,7 +246,13 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 		fail(protocol.KindBusy, fmt.Sprintf("corkd is at its limit of %d sessions", s.cfg.MaxSessions))
 		return
 	}
-	defer s.active.Add(-1)
+	defer func() {
+		// The last session gone, hand the buffers of a busy spell back to
+		// the VM at once rather than minutes later.
+		if s.active.Add(-1) == 0 {
+			debug.FreeOSMemory()
+		}
+	}()
 
 	id := newSessionID()
 	log = log.With("session", id)
