@@ -5,8 +5,9 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 HOSTARCH := $(shell $(GO) env GOARCH)
 
 # The one command line that builds a release binary: static, reproducible
-# paths, the version stamped in. images/Dockerfile uses the same one.
-GOBUILD = CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
+# paths, the version stamped in (main.stamp is corkd's, which cork bake
+# reads from the binary). images/Dockerfile uses the same one.
+GOBUILD = CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION) -X main.stamp=corkd-version:$(VERSION);"
 
 CORKD_TARGETS = bin/linux-amd64/corkd bin/linux-arm64/corkd
 CORK_TARGETS  = bin/linux-amd64/cork bin/linux-arm64/cork bin/darwin-arm64/cork

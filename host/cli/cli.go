@@ -34,6 +34,7 @@ var Version = "dev"
 const usage = `usage:
   cork exec [flags] -- COMMAND [ARG...]   run a program in the VM
   cork ping [flags]                       check that corkd answers, and how fast
+  cork bake [flags] IN OUT                add corkd to a container image
   cork version                            print cork's version
 `
 
@@ -49,6 +50,8 @@ func Main(args []string) int {
 		return execMain(args[1:])
 	case "ping":
 		return pingMain(args[1:])
+	case "bake":
+		return bakeMain(args[1:])
 	case "version", "--version":
 		fmt.Printf("cork %s (protocol %d)\n", Version, protocol.MaxVersion)
 		return 0

@@ -21,8 +21,23 @@ import (
 	"github.com/corkvm/cork/protocol"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// stamp carries corkd's version, set at build time with -ldflags
+// "-X main.stamp=corkd-version:VERSION;". Its marker and terminator let
+// cork bake read the version from the binary without running it (it may
+// be built for another architecture).
+// It is left unset otherwise, so that the binary holds no other copy of
+// the marker.
+var stamp string
+
+var version = versionOf(stamp)
+
+func versionOf(stamp string) string {
+	const prefix = len("corkd-version:")
+	if len(stamp) <= prefix+1 {
+		return "dev"
+	}
+	return stamp[prefix : len(stamp)-1]
+}
 
 const usage = `usage:
   corkd serve [flags]    serve sessions (see corkd serve --help)
