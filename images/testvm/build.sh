@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Builds cork's test VM from Debian packages and this repository only:
 #   OUT/vmlinux         Debian's kernel, uncompressed (boots ~3 s faster under TCG)
-#   OUT/initramfs.cpio  busybox, corkd, the checks, the vsock and virtio-serial
-#                       modules, and users root and node (uid 1000, also in group agents)
-# The kernel package is downloaded with apt-get download and unpacked with
-# dpkg-deb, never installed. Needs: apt, dpkg-deb, xz, busybox-static, go.
+#   OUT/base-oci        the agent image: busybox, the checks, users root and node
+#                       (uid 1000, also in group agents), as an OCI layout, no corkd
+#   OUT/baked-oci       the same image after cork bake added corkd
+#   OUT/initramfs.cpio  baked-oci flattened, plus the vsock and virtio-serial modules
+# So the VM proves that a baked image runs corkd in a real kernel. The kernel
+# package is downloaded with apt-get download and unpacked with dpkg-deb,
+# never installed. Needs: apt, dpkg-deb, xz, busybox-static, go.
 #
 # usage: images/testvm/build.sh OUT CORKD
 set -euo pipefail
@@ -64,21 +67,30 @@ nogroup:x:65534:
 GROUP
 
 {
-	for d in /bin /dev /proc /sys /tmp /run /etc /root /lib /lib/modules /usr /usr/local /usr/local/bin /home; do
+	for d in /bin /dev /proc /sys /tmp /run /etc /root /usr /usr/local /usr/local/bin /home; do
 		echo "dir $d 0755 0 0"
 	done
 	echo "dir /home/node 0755 1000 1000"
-	echo "nod /dev/console 0600 0 0 c 5 1"
 	echo "file /init $here/init 0755 0 0"
 	echo "file /bin/busybox $(command -v busybox) 0755 0 0"
-	echo "file /usr/local/bin/corkd $corkd 0755 0 0"
 	echo "file /usr/local/bin/vmcheck $stage/vmcheck 0755 0 0"
 	echo "file /usr/local/bin/probe $stage/probe 0755 0 0"
 	echo "file /etc/passwd $stage/passwd 0644 0 0"
 	echo "file /etc/group $stage/group 0644 0 0"
+} >"$stage/base.list"
+rm -rf "$out/base-oci" "$out/baked-oci"
+go run ./images/testvm/mkbase -o "$out/base-oci" <"$stage/base.list"
+go run ./host/cmd/cork bake --agent "$corkd" "$out/base-oci" "$out/baked-oci"
+
+# What belongs to the VM rather than the image: the console and the modules.
+{
+	echo "dir /dev 0755 0 0"
+	echo "nod /dev/console 0600 0 0 c 5 1"
+	echo "dir /lib 0755 0 0"
+	echo "dir /lib/modules 0755 0 0"
 	for f in "$kdir"/modules/*.ko; do
 		echo "file /lib/modules/${f##*/} $f 0644 0 0"
 	done
-} >"$stage/list"
-go run ./images/testvm/mkinitramfs -o "$out/initramfs.cpio" <"$stage/list"
-echo "test VM: $out/vmlinux $out/initramfs.cpio ($pkg)"
+} >"$stage/vm.list"
+go run ./images/testvm/mkinitramfs -oci "$out/baked-oci" -o "$out/initramfs.cpio" <"$stage/vm.list"
+echo "test VM: $out/vmlinux $out/initramfs.cpio ($pkg, image $out/baked-oci)"

@@ -114,7 +114,7 @@ func TestVM(t *testing.T) {
 				t.Log(m[3])
 			})
 		}
-		if n < 9 {
+		if n < 10 {
 			t.Fatalf("only %d in-guest checks reported", n)
 		}
 	})

@@ -1,50 +1,67 @@
 // Command mkinitramfs writes a newc cpio archive, the format the kernel
-// unpacks as its initramfs, from a list in the format of the kernel's own
-// gen_init_cpio, so that no root, cpio or fakeroot is needed:
+// unpacks as its initramfs, so that no root, cpio or fakeroot is needed.
+// Its entries come from an OCI image layout, flattened (-oci), then from a
+// list on stdin in the format of package fslist.
 //
-//	dir   NAME MODE UID GID
-//	file  NAME LOCATION MODE UID GID
-//	slink NAME TARGET MODE UID GID
-//	nod   NAME MODE UID GID c|b MAJOR MINOR
-//
-// Modes are octal. Blank lines and lines starting with # are skipped.
-//
-//	mkinitramfs -o initramfs.cpio < list
+//	mkinitramfs [-oci DIR] -o initramfs.cpio < list
 package main
 
 import (
+	"archive/tar"
 	"bufio"
 	"flag"
 	"fmt"
+	"io"
 	"os"
-	"strconv"
+	"path"
+	"sort"
 	"strings"
+
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"github.com/corkvm/cork/images/testvm/fslist"
 )
 
 func main() {
 	out := flag.String("o", "", "output file")
+	oci := flag.String("oci", "", "an OCI image layout whose one image is flattened in first")
 	flag.Parse()
 	if *out == "" {
-		fmt.Fprintln(os.Stderr, "usage: mkinitramfs -o FILE < list")
+		fmt.Fprintln(os.Stderr, "usage: mkinitramfs [-oci DIR] -o FILE < list")
 		os.Exit(2)
 	}
+	var entries []fslist.Entry
+	if *oci != "" {
+		img, err := flatten(*oci)
+		if err != nil {
+			fatal(err)
+		}
+		entries = img
+	}
+	listed, err := fslist.Parse(os.Stdin)
+	if err != nil {
+		fatal(err)
+	}
+	entries = append(entries, listed...)
+	// Directories first, parents before children: the kernel creates each
+	// file in a directory that must already exist.
+	sort.SliceStable(entries, func(i, j int) bool {
+		di, dj := entries[i].Kind == "dir", entries[j].Kind == "dir"
+		if di != dj {
+			return di
+		}
+		return di && entries[i].Name < entries[j].Name
+	})
 	f, err := os.Create(*out)
 	if err != nil {
 		fatal(err)
 	}
 	w := &writer{w: bufio.NewWriter(f)}
-	s := bufio.NewScanner(os.Stdin)
-	for line := 1; s.Scan(); line++ {
-		text := strings.TrimSpace(s.Text())
-		if text == "" || strings.HasPrefix(text, "#") {
-			continue
+	for _, e := range entries {
+		if err := w.entry(e); err != nil {
+			fatal(fmt.Errorf("%s: %v", e.Name, err))
 		}
-		if err := w.entry(strings.Fields(text)); err != nil {
-			fatal(fmt.Errorf("line %d (%q): %v", line, text, err))
-		}
-	}
-	if err := s.Err(); err != nil {
-		fatal(err)
 	}
 	if err := w.close(); err != nil {
 		fatal(err)
@@ -57,6 +74,59 @@ func main() {
 func fatal(err error) {
 	fmt.Fprintf(os.Stderr, "mkinitramfs: %v\n", err)
 	os.Exit(1)
+}
+
+// flatten reads the layout's one image as the filesystem its layers make.
+func flatten(dir string) ([]fslist.Entry, error) {
+	idx, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		return nil, err
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return nil, err
+	}
+	if len(m.Manifests) != 1 {
+		return nil, fmt.Errorf("%s: %d manifests, want one image", dir, len(m.Manifests))
+	}
+	img, err := idx.Image(m.Manifests[0].Digest)
+	if err != nil {
+		return nil, err
+	}
+	rc := mutate.Extract(img)
+	defer rc.Close()
+	var out []fslist.Entry
+	data := map[string][]byte{} // for hard links
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		e := fslist.Entry{Name: "/" + strings.TrimPrefix(path.Clean(h.Name), "/"), Mode: uint32(h.Mode) & 0o7777, UID: uint32(h.Uid), GID: uint32(h.Gid)}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			e.Kind = "dir"
+		case tar.TypeReg:
+			e.Kind = "file"
+			if e.Data, err = io.ReadAll(tr); err != nil {
+				return nil, err
+			}
+			data[e.Name] = e.Data
+		case tar.TypeLink:
+			e.Kind, e.Data = "file", data["/"+strings.TrimPrefix(path.Clean(h.Linkname), "/")]
+		case tar.TypeSymlink:
+			e.Kind, e.Target = "slink", h.Linkname
+		case tar.TypeChar, tar.TypeBlock:
+			e.Kind, e.Block, e.Major, e.Minor = "nod", h.Typeflag == tar.TypeBlock, uint32(h.Devmajor), uint32(h.Devminor)
+		default:
+			continue // fifos and the like: nothing the test VM needs
+		}
+		out = append(out, e)
+	}
 }
 
 // File type bits of a cpio mode.
@@ -74,56 +144,23 @@ type writer struct {
 	off int64
 }
 
-func (w *writer) entry(f []string) error {
-	num := func(s string, base int) (uint32, error) {
-		n, err := strconv.ParseUint(s, base, 32)
-		return uint32(n), err
-	}
-	need := map[string]int{"dir": 5, "file": 6, "slink": 6, "nod": 8}
-	if n, ok := need[f[0]]; !ok {
-		return fmt.Errorf("unknown entry type %q", f[0])
-	} else if len(f) != n {
-		return fmt.Errorf("%s takes %d fields, got %d", f[0], n-1, len(f)-1)
-	}
-	i := 2
-	if f[0] == "file" || f[0] == "slink" {
-		i = 3
-	}
-	mode, err1 := num(f[i], 8)
-	uid, err2 := num(f[i+1], 10)
-	gid, err3 := num(f[i+2], 10)
-	for _, err := range []error{err1, err2, err3} {
-		if err != nil {
-			return err
-		}
-	}
-	name := strings.TrimPrefix(f[1], "/")
-	switch f[0] {
+func (w *writer) entry(e fslist.Entry) error {
+	name := strings.TrimPrefix(e.Name, "/")
+	switch e.Kind {
 	case "dir":
-		return w.header(name, typeDir|mode, uid, gid, 0, 0, nil)
+		return w.header(name, typeDir|e.Mode, e.UID, e.GID, 0, 0, nil)
 	case "slink":
-		return w.header(name, typeLink|mode, uid, gid, 0, 0, []byte(f[2]))
+		return w.header(name, typeLink|e.Mode, e.UID, e.GID, 0, 0, []byte(e.Target))
 	case "file":
-		data, err := os.ReadFile(f[2])
-		if err != nil {
-			return err
-		}
-		return w.header(name, typeReg|mode, uid, gid, 0, 0, data)
-	default: // nod
-		maj, err := num(f[6], 10)
-		if err != nil {
-			return err
-		}
-		min, err := num(f[7], 10)
-		if err != nil {
-			return err
-		}
+		return w.header(name, typeReg|e.Mode, e.UID, e.GID, 0, 0, e.Data)
+	case "nod":
 		t := uint32(typeChr)
-		if f[5] == "b" {
+		if e.Block {
 			t = typeBlk
 		}
-		return w.header(name, t|mode, uid, gid, maj, min, nil)
+		return w.header(name, t|e.Mode, e.UID, e.GID, e.Major, e.Minor, nil)
 	}
+	return fmt.Errorf("unknown entry type %q", e.Kind)
 }
 
 // header writes one newc entry: "070701", thirteen 8-digit hex fields, the
@@ -145,10 +182,7 @@ func (w *writer) header(name string, mode, uid, gid, rmaj, rmin uint32, data []b
 	if err := w.write([]byte(b.String())); err != nil {
 		return err
 	}
-	if err := w.write(data); err != nil {
-		return err
-	}
-	return nil
+	return w.write(data)
 }
 
 func (w *writer) write(p []byte) error {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"time"
@@ -66,11 +67,19 @@ func run(addr string, s *client.Session) result {
 }
 
 func main() {
+	checkBakedAgent()
 	checkUserOnPTY()
 	checkResize()
 	checkExitCodes()
 	checkRefusedCID()
 	fmt.Printf("VMCHECK DONE pass=%d fail=%d\n", pass, fail)
+}
+
+// checkBakedAgent: the corkd serving these checks came from cork bake's
+// layer, the base image had none; it reports the version bake labelled.
+func checkBakedAgent() {
+	out, err := exec.Command("/usr/local/bin/corkd", "version").Output()
+	report(err == nil && strings.HasPrefix(string(out), "corkd "), "baked-corkd", "%q err=%v", strings.TrimSpace(string(out)), err)
 }
 
 func checkUserOnPTY() {
