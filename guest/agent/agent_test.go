@@ -20,6 +20,7 @@ import (
 
 	"github.com/corkvm/cork/guest/agent"
 	"github.com/corkvm/cork/host/client"
+	"github.com/corkvm/cork/host/e2e/termtest"
 	"github.com/corkvm/cork/protocol"
 )
 
@@ -382,36 +383,12 @@ func rawSession(t *testing.T, conn net.Conn, req protocol.Exec) (*protocol.Reade
 	return r, w, st
 }
 
-// sessionAlive reports how many processes are in session sid.
-func sessionAlive(sid int) int {
-	n := 0
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) > 3 && f[3] == strconv.Itoa(sid) && f[0] != "Z" {
-			n++
-		}
-	}
-	return n
-}
+// sessionAlive reports how many live processes are in session sid.
+func sessionAlive(sid int) int { return len(agent.SessionMembers(sid)) }
 
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	termtest.WaitFor(t, what, timeout, cond)
 }
 
 func TestDroppedConnectionLeavesNothing(t *testing.T) {

@@ -59,7 +59,8 @@ func signalSession(sid int, sig syscall.Signal) int {
 	return n
 }
 
-// sessionMembers lists the processes whose session id is sid.
+// sessionMembers lists the live processes whose session id is sid; a
+// zombie needs no signal, only its parent's wait.
 func sessionMembers(sid int) []int {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
@@ -82,7 +83,7 @@ func sessionMembers(sid int) []int {
 			continue
 		}
 		f := strings.Fields(string(stat[i+1:]))
-		if len(f) > 3 && f[3] == strconv.Itoa(sid) {
+		if len(f) > 3 && f[3] == strconv.Itoa(sid) && f[0] != "Z" {
 			pids = append(pids, pid)
 		}
 	}

@@ -1,0 +1,4 @@
+package agent
+
+// SessionMembers lets the tests see a session's processes as corkd does.
+var SessionMembers = sessionMembers
