@@ -217,6 +217,28 @@ func waitOutput(t *testing.T, r *protocol.Reader, want string) {
 	}
 }
 
+// TestFrameCutByDroppedConnection: half a frame, then the connection is
+// gone; the agent logs it and serves the next one.
+func TestFrameCutByDroppedConnection(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	for _, partial := range [][]byte{
+		header(protocol.TypeHello, 100)[:2],
+		append(header(protocol.TypeHello, 100), `{"min_ver`...),
+	} {
+		conn := connect(t, srv)
+		conn.Write(partial)
+		conn.Close()
+		stillServes(t, srv)
+	}
+	// And inside a session: the session ends as for any dropped host.
+	conn := connect(t, srv)
+	_, w, st := rawSession(t, conn, protocol.Exec{Argv: []string{"sleep", "600"}, Stdin: true})
+	w.WriteFramed(append(header(protocol.TypeStdin, 1000), "only part"...))
+	conn.Close()
+	waitFor(t, "the session's program to end", 10*time.Second, func() bool { return sessionAlive(st.PID) == 0 })
+	stillServes(t, srv)
+}
+
 // TestSlowPeerTimesOut: half a frame and silence; the handshake deadline
 // frees the connection.
 func TestSlowPeerTimesOut(t *testing.T) {
