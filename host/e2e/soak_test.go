@@ -76,7 +76,9 @@ func TestSoak(t *testing.T) {
 	var after stats
 	termtest.WaitFor(t, "corkd to return to its idle figures", 20*time.Second, func() bool {
 		after = corkdStats(t, a)
-		return after.sessions == 0 && after.fds == idle.fds && after.goroutines <= idle.goroutines
+		// Idle may have caught the readiness probe's connection closing:
+		// no leak means no more than then.
+		return after.sessions == 0 && after.fds <= idle.fds && after.goroutines <= idle.goroutines
 	})
 	if z := zombiesOf(pid); z > 0 {
 		t.Errorf("%d zombie children of corkd", z)
