@@ -510,6 +510,9 @@ func (o *output) pump(w *protocol.Writer) {
 		}
 		o.mu.Unlock()
 		n, err := o.f.Read(buf[protocol.HeaderSize:])
+		if n > 0 && err == nil {
+			n += o.readMore(buf[protocol.HeaderSize+n:])
+		}
 		if n > 0 {
 			protocol.PutHeader(buf, o.t, n)
 			if w.WriteFramed(buf[:protocol.HeaderSize+n]) != nil {
@@ -523,6 +526,30 @@ func (o *output) pump(w *protocol.Writer) {
 			return
 		}
 	}
+}
+
+// readMore appends whatever output is already waiting, without waiting
+// for more: a program writing 4 KiB at a time then fills one frame with
+// several writes instead of costing a frame, and a wake-up on each side,
+// per write. Interactive output finds nothing waiting and goes at once.
+func (o *output) readMore(b []byte) int {
+	rc, err := o.f.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	total := 0
+	for total < len(b) {
+		n := 0
+		rc.Read(func(fd uintptr) bool {
+			n, _ = syscall.Read(int(fd), b[total:])
+			return true // never wait: EAGAIN means nothing more yet
+		})
+		if n <= 0 {
+			break
+		}
+		total += n
+	}
+	return total
 }
 
 // startDrain tells a pump that the program is gone: read what is left, but
