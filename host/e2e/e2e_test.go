@@ -83,7 +83,7 @@ func TestRawModeRestored(t *testing.T) {
 	a := startAgent(t)
 	for _, script := range []string{"exit 0", "exit 5", "kill -KILL $$"} {
 		tm := termtest.Start(t, 24, 80, bin.cork, corkExec(a, "-it", "--", "sh", "-c", "stty -a; "+script)...)
-		before := termios(t, tm.Master)
+		before := tm.Initial // read before cork could make it raw
 		tm.WaitLine(t, "stty output", func(l string) bool { return strings.Contains(l, "speed") })
 		tm.Wait(t)
 		after := termios(t, tm.Master)

@@ -15,12 +15,15 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
 )
 
 // Terminal is a program running on a PTY the test owns.
 type Terminal struct {
 	Master *os.File
 	Out    *Buffer
+	// Initial is the terminal's mode before the program started.
+	Initial *unix.Termios
 	cmd    *exec.Cmd
 	done   chan struct{}
 }
@@ -34,6 +37,9 @@ func Start(t testing.TB, rows, cols uint16, name string, args ...string) *Termin
 	}
 	tm := &Terminal{Master: master, Out: &Buffer{}, done: make(chan struct{})}
 	tm.SetSize(t, rows, cols)
+	if tm.Initial, err = unix.IoctlGetTermios(int(master.Fd()), unix.TCGETS); err != nil {
+		t.Fatal(err)
+	}
 	tm.cmd = exec.Command(name, args...)
 	tm.cmd.Stdin, tm.cmd.Stdout, tm.cmd.Stderr = slave, slave, slave
 	tm.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
