@@ -11,9 +11,11 @@
 //	1       4     length   payload length in bytes, unsigned big-endian
 //	5       n     payload
 //
-// The length is at most MaxPayload (1 MiB). A reader checks the type and the
-// length before it allocates anything; a frame of an unknown type or an
-// oversize length is a protocol error and ends the connection.
+// The length is at most MaxPayload (1 MiB); a guest may be configured to
+// accept less, never under 64 KiB, so a host keeps stdin frames small (cork
+// sends at most 32 KiB). A reader checks the type and the length before it
+// allocates anything; a frame of an unknown type or an oversize length is a
+// protocol error and ends the connection.
 //
 // # Payloads
 //
@@ -61,7 +63,9 @@
 //
 // StdinEOF closes the program's stdin (pipe sessions) or types the terminal's
 // VEOF character (PTY sessions). Resize and Signal are fire and forget; a
-// Resize on a pipe session is ignored. The guest sends Exit after the last
+// Resize on a pipe session, or with a zero width or height, is ignored, and
+// columns or rows above MaxWindowDim (4096) are clamped to it. Signal names
+// outside Signals are ignored. The guest sends Exit after the last
 // output byte, once the program has been reaped and its output drained (a
 // background process that keeps the output open is not waited for beyond a
 // short deadline). Exit's Code is the exit status, or 128+N when the program
