@@ -24,8 +24,8 @@ type Terminal struct {
 	Out    *Buffer
 	// Initial is the terminal's mode before the program started.
 	Initial *unix.Termios
-	cmd    *exec.Cmd
-	done   chan struct{}
+	cmd     *exec.Cmd
+	done    chan struct{}
 }
 
 // Start runs name on a new terminal of rows x cols.
