@@ -39,8 +39,13 @@ func (l *cidListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		a, ok := c.RemoteAddr().(*vsock.Addr)
-		if !ok || !slices.Contains(l.allow, a.ContextID) {
-			l.log.Warn("refused vsock peer", "peer", c.RemoteAddr().String())
+		if !ok {
+			l.log.Warn("refused vsock peer: unknown address", "peer", c.RemoteAddr().String())
+			c.Close()
+			continue
+		}
+		if !slices.Contains(l.allow, a.ContextID) {
+			l.log.Warn("refused vsock peer", "cid", a.ContextID, "port", a.Port, "allowed", l.allow)
 			c.Close()
 			continue
 		}

@@ -248,8 +248,8 @@ func (t *terminal) next(kind string, d time.Duration) (report, bool) {
 	}
 }
 
-// settle reads reports until none has come for quiet (or max passed) and
-// returns the last SIGWINCH size seen, if any.
+// settle reads reports until none has come for quiet, or max has passed:
+// the workaround's forks may still be applying sizes after the burst.
 func (t *terminal) settle(quiet, max time.Duration) {
 	end := time.After(max)
 	for {
