@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -315,5 +316,46 @@ func TestDaemonHoldingPTY(t *testing.T) {
 	}
 	if d := time.Since(start); d > 4*time.Second {
 		t.Fatalf("session took %v with a daemon holding its terminal", d)
+	}
+}
+
+// failingListener fails its first Accepts as a process out of descriptors
+// does, then serves.
+type failingListener struct {
+	net.Listener
+	fails int
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.fails > 0 {
+		l.fails--
+		return nil, &net.OpError{Op: "accept", Net: "unix", Err: syscall.EMFILE}
+	}
+	return l.Listener.Accept()
+}
+
+// TestAcceptErrorsDoNotStopServing: an accept that fails is retried, not the
+// end of the agent and its sessions.
+func TestAcceptErrorsDoNotStopServing(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s")
+	ul, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newServer(t, agent.Config{})
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(&failingListener{Listener: ul, fails: 3}) }()
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
+	if _, err := client.Hello(r, w, "test"); err != nil {
+		t.Fatalf("no hello after failed accepts: %v", err)
+	}
+	conn.Close()
+	ul.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
 	}
 }

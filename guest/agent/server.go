@@ -100,20 +100,23 @@ func setDefault[T comparable](v *T, def T) {
 }
 
 // Serve accepts connections on l and serves each in its own goroutine. It
-// returns when Accept fails, for example because l was closed.
+// returns when l is closed. Other accept errors (out of descriptors, say)
+// are logged and retried with backoff, as net/http does: they must not take
+// down the sessions already running.
 func (s *Server) Serve(l net.Listener) error {
+	var backoff time.Duration
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return err
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; retrying", "addr", l.Addr().String(), "err", err, "in", backoff)
+			time.Sleep(backoff)
+			continue
 		}
+		backoff = 0
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
