@@ -120,6 +120,14 @@ func (s *Server) Serve(l net.Listener) error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			// As net/http does for a handler: a bug in one session must
+			// not end the others.
+			defer func() {
+				if r := recover(); r != nil {
+					s.log.Error("session panicked", "panic", r, "stack", string(debug.Stack()))
+					c.Close()
+				}
+			}()
 			s.ServeConn(c)
 		}()
 	}
