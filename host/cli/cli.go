@@ -186,24 +186,29 @@ func runSession(t *target, req protocol.Exec) int {
 	}
 	stop := make(chan struct{})
 	defer close(stop)
+	// The signals that would end cork are forwarded instead, from before
+	// the terminal goes raw, so that none can leave it raw.
+	sess.Signals = forwardSignals(stop)
 
-	// Raw mode for the session's life; restored on every way out of this
-	// function, and the signals that would end cork are forwarded instead.
+	// Raw mode for the session's life: restored before any message is
+	// printed, and by the deferred call on any other way out.
+	restore := func() {}
 	if req.TTY && term.IsTerminal(stdinFd) {
-		restore, err := term.MakeRaw(stdinFd)
+		r, err := term.MakeRaw(stdinFd)
 		if err != nil {
 			conn.Close()
 			return fail("putting the terminal in raw mode: %v", err)
 		}
+		restore = r
 		defer restore()
 	}
 	if sizeFd >= 0 {
 		sess.Sizes = client.NewSizeSlot()
 		term.WatchSize(sizeFd, sess.Sizes.Put, stop)
 	}
-	sess.Signals = forwardSignals(stop)
 
 	exit, err := sess.Run(ctx, conn)
+	restore()
 	ferr := finish()
 	switch {
 	case err == nil:
