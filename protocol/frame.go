@@ -87,9 +87,10 @@ func PutHeader(b []byte, t Type, n int) {
 // Reader reads frames from a stream. It buffers, so that a header and a
 // small payload cost one read, not two: the stream belongs to it.
 type Reader struct {
-	r     *bufio.Reader
-	hdr   [HeaderSize]byte
-	limit uint32
+	r      *bufio.Reader
+	hdr    [HeaderSize]byte
+	limit  uint32
+	shared []byte // NextShared's buffer
 }
 
 // readBuffer is the Reader's buffer size; larger payloads bypass it.
@@ -112,6 +113,21 @@ func (r *Reader) SetLimit(n int) {
 // wrapping ErrTruncated, ErrTooLarge or ErrUnknownType otherwise. The length is
 // checked before the payload is allocated.
 func (r *Reader) Next() (Type, []byte, error) {
+	return r.next(nil)
+}
+
+// NextShared is Next with a payload that is only valid until the next call:
+// its buffer is reused, so a reader that consumes each frame at once (the
+// host writing output) allocates nothing per frame.
+func (r *Reader) NextShared() (Type, []byte, error) {
+	t, p, err := r.next(r.shared)
+	if cap(p) > cap(r.shared) {
+		r.shared = p[:0]
+	}
+	return t, p, err
+}
+
+func (r *Reader) next(buf []byte) (Type, []byte, error) {
 	if n, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
 		if err == io.EOF {
 			return 0, nil, io.EOF
@@ -129,7 +145,12 @@ func (r *Reader) Next() (Type, []byte, error) {
 	if n > r.limit {
 		return 0, nil, fmt.Errorf("protocol: %w: %s frame of %d bytes, the limit is %d", ErrTooLarge, t, n, r.limit)
 	}
-	p := make([]byte, n)
+	var p []byte
+	if uint32(cap(buf)) >= n {
+		p = buf[:n]
+	} else {
+		p = make([]byte, n)
+	}
 	if got, err := io.ReadFull(r.r, p); err != nil {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			return 0, nil, fmt.Errorf("protocol: %w: %s frame has %d of %d payload bytes", ErrTruncated, t, got, n)

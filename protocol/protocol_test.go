@@ -238,3 +238,24 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+func TestNextSharedReusesItsBuffer(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	w.WriteFrame(TypeStdout, []byte("first frame, the longer one"))
+	w.WriteFrame(TypeStdout, []byte("second"))
+	w.WriteFrame(TypeStderr, bytes.Repeat([]byte("z"), 100))
+	r := NewReader(&buf)
+	_, a, _ := r.NextShared()
+	first := &a[0]
+	_, b, err := r.NextShared()
+	if err != nil || string(b) != "second" {
+		t.Fatalf("got %q, %v", b, err)
+	}
+	if &b[0] != first {
+		t.Fatal("a smaller frame did not reuse the buffer")
+	}
+	if _, c, err := r.NextShared(); err != nil || len(c) != 100 || c[99] != 'z' {
+		t.Fatalf("a larger frame: %d bytes, %v", len(c), err)
+	}
+}

@@ -105,7 +105,9 @@ func (s *Session) Run(ctx context.Context, conn io.ReadWriteCloser) (protocol.Ex
 	defer credit.close()
 
 	for {
-		t, p, err := r.Next()
+		// Every frame is consumed before the next is read: output goes
+		// out at once, so its buffer can be reused.
+		t, p, err := r.NextShared()
 		if err != nil {
 			if ctx.Err() != nil {
 				return protocol.Exit{}, ctx.Err()
