@@ -418,13 +418,16 @@ func printThroughput(out io.Writer, b binaries, a *agent) {
 	progress("throughput")
 	n := *tputMiB << 20
 	count := strconv.Itoa(n)
-	const runs = 3
-	measure := func(run func() time.Duration) float64 {
-		var d []time.Duration
+	const runs = 5
+	// Floor and cork runs alternate, so that both see the same machine:
+	// a noisy neighbour moves the floor by a factor of two between runs.
+	measure := func(floor, cork func() time.Duration) (float64, float64) {
+		var f, c []time.Duration
 		for i := 0; i < runs; i++ {
-			d = append(d, run())
+			f = append(f, floor())
+			c = append(c, cork())
 		}
-		return mibps(n, median(d))
+		return mibps(n, median(f)), mibps(n, median(c))
 	}
 	drain := func(args ...string) func() time.Duration {
 		return func() time.Duration {
@@ -466,19 +469,22 @@ func printThroughput(out io.Writer, b binaries, a *agent) {
 			return time.Since(start)
 		}
 	}
-	cork := func(args ...string) []string {
+	corkArgs := func(args ...string) []string {
 		return append([]string{b.cork, "exec", "--connect", a.url}, args...)
 	}
 	type row struct {
 		name        string
 		floor, cork float64
 	}
-	rows := []row{
-		{"pipe stdout", measure(drain("head", "-c", count, "/dev/zero")), measure(drain(cork("--", "head", "-c", count, "/dev/zero")...))},
-		{"pipe stdin", measure(feed("sh", "-c", "cat >/dev/null")), measure(feed(cork("-i", "--", "sh", "-c", "cat >/dev/null")...))},
-		{"tty output", measure(onPTY("head", "-c", count, "/dev/zero")), measure(onPTY(cork("-t", "--", "head", "-c", count, "/dev/zero")...))},
+	var rows []row
+	add := func(name string, floor, cork func() time.Duration) {
+		f, c := measure(floor, cork)
+		rows = append(rows, row{name, f, c})
 	}
-	fmt.Fprintf(out, "\n### Throughput\n\n%d MiB per run, median of %d runs. Floor: the same bytes through a plain pipe, or through one bare local PTY.\n\n", *tputMiB, runs)
+	add("pipe stdout", drain("head", "-c", count, "/dev/zero"), drain(corkArgs("--", "head", "-c", count, "/dev/zero")...))
+	add("pipe stdin", feed("sh", "-c", "cat >/dev/null"), feed(corkArgs("-i", "--", "sh", "-c", "cat >/dev/null")...))
+	add("tty output", onPTY("head", "-c", count, "/dev/zero"), onPTY(corkArgs("-t", "--", "head", "-c", count, "/dev/zero")...))
+	fmt.Fprintf(out, "\n### Throughput\n\n%d MiB per run, median of %d runs, floor and cork runs alternating. Floor: the same bytes through a plain pipe, or through one bare local PTY.\n\n", *tputMiB, runs)
 	fmt.Fprintln(out, "| stream | floor MiB/s | cork (unix socket) MiB/s | cork / floor |")
 	fmt.Fprintln(out, "|---|---|---|---|")
 	for _, r := range rows {
