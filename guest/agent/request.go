@@ -17,6 +17,8 @@ import (
 // Resolving an exec request into what the program runs as, where, and with
 // which environment, and reporting a program that cannot be run.
 
+// account resolves the session's user: the one named, or corkd's own. A
+// corkd that is not root can serve only itself.
 func (s *Server) account(user string) (*account.Account, *protocol.Error) {
 	if user == "" {
 		if s.self == nil {
