@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -281,7 +282,9 @@ func (ss *session) resize(s protocol.WindowSize) {
 		ss.log.Warn("resize failed", "size", s, "err", err)
 		return
 	}
-	ss.log.Debug("resize applied", "size", s)
+	if ss.log.Enabled(context.Background(), slog.LevelDebug) { // the hot path allocates nothing for a disabled log
+		ss.log.Debug("resize applied", "size", s)
+	}
 }
 
 // signal forwards an allowed signal to the program's process group.
