@@ -91,37 +91,18 @@ func listenUnix(path string, opts Options) (net.Listener, error) {
 	if len(allow) == 0 {
 		allow = []uint32{0}
 	}
-	return &uidListener{Listener: l, allow: allow, log: opts.Logger}, nil
-}
-
-// uidListener accepts only peers whose uid is allowed. The socket's mode
-// keeps others out already; the check also covers a socket exposed through
-// a proxy or a changed mode.
-type uidListener struct {
-	net.Listener
-	allow []uint32
-	log   *slog.Logger
-}
-
-func (l *uidListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
+	// The socket's mode keeps others out already; the check also covers a
+	// socket exposed through a proxy or a changed mode.
+	return &peerFilter{Listener: l, log: opts.Logger, refuse: func(c net.Conn) (string, []any) {
 		cred, err := peerCred(c)
 		if err != nil {
-			l.log.Warn("refused unix peer: no credentials", "err", err)
-			c.Close()
-			continue
+			return "refused unix peer: no credentials", []any{"err", err}
 		}
-		if !slices.Contains(l.allow, cred.Uid) {
-			l.log.Warn("refused unix peer", "uid", cred.Uid, "pid", cred.Pid)
-			c.Close()
-			continue
+		if !slices.Contains(allow, cred.Uid) {
+			return "refused unix peer", []any{"uid", cred.Uid, "pid", cred.Pid}
 		}
-		return c, nil
-	}
+		return "", nil
+	}}, nil
 }
 
 func peerCred(c net.Conn) (*unix.Ucred, error) {

@@ -1,7 +1,6 @@
 package listen
 
 import (
-	"log/slog"
 	"net"
 	"slices"
 
@@ -21,34 +20,16 @@ func listenVsock(port uint32, opts Options) (net.Listener, error) {
 	if len(allow) == 0 {
 		allow = []uint32{vsock.Host}
 	}
-	return &cidListener{Listener: l, allow: allow, log: opts.Logger}, nil
-}
-
-// cidListener accepts only peers whose context id is allowed (lesson 11):
-// by default the host, never another VM on the same hypervisor.
-type cidListener struct {
-	net.Listener
-	allow []uint32
-	log   *slog.Logger
-}
-
-func (l *cidListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
+	// Only allowed peers (lesson 11): by default the host, never another VM
+	// on the same hypervisor.
+	return &peerFilter{Listener: l, log: opts.Logger, refuse: func(c net.Conn) (string, []any) {
 		a, ok := c.RemoteAddr().(*vsock.Addr)
 		if !ok {
-			l.log.Warn("refused vsock peer: unknown address", "peer", c.RemoteAddr().String())
-			c.Close()
-			continue
+			return "refused vsock peer: unknown address", []any{"peer", c.RemoteAddr().String()}
 		}
-		if !slices.Contains(l.allow, a.ContextID) {
-			l.log.Warn("refused vsock peer", "cid", a.ContextID, "port", a.Port, "allowed", l.allow)
-			c.Close()
-			continue
+		if !slices.Contains(allow, a.ContextID) {
+			return "refused vsock peer", []any{"cid", a.ContextID, "port", a.Port, "allowed", allow}
 		}
-		return c, nil
-	}
+		return "", nil
+	}}, nil
 }
