@@ -275,7 +275,7 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 	if ss == nil {
 		return // the program could not be executed; its Exit was sent
 	}
-	ss.run(r)
+	ss.run(r, c)
 }
 
 func newSessionID() string {

@@ -179,8 +179,16 @@ func (ss *session) startPipes(req *protocol.Exec) (io.WriteCloser, error) {
 	return stdin, nil
 }
 
+// InputStopper is implemented by a connection that successive sessions
+// share, a serial port: the host may start the next session as soon as it
+// reads this one's last frame, so input must stop reaching this session
+// before that frame goes out, or its reader could take the next hello.
+type InputStopper interface {
+	StopInput()
+}
+
 // run relays the session until the program ends or the connection drops.
-func (ss *session) run(r *protocol.Reader) {
+func (ss *session) run(r *protocol.Reader, conn io.ReadWriteCloser) {
 	defer ss.cleanup()
 	var pumps sync.WaitGroup
 	for _, o := range ss.outs {
@@ -210,17 +218,23 @@ func (ss *session) run(r *protocol.Reader) {
 		close(ss.done)
 	}()
 
+	last := func(t protocol.Type, v any) {
+		if s, ok := conn.(InputStopper); ok {
+			s.StopInput()
+		}
+		ss.w.WriteJSON(t, v)
+	}
 	readErr := make(chan error, 1)
 	go func() { readErr <- ss.readFrames(r) }()
 	select {
 	case <-ss.done:
 		ss.log.Info("exited", "code", ss.exit.Code, "signal", ss.exit.Signal)
-		ss.w.WriteJSON(protocol.TypeExit, &ss.exit)
+		last(protocol.TypeExit, &ss.exit)
 	case err := <-readErr:
 		var perr *protocol.Error
 		if errors.As(err, &perr) {
 			ss.log.Warn("protocol error, ending session", "err", err)
-			ss.w.WriteJSON(protocol.TypeError, perr)
+			last(protocol.TypeError, perr)
 		} else {
 			ss.log.Info("connection lost, hanging up", "err", err)
 		}

@@ -191,19 +191,17 @@ func (c *serialConn) hostGone() {
 
 func (c *serialConn) Read(p []byte) (int, error) { return c.pr.Read(p) }
 
+// StopInput ends the frames handed to this session, so that the next
+// host's hello, which may follow this session's last frame at once, goes
+// to a new session (agent.InputStopper).
+func (c *serialConn) StopInput() { c.pr.Close() }
+
 func (c *serialConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	closed := c.closed
 	c.mu.Unlock()
 	if closed {
 		return 0, net.ErrClosed
-	}
-	// Exit and Error are a session's last frames, and the host may start
-	// the next session as soon as it reads one: stop taking frames first,
-	// so that the next hello goes to a new session, not to this one's
-	// reader. (Each frame arrives here whole, in one Write.)
-	if len(p) > 0 && (protocol.Type(p[0]) == protocol.TypeExit || protocol.Type(p[0]) == protocol.TypeError) {
-		c.pr.Close()
 	}
 	c.l.wmu.Lock()
 	defer c.l.wmu.Unlock()
