@@ -29,6 +29,7 @@ const dataFrameSize = 128 << 10
 // every slave is closed), a write failure, or the end of draining.
 func (o *output) pump(w *protocol.Writer) {
 	buf := make([]byte, protocol.HeaderSize+dataFrameSize)
+	rc, rcErr := o.f.SyscallConn()
 	own := false // whether the deadline in force is pump's own idle deadline
 	for {
 		o.mu.Lock()
@@ -42,8 +43,8 @@ func (o *output) pump(w *protocol.Writer) {
 		}
 		o.mu.Unlock()
 		n, err := o.f.Read(buf[protocol.HeaderSize:])
-		if n > 0 && err == nil {
-			n += o.readMore(buf[protocol.HeaderSize+n:])
+		if n > 0 && err == nil && rcErr == nil {
+			n += readMore(rc, buf[protocol.HeaderSize+n:])
 		}
 		if n > 0 {
 			protocol.PutHeader(buf, o.t, n)
@@ -64,11 +65,7 @@ func (o *output) pump(w *protocol.Writer) {
 // for more: a program writing 4 KiB at a time then fills one frame with
 // several writes instead of costing a frame, and a wake-up on each side,
 // per write. Interactive output finds nothing waiting and goes at once.
-func (o *output) readMore(b []byte) int {
-	rc, err := o.f.SyscallConn()
-	if err != nil {
-		return 0
-	}
+func readMore(rc syscall.RawConn, b []byte) int {
 	total := 0
 	for total < len(b) {
 		n := 0
