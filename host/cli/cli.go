@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
 	"github.com/corkvm/cork/host/client"
 	"github.com/corkvm/cork/host/term"
@@ -239,7 +240,7 @@ func forwardSignals(stop <-chan struct{}) <-chan string {
 		for {
 			select {
 			case s := <-sigs:
-				name := strings.TrimPrefix(signalName(s.(syscall.Signal)), "SIG")
+				name := strings.TrimPrefix(unix.SignalName(s.(syscall.Signal)), "SIG")
 				select {
 				case out <- name:
 				default: // the connection is stuck; cork will end anyway
@@ -250,20 +251,6 @@ func forwardSignals(stop <-chan struct{}) <-chan string {
 		}
 	}()
 	return out
-}
-
-func signalName(s syscall.Signal) string {
-	switch s {
-	case syscall.SIGHUP:
-		return "HUP"
-	case syscall.SIGTERM:
-		return "TERM"
-	case syscall.SIGINT:
-		return "INT"
-	case syscall.SIGQUIT:
-		return "QUIT"
-	}
-	return s.String()
 }
 
 // buildEnv reads env files, then -e entries, in order. An entry without =
