@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"net"
 	"os"
 	"os/exec"
@@ -62,12 +61,8 @@ func descendants(pid int) []int {
 
 // alive reports whether pid runs (a zombie does not).
 func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i > 0 && !strings.HasPrefix(strings.TrimSpace(string(b[i+1:])), "Z")
+	state, _, ok := procStat(strconv.Itoa(pid))
+	return ok && state != "Z"
 }
 
 // TestAgentNotRoot: a corkd running as an ordinary user serves that user

@@ -58,7 +58,7 @@ func TestSoak(t *testing.T) {
 			case <-stop:
 				return
 			case <-time.After(50 * time.Millisecond):
-				if n := int32(len(sessionsOf(pid))); n > peakSessions.Load() {
+				if n := int32(len(children(pid))); n > peakSessions.Load() {
 					peakSessions.Store(n)
 				}
 			}
@@ -247,29 +247,38 @@ func corkdStats(t *testing.T, a *agent) stats {
 	return stats{n(m[1]), n(m[2]), n(m[3]), n(m[4])}
 }
 
+// procStat reads a process's state and parent from /proc/PID/stat; the
+// command name may hold spaces and parentheses, so fields are counted from
+// the last ')'.
+func procStat(pid string) (state string, ppid int, ok bool) {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return "", 0, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return "", 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return "", 0, false
+	}
+	ppid, _ = strconv.Atoi(f[1])
+	return f[0], ppid, true
+}
+
 // children lists the processes whose parent is pid, with their states.
 func children(pid int) map[int]string {
 	out := map[int]string{}
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+		if state, ppid, ok := procStat(e.Name()); ok && ppid == pid {
 			c, _ := strconv.Atoi(e.Name())
-			out[c] = f[0]
+			out[c] = state
 		}
 	}
 	return out
 }
-
-func sessionsOf(pid int) map[int]string { return children(pid) }
 
 func zombiesOf(pid int) int {
 	n := 0
