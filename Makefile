@@ -33,7 +33,7 @@ test:
 # interactive shell through it. Drag the terminal and run `stty size`.
 demo: bin/linux-$(HOSTARCH)/corkd bin/linux-$(HOSTARCH)/cork
 	@dir=$$(mktemp -d); \
-	bin/linux-$(HOSTARCH)/corkd serve --listen unix://$$dir/corkd.sock --allow-uid $$(id -u) 2>$$dir/corkd.log & pid=$$!; \
+	bin/linux-$(HOSTARCH)/corkd serve --listen unix://$$dir/corkd.sock 2>$$dir/corkd.log & pid=$$!; \
 	trap 'kill $$pid 2>/dev/null; rm -rf $$dir' EXIT; \
 	for i in $$(seq 50); do [ -S $$dir/corkd.sock ] && break; sleep 0.1; done; \
 	echo "corkd (pid $$pid) on unix://$$dir/corkd.sock; log in $$dir/corkd.log. Exit the shell to stop."; \

@@ -18,8 +18,16 @@ import (
 // which environment, and reporting a program that cannot be run.
 
 // account resolves the session's user: the one named, or corkd's own. A
-// corkd that is not root can serve only itself.
-func (s *Server) account(user string) (*account.Account, *protocol.Error) {
+// peer confined to its own uid gets only that; a corkd that is not root can
+// serve only itself.
+func (s *Server) account(user string, peer Peer) (*account.Account, *protocol.Error) {
+	if !peer.AsAny {
+		acct, perr := confinedAccount(user, peer)
+		if perr != nil {
+			return nil, perr
+		}
+		return s.canServe(acct, user)
+	}
 	if user == "" {
 		if s.self == nil {
 			return nil, &protocol.Error{Kind: protocol.KindUser, Message: "corkd cannot resolve its own user; name one"}
@@ -29,6 +37,15 @@ func (s *Server) account(user string) (*account.Account, *protocol.Error) {
 	acct, err := account.Lookup(user)
 	if err != nil {
 		return nil, &protocol.Error{Kind: protocol.KindUser, Message: err.Error()}
+	}
+	return s.canServe(acct, user)
+}
+
+// canServe checks that corkd can run a session as acct: as root it can
+// switch to anyone, otherwise it serves only its own uid.
+func (s *Server) canServe(acct *account.Account, user string) (*account.Account, *protocol.Error) {
+	if user == "" {
+		user = acct.Name
 	}
 	if euid := os.Geteuid(); acct.UID != uint32(euid) && euid != 0 {
 		self := fmt.Sprint(euid)

@@ -267,7 +267,7 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 
 	id := newSessionID()
 	log = log.With("session", id)
-	ss, perr := s.start(id, &req, w, log)
+	ss, perr := s.start(id, &req, peerOf(c), w, log)
 	if perr != nil {
 		fail(perr.Kind, perr.Message)
 		return

@@ -41,8 +41,8 @@ type session struct {
 // start resolves the request and starts the program. It returns a nil
 // session and a nil error when the program was not found or not executable:
 // that is reported as output and Exit, as a shell reports it.
-func (s *Server) start(id string, req *protocol.Exec, w *protocol.Writer, log *slog.Logger) (*session, *protocol.Error) {
-	acct, perr := s.account(req.User)
+func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Writer, log *slog.Logger) (*session, *protocol.Error) {
+	acct, perr := s.account(req.User, peer)
 	if perr != nil {
 		return nil, perr
 	}

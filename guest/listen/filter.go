@@ -5,16 +5,19 @@ import (
 	"net"
 )
 
-// peerFilter accepts only the peers that refuse lets through. A refused
-// peer is logged with what refuse says about it, closed, and never reaches
+// peerFilter accepts only the peers that admit lets through. A refused
+// peer is logged with what admit says about it, closed, and never reaches
 // the agent.
 type peerFilter struct {
 	net.Listener
-	// refuse returns "" for an allowed peer, else a message and the
-	// attributes to log it with.
-	refuse func(net.Conn) (string, []any)
-	log    *slog.Logger
+	// admit returns the connection to hand the agent (c itself, or c with
+	// what the listener learnt about its peer), or a refusal message and
+	// the attributes to log it with.
+	admit func(c net.Conn) (admitted net.Conn, refusal string, attrs []any)
+	log   *slog.Logger
 }
+
+var _ net.Listener = (*peerFilter)(nil)
 
 func (l *peerFilter) Accept() (net.Conn, error) {
 	for {
@@ -22,11 +25,12 @@ func (l *peerFilter) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if msg, attrs := l.refuse(c); msg != "" {
+		admitted, msg, attrs := l.admit(c)
+		if msg != "" {
 			l.log.Warn(msg, attrs...)
 			c.Close()
 			continue
 		}
-		return c, nil
+		return admitted, nil
 	}
 }

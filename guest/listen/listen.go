@@ -3,25 +3,29 @@
 package listen
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
-	"os"
-	"slices"
 	"strconv"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/corkvm/cork/protocol"
 )
 
 // Options filter peers.
 type Options struct {
-	// AllowUIDs are the peer uids a unix socket accepts (SO_PEERCRED).
-	// Empty: root only.
+	// AllowUIDs are the peer uids a unix socket admits (SO_PEERCRED)
+	// besides root and corkd's own uid. Their sessions run only as
+	// themselves.
 	AllowUIDs []uint32
+	// TrustUIDs are admitted like AllowUIDs, and their sessions may run as
+	// any user, as root's and corkd's own uid's may.
+	TrustUIDs []uint32
+	// SocketGroup, when not nil, is the group that may open a unix
+	// socket: it is made mode 0660 with this group. Without it the socket
+	// is mode 0600, owned by root, or by the one uid admitted besides
+	// root.
+	SocketGroup *uint32
 	// AllowCIDs are the peer context ids a vsock listener accepts.
 	// Empty: the host (CID 2) only.
 	AllowCIDs []uint32
@@ -71,55 +75,4 @@ func Listen(addr string, opts Options) (net.Listener, error) {
 		return nil, fmt.Errorf("listen address %q: no scheme (want unix:///path, vsock://:PORT or serial:///path)", addr)
 	}
 	return nil, fmt.Errorf("listen address %q: unknown scheme %q (want unix, vsock or serial)", addr, u.Scheme)
-}
-
-func listenUnix(path string, opts Options) (net.Listener, error) {
-	// A socket left by an earlier corkd would make bind fail; anything
-	// else at the path is not ours to remove.
-	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
-		os.Remove(path)
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, err
-	}
-	allow := opts.AllowUIDs
-	if len(allow) == 0 {
-		allow = []uint32{0}
-	}
-	// The socket's mode keeps others out already; the check also covers a
-	// socket exposed through a proxy or a changed mode.
-	return &peerFilter{Listener: l, log: opts.Logger, refuse: func(c net.Conn) (string, []any) {
-		cred, err := peerCred(c)
-		if err != nil {
-			return "refused unix peer: no credentials", []any{"err", err}
-		}
-		if !slices.Contains(allow, cred.Uid) {
-			return "refused unix peer", []any{"uid", cred.Uid, "pid", cred.Pid}
-		}
-		return "", nil
-	}}, nil
-}
-
-func peerCred(c net.Conn) (*unix.Ucred, error) {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return nil, errors.New("not a unix socket")
-	}
-	rc, err := uc.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := rc.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return nil, err
-	}
-	return cred, cerr
 }

@@ -20,16 +20,16 @@ func listenVsock(port uint32, opts Options) (net.Listener, error) {
 	if len(allow) == 0 {
 		allow = []uint32{vsock.Host}
 	}
-	// Only allowed peers (lesson 11): by default the host, never another VM
-	// on the same hypervisor.
-	return &peerFilter{Listener: l, log: opts.Logger, refuse: func(c net.Conn) (string, []any) {
+	// Only allowed peers: by default the host, never another VM on the same
+	// hypervisor (lima filters vsock peers by CID for the same reason).
+	return &peerFilter{Listener: l, log: opts.Logger, admit: func(c net.Conn) (net.Conn, string, []any) {
 		a, ok := c.RemoteAddr().(*vsock.Addr)
 		if !ok {
-			return "refused vsock peer: unknown address", []any{"peer", c.RemoteAddr().String()}
+			return nil, "refused vsock peer: unknown address", []any{"peer", c.RemoteAddr().String()}
 		}
 		if !slices.Contains(allow, a.ContextID) {
-			return "refused vsock peer", []any{"cid", a.ContextID, "port", a.Port, "allowed", allow}
+			return nil, "refused vsock peer", []any{"cid", a.ContextID, "port", a.Port, "allowed", allow}
 		}
-		return "", nil
+		return c, "", nil
 	}}, nil
 }

@@ -11,6 +11,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"os/user"
+	"strconv"
 	"sync"
 	"syscall"
 
@@ -66,7 +68,9 @@ func serve(args []string) int {
 	fs := pflag.NewFlagSet("corkd serve", pflag.ContinueOnError)
 	listens := fs.StringArray("listen", nil, "listen on `URL`: unix:///run/corkd.sock or vsock://:PORT (repeatable)")
 	stdio := fs.Bool("stdio", false, "serve exactly one session on stdin/stdout, then exit")
-	allowUIDs := fs.UintSlice("allow-uid", nil, "unix socket peers allowed besides root (repeatable)")
+	allowUIDs := fs.UintSlice("allow-uid", nil, "admit unix socket peer `UID`, whose sessions run only as itself (repeatable)")
+	trustUIDs := fs.UintSlice("allow-uid-as-any", nil, "admit unix socket peer `UID` and let its sessions run as any user, root included (repeatable)")
+	socketGroup := fs.String("socket-group", "", "make unix sockets mode 0660 for `GROUP` (a name or gid) instead of 0600")
 	allowCIDs := fs.UintSlice("allow-cid", nil, "vsock peer CIDs allowed (default 2, the host)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error; logs go to stderr")
 	handshake := fs.Duration("handshake-timeout", agent.DefaultHandshakeTimeout, "time a connection has to send a complete exec")
@@ -135,8 +139,16 @@ func serve(args []string) int {
 	for _, u := range *allowUIDs {
 		opts.AllowUIDs = append(opts.AllowUIDs, uint32(u))
 	}
-	if len(opts.AllowUIDs) > 0 {
-		opts.AllowUIDs = append(opts.AllowUIDs, 0)
+	for _, u := range *trustUIDs {
+		opts.TrustUIDs = append(opts.TrustUIDs, uint32(u))
+	}
+	if *socketGroup != "" {
+		gid, err := lookupGroup(*socketGroup)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "corkd: --socket-group: %v\n", err)
+			return 2
+		}
+		opts.SocketGroup = &gid
 	}
 	for _, c := range *allowCIDs {
 		opts.AllowCIDs = append(opts.AllowCIDs, uint32(c))
@@ -174,6 +186,24 @@ func serve(args []string) int {
 	}
 	wg.Wait()
 	return 0
+}
+
+// lookupGroup resolves a group name or gid from /etc/group; a number with no
+// entry is taken as it is.
+func lookupGroup(spec string) (uint32, error) {
+	g, err := user.LookupGroup(spec)
+	if err != nil {
+		n, perr := strconv.ParseUint(spec, 10, 32)
+		if perr != nil {
+			return 0, fmt.Errorf("no group %q in /etc/group", spec)
+		}
+		return uint32(n), nil
+	}
+	n, err := strconv.ParseUint(g.Gid, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("group %q has a bad gid %q", spec, g.Gid)
+	}
+	return uint32(n), nil
 }
 
 // stdioConn is corkd's own stdin and stdout as one connection.

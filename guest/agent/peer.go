@@ -1,0 +1,62 @@
+package agent
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/corkvm/cork/guest/account"
+	"github.com/corkvm/cork/protocol"
+)
+
+// Peer is who is at the other end of a connection, as its listener
+// established it.
+type Peer struct {
+	// UID is the peer's uid, when HasUID: a unix socket tells it
+	// (SO_PEERCRED); vsock, serial ports and stdio do not.
+	UID    uint32
+	HasUID bool
+	// AsAny is whether the peer's sessions may run as any user. The host
+	// (vsock, serial, stdio) and, on a unix socket, root, corkd's own uid
+	// and uids trusted with --allow-uid-as-any may; a uid admitted with
+	// --allow-uid runs sessions only as itself.
+	AsAny bool
+}
+
+// PeerConn is implemented by connections that know their peer's uid
+// (listen.PeerConn). A connection that does not is the host's.
+type PeerConn interface {
+	Peer() (uid uint32, asAny bool)
+}
+
+func peerOf(c io.ReadWriteCloser) Peer {
+	if pc, ok := c.(PeerConn); ok {
+		uid, asAny := pc.Peer()
+		return Peer{UID: uid, HasUID: true, AsAny: asAny}
+	}
+	return Peer{AsAny: true}
+}
+
+// confinedAccount resolves the account of a peer that may run sessions only
+// as itself: its own when user is empty, and a refusal naming the flag that
+// would allow more when user is anyone else.
+func confinedAccount(user string, peer Peer) (*account.Account, *protocol.Error) {
+	own, err := account.Lookup(strconv.FormatUint(uint64(peer.UID), 10))
+	if err != nil {
+		return nil, &protocol.Error{Kind: protocol.KindUser, Message: err.Error()}
+	}
+	if user == "" {
+		return own, nil
+	}
+	acct, err := account.Lookup(user)
+	if err == nil && acct.UID == peer.UID {
+		return acct, nil
+	}
+	who := fmt.Sprint(peer.UID)
+	if own.Name != who {
+		who += " (" + own.Name + ")"
+	}
+	return nil, &protocol.Error{Kind: protocol.KindUser, Message: fmt.Sprintf(
+		"uid %s may run sessions only as itself, not as user %q: corkd admits it with --allow-uid; "+
+			"--allow-uid-as-any %d would let it run as any user", who, user, peer.UID)}
+}
