@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -543,5 +544,106 @@ func TestPing(t *testing.T) {
 	w.WriteFrame(protocol.TypePing, []byte("abc"))
 	if typ, p, err := r.Next(); err != nil || typ != protocol.TypePong || string(p) != "abc" {
 		t.Fatalf("pong: %s %q %v", typ, p, err)
+	}
+}
+
+// TestPathSearchedAsUser: PATH is searched with the permissions of the
+// user the program runs as, as execvp does: a directory the user cannot
+// enter is skipped, not reported as "permission denied".
+func TestPathSearchedAsUser(t *testing.T) {
+	requireRoot(t)
+	top, err := os.MkdirTemp("", "corkpath")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(top) })
+	os.Chmod(top, 0o755)
+	rootOnly, public, noExec := filepath.Join(top, "root-only"), filepath.Join(top, "public"), filepath.Join(top, "no-exec")
+	for dir, mode := range map[string]os.FileMode{rootOnly: 0o700, public: 0o755, noExec: 0o755} {
+		if err := os.Mkdir(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(dir, mode)
+	}
+	write := func(dir, name, out string, mode os.FileMode) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\necho "+out+"\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(rootOnly, "tool", "root-only", 0o755)
+	write(public, "tool", "public", 0o755)
+	write(rootOnly, "hidden", "root-only", 0o755)
+	write(noExec, "plain", "no-exec", 0o644)
+	srv := newServer(t, agent.Config{})
+	path := "PATH=" + rootOnly + ":" + noExec + ":" + public
+
+	for _, tt := range []struct {
+		user, prog string
+		code       int
+		out, err   string
+	}{
+		{"nobody", "tool", 0, "public\n", ""},
+		{"root", "tool", 0, "root-only\n", ""},
+		{"nobody", "hidden", 127, "", "hidden: command not found"},
+		{"nobody", "plain", 126, "", "plain: " + filepath.Join(noExec, "plain") + ": permission denied"},
+		{"nobody", "missing", 127, "", "missing: command not found in PATH " + path[5:]},
+		{"nobody", filepath.Join(rootOnly, "tool"), 126, "", filepath.Join(rootOnly, "tool") + ": permission denied"},
+	} {
+		r := run(t, srv, protocol.Exec{User: tt.user, Env: []string{path}, Argv: []string{tt.prog}}, nil)
+		if r.err != nil || r.exit.Code != tt.code || r.stdout != tt.out || !strings.Contains(r.stderr, tt.err) {
+			t.Errorf("%s as %s: exit %d, stdout %q, stderr %q, %v; want %d, %q, %q", tt.prog, tt.user, r.exit.Code, r.stdout, r.stderr, r.err, tt.code, tt.out, tt.err)
+		}
+	}
+}
+
+// TestRelativeProgramInWorkdir: a program named with a relative path is
+// found relative to the session's working directory, not corkd's.
+func TestRelativeProgramInWorkdir(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "here"), []byte("#!/bin/sh\necho found\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	srv := newServer(t, agent.Config{})
+	r := run(t, srv, protocol.Exec{Dir: dir, Argv: []string{"./here"}}, nil)
+	if r.err != nil || r.exit.Code != 0 || r.stdout != "found\n" {
+		t.Fatalf("./here in %s: exit %d, %q, %q, %v", dir, r.exit.Code, r.stdout, r.stderr, r.err)
+	}
+}
+
+// TestAgentShellVariablesDoNotLeak: the shell that started corkd leaves its
+// PWD, OLDPWD, SHLVL and _ in corkd's environment; a session gets its own
+// working directory as PWD and none of the others.
+func TestAgentShellVariablesDoNotLeak(t *testing.T) {
+	t.Setenv("PWD", "/where/corkd/was/started")
+	t.Setenv("OLDPWD", "/before/that")
+	t.Setenv("SHLVL", "3")
+	t.Setenv("_", "/usr/sbin/corkd")
+	t.Setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+	t.Setenv("CORK_IMAGE_VAR", "kept")
+	dir := t.TempDir()
+	srv := newServer(t, agent.Config{})
+	r := run(t, srv, protocol.Exec{Dir: dir, Argv: []string{"env"}}, nil)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	env := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "PWD":
+			if v != dir {
+				t.Errorf("PWD=%q, want the session's working directory %q", v, dir)
+			}
+		case "OLDPWD", "SHLVL", "_", "NOTIFY_SOCKET":
+			t.Errorf("corkd's %s leaked into the session", kv)
+		}
+	}
+	if !slices.Contains(env, "PWD="+dir) || !slices.Contains(env, "CORK_IMAGE_VAR=kept") {
+		t.Errorf("environment %q: want PWD=%s and the image's CORK_IMAGE_VAR", env, dir)
+	}
+	// A PWD the host asks for wins, as every -e value does.
+	r = run(t, srv, protocol.Exec{Dir: dir, Env: []string{"PWD=/asked"}, Argv: []string{"printenv", "PWD"}}, nil)
+	if r.stdout != "/asked\n" {
+		t.Errorf("PWD asked for: %q", r.stdout)
 	}
 }

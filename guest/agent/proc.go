@@ -2,10 +2,7 @@ package agent
 
 import (
 	"bytes"
-	"errors"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -88,55 +85,6 @@ func sessionMembers(sid int) []int {
 		}
 	}
 	return pids
-}
-
-// lookPath finds file in the PATH of the session's environment, as a shell
-// does, telling "not found" (127) from "found but not executable" (126).
-func lookPath(file, path string) (string, int, error) {
-	if strings.Contains(file, "/") {
-		switch code := checkExecutable(file); code {
-		case 126:
-			return file, code, syscall.EACCES
-		case 127:
-			return file, code, syscall.ENOENT
-		}
-		return file, 0, nil
-	}
-	notExec := ""
-	for _, dir := range filepath.SplitList(path) {
-		if dir == "" {
-			dir = "."
-		}
-		p := filepath.Join(dir, file)
-		switch checkExecutable(p) {
-		case 0:
-			return p, 0, nil
-		case 126:
-			if notExec == "" {
-				notExec = p
-			}
-		}
-	}
-	if notExec != "" {
-		return notExec, 126, syscall.EACCES
-	}
-	return "", 127, errors.New("executable file not found in $PATH")
-}
-
-// checkExecutable returns 0 for an executable file, 126 for one that exists
-// but cannot be executed, 127 for none. The final word is execve's, made as
-// the session's user; this only lets corkd say which, as a shell would.
-func checkExecutable(p string) int {
-	st, err := os.Stat(p)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return 127
-	case err != nil:
-		return 126
-	case st.IsDir() || st.Mode()&0o111 == 0:
-		return 126
-	}
-	return 0
 }
 
 // openPTY opens a PTY pair whose master supports deadlines and Close

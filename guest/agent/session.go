@@ -51,10 +51,10 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 	if perr != nil {
 		return nil, perr
 	}
-	env := s.environ(req, acct)
-	path, code, err := lookPath(req.Argv[0], lookupEnv(env, "PATH"))
-	if code != 0 {
-		s.reportExecFailure(w, req, code, err)
+	env := s.environ(req, acct, dir)
+	path, fail := lookPath(req.Argv[0], lookupEnv(env, "PATH"), dir, acct)
+	if fail != nil {
+		s.reportExecFailure(w, req, fail)
 		return nil, nil
 	}
 
@@ -66,14 +66,15 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 	ss := &session{srv: s, log: log, w: w, cmd: cmd,
 		reaped: make(chan struct{}), done: make(chan struct{})}
 	var stdin io.WriteCloser
+	var err error
 	if req.TTY {
 		stdin, err = ss.startPTY(req, acct)
 	} else {
 		stdin, err = ss.startPipes(req)
 	}
 	if err != nil {
-		if code := execFailureCode(err); code != 0 {
-			s.reportExecFailure(w, req, code, err)
+		if f := startFailure(path, err); f != nil {
+			s.reportExecFailure(w, req, f)
 			return nil, nil
 		}
 		return nil, &protocol.Error{Kind: protocol.KindStart, Message: fmt.Sprintf("starting %q: %v", req.Argv[0], err)}
