@@ -96,7 +96,16 @@ type Exec struct {
 	Stdin bool       `json:"stdin"`          // false: the program's stdin is empty (pipes) or never written (PTY)
 	Term  string     `json:"term,omitempty"` // TERM for PTY sessions; empty: the guest's default
 	Size  WindowSize `json:"size"`           // PTY size at creation
+	// Modes are the host terminal's modes for the PTY, by the mnemonics
+	// of RFC 4254 section 8 and IUTF8 (RFC 8160): "VERASE": 127,
+	// "IUTF8": 1. A guest applies those it knows before the program
+	// starts and ignores the rest; without them the PTY has the guest
+	// kernel's defaults.
+	Modes map[string]uint32 `json:"modes,omitempty"`
 }
+
+// MaxModes bounds Exec.Modes; RFC 4254 names fewer than 60 modes.
+const MaxModes = 128
 
 // Validate reports the first problem with e, naming it.
 func (e *Exec) Validate() error {
@@ -122,6 +131,9 @@ func (e *Exec) Validate() error {
 			// The entry itself is not quoted: it may be a secret.
 			return fmt.Errorf("exec: environment entry %d is not KEY=VALUE", i)
 		}
+	}
+	if len(e.Modes) > MaxModes {
+		return fmt.Errorf("exec: %d terminal modes, the limit is %d", len(e.Modes), MaxModes)
 	}
 	for name, s := range map[string]string{"user": e.User, "dir": e.Dir, "term": e.Term} {
 		if strings.IndexByte(s, 0) >= 0 {

@@ -2,7 +2,9 @@ package protocol
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"runtime"
@@ -192,7 +194,6 @@ func TestExecValidate(t *testing.T) {
 	}{
 		{"empty argv", Exec{}, "empty argv"},
 		{"empty program", Exec{Argv: []string{""}}, "empty argv"},
-		{"too many args", Exec{Argv: make([]string, MaxArgs+1)}, "empty argv"},
 		{"many args", Exec{Argv: append([]string{"x"}, make([]string, MaxArgs)...)}, "4097 arguments"},
 		{"env without =", Exec{Argv: []string{"x"}, Env: []string{"PATH"}}, "not KEY=VALUE"},
 		{"env empty key", Exec{Argv: []string{"x"}, Env: []string{"=v"}}, "not KEY=VALUE"},
@@ -200,12 +201,38 @@ func TestExecValidate(t *testing.T) {
 		{"arg NUL", Exec{Argv: []string{"x", "a\x00"}}, "argument 1"},
 		{"user NUL", Exec{Argv: []string{"x"}, User: "no\x00de"}, "user"},
 		{"too much env", Exec{Argv: []string{"x"}, Env: make([]string, MaxEnv+1)}, "environment entries"},
+		{"too many modes", Exec{Argv: []string{"x"}, Modes: manyModes(MaxModes + 1)}, "129 terminal modes"},
 	}
 	for _, tt := range tests {
 		err := tt.e.Validate()
 		if err == nil || !strings.Contains(err.Error(), tt.text) {
 			t.Errorf("%s: got %v, want an error naming %q", tt.name, err, tt.text)
 		}
+	}
+}
+
+func manyModes(n int) map[string]uint32 {
+	m := make(map[string]uint32, n)
+	for i := range n {
+		m[fmt.Sprint("M", i)] = 1
+	}
+	return m
+}
+
+// TestExecFieldsAnOlderAgentIgnores: fields added after version 1 (the
+// terminal modes) must not make a version-1 agent refuse the request; its
+// decoder ignores fields it does not know.
+func TestExecFieldsAnOlderAgentIgnores(t *testing.T) {
+	p, err := json.Marshal(&Exec{Argv: []string{"sh"}, TTY: true, Modes: map[string]uint32{"VERASE": 8, "IUTF8": 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v1 struct {
+		Argv []string `json:"argv"`
+		TTY  bool     `json:"tty"`
+	}
+	if err := Decode(TypeExec, p, &v1); err != nil || !v1.TTY || v1.Argv[0] != "sh" {
+		t.Fatalf("a version-1 exec decoder on %s: %+v, %v", p, v1, err)
 	}
 }
 

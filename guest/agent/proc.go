@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/ttymodes"
 )
 
 // signalNumber maps a protocol signal name to its number here, or reports
@@ -129,6 +130,19 @@ func control(f *os.File, fn func(fd int) error) error {
 func setSize(master *os.File, s protocol.WindowSize) error {
 	return control(master, func(fd int) error {
 		return unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &unix.Winsize{Row: s.Rows, Col: s.Cols, Xpixel: s.XPixel, Ypixel: s.YPixel})
+	})
+}
+
+// setModes applies the host terminal's modes to the PTY before the program
+// starts, as sshd applies those of a pty-req.
+func setModes(slave *os.File, modes map[string]uint32) error {
+	return control(slave, func(fd int) error {
+		t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+		if err != nil {
+			return err
+		}
+		ttymodes.Apply(t, modes)
+		return unix.IoctlSetTermios(fd, unix.TCSETS, t)
 	})
 }
 

@@ -105,6 +105,12 @@ func (ss *session) startPTY(req *protocol.Exec, acct *account.Account) (io.Write
 		master.Close()
 		return nil, err
 	}
+	if len(req.Modes) > 0 {
+		if err := setModes(slave, req.Modes); err != nil {
+			master.Close()
+			return nil, err
+		}
+	}
 	// The terminal belongs to the user, as login(1) leaves it: owner the
 	// user, group tty, mode 0620. corkd not running as root can only
 	// chown to itself, which it already is.

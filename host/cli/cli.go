@@ -172,6 +172,11 @@ func runSession(t *target, req protocol.Exec) int {
 			if s, err := term.Size(sizeFd); err == nil {
 				req.Size = s
 			}
+			// The operator's erase character, IUTF8 and the rest, as
+			// ssh sends them with its pty-req; read before raw mode.
+			if m, err := term.Modes(sizeFd); err == nil {
+				req.Modes = m
+			}
 		}
 	}
 

@@ -10,6 +10,7 @@ import (
 	xterm "golang.org/x/term"
 
 	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/ttymodes"
 )
 
 // IsTerminal reports whether fd is a terminal.
@@ -22,6 +23,16 @@ func MakeRaw(fd int) (restore func(), err error) {
 		return nil, err
 	}
 	return func() { xterm.Restore(fd, st) }, nil
+}
+
+// Modes returns fd's terminal modes for an exec request. Read them before
+// MakeRaw: they are the operator's settings, not raw mode's.
+func Modes(fd int) (map[string]uint32, error) {
+	t, err := unix.IoctlGetTermios(fd, ioctlGetTermios)
+	if err != nil {
+		return nil, err
+	}
+	return ttymodes.Encode(t), nil
 }
 
 // Size returns fd's window size, pixels included.

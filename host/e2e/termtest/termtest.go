@@ -31,12 +31,29 @@ type Terminal struct {
 // Start runs name on a new terminal of rows x cols.
 func Start(t testing.TB, rows, cols uint16, name string, args ...string) *Terminal {
 	t.Helper()
+	return StartWithModes(t, rows, cols, nil, name, args...)
+}
+
+// StartWithModes is Start on a terminal whose modes setModes changes
+// first, as an operator's stty settings would.
+func StartWithModes(t testing.TB, rows, cols uint16, setModes func(*unix.Termios), name string, args ...string) *Terminal {
+	t.Helper()
 	master, slave, err := pty.Open()
 	if err != nil {
 		t.Fatal(err)
 	}
 	tm := &Terminal{Master: master, Out: &Buffer{}, done: make(chan struct{})}
 	tm.SetSize(t, rows, cols)
+	if setModes != nil {
+		tio, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		setModes(tio)
+		if err := unix.IoctlSetTermios(int(slave.Fd()), unix.TCSETS, tio); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if tm.Initial, err = unix.IoctlGetTermios(int(master.Fd()), unix.TCGETS); err != nil {
 		t.Fatal(err)
 	}
