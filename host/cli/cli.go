@@ -187,6 +187,11 @@ func runSession(t *target, req protocol.Exec) int {
 	}
 
 	sess := &client.Session{Exec: req, Stdout: os.Stdout, Stderr: os.Stderr, Software: "cork " + Version}
+	var screen *term.Screen
+	if req.TTY && term.IsTerminal(stdoutFd) {
+		screen = term.NewScreen(os.Stdout)
+		sess.Stdout = screen
+	}
 	if req.Stdin {
 		sess.Stdin = os.Stdin
 	}
@@ -214,6 +219,12 @@ func runSession(t *target, req protocol.Exec) int {
 	}
 
 	exit, err := sess.Run(ctx, conn)
+	if err != nil && screen != nil {
+		// The program did not exit: leave the terminal as its exit
+		// would have, and print cork's message on a line of its own.
+		screen.Reset()
+		screen.FreshLine()
+	}
 	restore()
 	ferr := finish()
 	switch {

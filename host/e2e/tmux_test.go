@@ -3,7 +3,9 @@ package e2e
 import (
 	"fmt"
 	mrand "math/rand/v2"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -61,4 +63,52 @@ func TestTmuxDragEndsAtPaneSize(t *testing.T) {
 		t.Fatalf("after the drag the program sees %s, the pane is %s", got[len(got)-1], want)
 	}
 	t.Logf("pane %s after 100 resizes", want)
+}
+
+// TestLostAgentLeavesTerminalUsable: corkd dies under a full-screen program
+// that turned on the alternate screen, mouse reporting, application keys
+// and a hidden cursor, and under a program that left the cursor mid-line.
+// cork must leave the pane as the program's own exit would, and print its
+// message at the start of a line.
+func TestLostAgentLeavesTerminalUsable(t *testing.T) {
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Skip("tmux is not installed (apt-get install tmux)")
+	}
+	for _, tt := range []struct {
+		name, draw string
+	}{
+		{"full-screen", `\033[?1049h\033[?25l\033[?1000h\033[?1006h\033[?1h\033=\033[5;5Hdrawing`},
+		{"mid-line", `drawing`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := startAgent(t)
+			tm := tmux{t: t, socket: fmt.Sprintf("cork-test-%d", time.Now().UnixNano())}
+			dir := t.TempDir()
+			draw, wrapper := filepath.Join(dir, "draw.sh"), filepath.Join(dir, "run.sh")
+			os.WriteFile(draw, []byte(fmt.Sprintf("printf '%s'\nsleep 60\n", tt.draw)), 0o755)
+			cork := strings.Join(append([]string{bin.cork}, corkExec(a, "-it", "--", "sh", draw)...), " ")
+			os.WriteFile(wrapper, []byte(cork+"\necho CORK_RC=$?\nsleep 60\n"), 0o755)
+			tm.run("new-session", "-d", "-s", "lost", "-x", "80", "-y", "24", "sh "+wrapper)
+			t.Cleanup(func() { exec.Command("tmux", "-L", tm.socket, "kill-server").Run() })
+			screen := func() string { return tm.run("capture-pane", "-p", "-t", "lost") }
+			termtest.WaitFor(t, "the program to draw", 20*time.Second, func() bool { return strings.Contains(screen(), "drawing") })
+
+			a.cmd.Process.Kill()
+			termtest.WaitFor(t, "cork's exit status", 20*time.Second, func() bool { return strings.Contains(screen(), "CORK_RC=255") })
+			lines := strings.Split(screen(), "\n")
+			var msg, rc bool
+			for _, l := range lines {
+				msg = msg || strings.HasPrefix(l, "cork: connection to corkd lost")
+				rc = rc || strings.HasPrefix(l, "CORK_RC=255")
+			}
+			if !msg || !rc {
+				t.Errorf("cork's message and the status must start lines of their own:\n%s", screen())
+			}
+			flags := tm.run("display-message", "-p", "-t", "lost",
+				"alternate=#{alternate_on} cursor=#{cursor_flag} mouse=#{mouse_any_flag}#{mouse_standard_flag}#{mouse_sgr_flag} keypad=#{keypad_cursor_flag}#{keypad_flag}")
+			if want := "alternate=0 cursor=1 mouse=000 keypad=00"; strings.TrimSpace(flags) != want {
+				t.Errorf("pane modes after the agent was lost: %s, want %s", strings.TrimSpace(flags), want)
+			}
+		})
+	}
 }
