@@ -3,8 +3,11 @@ package bake
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
+	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,6 +101,19 @@ func writeOCILayout(t *testing.T, img v1.Image, dir string) {
 	}
 }
 
+// writeOCILayoutFullName writes a layout whose ref name is the image's
+// full name, as podman save --format oci-dir writes it.
+func writeOCILayoutFullName(t *testing.T, img v1.Image, dir string) {
+	t.Helper()
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{refNameAnnotation: "example.com/agent:1.0"})); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func writeOCIArchive(t *testing.T, img v1.Image, path string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "layout")
@@ -107,20 +123,132 @@ func writeOCIArchive(t *testing.T, img v1.Image, path string) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := tarDir(dir, f); err != nil {
+	tarDir(t, dir, f)
+}
+
+// tarDir writes dir's files to w as a tar, names relative to dir.
+func tarDir(t *testing.T, dir string, w io.Writer) {
+	t.Helper()
+	tw := tar.NewWriter(w)
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		h, err := tar.FileInfoHeader(info, "")
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		h.Name = filepath.ToSlash(rel)
+		if d.IsDir() {
+			h.Name += "/"
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		_, err = tw.Write(data)
+		return err
+	})
+	if err == nil {
+		err = tw.Close()
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 }
 
-// checkBaked verifies what bake promises about out, made from base.
-func checkBaked(t *testing.T, base v1.Image, out, arch string) *image {
+// untarTo unpacks an OCI archive's files into dir.
+func untarTo(t *testing.T, archive, dir string) {
 	t.Helper()
-	im, err := load(out, t.TempDir())
+	f, err := os.Open(archive)
 	if err != nil {
-		t.Fatalf("reading the baked image: %v", err)
+		t.Fatal(err)
 	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, filepath.FromSlash(h.Name))
+		if h.Typeflag == tar.TypeDir {
+			os.MkdirAll(p, 0o755)
+			continue
+		}
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		data, _ := io.ReadAll(tr)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// baked is an image bake wrote, read back by go-containerregistry.
+type baked struct {
+	img         v1.Image
+	tag         string            // docker: the RepoTag
+	annotations map[string]string // OCI: the index descriptor's
+	mediaType   types.MediaType   // OCI: the manifest's
+}
+
+// readBaked reads out, a docker tarball, an OCI layout or an OCI archive.
+func readBaked(t *testing.T, out string, format Format) *baked {
+	t.Helper()
+	switch format {
+	case Docker:
+		m, err := tarball.LoadManifest(func() (io.ReadCloser, error) { return os.Open(out) })
+		if err != nil || len(m) != 1 {
+			t.Fatalf("manifest.json of %s: %v, %d images", out, err, len(m))
+		}
+		img, err := tarball.ImageFromPath(out, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := &baked{img: img}
+		if len(m[0].RepoTags) > 0 {
+			b.tag = m[0].RepoTags[0]
+		}
+		return b
+	case OCIArchive:
+		dir := filepath.Join(t.TempDir(), "layout")
+		untarTo(t, out, dir)
+		out = dir
+	}
+	idx, err := layout.ImageIndexFromPath(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil || len(im.Manifests) != 1 {
+		t.Fatalf("index of %s: %v, %+v", out, err, im)
+	}
+	img, err := idx.Image(im.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &baked{img: img, annotations: im.Manifests[0].Annotations, mediaType: im.Manifests[0].MediaType}
+}
+
+// checkBaked verifies what bake promises about an image made from base.
+func checkBaked(t *testing.T, base v1.Image, out *baked, arch string) {
+	t.Helper()
 	oldLayers, _ := base.Layers()
-	newLayers, err := im.img.Layers()
+	newLayers, err := out.img.Layers()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,14 +256,14 @@ func checkBaked(t *testing.T, base v1.Image, out, arch string) *image {
 		t.Fatalf("%d layers, want %d old + 1", len(newLayers), len(oldLayers))
 	}
 	for i, l := range oldLayers {
-		a, _ := l.Digest()
-		b, _ := newLayers[i].Digest()
+		a, _ := l.DiffID()
+		b, _ := newLayers[i].DiffID()
 		if a != b {
 			t.Fatalf("layer %d changed: %s -> %s", i, a, b)
 		}
 	}
 	oc, _ := base.ConfigFile()
-	nc, err := im.img.ConfigFile()
+	nc, err := out.img.ConfigFile()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,6 +278,9 @@ func checkBaked(t *testing.T, base v1.Image, out, arch string) *image {
 	}
 	if nc.Config.Labels["org.example.team"] != "agents" || nc.Config.Labels[Label] != testVersion {
 		t.Errorf("labels %v: want the old one kept and %s=%s", nc.Config.Labels, Label, testVersion)
+	}
+	if n := len(nc.History); n == 0 || !strings.HasPrefix(nc.History[n-1].CreatedBy, historyPrefix+testVersion) {
+		t.Errorf("history %+v: want a last entry for corkd %s", nc.History, testVersion)
 	}
 
 	// The new layer: one file, root's, 0755, the corkd of the image's arch.
@@ -171,7 +302,31 @@ func checkBaked(t *testing.T, base v1.Image, out, arch string) *image {
 	if _, err := tr.Next(); err != io.EOF {
 		t.Fatalf("the layer holds more than corkd: %v", err)
 	}
-	return im
+}
+
+// checkOCIMediaTypes: an OCI image holds OCI media types only, whatever
+// came in.
+func checkOCIMediaTypes(t *testing.T, b *baked) {
+	t.Helper()
+	m, err := b.img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.mediaType != types.OCIManifestSchema1 || m.MediaType != types.OCIManifestSchema1 || m.Config.MediaType != types.OCIConfigJSON {
+		t.Errorf("index says %s, manifest %s with config %s: want OCI media types", b.mediaType, m.MediaType, m.Config.MediaType)
+	}
+	for _, l := range m.Layers {
+		if !strings.HasPrefix(string(l.MediaType), "application/vnd.oci.image.layer.") {
+			t.Errorf("layer %s has media type %s", l.Digest, l.MediaType)
+		}
+	}
+}
+
+func bake(in, out string, opts Options) error {
+	if opts.Agent == nil {
+		opts.Agent = agentFor
+	}
+	return Bake(context.Background(), in, out, opts)
 }
 
 func TestBakeEachFormat(t *testing.T) {
@@ -192,59 +347,86 @@ func TestBakeEachFormat(t *testing.T) {
 			base := baseImage(t, tc.arch, tc.oci)
 			in, out := filepath.Join(dir, "in"), filepath.Join(dir, "out")
 			tc.write(t, base, in)
-			if err := Bake(in, out, Options{Agent: agentFor}); err != nil {
+			if err := bake(in, out, Options{}); err != nil {
 				t.Fatal(err)
 			}
-			im := checkBaked(t, base, out, tc.arch)
-			if im.format != tc.format {
-				t.Fatalf("wrote %s, want the input's %s", im.format, tc.format)
-			}
+			b := readBaked(t, out, tc.format)
+			checkBaked(t, base, b, tc.arch)
 			switch tc.format {
 			case Docker:
-				if im.tag == nil || im.tag.String() != "example.com/agent:1.0" {
-					t.Fatalf("tag %v, want example.com/agent:1.0 kept", im.tag)
+				if b.tag != "example.com/agent:1.0" {
+					t.Fatalf("tag %q, want example.com/agent:1.0 kept", b.tag)
 				}
-			case OCILayout:
-				if im.annotations["org.opencontainers.image.ref.name"] != "1.0" {
-					t.Fatalf("annotations %v: ref name lost", im.annotations)
+			default:
+				if b.annotations[refNameAnnotation] != "1.0" {
+					t.Fatalf("annotations %v: ref name lost", b.annotations)
 				}
-				mt, _ := im.img.MediaType()
-				layers, _ := im.img.Layers()
-				lmt, _ := layers[len(layers)-1].MediaType()
-				if mt != types.OCIManifestSchema1 || lmt != types.OCILayer {
-					t.Fatalf("an OCI image got a %s layer in a %s", lmt, mt)
-				}
+				checkOCIMediaTypes(t, b)
 			}
 		})
 	}
 }
 
-// TestBakeStreams: docker save | cork bake - - | ...
+// TestBakeStreams: docker save | cork bake - - | ..., and the same with a
+// gzip'd tarball, which docker load accepts too.
 func TestBakeStreams(t *testing.T) {
 	dir := t.TempDir()
 	base := baseImage(t, "amd64", false)
 	in := filepath.Join(dir, "in.tar")
 	writeDocker(t, base, in)
 	src, _ := os.ReadFile(in)
-	var out bytes.Buffer
-	if err := Bake("-", "-", Options{Agent: agentFor, Stdin: bytes.NewReader(src), Stdout: &out}); err != nil {
-		t.Fatal(err)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(src)
+	zw.Close()
+	for name, input := range map[string][]byte{"plain": src, "gzip": gz.Bytes()} {
+		t.Run(name, func(t *testing.T) {
+			var out bytes.Buffer
+			if err := bake("-", "-", Options{Stdin: bytes.NewReader(input), Stdout: &out}); err != nil {
+				t.Fatal(err)
+			}
+			res := filepath.Join(t.TempDir(), "out.tar")
+			os.WriteFile(res, out.Bytes(), 0o644)
+			checkBaked(t, base, readBaked(t, res, Docker), "amd64")
+		})
 	}
-	res := filepath.Join(dir, "out.tar")
-	os.WriteFile(res, out.Bytes(), 0o644)
-	checkBaked(t, base, res, "amd64")
 }
 
+// TestBakeConvertsFormat: each format to each other, media types and the
+// tag (docker's RepoTags, the OCI ref name) carried across.
 func TestBakeConvertsFormat(t *testing.T) {
-	dir := t.TempDir()
-	base := baseImage(t, "arm64", false)
-	in, out := filepath.Join(dir, "in.tar"), filepath.Join(dir, "out-oci")
-	writeDocker(t, base, in)
-	if err := Bake(in, out, Options{Agent: agentFor, Format: OCILayout}); err != nil {
-		t.Fatal(err)
-	}
-	if im := checkBaked(t, base, out, "arm64"); im.format != OCILayout {
-		t.Fatalf("format %s", im.format)
+	for _, tc := range []struct {
+		from, to Format
+		write    func(*testing.T, v1.Image, string)
+		oci      bool
+		tag      string
+	}{
+		{Docker, OCILayout, writeDocker, false, "example.com/agent:1.0"},
+		{Docker, OCIArchive, writeDocker, false, "example.com/agent:1.0"},
+		{OCILayout, Docker, writeOCILayoutFullName, true, "example.com/agent:1.0"},
+		{OCIArchive, OCILayout, writeOCIArchive, true, "1.0"},
+	} {
+		t.Run(string(tc.from)+"-to-"+string(tc.to), func(t *testing.T) {
+			dir := t.TempDir()
+			base := baseImage(t, "arm64", tc.oci)
+			in, out := filepath.Join(dir, "in"), filepath.Join(dir, "out")
+			tc.write(t, base, in)
+			if err := bake(in, out, Options{Format: tc.to}); err != nil {
+				t.Fatal(err)
+			}
+			b := readBaked(t, out, tc.to)
+			checkBaked(t, base, b, "arm64")
+			if tc.to == Docker {
+				if b.tag != tc.tag {
+					t.Errorf("RepoTag %q, want %q", b.tag, tc.tag)
+				}
+				return
+			}
+			checkOCIMediaTypes(t, b)
+			if b.annotations[refNameAnnotation] != tc.tag {
+				t.Errorf("ref name %q, want %q", b.annotations[refNameAnnotation], tc.tag)
+			}
+		})
 	}
 }
 
@@ -265,32 +447,38 @@ func TestBakeRefuses(t *testing.T) {
 	corrupt := filepath.Join(dir, "corrupt.tar")
 	os.WriteFile(corrupt, whole[:len(whole)/2], 0o644)
 	garbage := filepath.Join(dir, "garbage")
-	os.WriteFile(garbage, []byte("this is not a tar at all, not even close.........................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................."), 0o644)
+	os.WriteFile(garbage, bytes.Repeat([]byte("this is not a tar at all. "), 40), 0o644)
 
 	for _, tc := range []struct {
 		name, in string
 		opts     Options
 		text     string
 	}{
-		{"other architecture", ppc, Options{Agent: agentFor}, "linux/ppc64le"},
-		{"corrupt tarball", corrupt, Options{Agent: agentFor}, ""},
-		{"not an archive", garbage, Options{Agent: agentFor}, "not a readable image archive"},
-		{"agent of the wrong architecture", good, Options{Agent: func(string) (string, error) { return agents["amd64"], nil }}, "the image is linux/arm64"},
+		{"other architecture", ppc, Options{}, "linux/ppc64le"},
+		{"corrupt tarball", corrupt, Options{}, "truncated"},
+		{"not an archive", garbage, Options{}, "not an image archive"},
+		{"agent of the wrong architecture", good, Options{Agent: func(string) (string, error) { return agents["amd64"], nil }}, "is built for linux/amd64, the image is linux/arm64"},
 		{"missing agent", good, Options{Agent: func(string) (string, error) { return "", fmt.Errorf("no corkd for linux/arm64") }}, "no corkd for linux/arm64"},
-		{"relative path", good, Options{Agent: agentFor, Path: "usr/bin/corkd"}, "want an absolute file path"},
+		{"relative path", good, Options{Path: "usr/bin/corkd"}, "want an absolute file path"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := filepath.Join(dir, "out-"+strings.ReplaceAll(tc.name, " ", "-"))
-			err := Bake(tc.in, out, tc.opts)
+			err := bake(tc.in, out, tc.opts)
 			if err == nil || !strings.Contains(err.Error(), tc.text) {
 				t.Fatalf("got %v, want an error naming %q", err, tc.text)
 			}
-			if _, serr := os.Stat(out); serr == nil {
-				t.Fatalf("an output file was left after: %v", err)
-			}
-			if left, _ := filepath.Glob(filepath.Join(dir, ".cork-bake-*")); len(left) > 0 {
-				t.Fatalf("staging left behind: %v", left)
-			}
+			checkNothingLeft(t, dir, out)
 		})
+	}
+}
+
+// checkNothingLeft fails when out or a staging directory beside it exists.
+func checkNothingLeft(t *testing.T, dir, out string) {
+	t.Helper()
+	if _, err := os.Stat(out); err == nil {
+		t.Fatalf("an output was left at %s", out)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".cork-bake-*")); len(left) > 0 {
+		t.Fatalf("staging left behind: %v", left)
 	}
 }

@@ -1,15 +1,21 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/corkvm/cork/host/bake"
+	"github.com/corkvm/cork/host/term"
 )
 
 func bakeMain(args []string) int {
@@ -18,9 +24,11 @@ func bakeMain(args []string) int {
 	agentDir := fs.String("agent-dir", os.Getenv("CORK_AGENT_DIR"), "where make's linux-ARCH/corkd binaries are (env CORK_AGENT_DIR; default: beside cork's own directory)")
 	path := fs.String("path", bake.DefaultPath, "corkd's path in the image")
 	format := fs.String("format", "", "output format: docker, oci or oci-archive (default: the input's)")
+	force := fs.BoolP("force", "f", false, "replace OUT if it exists")
+	quiet := fs.BoolP("quiet", "q", false, "no progress line")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: cork bake [flags] IN OUT\n"+
-			"  IN, OUT: a docker save tarball, an OCI layout directory or an OCI archive; - for stdin/stdout\n%s", fs.FlagUsages())
+			"  IN, OUT: a docker save tarball (plain or gzip'd), an OCI layout directory or an OCI archive; - for stdin/stdout\n%s", fs.FlagUsages())
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -36,14 +44,62 @@ func bakeMain(args []string) int {
 	default:
 		return fail("bake: --format %q: want docker, oci or oci-archive", *format)
 	}
-	err := bake.Bake(fs.Arg(0), fs.Arg(1), bake.Options{
-		Path: *path, Format: bake.Format(*format), Agent: agentLocator(*agent, *agentDir),
-		Stdin: os.Stdin, Stdout: os.Stdout,
-	})
+	if fs.Arg(1) == "-" && term.IsTerminal(int(os.Stdout.Fd())) {
+		return fail("bake: refusing to write an image to a terminal; redirect stdout or name a file")
+	}
+	created, err := sourceDateEpoch()
+	if err != nil {
+		return fail("bake: %v", err)
+	}
+	opts := bake.Options{
+		Path: *path, Format: bake.Format(*format), Force: *force, Agent: agentLocator(*agent, *agentDir),
+		Stdin: os.Stdin, Stdout: os.Stdout, Log: os.Stderr, Created: created,
+	}
+	if !*quiet && term.IsTerminal(int(os.Stderr.Fd())) {
+		opts.Progress = os.Stderr
+	}
+
+	// Ctrl-C, SIGTERM or SIGHUP stop the bake, which then removes what it
+	// wrote.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	var caught os.Signal
+	go func() {
+		if s, ok := <-sigs; ok {
+			caught = s
+			cancel()
+		}
+	}()
+
+	err = bake.Bake(ctx, fs.Arg(0), fs.Arg(1), opts)
+	if err != nil && ctx.Err() != nil {
+		fmt.Fprintf(os.Stderr, "cork: bake: %v; nothing was written\n", err)
+		if s, ok := caught.(syscall.Signal); ok {
+			return 128 + int(s)
+		}
+		return ExitCorkError
+	}
 	if err != nil {
 		return fail("bake: %v", err)
 	}
 	return 0
+}
+
+// sourceDateEpoch is the time SOURCE_DATE_EPOCH sets for reproducible
+// builds, or zero (now).
+func sourceDateEpoch() (time.Time, error) {
+	s := os.Getenv("SOURCE_DATE_EPOCH")
+	if s == "" {
+		return time.Time{}, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("SOURCE_DATE_EPOCH=%q: want seconds since 1970", s)
+	}
+	return time.Unix(n, 0).UTC(), nil
 }
 
 // agentLocator finds the corkd built for an architecture: --agent as given,

@@ -36,7 +36,13 @@ var (
 	gap     = flag.Duration("burst-gap", 2*time.Millisecond, "time between the sizes of a burst")
 	tputMiB = flag.Int("mib", 128, "MiB per throughput run")
 	verbose = flag.Bool("v", false, "progress on stderr")
+	only    = flag.String("only", "", "run only these sections, comma-separated: resize, throughput, startup, footprint, bake")
 )
+
+// section reports whether -only lets a section run.
+func section(name string) bool {
+	return *only == "" || slices.Contains(strings.Split(*only, ","), name)
+}
 
 type binaries struct{ dir, cork, corkd, probe, standin, forkresize string }
 
@@ -74,13 +80,24 @@ func main() {
 	for i := range rows {
 		rows[i].env = []string{"CORK_STANDIN_LOG=" + standinLog}
 	}
-	for i := range rows {
-		rows[i].measure(b)
+	if section("resize") {
+		for i := range rows {
+			rows[i].measure(b)
+		}
+		printResize(&out, rows)
 	}
-	printResize(&out, rows)
-	printThroughput(&out, b, agent)
-	printStartup(&out, b, agent)
-	printFootprint(&out, b)
+	if section("throughput") {
+		printThroughput(&out, b, agent)
+	}
+	if section("startup") {
+		printStartup(&out, b, agent)
+	}
+	if section("footprint") {
+		printFootprint(&out, b)
+	}
+	if section("bake") {
+		printBake(&out, b)
+	}
 	fmt.Fprintf(&out, "\nThe run took %v.\n", time.Since(started).Round(time.Second))
 	os.Stdout.Write(out.Bytes())
 }

@@ -1,0 +1,366 @@
+package bake
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/klauspost/compress/gzip"
+)
+
+// An input is read once, front to back, whatever its format: a tar's
+// entries come in no fixed order (docker save writes manifest.json last),
+// and stdin cannot be read twice. Small files (manifests, configs) are held
+// in memory; large ones (layers) go straight into the output when their name
+// there is already known, and to a spool file otherwise. Every file is
+// hashed as it passes, so that what the image's metadata claims is checked
+// against what was read, without a second pass.
+
+// blob is one file of the input, by its name there.
+type blob struct {
+	name   string
+	size   int64
+	digest v1.Hash // sha256 of its bytes, as read
+	// compression is "gzip" or "zstd" when the bytes are a compressed
+	// layer, "" otherwise; diffID is the sha256 of a gzip blob's
+	// uncompressed bytes, computed as it passed when its name does not
+	// give its digest.
+	compression string
+	diffID      v1.Hash
+
+	data    []byte // a small file, held in memory
+	spool   string // a large file the output could not take yet
+	written string // a large file already in the output, by its name there
+}
+
+// open returns the blob's bytes, unless they went straight into the output.
+func (b *blob) open() (io.ReadCloser, error) {
+	switch {
+	case b.spool != "":
+		return os.Open(b.spool)
+	case b.written != "":
+		return nil, fmt.Errorf("%s went into the output as it was read", b.name)
+	}
+	return io.NopCloser(bytes.NewReader(b.data)), nil
+}
+
+// Limits on what an input holds in memory.
+const (
+	smallFile   = 1 << 20  // files up to this size are held in memory
+	memoryLimit = 64 << 20 // and no more than this in all
+)
+
+// inputFiles is everything read from an input.
+type inputFiles struct {
+	blobs    map[string]*blob
+	links    map[string]string // symlinks, name -> target (docker save's <id>/layer.tar)
+	held     int64             // bytes held in memory
+	spoolDir string
+}
+
+// lookup returns the blob at name, following symlinks.
+func (in *inputFiles) lookup(name string) *blob {
+	name = cleanName(name)
+	for range 8 {
+		if b, ok := in.blobs[name]; ok {
+			return b
+		}
+		target, ok := in.links[name]
+		if !ok {
+			return nil
+		}
+		if !strings.HasPrefix(target, "/") {
+			target = path.Join(path.Dir(name), target)
+		}
+		name = cleanName(target)
+	}
+	return nil
+}
+
+// byDigest returns the blob an OCI layout holds for d.
+func (in *inputFiles) byDigest(d v1.Hash) *blob {
+	return in.blobs["blobs/"+d.Algorithm+"/"+d.Hex]
+}
+
+func cleanName(name string) string {
+	return strings.TrimPrefix(path.Clean("/"+strings.TrimPrefix(name, "./")), "/")
+}
+
+// reader reads an input's files, handing large ones to the output as it
+// goes.
+type reader struct {
+	ctx      context.Context
+	label    string // how messages name the input: its path, or "stdin"
+	files    *inputFiles
+	out      *output
+	progress *progress
+	spoolIn  func() (string, error) // the directory for spool files, made on first use
+}
+
+// blobName matches the names an OCI layout gives blobs.
+var blobName = regexp.MustCompile(`^blobs/sha256/([0-9a-f]{64})$`)
+
+// digestFileName matches files named by their digest, as podman's and
+// skopeo's docker archives name layers and configs.
+var digestFileName = regexp.MustCompile(`^([0-9a-f]{64})\.(tar|json)$`)
+
+// add reads one file of size bytes from r.
+func (rd *reader) add(name string, size int64, r io.Reader) error {
+	name = cleanName(name)
+	if name == "" || name == "." {
+		return nil
+	}
+	b := &blob{name: name, size: size}
+	var dst io.Writer
+	var finish func() error
+	switch {
+	case size <= smallFile && rd.files.held+size <= memoryLimit:
+		buf := bytes.NewBuffer(make([]byte, 0, size))
+		dst, finish = buf, func() error { b.data = buf.Bytes(); rd.files.held += size; return nil }
+	default:
+		if outName, ok := rd.out.streamName(name); ok {
+			if rd.out.sink.has(outName) { // the same blob under two names
+				dst, finish = io.Discard, func() error { b.written = outName; return nil }
+				break
+			}
+			w, err := rd.out.sink.create(outName, size)
+			if err != nil {
+				return err
+			}
+			dst, finish = w, func() error { b.written = outName; return w.Close() }
+			break
+		}
+		dir, err := rd.spoolIn()
+		if err != nil {
+			return err
+		}
+		f, err := os.CreateTemp(dir, "spool-")
+		if err != nil {
+			return err
+		}
+		dst, finish = f, func() error { b.spool = f.Name(); return f.Close() }
+	}
+	if err := rd.copy(b, dst, r); err != nil {
+		if err == io.ErrUnexpectedEOF {
+			return fmt.Errorf("%s is truncated: %s ends after %d of its %d bytes", rd.label, name, b.size, size)
+		}
+		return err
+	}
+	if err := finish(); err != nil {
+		return err
+	}
+	rd.files.blobs[name] = b
+	if claimed := blobName.FindStringSubmatch(name); claimed != nil && claimed[1] != b.digest.Hex {
+		return fmt.Errorf("%s is corrupt: blob %s hashes to %s", rd.label, name, b.digest)
+	}
+	return nil
+}
+
+// copy moves r's bytes to dst, hashing them, noting a compressed layer and
+// hashing its uncompressed bytes too (a docker archive's config names
+// layers by that digest).
+func (rd *reader) copy(b *blob, dst io.Writer, r io.Reader) error {
+	h := sha256.New()
+	br := bufio.NewReaderSize(r, 1<<20)
+	head, _ := br.Peek(4)
+	var unz *gzipHasher
+	if bytes.HasPrefix(head, gzipMagic) {
+		b.compression = "gzip"
+		// A blob named by its digest is checked by that name; a gzip'd
+		// layer of another name only by the diff id its config gives.
+		if !blobName.MatchString(b.name) {
+			unz = newGzipHasher()
+			dst = io.MultiWriter(dst, unz)
+		}
+	} else if bytes.HasPrefix(head, zstdMagic) {
+		b.compression = "zstd"
+	}
+	n, err := io.Copy(io.MultiWriter(dst, h, rd.progress), ctxReader{rd.ctx, br})
+	b.size = n
+	if unz != nil {
+		d, zerr := unz.finish()
+		if err == nil && zerr != nil {
+			return fmt.Errorf("%s is corrupt: %s is not valid gzip: %v", rd.label, b.name, zerr)
+		}
+		b.diffID = d
+	}
+	if err != nil {
+		return err
+	}
+	b.digest = v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", h.Sum(nil))}
+	return nil
+}
+
+var (
+	gzipMagic = []byte{0x1f, 0x8b}
+	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+	xzMagic   = []byte{0xfd, '7', 'z', 'X', 'Z', 0}
+	bz2Magic  = []byte("BZh")
+)
+
+// gzipHasher hashes the uncompressed bytes of a gzip stream written to it.
+type gzipHasher struct {
+	pw   *io.PipeWriter
+	done chan result
+}
+
+type result struct {
+	sum v1.Hash
+	err error
+}
+
+func newGzipHasher() *gzipHasher {
+	pr, pw := io.Pipe()
+	g := &gzipHasher{pw: pw, done: make(chan result, 1)}
+	go func() {
+		h := sha256.New()
+		zr, err := gzip.NewReader(pr)
+		if err == nil {
+			_, err = io.Copy(h, zr)
+		}
+		io.Copy(io.Discard, pr) // let the writer finish whatever happened
+		g.done <- result{v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", h.Sum(nil))}, err}
+	}()
+	return g
+}
+
+func (g *gzipHasher) Write(p []byte) (int, error) { return g.pw.Write(p) }
+
+func (g *gzipHasher) finish() (v1.Hash, error) {
+	g.pw.Close()
+	r := <-g.done
+	return r.sum, r.err
+}
+
+// ctxReader ends a copy when its context is cancelled (Ctrl-C).
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// readDir reads an OCI layout directory.
+func (rd *reader) readDir(dir string) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		rel, _ := filepath.Rel(dir, p)
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		return rd.add(filepath.ToSlash(rel), st.Size(), f)
+	})
+}
+
+// readTar reads a tar archive, uncompressing a gzip'd one (docker load
+// accepts `docker save | gzip`).
+func (rd *reader) readTar(r io.Reader) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	head, _ := br.Peek(6)
+	var src io.Reader = br
+	switch {
+	case bytes.HasPrefix(head, gzipMagic):
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return fmt.Errorf("%s: gzip-compressed, but %v", rd.label, err)
+		}
+		defer zr.Close()
+		src = zr
+	default:
+		for _, c := range []struct {
+			name  string
+			magic []byte
+		}{{"zstd", zstdMagic}, {"xz", xzMagic}, {"bzip2", bz2Magic}} {
+			if bytes.HasPrefix(head, c.magic) {
+				return fmt.Errorf("%s is %s-compressed; uncompress it first (cork bake reads plain and gzip'd tarballs)", rd.label, c.name)
+			}
+		}
+	}
+	cr := &countingReader{r: src}
+	tr := tar.NewReader(cr)
+	var end int64 // where the last entry's data ended
+	entries := 0
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			if entries == 0 {
+				return fmt.Errorf("%s is not an image: an empty or unreadable archive", rd.label)
+			}
+			// A tar ends with two zero blocks; an archive cut exactly
+			// between two entries has none.
+			if cr.n <= end {
+				return fmt.Errorf("%s is truncated: it ends after entry %d with no end-of-archive marker", rd.label, entries)
+			}
+			return nil
+		}
+		if err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return fmt.Errorf("%s is truncated in the middle of a tar header", rd.label)
+			}
+			if entries == 0 {
+				return fmt.Errorf("%s is not an image archive (docker save tarball or OCI archive): %v", rd.label, err)
+			}
+			return fmt.Errorf("%s: after %d entries: %v", rd.label, entries, err)
+		}
+		entries++
+		switch h.Typeflag {
+		case tar.TypeReg:
+			if err := rd.add(h.Name, h.Size, tr); err != nil {
+				return err
+			}
+		case tar.TypeSymlink:
+			rd.files.links[cleanName(h.Name)] = h.Linkname
+		case tar.TypeLink:
+			rd.files.links[cleanName(h.Name)] = "/" + cleanName(h.Linkname)
+		}
+		end = cr.n
+		if pad := end % 512; pad != 0 {
+			end += 512 - pad
+		}
+	}
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// hashOf returns the sha256 digest of b.
+func hashOf(b []byte) v1.Hash {
+	return v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", sha256.Sum256(b))}
+}

@@ -1,0 +1,295 @@
+package bake
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"time"
+)
+
+// output is where the baked image goes: a tar (docker save or OCI archive)
+// or an OCI layout directory, staged beside its destination and renamed
+// into place only when the whole image is written, or a tar on stdout.
+type output struct {
+	// format is "" for a tar until the input shows whether it is a docker
+	// tarball or an OCI archive; guessed says it was set from an input
+	// file's name before that.
+	format  Format
+	guessed bool
+	sink    sink
+	dest    string // "" for stdout
+	staging string // beside dest; removed when the bake ends, however it ends
+	file    *os.File
+}
+
+// sink takes the output's files one at a time.
+type sink interface {
+	// create starts the file name of exactly size bytes.
+	create(name string, size int64) (io.WriteCloser, error)
+	// has reports whether name was written.
+	has(name string) bool
+	close() error
+}
+
+// checkOutput refuses an output that cannot be written, before anything is
+// read: a missing directory, a directory where a file goes or the other
+// way round, an existing image without force.
+func checkOutput(out string, format Format, inDir, force bool) error {
+	isDir := format == OCILayout || (format == "" && inDir)
+	if out == "-" {
+		if isDir {
+			return errors.New("an OCI layout is a directory and cannot go to stdout; use --format oci-archive or docker")
+		}
+		return nil
+	}
+	parent := filepath.Dir(out)
+	if st, err := os.Stat(parent); err != nil || !st.IsDir() {
+		return fmt.Errorf("output directory %s does not exist", parent)
+	}
+	st, err := os.Stat(out)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	case st.IsDir() && !isDir:
+		return fmt.Errorf("%s is a directory; a docker or oci-archive image is a file: name one", out)
+	case !st.IsDir() && isDir:
+		return fmt.Errorf("%s is a file; an OCI layout is a directory", out)
+	case !force:
+		return fmt.Errorf("%s exists; give --force to replace it", out)
+	}
+	return nil
+}
+
+// newOutput opens the staging area for out ("-": w).
+func newOutput(out string, format Format, inDir bool, w io.Writer) (*output, error) {
+	if format == "" && inDir {
+		format = OCILayout
+	}
+	o := &output{format: format}
+	if out == "-" {
+		o.sink = newTarSink(w)
+		return o, nil
+	}
+	o.dest = out
+	staging, err := os.MkdirTemp(filepath.Dir(out), ".cork-bake-")
+	if err != nil {
+		return nil, err
+	}
+	o.staging = staging
+	if format == OCILayout {
+		o.sink = &dirSink{root: filepath.Join(staging, "layout"), names: map[string]bool{}}
+		return o, nil
+	}
+	f, err := os.Create(filepath.Join(staging, "image.tar"))
+	if err != nil {
+		os.RemoveAll(staging)
+		return nil, err
+	}
+	o.file = f
+	o.sink = newTarSink(f)
+	return o, nil
+}
+
+// spoolDir returns a directory for spool files: in the staging area, or
+// in TMPDIR for stdout.
+func (o *output) spoolDir() (string, error) {
+	if o.staging != "" {
+		dir := filepath.Join(o.staging, "spool")
+		return dir, os.MkdirAll(dir, 0o700)
+	}
+	dir, err := os.MkdirTemp("", "cork-bake-")
+	if err == nil {
+		o.staging = dir
+	}
+	return dir, err
+}
+
+// streamName is the name under which an input file goes straight into the
+// output, when it can before the image's metadata is read. A blob of an
+// OCI layout, and a layer named by its digest (podman's and skopeo's docker
+// archives), go in as blobs/sha256/HEX in either format, and the digest is
+// checked when the metadata is read; any other file keeps its name in a
+// docker tarball, whose manifest.json names its files, and is spooled for an
+// OCI layout, which names blobs by digest.
+func (o *output) streamName(name string) (string, bool) {
+	if blobName.MatchString(name) {
+		return name, true
+	}
+	if m := digestFileName.FindStringSubmatch(name); m != nil && m[2] == "tar" {
+		return "blobs/sha256/" + m[1], true
+	}
+	switch name {
+	case "manifest.json", "index.json", "oci-layout", "repositories":
+		return "", false
+	}
+	if o.format == "" && legacyLayerName.MatchString(name) {
+		// Only docker save writes ID/layer.tar: the input, and so an
+		// output in the input's format, is a docker tarball.
+		o.format, o.guessed = Docker, true
+	}
+	if o.format == Docker {
+		return name, true
+	}
+	return "", false
+}
+
+var legacyLayerName = regexp.MustCompile(`^[0-9a-f]{64}/layer\.tar$`)
+
+// settle fixes the output's format once the input's is known: the input's
+// when none was asked for.
+func (o *output) settle(in Format) error {
+	if o.format == "" {
+		o.format = in
+	}
+	if o.guessed && in != Docker {
+		return fmt.Errorf("the input holds docker save layers (ID/layer.tar) but is not a docker save tarball")
+	}
+	return nil
+}
+
+// commit finishes the output and moves it into place.
+func (o *output) commit() error {
+	if err := o.sink.close(); err != nil {
+		return err
+	}
+	if o.dest == "" {
+		return nil
+	}
+	if o.file != nil {
+		if err := o.file.Close(); err != nil {
+			return err
+		}
+		return os.Rename(o.file.Name(), o.dest)
+	}
+	layout := o.sink.(*dirSink).root
+	if _, err := os.Stat(o.dest); err == nil { // --force
+		if err := os.Rename(o.dest, filepath.Join(o.staging, "replaced")); err != nil {
+			return err
+		}
+	}
+	return os.Rename(layout, o.dest)
+}
+
+// cleanup removes whatever the bake left in its staging area.
+func (o *output) cleanup() {
+	if o.file != nil {
+		o.file.Close()
+	}
+	if o.staging != "" {
+		os.RemoveAll(o.staging)
+	}
+}
+
+// tarSink writes a tar, with the directories of its files before them as
+// OCI archives have them, every entry root's and undated, so the same
+// image makes the same archive.
+type tarSink struct {
+	tw    *tar.Writer
+	names map[string]bool
+}
+
+func newTarSink(w io.Writer) *tarSink {
+	return &tarSink{tw: tar.NewWriter(w), names: map[string]bool{}}
+}
+
+func (s *tarSink) has(name string) bool { return s.names[name] }
+
+func (s *tarSink) create(name string, size int64) (io.WriteCloser, error) {
+	for _, dir := range parents(name) {
+		if s.names[dir+"/"] {
+			continue
+		}
+		s.names[dir+"/"] = true
+		if err := s.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir + "/", Mode: 0o755, ModTime: time.Unix(0, 0), Format: tar.FormatPAX}); err != nil {
+			return nil, err
+		}
+	}
+	s.names[name] = true
+	if err := s.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644, ModTime: time.Unix(0, 0), Format: tar.FormatPAX}); err != nil {
+		return nil, err
+	}
+	return &sized{w: s.tw, name: name, want: size}, nil
+}
+
+func (s *tarSink) close() error { return s.tw.Close() }
+
+// parents lists the directories above name, outermost first.
+func parents(name string) []string {
+	var dirs []string
+	for d := path.Dir(name); d != "." && d != "/"; d = path.Dir(d) {
+		dirs = append([]string{d}, dirs...)
+	}
+	return dirs
+}
+
+// sized checks that a file gets the size its header promised.
+type sized struct {
+	w    io.Writer
+	f    *os.File
+	name string
+	want int64
+	n    int64
+}
+
+func (s *sized) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	s.n += int64(n)
+	return n, err
+}
+
+func (s *sized) Close() error {
+	var err error
+	if s.f != nil {
+		err = s.f.Close()
+	}
+	if s.n != s.want {
+		return fmt.Errorf("%s: wrote %d of %d bytes", s.name, s.n, s.want)
+	}
+	return err
+}
+
+// dirSink writes an OCI layout directory. Files and directories get the
+// modes the umask allows, as other image tools write them, so that
+// another user can read the layout.
+type dirSink struct {
+	root  string
+	names map[string]bool
+}
+
+func (s *dirSink) has(name string) bool { return s.names[name] }
+
+func (s *dirSink) create(name string, size int64) (io.WriteCloser, error) {
+	p := filepath.Join(s.root, filepath.FromSlash(name))
+	if err := os.MkdirAll(filepath.Dir(p), 0o777); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o666)
+	if err != nil {
+		return nil, err
+	}
+	s.names[name] = true
+	return &sized{w: f, f: f, name: name, want: size}, nil
+}
+
+func (s *dirSink) close() error { return nil }
+
+// put writes a whole file held in memory.
+func put(s sink, name string, data []byte) error {
+	w, err := s.create(name, int64(len(data)))
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(data); err != nil {
+		w.Close()
+		return err
+	}
+	return w.Close()
+}
