@@ -17,6 +17,13 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
 	"github.com/corkvm/cork/host/e2e/termtest"
 )
 
@@ -348,5 +355,62 @@ func TestBakeProgressOnTerminal(t *testing.T) {
 	tm = termtest.Start(t, 24, 100, bin.cork, "bake", "--agent-dir", agentDir(t), src, "-")
 	if code := tm.Wait(t); code != 125 || !strings.Contains(tm.Out.String(), "refusing to write an image to a terminal") {
 		t.Fatalf("cork bake IN - on a terminal: exit %d, %q", code, tm.Out.String())
+	}
+}
+
+// TestBakeMultiPlatformWithSkopeo: a two-platform OCI index with an
+// attestation, baked by the CLI, copied whole by skopeo (which checks every
+// digest) and listed with its two platforms.
+func TestBakeMultiPlatformWithSkopeo(t *testing.T) {
+	needTools(t, "skopeo")
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in")
+	var adds []mutate.IndexAddendum
+	for _, arch := range []string{"amd64", "arm64"} {
+		img, err := random.Image(1024, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img = mutate.ConfigMediaType(mutate.MediaType(img, types.OCIManifestSchema1), types.OCIConfigJSON)
+		cf, _ := img.ConfigFile()
+		cf = cf.DeepCopy()
+		cf.OS, cf.Architecture = "linux", arch
+		img, _ = mutate.ConfigFile(img, cf)
+		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}})
+	}
+	att, _ := random.Image(64, 1)
+	adds = append(adds, mutate.IndexAddendum{Add: mutate.MediaType(att, types.OCIManifestSchema1), Descriptor: v1.Descriptor{
+		Platform: &v1.Platform{OS: "unknown", Architecture: "unknown"}, Annotations: map[string]string{"vnd.docker.reference.type": "attestation-manifest"}}})
+	p, err := layout.Write(in, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendIndex(mutate.IndexMediaType(mutate.AppendManifests(empty.Index, adds...), types.OCIImageIndex),
+		layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": "multi"})); err != nil {
+		t.Fatal(err)
+	}
+	agents := agentDir(t)
+	arm, _ := os.ReadFile(bin.corkdARM64)
+	os.MkdirAll(filepath.Join(agents, "linux-arm64"), 0o755)
+	os.WriteFile(filepath.Join(agents, "linux-arm64", "corkd"), arm, 0o755)
+	cmd := exec.Command(bin.cork, "bake", "--agent-dir", agents, in, filepath.Join(dir, "out"))
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "dropped 1 attestation") {
+		t.Fatalf("cork bake: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("skopeo", "copy", "--all", "oci:"+filepath.Join(dir, "out")+":multi", "oci:"+filepath.Join(dir, "copy")+":multi").CombinedOutput(); err != nil {
+		t.Fatalf("skopeo copy --all: %v\n%s", err, out)
+	}
+	raw, err := exec.Command("skopeo", "inspect", "--raw", "oci:"+filepath.Join(dir, "copy")+":multi").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idx v1.IndexManifest
+	json.Unmarshal(raw, &idx)
+	var platforms []string
+	for _, m := range idx.Manifests {
+		platforms = append(platforms, m.Platform.String())
+	}
+	if strings.Join(platforms, " ") != "linux/amd64 linux/arm64" {
+		t.Fatalf("baked index lists %v: %s", platforms, raw)
 	}
 }

@@ -20,7 +20,7 @@ import (
 
 // bin holds the binaries TestMain builds.
 var bin struct {
-	dir, cork, corkd, probe, standin string
+	dir, cork, corkd, corkdARM64, probe, standin string
 }
 
 func TestMain(m *testing.M) {
@@ -45,6 +45,15 @@ func TestMain(m *testing.M) {
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building binaries: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	// An arm64 corkd, for baking multi-platform images.
+	bin.corkdARM64 = filepath.Join(dir, "corkd-arm64")
+	build = exec.Command("go", "build", "-o", bin.corkdARM64, "github.com/corkvm/cork/guest/cmd/corkd")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOARCH=arm64")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building corkd for arm64: %v\n%s", err, out)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
