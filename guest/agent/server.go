@@ -10,11 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"runtime"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -99,17 +95,17 @@ func setDefault[T comparable](v *T, def T) {
 	}
 }
 
-// Serve accepts connections on l and serves each in its own goroutine. It
-// returns when l is closed. Other accept errors (out of descriptors, say)
-// are logged and retried with backoff, as net/http does: they must not take
+// Serve accepts connections on l and serves each in its own goroutine
+// until l is closed. Other accept errors (out of descriptors, say) are
+// logged and retried with backoff, as net/http does: they must not take
 // down the sessions already running.
-func (s *Server) Serve(l net.Listener) error {
+func (s *Server) Serve(l net.Listener) {
 	var backoff time.Duration
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
-				return nil
+				return
 			}
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 			s.log.Warn("accept failed; retrying", "addr", l.Addr().String(), "err", err, "in", backoff)
@@ -139,30 +135,6 @@ func (s *Server) Wait() { s.wg.Wait() }
 // Active reports the number of sessions running now.
 func (s *Server) Active() int { return int(s.active.Load()) }
 
-// Stats is what corkd reports about itself on SIGUSR1.
-type Stats struct {
-	Sessions   int
-	Goroutines int
-	FDs        int
-	RSSKiB     int
-}
-
-// ReadStats reads the process's figures.
-func (s *Server) ReadStats() Stats {
-	st := Stats{Sessions: s.Active(), Goroutines: runtime.NumGoroutine()}
-	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
-		st.FDs = len(ents)
-	}
-	if b, err := os.ReadFile("/proc/self/status"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-				st.RSSKiB, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			}
-		}
-	}
-	return st
-}
-
 // ServeConn serves one connection: the handshake, then pings or one
 // session. It closes c before it returns.
 func (s *Server) ServeConn(c io.ReadWriteCloser) {
@@ -170,91 +142,27 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 	r := protocol.NewReader(c)
 	r.SetLimit(s.cfg.MaxFrame)
 	w := protocol.NewWriter(c)
-	log := s.log
-
-	// The handshake must complete in time, or a peer that sends half a
-	// frame and stops would hold the connection forever. Closing c is the
-	// one way to interrupt a read on every kind of stream.
-	timer := time.AfterFunc(s.cfg.HandshakeTimeout, func() {
-		log.Warn("handshake timed out", "after", s.cfg.HandshakeTimeout)
-		c.Close()
-	})
-	defer timer.Stop()
-
-	fail := func(kind, msg string) {
-		log.Warn("refused", "kind", kind, "err", msg)
-		w.WriteJSON(protocol.TypeError, &protocol.Error{Kind: kind, Message: msg})
-	}
-
-	t, p, err := r.Next()
-	if err != nil {
-		if err != io.EOF {
-			fail(protocol.KindProtocol, fmt.Sprintf("reading hello: %v", err))
-		}
+	hs := &handshake{srv: s, c: c, r: r, w: w}
+	t, p, ok := hs.run()
+	if !ok {
 		return
 	}
-	if t != protocol.TypeHello {
-		fail(protocol.KindProtocol, fmt.Sprintf("expected a hello frame first, got %s", t))
+	if t != protocol.TypeExec {
+		hs.refuse(protocol.KindProtocol, fmt.Sprintf("expected exec, got %s", t))
 		return
 	}
-	var hello protocol.Hello
-	if err := protocol.Decode(t, p, &hello); err != nil {
-		fail(protocol.KindProtocol, err.Error())
-		return
-	}
-	v, err := protocol.Negotiate(hello, protocol.MinVersion, protocol.MaxVersion)
-	if err != nil {
-		fail(protocol.KindVersion, err.Error())
-		return
-	}
-	if err := w.WriteJSON(protocol.TypeHello, &protocol.Hello{
-		MinVersion: protocol.MinVersion, MaxVersion: protocol.MaxVersion, Version: v,
-		Capabilities: []string{protocol.CapTTY, protocol.CapPipes, protocol.CapSignal, protocol.CapPing},
-		Software:     s.cfg.Software,
-	}); err != nil {
-		return
-	}
-
 	var req protocol.Exec
-	for {
-		timer.Reset(s.cfg.HandshakeTimeout)
-		t, p, err = r.Next()
-		if err != nil {
-			if err != io.EOF {
-				fail(protocol.KindProtocol, fmt.Sprintf("reading exec: %v", err))
-			}
-			return
-		}
-		if t == protocol.TypePing {
-			if len(p) > protocol.MaxPing {
-				fail(protocol.KindProtocol, fmt.Sprintf("ping of %d bytes, the limit is %d", len(p), protocol.MaxPing))
-				return
-			}
-			if w.WriteFrame(protocol.TypePong, p) != nil {
-				return
-			}
-			continue
-		}
-		if t != protocol.TypeExec {
-			fail(protocol.KindProtocol, fmt.Sprintf("expected exec, got %s", t))
-			return
-		}
-		if err := protocol.Decode(t, p, &req); err != nil {
-			fail(protocol.KindRequest, err.Error())
-			return
-		}
-		break
-	}
-	if !timer.Stop() {
-		return // the timer fired and closed c while the exec arrived
+	if err := protocol.Decode(t, p, &req); err != nil {
+		hs.refuse(protocol.KindRequest, err.Error())
+		return
 	}
 	if err := req.Validate(); err != nil {
-		fail(protocol.KindRequest, err.Error())
+		hs.refuse(protocol.KindRequest, err.Error())
 		return
 	}
 	if n := s.active.Add(1); n > int64(s.cfg.MaxSessions) {
 		s.active.Add(-1)
-		fail(protocol.KindBusy, fmt.Sprintf("corkd is at its limit of %d sessions", s.cfg.MaxSessions))
+		hs.refuse(protocol.KindBusy, fmt.Sprintf("corkd is at its limit of %d sessions", s.cfg.MaxSessions))
 		return
 	}
 	defer func() {
@@ -266,14 +174,15 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 	}()
 
 	id := newSessionID()
-	log = log.With("session", id)
-	ss, perr := s.start(id, &req, peerOf(c), w, log)
-	if perr != nil {
-		fail(perr.Kind, perr.Message)
+	log := s.log.With("session", id)
+	ss, err := s.start(id, &req, peerOf(c), w, log)
+	var perr *protocol.Error
+	switch {
+	case errors.As(err, &perr):
+		hs.refuse(perr.Kind, perr.Message)
 		return
-	}
-	if ss == nil {
-		return // the program could not be executed; its Exit was sent
+	case err != nil: // errExitReported: the program could not be executed
+		return
 	}
 	ss.run(r, c)
 }

@@ -12,16 +12,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/corkvm/cork/guest/account"
 	"github.com/corkvm/cork/protocol"
 )
 
 // DefaultPath is PATH for a session whose environment has none.
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-// fallbackSize is the PTY size when the host has no terminal to measure
-// (cork -t with stdin redirected): a PTY is never created at 0x0.
-var fallbackSize = protocol.WindowSize{Cols: 80, Rows: 24}
 
 // session is one running program and the connection that drives it.
 type session struct {
@@ -38,10 +33,14 @@ type session struct {
 	exit   protocol.Exit
 }
 
-// start resolves the request and starts the program. It returns a nil
-// session and a nil error when the program was not found or not executable:
-// that is reported as output and Exit, as a shell reports it.
-func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Writer, log *slog.Logger) (*session, *protocol.Error) {
+// errExitReported is start's answer for a program that was not found or
+// not executable: that is no refusal but the session's outcome, reported
+// to the host as output and Exit, as a shell reports it.
+var errExitReported = errors.New("the program could not be executed; its exit was reported")
+
+// start resolves the request and starts the program. Its error is a
+// *protocol.Error to refuse the request with, or errExitReported.
+func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Writer, log *slog.Logger) (*session, error) {
 	acct, perr := s.account(req.User, peer)
 	if perr != nil {
 		return nil, perr
@@ -55,12 +54,15 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 	path, fail := lookPath(req.Argv[0], lookupEnv(env, "PATH"), dir, acct)
 	if fail != nil {
 		s.reportExecFailure(w, req, fail)
-		return nil, nil
+		return nil, errExitReported
 	}
 
 	cmd := &exec.Cmd{Path: path, Args: req.Argv, Env: env, Dir: dir,
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true}}
 	if switching {
+		// The user switch: in the child, between fork and exec, the Go
+		// runtime calls setgroups (the user's groups, listed explicitly),
+		// then setgid, then setuid, in that order.
 		cmd.SysProcAttr.Credential = acct.Credential()
 	}
 	ss := &session{srv: s, log: log, w: w, cmd: cmd,
@@ -75,7 +77,7 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 	if err != nil {
 		if f := startFailure(path, err); f != nil {
 			s.reportExecFailure(w, req, f)
-			return nil, nil
+			return nil, errExitReported
 		}
 		return nil, &protocol.Error{Kind: protocol.KindStart, Message: fmt.Sprintf("starting %q: %v", req.Argv[0], err)}
 	}
@@ -87,51 +89,6 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 		log.Warn("host gone before the session started", "err", err)
 	}
 	return ss, nil
-}
-
-// startPTY starts the program as a session leader whose controlling terminal
-// is a new PTY, sized before the program starts.
-func (ss *session) startPTY(req *protocol.Exec, acct *account.Account) (io.WriteCloser, error) {
-	master, slave, err := openPTY()
-	if err != nil {
-		return nil, err
-	}
-	defer slave.Close()
-	size := req.Size.Clamped()
-	if !size.Valid() {
-		size = fallbackSize
-	}
-	if err := setSize(master, size); err != nil {
-		master.Close()
-		return nil, err
-	}
-	if len(req.Modes) > 0 {
-		if err := setModes(slave, req.Modes); err != nil {
-			master.Close()
-			return nil, err
-		}
-	}
-	// The terminal belongs to the user, as login(1) leaves it: owner the
-	// user, group tty, mode 0620. corkd not running as root can only
-	// chown to itself, which it already is.
-	if err := slave.Chown(int(acct.UID), int(acct.TTYGroup())); err != nil && os.Geteuid() == 0 {
-		master.Close()
-		return nil, err
-	}
-	if err := slave.Chmod(0o620); err != nil {
-		master.Close()
-		return nil, err
-	}
-	ss.cmd.Stdin, ss.cmd.Stdout, ss.cmd.Stderr = slave, slave, slave
-	ss.cmd.SysProcAttr.Setctty = true
-	ss.cmd.SysProcAttr.Ctty = 0 // the child's fd 0, the slave
-	if err := ss.cmd.Start(); err != nil {
-		master.Close()
-		return nil, err
-	}
-	ss.master = master
-	ss.outs = []*output{{f: master, t: protocol.TypeStdout}}
-	return master, nil
 }
 
 // startPipes starts the program with its stdin, stdout and stderr on pipes.
@@ -306,31 +263,6 @@ func (ss *session) resize(s protocol.WindowSize) {
 	if ss.log.Enabled(context.Background(), slog.LevelDebug) { // the hot path allocates nothing for a disabled log
 		ss.log.Debug("resize applied", "size", s)
 	}
-}
-
-// signal forwards an allowed signal to the program's process group.
-func (ss *session) signal(name string) {
-	sig, ok := signalNumber(name)
-	if !ok {
-		ss.log.Warn("signal not forwarded", "signal", name)
-		return
-	}
-	// ESRCH: the program has already gone, which is no error.
-	if err := syscall.Kill(-ss.cmd.Process.Pid, sig); err != nil && err != syscall.ESRCH {
-		ss.log.Warn("signal failed", "signal", name, "err", err)
-	}
-}
-
-// hangup ends a session whose host has gone: SIGHUP to its processes, then
-// SIGKILL to whatever is left after the grace period.
-func (ss *session) hangup() {
-	sid := ss.cmd.Process.Pid
-	signalSession(sid, syscall.SIGHUP)
-	select {
-	case <-ss.reaped:
-	case <-time.After(ss.srv.cfg.DisconnectGrace):
-	}
-	signalSession(sid, syscall.SIGKILL)
 }
 
 func (ss *session) cleanup() {

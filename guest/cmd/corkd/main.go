@@ -166,20 +166,21 @@ func serve(args []string) int {
 
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
-	errc := make(chan error, len(ls))
+	closed := make(chan net.Listener, len(ls))
 	var wg sync.WaitGroup
 	for _, l := range ls {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errc <- srv.Serve(l)
+			srv.Serve(l)
+			closed <- l
 		}()
 	}
 	select {
 	case sig := <-stop:
 		log.Info("stopping", "signal", sig.String())
-	case err := <-errc:
-		log.Error("listener failed", "err", err)
+	case l := <-closed:
+		log.Error("a listener closed; stopping", "addr", l.Addr().String())
 	}
 	for _, l := range ls {
 		l.Close()

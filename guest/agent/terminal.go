@@ -1,91 +1,68 @@
 package agent
 
 import (
-	"bytes"
+	"io"
 	"os"
-	"strconv"
-	"strings"
-	"syscall"
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 
+	"github.com/corkvm/cork/guest/account"
 	"github.com/corkvm/cork/protocol"
 	"github.com/corkvm/cork/protocol/ttymodes"
 )
 
-// signalNumber maps a protocol signal name to its number here, or reports
-// false for a name that is not forwarded.
-func signalNumber(name string) (syscall.Signal, bool) {
-	name = strings.TrimPrefix(strings.ToUpper(name), "SIG")
-	for _, allowed := range protocol.Signals {
-		if name == allowed {
-			return unix.SignalNum("SIG" + name), true
-		}
-	}
-	return 0, false
-}
+// The session's terminal: a PTY opened, sized and set to the host
+// terminal's modes before the program starts, resized with TIOCSWINSZ on
+// its master, and sent end-of-file as its VEOF character.
 
-// exitOf turns a wait status into an Exit frame: 128+N for a program
-// killed by signal N (ProcessState.ExitCode is -1 there).
-func exitOf(ws syscall.WaitStatus) protocol.Exit {
-	if ws.Signaled() {
-		sig := ws.Signal()
-		return protocol.Exit{
-			Code:       128 + int(sig),
-			Signal:     strings.TrimPrefix(unix.SignalName(sig), "SIG"),
-			CoreDumped: ws.CoreDump(),
-		}
-	}
-	return protocol.Exit{Code: ws.ExitStatus()}
-}
+// fallbackSize is the PTY size when the host has no terminal to measure
+// (cork -t with stdin redirected): a PTY is never created at 0x0.
+var fallbackSize = protocol.WindowSize{Cols: 80, Rows: 24}
 
-// signalSession sends sig to every process of session sid: the leader's
-// process group, and any process a job-control shell moved to a group of its
-// own. Processes that have left the session (daemons) are not followed.
-// It returns how many processes it signalled.
-func signalSession(sid int, sig syscall.Signal) int {
-	n := 0
-	if unix.Kill(-sid, sig) == nil {
-		n++
-	}
-	for _, pid := range sessionMembers(sid) {
-		if unix.Kill(pid, sig) == nil {
-			n++
-		}
-	}
-	return n
-}
-
-// sessionMembers lists the live processes whose session id is sid; a
-// zombie needs no signal, only its parent's wait.
-func sessionMembers(sid int) []int {
-	ents, err := os.ReadDir("/proc")
+// startPTY starts the program as a session leader whose controlling terminal
+// is a new PTY, sized before the program starts.
+func (ss *session) startPTY(req *protocol.Exec, acct *account.Account) (io.WriteCloser, error) {
+	master, slave, err := openPTY()
 	if err != nil {
-		return nil
+		return nil, err
 	}
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// The command name may hold spaces and parentheses: the fields
-		// after the last ')' are state, ppid, pgrp, session.
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) > 3 && f[3] == strconv.Itoa(sid) && f[0] != "Z" {
-			pids = append(pids, pid)
+	defer slave.Close()
+	size := req.Size.Clamped()
+	if !size.Valid() {
+		size = fallbackSize
+	}
+	if err := setSize(master, size); err != nil {
+		master.Close()
+		return nil, err
+	}
+	if len(req.Modes) > 0 {
+		if err := setModes(slave, req.Modes); err != nil {
+			master.Close()
+			return nil, err
 		}
 	}
-	return pids
+	// The terminal belongs to the user, as login(1) leaves it: owner the
+	// user, group tty, mode 0620. corkd not running as root can only
+	// chown to itself, which it already is.
+	if err := slave.Chown(int(acct.UID), int(acct.TTYGroup())); err != nil && os.Geteuid() == 0 {
+		master.Close()
+		return nil, err
+	}
+	if err := slave.Chmod(0o620); err != nil {
+		master.Close()
+		return nil, err
+	}
+	ss.cmd.Stdin, ss.cmd.Stdout, ss.cmd.Stderr = slave, slave, slave
+	ss.cmd.SysProcAttr.Setctty = true
+	ss.cmd.SysProcAttr.Ctty = 0 // the child's fd 0, the slave
+	if err := ss.cmd.Start(); err != nil {
+		master.Close()
+		return nil, err
+	}
+	ss.master = master
+	ss.outs = []*output{{f: master, t: protocol.TypeStdout}}
+	return master, nil
 }
 
 // openPTY opens a PTY pair whose master supports deadlines and Close

@@ -1,0 +1,26 @@
+package agent
+
+import (
+	"os"
+	"runtime"
+
+	"github.com/corkvm/cork/guest/procfs"
+)
+
+// Stats is what corkd reports about itself on SIGUSR1.
+type Stats struct {
+	Sessions   int
+	Goroutines int
+	FDs        int
+	RSSKiB     int
+}
+
+// ReadStats reads the process's figures.
+func (s *Server) ReadStats() Stats {
+	st := Stats{Sessions: s.Active(), Goroutines: runtime.NumGoroutine()}
+	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+		st.FDs = len(ents)
+	}
+	st.RSSKiB, _ = procfs.StatusKiB(0, "VmRSS")
+	return st
+}
