@@ -9,8 +9,8 @@ import (
 )
 
 // inputQueue hands stdin to the program from a goroutine of its own, so the
-// frame reader never blocks on a program that does not read its input and
-// resize and signal frames behind a paste are applied at once (lesson 3).
+// frame reader never blocks on a program that does not read its input, and
+// resize and signal frames behind a paste are applied at once.
 // The host's stdin window bounds what it holds.
 type inputQueue struct {
 	dst     io.WriteCloser // nil when the program's stdin is not the host's

@@ -48,6 +48,11 @@ type serialListener struct {
 	wmu    sync.Mutex // one frame at a time on the port
 }
 
+var (
+	_ net.Listener = (*serialListener)(nil)
+	_ net.Conn     = (*serialConn)(nil)
+)
+
 func newSerialListener(port io.ReadWriteCloser, name string, log *slog.Logger) *serialListener {
 	l := &serialListener{port: port, name: name, log: log, br: bufio.NewReaderSize(port, 64<<10),
 		accept: make(chan *serialConn), done: make(chan struct{})}

@@ -245,8 +245,9 @@ func runSession(t *target, req protocol.Exec) int {
 }
 
 // forwardSignals turns the signals that would end cork into Signal frames
-// for the program (lesson 7). SIGWINCH is a resize, never forwarded; the
-// runtime's and the pipe's signals are never caught.
+// for the program. Only these are forwarded: SIGWINCH is a resize, and the
+// Go runtime's SIGURG, SIGCHLD and SIGPIPE belong to cork itself
+// (containerd#4935 forwarded SIGURG to containers).
 func forwardSignals(stop <-chan struct{}) <-chan string {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
@@ -346,15 +347,10 @@ func pingMain(args []string) int {
 		return fail("%v", err)
 	}
 	fmt.Printf("%s, protocol %d, hello in %v\n", h.Software, h.Version, time.Since(start).Round(time.Microsecond))
-	for i := 0; i < count; i++ {
-		payload := []byte(fmt.Sprint(i))
+	for i := range count {
 		start := time.Now()
-		if err := w.WriteFrame(protocol.TypePing, payload); err != nil {
-			return fail("ping: %v", err)
-		}
-		typ, p, err := r.Next()
-		if err != nil || typ != protocol.TypePong || string(p) != string(payload) {
-			return fail("ping %d: no matching pong (%v, %v)", i, typ, err)
+		if err := client.Ping(r, w, []byte(fmt.Sprint(i))); err != nil {
+			return fail("ping %d: %v", i, err)
 		}
 		fmt.Printf("pong %d: %v\n", i, time.Since(start).Round(time.Microsecond))
 	}

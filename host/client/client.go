@@ -3,6 +3,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -64,6 +65,24 @@ func Hello(r *protocol.Reader, w *protocol.Writer, software string) (*protocol.H
 		return nil, err
 	}
 	return &h, nil
+}
+
+// Ping sends payload (at most protocol.MaxPing bytes) after the hello
+// exchange and waits for its echo.
+func Ping(r *protocol.Reader, w *protocol.Writer, payload []byte) error {
+	if err := w.WriteFrame(protocol.TypePing, payload); err != nil {
+		return fmt.Errorf("sending ping: %w", err)
+	}
+	t, p, err := r.Next()
+	switch {
+	case err != nil:
+		return fmt.Errorf("waiting for pong: %w", err)
+	case t == protocol.TypeError:
+		return decodeError(p)
+	case t != protocol.TypePong || !bytes.Equal(p, payload):
+		return fmt.Errorf("corkd answered a ping with %s %q", t, p)
+	}
+	return nil
 }
 
 func decodeError(p []byte) error {
@@ -191,50 +210,4 @@ func sendSignals(w *protocol.Writer, sigs <-chan string, done <-chan struct{}) {
 			return
 		}
 	}
-}
-
-// credit counts the stdin bytes the host may still send.
-type credit struct {
-	mu     sync.Mutex
-	cond   sync.Cond
-	avail  int
-	closed bool
-}
-
-func newCredit() *credit {
-	c := &credit{}
-	c.cond.L = &c.mu
-	return c
-}
-
-// take waits for credit and takes at most max of it; 0 means closed.
-func (c *credit) take(max int) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for c.avail == 0 && !c.closed {
-		c.cond.Wait()
-	}
-	if c.closed {
-		return 0
-	}
-	n := min(c.avail, max)
-	c.avail -= n
-	return n
-}
-
-func (c *credit) give(n int) {
-	if n == 0 {
-		return
-	}
-	c.mu.Lock()
-	c.avail += n
-	c.mu.Unlock()
-	c.cond.Signal()
-}
-
-func (c *credit) close() {
-	c.mu.Lock()
-	c.closed = true
-	c.mu.Unlock()
-	c.cond.Broadcast()
 }

@@ -181,3 +181,25 @@ func TestResizeFramesInOrderEndAtLast(t *testing.T) {
 		t.Fatalf("last resize %d, want 500", last)
 	}
 }
+
+func TestPing(t *testing.T) {
+	host, guest := net.Pipe()
+	defer host.Close()
+	go func() {
+		defer guest.Close()
+		r, w := protocol.NewReader(guest), protocol.NewWriter(guest)
+		typ, p, _ := r.Next()
+		w.WriteFrame(protocol.TypePong, p)
+		typ, p, _ = r.Next()
+		if typ == protocol.TypePing {
+			w.WriteFrame(protocol.TypePong, append(p, 'x')) // a wrong echo
+		}
+	}()
+	r, w := protocol.NewReader(host), protocol.NewWriter(host)
+	if err := Ping(r, w, []byte("abc")); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	if err := Ping(r, w, []byte("def")); err == nil || !strings.Contains(err.Error(), "defx") {
+		t.Fatalf("a wrong echo: %v", err)
+	}
+}

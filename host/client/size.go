@@ -6,10 +6,11 @@ import (
 	"github.com/corkvm/cork/protocol"
 )
 
-// SizeSlot holds the newest terminal size not yet sent (lesson 2). Put
-// overwrites it, so a burst of resizes while a frame is being written ends
-// with the newest size sent next, never queued behind the stale ones, and
-// the first one is sent at once, with no debounce.
+// SizeSlot holds the newest terminal size not yet sent. Put overwrites it,
+// so a burst of resizes while a frame is being written ends with the newest
+// size sent next, never queued behind stale ones (kubectl's size queue
+// drops the newest when full), and the first one is sent at once, with no
+// debounce (coder#6662 delayed every first resize).
 type SizeSlot struct {
 	mu    sync.Mutex
 	size  protocol.WindowSize

@@ -53,7 +53,7 @@ func TestResizeReachesProgram(t *testing.T) {
 
 // TestResizeBurstEndsAtFinalSize: 500 random sizes set back to back, then a
 // known one: whatever was coalesced on the way, the program must end at
-// the last size (lesson 2).
+// the last size, however many were coalesced on the way.
 func TestResizeBurstEndsAtFinalSize(t *testing.T) {
 	a := startAgent(t)
 	tm := termtest.Start(t, 24, 80, bin.cork, corkExec(a, "-it", "--", bin.probe)...)
