@@ -57,12 +57,8 @@ vm-test: vm-image
 # over the virtio-serial port. Drag your terminal and run stty size.
 vm-demo: vm-image bin/linux-amd64/cork
 	@dir=$$(mktemp -d); \
-	timeout 3600 qemu-system-x86_64 -accel $(QEMU_ACCEL) -machine pc -cpu max -m 512 -smp 1 \
-		-nodefaults -no-reboot -display none -serial file:$$dir/console.log \
-		-kernel $(TESTVM)/vmlinux -initrd $(TESTVM)/initramfs.cpio \
-		-append "console=ttyS0 panic=-1 quiet cork.mode=demo" \
-		-device virtio-serial -chardev socket,id=cork,path=$$dir/serial.sock,server=on,wait=off \
-		-device virtserialport,chardev=cork,name=cork & pid=$$!; \
+	QEMU_ACCEL=$(QEMU_ACCEL) timeout 3600 images/testvm/run-vm $(TESTVM) demo $$dir/serial.sock \
+		</dev/null >$$dir/console.log 2>&1 & pid=$$!; \
 	trap 'kill $$pid 2>/dev/null; rm -rf $$dir' EXIT; \
 	for i in $$(seq 300); do grep -q "VMCHECK READY" $$dir/console.log 2>/dev/null && break; sleep 0.1; done; \
 	echo "VM up (QEMU pid $$pid, console in $$dir/console.log). Exit the shell to stop it."; \

@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/corkvm/cork/protocol"
 )
 
 // normalize reduces a Go build command line to its words, with the
@@ -47,6 +49,10 @@ func TestDockerfileBuildsLikeMake(t *testing.T) {
 	got := normalize(strings.Replace(string(d[1]), "-o /out/corkd", "-o OUT", 1))
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("the Dockerfile builds corkd differently from make:\n  Dockerfile: %s\n  Makefile:   %s", strings.Join(got, " "), strings.Join(want, " "))
+	}
+	// cork bake reads corkd's version by protocol.Stamp's marker.
+	if stamp := "-X main.stamp=" + protocol.Stamp("$(VERSION)"); !strings.Contains(string(m[1]), stamp) {
+		t.Errorf("the Makefile's build line does not stamp %q", stamp)
 	}
 	for _, need := range []string{"CGO_ENABLED=0", "-trimpath", "GOARCH=$TARGETARCH", "FROM ${BASE}", "/usr/local/bin/corkd"} {
 		if !strings.Contains(string(df), need) {

@@ -15,6 +15,18 @@ const (
 	MaxVersion = 1
 )
 
+// A corkd binary carries its version between StampMarker and StampEnd,
+// set at build time with -ldflags "-X main.stamp=corkd-version:VERSION;",
+// so that cork bake can read it from a binary built for another
+// architecture without running it. The Makefile's build line writes it.
+const (
+	StampMarker = "corkd-version:"
+	StampEnd    = ";"
+)
+
+// Stamp returns the stamp that carries version.
+func Stamp(version string) string { return StampMarker + version + StampEnd }
+
 // DefaultVsockPort is the vsock port corkd listens on and cork dials when
 // an address names none: "cork" on a phone keypad.
 const DefaultVsockPort = 2675

@@ -101,14 +101,15 @@ func TestExecRejects(t *testing.T) {
 	os.WriteFile(file, nil, 0o644)
 	locked := filepath.Join(dir, "locked")
 	os.Mkdir(locked, 0o700)
-	tests := []struct {
+	type badExec struct {
 		name string
 		req  protocol.Exec
 		kind string
 		text string
-	}{
+	}
+	tests := []badExec{
 		{"empty argv", protocol.Exec{}, protocol.KindRequest, "empty argv"},
-		{"too many args", protocol.Exec{Argv: make([]string, protocol.MaxArgs+1)}, protocol.KindRequest, "empty argv"},
+		{"too many empty args", protocol.Exec{Argv: make([]string, protocol.MaxArgs+1)}, protocol.KindRequest, "empty argv"},
 		{"too many args after a program", protocol.Exec{Argv: append([]string{"true"}, make([]string, protocol.MaxArgs)...)}, protocol.KindRequest, "the limit is 4096"},
 		{"env without =", protocol.Exec{Argv: []string{"true"}, Env: []string{"JUSTAKEY"}}, protocol.KindRequest, "environment entry 0 is not KEY=VALUE"},
 		{"env with NUL", protocol.Exec{Argv: []string{"true"}, Env: []string{"A=b\x00c"}}, protocol.KindRequest, "NUL"},
@@ -117,12 +118,7 @@ func TestExecRejects(t *testing.T) {
 		{"workdir is a file", protocol.Exec{Argv: []string{"true"}, Dir: file}, protocol.KindWorkdir, "not a directory"},
 	}
 	if os.Geteuid() == 0 {
-		tests = append(tests, struct {
-			name string
-			req  protocol.Exec
-			kind string
-			text string
-		}{"workdir the user may not enter", protocol.Exec{Argv: []string{"true"}, User: "nobody", Dir: locked}, protocol.KindWorkdir, "cannot enter"})
+		tests = append(tests, badExec{"workdir the user may not enter", protocol.Exec{Argv: []string{"true"}, User: "nobody", Dir: locked}, protocol.KindWorkdir, "cannot enter"})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/corkvm/cork/protocol"
 )
 
 // agentLayer is an uncompressed layer holding one root-owned executable.
@@ -56,11 +58,10 @@ func checkMachine(path string, bin []byte, arch string) error {
 	return nil
 }
 
-// The version marker corkd's build stamps into the binary (see
-// guest/cmd/corkd): "corkd-version:VERSION;".
+// The version marker corkd's build stamps into the binary.
 var (
-	stampMarker = []byte("corkd-version:")
-	stampEnd    = []byte(";")
+	stampMarker = []byte(protocol.StampMarker)
+	stampEnd    = []byte(protocol.StampEnd)
 )
 
 // agentVersion reads the version stamped into a corkd binary, without

@@ -23,6 +23,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/corkvm/cork/protocol"
 )
 
 // agents are real corkd binaries, built once for both architectures.
@@ -37,7 +39,7 @@ func TestMain(m *testing.M) {
 	}
 	for _, arch := range []string{"amd64", "arm64"} {
 		out := filepath.Join(dir, "linux-"+arch, "corkd")
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+testVersion+" -X main.stamp=corkd-version:"+testVersion+";", "-o", out, "github.com/corkvm/cork/guest/cmd/corkd")
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+testVersion+" -X main.stamp="+protocol.Stamp(testVersion), "-o", out, "github.com/corkvm/cork/guest/cmd/corkd")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
 		if b, err := cmd.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "building corkd for %s: %v\n%s", arch, err, b)

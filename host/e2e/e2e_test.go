@@ -137,14 +137,12 @@ func TestCorkOwnErrors(t *testing.T) {
 		{[]string{"exec", "--bogus", "--", "true"}, "unknown flag"},
 		{[]string{"exec", "-e", "=x", "--connect", "unix:///x", "--", "true"}, "no name"},
 	} {
-		out, _ := exec.Command(bin.cork, tt.args...).CombinedOutput()
-		code := 0
+		cmd := exec.Command(bin.cork, tt.args...)
+		out, _ := cmd.CombinedOutput()
 		if !strings.Contains(strings.ToLower(string(out)), tt.msg) {
 			t.Errorf("cork %v: %q does not say %q", tt.args, out, tt.msg)
 		}
-		cmd := exec.Command(bin.cork, tt.args...)
-		cmd.Run()
-		if code = cmd.ProcessState.ExitCode(); code != 125 {
+		if code := cmd.ProcessState.ExitCode(); code != 125 {
 			t.Errorf("cork %v: exit %d, want 125", tt.args, code)
 		}
 	}

@@ -40,8 +40,7 @@ if [ ! -s "$kdir/vmlinux" ]; then
 		exit 1
 	fi
 	mkdir -p "$kdir/modules"
-	for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_console \
-		vsock vmw_vsock_virtio_transport_common vsock_loopback; do
+	for m in $(cat "$here/modules"); do
 		f=$(find "$kdir/x/lib/modules" -name "$m.ko" | head -1)
 		[ -n "$f" ] || { echo "build.sh: module $m not in $pkg" >&2; exit 1; }
 		cp "$f" "$kdir/modules/"
@@ -91,6 +90,7 @@ go run ./host/cmd/cork bake --agent "$corkd" "$out/base-oci" "$out/baked-oci"
 	for f in "$kdir"/modules/*.ko; do
 		echo "file /lib/modules/${f##*/} $f 0644 0 0"
 	done
+	echo "file /lib/modules/load-order $here/modules 0644 0 0"
 } >"$stage/vm.list"
 go run ./images/testvm/mkinitramfs -oci "$out/baked-oci" -o "$out/initramfs.cpio" <"$stage/vm.list"
 echo "test VM: $out/vmlinux $out/initramfs.cpio ($pkg, image $out/baked-oci)"

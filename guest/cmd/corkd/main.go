@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"os/user"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -23,22 +24,21 @@ import (
 	"github.com/corkvm/cork/protocol"
 )
 
-// stamp carries corkd's version, set at build time with -ldflags
-// "-X main.stamp=corkd-version:VERSION;". Its marker and terminator let
-// cork bake read the version from the binary without running it (it may
-// be built for another architecture).
-// It is left unset otherwise, so that the binary holds no other copy of
-// the marker.
+// stamp carries corkd's version, set at build time as protocol.Stamp
+// describes, for cork bake to read from the binary. It is left unset
+// otherwise, and versionOf does not spell protocol.StampMarker, so that the
+// binary holds no other copy of the marker for cork bake to find.
 var stamp string
 
 var version = versionOf(stamp)
 
 func versionOf(stamp string) string {
-	const prefix = len("corkd-version:")
-	if len(stamp) <= prefix+1 {
+	_, v, ok := strings.Cut(stamp, ":")
+	v, ok2 := strings.CutSuffix(v, protocol.StampEnd)
+	if !ok || !ok2 || v == "" {
 		return "dev"
 	}
-	return stamp[prefix : len(stamp)-1]
+	return v
 }
 
 const usage = `usage:
