@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package e2e runs the real binaries, cork and corkd, against each other:
 // cork on a PTY that stands in for the operator's terminal, corkd on a unix
 // socket or behind the smolvm stand-in.

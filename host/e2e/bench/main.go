@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench measures cork on this machine, side by side with the floor
 // (no cork) and with the fork-per-resize workaround cork replaces, and
 // prints the results as Markdown. `make bench` runs it.

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package termtest runs a program on a PTY that stands in for the
 // operator's terminal, for tests: the program is the terminal's session
 // leader and foreground process, as cork is in a real terminal, and the test
