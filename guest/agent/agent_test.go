@@ -21,8 +21,8 @@ import (
 
 	"github.com/corkvm/cork/guest/agent"
 	"github.com/corkvm/cork/host/client"
-	"github.com/corkvm/cork/host/e2e/termtest"
 	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/prototest"
 )
 
 // These tests run a real agent in memory, one tiny program per behaviour,
@@ -363,33 +363,24 @@ func TestBackgroundChildDoesNotHang(t *testing.T) {
 
 // rawSession speaks the protocol by hand for the tests that need the pid
 // or that misbehave on purpose.
-func rawSession(t *testing.T, conn net.Conn, req protocol.Exec) (*protocol.Reader, *protocol.Writer, protocol.Started) {
+func rawSession(t *testing.T, conn net.Conn, req protocol.Exec) (*prototest.Peer, protocol.Started) {
 	t.Helper()
-	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
-	if _, err := client.Hello(r, w, "test"); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.WriteJSON(protocol.TypeExec, &req); err != nil {
-		t.Fatal(err)
-	}
-	typ, p, err := r.Next()
-	if err != nil || typ != protocol.TypeStarted {
-		t.Fatalf("want started, got %s %q %v", typ, p, err)
-	}
-	var st protocol.Started
-	if err := protocol.Decode(typ, p, &st); err != nil {
-		t.Fatal(err)
-	}
-	// Keep reading so that output never blocks the agent.
-	return r, w, st
+	p := prototest.NewPeer(t, conn)
+	p.Hello()
+	return p, p.Exec(req)
 }
 
 // sessionAlive reports how many live processes are in session sid.
 func sessionAlive(sid int) int { return len(agent.SessionMembers(sid)) }
 
+// waitFor polls cond until it holds, failing the test after timeout.
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	termtest.WaitFor(t, what, timeout, cond)
+	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+	}
 }
 
 func TestDroppedConnectionLeavesNothing(t *testing.T) {
@@ -405,14 +396,8 @@ func TestDroppedConnectionLeavesNothing(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			conn := connect(t, srv)
-			r, _, st := rawSession(t, conn, tc.req)
-			go func() {
-				for {
-					if _, _, err := r.Next(); err != nil {
-						return
-					}
-				}
-			}()
+			p, st := rawSession(t, conn, tc.req)
+			p.Drain()
 			waitFor(t, "the session's processes to start", 5*time.Second, func() bool { return sessionAlive(st.PID) >= 3 })
 			conn.Close()
 			waitFor(t, "every process of the session to end", 10*time.Second, func() bool { return sessionAlive(st.PID) == 0 })
@@ -423,30 +408,18 @@ func TestDroppedConnectionLeavesNothing(t *testing.T) {
 func TestSignalForwarded(t *testing.T) {
 	srv := newServer(t, agent.Config{})
 	conn := connect(t, srv)
-	r, w, _ := rawSession(t, conn, protocol.Exec{Argv: sh("trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done")})
-	var out strings.Builder
-	for {
-		typ, p, err := r.Next()
-		if err != nil {
-			t.Fatalf("after %q: %v", out.String(), err)
+	p, _ := rawSession(t, conn, protocol.Exec{Argv: sh("trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done")})
+	sent := false
+	out, _, exit := p.Output(func(out string) {
+		if strings.Contains(out, "ready") && !sent {
+			sent = true
+			// SIGURG is the Go runtime's and must be refused; TERM goes through.
+			p.Send(protocol.TypeSignal, &protocol.Signal{Name: "URG"})
+			p.Send(protocol.TypeSignal, &protocol.Signal{Name: "TERM"})
 		}
-		switch typ {
-		case protocol.TypeStdout:
-			out.Write(p)
-			if strings.Contains(out.String(), "ready") && !strings.Contains(out.String(), "sent") {
-				out.WriteString("sent")
-				// SIGURG is the Go runtime's and must be refused; TERM goes through.
-				w.WriteJSON(protocol.TypeSignal, &protocol.Signal{Name: "URG"})
-				w.WriteJSON(protocol.TypeSignal, &protocol.Signal{Name: "TERM"})
-			}
-		case protocol.TypeExit:
-			var e protocol.Exit
-			protocol.Decode(typ, p, &e)
-			if e.Code != 7 || !strings.Contains(out.String(), "got-term") {
-				t.Fatalf("exit %+v after %q", e, out.String())
-			}
-			return
-		}
+	})
+	if exit.Code != 7 || !strings.Contains(out, "got-term") {
+		t.Fatalf("exit %+v after %q", exit, out)
 	}
 }
 
@@ -455,33 +428,17 @@ func TestSignalForwarded(t *testing.T) {
 func TestResizeDuringUnreadPaste(t *testing.T) {
 	srv := newServer(t, agent.Config{})
 	conn := connect(t, srv)
-	r, w, st := rawSession(t, conn, protocol.Exec{TTY: true, Stdin: true, Size: protocol.WindowSize{Cols: 80, Rows: 24},
+	p, st := rawSession(t, conn, protocol.Exec{TTY: true, Stdin: true, Size: protocol.WindowSize{Cols: 80, Rows: 24},
 		Argv: sh("trap 'stty size' WINCH; echo ready; while :; do sleep 0.05; done")})
 	// A paste as large as the window: the terminal takes about 4 KiB
 	// before the writer blocks on a program that never reads.
 	paste := bytes.Repeat([]byte("x"), int(st.StdinWindow))
-	var out strings.Builder
-	pasted := false
-	for {
-		typ, p, err := r.Next()
-		if err != nil {
-			t.Fatalf("after %q: %v", out.String(), err)
-		}
-		if typ != protocol.TypeStdout {
-			continue
-		}
-		out.Write(p)
-		if !pasted && strings.Contains(out.String(), "ready") {
-			pasted = true
-			for i := 0; i < len(paste); i += 32 << 10 {
-				w.WriteFrame(protocol.TypeStdin, paste[i:min(i+32<<10, len(paste))])
-			}
-			w.WriteFrame(protocol.TypeResize, protocol.EncodeResize(protocol.WindowSize{Cols: 99, Rows: 33}))
-		}
-		if strings.Contains(out.String(), "33 99") {
-			return
-		}
+	waitOutput(t, p.R, "ready")
+	for i := 0; i < len(paste); i += 32 << 10 {
+		p.Send(protocol.TypeStdin, paste[i:min(i+32<<10, len(paste))])
 	}
+	p.Send(protocol.TypeResize, protocol.EncodeResize(protocol.WindowSize{Cols: 99, Rows: 33}))
+	waitOutput(t, p.R, "33 99")
 }
 
 func TestConcurrentSessionsNoCrossTalk(t *testing.T) {
@@ -535,15 +492,13 @@ func TestConcurrentSessionsNoCrossTalk(t *testing.T) {
 
 func TestPing(t *testing.T) {
 	srv := newServer(t, agent.Config{Software: "corkd test"})
-	conn := connect(t, srv)
-	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
-	h, err := client.Hello(r, w, "test")
-	if err != nil || h.Software != "corkd test" || h.Version != protocol.MaxVersion {
-		t.Fatalf("hello %+v, %v", h, err)
+	p := prototest.NewPeer(t, connect(t, srv))
+	if h := p.Hello(); h.Software != "corkd test" || h.Version != protocol.MaxVersion {
+		t.Fatalf("hello %+v", h)
 	}
-	w.WriteFrame(protocol.TypePing, []byte("abc"))
-	if typ, p, err := r.Next(); err != nil || typ != protocol.TypePong || string(p) != "abc" {
-		t.Fatalf("pong: %s %q %v", typ, p, err)
+	p.Send(protocol.TypePing, []byte("abc"))
+	if pong := p.Expect(protocol.TypePong); string(pong) != "abc" {
+		t.Fatalf("pong %q", pong)
 	}
 }
 

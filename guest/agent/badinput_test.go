@@ -15,32 +15,11 @@ import (
 	"github.com/corkvm/cork/guest/agent"
 	"github.com/corkvm/cork/host/client"
 	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/prototest"
 )
 
 // Bad input: each case gets an error frame that names the problem, and
 // the agent goes on serving. One small exchange per case.
-
-// expectError reads frames until an Error and checks its kind and text.
-func expectError(t *testing.T, r *protocol.Reader, kind, text string) {
-	t.Helper()
-	for {
-		typ, p, err := r.Next()
-		if err != nil {
-			t.Fatalf("want a %s error naming %q, got %v", kind, text, err)
-		}
-		if typ != protocol.TypeError {
-			continue
-		}
-		var e protocol.Error
-		if err := protocol.Decode(typ, p, &e); err != nil {
-			t.Fatal(err)
-		}
-		if e.Kind != kind || !strings.Contains(e.Message, text) {
-			t.Fatalf("error %+v, want kind %s naming %q", e, kind, text)
-		}
-		return
-	}
-}
 
 // stillServes proves the agent works after whatever a test did to it.
 func stillServes(t *testing.T, srv *agent.Server) {
@@ -49,21 +28,6 @@ func stillServes(t *testing.T, srv *agent.Server) {
 	if r.err != nil || r.stdout != "alive\n" {
 		t.Fatalf("agent no longer serves: %q, %v", r.stdout, r.err)
 	}
-}
-
-func hello(t *testing.T, conn net.Conn) (*protocol.Reader, *protocol.Writer) {
-	t.Helper()
-	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
-	if _, err := client.Hello(r, w, "test"); err != nil {
-		t.Fatal(err)
-	}
-	return r, w
-}
-
-func header(t protocol.Type, n uint32) []byte {
-	b := make([]byte, protocol.HeaderSize)
-	protocol.PutHeader(b, t, int(n))
-	return b
 }
 
 func TestHandshakeRejects(t *testing.T) {
@@ -81,14 +45,14 @@ func TestHandshakeRejects(t *testing.T) {
 		{"wrong version", func(c net.Conn) {
 			protocol.NewWriter(c).WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 5, MaxVersion: 7})
 		}, protocol.KindVersion, "peer speaks versions 5 to 7, this side speaks version 1"},
-		{"oversize frame", func(c net.Conn) { c.Write(header(protocol.TypeHello, 1<<30)) }, protocol.KindProtocol, "the limit is 1048576"},
+		{"oversize frame", func(c net.Conn) { c.Write(prototest.Header(protocol.TypeHello, 1<<30)) }, protocol.KindProtocol, "the limit is 1048576"},
 		{"hello not JSON", func(c net.Conn) { protocol.NewWriter(c).WriteFrame(protocol.TypeHello, []byte("{{")) }, protocol.KindProtocol, "bad hello payload"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			conn := connect(t, srv)
 			go tt.send(conn)
-			expectError(t, protocol.NewReader(conn), tt.kind, tt.text)
+			prototest.NewPeer(t, conn).ExpectError(tt.kind, tt.text)
 			stillServes(t, srv)
 		})
 	}
@@ -122,9 +86,10 @@ func TestExecRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, w := hello(t, connect(t, srv))
-			w.WriteJSON(protocol.TypeExec, &tt.req)
-			expectError(t, r, tt.kind, tt.text)
+			p := prototest.NewPeer(t, connect(t, srv))
+			p.Hello()
+			p.Send(protocol.TypeExec, &tt.req)
+			p.ExpectError(tt.kind, tt.text)
 		})
 	}
 	stillServes(t, srv)
@@ -133,10 +98,11 @@ func TestExecRejects(t *testing.T) {
 func TestArgvOverFrameLimit(t *testing.T) {
 	srv := newServer(t, agent.Config{})
 	conn := connect(t, srv)
-	r, _ := hello(t, conn)
+	p := prototest.NewPeer(t, conn)
+	p.Hello()
 	// An exec larger than the frame limit is refused from its header.
-	go conn.Write(append(header(protocol.TypeExec, protocol.MaxPayload+1), make([]byte, 64)...))
-	expectError(t, r, protocol.KindProtocol, "exec frame of 1048577 bytes")
+	go conn.Write(append(prototest.Header(protocol.TypeExec, protocol.MaxPayload+1), make([]byte, 64)...))
+	p.ExpectError(protocol.KindProtocol, "exec frame of 1048577 bytes")
 	stillServes(t, srv)
 }
 
@@ -160,16 +126,16 @@ func TestSessionRejects(t *testing.T) {
 				w.WriteFrame(protocol.TypeStdin, make([]byte, 32<<10))
 			}
 		}, "overran the stdin window"},
-		{"unknown frame type", true, func(w *protocol.Writer) { w.WriteFramed(header(protocol.Type(0x66), 0)) }, "unknown frame type 0x66"},
+		{"unknown frame type", true, func(w *protocol.Writer) { w.WriteFramed(prototest.Header(protocol.Type(0x66), 0)) }, "unknown frame type 0x66"},
 		{"short resize", true, func(w *protocol.Writer) { w.WriteFrame(protocol.TypeResize, []byte{1, 2}) }, "resize payload has 2 bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			conn := connect(t, srv)
 			// A program that neither reads nor ends by itself.
-			r, w, st := rawSession(t, conn, protocol.Exec{Argv: []string{"sleep", "600"}, TTY: tt.tty, Stdin: true})
-			go tt.send(w)
-			expectError(t, r, protocol.KindProtocol, tt.text)
+			p, st := rawSession(t, conn, protocol.Exec{Argv: []string{"sleep", "600"}, TTY: tt.tty, Stdin: true})
+			go tt.send(p.W)
+			p.ExpectError(protocol.KindProtocol, tt.text)
 			// The session is over: its program is gone.
 			waitFor(t, "the session's program to end", 10*time.Second, func() bool { return sessionAlive(st.PID) == 0 })
 		})
@@ -182,19 +148,19 @@ func TestSessionRejects(t *testing.T) {
 func TestResizeEdgeCases(t *testing.T) {
 	srv := newServer(t, agent.Config{})
 	conn := connect(t, srv)
-	r, w, _ := rawSession(t, conn, protocol.Exec{Argv: sh("echo ready; read x; stty size"), Stdin: true, TTY: true,
+	p, _ := rawSession(t, conn, protocol.Exec{Argv: sh("echo ready; read x; stty size"), Stdin: true, TTY: true,
 		Size: protocol.WindowSize{Cols: 80, Rows: 24}})
-	waitOutput(t, r, "ready")
-	w.WriteFrame(protocol.TypeResize, protocol.EncodeResize(protocol.WindowSize{Cols: 0, Rows: 0}))
-	w.WriteFrame(protocol.TypeResize, protocol.EncodeResize(protocol.WindowSize{Cols: 65535, Rows: 65535}))
-	w.WriteFrame(protocol.TypeStdin, []byte("go\n"))
-	waitOutput(t, r, "4096 4096")
+	waitOutput(t, p.R, "ready")
+	p.Send(protocol.TypeResize, protocol.EncodeResize(protocol.WindowSize{Cols: 0, Rows: 0}))
+	p.Send(protocol.TypeResize, protocol.EncodeResize(protocol.WindowSize{Cols: 65535, Rows: 65535}))
+	p.Send(protocol.TypeStdin, []byte("go\n"))
+	waitOutput(t, p.R, "4096 4096")
 
 	conn = connect(t, srv)
-	r, w, _ = rawSession(t, conn, protocol.Exec{Argv: sh("read x; echo pipes-fine"), Stdin: true})
-	w.WriteFrame(protocol.TypeResize, protocol.EncodeResize(protocol.WindowSize{Cols: 100, Rows: 30}))
-	w.WriteFrame(protocol.TypeStdin, []byte("go\n"))
-	waitOutput(t, r, "pipes-fine")
+	p, _ = rawSession(t, conn, protocol.Exec{Argv: sh("read x; echo pipes-fine"), Stdin: true})
+	p.Send(protocol.TypeResize, protocol.EncodeResize(protocol.WindowSize{Cols: 100, Rows: 30}))
+	p.Send(protocol.TypeStdin, []byte("go\n"))
+	waitOutput(t, p.R, "pipes-fine")
 }
 
 func waitOutput(t *testing.T, r *protocol.Reader, want string) {
@@ -219,8 +185,8 @@ func waitOutput(t *testing.T, r *protocol.Reader, want string) {
 func TestFrameCutByDroppedConnection(t *testing.T) {
 	srv := newServer(t, agent.Config{})
 	for _, partial := range [][]byte{
-		header(protocol.TypeHello, 100)[:2],
-		append(header(protocol.TypeHello, 100), `{"min_ver`...),
+		prototest.Header(protocol.TypeHello, 100)[:2],
+		append(prototest.Header(protocol.TypeHello, 100), `{"min_ver`...),
 	} {
 		conn := connect(t, srv)
 		conn.Write(partial)
@@ -229,8 +195,8 @@ func TestFrameCutByDroppedConnection(t *testing.T) {
 	}
 	// And inside a session: the session ends as for any dropped host.
 	conn := connect(t, srv)
-	_, w, st := rawSession(t, conn, protocol.Exec{Argv: []string{"sleep", "600"}, Stdin: true})
-	w.WriteFramed(append(header(protocol.TypeStdin, 1000), "only part"...))
+	p, st := rawSession(t, conn, protocol.Exec{Argv: []string{"sleep", "600"}, Stdin: true})
+	p.W.WriteFramed(append(prototest.Header(protocol.TypeStdin, 1000), "only part"...))
 	conn.Close()
 	waitFor(t, "the session's program to end", 10*time.Second, func() bool { return sessionAlive(st.PID) == 0 })
 	stillServes(t, srv)
@@ -241,8 +207,8 @@ func TestFrameCutByDroppedConnection(t *testing.T) {
 func TestSlowPeerTimesOut(t *testing.T) {
 	srv := newServer(t, agent.Config{HandshakeTimeout: 200 * time.Millisecond})
 	for _, partial := range [][]byte{
-		header(protocol.TypeHello, 100)[:3],          // half a header
-		append(header(protocol.TypeHello, 100), '{'), // half a payload
+		prototest.Header(protocol.TypeHello, 100)[:3],          // half a header
+		append(prototest.Header(protocol.TypeHello, 100), '{'), // half a payload
 	} {
 		conn := connect(t, srv)
 		go conn.Write(partial)
@@ -259,7 +225,7 @@ func TestSlowPeerTimesOut(t *testing.T) {
 	}
 	// And one that says hello but never execs.
 	conn := connect(t, srv)
-	hello(t, conn)
+	prototest.NewPeer(t, conn).Hello()
 	if _, err := io.Copy(io.Discard, conn); err != nil && !errors.Is(err, io.ErrClosedPipe) {
 		t.Fatal(err)
 	}
@@ -272,7 +238,7 @@ func TestSlowPeerTimesOut(t *testing.T) {
 func TestHostNeverReads(t *testing.T) {
 	srv := newServer(t, agent.Config{})
 	conn := connect(t, srv)
-	_, _, st := rawSession(t, conn, protocol.Exec{Argv: []string{"yes", "flood"}})
+	_, st := rawSession(t, conn, protocol.Exec{Argv: []string{"yes", "flood"}})
 	// Nothing reads conn from here on. net.Pipe has no buffer: the agent's
 	// pump blocks on its first frame, the pipe fills, and yes blocks.
 	var before, after runtime.MemStats

@@ -1,7 +1,6 @@
 package listen
 
 import (
-	"encoding/json"
 	"io"
 	"log/slog"
 	"strings"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/corkvm/cork/guest/agent"
 	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/prototest"
 )
 
 // fakePort is a serial port: what the host writes arrives in chunks, a nil
@@ -50,20 +50,7 @@ type host struct {
 	r    *protocol.Reader
 }
 
-func (h *host) send(t protocol.Type, v any) {
-	var p []byte
-	switch v := v.(type) {
-	case []byte:
-		p = v
-	case nil:
-	default:
-		p, _ = json.Marshal(v)
-	}
-	b := make([]byte, protocol.HeaderSize+len(p))
-	protocol.PutHeader(b, t, len(p))
-	copy(b[protocol.HeaderSize:], p)
-	h.port.in <- b
-}
+func (h *host) send(t protocol.Type, v any) { h.port.in <- prototest.Frame(t, v) }
 
 // session runs argv and returns its output up to the exit frame.
 func (h *host) session(argv ...string) (string, protocol.Exit) {

@@ -77,7 +77,7 @@ func mustOutput(t *testing.T, name string, args ...string) string {
 // corkAs runs cork as uid:gid (and its groups) and returns its combined
 // output and exit status.
 func corkAs(uid, gid int, groups []uint32, args ...string) (string, int) {
-	cmd := exec.Command(bin.cork, args...)
+	cmd := exec.Command(bin.Cork, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: groups}}
 	out, _ := cmd.CombinedOutput()
 	return string(out), cmd.ProcessState.ExitCode()
@@ -111,7 +111,7 @@ func TestAllowedUIDRunsAsItself(t *testing.T) {
 		t.Fatalf("-u its own name: exit %d, %q", code, out)
 	}
 	for _, other := range []string{"root", "0", "nobody"} {
-		marker := filepath.Join(bin.dir, "ran-as-"+other)
+		marker := filepath.Join(bin.Dir, "ran-as-"+other)
 		out, code := as("-u", other, "--", "touch", marker)
 		if code != 125 || !strings.Contains(out, "only as itself") || !strings.Contains(out, "--allow-uid-as-any") {
 			t.Fatalf("-u %s from an admitted uid: exit %d, %q; want 125 naming --allow-uid-as-any", other, code, out)
@@ -124,7 +124,7 @@ func TestAllowedUIDRunsAsItself(t *testing.T) {
 	if out, code := as("--", "id", "-un"); code != 0 || strings.TrimSpace(out) != u.name {
 		t.Fatalf("after the refusals: exit %d, %q", code, out)
 	}
-	if out, err := exec.Command(bin.cork, corkExec(a, "--", "id", "-u")...).CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "0" {
+	if out, err := exec.Command(bin.Cork, corkExec(a, "--", "id", "-u")...).CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "0" {
 		t.Fatalf("root after the refusals: %q, %v", out, err)
 	}
 }
@@ -147,7 +147,7 @@ func TestTrustedUIDRunsAsAnyone(t *testing.T) {
 func TestUIDNotAllowedRefused(t *testing.T) {
 	u := newTestUser(t)
 	a := startAgent(t, "--allow-uid", strconv.Itoa(u.uid))
-	marker := filepath.Join(bin.dir, "ran-for-nobody")
+	marker := filepath.Join(bin.Dir, "ran-for-nobody")
 	if out, code := corkAs(65534, 65534, nil, corkExec(a, "--", "touch", marker)...); code != 125 || !strings.Contains(out, "permission denied") {
 		t.Fatalf("nobody on a socket owned by %d: exit %d, %q", u.uid, code, out)
 	}
@@ -186,8 +186,8 @@ func TestSocketGroup(t *testing.T) {
 // TestSeveralUIDsNeedAGroup: a socket has one owner, so corkd refuses to
 // start rather than guess how several uids should reach it.
 func TestSeveralUIDsNeedAGroup(t *testing.T) {
-	sock := filepath.Join(bin.dir, "several.sock")
-	out, err := exec.Command(bin.corkd, "serve", "--listen", "unix://"+sock, "--allow-uid", "1000", "--allow-uid-as-any", "1001").CombinedOutput()
+	sock := filepath.Join(bin.Dir, "several.sock")
+	out, err := exec.Command(bin.Corkd, "serve", "--listen", "unix://"+sock, "--allow-uid", "1000", "--allow-uid-as-any", "1001").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "--socket-group") {
 		t.Fatalf("corkd with two admitted uids and no group: %v, %q", err, out)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/corkvm/cork/host/e2e/harness"
 	"github.com/corkvm/cork/host/e2e/termtest"
 )
 
@@ -80,7 +81,7 @@ func agentDir(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "linux-amd64"), 0o755)
-	data, err := os.ReadFile(bin.corkd)
+	data, err := os.ReadFile(bin.Corkd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +107,7 @@ func myagent(t *testing.T, p *podman, name string) {
 
 func corkBake(t *testing.T, dir string, args ...string) {
 	t.Helper()
-	cmd := exec.Command(bin.cork, append([]string{"bake", "--agent-dir", agentDir(t)}, args...)...)
+	cmd := exec.Command(bin.Cork, append([]string{"bake", "--agent-dir", agentDir(t)}, args...)...)
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("cork bake %v: %v\n%s", args, err, out)
@@ -153,7 +154,7 @@ func TestBakeReadmeCommandLines(t *testing.T) {
 
 	// docker save myagent | cork bake - - | smolvm machine run --image - ...
 	save := p.cmd("save", "localhost/myagent:1.0")
-	bake := exec.Command(bin.cork, "bake", "--agent-dir", agentDir(t), "-", "-")
+	bake := exec.Command(bin.Cork, "bake", "--agent-dir", agentDir(t), "-", "-")
 	load := p.cmd("load")
 	bake.Stdin, _ = save.StdoutPipe()
 	load.Stdin, _ = bake.StdoutPipe()
@@ -223,7 +224,7 @@ func TestBakeInterrupted(t *testing.T) {
 	// an OCI archive, such a layer is spooled (beside the output, or in
 	// TMPDIR for stdout) until the config names its digest.
 	data := legacyDockerArchive(t, 4<<20)
-	whole := exec.Command(bin.cork, "bake", "--agent-dir", agentDir(t), "--format", "oci-archive", "-", filepath.Join(t.TempDir(), "whole.tar"))
+	whole := exec.Command(bin.Cork, "bake", "--agent-dir", agentDir(t), "--format", "oci-archive", "-", filepath.Join(t.TempDir(), "whole.tar"))
 	whole.Stdin = bytes.NewReader(data)
 	if out, err := whole.CombinedOutput(); err != nil {
 		t.Fatalf("baking the whole legacy archive: %v\n%s", err, out)
@@ -235,12 +236,12 @@ func TestBakeInterrupted(t *testing.T) {
 	}{{syscall.SIGINT, "out.tar", 130}, {syscall.SIGTERM, "out.tar", 143}, {syscall.SIGTERM, "-", 143}} {
 		t.Run(tc.sig.String()+" to "+tc.out, func(t *testing.T) {
 			dir, tmp := t.TempDir(), t.TempDir()
-			cmd := exec.Command(bin.cork, "bake", "--agent-dir", agentDir(t), "--format", "oci-archive", "-", tc.out)
+			cmd := exec.Command(bin.Cork, "bake", "--agent-dir", agentDir(t), "--format", "oci-archive", "-", tc.out)
 			cmd.Dir = dir
 			cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 			stdin, _ := cmd.StdinPipe()
 			cmd.Stdout = io.Discard
-			stderr := &termtest.Buffer{}
+			stderr := &harness.Buffer{}
 			cmd.Stderr = stderr
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -336,7 +337,7 @@ func TestBakeProgressOnTerminal(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tm := termtest.Start(t, 24, 100, bin.cork, "bake", "--agent-dir", agentDir(t), fifo, filepath.Join(dir, "out.tar"))
+	tm := termtest.Start(t, 24, 100, bin.Cork, "bake", "--agent-dir", agentDir(t), fifo, filepath.Join(dir, "out.tar"))
 	w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -354,7 +355,7 @@ func TestBakeProgressOnTerminal(t *testing.T) {
 		t.Fatalf("no progress line on the terminal: %q", out)
 	}
 
-	tm = termtest.Start(t, 24, 100, bin.cork, "bake", "--agent-dir", agentDir(t), src, "-")
+	tm = termtest.Start(t, 24, 100, bin.Cork, "bake", "--agent-dir", agentDir(t), src, "-")
 	if code := tm.Wait(t); code != 125 || !strings.Contains(tm.Out.String(), "refusing to write an image to a terminal") {
 		t.Fatalf("cork bake IN - on a terminal: exit %d, %q", code, tm.Out.String())
 	}
@@ -392,10 +393,10 @@ func TestBakeMultiPlatformWithSkopeo(t *testing.T) {
 		t.Fatal(err)
 	}
 	agents := agentDir(t)
-	arm, _ := os.ReadFile(bin.corkdARM64)
+	arm, _ := os.ReadFile(bin.CorkdARM64)
 	os.MkdirAll(filepath.Join(agents, "linux-arm64"), 0o755)
 	os.WriteFile(filepath.Join(agents, "linux-arm64", "corkd"), arm, 0o755)
-	cmd := exec.Command(bin.cork, "bake", "--agent-dir", agents, in, filepath.Join(dir, "out"))
+	cmd := exec.Command(bin.Cork, "bake", "--agent-dir", agents, in, filepath.Join(dir, "out"))
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "dropped 1 attestation") {
 		t.Fatalf("cork bake: %v\n%s", err, out)
 	}

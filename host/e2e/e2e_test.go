@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/corkvm/cork/host/e2e/harness"
 	"github.com/corkvm/cork/host/e2e/termtest"
 )
 
@@ -28,7 +29,7 @@ func corkExec(a *agent, args ...string) []string {
 // operator's size, never 0x0 or a made-up 80x24.
 func TestSizeAtStart(t *testing.T) {
 	a := startAgent(t)
-	tm := termtest.Start(t, 43, 132, bin.cork, corkExec(a, "-it", "--", bin.probe)...)
+	tm := termtest.Start(t, 43, 132, bin.Cork, corkExec(a, "-it", "--", bin.Probe)...)
 	tm.WaitLine(t, "the probe's start line", func(l string) bool { return strings.HasPrefix(l, "start ") })
 	if got := termtest.ProbeReports(tm.Out.String(), "start"); len(got) != 1 || got[0] != "43 132" {
 		t.Fatalf("probe started at %v, want 43 132", got)
@@ -43,7 +44,7 @@ func TestSizeAtStart(t *testing.T) {
 // session runs delivers SIGWINCH and the new size to the program.
 func TestResizeReachesProgram(t *testing.T) {
 	a := startAgent(t)
-	tm := termtest.Start(t, 24, 80, bin.cork, corkExec(a, "-it", "--", bin.probe)...)
+	tm := termtest.Start(t, 24, 80, bin.Cork, corkExec(a, "-it", "--", bin.Probe)...)
 	tm.WaitLine(t, "the probe to start", func(l string) bool { return strings.HasPrefix(l, "start ") })
 	tm.SetSize(t, 30, 100)
 	tm.WaitLine(t, "SIGWINCH with 30x100", func(l string) bool { return strings.HasPrefix(l, "winch 30 100 ") })
@@ -58,7 +59,7 @@ func TestResizeReachesProgram(t *testing.T) {
 // the last size, however many were coalesced on the way.
 func TestResizeBurstEndsAtFinalSize(t *testing.T) {
 	a := startAgent(t)
-	tm := termtest.Start(t, 24, 80, bin.cork, corkExec(a, "-it", "--", bin.probe)...)
+	tm := termtest.Start(t, 24, 80, bin.Cork, corkExec(a, "-it", "--", bin.Probe)...)
 	tm.WaitLine(t, "the probe to start", func(l string) bool { return strings.HasPrefix(l, "start ") })
 	rng := mrand.New(mrand.NewPCG(1, 2))
 	for i := 0; i < 500; i++ {
@@ -84,7 +85,7 @@ func TestResizeBurstEndsAtFinalSize(t *testing.T) {
 func TestRawModeRestored(t *testing.T) {
 	a := startAgent(t)
 	for _, script := range []string{"exit 0", "exit 5", "kill -KILL $$"} {
-		tm := termtest.Start(t, 24, 80, bin.cork, corkExec(a, "-it", "--", "sh", "-c", "stty -a; "+script)...)
+		tm := termtest.Start(t, 24, 80, bin.Cork, corkExec(a, "-it", "--", "sh", "-c", "stty -a; "+script)...)
 		before := tm.Initial // read before cork could make it raw
 		tm.WaitLine(t, "stty output", func(l string) bool { return strings.Contains(l, "speed") })
 		tm.Wait(t)
@@ -113,7 +114,7 @@ func TestExitStatuses(t *testing.T) {
 		{[]string{"-u", "no-such-user", "--", "true"}, 125},
 		{[]string{"-w", "/no/such/dir", "--", "true"}, 125},
 	} {
-		cmd := exec.Command(bin.cork, corkExec(a, tt.args...)...)
+		cmd := exec.Command(bin.Cork, corkExec(a, tt.args...)...)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		cmd.Run()
@@ -139,7 +140,7 @@ func TestCorkOwnErrors(t *testing.T) {
 		{[]string{"exec", "--bogus", "--", "true"}, "unknown flag"},
 		{[]string{"exec", "-e", "=x", "--connect", "unix:///x", "--", "true"}, "no name"},
 	} {
-		cmd := exec.Command(bin.cork, tt.args...)
+		cmd := exec.Command(bin.Cork, tt.args...)
 		out, _ := cmd.CombinedOutput()
 		if !strings.Contains(strings.ToLower(string(out)), tt.msg) {
 			t.Errorf("cork %v: %q does not say %q", tt.args, out, tt.msg)
@@ -154,7 +155,7 @@ func TestEnvFlags(t *testing.T) {
 	a := startAgent(t)
 	envFile := filepath.Join(t.TempDir(), "env")
 	os.WriteFile(envFile, []byte("# comment\nFROM_FILE=file value\n\nOVERRIDDEN=file\n"), 0o600)
-	cmd := exec.Command(bin.cork, corkExec(a, "--env-file", envFile, "-e", "OVERRIDDEN=flag", "-e", "HOST_VAR", "-e", "UNSET_VAR",
+	cmd := exec.Command(bin.Cork, corkExec(a, "--env-file", envFile, "-e", "OVERRIDDEN=flag", "-e", "HOST_VAR", "-e", "UNSET_VAR",
 		"--", "sh", "-c", `echo "$FROM_FILE|$OVERRIDDEN|$HOST_VAR|${UNSET_VAR-unset}"`)...)
 	cmd.Env = append(os.Environ(), "HOST_VAR=from host")
 	out, err := cmd.Output()
@@ -167,8 +168,8 @@ func TestEnvFlags(t *testing.T) {
 // decides the exit status.
 func TestSignalsForwarded(t *testing.T) {
 	a := startAgent(t)
-	cmd := exec.Command(bin.cork, corkExec(a, "--", "sh", "-c", "trap 'echo got-term; exit 9' TERM; echo ready; while :; do sleep 0.05; done")...)
-	out := &termtest.Buffer{}
+	cmd := exec.Command(bin.Cork, corkExec(a, "--", "sh", "-c", "trap 'echo got-term; exit 9' TERM; echo ready; while :; do sleep 0.05; done")...)
+	out := &harness.Buffer{}
 	cmd.Stdout = out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -184,7 +185,7 @@ func TestSignalsForwarded(t *testing.T) {
 // TestLostAgent: corkd dying mid-session is never a success.
 func TestLostAgent(t *testing.T) {
 	a := startAgent(t)
-	tm := termtest.Start(t, 24, 80, bin.cork, corkExec(a, "-it", "--", "sh", "-c", "echo running; sleep 3")...)
+	tm := termtest.Start(t, 24, 80, bin.Cork, corkExec(a, "-it", "--", "sh", "-c", "echo running; sleep 3")...)
 	tm.WaitLine(t, "the program to run", func(l string) bool { return l == "running" })
 	a.cmd.Process.Kill()
 	if code := tm.Wait(t); code != 255 {
@@ -206,7 +207,7 @@ func TestUnixPeerRefused(t *testing.T) {
 	}
 	a := startAgent(t)
 	os.Chmod(strings.TrimPrefix(a.url, "unix://"), 0o666)
-	cmd := exec.Command(bin.cork, corkExec(a, "--", "true")...)
+	cmd := exec.Command(bin.Cork, corkExec(a, "--", "true")...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	out, _ := cmd.CombinedOutput()
 	if code := cmd.ProcessState.ExitCode(); code != 125 {
@@ -224,14 +225,14 @@ func TestUnixPeerRefused(t *testing.T) {
 }
 
 func machineExec(args ...string) []string {
-	return append([]string{"exec", "--machine", "bottle", "--smolvm", bin.standin, "--agent", bin.corkd}, args...)
+	return append([]string{"exec", "--machine", "bottle", "--smolvm", bin.Standin, "--agent", bin.Corkd}, args...)
 }
 
 // TestMachineTransport runs sessions in-band through the smolvm stand-in:
 // stdout and stderr apart, stdin EOF as a frame, exit status, 1 MiB whole.
 func TestMachineTransport(t *testing.T) {
 	t.Run("pipes", func(t *testing.T) {
-		cmd := exec.Command(bin.cork, machineExec("-i", "--", "sh", "-c", "cat; echo to-err >&2; exit 3")...)
+		cmd := exec.Command(bin.Cork, machineExec("-i", "--", "sh", "-c", "cat; echo to-err >&2; exit 3")...)
 		cmd.Stdin = strings.NewReader("stdin through smolvm\n")
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -245,7 +246,7 @@ func TestMachineTransport(t *testing.T) {
 		rand.Read(data)
 		f := filepath.Join(t.TempDir(), "data")
 		os.WriteFile(f, data, 0o644)
-		out, err := exec.Command(bin.cork, machineExec("--", "cat", f)...).Output()
+		out, err := exec.Command(bin.Cork, machineExec("--", "cat", f)...).Output()
 		if err != nil || !bytes.Equal(out, data) {
 			t.Fatalf("got %d bytes (equal %v), %v", len(out), bytes.Equal(out, data), err)
 		}
@@ -253,7 +254,7 @@ func TestMachineTransport(t *testing.T) {
 	t.Run("stdin 1MiB", func(t *testing.T) {
 		data := make([]byte, 1<<20)
 		rand.Read(data)
-		cmd := exec.Command(bin.cork, machineExec("-i", "--", "sh", "-c", "cat | md5sum")...)
+		cmd := exec.Command(bin.Cork, machineExec("-i", "--", "sh", "-c", "cat | md5sum")...)
 		cmd.Stdin = bytes.NewReader(data)
 		out, err := cmd.Output()
 		if want := fmt.Sprintf("%x", md5sum(data)); err != nil || !strings.HasPrefix(string(out), want) {
@@ -261,7 +262,7 @@ func TestMachineTransport(t *testing.T) {
 		}
 	})
 	t.Run("tty size and resize", func(t *testing.T) {
-		tm := termtest.Start(t, 33, 111, bin.cork, machineExec("-it", "--", bin.probe)...)
+		tm := termtest.Start(t, 33, 111, bin.Cork, machineExec("-it", "--", bin.Probe)...)
 		tm.WaitLine(t, "the probe to start", func(l string) bool { return strings.HasPrefix(l, "start ") })
 		if got := termtest.ProbeReports(tm.Out.String(), "start"); got[0] != "33 111" {
 			t.Fatalf("started at %v, want 33 111", got)
@@ -274,7 +275,7 @@ func TestMachineTransport(t *testing.T) {
 		}
 	})
 	t.Run("smolvm fails", func(t *testing.T) {
-		cmd := exec.Command(bin.cork, "exec", "--machine", "bottle", "--smolvm", bin.standin, "--agent", "/no/such/corkd", "--", "true")
+		cmd := exec.Command(bin.Cork, "exec", "--machine", "bottle", "--smolvm", bin.Standin, "--agent", "/no/such/corkd", "--", "true")
 		out, _ := cmd.CombinedOutput()
 		if code := cmd.ProcessState.ExitCode(); code == 0 || !strings.Contains(string(out), "cork:") {
 			t.Fatalf("exit %d, %q: want a failure that says so", code, out)

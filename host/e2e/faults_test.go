@@ -7,13 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/corkvm/cork/guest/procfs"
 	"github.com/corkvm/cork/host/client"
+	"github.com/corkvm/cork/host/e2e/harness"
 	"github.com/corkvm/cork/host/e2e/termtest"
 	"github.com/corkvm/cork/protocol"
 )
@@ -27,8 +28,8 @@ func TestHostKilledMidSession(t *testing.T) {
 		if tty {
 			args = append([]string{"-t"}, args...)
 		}
-		cmd := exec.Command(bin.cork, corkExec(a, args...)...)
-		out := &termtest.Buffer{}
+		cmd := exec.Command(bin.Cork, corkExec(a, args...)...)
+		out := &harness.Buffer{}
 		cmd.Stdout = out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -63,8 +64,8 @@ func descendants(pid int) []int {
 
 // alive reports whether pid runs (a zombie does not).
 func alive(pid int) bool {
-	state, _, ok := procStat(strconv.Itoa(pid))
-	return ok && state != "Z"
+	st, err := procfs.ReadStat(pid)
+	return err == nil && st.State != "Z"
 }
 
 // TestAgentNotRoot: a corkd running as an ordinary user serves that user
@@ -73,15 +74,15 @@ func TestAgentNotRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to start corkd as nobody")
 	}
-	dir, err := os.MkdirTemp(bin.dir, "nobody")
+	dir, err := os.MkdirTemp(bin.Dir, "nobody")
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.Chown(dir, 65534, 65534)
 	sock := filepath.Join(dir, "corkd.sock")
-	agent := exec.Command(bin.corkd, "serve", "--listen", "unix://"+sock)
+	agent := exec.Command(bin.Corkd, "serve", "--listen", "unix://"+sock)
 	agent.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	logs := &termtest.Buffer{}
+	logs := &harness.Buffer{}
 	agent.Stderr = logs
 	if err := agent.Start(); err != nil {
 		t.Fatal(err)
@@ -90,7 +91,7 @@ func TestAgentNotRoot(t *testing.T) {
 	termtest.WaitFor(t, "corkd as nobody to listen", 10*time.Second, func() bool { _, err := os.Stat(sock); return err == nil })
 
 	run := func(args ...string) (string, int) {
-		cmd := exec.Command(bin.cork, append([]string{"exec", "--connect", "unix://" + sock}, args...)...)
+		cmd := exec.Command(bin.Cork, append([]string{"exec", "--connect", "unix://" + sock}, args...)...)
 		out, _ := cmd.CombinedOutput()
 		return string(out), cmd.ProcessState.ExitCode()
 	}
@@ -115,7 +116,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 		{"-e", "API_KEY=" + secret, "-u", "no-such-user", "--", "true"},
 		{"-e", "API_KEY=" + secret, "--", "no-such-program"},
 	} {
-		exec.Command(bin.cork, corkExec(a, args...)...).Run()
+		exec.Command(bin.Cork, corkExec(a, args...)...).Run()
 	}
 	// Refused by corkd's own check (cork would not send it): an entry
 	// without '=' that is itself the secret.
@@ -140,14 +141,14 @@ func TestSecretsNeverLogged(t *testing.T) {
 // sessions below the limit are untouched.
 func TestSessionLimit(t *testing.T) {
 	a := startAgent(t, "--max-sessions", "1")
-	first := exec.Command(bin.cork, corkExec(a, "--", "sh", "-c", "echo running; sleep 2; echo done")...)
-	out := &termtest.Buffer{}
+	first := exec.Command(bin.Cork, corkExec(a, "--", "sh", "-c", "echo running; sleep 2; echo done")...)
+	out := &harness.Buffer{}
 	first.Stdout = out
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
 	}
 	termtest.WaitFor(t, "the first session", 10*time.Second, func() bool { return strings.Contains(out.String(), "running") })
-	second, _ := exec.Command(bin.cork, corkExec(a, "--", "true")...).CombinedOutput()
+	second, _ := exec.Command(bin.Cork, corkExec(a, "--", "true")...).CombinedOutput()
 	if !strings.Contains(string(second), "limit of 1 sessions") {
 		t.Fatalf("second session: %q, want a busy error", second)
 	}

@@ -8,7 +8,6 @@ package e2e
 import (
 	"crypto/md5"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,13 +16,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/corkvm/cork/host/e2e/termtest"
+	"github.com/corkvm/cork/host/e2e/harness"
 )
 
 // bin holds the binaries TestMain builds.
-var bin struct {
-	dir, cork, corkd, corkdARM64, probe, standin string
-}
+var bin *harness.Binaries
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "cork-e2e")
@@ -34,28 +31,8 @@ func TestMain(m *testing.M) {
 	// The sockets and binaries must be reachable by nobody, for the
 	// peer-credential test.
 	os.Chmod(dir, 0o755)
-	bin.dir = dir
-	bin.cork = filepath.Join(dir, "cork")
-	bin.corkd = filepath.Join(dir, "corkd")
-	bin.probe = filepath.Join(dir, "probe")
-	bin.standin = filepath.Join(dir, "smolvm-standin")
-	build := exec.Command("go", "build", "-o", dir+"/",
-		"github.com/corkvm/cork/host/cmd/cork",
-		"github.com/corkvm/cork/guest/cmd/corkd",
-		"github.com/corkvm/cork/host/e2e/probe",
-		"github.com/corkvm/cork/host/e2e/smolvm-standin")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building binaries: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	// An arm64 corkd, for baking multi-platform images.
-	bin.corkdARM64 = filepath.Join(dir, "corkd-arm64")
-	build = exec.Command("go", "build", "-o", bin.corkdARM64, "github.com/corkvm/cork/guest/cmd/corkd")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOARCH=arm64")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building corkd for arm64: %v\n%s", err, out)
+	if bin, err = harness.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
@@ -64,36 +41,28 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// agent is a corkd process serving a unix socket.
+// agent is a corkd serving a unix socket, its log kept for the test.
 type agent struct {
+	*harness.Agent
 	url  string
 	cmd  *exec.Cmd
-	logs *termtest.Buffer
+	logs *harness.Buffer
 }
 
 func startAgent(t *testing.T, args ...string) *agent {
 	t.Helper()
-	sock := filepath.Join(bin.dir, fmt.Sprintf("corkd-%d.sock", time.Now().UnixNano()))
-	a := &agent{url: "unix://" + sock, logs: &termtest.Buffer{}}
-	a.cmd = exec.Command(bin.corkd, append([]string{"serve", "--listen", a.url}, args...)...)
-	a.cmd.Stderr = a.logs
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
+	sock := filepath.Join(bin.Dir, fmt.Sprintf("corkd-%d.sock", time.Now().UnixNano()))
+	logs := &harness.Buffer{}
+	ha, err := harness.StartAgent(bin.Corkd, sock, logs, args...)
+	if err != nil {
+		t.Fatalf("%v; log:\n%s", err, logs.String())
 	}
+	a := &agent{Agent: ha, url: ha.URL, cmd: ha.Cmd, logs: logs}
 	t.Cleanup(func() {
-		a.cmd.Process.Kill()
-		a.cmd.Wait()
-		os.Remove(sock)
+		a.Stop()
 		if t.Failed() {
 			t.Logf("corkd log:\n%s", a.logs.String())
 		}
-	})
-	termtest.WaitFor(t, "corkd to listen", 10*time.Second, func() bool {
-		c, err := net.Dial("unix", sock)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
 	})
 	return a
 }

@@ -23,7 +23,7 @@ func TestTerminalModesReachGuest(t *testing.T) {
 		tio.Cc[unix.VEOF] = 0x06   // ^F
 		tio.Iflag |= unix.IUTF8    // off by default on a new PTY
 		tio.Lflag &^= unix.ECHO
-	}, bin.cork, corkExec(a, "-it", "--", "sh", "-c", script)...)
+	}, bin.Cork, corkExec(a, "-it", "--", "sh", "-c", script)...)
 	tm.WaitLine(t, "the program to be ready", func(l string) bool { return l == "ready" })
 	stty := tm.Out.String()
 	for _, want := range []string{"intr = ^B", "erase = ^H", "eof = ^F", " iutf8", " -echo "} {

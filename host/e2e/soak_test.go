@@ -11,13 +11,13 @@ import (
 	"os"
 	"regexp"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/corkvm/cork/guest/procfs"
 	"github.com/corkvm/cork/host/client"
 	"github.com/corkvm/cork/host/e2e/termtest"
 	"github.com/corkvm/cork/host/transport"
@@ -85,7 +85,7 @@ func TestSoak(t *testing.T) {
 	if z := zombiesOf(pid); z > 0 {
 		t.Errorf("%d zombie children of corkd", z)
 	}
-	peakRSS := statusKiB(pid, "VmHWM:")
+	peakRSS, _ := procfs.StatusKiB(pid, "VmHWM")
 	if after.rss > idle.rss+8<<10 {
 		t.Errorf("corkd RSS %d KiB after the soak, %d KiB idle", after.rss, idle.rss)
 	}
@@ -249,34 +249,13 @@ func corkdStats(t *testing.T, a *agent) stats {
 	return stats{n(m[1]), n(m[2]), n(m[3]), n(m[4])}
 }
 
-// procStat reads a process's state and parent from /proc/PID/stat; the
-// command name may hold spaces and parentheses, so fields are counted from
-// the last ')'.
-func procStat(pid string) (state string, ppid int, ok bool) {
-	b, err := os.ReadFile("/proc/" + pid + "/stat")
-	if err != nil {
-		return "", 0, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return "", 0, false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 {
-		return "", 0, false
-	}
-	ppid, _ = strconv.Atoi(f[1])
-	return f[0], ppid, true
-}
-
 // children lists the processes whose parent is pid, with their states.
 func children(pid int) map[int]string {
 	out := map[int]string{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		if state, ppid, ok := procStat(e.Name()); ok && ppid == pid {
-			c, _ := strconv.Atoi(e.Name())
-			out[c] = state
+	pids, _ := procfs.Pids()
+	for _, c := range pids {
+		if st, err := procfs.ReadStat(c); err == nil && st.PPID == pid {
+			out[c] = st.State
 		}
 	}
 	return out
@@ -290,15 +269,4 @@ func zombiesOf(pid int) int {
 		}
 	}
 	return n
-}
-
-func statusKiB(pid int, field string) int {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, field); ok {
-			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			return n
-		}
-	}
-	return 0
 }

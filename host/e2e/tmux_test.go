@@ -39,7 +39,7 @@ func TestTmuxDragEndsAtPaneSize(t *testing.T) {
 	}
 	a := startAgent(t)
 	tm := tmux{t: t, socket: fmt.Sprintf("cork-test-%d", time.Now().UnixNano())}
-	cmd := strings.Join(append([]string{bin.cork}, corkExec(a, "-it", "--", bin.probe)...), " ")
+	cmd := strings.Join(append([]string{bin.Cork}, corkExec(a, "-it", "--", bin.Probe)...), " ")
 	tm.run("new-session", "-d", "-s", "drag", "-x", "80", "-y", "24", cmd)
 	t.Cleanup(func() { exec.Command("tmux", "-L", tm.socket, "kill-server").Run() })
 
@@ -88,7 +88,7 @@ func TestLostAgentLeavesTerminalUsable(t *testing.T) {
 			dir := t.TempDir()
 			draw, wrapper := filepath.Join(dir, "draw.sh"), filepath.Join(dir, "run.sh")
 			os.WriteFile(draw, []byte(fmt.Sprintf("printf '%s'\nsleep 60\n", tt.draw)), 0o755)
-			cork := strings.Join(append([]string{bin.cork}, corkExec(a, "-it", "--", "sh", draw)...), " ")
+			cork := strings.Join(append([]string{bin.Cork}, corkExec(a, "-it", "--", "sh", draw)...), " ")
 			os.WriteFile(wrapper, []byte(cork+"\necho CORK_RC=$?\nsleep 60\n"), 0o755)
 			tm.run("new-session", "-d", "-s", "lost", "-x", "80", "-y", "24", "sh "+wrapper)
 			t.Cleanup(func() { exec.Command("tmux", "-L", tm.socket, "kill-server").Run() })

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corkvm/cork/host/e2e/harness"
 	"github.com/corkvm/cork/host/e2e/termtest"
 )
 
@@ -31,14 +32,14 @@ const bootTimeout = 100 * time.Second
 type vm struct {
 	dir     string
 	serial  string // the host end of the virtio-serial port
-	console *termtest.Buffer
+	console *harness.Buffer
 	cmd     *exec.Cmd
 	exited  chan struct{}
 }
 
 func boot(t *testing.T, image string) *vm {
 	t.Helper()
-	v := &vm{dir: t.TempDir(), console: &termtest.Buffer{}, exited: make(chan struct{})}
+	v := &vm{dir: t.TempDir(), console: &harness.Buffer{}, exited: make(chan struct{})}
 	v.serial = filepath.Join(v.dir, "serial.sock")
 	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
 	// run-vm holds the QEMU command line make vm-demo uses too; QEMU_ACCEL

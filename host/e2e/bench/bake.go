@@ -15,14 +15,16 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/corkvm/cork/host/e2e/harness"
 )
 
 var bakeMiB = flag.Int("bake-mib", 600, "MiB of layers in the image the bake rows copy")
 
 // printBake times cork bake beside skopeo copy of the same image in the
 // same format: what image builders would otherwise run.
-func printBake(out io.Writer, b binaries) {
-	dir := filepath.Join(b.dir, "bake")
+func printBake(out io.Writer, b *harness.Binaries) {
+	dir := filepath.Join(b.Dir, "bake")
 	check(os.MkdirAll(dir, 0o755))
 	defer os.RemoveAll(dir)
 	docker := filepath.Join(dir, "image.tar")
@@ -41,7 +43,7 @@ func printBake(out io.Writer, b binaries) {
 		runs []time.Duration
 	}
 	bake := func(in string) func(string) *exec.Cmd {
-		return func(dst string) *exec.Cmd { return exec.Command(b.cork, "bake", "--agent", b.corkd, in, dst) }
+		return func(dst string) *exec.Cmd { return exec.Command(b.Cork, "bake", "--agent", b.Corkd, in, dst) }
 	}
 	rows := []*row{
 		{name: "cork bake, docker archive", cmd: bake(docker)},

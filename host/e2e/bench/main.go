@@ -10,13 +10,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +25,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/corkvm/cork/guest/procfs"
+	"github.com/corkvm/cork/host/e2e/harness"
+	"github.com/corkvm/cork/host/e2e/termtest"
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 )
@@ -46,16 +47,15 @@ func section(name string) bool {
 	return *only == "" || slices.Contains(strings.Split(*only, ","), name)
 }
 
-type binaries struct{ dir, cork, corkd, probe, standin, forkresize string }
-
 func main() {
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "cork-bench")
 	check(err)
 	defer os.RemoveAll(dir)
-	b := build(dir)
+	b, err := harness.Build(dir)
+	check(err)
 
-	agent := startAgent(b)
+	agent := startAgent(b.Corkd, dir)
 	defer agent.stop()
 
 	started := time.Now()
@@ -67,16 +67,16 @@ func main() {
 	// through a wrapper given as the agent, to count the sizes it applies.
 	machineLog := filepath.Join(dir, "corkd-machine.log")
 	wrapper := filepath.Join(dir, "corkd-debug")
-	check(os.WriteFile(wrapper, []byte(fmt.Sprintf("#!/bin/sh\nexec %s \"$@\" --log-level debug 2>>%s\n", b.corkd, machineLog)), 0o755))
+	check(os.WriteFile(wrapper, []byte(fmt.Sprintf("#!/bin/sh\nexec %s \"$@\" --log-level debug 2>>%s\n", b.Corkd, machineLog)), 0o755))
 	standinLog := filepath.Join(dir, "standin.log")
 	rows := []resizeRow{
-		{name: "floor: probe on the terminal itself", args: []string{b.probe},
+		{name: "floor: probe on the terminal itself", args: []string{b.Probe},
 			applied: nil},
-		{name: "cork, unix socket", args: []string{b.cork, "exec", "-it", "--connect", agent.url, "--", b.probe},
+		{name: "cork, unix socket", args: []string{b.Cork, "exec", "-it", "--connect", agent.url, "--", b.Probe},
 			applied: func() int { return countLines(agent.log, "resize applied") }},
-		{name: "cork --machine (smolvm stand-in)", args: []string{b.cork, "exec", "-it", "--machine", "m", "--smolvm", b.standin, "--agent", wrapper, "--", b.probe},
+		{name: "cork --machine (smolvm stand-in)", args: []string{b.Cork, "exec", "-it", "--machine", "m", "--smolvm", b.Standin, "--agent", wrapper, "--", b.Probe},
 			applied: func() int { return countLines(machineLog, "resize applied") }},
-		{name: "fork-per-resize workaround", args: []string{b.forkresize, "--smolvm", b.standin, "--name", "m", "--", b.probe},
+		{name: "fork-per-resize workaround", args: []string{b.Forkresize, "--smolvm", b.Standin, "--name", "m", "--", b.Probe},
 			applied: func() int { return countLines(standinLog, "stty -F") }},
 	}
 	for i := range rows {
@@ -117,55 +117,26 @@ func progress(format string, a ...any) {
 	}
 }
 
-// build compiles every binary the way a release is built.
-func build(dir string) binaries {
-	b := binaries{dir: dir}
-	for _, p := range []struct {
-		dst *string
-		pkg string
-	}{
-		{&b.cork, "host/cmd/cork"}, {&b.corkd, "guest/cmd/corkd"}, {&b.probe, "host/e2e/probe"},
-		{&b.standin, "host/e2e/smolvm-standin"}, {&b.forkresize, "host/e2e/bench/forkresize"},
-	} {
-		*p.dst = filepath.Join(dir, filepath.Base(p.pkg))
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", *p.dst, "github.com/corkvm/cork/"+p.pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			check(fmt.Errorf("building %s: %v\n%s", p.pkg, err, out))
-		}
-	}
-	return b
-}
-
+// agent is corkd with its log in a file, at debug level: the bench counts
+// the sizes it applies.
 type agent struct {
+	*harness.Agent
 	url string
-	cmd *exec.Cmd
 	log string
 }
 
-func startAgent(b binaries) *agent {
-	check(os.MkdirAll(b.dir, 0o755))
-	sock := filepath.Join(b.dir, "corkd.sock")
-	a := &agent{url: "unix://" + sock, log: filepath.Join(b.dir, "corkd.log")}
+func startAgent(corkd, dir string) *agent {
+	check(os.MkdirAll(dir, 0o755))
+	a := &agent{log: filepath.Join(dir, "corkd.log")}
 	logf, err := os.Create(a.log)
 	check(err)
-	a.cmd = exec.Command(b.corkd, "serve", "--listen", a.url, "--log-level", "debug")
-	a.cmd.Stderr = logf
-	check(a.cmd.Start())
-	for i := 0; ; i++ {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			break
-		}
-		if i > 500 {
-			check(fmt.Errorf("corkd did not listen"))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	a.Agent, err = harness.StartAgent(corkd, filepath.Join(dir, "corkd.sock"), logf, "--log-level", "debug")
+	check(err)
+	a.url = a.URL
 	return a
 }
 
-func (a *agent) stop() { a.cmd.Process.Kill(); a.cmd.Wait() }
+func (a *agent) stop() { a.Stop() }
 
 // countLines counts the lines of file that hold s.
 func countLines(file, s string) int {
@@ -206,46 +177,35 @@ type report struct {
 }
 
 // terminal runs a command on a PTY the harness owns and parses the probe's
-// reports from its screen.
+// reports from its screen as they come.
 type terminal struct {
-	master  *os.File
-	cmd     *exec.Cmd
+	*termtest.Terminal
 	reports chan report
 }
 
 func startTerminal(rows, cols uint16, env []string, args ...string) *terminal {
-	master, slave, err := pty.Open()
-	check(err)
-	check(pty.Setsize(master, &pty.Winsize{Rows: rows, Cols: cols}))
-	t := &terminal{master: master, reports: make(chan report, 1<<16)}
-	t.cmd = exec.Command(args[0], args[1:]...)
-	t.cmd.Env = append(os.Environ(), env...)
-	t.cmd.Stdin, t.cmd.Stdout, t.cmd.Stderr = slave, slave, slave
-	t.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
-	check(t.cmd.Start())
-	slave.Close()
-	go func() {
-		s := bufio.NewScanner(master)
-		for s.Scan() {
-			f := strings.Fields(strings.TrimSpace(s.Text()))
-			if len(f) != 4 {
-				continue
-			}
-			r := report{kind: f[0]}
-			r.rows, _ = strconv.Atoi(f[1])
-			r.cols, _ = strconv.Atoi(f[2])
-			r.ns, _ = strconv.ParseInt(f[3], 10, 64)
-			t.reports <- r
+	t := &terminal{reports: make(chan report, 1<<16)}
+	tm, err := termtest.Open(termtest.Options{Rows: rows, Cols: cols, Env: env, OnLine: func(l string) {
+		f := strings.Fields(strings.TrimSpace(l))
+		if len(f) != 4 {
+			return
 		}
-		close(t.reports)
-	}()
+		r := report{kind: f[0]}
+		r.rows, _ = strconv.Atoi(f[1])
+		r.cols, _ = strconv.Atoi(f[2])
+		r.ns, _ = strconv.ParseInt(f[3], 10, 64)
+		t.reports <- r
+	}}, args[0], args[1:]...)
+	check(err)
+	t.Terminal = tm
+	go func() { <-tm.ReadDone(); close(t.reports) }()
 	return t
 }
 
 // setSize sets the terminal's size and returns the clock just before.
 func (t *terminal) setSize(rows, cols int) int64 {
 	now := monotonic()
-	check(pty.Setsize(t.master, &pty.Winsize{Rows: uint16(rows), Cols: uint16(cols)}))
+	check(pty.Setsize(t.Master, &pty.Winsize{Rows: uint16(rows), Cols: uint16(cols)}))
 	return now
 }
 
@@ -286,21 +246,18 @@ func (t *terminal) settle(quiet, max time.Duration) {
 }
 
 func (t *terminal) ask() (report, bool) {
-	t.master.Write([]byte("?\n"))
+	t.Master.Write([]byte("?\n"))
 	return t.next("size", 5*time.Second)
 }
 
+// quit asks the probe to exit, and ends the terminal.
 func (t *terminal) quit() {
-	t.master.Write([]byte("q\n"))
-	done := make(chan struct{})
-	go func() { t.cmd.Wait(); close(done) }()
+	t.Master.Write([]byte("q\n"))
 	select {
-	case <-done:
+	case <-t.ReadDone():
 	case <-time.After(5 * time.Second):
-		t.cmd.Process.Kill()
-		<-done
 	}
-	t.master.Close()
+	t.Close()
 }
 
 type resizeRow struct {
@@ -318,7 +275,7 @@ type resizeRow struct {
 	burstTime   time.Duration
 }
 
-func (r *resizeRow) measure(b binaries) {
+func (r *resizeRow) measure(b *harness.Binaries) {
 	progress("resize: %s", r.name)
 	t := startTerminal(24, 80, r.env, r.args...)
 	defer t.quit()
@@ -433,7 +390,7 @@ func median(d []time.Duration) time.Duration { return percentile(d, 0.5) }
 
 func mibps(n int, d time.Duration) float64 { return float64(n) / (1 << 20) / d.Seconds() }
 
-func printThroughput(out io.Writer, b binaries, a *agent) {
+func printThroughput(out io.Writer, b *harness.Binaries, a *agent) {
 	progress("throughput")
 	n := *tputMiB << 20
 	count := strconv.Itoa(n)
@@ -489,7 +446,7 @@ func printThroughput(out io.Writer, b binaries, a *agent) {
 		}
 	}
 	corkArgs := func(args ...string) []string {
-		return append([]string{b.cork, "exec", "--connect", a.url}, args...)
+		return append([]string{b.Cork, "exec", "--connect", a.url}, args...)
 	}
 	type row struct {
 		name        string
@@ -515,7 +472,7 @@ type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
-func printStartup(out io.Writer, b binaries, a *agent) {
+func printStartup(out io.Writer, b *harness.Binaries, a *agent) {
 	progress("start-up")
 	const runs = 50
 	var direct, viaCork []time.Duration
@@ -523,7 +480,7 @@ func printStartup(out io.Writer, b binaries, a *agent) {
 	check(err)
 	for i := 0; i < runs; i++ {
 		direct = append(direct, timed(exec.Command(truePath)))
-		viaCork = append(viaCork, timed(exec.Command(b.cork, "exec", "--connect", a.url, "--", "true")))
+		viaCork = append(viaCork, timed(exec.Command(b.Cork, "exec", "--connect", a.url, "--", "true")))
 	}
 	fmt.Fprintf(out, "\n### Start-up\n\n%d runs each, interleaved.\n\n", runs)
 	fmt.Fprintln(out, "| | median ms | p90 ms |")
@@ -533,31 +490,22 @@ func printStartup(out io.Writer, b binaries, a *agent) {
 }
 
 func rssKiB(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			n, _ := strconv.Atoi(f[1])
-			return n
-		}
-	}
-	return 0
+	n, _ := procfs.StatusKiB(pid, "VmRSS")
+	return n
 }
 
-func printFootprint(out io.Writer, b binaries) {
+func printFootprint(out io.Writer, b *harness.Binaries) {
 	progress("footprint")
-	st, err := os.Stat(b.corkd)
+	st, err := os.Stat(b.Corkd)
 	check(err)
 	// A fresh agent, so that idle means idle.
-	a := startAgent(binaries{dir: filepath.Join(b.dir, "fp"), corkd: b.corkd})
+	a := startAgent(b.Corkd, filepath.Join(b.Dir, "fp"))
 	defer a.stop()
-	idle := rssKiB(a.cmd.Process.Pid)
+	idle := rssKiB(a.Cmd.Process.Pid)
 
 	var sessions []*exec.Cmd
 	for i := 0; i < 16; i++ {
-		c := exec.Command(b.cork, "exec", "--connect", a.url, "--", "sleep", "60")
+		c := exec.Command(b.Cork, "exec", "--connect", a.url, "--", "sleep", "60")
 		check(c.Start())
 		sessions = append(sessions, c)
 	}
@@ -567,7 +515,7 @@ func printFootprint(out io.Writer, b binaries) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	busy := rssKiB(a.cmd.Process.Pid)
+	busy := rssKiB(a.Cmd.Process.Pid)
 	corkRSS := rssKiB(sessions[0].Process.Pid)
 	for _, c := range sessions {
 		c.Process.Kill()

@@ -7,15 +7,14 @@
 package termtest
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/corkvm/cork/host/e2e/harness"
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 )
@@ -23,14 +22,107 @@ import (
 // Terminal is a program running on a PTY the test owns.
 type Terminal struct {
 	Master *os.File
-	Out    *Buffer
+	Out    *harness.Buffer
 	// Initial is the terminal's mode before the program started.
-	Initial *unix.Termios
-	cmd     *exec.Cmd
-	done    chan struct{}
+	Initial  *unix.Termios
+	cmd      *exec.Cmd
+	readDone chan struct{} // the output is read to its end
+	done     chan struct{} // and the program has exited
 }
 
-// Start runs name on a new terminal of rows x cols.
+// Options for Open.
+type Options struct {
+	Rows, Cols uint16
+	Env        []string            // added to the test's environment
+	SetModes   func(*unix.Termios) // changes the terminal's modes first, as stty would
+	// OnLine, when set, is called with each line of output as it is
+	// read, without its line ending, from one goroutine.
+	OnLine func(line string)
+}
+
+// Open runs name on a new terminal; Close ends it. For tests, Start.
+func Open(o Options, name string, args ...string) (*Terminal, error) {
+	master, slave, err := pty.Open()
+	if err != nil {
+		return nil, err
+	}
+	defer slave.Close()
+	fail := func(err error) (*Terminal, error) { master.Close(); return nil, err }
+	if err := pty.Setsize(master, &pty.Winsize{Rows: o.Rows, Cols: o.Cols}); err != nil {
+		return fail(err)
+	}
+	if o.SetModes != nil {
+		tio, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+		if err != nil {
+			return fail(err)
+		}
+		o.SetModes(tio)
+		if err := unix.IoctlSetTermios(int(slave.Fd()), unix.TCSETS, tio); err != nil {
+			return fail(err)
+		}
+	}
+	tm := &Terminal{Master: master, Out: &harness.Buffer{}, readDone: make(chan struct{}), done: make(chan struct{})}
+	if tm.Initial, err = unix.IoctlGetTermios(int(master.Fd()), unix.TCGETS); err != nil {
+		return fail(err)
+	}
+	tm.cmd = exec.Command(name, args...)
+	tm.cmd.Env = append(os.Environ(), o.Env...)
+	tm.cmd.Stdin, tm.cmd.Stdout, tm.cmd.Stderr = slave, slave, slave
+	tm.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	if err := tm.cmd.Start(); err != nil {
+		return fail(err)
+	}
+	go tm.read(o.OnLine)
+	go func() {
+		tm.cmd.Wait()
+		// What the program wrote stays readable until EIO.
+		select {
+		case <-tm.readDone:
+		case <-time.After(5 * time.Second):
+		}
+		close(tm.done)
+	}()
+	return tm, nil
+}
+
+func (tm *Terminal) read(onLine func(string)) {
+	defer close(tm.readDone)
+	buf := make([]byte, 32<<10)
+	var line []byte
+	for {
+		n, err := tm.Master.Read(buf)
+		tm.Out.Write(buf[:n])
+		if onLine != nil {
+			for _, c := range buf[:n] {
+				switch c {
+				case '\n':
+					onLine(string(line))
+					line = line[:0]
+				case '\r':
+				default:
+					line = append(line, c)
+				}
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// ReadDone is closed when the terminal's output has been read to its end:
+// OnLine is called no more.
+func (tm *Terminal) ReadDone() <-chan struct{} { return tm.readDone }
+
+// Close kills the program if it still runs and closes the terminal.
+func (tm *Terminal) Close() {
+	tm.cmd.Process.Kill()
+	<-tm.done
+	tm.Master.Close()
+}
+
+// Start runs name on a new terminal of rows x cols, closed when the test
+// ends; a failed test logs what the terminal showed.
 func Start(t testing.TB, rows, cols uint16, name string, args ...string) *Terminal {
 	t.Helper()
 	return StartWithModes(t, rows, cols, nil, name, args...)
@@ -40,57 +132,12 @@ func Start(t testing.TB, rows, cols uint16, name string, args ...string) *Termin
 // first, as an operator's stty settings would.
 func StartWithModes(t testing.TB, rows, cols uint16, setModes func(*unix.Termios), name string, args ...string) *Terminal {
 	t.Helper()
-	master, slave, err := pty.Open()
+	tm, err := Open(Options{Rows: rows, Cols: cols, SetModes: setModes}, name, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tm := &Terminal{Master: master, Out: &Buffer{}, done: make(chan struct{})}
-	tm.SetSize(t, rows, cols)
-	if setModes != nil {
-		tio, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
-		if err != nil {
-			t.Fatal(err)
-		}
-		setModes(tio)
-		if err := unix.IoctlSetTermios(int(slave.Fd()), unix.TCSETS, tio); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if tm.Initial, err = unix.IoctlGetTermios(int(master.Fd()), unix.TCGETS); err != nil {
-		t.Fatal(err)
-	}
-	tm.cmd = exec.Command(name, args...)
-	tm.cmd.Stdin, tm.cmd.Stdout, tm.cmd.Stderr = slave, slave, slave
-	tm.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
-	if err := tm.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	slave.Close()
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := master.Read(buf)
-			tm.Out.Write(buf[:n])
-			if err != nil {
-				return
-			}
-		}
-	}()
-	go func() {
-		tm.cmd.Wait()
-		// What the program wrote stays readable until EIO.
-		select {
-		case <-readDone:
-		case <-time.After(5 * time.Second):
-		}
-		close(tm.done)
-	}()
 	t.Cleanup(func() {
-		tm.cmd.Process.Kill()
-		<-tm.done
-		master.Close()
+		tm.Close()
 		if t.Failed() {
 			t.Logf("terminal output:\n%s", tm.Out.String())
 		}
@@ -172,22 +219,4 @@ func WaitFor(t testing.TB, what string, timeout time.Duration, cond func() bool)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// Buffer is a bytes.Buffer safe for one writer and many readers.
-type Buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *Buffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *Buffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

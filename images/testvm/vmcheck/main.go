@@ -16,10 +16,10 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/corkvm/cork/host/client"
+	"github.com/corkvm/cork/host/e2e/harness"
 	"github.com/corkvm/cork/host/transport"
 	"github.com/corkvm/cork/protocol"
 )
@@ -54,7 +54,7 @@ type result struct {
 func run(addr string, s *client.Session) result {
 	ctx, cancel := context.WithTimeout(context.Background(), checkDeadline)
 	defer cancel()
-	out := &syncBuffer{}
+	out := &output{}
 	if s.Stdout == nil {
 		s.Stdout, s.Stderr = out, out
 	}
@@ -94,7 +94,7 @@ func checkUserOnPTY() {
 func checkResize() {
 	inR, inW := io.Pipe()
 	sizes := client.NewSizeSlot()
-	out := &syncBuffer{}
+	out := &output{}
 	done := make(chan result, 1)
 	go func() {
 		done <- run(agentAddr, &client.Session{Exec: protocol.Exec{TTY: true, Stdin: true,
@@ -146,26 +146,11 @@ func checkRefusedCID() {
 	report(r.err != nil && logged, "vsock-refused-cid", "session err=%v; agent logged the refusal: %v", r.err, logged)
 }
 
-// syncBuffer collects a session's output for another goroutine to watch.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// output collects a session's output for another goroutine to watch.
+type output struct{ harness.Buffer }
 
 // waitFor waits, up to the check deadline, for the output to hold s.
-func (b *syncBuffer) waitFor(s string) bool {
+func (b *output) waitFor(s string) bool {
 	deadline := time.Now().Add(checkDeadline)
 	for !strings.Contains(b.String(), s) {
 		if time.Now().After(deadline) {
