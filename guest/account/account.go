@@ -90,7 +90,9 @@ func fromUser(u *user.User) (*Account, error) {
 	return a, nil
 }
 
-// Credential returns the credential that makes a child run as a.
+// Credential returns the credential that makes a child run as a: set on
+// exec.Cmd's SysProcAttr, it has the Go runtime call setgroups (these
+// groups), setgid and setuid, in that order, in the child before exec.
 func (a *Account) Credential() *syscall.Credential {
 	return &syscall.Credential{Uid: a.UID, Gid: a.GID, Groups: a.Groups}
 }

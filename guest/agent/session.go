@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -245,23 +244,6 @@ func (ss *session) readFrames(r *protocol.Reader) error {
 		default:
 			return &protocol.Error{Kind: protocol.KindProtocol, Message: fmt.Sprintf("unexpected %s frame during a session", t)}
 		}
-	}
-}
-
-// resize applies a window size in arrival order. Pipe sessions and sizes
-// without a width or height are ignored; larger than MaxWindowDim is
-// clamped.
-func (ss *session) resize(s protocol.WindowSize) {
-	if ss.master == nil || !s.Valid() {
-		return
-	}
-	s = s.Clamped()
-	if err := setSize(ss.master, s); err != nil {
-		ss.log.Warn("resize failed", "size", s, "err", err)
-		return
-	}
-	if ss.log.Enabled(context.Background(), slog.LevelDebug) { // the hot path allocates nothing for a disabled log
-		ss.log.Debug("resize applied", "size", s)
 	}
 }
 

@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"context"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/creack/pty"
@@ -100,6 +102,23 @@ func control(f *os.File, fn func(fd int) error) error {
 		return err
 	}
 	return ferr
+}
+
+// resize applies a window size in arrival order. Pipe sessions and sizes
+// without a width or height are ignored; larger than MaxWindowDim is
+// clamped.
+func (ss *session) resize(s protocol.WindowSize) {
+	if ss.master == nil || !s.Valid() {
+		return
+	}
+	s = s.Clamped()
+	if err := setSize(ss.master, s); err != nil {
+		ss.log.Warn("resize failed", "size", s, "err", err)
+		return
+	}
+	if ss.log.Enabled(context.Background(), slog.LevelDebug) { // the hot path allocates nothing for a disabled log
+		ss.log.Debug("resize applied", "size", s)
+	}
 }
 
 // setSize applies s to the PTY with TIOCSWINSZ; the kernel sends SIGWINCH

@@ -1,9 +1,9 @@
 package listen
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -43,50 +43,25 @@ func (p *fakePort) Read(b []byte) (int, error) {
 func (p *fakePort) Write(b []byte) (int, error) { return p.out.Write(b) }
 func (p *fakePort) Close() error                { close(p.closed); p.out.Close(); return nil }
 
-// host is the other end of the port.
+// host is the other end of the port: what it sends arrives one frame per
+// chunk.
 type host struct {
-	t    *testing.T
+	*prototest.Peer
 	port *fakePort
-	r    *protocol.Reader
 }
 
-func (h *host) send(t protocol.Type, v any) { h.port.in <- prototest.Frame(t, v) }
+type portWriter struct{ p *fakePort }
+
+func (w portWriter) Write(b []byte) (int, error) { w.p.in <- bytes.Clone(b); return len(b), nil }
+
+func (h *host) send(t protocol.Type, v any) { h.Send(t, v) }
 
 // session runs argv and returns its output up to the exit frame.
 func (h *host) session(argv ...string) (string, protocol.Exit) {
-	h.t.Helper()
 	h.send(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: 1})
 	h.send(protocol.TypeExec, &protocol.Exec{Argv: argv})
-	var out strings.Builder
-	for {
-		t, p, err := h.r.Next()
-		if err != nil {
-			h.t.Fatalf("after %q: %v", out.String(), err)
-		}
-		switch t {
-		case protocol.TypeStdout:
-			out.Write(p)
-		case protocol.TypeExit:
-			var e protocol.Exit
-			protocol.Decode(t, p, &e)
-			return out.String(), e
-		case protocol.TypeError:
-			h.t.Fatalf("error frame: %s", p)
-		}
-	}
-}
-
-func (h *host) expect(want protocol.Type) []byte {
-	h.t.Helper()
-	for {
-		t, p, err := h.r.Next()
-		if err != nil {
-			h.t.Fatalf("waiting for %s: %v", want, err)
-		}
-		if t == want {
-			return p
-		}
-	}
+	out, _, exit := h.Output(nil)
+	return out, exit
 }
 
 func newSerialPair(t *testing.T) (*host, *serialListener) {
@@ -96,7 +71,12 @@ func newSerialPair(t *testing.T) (*host, *serialListener) {
 	srv := agent.New(agent.Config{DisconnectGrace: 200 * time.Millisecond})
 	go srv.Serve(l)
 	t.Cleanup(func() { l.Close() })
-	return &host{t: t, port: port, r: protocol.NewReader(pr)}, l
+	conn := struct {
+		io.Reader
+		io.Writer
+		io.Closer
+	}{pr, portWriter{port}, pr}
+	return &host{Peer: prototest.NewPeer(t, conn), port: port}, l
 }
 
 func TestSerialSessionsOneAfterAnother(t *testing.T) {
@@ -128,7 +108,7 @@ func TestSerialHostGoneEndsSession(t *testing.T) {
 	h.send(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: 1})
 	h.send(protocol.TypeExec, &protocol.Exec{Argv: []string{"sleep", "600"}})
 	var st protocol.Started
-	protocol.Decode(protocol.TypeStarted, h.expect(protocol.TypeStarted), &st)
+	protocol.Decode(protocol.TypeStarted, h.Expect(protocol.TypeStarted), &st)
 	h.port.in <- nil // the host disconnects; the port reads end-of-file
 	h.port.in <- nil // and again while nobody is there
 	deadline := time.Now().Add(10 * time.Second)
