@@ -20,6 +20,13 @@ const (
 	TypeStarted  Type = 0x03
 	TypePing     Type = 0x04
 	TypePong     Type = 0x05
+	TypeAttach   Type = 0x06
+	TypeAttached Type = 0x07
+	TypeList     Type = 0x08
+	TypeSessions Type = 0x09
+	TypeKill     Type = 0x0a
+	TypeRemove   Type = 0x0b
+	TypeDone     Type = 0x0c
 	TypeStdin    Type = 0x10
 	TypeStdinEOF Type = 0x11
 	TypeStdout   Type = 0x12
@@ -29,6 +36,7 @@ const (
 	TypeSignal   Type = 0x21
 	TypeExit     Type = 0x30
 	TypeError    Type = 0x31
+	TypeDetached Type = 0x32
 )
 
 var typeNames = map[Type]string{
@@ -37,6 +45,13 @@ var typeNames = map[Type]string{
 	TypeStarted:  "started",
 	TypePing:     "ping",
 	TypePong:     "pong",
+	TypeAttach:   "attach",
+	TypeAttached: "attached",
+	TypeList:     "list",
+	TypeSessions: "sessions",
+	TypeKill:     "kill",
+	TypeRemove:   "remove",
+	TypeDone:     "done",
 	TypeStdin:    "stdin",
 	TypeStdinEOF: "stdin-eof",
 	TypeStdout:   "stdout",
@@ -46,6 +61,7 @@ var typeNames = map[Type]string{
 	TypeSignal:   "signal",
 	TypeExit:     "exit",
 	TypeError:    "error",
+	TypeDetached: "detached",
 }
 
 // Known reports whether t is a frame type of this protocol.
@@ -110,6 +126,11 @@ func (r *Reader) SetLimit(n int) {
 		r.limit = uint32(n)
 	}
 }
+
+// Rest is the stream after the frames read so far, the bytes r has
+// buffered first: for a relay that stops reading frames and copies the
+// rest as it comes.
+func (r *Reader) Rest() io.Reader { return r.r }
 
 // Next reads one frame and returns its type and a newly allocated payload.
 // It returns io.EOF when the stream ends cleanly between frames, and an error

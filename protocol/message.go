@@ -9,10 +9,12 @@ import (
 	"strings"
 )
 
-// The protocol versions this package speaks.
+// The protocol versions this package speaks. Version 2 adds kept
+// sessions (CapKeep); a version-1 peer runs plain sessions with a
+// version-2 one.
 const (
 	MinVersion = 1
-	MaxVersion = 1
+	MaxVersion = 2
 )
 
 // A corkd binary carries its version between StampMarker and StampEnd,
@@ -43,6 +45,7 @@ const (
 	CapPipes  = "pipes"  // pipe sessions with separate stderr
 	CapSignal = "signal" // Signal frames
 	CapPing   = "ping"   // Ping and Pong
+	CapKeep   = "keep"   // kept sessions: Exec.Keep, Attach, List, Kill, Remove (version 2)
 )
 
 // Hello opens a connection in each direction.
@@ -114,6 +117,14 @@ type Exec struct {
 	// starts and ignores the rest; without them the PTY has the guest
 	// kernel's defaults.
 	Modes map[string]uint32 `json:"modes,omitempty"`
+
+	// Version 2, kept sessions (TTY only): the session outlives its
+	// connection, named Name (unique per agent; empty: known by its id),
+	// hung up after LingerSeconds detached or gone LingerSeconds after
+	// exiting while detached (0: the agent's default; negative: never).
+	Keep          bool   `json:"keep,omitempty"`
+	Name          string `json:"name,omitempty"`
+	LingerSeconds int64  `json:"linger_seconds,omitempty"`
 }
 
 // MaxModes bounds Exec.Modes; RFC 4254 names fewer than 60 modes.
@@ -147,6 +158,14 @@ func (e *Exec) Validate() error {
 	if len(e.Modes) > MaxModes {
 		return fmt.Errorf("exec: %d terminal modes, the limit is %d", len(e.Modes), MaxModes)
 	}
+	if e.Keep && !e.TTY {
+		return errors.New("exec: a kept session needs a terminal (tty): its screen is what a later attach shows")
+	}
+	if e.Name != "" || e.Keep {
+		if err := ValidName(e.Name); err != nil {
+			return fmt.Errorf("exec: %w", err)
+		}
+	}
 	for name, s := range map[string]string{"user": e.User, "dir": e.Dir, "term": e.Term} {
 		if strings.IndexByte(s, 0) >= 0 {
 			return fmt.Errorf("exec: %s contains a NUL byte", name)
@@ -157,9 +176,11 @@ func (e *Exec) Validate() error {
 
 // Started tells the host that the program runs.
 type Started struct {
-	Session     string `json:"session"` // names the session for a later reattach
+	Session     string `json:"session"` // the session's id, for a later attach to a kept one
 	PID         int    `json:"pid"`
 	StdinWindow uint32 `json:"stdin_window"` // stdin bytes the host may have unacknowledged
+	Kept        bool   `json:"kept,omitempty"`
+	Name        string `json:"name,omitempty"`
 }
 
 // Signal asks the guest to send a signal to the program.
@@ -187,6 +208,8 @@ const (
 	KindWorkdir  = "workdir"  // the working directory is missing or not usable
 	KindStart    = "start"    // the program could not be started for another reason
 	KindBusy     = "busy"     // the agent is at its session limit
+	KindSession  = "session"  // no such kept session (or not the peer's), or a name already taken
+	KindKeep     = "keep"     // the agent cannot keep sessions (it speaks protocol version 1)
 )
 
 // Error is the guest's account of why a session could not go on. It is the

@@ -44,7 +44,7 @@ func TestHandshakeRejects(t *testing.T) {
 		}, protocol.KindProtocol, "expected a hello frame first, got exec"},
 		{"wrong version", func(c net.Conn) {
 			protocol.NewWriter(c).WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 5, MaxVersion: 7})
-		}, protocol.KindVersion, "peer speaks versions 5 to 7, this side speaks version 1"},
+		}, protocol.KindVersion, "peer speaks versions 5 to 7, this side speaks versions 1 to 2"},
 		{"oversize frame", func(c net.Conn) { c.Write(prototest.Header(protocol.TypeHello, 1<<30)) }, protocol.KindProtocol, "the limit is 1048576"},
 		{"hello not JSON", func(c net.Conn) { protocol.NewWriter(c).WriteFrame(protocol.TypeHello, []byte("{{")) }, protocol.KindProtocol, "bad hello payload"},
 	}

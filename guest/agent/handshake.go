@@ -11,10 +11,11 @@ import (
 // handshake takes a connection from its first byte to its request: the
 // hello exchange, then any pings, within the handshake timeout.
 type handshake struct {
-	srv *Server
-	c   io.Closer
-	r   *protocol.Reader
-	w   *protocol.Writer
+	srv     *Server
+	c       io.ReadWriteCloser
+	r       *protocol.Reader
+	w       *protocol.Writer
+	version int // negotiated
 }
 
 // refuse tells the peer why it is refused; the connection ends after it.
@@ -58,9 +59,14 @@ func (h *handshake) run() (protocol.Type, []byte, bool) {
 		h.refuse(protocol.KindVersion, err.Error())
 		return 0, nil, false
 	}
+	h.version = v
+	caps := []string{protocol.CapTTY, protocol.CapPipes, protocol.CapSignal, protocol.CapPing}
+	if v >= 2 {
+		caps = append(caps, protocol.CapKeep)
+	}
 	if err := h.w.WriteJSON(protocol.TypeHello, &protocol.Hello{
 		MinVersion: protocol.MinVersion, MaxVersion: protocol.MaxVersion, Version: v,
-		Capabilities: []string{protocol.CapTTY, protocol.CapPipes, protocol.CapSignal, protocol.CapPing},
+		Capabilities: caps,
 		Software:     h.srv.cfg.Software,
 	}); err != nil {
 		return 0, nil, false

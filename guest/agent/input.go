@@ -13,18 +13,22 @@ import (
 // resize and signal frames behind a paste are applied at once.
 // The host's stdin window bounds what it holds.
 type inputQueue struct {
-	dst     io.WriteCloser // nil when the program's stdin is not the host's
-	mu      sync.Mutex
-	cond    sync.Cond
-	bufs    [][]byte
-	pending int // bytes pushed and not yet acknowledged
-	window  int
-	eof     bool // the host sent StdinEOF
-	closed  bool // the session is over
+	dst io.WriteCloser // nil when the program's stdin is not the host's
+	// closeDst: closing the queue closes dst, to end a write blocked on a
+	// program that does not read. Not for a kept session's terminal,
+	// which outlives the client whose input this queue carries.
+	closeDst bool
+	mu       sync.Mutex
+	cond     sync.Cond
+	bufs     [][]byte
+	pending  int // bytes pushed and not yet acknowledged
+	window   int
+	eof      bool // the host sent StdinEOF
+	closed   bool // the session is over
 }
 
-func newInputQueue(window int, dst io.WriteCloser, wanted bool) *inputQueue {
-	q := &inputQueue{window: window}
+func newInputQueue(window int, dst io.WriteCloser, wanted, closeDst bool) *inputQueue {
+	q := &inputQueue{window: window, closeDst: closeDst}
 	if wanted {
 		q.dst = dst
 	}
@@ -69,7 +73,7 @@ func (q *inputQueue) close() {
 	q.closed = true
 	q.cond.Signal()
 	q.mu.Unlock()
-	if q.dst != nil {
+	if q.dst != nil && q.closeDst {
 		q.dst.Close()
 	}
 }
@@ -94,9 +98,10 @@ func (q *inputQueue) next() ([]byte, bool) {
 	return b, false
 }
 
-// run writes queued input to the program and acknowledges each buffer once
-// written (or dropped because the program closed its input).
-func (q *inputQueue) run(ss *session) {
+// run writes queued input to the program and acknowledges each buffer to
+// the client that sent it once written (or dropped because the program
+// closed its input).
+func (q *inputQueue) run(ss *session, w *protocol.Writer) {
 	broken := q.dst == nil
 	atLineStart := true
 	for {
@@ -121,7 +126,7 @@ func (q *inputQueue) run(ss *session) {
 		q.mu.Lock()
 		q.pending -= len(b)
 		q.mu.Unlock()
-		if ss.w.WriteFrame(protocol.TypeStdinAck, protocol.EncodeStdinAck(uint32(len(b)))) != nil {
+		if w.WriteFrame(protocol.TypeStdinAck, protocol.EncodeStdinAck(uint32(len(b)))) != nil {
 			return
 		}
 	}

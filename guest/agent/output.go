@@ -25,9 +25,11 @@ type output struct {
 // direction only with acks and the exit, so it may be large.
 const dataFrameSize = 128 << 10
 
-// pump reads output and writes it as frames until EOF (EIO for a PTY whose
-// every slave is closed), a write failure, or the end of draining.
-func (o *output) pump(w *protocol.Writer) {
+// pump reads output and hands it to deliver as whole frames until EOF (EIO
+// for a PTY whose every slave is closed) or the end of draining. It reads
+// whatever becomes of the frames, so that the program never waits on a host
+// that has gone.
+func (o *output) pump(deliver func(frame []byte)) {
 	buf := make([]byte, protocol.HeaderSize+dataFrameSize)
 	rc, rcErr := o.f.SyscallConn()
 	own := false // whether the deadline in force is pump's own idle deadline
@@ -48,9 +50,7 @@ func (o *output) pump(w *protocol.Writer) {
 		}
 		if n > 0 {
 			protocol.PutHeader(buf, o.t, n)
-			if w.WriteFramed(buf[:protocol.HeaderSize+n]) != nil {
-				return
-			}
+			deliver(buf[:protocol.HeaderSize+n])
 		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) && !own {

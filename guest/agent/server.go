@@ -44,6 +44,18 @@ type Config struct {
 	MaxFrame int
 	// DefaultTerm is TERM for PTY sessions whose host sends none.
 	DefaultTerm string
+	// MaxKept limits kept sessions, running and exited; KeepBuffer is
+	// the output each keeps for a host that resumes; Linger is how long a
+	// kept session may run detached, or be remembered after exiting
+	// detached, unless its request says otherwise (negative: forever).
+	MaxKept    int
+	KeepBuffer int
+	Linger     time.Duration
+	// KeptVia, when set, serves kept sessions elsewhere: it returns a
+	// connection to the agent that keeps them, to which requests about
+	// kept sessions are relayed. corkd serve --stdio dies with its
+	// connection, so it hands them to a long-lived corkd in the guest.
+	KeptVia func() (io.ReadWriteCloser, error)
 }
 
 // Defaults for Config.
@@ -55,6 +67,9 @@ const (
 	DefaultStdinWindow      = 256 << 10
 	DefaultMaxSessions      = 256
 	DefaultTerm             = "xterm-256color"
+	DefaultMaxKept          = 32
+	DefaultKeepBuffer       = 1 << 20
+	DefaultLinger           = 24 * time.Hour
 )
 
 // Server runs sessions.
@@ -64,6 +79,7 @@ type Server struct {
 	self   *account.Account
 	active atomic.Int64
 	wg     sync.WaitGroup
+	kept   *keptSessions
 }
 
 // New returns a Server with cfg's limits.
@@ -81,11 +97,17 @@ func New(cfg Config) *Server {
 	setDefault(&cfg.StdinWindow, DefaultStdinWindow)
 	setDefault(&cfg.MaxSessions, DefaultMaxSessions)
 	setDefault(&cfg.DefaultTerm, DefaultTerm)
+	setDefault(&cfg.MaxKept, DefaultMaxKept)
+	setDefault(&cfg.KeepBuffer, DefaultKeepBuffer)
+	setDefault(&cfg.Linger, DefaultLinger)
+	if cfg.Linger < 0 {
+		cfg.Linger = 0 // forever
+	}
 	self, err := account.Current()
 	if err != nil {
 		cfg.Logger.Warn("cannot resolve own account", "err", err)
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, self: self}
+	return &Server{cfg: cfg, log: cfg.Logger, self: self, kept: newKeptSessions(cfg.MaxKept)}
 }
 
 func setDefault[T comparable](v *T, def T) {
@@ -135,8 +157,10 @@ func (s *Server) Wait() { s.wg.Wait() }
 // Active reports the number of sessions running now.
 func (s *Server) Active() int { return int(s.active.Load()) }
 
-// ServeConn serves one connection: the handshake, then pings or one
-// session. It closes c before it returns.
+// ServeConn serves one connection: the handshake, then pings and one
+// request: a session (Exec), or, with protocol version 2, an attach to a
+// kept session, a listing, a kill or a removal. It closes c before it
+// returns; a kept session goes on without it.
 func (s *Server) ServeConn(c io.ReadWriteCloser) {
 	defer c.Close()
 	r := protocol.NewReader(c)
@@ -147,44 +171,89 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 	if !ok {
 		return
 	}
-	if t != protocol.TypeExec {
-		hs.refuse(protocol.KindProtocol, fmt.Sprintf("expected exec, got %s", t))
-		return
+	peer := peerOf(c)
+	switch t {
+	case protocol.TypeExec:
+		var req protocol.Exec
+		if err := protocol.Decode(t, p, &req); err != nil {
+			hs.refuse(protocol.KindRequest, err.Error())
+			return
+		}
+		if err := req.Validate(); err != nil {
+			hs.refuse(protocol.KindRequest, err.Error())
+			return
+		}
+		if req.Keep && hs.version < 2 {
+			hs.refuse(protocol.KindKeep, "kept sessions need protocol version 2; this connection speaks version 1")
+			return
+		}
+		if req.Keep && s.cfg.KeptVia != nil {
+			s.relay(hs, t, p)
+			return
+		}
+		s.execSession(hs, &req, peer)
+	case protocol.TypeAttach, protocol.TypeList, protocol.TypeKill, protocol.TypeRemove:
+		if hs.version < 2 {
+			hs.refuse(protocol.KindProtocol, fmt.Sprintf("%s needs protocol version 2; this connection speaks version 1", t))
+			return
+		}
+		if s.cfg.KeptVia != nil {
+			s.relay(hs, t, p)
+			return
+		}
+		s.keptRequest(hs, t, p, peer)
+	default:
+		hs.refuse(protocol.KindProtocol, fmt.Sprintf("expected exec, attach, list, kill or remove, got %s", t))
 	}
-	var req protocol.Exec
-	if err := protocol.Decode(t, p, &req); err != nil {
-		hs.refuse(protocol.KindRequest, err.Error())
-		return
-	}
-	if err := req.Validate(); err != nil {
-		hs.refuse(protocol.KindRequest, err.Error())
-		return
+}
+
+// execSession starts the program req asks for and drives it from the
+// connection until the program ends or the connection does.
+func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
+	if req.Keep {
+		if perr := s.kept.room(req.Name); perr != nil {
+			hs.refuse(perr.Kind, perr.Message)
+			return
+		}
 	}
 	if n := s.active.Add(1); n > int64(s.cfg.MaxSessions) {
-		s.active.Add(-1)
+		s.sessionEnded()
 		hs.refuse(protocol.KindBusy, fmt.Sprintf("corkd is at its limit of %d sessions", s.cfg.MaxSessions))
 		return
 	}
-	defer func() {
-		// The last session gone, hand the buffers of a busy spell back to
-		// the VM at once rather than minutes later.
-		if s.active.Add(-1) == 0 {
-			debug.FreeOSMemory()
-		}
-	}()
-
 	id := newSessionID()
 	log := s.log.With("session", id)
-	ss, err := s.start(id, &req, peerOf(c), w, log)
-	var perr *protocol.Error
-	switch {
-	case errors.As(err, &perr):
-		hs.refuse(perr.Kind, perr.Message)
-		return
-	case err != nil: // errExitReported: the program could not be executed
+	ss, err := s.start(id, req, peer, hs.w, log)
+	if err != nil {
+		s.sessionEnded()
+		var perr *protocol.Error
+		if errors.As(err, &perr) {
+			hs.refuse(perr.Kind, perr.Message)
+		} // else errExitReported: the program could not be executed
 		return
 	}
-	ss.run(r, c)
+	cl := ss.newClient(hs.c, hs.w)
+	ss.attach(cl)
+	if req.Keep {
+		if perr := s.kept.add(ss); perr != nil {
+			// Another request took the name between the check and now.
+			ss.begin()
+			ss.detach(cl)
+			cl.last(protocol.TypeError, perr)
+			ss.hangup()
+			return
+		}
+	}
+	ss.begin()
+	ss.serve(cl, hs.r)
+}
+
+// sessionEnded counts a session out. The last one gone, the buffers of a
+// busy spell go back to the VM at once rather than minutes later.
+func (s *Server) sessionEnded() {
+	if s.active.Add(-1) == 0 {
+		debug.FreeOSMemory()
+	}
 }
 
 func newSessionID() string {

@@ -17,19 +17,96 @@ import (
 // DefaultPath is PATH for a session whose environment has none.
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// session is one running program and the connection that drives it.
+// session is one running program, and the client, if any, that drives it.
+// A plain session has one client for its whole life and ends with it; a
+// kept session outlives its clients: output goes on being read into a ring
+// while none is attached, and a later client attaches to it.
 type session struct {
-	srv    *Server
-	log    *slog.Logger
-	w      *protocol.Writer
+	srv     *Server
+	log     *slog.Logger
+	id      string
+	name    string
+	argv0   string
+	user    string
+	owner   Peer
+	started time.Time
+	keep    bool
+	linger  time.Duration // kept: hang up after this long detached; 0: never
+
 	cmd    *exec.Cmd
-	master *os.File // the PTY master; nil for a pipe session
-	in     *inputQueue
+	master *os.File       // the PTY master; nil for a pipe session
+	stdin  io.WriteCloser // the program's input: the master, a pipe, or nil
+	wanted bool           // the host sends stdin
 	outs   []*output
+
+	// outMu orders output: the ring, the count and the client change
+	// together, so that a client attaching mid-stream gets every byte
+	// once. A pump holds it while it writes a frame to the client.
+	outMu      sync.Mutex
+	client     *client // nil while detached
+	ring       *ring   // kept sessions: the last output
+	sent       uint64  // output bytes so far
+	exited     bool    // the program has exited and its output was read
+	detachedAt time.Time
+	detachGen  int // counts detaches, so that a stale linger timer does nothing
+
+	// sizeMu orders the terminal's sizes; never held with outMu, so that a
+	// resize never waits behind output.
+	sizeMu  sync.Mutex
+	size    protocol.WindowSize
+	sizeGen uint64
 
 	reaped chan struct{} // closed when the program has been waited for
 	done   chan struct{} // closed when, in addition, its output is drained
 	exit   protocol.Exit
+}
+
+// client is one connection driving a session.
+type client struct {
+	conn io.ReadWriteCloser
+	w    *protocol.Writer
+	in   *inputQueue
+	gone chan struct{} // closed when the client no longer drives the session
+	once sync.Once
+
+	lastMu sync.Mutex
+	ended  bool // the client was sent its last frame
+}
+
+func (ss *session) newClient(conn io.ReadWriteCloser, w *protocol.Writer) *client {
+	return &client{conn: conn, w: w, gone: make(chan struct{}),
+		in: newInputQueue(int(ss.srv.cfg.StdinWindow), ss.stdin, ss.wanted, !ss.keep)}
+}
+
+// leave ends the client's part: its frame loop returns.
+func (cl *client) leave() {
+	cl.once.Do(func() {
+		cl.in.close()
+		close(cl.gone)
+	})
+}
+
+// last writes the last frame the client gets, once.
+func (cl *client) last(t protocol.Type, v any) {
+	cl.lastMu.Lock()
+	defer cl.lastMu.Unlock()
+	if cl.ended {
+		return
+	}
+	cl.ended = true
+	if s, ok := cl.conn.(InputStopper); ok {
+		s.StopInput()
+	}
+	cl.w.WriteJSON(t, v)
+}
+
+// hadLast reports whether the client was sent its last frame: its input
+// may have been stopped for it (InputStopper), which is no lost
+// connection.
+func (cl *client) hadLast() bool {
+	cl.lastMu.Lock()
+	defer cl.lastMu.Unlock()
+	return cl.ended
 }
 
 // errExitReported is start's answer for a program that was not found or
@@ -64,8 +141,19 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 		// then setgid, then setuid, in that order.
 		cmd.SysProcAttr.Credential = acct.Credential()
 	}
-	ss := &session{srv: s, log: log, w: w, cmd: cmd,
+	ss := &session{srv: s, log: log, id: id, name: req.Name, argv0: req.Argv[0], user: acct.Name,
+		owner: peer, started: time.Now(), keep: req.Keep, cmd: cmd, wanted: req.Stdin,
 		reaped: make(chan struct{}), done: make(chan struct{})}
+	if req.Keep {
+		ss.ring = newRing(s.cfg.KeepBuffer)
+		ss.linger = s.cfg.Linger
+		switch {
+		case req.LingerSeconds < 0:
+			ss.linger = 0
+		case req.LingerSeconds > 0:
+			ss.linger = time.Duration(req.LingerSeconds) * time.Second
+		}
+	}
 	var stdin io.WriteCloser
 	var err error
 	if req.TTY {
@@ -80,10 +168,10 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 		}
 		return nil, &protocol.Error{Kind: protocol.KindStart, Message: fmt.Sprintf("starting %q: %v", req.Argv[0], err)}
 	}
-	ss.in = newInputQueue(int(s.cfg.StdinWindow), stdin, req.Stdin)
-	log.Info("started", "argv0", req.Argv[0], "pid", cmd.Process.Pid, "uid", acct.UID, "tty", req.TTY)
+	ss.stdin = stdin
+	log.Info("started", "argv0", req.Argv[0], "pid", cmd.Process.Pid, "uid", acct.UID, "tty", req.TTY, "kept", req.Keep)
 	if err := w.WriteJSON(protocol.TypeStarted, &protocol.Started{
-		Session: id, PID: cmd.Process.Pid, StdinWindow: s.cfg.StdinWindow,
+		Session: id, PID: cmd.Process.Pid, StdinWindow: s.cfg.StdinWindow, Kept: req.Keep, Name: req.Name,
 	}); err != nil {
 		log.Warn("host gone before the session started", "err", err)
 	}
@@ -150,18 +238,17 @@ type InputStopper interface {
 	StopInput()
 }
 
-// run relays the session until the program ends or the connection drops.
-func (ss *session) run(r *protocol.Reader, conn io.ReadWriteCloser) {
-	defer ss.cleanup()
+// begin reads the program's output and waits for its end, whoever is
+// attached; finish runs when both are done.
+func (ss *session) begin() {
 	var pumps sync.WaitGroup
 	for _, o := range ss.outs {
 		pumps.Add(1)
 		go func() {
 			defer pumps.Done()
-			o.pump(ss.w)
+			o.pump(ss.deliver)
 		}()
 	}
-	go ss.in.run(ss)
 	go func() {
 		err := ss.cmd.Wait()
 		var ws syscall.WaitStatus
@@ -178,29 +265,153 @@ func (ss *session) run(r *protocol.Reader, conn io.ReadWriteCloser) {
 			o.startDrain(ss.srv.cfg.DrainIdle, deadline)
 		}
 		pumps.Wait()
-		close(ss.done)
+		ss.finish()
 	}()
+}
 
-	last := func(t protocol.Type, v any) {
-		if s, ok := conn.(InputStopper); ok {
-			s.StopInput()
-		}
-		ss.w.WriteJSON(t, v)
+// deliver takes one frame of output: into the ring of a kept session, and
+// to the attached client, if any.
+func (ss *session) deliver(frame []byte) {
+	ss.outMu.Lock()
+	defer ss.outMu.Unlock()
+	if ss.ring != nil {
+		ss.ring.write(frame[protocol.HeaderSize:])
 	}
+	ss.sent += uint64(len(frame) - protocol.HeaderSize)
+	cl := ss.client
+	if cl == nil {
+		return
+	}
+	if ss.keep {
+		// A client that stops reading would stall the program: after a
+		// while it is detached instead (EternalTerminal#731 froze
+		// Claude Code on writes that blocked).
+		if d, ok := cl.conn.(interface{ SetWriteDeadline(time.Time) error }); ok {
+			d.SetWriteDeadline(time.Now().Add(clientStall))
+		}
+	}
+	if err := cl.w.WriteFramed(frame); err != nil {
+		ss.dropLocked(cl)
+		go func() {
+			cl.conn.Close()
+			cl.leave()
+		}()
+	}
+}
+
+// clientStall is how long a kept session's output waits on a client that
+// does not read before the client is detached.
+const clientStall = 10 * time.Second
+
+// finish ends the session once the program has exited and its output is
+// drained: the attached client gets Exit; a kept session with no client
+// keeps its status and output for its linger.
+func (ss *session) finish() {
+	ss.outMu.Lock()
+	ss.exited = true
+	cl := ss.client
+	ss.client = nil
+	if cl == nil {
+		ss.detachedAt = time.Now()
+	}
+	ss.outMu.Unlock()
+	ss.log.Info("exited", "code", ss.exit.Code, "signal", ss.exit.Signal)
+	if cl != nil {
+		cl.last(protocol.TypeExit, &ss.exit)
+		cl.leave()
+	}
+	close(ss.done)
+	for _, o := range ss.outs {
+		o.f.Close()
+	}
+	if ss.stdin != nil && ss.master == nil {
+		ss.stdin.Close()
+	}
+	if ss.keep {
+		ss.srv.kept.exited(ss, cl != nil)
+	}
+	ss.srv.sessionEnded()
+}
+
+// attach makes cl the session's client, taking it over from another one.
+// It returns false when the program has already exited.
+func (ss *session) attach(cl *client) bool {
+	ss.outMu.Lock()
+	defer ss.outMu.Unlock()
+	if ss.exited {
+		return false
+	}
+	ss.client = cl
+	ss.detachedAt = time.Time{}
+	ss.detachGen++
+	return true
+}
+
+// dropLocked forgets cl as the session's client; a kept session starts its
+// linger. outMu is held.
+func (ss *session) dropLocked(cl *client) {
+	if ss.client != cl {
+		return
+	}
+	ss.client = nil
+	if !ss.keep || ss.exited {
+		return
+	}
+	ss.detachedAt = time.Now()
+	ss.detachGen++
+	ss.log.Info("detached")
+	if ss.linger > 0 {
+		gen := ss.detachGen
+		time.AfterFunc(ss.linger, func() {
+			ss.outMu.Lock()
+			stale := ss.detachGen != gen || ss.client != nil || ss.exited
+			ss.outMu.Unlock()
+			if !stale {
+				ss.log.Info("detached for its whole linger; hanging up", "linger", ss.linger)
+				ss.hangup()
+			}
+		})
+	}
+}
+
+// detach ends cl's part in the session.
+func (ss *session) detach(cl *client) {
+	ss.outMu.Lock()
+	ss.dropLocked(cl)
+	ss.outMu.Unlock()
+	cl.leave()
+}
+
+// serve applies cl's frames until it leaves: the program's end, another
+// client taking over, a protocol error or the connection's end. A plain
+// session is hung up when its client goes; a kept one is detached.
+func (ss *session) serve(cl *client, r *protocol.Reader) {
+	go cl.in.run(ss, cl.w)
 	readErr := make(chan error, 1)
-	go func() { readErr <- ss.readFrames(r) }()
+	go func() { readErr <- ss.readFrames(cl, r) }()
 	select {
-	case <-ss.done:
-		ss.log.Info("exited", "code", ss.exit.Code, "signal", ss.exit.Signal)
-		last(protocol.TypeExit, &ss.exit)
+	case <-cl.gone:
+		return
 	case err := <-readErr:
 		var perr *protocol.Error
-		if errors.As(err, &perr) {
-			ss.log.Warn("protocol error, ending session", "err", err)
-			last(protocol.TypeError, perr)
-		} else {
-			ss.log.Info("connection lost, hanging up", "err", err)
+		if cl.hadLast() {
+			<-cl.gone
+			return
 		}
+		if errors.As(err, &perr) {
+			ss.log.Warn("protocol error, ending the client's part", "err", err)
+			// A pump may be writing to the client: it is detached first,
+			// so that the error is its last frame.
+			ss.detach(cl)
+			cl.last(protocol.TypeError, perr)
+		} else {
+			ss.log.Info("connection lost", "err", err)
+			cl.conn.Close() // a pump blocked writing to it gives up
+			ss.detach(cl)
+		}
+	}
+	if !ss.keep {
+		ss.log.Info("hanging up")
 		ss.hangup()
 		<-ss.done
 	}
@@ -209,7 +420,7 @@ func (ss *session) run(r *protocol.Reader, conn io.ReadWriteCloser) {
 // readFrames applies the host's frames until the connection fails. A
 // *protocol.Error return is the host's fault; anything else is the
 // connection's end.
-func (ss *session) readFrames(r *protocol.Reader) error {
+func (ss *session) readFrames(cl *client, r *protocol.Reader) error {
 	for {
 		t, p, err := r.Next()
 		if err != nil {
@@ -220,11 +431,11 @@ func (ss *session) readFrames(r *protocol.Reader) error {
 		}
 		switch t {
 		case protocol.TypeStdin:
-			if err := ss.in.push(p); err != nil {
+			if err := cl.in.push(p); err != nil {
 				return err
 			}
 		case protocol.TypeStdinEOF:
-			if err := ss.in.closeInput(); err != nil {
+			if err := cl.in.closeInput(); err != nil {
 				return err
 			}
 		case protocol.TypeResize:
@@ -240,16 +451,9 @@ func (ss *session) readFrames(r *protocol.Reader) error {
 			}
 			ss.signal(sig.Name)
 		case protocol.TypePing:
-			ss.w.WriteFrame(protocol.TypePong, p)
+			cl.w.WriteFrame(protocol.TypePong, p)
 		default:
 			return &protocol.Error{Kind: protocol.KindProtocol, Message: fmt.Sprintf("unexpected %s frame during a session", t)}
 		}
-	}
-}
-
-func (ss *session) cleanup() {
-	ss.in.close()
-	for _, o := range ss.outs {
-		o.f.Close()
 	}
 }

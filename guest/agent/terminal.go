@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
@@ -38,6 +39,7 @@ func (ss *session) startPTY(req *protocol.Exec, acct *account.Account) (io.Write
 		master.Close()
 		return nil, err
 	}
+	ss.size = size
 	if len(req.Modes) > 0 {
 		if err := setModes(slave, req.Modes); err != nil {
 			master.Close()
@@ -112,13 +114,66 @@ func (ss *session) resize(s protocol.WindowSize) {
 		return
 	}
 	s = s.Clamped()
+	ss.sizeMu.Lock()
+	defer ss.sizeMu.Unlock()
+	ss.sizeGen++
+	ss.applySizeLocked(s)
+}
+
+func (ss *session) applySizeLocked(s protocol.WindowSize) {
 	if err := setSize(ss.master, s); err != nil {
 		ss.log.Warn("resize failed", "size", s, "err", err)
 		return
 	}
+	ss.size = s
 	if ss.log.Enabled(context.Background(), slog.LevelDebug) { // the hot path allocates nothing for a disabled log
 		ss.log.Debug("resize applied", "size", s)
 	}
+}
+
+// redrawDelay is how long the terminal stays one column wider during a
+// redraw: long enough for the program to read the size after its SIGWINCH
+// (shpool waits 50 ms the same way).
+const redrawDelay = 50 * time.Millisecond
+
+// redraw makes the program repaint at size s (or its current size): the
+// kernel sends no SIGWINCH for a size that does not change, so the
+// terminal goes one column wider, then to s, as a client attaches
+// (martanne/abduco#30 is the blank screen without it). A resize from the
+// client in between wins over the way back.
+func (ss *session) redraw(s protocol.WindowSize) {
+	if ss.master == nil {
+		return
+	}
+	ss.sizeMu.Lock()
+	if !s.Valid() {
+		s = ss.size
+	}
+	s = s.Clamped()
+	wider := s
+	if wider.Cols < protocol.MaxWindowDim {
+		wider.Cols++
+	} else {
+		wider.Cols--
+	}
+	ss.sizeGen++
+	gen := ss.sizeGen
+	ss.applySizeLocked(wider)
+	ss.sizeMu.Unlock()
+	time.AfterFunc(redrawDelay, func() {
+		ss.sizeMu.Lock()
+		defer ss.sizeMu.Unlock()
+		if ss.sizeGen == gen {
+			ss.applySizeLocked(s)
+		}
+	})
+}
+
+// currentSize is the terminal's size.
+func (ss *session) currentSize() protocol.WindowSize {
+	ss.sizeMu.Lock()
+	defer ss.sizeMu.Unlock()
+	return ss.size
 }
 
 // setSize applies s to the PTY with TIOCSWINSZ; the kernel sends SIGWINCH

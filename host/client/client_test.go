@@ -78,7 +78,7 @@ func TestVersionMismatchNamesBoth(t *testing.T) {
 		w.WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 7, MaxVersion: 9, Version: 7})
 	}()
 	_, err := Hello(protocol.NewReader(host), protocol.NewWriter(host), "test")
-	if err == nil || !strings.Contains(err.Error(), "versions 7 to 9") || !strings.Contains(err.Error(), "version 1") {
+	if err == nil || !strings.Contains(err.Error(), "versions 7 to 9") || !strings.Contains(err.Error(), "versions 1 to 2") {
 		t.Fatalf("got %v, want a mismatch naming both versions", err)
 	}
 }

@@ -1,0 +1,121 @@
+package protocol
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Kept sessions (protocol version 2, capability CapKeep) outlive their
+// connection: see the package documentation for the exchange.
+
+// MaxName bounds a kept session's name.
+const MaxName = 64
+
+// sessionID matches the ids an agent gives sessions: 16 hex digits.
+var sessionID = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
+// ValidName reports what is wrong with a kept session's name, if
+// anything. Empty is allowed: the session is known by its id.
+func ValidName(name string) error {
+	switch {
+	case len(name) > MaxName:
+		return fmt.Errorf("session name of %d bytes, the limit is %d", len(name), MaxName)
+	case strings.ContainsAny(name, "/\x00"):
+		return fmt.Errorf("session name %q holds a slash or a NUL", name)
+	case strings.IndexFunc(name, func(r rune) bool { return r < ' ' || r == 0x7f }) >= 0:
+		return fmt.Errorf("session name %q holds a control character", name)
+	case sessionID.MatchString(name):
+		return fmt.Errorf("session name %q looks like a session id (16 hex digits)", name)
+	}
+	return nil
+}
+
+// Attach asks for a kept session: to drive it (the output from where the
+// host left off, or a redraw) until it exits or the connection drops.
+type Attach struct {
+	Session string `json:"session"` // a name or an id
+	// Resume, when set, is the number of the session's output bytes the
+	// host has already seen: the agent sends the rest, if it still holds
+	// them, and redraws otherwise.
+	Resume *uint64    `json:"resume,omitempty"`
+	Size   WindowSize `json:"size"` // the host terminal's size; zero: leave the session's
+}
+
+// Validate reports the first problem with a.
+func (a *Attach) Validate() error {
+	if a.Session == "" {
+		return errors.New("attach: no session named")
+	}
+	if len(a.Session) > MaxName || strings.ContainsRune(a.Session, 0) {
+		return fmt.Errorf("attach: session %q is not a name or an id", a.Session)
+	}
+	return nil
+}
+
+// Attached answers Attach. The output frames that follow continue the
+// session's output from byte From (counting from the session's start): the
+// sequence number of an output frame's first byte is From plus the output
+// bytes before it on this connection.
+type Attached struct {
+	Session     string `json:"session"` // the id
+	Name        string `json:"name,omitempty"`
+	From        uint64 `json:"from"`
+	Resumed     bool   `json:"resumed,omitempty"` // From is the Resume asked for: nothing was lost
+	Running     bool   `json:"running"`           // false: the program has exited; its kept output and Exit follow
+	StdinWindow uint32 `json:"stdin_window"`
+}
+
+// Detached is the last frame of a connection whose session another client
+// took over by attaching to it.
+type Detached struct {
+	Reason string `json:"reason"`
+}
+
+// Session states in SessionInfo.
+const (
+	StateRunning = "running"
+	StateExited  = "exited"
+)
+
+// SessionInfo describes one kept session in a Sessions frame. It never
+// holds the program's arguments or environment, which may hold secrets.
+type SessionInfo struct {
+	ID       string     `json:"id"`
+	Name     string     `json:"name,omitempty"`
+	User     string     `json:"user"`
+	Program  string     `json:"program"` // argv[0] only
+	Started  time.Time  `json:"started"`
+	State    string     `json:"state"`
+	Attached bool       `json:"attached"`
+	Exit     *Exit      `json:"exit,omitempty"`
+	Size     WindowSize `json:"size"`
+	// DetachedSince is when the last client left a running session, or
+	// when the session exited with none attached.
+	DetachedSince *time.Time `json:"detached_since,omitempty"`
+}
+
+// Sessions answers List: the kept sessions the peer may see.
+type Sessions struct {
+	Sessions []SessionInfo `json:"sessions"`
+}
+
+// Kill asks the agent to signal a kept session's programs: Signal (a name
+// of Signals), or, when empty, a hang-up (SIGHUP, then SIGKILL after the
+// agent's grace period).
+type Kill struct {
+	Session string `json:"session"`
+	Signal  string `json:"signal,omitempty"`
+}
+
+// Remove asks the agent to forget an exited kept session.
+type Remove struct {
+	Session string `json:"session"`
+}
+
+// Done answers Kill and Remove.
+type Done struct {
+	Message string `json:"message"`
+}
