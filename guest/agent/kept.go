@@ -229,10 +229,15 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 	cl := ss.newClient(h.c, h.w)
 
 	// The client attached now, if any, is told and let go first: a pump
-	// blocked writing to it must not hold the session's output.
+	// blocked writing to it must not hold the session's output. A bad
+	// request takes nothing over.
 	ss.outMu.Lock()
-	old := ss.client
+	old, sent := ss.client, ss.sent
 	ss.outMu.Unlock()
+	if a.Resume != nil && *a.Resume > sent {
+		h.refuse(protocol.KindRequest, fmt.Sprintf("resume from output byte %d: the session has written only %d", *a.Resume, sent))
+		return
+	}
 	if old != nil {
 		log.Info("another client attached; detaching the current one")
 		takeOver(old)
