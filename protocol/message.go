@@ -234,6 +234,16 @@ func Decode(t Type, p []byte, v any) error {
 	return nil
 }
 
+// MustJSON encodes a message that cannot fail to encode (one of this
+// package's types).
+func MustJSON(v any) []byte {
+	p, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
+
 func encodeJSON(v any) ([]byte, error) {
 	return json.Marshal(v)
 }

@@ -53,8 +53,13 @@ func listenUnix(path string, opts Options) (net.Listener, error) {
 	}
 
 	// A socket left by an earlier corkd would make bind fail; anything
-	// else at the path is not ours to remove.
+	// else at the path is not ours to remove, nor is a socket a live
+	// corkd still listens on.
 	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("unix socket %s: another process is listening on it", path)
+		}
 		os.Remove(path)
 	}
 	// bind creates the file with the umask's mode: keep it private until

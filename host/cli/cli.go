@@ -9,7 +9,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -27,13 +29,19 @@ import (
 const (
 	ExitCorkError = 125
 	ExitLost      = 255
+	// ExitTakenOver: another client attached to the kept session.
+	ExitTakenOver = 254
 )
 
 // Version is cork's version, set by the main package.
 var Version = "dev"
 
 const usage = `usage:
-  cork exec [flags] -- COMMAND [ARG...]   run a program in the VM
+  cork exec [flags] -- COMMAND [ARG...]   run a program in the VM (--keep: a session that outlives cork)
+  cork attach [flags] NAME|ID             attach to a kept session
+  cork ls [--json]                        list kept sessions
+  cork kill [--signal SIG] NAME|ID        hang up (or signal) a kept session
+  cork rm NAME|ID                         forget an exited kept session
   cork ping [flags]                       check that corkd answers, and how fast
   cork bake [flags] IN OUT                add corkd to a container image
   cork version                            print cork's version
@@ -51,6 +59,14 @@ func Main(args []string) int {
 		return execMain(args[1:])
 	case "ping":
 		return pingMain(args[1:])
+	case "attach":
+		return attachMain(args[1:])
+	case "ls":
+		return lsMain(args[1:])
+	case "kill":
+		return killMain(args[1:])
+	case "rm":
+		return rmMain(args[1:])
 	case "bake":
 		return bakeMain(args[1:])
 	case "version", "--version":
@@ -67,6 +83,18 @@ func Main(args []string) int {
 func fail(format string, a ...any) int {
 	fmt.Fprintf(os.Stderr, "cork: "+format+"\n", a...)
 	return ExitCorkError
+}
+
+// flagsForMessages spells the target's flags for a command line printed
+// in a message.
+func (t *target) flagsForMessages() string {
+	switch {
+	case t.machine != "":
+		return "--machine " + t.machine + " "
+	case t.connect != "":
+		return "--connect " + t.connect + " "
+	}
+	return ""
 }
 
 // target is where a session goes: --connect or --machine.
@@ -118,6 +146,22 @@ type execFlags struct {
 	env         []string
 	envFiles    []string
 	workdir     string
+	keep        bool
+	name        string
+	linger      time.Duration
+	kept        keptFlags
+}
+
+// keptFlags are the flags of a client of a kept session: exec --keep and
+// attach.
+type keptFlags struct {
+	detachKeys string
+	reconnect  time.Duration
+}
+
+func (k *keptFlags) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&k.detachKeys, "detach-keys", term.DefaultDetachKeys, "keys that detach from a kept session, docker's syntax (\"\" for none)")
+	fs.DurationVar(&k.reconnect, "reconnect", 30*time.Second, "how long to try to get back to a kept session whose connection dropped (0: do not)")
 }
 
 func execMain(args []string) int {
@@ -131,6 +175,10 @@ func execMain(args []string) int {
 	fs.StringArrayVarP(&f.env, "env", "e", nil, "set `K=V`; K alone passes the host's value (repeatable)")
 	fs.StringArrayVar(&f.envFiles, "env-file", nil, "read K=V lines from `FILE` (repeatable)")
 	fs.StringVarP(&f.workdir, "workdir", "w", "", "working directory (default: the user's home)")
+	fs.BoolVar(&f.keep, "keep", false, "keep the session when the connection drops or you detach (needs -t)")
+	fs.StringVar(&f.name, "name", "", "name the kept session (unique in the guest; default: its id)")
+	fs.DurationVar(&f.linger, "linger", 24*time.Hour, "hang a kept session up after this long detached, and forget it this long after it exits detached (0: never)")
+	f.kept.flags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: cork exec [flags] -- COMMAND [ARG...]\n%s", fs.FlagUsages())
 	}
@@ -143,24 +191,39 @@ func execMain(args []string) int {
 	if fs.NArg() == 0 {
 		return fail("exec: no command given (cork exec [flags] -- COMMAND [ARG...])")
 	}
+	if !f.keep && (f.name != "" || fs.Changed("linger")) {
+		return fail("exec: --name and --linger are for kept sessions: add --keep")
+	}
 	env, err := buildEnv(f.envFiles, f.env)
 	if err != nil {
 		return fail("%v", err)
 	}
 	req := protocol.Exec{
 		Argv: fs.Args(), Env: env, User: f.user, Dir: f.workdir,
-		TTY: f.tty, Stdin: f.interactive,
+		TTY: f.tty, Stdin: f.interactive, Keep: f.keep, Name: f.name,
+	}
+	if f.keep {
+		req.LingerSeconds = int64(f.linger / time.Second)
+		if f.linger == 0 {
+			req.LingerSeconds = -1
+		}
 	}
 	if err := req.Validate(); err != nil {
 		return fail("%v", err)
 	}
-	return runSession(&f.target, req)
+	return runSession(&f.target, &client.Session{Exec: req}, f.kept)
 }
 
-func runSession(t *target, req protocol.Exec) int {
+// runSession runs sess (an exec or an attach) on the operator's terminal.
+func runSession(t *target, sess *client.Session, kf keptFlags) int {
+	req := &sess.Exec
+	tty, keep := req.TTY, req.Keep
+	if sess.Attach != nil {
+		tty, keep = true, true
+	}
 	stdinFd, stdoutFd := int(os.Stdin.Fd()), int(os.Stdout.Fd())
 	sizeFd := -1
-	if req.TTY {
+	if tty {
 		req.Term = os.Getenv("TERM")
 		for _, fd := range []int{stdinFd, stdoutFd} {
 			if term.IsTerminal(fd) {
@@ -171,12 +234,22 @@ func runSession(t *target, req protocol.Exec) int {
 		if sizeFd >= 0 {
 			if s, err := term.Size(sizeFd); err == nil {
 				req.Size = s
+				if sess.Attach != nil {
+					sess.Attach.Size = s
+				}
 			}
 			// The operator's erase character, IUTF8 and the rest, as
 			// ssh sends them with its pty-req; read before raw mode.
 			if m, err := term.Modes(sizeFd); err == nil {
 				req.Modes = m
 			}
+		}
+	}
+	var keys []byte
+	if keep {
+		var err error
+		if keys, err = term.ParseDetachKeys(kf.detachKeys); err != nil {
+			return fail("%v", err)
 		}
 	}
 
@@ -186,25 +259,54 @@ func runSession(t *target, req protocol.Exec) int {
 		return fail("%v", err)
 	}
 
-	sess := &client.Session{Exec: req, Stdout: os.Stdout, Stderr: os.Stderr, Software: "cork " + Version}
+	sess.Stdout, sess.Stderr, sess.Software = os.Stdout, os.Stderr, "cork "+Version
 	var screen *term.Screen
-	if req.TTY && term.IsTerminal(stdoutFd) {
+	if tty && term.IsTerminal(stdoutFd) {
 		screen = term.NewScreen(os.Stdout)
 		sess.Stdout = screen
 	}
-	if req.Stdin {
-		sess.Stdin = os.Stdin
-	}
 	stop := make(chan struct{})
 	defer close(stop)
+	detach := make(chan struct{})
+	var detachOnce sync.Once
+	detachNow := func() { detachOnce.Do(func() { close(detach) }) }
+	if req.Stdin || sess.Attach != nil {
+		sess.Stdin = os.Stdin
+		if keep && len(keys) > 0 {
+			f := term.NewDetachFilter(os.Stdin, keys, term.DetachKeyTimeout)
+			sess.Stdin = f
+			go func() {
+				select {
+				case <-f.Detached():
+					detachNow()
+				case <-stop:
+				}
+			}()
+		}
+	}
+	if keep {
+		sess.Detach = detach
+		if kf.reconnect > 0 {
+			sess.Reconnect = kf.reconnect
+			sess.Redial = func(ctx context.Context) (io.ReadWriteCloser, error) {
+				c, _, err := t.dial(ctx)
+				return c, err
+			}
+		}
+	}
 	// The signals that would end cork are forwarded instead, from before
-	// the terminal goes raw, so that none can leave it raw.
-	sess.Signals = forwardSignals(stop)
+	// the terminal goes raw, so that none can leave it raw. For a kept
+	// session, SIGHUP (the terminal closing) and SIGTERM detach instead.
+	var detachOn []syscall.Signal
+	if keep {
+		detachOn = []syscall.Signal{syscall.SIGHUP, syscall.SIGTERM}
+	}
+	sess.Signals = forwardSignals(stop, detachOn, detachNow)
 
 	// Raw mode for the session's life: restored before any message is
 	// printed, and by the deferred call on any other way out.
 	restore := func() {}
-	if req.TTY && term.IsTerminal(stdinFd) {
+	if tty && term.IsTerminal(stdinFd) {
 		r, err := term.MakeRaw(stdinFd)
 		if err != nil {
 			conn.Close()
@@ -227,15 +329,26 @@ func runSession(t *target, req protocol.Exec) int {
 	}
 	restore()
 	ferr := finish()
+	again := fmt.Sprintf("cork attach %s%s", t.flagsForMessages(), sessionRef(sess))
+	var taken *client.TakenOverError
 	switch {
 	case err == nil:
 		return exit.Code
+	case errors.Is(err, client.ErrDetached):
+		fmt.Fprintf(os.Stderr, "cork: detached from session %s; %s to return\n", describe(sess), again)
+		return 0
+	case errors.As(err, &taken):
+		fmt.Fprintf(os.Stderr, "cork: %v; %s to take it back\n", err, again)
+		return ExitTakenOver
 	case errors.Is(err, client.ErrNoExit):
+		msg := err.Error()
 		if ferr != nil {
-			fmt.Fprintf(os.Stderr, "cork: %v (%v)\n", err, ferr)
-		} else {
-			fmt.Fprintf(os.Stderr, "cork: %v\n", err)
+			msg += " (" + ferr.Error() + ")"
 		}
+		if keep && sess.ID != "" {
+			msg += fmt.Sprintf("; session %s is kept: %s", describe(sess), again)
+		}
+		fmt.Fprintf(os.Stderr, "cork: %s\n", msg)
 		return ExitLost
 	}
 	if ferr != nil {
@@ -244,11 +357,30 @@ func runSession(t *target, req protocol.Exec) int {
 	return fail("%v", err)
 }
 
+// sessionRef is how a message names a kept session to attach to.
+func sessionRef(s *client.Session) string {
+	if s.Name != "" {
+		return s.Name
+	}
+	if s.ID != "" {
+		return s.ID
+	}
+	return s.Attach.Session
+}
+
+func describe(s *client.Session) string {
+	if s.Name != "" {
+		return fmt.Sprintf("%s (id %s)", s.Name, s.ID)
+	}
+	return s.ID
+}
+
 // forwardSignals turns the signals that would end cork into Signal frames
-// for the program. Only these are forwarded: SIGWINCH is a resize, and the
-// Go runtime's SIGURG, SIGCHLD and SIGPIPE belong to cork itself
-// (containerd#4935 forwarded SIGURG to containers).
-func forwardSignals(stop <-chan struct{}) <-chan string {
+// for the program, but those of detachOn, which call detach instead. Only
+// these are forwarded: SIGWINCH is a resize, and the Go runtime's SIGURG,
+// SIGCHLD and SIGPIPE belong to cork itself (containerd#4935 forwarded
+// SIGURG to containers).
+func forwardSignals(stop <-chan struct{}, detachOn []syscall.Signal, detach func()) <-chan string {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
 	out := make(chan string, 4)
@@ -257,7 +389,12 @@ func forwardSignals(stop <-chan struct{}) <-chan string {
 		for {
 			select {
 			case s := <-sigs:
-				name := strings.TrimPrefix(unix.SignalName(s.(syscall.Signal)), "SIG")
+				sig := s.(syscall.Signal)
+				if slices.Contains(detachOn, sig) {
+					detach()
+					continue
+				}
+				name := strings.TrimPrefix(unix.SignalName(sig), "SIG")
 				select {
 				case out <- name:
 				default: // the connection is stuck; cork will end anyway

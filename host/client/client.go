@@ -8,7 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/corkvm/cork/protocol"
 )
@@ -17,11 +18,33 @@ import (
 // status arrives: the session's outcome is unknown, and never a success.
 var ErrNoExit = errors.New("connection to corkd lost before the program's exit status arrived")
 
-// Session describes one program to run and where its stdio goes.
+// ErrDetached is returned when the client left a kept session at the
+// user's request (Session.Detach): the session runs on.
+var ErrDetached = errors.New("detached from the session")
+
+// TakenOverError is returned when another client attached to the kept
+// session and took it over.
+type TakenOverError struct{ Reason string }
+
+func (e *TakenOverError) Error() string { return "detached: " + e.Reason }
+
+// CannotKeepError is returned when the agent speaks no protocol version
+// with kept sessions.
+type CannotKeepError struct{ Software string }
+
+func (e *CannotKeepError) Error() string {
+	return fmt.Sprintf("this agent cannot keep sessions (%s speaks protocol version 1); update corkd in the guest", e.Software)
+}
+
+// Session describes one program to run, or one kept session to attach to,
+// and where its stdio goes.
 type Session struct {
 	Exec protocol.Exec
-	// Stdin is copied to the program when Exec.Stdin is set; its EOF is
-	// sent as StdinEOF.
+	// Attach, when set, attaches to a kept session instead of running
+	// Exec.
+	Attach *protocol.Attach
+	// Stdin is copied to the program when Exec.Stdin is set (always when
+	// attaching); its EOF is sent as StdinEOF.
 	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
@@ -32,13 +55,28 @@ type Session struct {
 	Signals <-chan string
 	// Software names this side in its Hello.
 	Software string
+	// Detach, when closed, leaves a kept session running: Run returns
+	// ErrDetached.
+	Detach <-chan struct{}
+	// Redial, when set, reconnects after a kept session's connection
+	// drops, for up to Reconnect, and Run resumes the session from the
+	// last output byte it got: nothing is lost or shown twice when the
+	// agent still holds the bytes missed, and the program redraws when it
+	// does not.
+	Redial    func(ctx context.Context) (io.ReadWriteCloser, error)
+	Reconnect time.Duration
+
+	// ID and Name are the session's, as the agent gives them.
+	ID, Name string
+	// Resumes counts the reconnections Run made.
+	Resumes int
 }
 
 // Hello exchanges Hello frames and returns the agent's.
 func Hello(r *protocol.Reader, w *protocol.Writer, software string) (*protocol.Hello, error) {
 	if err := w.WriteJSON(protocol.TypeHello, &protocol.Hello{
 		MinVersion: protocol.MinVersion, MaxVersion: protocol.MaxVersion,
-		Capabilities: []string{protocol.CapTTY, protocol.CapPipes, protocol.CapSignal, protocol.CapPing},
+		Capabilities: []string{protocol.CapTTY, protocol.CapPipes, protocol.CapSignal, protocol.CapPing, protocol.CapKeep},
 		Software:     software,
 	}); err != nil {
 		return nil, fmt.Errorf("sending hello: %w", err)
@@ -94,42 +132,82 @@ func decodeError(p []byte) error {
 }
 
 // Run runs s over conn and returns the program's exit. A *protocol.Error
-// is corkd refusing or ending the session; ErrNoExit is a lost connection.
-// Run closes conn before it returns; cancelling ctx closes it early.
+// is corkd refusing or ending the session; ErrNoExit is a lost connection;
+// ErrDetached and *TakenOverError leave a kept session running. Run closes
+// its connections before it returns; cancelling ctx closes them early.
 func (s *Session) Run(ctx context.Context, conn io.ReadWriteCloser) (protocol.Exit, error) {
-	var closeOnce sync.Once
-	closeConn := func() { closeOnce.Do(func() { conn.Close() }) }
-	defer closeConn()
-	stop := context.AfterFunc(ctx, closeConn)
+	l := newLink(conn)
+	defer l.close()
+	stop := context.AfterFunc(ctx, l.close)
 	defer stop()
 
-	r := protocol.NewReader(conn)
-	w := protocol.NewWriter(conn)
-	if _, err := Hello(r, w, s.Software); err != nil {
+	h, err := Hello(l.r, l.w, s.Software)
+	if err != nil {
 		return protocol.Exit{}, err
 	}
-	if err := w.WriteJSON(protocol.TypeExec, &s.Exec); err != nil {
-		return protocol.Exit{}, fmt.Errorf("sending exec: %w", err)
+	size := s.Exec.Size
+	if s.Attach != nil {
+		size = s.Attach.Size
+	}
+	l.setSize(size)
+	if (s.Attach != nil || s.Exec.Keep) && h.Version < 2 {
+		return protocol.Exit{}, &CannotKeepError{Software: h.Software}
+	}
+	if s.Attach != nil {
+		err = l.w.WriteJSON(protocol.TypeAttach, s.Attach)
+	} else {
+		err = l.w.WriteJSON(protocol.TypeExec, &s.Exec)
+	}
+	if err != nil {
+		return protocol.Exit{}, fmt.Errorf("sending the request: %w", err)
 	}
 
 	done := make(chan struct{})
 	defer close(done)
 	if s.Sizes != nil {
-		go sendSizes(w, s.Sizes, s.Exec.Size, done)
+		go sendSizes(l, s.Sizes, size, done)
 	}
 	if s.Signals != nil {
-		go sendSignals(w, s.Signals, done)
+		go sendSignals(l, s.Signals, done)
+	}
+	var detaching atomic.Bool
+	if s.Detach != nil {
+		go func() {
+			select {
+			case <-s.Detach:
+				detaching.Store(true)
+				l.closeConn()
+			case <-done:
+			}
+		}()
 	}
 	credit := newCredit()
 	defer credit.close()
+	wantStdin := s.Stdin != nil && (s.Exec.Stdin || s.Attach != nil)
+	stdinStarted := false
+	startStdin := func(window uint32) {
+		credit.reset(int(window))
+		if wantStdin && !stdinStarted {
+			stdinStarted = true
+			go sendStdin(l, s.Stdin, credit)
+		}
+	}
+	var seen uint64 // output bytes of the session, counted from its start
 
 	for {
 		// Every frame is consumed before the next is read: output goes
 		// out at once, so its buffer can be reused.
-		t, p, err := r.NextShared()
+		t, p, err := l.r.NextShared()
 		if err != nil {
-			if ctx.Err() != nil {
+			switch {
+			case ctx.Err() != nil:
 				return protocol.Exit{}, ctx.Err()
+			case detaching.Load():
+				return protocol.Exit{}, ErrDetached
+			case l.resumable() && s.Redial != nil:
+				if rerr := s.resume(ctx, l, seen); rerr == nil {
+					continue
+				}
 			}
 			if err == io.EOF || errors.Is(err, protocol.ErrTruncated) {
 				return protocol.Exit{}, ErrNoExit
@@ -142,15 +220,25 @@ func (s *Session) Run(ctx context.Context, conn io.ReadWriteCloser) (protocol.Ex
 			if err := protocol.Decode(t, p, &st); err != nil {
 				return protocol.Exit{}, err
 			}
-			if s.Exec.Stdin && s.Stdin != nil {
-				credit.give(int(st.StdinWindow))
-				go sendStdin(w, s.Stdin, credit)
+			s.ID, s.Name = st.Session, st.Name
+			l.setResumable(st.Kept)
+			startStdin(st.StdinWindow)
+		case protocol.TypeAttached:
+			var at protocol.Attached
+			if err := protocol.Decode(t, p, &at); err != nil {
+				return protocol.Exit{}, err
 			}
+			s.ID, s.Name = at.Session, at.Name
+			seen = at.From
+			l.setResumable(at.Running)
+			startStdin(at.StdinWindow)
 		case protocol.TypeStdout:
+			seen += uint64(len(p))
 			if _, err := s.Stdout.Write(p); err != nil {
 				return protocol.Exit{}, fmt.Errorf("writing output: %w", err)
 			}
 		case protocol.TypeStderr:
+			seen += uint64(len(p))
 			if _, err := s.Stderr.Write(p); err != nil {
 				return protocol.Exit{}, fmt.Errorf("writing error output: %w", err)
 			}
@@ -169,15 +257,60 @@ func (s *Session) Run(ctx context.Context, conn io.ReadWriteCloser) (protocol.Ex
 			return e, nil
 		case protocol.TypeError:
 			return protocol.Exit{}, decodeError(p)
+		case protocol.TypeDetached:
+			var d protocol.Detached
+			protocol.Decode(t, p, &d)
+			return protocol.Exit{}, &TakenOverError{Reason: d.Reason}
 		default:
 			return protocol.Exit{}, fmt.Errorf("protocol: corkd sent an unexpected %s frame", t)
 		}
 	}
 }
 
+// resume reconnects to the agent and attaches again from output byte seen,
+// retrying with backoff for up to s.Reconnect.
+func (s *Session) resume(ctx context.Context, l *link, seen uint64) error {
+	deadline := time.Now().Add(s.Reconnect)
+	backoff := 10 * time.Millisecond
+	for {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		err := s.reattach(ctx, l, seen)
+		if err == nil {
+			s.Resumes++
+			return nil
+		}
+		if time.Now().Add(backoff).After(deadline) {
+			return err
+		}
+		time.Sleep(backoff)
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+func (s *Session) reattach(ctx context.Context, l *link, seen uint64) error {
+	conn, err := s.Redial(ctx)
+	if err != nil {
+		return err
+	}
+	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
+	if _, err := Hello(r, w, s.Software); err != nil {
+		conn.Close()
+		return err
+	}
+	if err := w.WriteJSON(protocol.TypeAttach, &protocol.Attach{Session: s.ID, Resume: &seen, Size: l.currentSize()}); err != nil {
+		conn.Close()
+		return err
+	}
+	l.swap(conn, r, w)
+	return nil
+}
+
 // sendStdin copies in to the session within the stdin window, then sends
-// StdinEOF when in ends.
-func sendStdin(w *protocol.Writer, in io.Reader, c *credit) {
+// StdinEOF when in ends. Input typed while a kept session reconnects is
+// dropped, as over any connection that breaks.
+func sendStdin(l *link, in io.Reader, c *credit) {
 	const chunk = 32 << 10
 	buf := make([]byte, chunk)
 	for {
@@ -188,22 +321,22 @@ func sendStdin(w *protocol.Writer, in io.Reader, c *credit) {
 		m, err := in.Read(buf[:n])
 		c.give(n - m)
 		if m > 0 {
-			if w.WriteFrame(protocol.TypeStdin, buf[:m]) != nil {
+			if l.write(protocol.TypeStdin, buf[:m], false) != nil && !l.resumable() {
 				return
 			}
 		}
 		if err != nil {
-			w.WriteFrame(protocol.TypeStdinEOF, nil)
+			l.write(protocol.TypeStdinEOF, nil, true)
 			return
 		}
 	}
 }
 
-func sendSignals(w *protocol.Writer, sigs <-chan string, done <-chan struct{}) {
+func sendSignals(l *link, sigs <-chan string, done <-chan struct{}) {
 	for {
 		select {
 		case name := <-sigs:
-			if w.WriteJSON(protocol.TypeSignal, &protocol.Signal{Name: name}) != nil {
+			if l.write(protocol.TypeSignal, protocol.MustJSON(&protocol.Signal{Name: name}), true) != nil {
 				return
 			}
 		case <-done:

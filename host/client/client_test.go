@@ -203,3 +203,29 @@ func TestPing(t *testing.T) {
 		t.Fatalf("a wrong echo: %v", err)
 	}
 }
+
+// TestVersion1AgentCannotKeep: a version-1 agent runs plain sessions, and
+// kept-session requests get an error that says why.
+func TestVersion1AgentCannotKeep(t *testing.T) {
+	ran := false
+	_, err := runFake(t, &Session{Exec: protocol.Exec{Argv: []string{"x"}, TTY: true, Keep: true}},
+		func(*protocol.Reader, *protocol.Writer, protocol.Exec) { ran = true })
+	var ck *CannotKeepError
+	if !errors.As(err, &ck) || !strings.Contains(err.Error(), "cannot keep sessions") || !strings.Contains(err.Error(), "fake") {
+		t.Fatalf("got %v", err)
+	}
+	if ran {
+		t.Fatal("the request was sent to an agent that cannot keep it")
+	}
+	host, guest := net.Pipe()
+	go func() {
+		defer guest.Close()
+		r, w := protocol.NewReader(guest), protocol.NewWriter(guest)
+		r.Next()
+		w.WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: 1, Version: 1, Software: "old corkd"})
+		r.Next()
+	}()
+	if _, err := List(host, "test"); !errors.As(err, &ck) {
+		t.Fatalf("List on a version-1 agent: %v", err)
+	}
+}

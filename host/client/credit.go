@@ -44,6 +44,15 @@ func (c *credit) give(n int) {
 	c.cond.Signal()
 }
 
+// reset makes n the credit: a new connection's window, which nothing sent
+// yet counts against.
+func (c *credit) reset(n int) {
+	c.mu.Lock()
+	c.avail = n
+	c.mu.Unlock()
+	c.cond.Broadcast()
+}
+
 func (c *credit) close() {
 	c.mu.Lock()
 	c.closed = true

@@ -46,7 +46,9 @@ func (sl *SizeSlot) Take() (protocol.WindowSize, bool) {
 
 // sendSizes writes a Resize for each new size put in the slot, skipping a
 // size equal to the last one sent (the kernel would not signal it either).
-func sendSizes(w *protocol.Writer, sl *SizeSlot, last protocol.WindowSize, done <-chan struct{}) {
+// A size that cannot be sent because a kept session is reconnecting is not
+// retried: the attach that resumes it carries the newest size.
+func sendSizes(l *link, sl *SizeSlot, last protocol.WindowSize, done <-chan struct{}) {
 	for {
 		select {
 		case <-sl.Ready():
@@ -57,7 +59,8 @@ func sendSizes(w *protocol.Writer, sl *SizeSlot, last protocol.WindowSize, done 
 		if !ok || s == last {
 			continue
 		}
-		if w.WriteFrame(protocol.TypeResize, protocol.EncodeResize(s)) != nil {
+		l.setSize(s)
+		if l.write(protocol.TypeResize, protocol.EncodeResize(s), false) != nil && !l.resumable() {
 			return
 		}
 		last = s

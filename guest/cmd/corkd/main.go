@@ -77,6 +77,11 @@ func serve(args []string) int {
 	grace := fs.Duration("disconnect-grace", agent.DefaultDisconnectGrace, "time between SIGHUP and SIGKILL when a connection drops")
 	maxSessions := fs.Int("max-sessions", agent.DefaultMaxSessions, "concurrent sessions")
 	maxFrame := fs.Int("max-frame", protocol.MaxPayload, "largest frame payload accepted, in bytes (64 KiB to 1 MiB)")
+	maxKept := fs.Int("max-kept", agent.DefaultMaxKept, "kept sessions, running and exited")
+	keepBuffer := fs.Int("keep-buffer", agent.DefaultKeepBuffer, "output bytes each kept session keeps for a host that resumes")
+	linger := fs.Duration("linger", agent.DefaultLinger, "longest a kept session runs detached, or is remembered after exiting detached, unless cork asks for less (0: forever)")
+	keepSocket := fs.String("keep-socket", defaultKeepSocket(), "with --stdio: the unix socket of the corkd that keeps sessions, started if none listens (env CORKD_KEEP_SOCKET)")
+	pidFile := fs.String("pid-file", "", "write corkd's pid to `FILE` while it serves")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: corkd serve [--stdio] [--listen URL]...\n%s", fs.FlagUsages())
 	}
@@ -112,14 +117,35 @@ func serve(args []string) int {
 	sigpipe := make(chan os.Signal, 1)
 	signal.Notify(sigpipe, syscall.SIGPIPE)
 
-	srv := agent.New(agent.Config{
+	if *keepBuffer < 4<<10 || *keepBuffer > 64<<20 {
+		fmt.Fprintf(os.Stderr, "corkd: --keep-buffer %d: want 4096 to %d\n", *keepBuffer, 64<<20)
+		return 2
+	}
+	cfg := agent.Config{
 		Logger:           log,
 		Software:         "corkd " + version,
 		HandshakeTimeout: *handshake,
 		DisconnectGrace:  *grace,
 		MaxSessions:      *maxSessions,
 		MaxFrame:         *maxFrame,
-	})
+		MaxKept:          *maxKept,
+		KeepBuffer:       *keepBuffer,
+		Linger:           *linger,
+	}
+	if *linger == 0 {
+		cfg.Linger = -1 // forever
+	}
+	if *stdio {
+		cfg.KeptVia = keptVia(*keepSocket, *logLevel, log)
+	}
+	srv := agent.New(cfg)
+	if *pidFile != "" {
+		if err := os.WriteFile(*pidFile, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
+			fmt.Fprintf(os.Stderr, "corkd: --pid-file: %v\n", err)
+			return 1
+		}
+		defer os.Remove(*pidFile)
+	}
 	// kill -USR1 corkd logs its figures: what a soak test or an operator
 	// watches for leaks.
 	usr1 := make(chan os.Signal, 1)

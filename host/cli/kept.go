@@ -1,0 +1,166 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/corkvm/cork/host/client"
+	"github.com/corkvm/cork/protocol"
+)
+
+// The commands for kept sessions: attach, ls, kill, rm.
+
+func attachMain(args []string) int {
+	var t target
+	var kf keptFlags
+	fs := pflag.NewFlagSet("cork attach", pflag.ContinueOnError)
+	t.flags(fs)
+	kf.flags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: cork attach [flags] NAME|ID\n%s", fs.FlagUsages())
+	}
+	ref, code, ok := parseOneSession(fs, args, "attach")
+	if !ok {
+		return code
+	}
+	return runSession(&t, &client.Session{Attach: &protocol.Attach{Session: ref}}, kf)
+}
+
+// parseOneSession parses flags and the one NAME|ID argument.
+func parseOneSession(fs *pflag.FlagSet, args []string, cmd string) (string, int, bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return "", 0, false
+		}
+		return "", fail("%v", err), false
+	}
+	if fs.NArg() != 1 {
+		return "", fail("%s: want one session, by name or id (cork ls lists them)", cmd), false
+	}
+	return fs.Arg(0), 0, true
+}
+
+func lsMain(args []string) int {
+	var t target
+	asJSON := false
+	fs := pflag.NewFlagSet("cork ls", pflag.ContinueOnError)
+	t.flags(fs)
+	fs.BoolVar(&asJSON, "json", false, "print the sessions as JSON, for tools")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return fail("%v", err)
+	}
+	conn, finish, err := t.dial(context.Background())
+	if err != nil {
+		return fail("%v", err)
+	}
+	sessions, err := client.List(conn, "cork "+Version)
+	finish()
+	if err != nil {
+		return fail("ls: %v", err)
+	}
+	if asJSON {
+		b, _ := json.MarshalIndent(&protocol.Sessions{Sessions: sessions}, "", "  ")
+		fmt.Println(string(b))
+		return 0
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tUSER\tPROGRAM\tSTARTED\tSTATE\tSIZE")
+	now := time.Now()
+	for _, s := range sessions {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%s\t%s\n", s.ID, orDash(s.Name), s.User, s.Program,
+			since(now, s.Started), state(now, s), s.Size)
+	}
+	tw.Flush()
+	return 0
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// since is a duration as ls shows it: whole seconds, minutes, hours, days.
+func since(now, t time.Time) string {
+	d := now.Sub(t)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+func state(now time.Time, s protocol.SessionInfo) string {
+	if s.State == protocol.StateExited && s.Exit != nil {
+		if s.Exit.Signal != "" {
+			return fmt.Sprintf("exited %d (SIG%s)", s.Exit.Code, s.Exit.Signal)
+		}
+		return fmt.Sprintf("exited %d", s.Exit.Code)
+	}
+	if s.Attached {
+		return "running, attached"
+	}
+	if s.DetachedSince != nil {
+		return "running, detached " + since(now, *s.DetachedSince)
+	}
+	return "running, detached"
+}
+
+func killMain(args []string) int {
+	var t target
+	sig := ""
+	fs := pflag.NewFlagSet("cork kill", pflag.ContinueOnError)
+	t.flags(fs)
+	fs.StringVarP(&sig, "signal", "s", "", "send `SIG` (TERM, KILL, INT, ...) instead of hanging the session up (HUP, then KILL after corkd's grace)")
+	ref, code, ok := parseOneSession(fs, args, "kill")
+	if !ok {
+		return code
+	}
+	sig = strings.TrimPrefix(strings.ToUpper(sig), "SIG")
+	conn, finish, err := t.dial(context.Background())
+	if err != nil {
+		return fail("%v", err)
+	}
+	err = client.Kill(conn, "cork "+Version, ref, sig)
+	finish()
+	if err != nil {
+		return fail("kill: %v", err)
+	}
+	return 0
+}
+
+func rmMain(args []string) int {
+	var t target
+	fs := pflag.NewFlagSet("cork rm", pflag.ContinueOnError)
+	t.flags(fs)
+	ref, code, ok := parseOneSession(fs, args, "rm")
+	if !ok {
+		return code
+	}
+	conn, finish, err := t.dial(context.Background())
+	if err != nil {
+		return fail("%v", err)
+	}
+	err = client.Remove(conn, "cork "+Version, ref)
+	finish()
+	if err != nil {
+		return fail("rm: %v", err)
+	}
+	return 0
+}

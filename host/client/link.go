@@ -1,0 +1,112 @@
+package client
+
+import (
+	"errors"
+	"io"
+	"sync"
+
+	"github.com/corkvm/cork/protocol"
+)
+
+// link is a session's current connection. A kept session's connection can
+// be replaced (swap) when it drops and Run reconnects; the senders of
+// stdin, sizes and signals write through the link, whichever connection
+// it holds.
+type link struct {
+	mu        sync.Mutex
+	changed   *sync.Cond
+	conn      io.ReadWriteCloser
+	r         *protocol.Reader // read by Run alone
+	w         *protocol.Writer
+	gen       int  // counts connections
+	keep      bool // the session is kept: a failed write waits for the next connection
+	closed    bool
+	size      protocol.WindowSize // the newest terminal size, for a resuming attach
+	closeOnce sync.Once
+}
+
+var errLinkClosed = errors.New("the session is over")
+
+func newLink(conn io.ReadWriteCloser) *link {
+	l := &link{conn: conn, r: protocol.NewReader(conn), w: protocol.NewWriter(conn)}
+	l.changed = sync.NewCond(&l.mu)
+	return l
+}
+
+// write sends a frame on the current connection. When that fails on a kept
+// session and retry is set, it waits for the next connection and sends it
+// there; without retry it reports the failure.
+func (l *link) write(t protocol.Type, p []byte, retry bool) error {
+	for {
+		l.mu.Lock()
+		w, gen, closed := l.w, l.gen, l.closed
+		l.mu.Unlock()
+		if closed {
+			return errLinkClosed
+		}
+		err := w.WriteFrame(t, p)
+		if err == nil || !retry || !l.resumable() {
+			return err
+		}
+		l.mu.Lock()
+		for l.gen == gen && !l.closed {
+			l.changed.Wait()
+		}
+		l.mu.Unlock()
+	}
+}
+
+func (l *link) setResumable(keep bool) {
+	l.mu.Lock()
+	l.keep = keep
+	l.mu.Unlock()
+}
+
+func (l *link) resumable() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.keep && !l.closed
+}
+
+func (l *link) setSize(s protocol.WindowSize) {
+	l.mu.Lock()
+	l.size = s
+	l.mu.Unlock()
+}
+
+func (l *link) currentSize() protocol.WindowSize {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.size
+}
+
+// swap makes conn the link's connection, after the old one dropped.
+func (l *link) swap(conn io.ReadWriteCloser, r *protocol.Reader, w *protocol.Writer) {
+	l.mu.Lock()
+	old := l.conn
+	l.conn, l.r, l.w = conn, r, w
+	l.gen++
+	l.mu.Unlock()
+	old.Close()
+	l.changed.Broadcast()
+}
+
+// closeConn closes the current connection, which ends Run's read.
+func (l *link) closeConn() {
+	l.mu.Lock()
+	conn := l.conn
+	l.mu.Unlock()
+	conn.Close()
+}
+
+// close ends the link for good.
+func (l *link) close() {
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		l.closed = true
+		conn := l.conn
+		l.mu.Unlock()
+		conn.Close()
+		l.changed.Broadcast()
+	})
+}
