@@ -30,6 +30,13 @@
 //	0x03  Started    guest->host   JSON Started
 //	0x04  Ping       host->guest   opaque bytes (at most 64), echoed in Pong
 //	0x05  Pong       guest->host   the Ping's bytes
+//	0x06  Attach     host->guest   JSON Attach (version 2)
+//	0x07  Attached   guest->host   JSON Attached (version 2)
+//	0x08  List       host->guest   empty (version 2)
+//	0x09  Sessions   guest->host   JSON Sessions (version 2)
+//	0x0a  Kill       host->guest   JSON Kill (version 2)
+//	0x0b  Remove     host->guest   JSON Remove (version 2)
+//	0x0c  Done       guest->host   JSON Done, the answer to Kill and Remove (version 2)
 //	0x10  Stdin      host->guest   raw bytes for the program's input
 //	0x11  StdinEOF   host->guest   empty
 //	0x12  Stdout     guest->host   raw bytes (a PTY session's merged output)
@@ -39,6 +46,7 @@
 //	0x21  Signal     host->guest   JSON Signal
 //	0x30  Exit       guest->host   JSON Exit; the last frame of a session
 //	0x31  Error      guest->host   JSON Error; the last frame of a session
+//	0x32  Detached   guest->host   JSON Detached; the last frame (version 2)
 //
 // # A session
 //
@@ -46,7 +54,9 @@
 // (MinVersion..MaxVersion) and its capabilities. The guest answers with its
 // own Hello whose Version field is the highest version both speak, or, when
 // the ranges do not overlap, with an Error of kind "version" naming both
-// ranges, and closes. This version of the package speaks version 1 only.
+// ranges, and closes. This version of the package speaks versions 1 and 2;
+// version 2 adds kept sessions (below) and announces CapKeep. A version-1
+// peer runs plain sessions with a version-2 one.
 //
 // The host then sends either Ping frames (each answered by a Pong; used to
 // measure round-trip time and to read the agent's version from its Hello) or
@@ -75,6 +85,49 @@
 // When the connection drops, the guest sends SIGHUP to the session's
 // processes, then SIGKILL after a grace period.
 //
-// A connection carries one session. Started.Session names it so that a later
-// version can reattach to a session that survives its connection.
+// A connection carries one session.
+//
+// # Kept sessions (version 2)
+//
+// An Exec with Keep (a TTY session) asks for a session that outlives its
+// connection: when the connection drops the guest detaches it instead of
+// hanging it up, keeps reading the program's output (the last bytes of it
+// in a bounded buffer, numbered from the session's start) and keeps the
+// program's exit status once it ends. Started says Kept, and gives the
+// session's id (and Name, when one was asked for; names are unique per
+// agent, at most 64 bytes, with no slash, NUL or control character, and
+// unlike an id). A kept session that stays detached for its linger
+// (Exec.LingerSeconds; 0: the agent's default, negative: forever) is hung
+// up; an exited one is forgotten after its linger unless a client saw the
+// exit, which forgets it at once.
+//
+// Instead of Exec, a version-2 host may send one of these requests:
+//
+//   - Attach names a kept session by id or name. The guest answers
+//     Attached, then output frames, then drives the session from the
+//     connection as after Started (Stdin, StdinAck, Resize, Signal, Ping,
+//     then Exit). The first output byte that follows Attached is byte
+//     Attached.From of the session's output; each output frame's bytes
+//     continue from there. When Attach.Resume is set (the count of output
+//     bytes the host has seen) and the guest still holds the bytes from
+//     there, From equals it and Resumed is true: nothing is lost or sent
+//     twice. Otherwise From is the current end of the output and the guest
+//     makes the program redraw: it sets the terminal one column wider,
+//     then, about 50 ms later, to Attach.Size (or the size it had), since
+//     the kernel signals no size that does not change. A Resume beyond the
+//     output written so far is an Error of kind "request". When the
+//     program has already exited, Running is false, From is the first
+//     output byte still held, and the guest sends that output and Exit.
+//     A second client attaching takes the session over: the first gets a
+//     Detached frame, its last.
+//   - List is answered by Sessions: one SessionInfo per kept session the
+//     peer may see, never with the program's arguments or environment.
+//   - Kill sends its Signal (one of Signals) to the session's processes, or
+//     hangs the session up when Signal is empty; Remove forgets an exited
+//     session. Both are answered by Done, or an Error.
+//
+// A peer whose uid the transport tells (a unix socket) reaches only the
+// kept sessions its uid started, unless it may run sessions as any user
+// (root, or a uid the agent trusts); others are told there is "no such
+// session", a KindSession Error, as for a name that does not exist.
 package protocol

@@ -271,9 +271,13 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 	var detachOnce sync.Once
 	detachNow := func() { detachOnce.Do(func() { close(detach) }) }
 	if req.Stdin || sess.Attach != nil {
-		sess.Stdin = os.Stdin
+		var in io.Reader = os.Stdin
+		if keep && term.IsTerminal(stdinFd) {
+			in = terminalInput{r: os.Stdin, gone: detachNow, stop: stop}
+		}
+		sess.Stdin = in
 		if keep && len(keys) > 0 {
-			f := term.NewDetachFilter(os.Stdin, keys, term.DetachKeyTimeout)
+			f := term.NewDetachFilter(in, keys, term.DetachKeyTimeout)
 			sess.Stdin = f
 			go func() {
 				select {
@@ -357,12 +361,32 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 	return fail("%v", err)
 }
 
+// terminalInput is the operator's terminal as a kept session's input.
+// When it ends (the terminal closed: end-of-file or EIO), cork detaches
+// rather than typing end-of-file into the session, which would end a
+// program that exits on it.
+type terminalInput struct {
+	r    io.Reader
+	gone func()
+	stop <-chan struct{}
+}
+
+func (t terminalInput) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if err != nil {
+		t.gone()
+		<-t.stop
+		return n, io.EOF
+	}
+	return n, nil
+}
+
 // sessionRef is how a message names a kept session to attach to.
 func sessionRef(s *client.Session) string {
 	if s.Name != "" {
 		return s.Name
 	}
-	if s.ID != "" {
+	if s.ID != "" || s.Attach == nil {
 		return s.ID
 	}
 	return s.Attach.Session

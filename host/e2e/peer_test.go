@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/corkvm/cork/host/e2e/termtest"
 )
 
 // TestPythonPeer runs a host written in Python from the protocol's package
@@ -29,5 +31,28 @@ func TestPythonPeer(t *testing.T) {
 	}
 	if stdout.String() != "from python's stdin\nenv yes\n" || stderr.String() != "to-stderr\n" {
 		t.Fatalf("stdout %q, stderr %q", stdout.String(), stderr.String())
+	}
+}
+
+// TestPythonPeerAttaches: the Python host, from the spec alone, attaches to
+// a kept session cork started and detached from, sees the program's redraw,
+// types a line and ends with the program's status.
+func TestPythonPeerAttaches(t *testing.T) {
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("no python3")
+	}
+	a := startAgent(t)
+	tm := termtest.Start(t, 24, 80, bin.Cork, corkExec(a, "-it", "--keep", "--name", "py", "--",
+		"sh", "-c", `trap 'echo redrawn' WINCH; echo ready; until read x; do :; done; echo "read $x"; exit 4`)...)
+	tm.WaitLine(t, "ready", func(l string) bool { return l == "ready" })
+	tm.Write(t, "\x00\x11")
+	tm.Wait(t)
+	cmd := exec.Command(python, "testdata/peer.py", "--attach", strings.TrimPrefix(a.url, "unix://"), "py", "redrawn", "from python\r")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != 4 || !strings.Contains(stdout.String(), "read from python") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
 	}
 }

@@ -114,3 +114,40 @@ func TestLostAgentLeavesTerminalUsable(t *testing.T) {
 		})
 	}
 }
+
+// TestKeptVimRedrawsOnAttach: vim in a kept session, detached with the
+// keys and attached from a larger pane: vim repaints itself at the new
+// size (no screen restore is needed for a program that redraws on
+// SIGWINCH).
+func TestKeptVimRedrawsOnAttach(t *testing.T) {
+	for _, tool := range []string{"tmux", "vim"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed (apt-get install %s)", tool, tool)
+		}
+	}
+	a := startAgent(t)
+	file := filepath.Join(t.TempDir(), "lines.txt")
+	var text strings.Builder
+	for i := 1; i <= 60; i++ {
+		fmt.Fprintf(&text, "line-%d\n", i)
+	}
+	os.WriteFile(file, []byte(text.String()), 0o644)
+	tm := tmux{t: t, socket: fmt.Sprintf("cork-test-%d", time.Now().UnixNano())}
+	t.Cleanup(func() { exec.Command("tmux", "-L", tm.socket, "kill-server").Run() })
+	cork := strings.Join(append([]string{bin.Cork}, corkExec(a, "-it", "--keep", "--name", "vimk", "--", "vim", "-u", "NONE", "-n", file)...), " ")
+	tm.run("new-session", "-d", "-s", "one", "-x", "80", "-y", "20", cork+"; sleep 60")
+	screen := func(s string) string { return tm.run("capture-pane", "-p", "-t", s) }
+	termtest.WaitFor(t, "vim to show the file", 20*time.Second, func() bool { return strings.Contains(screen("one"), "line-19") })
+	tm.run("send-keys", "-t", "one", "C-Space", "C-q")
+	termtest.WaitFor(t, "cork to detach", 20*time.Second, func() bool { return strings.Contains(screen("one"), "detached from session vimk") })
+
+	attach := strings.Join([]string{bin.Cork, "attach", "--connect", a.url, "vimk"}, " ")
+	tm.run("new-session", "-d", "-s", "two", "-x", "120", "-y", "40", attach+"; echo CORK_RC=$?; sleep 60")
+	// At 40 rows vim shows lines it could not at 20.
+	termtest.WaitFor(t, "vim to repaint at the new size", 20*time.Second, func() bool {
+		s := screen("two")
+		return strings.Contains(s, "line-1\n") && strings.Contains(s, "line-39")
+	})
+	tm.run("send-keys", "-t", "two", ":q!", "Enter")
+	termtest.WaitFor(t, "cork attach to end with vim", 20*time.Second, func() bool { return strings.Contains(screen("two"), "CORK_RC=0") })
+}

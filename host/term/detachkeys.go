@@ -90,7 +90,8 @@ func (f *DetachFilter) run(src io.Reader) {
 			f.pw.Write(out)
 		}
 		if done {
-			f.pw.Close()
+			// No end-of-file after the keys: the session is left
+			// running, and must not read one.
 			return
 		}
 		if err != nil {

@@ -42,6 +42,9 @@ func filtered(t *testing.T, keys []byte, timeout time.Duration, chunks ...string
 	select {
 	case <-f.Detached():
 		detached = true
+		// After the keys the filter reads no more and sends no
+		// end-of-file: what came before them is all there is.
+		f.pw.Close()
 	case <-time.After(50 * time.Millisecond):
 	}
 	pw.Close()
