@@ -5,18 +5,16 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/corkvm/cork/host/e2e/harness"
 	"github.com/corkvm/cork/host/e2e/termtest"
 	"github.com/corkvm/cork/protocol"
 )
@@ -199,62 +197,6 @@ func TestAttachTakeover(t *testing.T) {
 	tm2.Wait(t)
 }
 
-// cutProxy stands between cork and corkd and cuts the connection on
-// demand: a network that drops, without cork or corkd dying.
-type cutProxy struct {
-	l     net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-	n     int // connections accepted
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	sock := filepath.Join(bin.Dir, fmt.Sprintf("proxy-%d.sock", time.Now().UnixNano()))
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{l: l}
-	t.Cleanup(func() { l.Close(); p.cut() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("unix", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, up)
-			p.n++
-			p.mu.Unlock()
-			go func() { io.Copy(up, c); up.Close() }()
-			go func() { io.Copy(c, up); c.Close() }()
-		}
-	}()
-	return p
-}
-
-func (p *cutProxy) url() string { return "unix://" + p.l.Addr().String() }
-
-func (p *cutProxy) accepted() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.n
-}
-
-func (p *cutProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
 // TestResumeOverCuts: 100 cuts while output flows; cork reconnects each
 // time and the output on its terminal is every number once, in order. The
 // program writes about 250 KB/s, near what the claude TUI writes
@@ -262,13 +204,17 @@ func (p *cutProxy) cut() {
 // keeps covers seconds of a cut, where a resume takes milliseconds.
 func TestResumeOverCuts(t *testing.T) {
 	a := startAgent(t)
-	proxy := newCutProxy(t, strings.TrimPrefix(a.url, "unix://"))
-	tm := termtest.Start(t, 24, 80, bin.Cork, "exec", "--connect", proxy.url(), "-it", "--keep", "--name", "flow", "--",
+	proxy, err := harness.NewCutProxy(filepath.Join(bin.Dir, fmt.Sprintf("proxy-%d.sock", time.Now().UnixNano())), a.Sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
+	tm := termtest.Start(t, 24, 80, bin.Cork, "exec", "--connect", proxy.URL(), "-it", "--keep", "--name", "flow", "--",
 		"sh", "-c", `i=0; while :; do echo $i; i=$((i+1)); [ $((i % 200)) = 0 ] && sleep 0.005; done`)
 	tm.WaitLine(t, "output to flow", func(l string) bool { return l == "100" })
 	for cut := 1; cut <= 100; cut++ {
-		proxy.cut()
-		termtest.WaitFor(t, fmt.Sprintf("cork to reconnect after cut %d", cut), 10*time.Second, func() bool { return proxy.accepted() > cut })
+		proxy.Cut()
+		termtest.WaitFor(t, fmt.Sprintf("cork to reconnect after cut %d", cut), 10*time.Second, func() bool { return proxy.Accepted() > cut })
 	}
 	// Let some more output through the last connection, then end.
 	n := len(tm.Out.String())
@@ -291,7 +237,7 @@ func TestResumeOverCuts(t *testing.T) {
 		}
 		next++
 	}
-	t.Logf("%d numbers in order across 100 cuts (%d connections)", next, proxy.accepted())
+	t.Logf("%d numbers in order across 100 cuts (%d connections)", next, proxy.Accepted())
 }
 
 // TestKeptLsTable: ls prints one line per session with its state.

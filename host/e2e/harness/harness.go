@@ -122,3 +122,68 @@ func (s *Buffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// CutProxy stands between cork and corkd on a unix socket and cuts every
+// connection through it on demand: a network that drops, without cork or
+// corkd dying.
+type CutProxy struct {
+	l     net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+	n     int
+}
+
+// NewCutProxy listens on sock and connects each client to target.
+func NewCutProxy(sock, target string) (*CutProxy, error) {
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		return nil, err
+	}
+	p := &CutProxy{l: l}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("unix", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, up)
+			p.n++
+			p.mu.Unlock()
+			go func() { io.Copy(up, c); up.Close() }()
+			go func() { io.Copy(c, up); c.Close() }()
+		}
+	}()
+	return p, nil
+}
+
+// URL is the proxy's address for cork --connect.
+func (p *CutProxy) URL() string { return "unix://" + p.l.Addr().String() }
+
+// Accepted counts the connections made through the proxy.
+func (p *CutProxy) Accepted() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.n
+}
+
+// Cut closes every connection through the proxy.
+func (p *CutProxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// Close stops the proxy and cuts its connections.
+func (p *CutProxy) Close() {
+	p.l.Close()
+	p.Cut()
+}
