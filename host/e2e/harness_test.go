@@ -51,7 +51,12 @@ type agent struct {
 
 func startAgent(t *testing.T, args ...string) *agent {
 	t.Helper()
-	sock := filepath.Join(bin.Dir, fmt.Sprintf("corkd-%d.sock", time.Now().UnixNano()))
+	return startAgentAt(t, filepath.Join(bin.Dir, fmt.Sprintf("corkd-%d.sock", time.Now().UnixNano())), args...)
+}
+
+// startAgentAt starts corkd on the unix socket sock.
+func startAgentAt(t *testing.T, sock string, args ...string) *agent {
+	t.Helper()
 	logs := &harness.Buffer{}
 	ha, err := harness.StartAgent(bin.Corkd, sock, logs, args...)
 	if err != nil {

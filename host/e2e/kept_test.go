@@ -318,3 +318,68 @@ func TestKeptThroughMachineRelay(t *testing.T) {
 		t.Fatalf("cork exited %d: %q", code, tm.Out.String())
 	}
 }
+
+// TestKeptSessionsOfTwoUIDs: two uids admitted to the socket; neither
+// sees nor reaches the other's kept session ("no such session"); root
+// sees both.
+func TestKeptSessionsOfTwoUIDs(t *testing.T) {
+	u1, u2 := newTestUser(t), newTestUser(t)
+	a := startAgent(t, "--allow-uid", strconv.Itoa(u1.uid), "--allow-uid", strconv.Itoa(u2.uid), "--socket-group", "0")
+	os.Chmod(a.Sock, 0o666) // the uid check is what keeps them apart
+	start := func(u *testUser, name string) *exec.Cmd {
+		cmd := exec.Command(bin.Cork, corkExec(a, "-t", "--keep", "--name", name, "--", "sleep", "600")...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.uid), Gid: uint32(u.gid)}}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	for _, u := range []*testUser{u1, u2} {
+		cmd := start(u, "of-"+u.name)
+		termtest.WaitFor(t, "the session of "+u.name, 10*time.Second, func() bool { _, ok := a.session(t, "of-"+u.name); return ok })
+		cmd.Process.Kill() // cork gone: the session is kept
+		cmd.Wait()
+	}
+	as := func(u *testUser, args ...string) (string, int) {
+		return corkAs(u.uid, u.gid, nil, append(args, "--connect", a.url)...)
+	}
+	for _, pair := range [][2]*testUser{{u1, u2}, {u2, u1}} {
+		me, other := pair[0], pair[1]
+		out, code := as(me, "ls")
+		if code != 0 || !strings.Contains(out, "of-"+me.name) || strings.Contains(out, "of-"+other.name) {
+			t.Fatalf("ls as %s: %d\n%s", me.name, code, out)
+		}
+		for _, cmd := range [][]string{{"attach", "of-" + other.name}, {"kill", "of-" + other.name}, {"rm", "of-" + other.name}} {
+			out, code := as(me, cmd...)
+			if code != 125 || !strings.Contains(out, `no such session "of-`+other.name+`"`) {
+				t.Fatalf("%v as %s: %d %q", cmd, me.name, code, out)
+			}
+		}
+	}
+	if l := a.ls(t); len(l) != 2 {
+		t.Fatalf("root sees %+v", l)
+	}
+	for _, u := range []*testUser{u1, u2} {
+		corkCmd("kill", "--signal", "KILL", "--connect", a.url, "of-"+u.name)
+	}
+}
+
+// TestKeptGoneWithCorkd: corkd killed and started again knows no session;
+// cork says "no such session" and does not hang, attached or not.
+func TestKeptGoneWithCorkd(t *testing.T) {
+	a := startAgent(t)
+	tm := termtest.Start(t, 24, 80, bin.Cork, corkExec(a, "-it", "--keep", "--name", "k5", "--reconnect", "20s", "--", bin.Probe)...)
+	tm.WaitLine(t, "the probe to start", func(l string) bool { return strings.HasPrefix(l, "start ") })
+	a.Cmd.Process.Kill()
+	<-a.Exited()
+	b := startAgentAt(t, a.Sock)
+	// The attached cork reconnects to the new corkd and is told.
+	if code := tm.Wait(t); code != 125 || !strings.Contains(tm.Out.String(), `no such session`) {
+		t.Fatalf("attached cork after corkd's restart: exit %d, %q", code, tm.Out.String())
+	}
+	out, code := corkCmd("attach", "--connect", b.url, "k5")
+	if code != 125 || !strings.Contains(out, `no such session "k5"`) {
+		t.Fatalf("cork attach after corkd's restart: %d %q", code, out)
+	}
+}
