@@ -28,8 +28,12 @@ func fuzzJSON[T any](f *testing.F, t Type, seeds ...T) {
 		if err := Decode(t, b, &again); err != nil {
 			tt.Fatalf("re-encoded %q does not decode: %v", b, err)
 		}
-		if e, ok := any(&v).(*Exec); ok {
-			_ = e.Validate()
+		switch m := any(&v).(type) {
+		case *Exec:
+			_ = m.Validate()
+		case *Attach:
+			_ = m.Validate()
+			_ = ValidName(m.Session)
 		}
 	})
 }
@@ -48,6 +52,16 @@ func FuzzDecodeStarted(f *testing.F) {
 }
 
 func FuzzDecodeSignal(f *testing.F) { fuzzJSON(f, TypeSignal, Signal{Name: "TERM"}) }
+
+func FuzzDecodeAttach(f *testing.F) {
+	resume := uint64(1234)
+	fuzzJSON(f, TypeAttach, Attach{Session: "agent", Resume: &resume, Size: WindowSize{Cols: 80, Rows: 24}})
+}
+
+func FuzzDecodeSessions(f *testing.F) {
+	fuzzJSON(f, TypeSessions, Sessions{Sessions: []SessionInfo{{ID: "0123456789abcdef", Name: "agent", User: "node",
+		Program: "claude", State: StateExited, Exit: &Exit{Code: 7}}}})
+}
 
 func FuzzDecodeExit(f *testing.F) {
 	fuzzJSON(f, TypeExit, Exit{Code: 137, Signal: "KILL", CoreDumped: true})
