@@ -79,12 +79,14 @@ bench:
 # (Nx), not a duration: with a duration Go 1.26's fuzzing coordinator can
 # report its own deadline as a failure (golang/go#75804, fixed in Go 1.27).
 FUZZTIME ?= 300000x
-FUZZ_TARGETS = $(shell grep -ho '^func Fuzz[A-Za-z]*' protocol/*_test.go | cut -c6-)
+FUZZ_PKGS = protocol guest/screen
 .PHONY: fuzz
 fuzz:
-	@for t in $(FUZZ_TARGETS); do \
-		echo "fuzz $$t, $(FUZZTIME) executions"; \
-		$(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./protocol/ >/tmp/cork-fuzz.log 2>&1 || { cat /tmp/cork-fuzz.log; exit 1; }; \
+	@for p in $(FUZZ_PKGS); do \
+		for t in $$(grep -ho '^func Fuzz[A-Za-z]*' $$p/*_test.go | cut -c6-); do \
+			echo "fuzz $$p $$t, $(FUZZTIME) executions"; \
+			$(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./$$p/ >/tmp/cork-fuzz.log 2>&1 || { cat /tmp/cork-fuzz.log; exit 1; }; \
+		done; \
 	done
 
 # soak is the long form of TestSoak: 64 sessions, 8 MiB each way each.

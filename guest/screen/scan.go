@@ -1,0 +1,263 @@
+package screen
+
+import "bytes"
+
+// scanner reads a program's output as a terminal would, for two things the
+// emulator cannot be trusted with: it clamps the numbers of CSI sequences
+// (x/vt spends minutes on CSI 1000000000 b, a repeat count), and it follows
+// the modes that a client attaching must get back (alternate screen,
+// bracketed paste, mouse reporting, application keys, focus events, cursor
+// visibility), over output the emulator is fed and output it skips alike.
+// It is fed in chunks; sequences may be split across them.
+type scanner struct {
+	state state
+	cont  int // UTF-8 continuation bytes still due in ground state
+	seq   []byte // the CSI sequence so far, from its ESC
+	long  bool   // the CSI sequence outgrew maxCSI: it is dropped
+	modes modes
+}
+
+type state uint8
+
+const (
+	ground state = iota
+	escape       // after ESC
+	csi          // after ESC [
+	str          // in an OSC, DCS, APC, PM or SOS string, until BEL or ST
+	strEsc       // ESC inside a string: ST if a backslash follows
+)
+
+// maxParam is the largest CSI number passed on: no terminal is larger, and
+// a count of a billion is an attack, not a repaint.
+const maxParam = 4096
+
+// maxCSI bounds a CSI sequence kept whole; a longer one is dropped.
+const maxCSI = 512
+
+// modes are the terminal modes a restore sets again.
+type modes struct {
+	altScreen      bool
+	cursorHidden   bool
+	bracketedPaste bool
+	appCursor      bool // DECCKM, ?1
+	appKeypad      bool // DECKPAM, ESC =
+	focus          bool // ?1004
+	mouse          [6]bool
+}
+
+// mouseModes are the DEC private modes of mouse reporting, in mouse's
+// order.
+var mouseModes = [6]int{1000, 1002, 1003, 1005, 1006, 1015}
+
+// feed scans p; when emit is set, it appends to out the bytes to pass to
+// the emulator (p with CSI numbers clamped) and returns it.
+func (s *scanner) feed(p []byte, out []byte, emit bool) []byte {
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch s.state {
+		case ground:
+			switch {
+			case c == 0x1b:
+				s.state, s.cont = escape, 0
+				continue
+			case c < 0x80:
+				s.cont = 0
+				if emit {
+					// Copy the run of ASCII up to the next ESC or
+					// high byte at once.
+					j := i + 1
+					for j < len(p) && p[j] < 0x80 && p[j] != 0x1b {
+						j++
+					}
+					out = append(out, p[i:j]...)
+					i = j - 1
+				}
+				continue
+			case c < 0xc0: // a continuation byte
+				if s.cont == 0 && c < 0xa0 {
+					// A C1 control (0x9b is an 8-bit CSI): UTF-8
+					// programs do not send them, and they would get
+					// past the clamp. Dropped.
+					continue
+				}
+				if s.cont > 0 {
+					s.cont--
+				}
+			case c >= 0xc2 && c <= 0xf4: // a UTF-8 lead byte
+				s.cont = 1
+				if c >= 0xe0 {
+					s.cont = 2
+				}
+				if c >= 0xf0 {
+					s.cont = 3
+				}
+			default:
+				s.cont = 0
+			}
+			if emit {
+				out = append(out, c)
+			}
+		case escape:
+			switch c {
+			case '[':
+				s.state, s.seq, s.long = csi, append(s.seq[:0], 0x1b, '['), false
+				continue
+			case ']', 'P', '_', '^', 'X':
+				s.state = str
+			case '=':
+				s.modes.appKeypad, s.state = true, ground
+			case '>':
+				s.modes.appKeypad, s.state = false, ground
+			case 'c': // RIS: the terminal's full reset
+				s.modes, s.state = modes{}, ground
+			case 0x1b:
+				// ESC ESC: the first one stands alone.
+				if emit {
+					out = append(out, 0x1b)
+				}
+				continue
+			default:
+				s.state = ground
+			}
+			if emit {
+				out = append(out, 0x1b, c)
+			}
+		case csi:
+			if len(s.seq) < maxCSI {
+				s.seq = append(s.seq, c)
+			} else {
+				s.long = true
+			}
+			if c >= 0x40 && c <= 0x7e { // the final byte
+				s.state = ground
+				if !s.long {
+					out = s.finishCSI(out, emit)
+				}
+			} else if c == 0x18 || c == 0x1a { // CAN, SUB: the sequence is cancelled
+				s.seq = s.seq[:len(s.seq)-1]
+				s.state = ground
+				if emit {
+					out = append(out, c)
+				}
+			} else if c < 0x20 && c != 0x1b {
+				// A control character inside a CSI sequence is acted
+				// on as usual; the sequence goes on.
+				s.seq = s.seq[:len(s.seq)-1]
+				if emit {
+					out = append(out, c)
+				}
+			} else if c == 0x1b {
+				s.state = escape // the sequence is cancelled
+			}
+		case str:
+			switch {
+			case c == 0x07, c == 0x18, c == 0x1a: // BEL ends it, CAN and SUB cancel it
+				s.state = ground
+			case c == 0x1b:
+				// ST is ESC \; any other escape sequence ends the
+				// string and begins, as a terminal's parser reads it.
+				s.state = strEsc
+				continue
+			case c >= 0x80 && c < 0xa0:
+				continue // C1 bytes, as in ground: dropped
+			}
+			if emit {
+				out = append(out, c)
+			}
+		case strEsc:
+			if c == '\\' {
+				s.state = ground
+				if emit {
+					out = append(out, 0x1b, c)
+				}
+				continue
+			}
+			s.state = escape
+			i-- // c begins the escape sequence
+			if emit {
+				out = append(out, 0x1b, '\\') // end the string first
+			}
+		}
+	}
+	return out
+}
+
+// finishCSI follows the modes a complete CSI sequence sets, and passes it
+// on with its numbers clamped. Private sequences (a ?, <, = or > after the
+// [) carry mode numbers, not counts, and go on as they are.
+func (s *scanner) finishCSI(out []byte, emit bool) []byte {
+	seq := s.seq
+	params, final := seq[2:len(seq)-1], seq[len(seq)-1]
+	if len(params) > 0 && params[0] >= '<' && params[0] <= '?' {
+		if params[0] == '?' && (final == 'h' || final == 'l') {
+			s.setModes(params[1:], final == 'h')
+		}
+		if emit {
+			out = append(out, seq...)
+		}
+		return out
+	}
+	if !emit {
+		return out
+	}
+	out = append(out, 0x1b, '[')
+	n, digits := 0, 0
+	flush := func() {
+		if digits == 0 {
+			return
+		}
+		out = appendInt(out, min(n, maxParam))
+		n, digits = 0, 0
+	}
+	for _, c := range params {
+		if c >= '0' && c <= '9' {
+			if n <= maxParam {
+				n = n*10 + int(c-'0')
+			}
+			digits++
+			continue
+		}
+		flush()
+		out = append(out, c)
+	}
+	flush()
+	return append(out, final)
+}
+
+func (s *scanner) setModes(params []byte, on bool) {
+	for _, field := range bytes.Split(params, []byte{';'}) {
+		n := 0
+		for _, c := range field {
+			if c < '0' || c > '9' || n > 1<<20 {
+				n = -1
+				break
+			}
+			n = n*10 + int(c-'0')
+		}
+		switch n {
+		case 1:
+			s.modes.appCursor = on
+		case 25:
+			s.modes.cursorHidden = !on
+		case 47, 1047, 1049:
+			s.modes.altScreen = on
+		case 1004:
+			s.modes.focus = on
+		case 2004:
+			s.modes.bracketedPaste = on
+		default:
+			for i, m := range mouseModes {
+				if n == m {
+					s.modes.mouse[i] = on
+				}
+			}
+		}
+	}
+}
+
+func appendInt(b []byte, n int) []byte {
+	if n >= 10 {
+		b = appendInt(b, n/10)
+	}
+	return append(b, byte('0'+n%10))
+}
