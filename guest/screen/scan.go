@@ -11,7 +11,7 @@ import "bytes"
 // It is fed in chunks; sequences may be split across them.
 type scanner struct {
 	state state
-	cont  int // UTF-8 continuation bytes still due in ground state
+	cont  int    // UTF-8 continuation bytes still due in ground state
 	seq   []byte // the CSI sequence so far, from its ESC
 	long  bool   // the CSI sequence outgrew maxCSI: it is dropped
 	modes modes
