@@ -27,11 +27,14 @@ const (
 	TypeKill     Type = 0x0a
 	TypeRemove   Type = 0x0b
 	TypeDone     Type = 0x0c
+	TypePeek     Type = 0x0d
+	TypeSnapshot Type = 0x0e
 	TypeStdin    Type = 0x10
 	TypeStdinEOF Type = 0x11
 	TypeStdout   Type = 0x12
 	TypeStderr   Type = 0x13
 	TypeStdinAck Type = 0x14
+	TypeRestore  Type = 0x15
 	TypeResize   Type = 0x20
 	TypeSignal   Type = 0x21
 	TypeExit     Type = 0x30
@@ -52,6 +55,9 @@ var typeNames = map[Type]string{
 	TypeKill:     "kill",
 	TypeRemove:   "remove",
 	TypeDone:     "done",
+	TypePeek:     "peek",
+	TypeSnapshot: "snapshot",
+	TypeRestore:  "restore",
 	TypeStdin:    "stdin",
 	TypeStdinEOF: "stdin-eof",
 	TypeStdout:   "stdout",

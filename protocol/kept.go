@@ -42,6 +42,11 @@ type Attach struct {
 	// them, and redraws otherwise.
 	Resume *uint64    `json:"resume,omitempty"`
 	Size   WindowSize `json:"size"` // the host terminal's size; zero: leave the session's
+	// ReadOnly makes the client a watcher: it gets the screen as it
+	// changes, drawn for its own size (Size, then its Resize frames), sends
+	// no input and never sizes the session. Several may watch a session
+	// besides the one client that drives it.
+	ReadOnly bool `json:"read_only,omitempty"`
 }
 
 // Validate reports the first problem with a.
@@ -64,8 +69,9 @@ type Attached struct {
 	Name        string `json:"name,omitempty"`
 	From        uint64 `json:"from"`
 	Resumed     bool   `json:"resumed,omitempty"` // From is the Resume asked for: nothing was lost
-	Running     bool   `json:"running"`           // false: the program has exited; its kept output and Exit follow
+	Running     bool   `json:"running"`           // false: the program has exited; its kept screen and Exit follow
 	StdinWindow uint32 `json:"stdin_window"`
+	ReadOnly    bool   `json:"read_only,omitempty"` // the client watches
 }
 
 // Detached is the last frame of a connection whose session another client
@@ -90,6 +96,7 @@ type SessionInfo struct {
 	Started  time.Time  `json:"started"`
 	State    string     `json:"state"`
 	Attached bool       `json:"attached"`
+	Watchers int        `json:"watchers,omitempty"`
 	Exit     *Exit      `json:"exit,omitempty"`
 	Size     WindowSize `json:"size"`
 	// DetachedSince is when the last client left a running session, or
@@ -113,6 +120,27 @@ type Kill struct {
 // Remove asks the agent to forget an exited kept session.
 type Remove struct {
 	Session string `json:"session"`
+}
+
+// Peek asks for a kept session's screen, without attaching to it: it never
+// sizes the session nor sends it input.
+type Peek struct {
+	Session string `json:"session"`
+	ANSI    bool   `json:"ansi,omitempty"` // lines with colours and styles as escape sequences
+}
+
+// Snapshot answers Peek: the session's screen as the agent keeps it.
+type Snapshot struct {
+	Session       string   `json:"session"`
+	Name          string   `json:"name,omitempty"`
+	Cols          int      `json:"cols"`
+	Rows          int      `json:"rows"`
+	Lines         []string `json:"lines"` // Rows lines, trailing spaces cut
+	CursorCol     int      `json:"cursor_col"`
+	CursorRow     int      `json:"cursor_row"`
+	CursorVisible bool     `json:"cursor_visible"`
+	AltScreen     bool     `json:"alt_screen"`
+	Running       bool     `json:"running"`
 }
 
 // Done answers Kill and Remove.

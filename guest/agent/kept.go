@@ -133,6 +133,7 @@ func (ss *session) info() protocol.SessionInfo {
 	ss.outMu.Lock()
 	defer ss.outMu.Unlock()
 	in.Attached = ss.client != nil
+	in.Watchers = len(ss.watchers)
 	if ss.exited {
 		in.State = protocol.StateExited
 		exit := ss.exit
@@ -192,6 +193,13 @@ func (s *Server) keptRequest(h *handshake, t protocol.Type, p []byte, peer Peer)
 		}
 		ss.signal(k.Signal)
 		h.w.WriteJSON(protocol.TypeDone, &protocol.Done{Message: "sent SIG" + strings.ToUpper(strings.TrimPrefix(k.Signal, "SIG"))})
+	case protocol.TypePeek:
+		var pk protocol.Peek
+		if err := protocol.Decode(t, p, &pk); err != nil {
+			h.refuse(protocol.KindRequest, err.Error())
+			return
+		}
+		s.peek(h, &pk, peer)
 	case protocol.TypeRemove:
 		var rm protocol.Remove
 		if err := protocol.Decode(t, p, &rm); err != nil {
@@ -216,9 +224,10 @@ func (s *Server) keptRequest(h *handshake, t protocol.Type, p []byte, peer Peer)
 
 func noSuchSession(ref string) string { return fmt.Sprintf("no such session %q", ref) }
 
-// attachTo attaches the connection to a kept session: Attached, then the
-// output the host missed (or, for an exited session, the output kept and
-// the exit), then the live session.
+// attachTo attaches the connection to a kept session: Attached, then
+// either the output the host missed (a resume) or the screen drawn for the
+// host's terminal (a Restore frame), then the live session; for an exited
+// session, the screen and the exit. A read-only attach watches instead.
 func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 	ss := s.kept.find(a.Session, peer)
 	if ss == nil {
@@ -226,46 +235,53 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 		return
 	}
 	log := ss.log
-	cl := ss.newClient(h.c, h.w)
-
-	// The client attached now, if any, is told and let go first: a pump
-	// blocked writing to it must not hold the session's output. A bad
-	// request takes nothing over.
 	ss.outMu.Lock()
-	old, sent := ss.client, ss.sent
+	old, sent, exited := ss.client, ss.sent, ss.exited
 	ss.outMu.Unlock()
 	if a.Resume != nil && *a.Resume > sent {
 		h.refuse(protocol.KindRequest, fmt.Sprintf("resume from output byte %d: the session has written only %d", *a.Resume, sent))
 		return
 	}
-	if old != nil {
+	if a.ReadOnly && !exited {
+		s.watch(h, ss, a)
+		return
+	}
+	cl := ss.newClient(h.c, h.w)
+
+	// The client attached now, if any, is told and let go first: a pump
+	// blocked writing to it must not hold the session's output. A bad
+	// request (above) takes nothing over.
+	if old != nil && !a.ReadOnly {
 		log.Info("another client attached; detaching the current one")
 		takeOver(old)
 	}
 
+	size := a.Size.Clamped()
+	if !size.Valid() {
+		size = ss.currentSize()
+	}
 	ss.outMu.Lock()
 	from, resumed := ss.sent, false
-	if a.Resume != nil {
-		if *a.Resume > ss.sent {
-			ss.outMu.Unlock()
-			h.refuse(protocol.KindRequest, fmt.Sprintf("resume from output byte %d: the session has written only %d", *a.Resume, ss.sent))
-			return
-		}
+	if a.Resume != nil && !ss.exited {
 		if _, _, ok := ss.ring.since(*a.Resume); ok {
 			from, resumed = *a.Resume, true
 		}
 	}
-	if ss.exited {
-		from = ss.ring.start
-	}
 	err := h.w.WriteJSON(protocol.TypeAttached, &protocol.Attached{Session: ss.id, Name: ss.name, From: from,
-		Resumed: resumed, Running: !ss.exited, StdinWindow: s.cfg.StdinWindow})
-	if err == nil && (resumed || ss.exited) {
-		err = writeOutput(h.w, ss.ring, from)
+		Resumed: resumed, Running: !ss.exited, StdinWindow: s.cfg.StdinWindow, ReadOnly: a.ReadOnly})
+	if err == nil {
+		if resumed {
+			err = writeOutput(h.w, ss.ring, from)
+		} else {
+			// The screen as it is now, drawn for this terminal; the live
+			// output continues it, since nothing is written meanwhile.
+			err = h.w.WriteFrame(protocol.TypeRestore, ss.screenNowLocked().Render(int(size.Cols), int(size.Rows)))
+		}
 	}
 	running := !ss.exited
 	if running && err == nil {
 		ss.client = cl
+		ss.attached.Store(true)
 		ss.detachedAt = time.Time{}
 		ss.detachGen++
 	}
@@ -282,9 +298,29 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 	if resumed {
 		ss.resize(a.Size)
 	} else {
+		// What the screen got wrong, the program's own repaint mends.
 		ss.redraw(a.Size)
 	}
 	ss.serve(cl, h.r)
+}
+
+// peek answers a Peek with the session's screen; it never sizes the
+// session nor sends it input.
+func (s *Server) peek(h *handshake, pk *protocol.Peek, peer Peer) {
+	ss := s.kept.find(pk.Session, peer)
+	if ss == nil {
+		h.refuse(protocol.KindSession, noSuchSession(pk.Session))
+		return
+	}
+	ss.outMu.Lock()
+	scr := ss.screenNowLocked()
+	running := !ss.exited
+	ss.outMu.Unlock()
+	cols, rows := scr.Size()
+	col, row, visible := scr.Cursor()
+	h.w.WriteJSON(protocol.TypeSnapshot, &protocol.Snapshot{Session: ss.id, Name: ss.name, Cols: cols, Rows: rows,
+		Lines: scr.Lines(pk.ANSI), CursorCol: col, CursorRow: row, CursorVisible: visible, AltScreen: scr.AltScreen(),
+		Running: running})
 }
 
 // takeOver tells a client that another one took its session over, and lets

@@ -51,6 +51,9 @@ type Config struct {
 	MaxKept    int
 	KeepBuffer int
 	Linger     time.Duration
+	// ScreenScrollback is how many lines scrolled off a kept session's
+	// screen it keeps, for an attach to show.
+	ScreenScrollback int
 	// KeptVia, when set, serves kept sessions elsewhere: it returns a
 	// connection to the agent that keeps them, to which requests about
 	// kept sessions are relayed. corkd serve --stdio dies with its
@@ -70,6 +73,9 @@ const (
 	DefaultMaxKept          = 32
 	DefaultKeepBuffer       = 1 << 20
 	DefaultLinger           = 24 * time.Hour
+	DefaultScreenScrollback = 100
+	// MaxWatchers bounds the read-only clients of a kept session.
+	MaxWatchers = 8
 )
 
 // Server runs sessions.
@@ -100,6 +106,10 @@ func New(cfg Config) *Server {
 	setDefault(&cfg.MaxKept, DefaultMaxKept)
 	setDefault(&cfg.KeepBuffer, DefaultKeepBuffer)
 	setDefault(&cfg.Linger, DefaultLinger)
+	setDefault(&cfg.ScreenScrollback, DefaultScreenScrollback)
+	if cfg.ScreenScrollback < 0 {
+		cfg.ScreenScrollback = 0
+	}
 	if cfg.Linger < 0 {
 		cfg.Linger = 0 // forever
 	}
@@ -192,7 +202,7 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 			return
 		}
 		s.execSession(hs, &req, peer)
-	case protocol.TypeAttach, protocol.TypeList, protocol.TypeKill, protocol.TypeRemove:
+	case protocol.TypeAttach, protocol.TypeList, protocol.TypeKill, protocol.TypeRemove, protocol.TypePeek:
 		if hs.version < 2 {
 			hs.refuse(protocol.KindProtocol, fmt.Sprintf("%s needs protocol version 2; this connection speaks version 1", t))
 			return
@@ -203,7 +213,7 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 		}
 		s.keptRequest(hs, t, p, peer)
 	default:
-		hs.refuse(protocol.KindProtocol, fmt.Sprintf("expected exec, attach, list, kill or remove, got %s", t))
+		hs.refuse(protocol.KindProtocol, fmt.Sprintf("expected exec, attach, list, peek, kill or remove, got %s", t))
 	}
 }
 

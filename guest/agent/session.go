@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -42,11 +43,18 @@ type session struct {
 	// outMu orders output: the ring, the count and the client change
 	// together, so that a client attaching mid-stream gets every byte
 	// once. A pump holds it while it writes a frame to the client.
-	outMu      sync.Mutex
-	client     *client // nil while detached
-	ring       *ring   // kept sessions: the last output
-	sent       uint64  // output bytes so far
-	exited     bool    // the program has exited and its output was read
+	outMu    sync.Mutex
+	client   *client // nil while detached
+	ring     *ring   // kept sessions: the last output
+	sent     uint64  // output bytes so far
+	watchers map[*watcher]bool
+	// Copies read without outMu: by the resize path, which never waits
+	// behind output, and by the screen's answers to queries.
+	sentNow    atomic.Uint64
+	attached   atomic.Bool
+	watched    atomic.Int32
+	screen     *sessionScreen // kept sessions: the screen, for attach, watchers and peek
+	exited     bool           // the program has exited and its output was read
 	detachedAt time.Time
 	detachGen  int // counts detaches, so that a stale linger timer does nothing
 
@@ -141,7 +149,7 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 		// then setgid, then setuid, in that order.
 		cmd.SysProcAttr.Credential = acct.Credential()
 	}
-	ss := &session{srv: s, log: log, id: id, name: req.Name, argv0: req.Argv[0], user: acct.Name,
+	ss := &session{srv: s, log: log, id: id, name: req.Name, argv0: req.Argv[0], user: acct.Name, watchers: map[*watcher]bool{},
 		owner: peer, started: time.Now(), keep: req.Keep, cmd: cmd, wanted: req.Stdin,
 		reaped: make(chan struct{}), done: make(chan struct{})}
 	if req.Keep {
@@ -241,6 +249,9 @@ type InputStopper interface {
 // begin reads the program's output and waits for its end, whoever is
 // attached; finish runs when both are done.
 func (ss *session) begin() {
+	if ss.screen != nil {
+		go ss.keepScreen()
+	}
 	var pumps sync.WaitGroup
 	for _, o := range ss.outs {
 		pumps.Add(1)
@@ -278,6 +289,10 @@ func (ss *session) deliver(frame []byte) {
 		ss.ring.write(frame[protocol.HeaderSize:])
 	}
 	ss.sent += uint64(len(frame) - protocol.HeaderSize)
+	if ss.screen != nil {
+		ss.sentNow.Store(ss.sent)
+		ss.screen.nudge()
+	}
 	cl := ss.client
 	if cl == nil {
 		return
@@ -311,14 +326,24 @@ func (ss *session) finish() {
 	ss.exited = true
 	cl := ss.client
 	ss.client = nil
+	ss.attached.Store(false)
 	if cl == nil {
 		ss.detachedAt = time.Now()
+	}
+	watchers := ss.watchers
+	ss.watchers = nil
+	ss.watched.Store(0)
+	if ss.screen != nil {
+		ss.screenNowLocked() // the last screen, for a later attach or peek
 	}
 	ss.outMu.Unlock()
 	ss.log.Info("exited", "code", ss.exit.Code, "signal", ss.exit.Signal)
 	if cl != nil {
 		cl.last(protocol.TypeExit, &ss.exit)
 		cl.leave()
+	}
+	for w := range watchers {
+		go w.end(&ss.exit)
 	}
 	close(ss.done)
 	for _, o := range ss.outs {
@@ -342,6 +367,7 @@ func (ss *session) attach(cl *client) bool {
 		return false
 	}
 	ss.client = cl
+	ss.attached.Store(true)
 	ss.detachedAt = time.Time{}
 	ss.detachGen++
 	return true
@@ -354,6 +380,7 @@ func (ss *session) dropLocked(cl *client) {
 		return
 	}
 	ss.client = nil
+	ss.attached.Store(false)
 	if !ss.keep || ss.exited {
 		return
 	}

@@ -40,6 +40,9 @@ func (ss *session) startPTY(req *protocol.Exec, acct *account.Account) (io.Write
 		return nil, err
 	}
 	ss.size = size
+	if ss.keep {
+		ss.newScreen(size)
+	}
 	if len(req.Modes) > 0 {
 		if err := setModes(slave, req.Modes); err != nil {
 			master.Close()
@@ -126,6 +129,9 @@ func (ss *session) applySizeLocked(s protocol.WindowSize) {
 		return
 	}
 	ss.size = s
+	if ss.screen != nil {
+		ss.screen.noteSize(ss.sentNow.Load(), s)
+	}
 	if ss.log.Enabled(context.Background(), slog.LevelDebug) { // the hot path allocates nothing for a disabled log
 		ss.log.Debug("resize applied", "size", s)
 	}

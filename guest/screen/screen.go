@@ -240,17 +240,29 @@ func (s *Screen) AltScreen() bool {
 // colours and styles, the cursor, and the input modes. A terminal smaller
 // than the screen shows the part with the cursor in it; a larger one, the
 // screen and blank space.
-func (s *Screen) Render(cols, rows int) []byte {
+func (s *Screen) Render(cols, rows int) []byte { return s.render(cols, rows, false) }
+
+// Repaint is Render for a terminal that shows an earlier Render or Repaint
+// of this screen: it draws over it, line by line, without clearing first,
+// so that a watcher's view does not flicker, and leaves its modes alone.
+// Terminals that know synchronized output (mode 2026) show it at once.
+func (s *Screen) Repaint(cols, rows int) []byte { return s.render(cols, rows, true) }
+
+func (s *Screen) render(cols, rows int, repaint bool) []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var b bytes.Buffer
 	m := s.scan.modes
-	b.WriteString("\x1b[0m")
-	if m.altScreen {
-		b.WriteString("\x1b[?1049h")
+	if repaint {
+		b.WriteString("\x1b[?2026h\x1b[0m")
+	} else {
+		b.WriteString("\x1b[0m")
+		if m.altScreen {
+			b.WriteString("\x1b[?1049h")
+		}
+		b.WriteString("\x1b[H\x1b[2J")
 	}
-	b.WriteString("\x1b[H\x1b[2J")
-	if !m.altScreen && s.emu.ScrollbackLen() > 0 {
+	if !repaint && !m.altScreen && s.emu.ScrollbackLen() > 0 {
 		for y := -s.emu.ScrollbackLen(); y < 0; y++ {
 			b.WriteString(s.line(y, cols).Render())
 			b.WriteString("\r\n")
@@ -270,6 +282,12 @@ func (s *Screen) Render(cols, rows int) []byte {
 		b.Write(appendInt(nil, y-top+1))
 		b.WriteString(";1H")
 		b.WriteString(s.line(y, cols).Render())
+		if repaint {
+			b.WriteString("\x1b[K")
+		}
+	}
+	if repaint {
+		b.WriteString("\x1b[J")
 	}
 	b.WriteString("\x1b[")
 	b.Write(appendInt(nil, cur.Y-top+1))
@@ -280,6 +298,10 @@ func (s *Screen) Render(cols, rows int) []byte {
 		b.WriteString("\x1b[?25l")
 	} else {
 		b.WriteString("\x1b[?25h")
+	}
+	if repaint {
+		b.WriteString("\x1b[?2026l")
+		return b.Bytes()
 	}
 	set := func(on bool, seq string) {
 		if on {

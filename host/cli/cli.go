@@ -38,7 +38,8 @@ var Version = "dev"
 
 const usage = `usage:
   cork exec [flags] -- COMMAND [ARG...]   run a program in the VM (--keep: a session that outlives cork)
-  cork attach [flags] NAME|ID             attach to a kept session
+  cork attach [flags] NAME|ID             attach to a kept session (--read-only: watch it)
+  cork peek [--ansi|--text] [--json] NAME|ID   print a kept session's screen
   cork ls [--json]                        list kept sessions
   cork kill [--signal SIG] NAME|ID        hang up (or signal) a kept session
   cork rm NAME|ID                         forget an exited kept session
@@ -63,6 +64,8 @@ func Main(args []string) int {
 		return attachMain(args[1:])
 	case "ls":
 		return lsMain(args[1:])
+	case "peek":
+		return peekMain(args[1:])
 	case "kill":
 		return killMain(args[1:])
 	case "rm":
@@ -279,6 +282,12 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 		if keep && len(keys) > 0 {
 			f := term.NewDetachFilter(in, keys, term.DetachKeyTimeout)
 			sess.Stdin = f
+			if sess.Attach != nil && sess.Attach.ReadOnly {
+				// A watcher sends no input; it reads the terminal only
+				// for the detach keys.
+				sess.Stdin = nil
+				go io.Copy(io.Discard, f)
+			}
 			go func() {
 				select {
 				case <-f.Detached():

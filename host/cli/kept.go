@@ -21,9 +21,11 @@ import (
 func attachMain(args []string) int {
 	var t target
 	var kf keptFlags
+	readOnly := false
 	fs := pflag.NewFlagSet("cork attach", pflag.ContinueOnError)
 	t.flags(fs)
 	kf.flags(fs)
+	fs.BoolVarP(&readOnly, "read-only", "r", false, "watch: see the screen as it changes, send no input, never size the session")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: cork attach [flags] NAME|ID\n%s", fs.FlagUsages())
 	}
@@ -31,7 +33,50 @@ func attachMain(args []string) int {
 	if !ok {
 		return code
 	}
-	return runSession(&t, &client.Session{Attach: &protocol.Attach{Session: ref}}, kf)
+	return runSession(&t, &client.Session{Attach: &protocol.Attach{Session: ref, ReadOnly: readOnly}}, kf)
+}
+
+func peekMain(args []string) int {
+	var t target
+	ansi, text, asJSON := false, false, false
+	fs := pflag.NewFlagSet("cork peek", pflag.ContinueOnError)
+	t.flags(fs)
+	fs.BoolVar(&ansi, "ansi", false, "print the screen with its colours and styles")
+	fs.BoolVar(&text, "text", false, "print the screen as plain text (the default)")
+	fs.BoolVar(&asJSON, "json", false, "print the screen, its size and cursor as JSON, for tools")
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: cork peek [flags] NAME|ID\n%s", fs.FlagUsages())
+	}
+	ref, code, ok := parseOneSession(fs, args, "peek")
+	if !ok {
+		return code
+	}
+	if ansi && text {
+		return fail("peek: --ansi and --text: give one")
+	}
+	conn, finish, err := t.dial(context.Background())
+	if err != nil {
+		return fail("%v", err)
+	}
+	snap, err := client.Peek(conn, "cork "+Version, ref, ansi)
+	finish()
+	if err != nil {
+		return fail("peek: %v", err)
+	}
+	if asJSON {
+		b, _ := json.MarshalIndent(snap, "", "  ")
+		fmt.Println(string(b))
+		return 0
+	}
+	// Trailing blank lines are no part of what the program shows.
+	lines := snap.Lines
+	for len(lines) > 0 && strings.TrimSpace(lines[len(lines)-1]) == "" {
+		lines = lines[:len(lines)-1]
+	}
+	for _, l := range lines {
+		fmt.Println(l)
+	}
+	return 0
 }
 
 // parseOneSession parses flags and the one NAME|ID argument.
@@ -107,6 +152,14 @@ func since(now, t time.Time) string {
 }
 
 func state(now time.Time, s protocol.SessionInfo) string {
+	st := runState(now, s)
+	if s.Watchers > 0 {
+		st += fmt.Sprintf(", %d watching", s.Watchers)
+	}
+	return st
+}
+
+func runState(now time.Time, s protocol.SessionInfo) string {
 	if s.State == protocol.StateExited && s.Exit != nil {
 		if s.Exit.Signal != "" {
 			return fmt.Sprintf("exited %d (SIG%s)", s.Exit.Code, s.Exit.Signal)

@@ -230,10 +230,18 @@ func (s *Session) Run(ctx context.Context, conn io.ReadWriteCloser) (protocol.Ex
 			}
 			s.ID, s.Name = at.Session, at.Name
 			seen = at.From
-			l.setResumable(at.Running)
-			startStdin(at.StdinWindow)
+			l.setResumable(at.Running && !at.ReadOnly)
+			if !at.ReadOnly {
+				startStdin(at.StdinWindow)
+			}
 		case protocol.TypeStdout:
 			seen += uint64(len(p))
+			if _, err := s.Stdout.Write(p); err != nil {
+				return protocol.Exit{}, fmt.Errorf("writing output: %w", err)
+			}
+		case protocol.TypeRestore:
+			// The session's screen drawn for this terminal: not output,
+			// so not counted.
 			if _, err := s.Stdout.Write(p); err != nil {
 				return protocol.Exit{}, fmt.Errorf("writing output: %w", err)
 			}

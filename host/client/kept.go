@@ -62,3 +62,12 @@ func request(conn io.ReadWriteCloser, software string, t protocol.Type, req any,
 	}
 	return protocol.Decode(rt, rp, v)
 }
+
+// Peek returns a kept session's screen, without attaching to it.
+func Peek(conn io.ReadWriteCloser, software, session string, ansi bool) (*protocol.Snapshot, error) {
+	var s protocol.Snapshot
+	if err := request(conn, software, protocol.TypePeek, &protocol.Peek{Session: session, ANSI: ansi}, protocol.TypeSnapshot, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}

@@ -118,7 +118,8 @@ func (p *Peer) ExpectError(kind, text string) protocol.Error {
 	return e
 }
 
-// Output reads a session's frames up to its Exit and returns its output.
+// Output reads a session's frames up to its Exit and returns its output;
+// stdout holds what a terminal is sent: output and screens restored.
 // each, when not nil, sees the output so far after every frame, so that a
 // test can answer it (type a line, send a signal).
 func (p *Peer) Output(each func(stdout string)) (stdout, stderr string, exit protocol.Exit) {
@@ -130,7 +131,7 @@ func (p *Peer) Output(each func(stdout string)) (stdout, stderr string, exit pro
 			p.t.Fatalf("after output %q: %v", out.String(), err)
 		}
 		switch typ {
-		case protocol.TypeStdout:
+		case protocol.TypeStdout, protocol.TypeRestore:
 			out.Write(payload)
 		case protocol.TypeStderr:
 			errOut.Write(payload)

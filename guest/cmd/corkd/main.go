@@ -80,6 +80,7 @@ func serve(args []string) int {
 	maxKept := fs.Int("max-kept", agent.DefaultMaxKept, "kept sessions, running and exited")
 	keepBuffer := fs.Int("keep-buffer", agent.DefaultKeepBuffer, "output bytes each kept session keeps for a host that resumes")
 	linger := fs.Duration("linger", agent.DefaultLinger, "longest a kept session runs detached, or is remembered after exiting detached, unless cork asks for less (0: forever)")
+	scrollback := fs.Int("screen-scrollback", agent.DefaultScreenScrollback, "lines scrolled off a kept session's screen that it keeps, for attach to show (0 to 10000)")
 	keepSocket := fs.String("keep-socket", defaultKeepSocket(), "with --stdio: the unix socket of the corkd that keeps sessions, started if none listens (env CORKD_KEEP_SOCKET)")
 	pidFile := fs.String("pid-file", "", "write corkd's pid to `FILE` while it serves")
 	fs.Usage = func() {
@@ -131,6 +132,14 @@ func serve(args []string) int {
 		MaxKept:          *maxKept,
 		KeepBuffer:       *keepBuffer,
 		Linger:           *linger,
+		ScreenScrollback: *scrollback,
+	}
+	if *scrollback < 0 || *scrollback > 10000 {
+		fmt.Fprintf(os.Stderr, "corkd: --screen-scrollback %d: want 0 to 10000\n", *scrollback)
+		return 2
+	}
+	if *scrollback == 0 {
+		cfg.ScreenScrollback = -1 // none, not the default
 	}
 	if *linger == 0 {
 		cfg.Linger = -1 // forever

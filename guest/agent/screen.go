@@ -1,0 +1,176 @@
+package agent
+
+import (
+	"sync"
+	"time"
+
+	"github.com/corkvm/cork/guest/screen"
+	"github.com/corkvm/cork/protocol"
+)
+
+// A kept session keeps its screen (guest/screen) from its output, for a
+// client that attaches after output it did not see, for watchers and for
+// cork peek. The screen is never on the output path: the pump only copies
+// output into the ring and nudges the screen's goroutine, which reads the
+// ring at its own pace; when it falls behind the ring, it starts again from
+// the output it still has.
+
+// sessionScreen is a kept session's screen and how far it has read.
+type sessionScreen struct {
+	mu   sync.Mutex // held while catching up
+	scr  *screen.Screen
+	fed  uint64 // output bytes the screen has read
+	wake chan struct{}
+
+	sizeMu sync.Mutex
+	sizes  []sizeAt // resizes the screen has yet to follow, in order
+
+	replies chan []byte // the screen's answers to the program's queries
+}
+
+// sizeAt is a resize and the output byte it came after.
+type sizeAt struct {
+	at   uint64
+	size protocol.WindowSize
+}
+
+// maxSizesKept bounds the resizes waiting for the screen: a drag makes
+// many, and only the last matters once the screen catches up.
+const maxSizesKept = 64
+
+// How long the screen waits for a pause in the output before it catches
+// up: it matters only when someone looks, and a flood costs it most
+// (attach and peek catch it up at once). Watchers want it sooner.
+const (
+	screenQuiet        = 50 * time.Millisecond
+	screenMaxDelay     = 500 * time.Millisecond
+	screenQuietWatched = 10 * time.Millisecond
+	screenDelayWatched = 40 * time.Millisecond
+)
+
+func (ss *session) newScreen(size protocol.WindowSize) {
+	sc := &sessionScreen{wake: make(chan struct{}, 1), replies: make(chan []byte, 32)}
+	sc.scr = screen.New(int(size.Cols), int(size.Rows), ss.srv.cfg.ScreenScrollback, func(p []byte) {
+		select {
+		case sc.replies <- p:
+		default: // a program flooding queries loses answers, never the screen
+		}
+	})
+	ss.screen = sc
+}
+
+// nudge tells the screen output came; it never waits.
+func (sc *sessionScreen) nudge() {
+	select {
+	case sc.wake <- struct{}{}:
+	default:
+	}
+}
+
+// noteSize records a resize for the screen, after output byte at.
+func (sc *sessionScreen) noteSize(at uint64, s protocol.WindowSize) {
+	sc.sizeMu.Lock()
+	defer sc.sizeMu.Unlock()
+	if n := len(sc.sizes); n > 0 && sc.sizes[n-1].at == at {
+		sc.sizes[n-1].size = s
+	} else {
+		sc.sizes = append(sc.sizes, sizeAt{at, s})
+	}
+	if len(sc.sizes) > maxSizesKept {
+		sc.sizes = append(sc.sizes[:0], sc.sizes[len(sc.sizes)-maxSizesKept:]...)
+	}
+}
+
+// keepScreen catches the screen up after output, once it pauses, until
+// the session ends; and answers the program's queries of its terminal
+// while no client is attached to answer them.
+func (ss *session) keepScreen() {
+	sc := ss.screen
+	for {
+		select {
+		case <-sc.wake:
+		case p := <-sc.replies:
+			if !ss.attached.Load() {
+				ss.master.Write(p)
+			}
+			continue
+		case <-ss.done:
+			return
+		}
+		quiet, most := screenQuiet, screenMaxDelay
+		if ss.watched.Load() > 0 {
+			quiet, most = screenQuietWatched, screenDelayWatched
+		}
+		timer := time.NewTimer(quiet)
+		deadline := time.After(most)
+	wait:
+		for {
+			select {
+			case <-sc.wake:
+				timer.Reset(quiet)
+			case <-timer.C:
+				break wait
+			case <-deadline:
+				break wait
+			case <-ss.done:
+				break wait
+			}
+		}
+		timer.Stop()
+		ss.outMu.Lock()
+		backlog, end, lost := ss.screenBacklogLocked()
+		ss.outMu.Unlock()
+		sc.catchUp(backlog, end, lost)
+	}
+}
+
+// screenBacklogLocked copies the output the screen has not read: from the
+// ring, or all the ring holds when the screen fell behind it. outMu is
+// held.
+func (ss *session) screenBacklogLocked() (backlog []byte, end uint64, lost bool) {
+	sc := ss.screen
+	sc.mu.Lock()
+	fed := sc.fed
+	sc.mu.Unlock()
+	a, b, ok := ss.ring.since(fed)
+	if !ok {
+		a, b, _ = ss.ring.since(ss.ring.start)
+		fed, lost = ss.ring.start, true
+	}
+	backlog = make([]byte, 0, len(a)+len(b))
+	return append(append(backlog, a...), b...), ss.ring.end, lost
+}
+
+// catchUp feeds the screen a backlog of output ending at byte end, with the
+// resizes made along the way.
+func (sc *sessionScreen) catchUp(backlog []byte, end uint64, lost bool) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if end <= sc.fed && !lost {
+		return
+	}
+	start := end - uint64(len(backlog))
+	sc.sizeMu.Lock()
+	sizes := sc.sizes
+	sc.sizes = nil
+	sc.sizeMu.Unlock()
+	pos := start
+	for _, s := range sizes {
+		if s.at > pos && s.at <= end {
+			sc.scr.CatchUp(backlog[pos-start:s.at-start], lost)
+			lost, pos = false, s.at
+		}
+		sc.scr.Resize(int(s.size.Cols), int(s.size.Rows))
+	}
+	sc.scr.CatchUp(backlog[pos-start:], lost)
+	sc.fed = end
+}
+
+// screenNow catches the screen up with all output so far. outMu is held,
+// so that nothing is written in between: what follows on a connection
+// continues the screen exactly.
+func (ss *session) screenNowLocked() *screen.Screen {
+	backlog, end, lost := ss.screenBacklogLocked()
+	ss.screen.catchUp(backlog, end, lost)
+	return ss.screen.scr
+}
