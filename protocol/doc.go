@@ -37,11 +37,14 @@
 //	0x0a  Kill       host->guest   JSON Kill (version 2)
 //	0x0b  Remove     host->guest   JSON Remove (version 2)
 //	0x0c  Done       guest->host   JSON Done, the answer to Kill and Remove (version 2)
+//	0x0d  Peek       host->guest   JSON Peek (version 2)
+//	0x0e  Snapshot   guest->host   JSON Snapshot, the answer to Peek (version 2)
 //	0x10  Stdin      host->guest   raw bytes for the program's input
 //	0x11  StdinEOF   host->guest   empty
 //	0x12  Stdout     guest->host   raw bytes (a PTY session's merged output)
 //	0x13  Stderr     guest->host   raw bytes (pipe sessions only)
 //	0x14  StdinAck   guest->host   4 bytes: uint32 big-endian, stdin bytes consumed
+//	0x15  Restore    guest->host   raw bytes: a kept session's screen drawn for the host's terminal (version 2)
 //	0x20  Resize     host->guest   8 bytes: cols, rows, xpixel, ypixel, each uint16 big-endian
 //	0x21  Signal     host->guest   JSON Signal
 //	0x30  Exit       guest->host   JSON Exit; the last frame of a session
@@ -111,17 +114,30 @@
 //     continue from there. When Attach.Resume is set (the count of output
 //     bytes the host has seen) and the guest still holds the bytes from
 //     there, From equals it and Resumed is true: nothing is lost or sent
-//     twice. Otherwise From is the current end of the output and the guest
-//     makes the program redraw: it sets the terminal one column wider,
-//     then, about 50 ms later, to Attach.Size (or the size it had), since
-//     the kernel signals no size that does not change. A Resume beyond the
+//     twice. Otherwise From is the current end of the output, and the
+//     guest sends one Restore frame: bytes that draw the session's screen,
+//     as the guest keeps it from the output, on a terminal of Attach.Size
+//     (reset, the alternate screen if in use, lines scrolled off, the
+//     screen with colours and styles, the cursor, the input modes). Restore
+//     bytes are written to the terminal like output but are not output:
+//     they do not count in From's numbering. Then the guest makes the
+//     program repaint itself: it sets the terminal one column wider, then,
+//     about 50 ms later, to Attach.Size (or the size it had), since the
+//     kernel signals no size that does not change. A Resume beyond the
 //     output written so far is an Error of kind "request". When the
-//     program has already exited, Running is false, From is the first
-//     output byte still held, and the guest sends that output and Exit.
-//     A second client attaching takes the session over: the first gets a
-//     Detached frame, its last.
+//     program has already exited, Running is false and the guest sends its
+//     last screen (Restore) and Exit. A second client attaching takes the
+//     session over: the first gets a Detached frame, its last. With
+//     Attach.ReadOnly the client watches instead: it gets Attached and
+//     Restore frames that redraw the screen for its own size (Attach.Size,
+//     then its Resize frames) as the screen changes, sends nothing else
+//     but Resize and Ping, never sizes the session, and takes nothing over;
+//     it ends with Exit when the session does.
 //   - List is answered by Sessions: one SessionInfo per kept session the
 //     peer may see, never with the program's arguments or environment.
+//   - Peek is answered by Snapshot: the session's screen as lines (with
+//     colours and styles as escape sequences when Peek.ANSI), its size and
+//     its cursor. It never sizes the session nor sends it input.
 //   - Kill sends its Signal (one of Signals) to the session's processes, or
 //     hangs the session up when Signal is empty; Remove forgets an exited
 //     session. Both are answered by Done, or an Error.
