@@ -40,12 +40,10 @@ const maxSizesKept = 64
 
 // How long the screen waits for a pause in the output before it catches
 // up: it matters only when someone looks, and a flood costs it most
-// (attach and peek catch it up at once). Watchers want it sooner.
+// (attach, peek and the watchers' redraws catch it up at once).
 const (
-	screenQuiet        = 50 * time.Millisecond
-	screenMaxDelay     = 500 * time.Millisecond
-	screenQuietWatched = 10 * time.Millisecond
-	screenDelayWatched = 40 * time.Millisecond
+	screenQuiet    = 50 * time.Millisecond
+	screenMaxDelay = 500 * time.Millisecond
 )
 
 func (ss *session) newScreen(size protocol.WindowSize) {
@@ -97,12 +95,9 @@ func (ss *session) keepScreen() {
 		case <-ss.done:
 			return
 		}
-		quiet, most := screenQuiet, screenMaxDelay
-		if ss.watched.Load() > 0 {
-			quiet, most = screenQuietWatched, screenDelayWatched
-		}
+		quiet := screenQuiet
 		timer := time.NewTimer(quiet)
-		deadline := time.After(most)
+		deadline := time.After(screenMaxDelay)
 	wait:
 		for {
 			select {

@@ -28,8 +28,13 @@ type watcher struct {
 }
 
 // watchEvery is how often a watcher's view is redrawn while the screen
-// changes: 25 frames a second.
-const watchEvery = 40 * time.Millisecond
+// changes: 25 frames a second, fewer when a redraw costs more than a tenth
+// of that (a flood of output, which the screen catches up with slowly),
+// so that watchers never take more than about a tenth of a core.
+const (
+	watchEvery   = 40 * time.Millisecond
+	watchSlowest = 250 * time.Millisecond
+)
 
 func (w *watcher) leave() {
 	w.once.Do(func() {
@@ -93,12 +98,12 @@ func (s *Server) watch(h *handshake, ss *session, a *protocol.Attach) {
 	ss.log.Info("watcher attached", "watchers", ss.watched.Load())
 	go w.readFrames(h.r)
 
-	ticker := time.NewTicker(watchEvery)
-	defer ticker.Stop()
+	timer := time.NewTimer(watchEvery)
+	defer timer.Stop()
 	for {
 		redraw := false
 		select {
-		case <-ticker.C:
+		case <-timer.C:
 		case <-w.resized:
 			redraw = true
 		case <-w.gone:
@@ -121,8 +126,10 @@ func (s *Server) watch(h *handshake, ss *session, a *protocol.Attach) {
 		}
 		ss.outMu.Unlock()
 		if sent == drawn && !redraw {
+			timer.Reset(watchEvery)
 			continue
 		}
+		began := time.Now()
 		if sent != drawn {
 			ss.screen.catchUp(backlog, end, lost)
 			drawn = sent
@@ -130,7 +137,9 @@ func (s *Server) watch(h *handshake, ss *session, a *protocol.Attach) {
 		w.mu.Lock()
 		size := w.size
 		w.mu.Unlock()
-		if err := w.w.WriteFrame(protocol.TypeRestore, ss.screen.scr.Repaint(int(size.Cols), int(size.Rows))); err != nil {
+		frame := ss.screen.scr.Repaint(int(size.Cols), int(size.Rows))
+		timer.Reset(min(max(watchEvery, 10*time.Since(began)), watchSlowest))
+		if err := w.w.WriteFrame(protocol.TypeRestore, frame); err != nil {
 			return
 		}
 	}

@@ -123,11 +123,12 @@ func (s *Screen) CatchUp(backlog []byte, lost bool) {
 	s.write(backlog[from:])
 }
 
-// restart gives the emulator a fresh screen in the modes scanned so far.
+// restart gives the emulator a fresh screen in the modes scanned so far:
+// a terminal reset (RIS), which x/vt does in place, rather than a new
+// emulator, which would allocate its screens and buffers again.
 func (s *Screen) restart() {
-	cols, rows := s.emu.Width(), s.emu.Height()
-	closeEmulator(s.emu)
-	s.emu = s.newEmulator(cols, rows)
+	s.emu.Write([]byte("\x1bc"))
+	s.emu.ClearScrollback()
 	if s.scan.modes.altScreen {
 		s.emu.Write([]byte("\x1b[?1049h"))
 	}
@@ -138,19 +139,20 @@ func (s *Screen) restart() {
 var clears = [][]byte{[]byte("\x1b[2J"), []byte("\x1b[?1049h"), []byte("\x1b[?1049l"), []byte("\x1bc")}
 
 // resyncPoint is where in backlog to start feeding: its last clear, if in
-// its last catchUpAt bytes, else the start of a line about three screens
-// from its end.
+// its last catchUpAt bytes, else the start of a line a screen and a half
+// from its end (the half for lines that wrap).
 func (s *Screen) resyncPoint(backlog []byte) int {
+	tail := max(0, len(backlog)-catchUpAt)
 	best := -1
 	for _, c := range clears {
-		if i := bytes.LastIndex(backlog, c); i > best {
-			best = i
+		if i := bytes.LastIndex(backlog[tail:], c); i >= 0 && tail+i > best {
+			best = tail + i
 		}
 	}
-	if best >= 0 && len(backlog)-best <= catchUpAt {
+	if best >= 0 {
 		return best
 	}
-	lines := 3 * s.emu.Height()
+	lines := s.emu.Height() * 3 / 2
 	i := len(backlog)
 	for ; lines > 0 && i > 0; lines-- {
 		i = bytes.LastIndexByte(backlog[:i], '\n')

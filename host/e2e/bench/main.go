@@ -39,7 +39,7 @@ var (
 	gap     = flag.Duration("burst-gap", 2*time.Millisecond, "time between the sizes of a burst")
 	tputMiB = flag.Int("mib", 128, "MiB per throughput run")
 	verbose = flag.Bool("v", false, "progress on stderr")
-	only    = flag.String("only", "", "run only these sections, comma-separated: resize, throughput, startup, footprint, kept, bake")
+	only    = flag.String("only", "", "run only these sections, comma-separated: resize, throughput, startup, footprint, kept, screen, bake")
 )
 
 // section reports whether -only lets a section run.
@@ -99,6 +99,9 @@ func main() {
 	}
 	if section("kept") {
 		printKept(&out, b, agent)
+	}
+	if section("screen") {
+		printScreen(&out, b, agent)
 	}
 	if section("bake") {
 		printBake(&out, b)
