@@ -48,7 +48,9 @@ func printScreen(out io.Writer, b *harness.Binaries, a *agent) {
 			ws = append(ws, w)
 		}
 		if watchers > 0 {
-			waitFor(func() bool { return strings.Contains(runOut(b.Cork, "ls", "--connect", a.url), fmt.Sprintf("%d watching", watchers)) })
+			waitFor(func() bool {
+				return strings.Contains(runOut(b.Cork, "ls", "--connect", a.url), fmt.Sprintf("%d watching", watchers))
+			})
 		}
 		// Output and the Out buffer of the terminals would grow: the
 		// harness reads the output only to the end.
