@@ -39,7 +39,7 @@ var (
 	gap     = flag.Duration("burst-gap", 2*time.Millisecond, "time between the sizes of a burst")
 	tputMiB = flag.Int("mib", 128, "MiB per throughput run")
 	verbose = flag.Bool("v", false, "progress on stderr")
-	only    = flag.String("only", "", "run only these sections, comma-separated: resize, throughput, startup, footprint, kept, screen, bake")
+	only    = flag.String("only", "", "run only these sections, comma-separated: resize, throughput, startup, footprint, peers, kept, screen, bake")
 )
 
 // section reports whether -only lets a section run.
@@ -96,6 +96,9 @@ func main() {
 	}
 	if section("footprint") {
 		printFootprint(&out, b)
+	}
+	if section("peers") {
+		printPeers(&out, b, agent)
 	}
 	if section("kept") {
 		printKept(&out, b, agent)
@@ -411,46 +414,9 @@ func printThroughput(out io.Writer, b *harness.Binaries, a *agent) {
 		}
 		return mibps(n, median(f)), mibps(n, median(c))
 	}
-	drain := func(args ...string) func() time.Duration {
-		return func() time.Duration {
-			cmd := exec.Command(args[0], args[1:]...)
-			stdout, _ := cmd.StdoutPipe()
-			start := time.Now()
-			check(cmd.Start())
-			got, _ := io.Copy(io.Discard, stdout)
-			check(cmd.Wait())
-			if got != int64(n) {
-				check(fmt.Errorf("%v: %d bytes, want %d", args, got, n))
-			}
-			return time.Since(start)
-		}
-	}
-	feed := func(args ...string) func() time.Duration {
-		return func() time.Duration {
-			cmd := exec.Command(args[0], args[1:]...)
-			cmd.Stdin = io.LimitReader(zeros{}, int64(n))
-			return timed(cmd)
-		}
-	}
-	onPTY := func(args ...string) func() time.Duration {
-		return func() time.Duration {
-			master, slave, err := pty.Open()
-			check(err)
-			defer master.Close()
-			cmd := exec.Command(args[0], args[1:]...)
-			cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
-			start := time.Now()
-			check(cmd.Start())
-			slave.Close()
-			got, _ := io.Copy(io.Discard, master) // until EIO
-			cmd.Wait()
-			if got < int64(n) {
-				check(fmt.Errorf("%v on a PTY: %d bytes, want %d", args, got, n))
-			}
-			return time.Since(start)
-		}
-	}
+	drain := func(args ...string) func() time.Duration { return func() time.Duration { return drainRun(n, args...) } }
+	feed := func(args ...string) func() time.Duration { return func() time.Duration { return feedRun(n, args...) } }
+	onPTY := func(args ...string) func() time.Duration { return func() time.Duration { return ptyRun(n, args...) } }
 	corkArgs := func(args ...string) []string {
 		return append([]string{b.Cork, "exec", "--connect", a.url}, args...)
 	}
@@ -472,6 +438,46 @@ func printThroughput(out io.Writer, b *harness.Binaries, a *agent) {
 	for _, r := range rows {
 		fmt.Fprintf(out, "| %s | %.0f | %.0f | %.0f%% |\n", r.name, r.floor, r.cork, 100*r.cork/r.floor)
 	}
+}
+
+// drainRun runs args and reads its stdout to the end: n bytes.
+func drainRun(n int, args ...string) time.Duration {
+	cmd := exec.Command(args[0], args[1:]...)
+	stdout, _ := cmd.StdoutPipe()
+	start := time.Now()
+	check(cmd.Start())
+	got, _ := io.Copy(io.Discard, stdout)
+	check(cmd.Wait())
+	if got != int64(n) {
+		check(fmt.Errorf("%v: %d bytes, want %d", args, got, n))
+	}
+	return time.Since(start)
+}
+
+// feedRun runs args with n bytes on its stdin.
+func feedRun(n int, args ...string) time.Duration {
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdin = io.LimitReader(zeros{}, int64(n))
+	return timed(cmd)
+}
+
+// ptyRun runs args on a PTY and reads the PTY to the end: at least n bytes.
+func ptyRun(n int, args ...string) time.Duration {
+	master, slave, err := pty.Open()
+	check(err)
+	defer master.Close()
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	start := time.Now()
+	check(cmd.Start())
+	slave.Close()
+	got, _ := io.Copy(io.Discard, master) // until EIO
+	cmd.Wait()
+	if got < int64(n) {
+		check(fmt.Errorf("%v on a PTY: %d bytes, want %d", args, got, n))
+	}
+	return time.Since(start)
 }
 
 type zeros struct{}
