@@ -222,6 +222,42 @@ func (w *Writer) WriteFrame(t Type, payload []byte) error {
 	return err
 }
 
+// WriteFrameOf writes the frame payload returns, produced while w is held:
+// a sender whose frames must reach the stream in the order their payloads
+// were chosen (latest-wins sizes) takes its payload and writes it as one
+// step. Nothing is written when payload reports false.
+func (w *Writer) WriteFrameOf(t Type, payload func() ([]byte, bool)) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.writeLocked(t, payload)
+}
+
+// TryWriteFrameOf is WriteFrameOf when w is free at once; it reports false,
+// writing nothing, when another frame is being written.
+func (w *Writer) TryWriteFrameOf(t Type, payload func() ([]byte, bool)) (bool, error) {
+	if !w.mu.TryLock() {
+		return false, nil
+	}
+	defer w.mu.Unlock()
+	return true, w.writeLocked(t, payload)
+}
+
+func (w *Writer) writeLocked(t Type, payload func() ([]byte, bool)) error {
+	p, ok := payload()
+	if !ok {
+		return nil
+	}
+	n := HeaderSize + len(p)
+	if cap(w.buf) < n {
+		w.buf = make([]byte, n)
+	}
+	b := w.buf[:n]
+	PutHeader(b, t, len(p))
+	copy(b[HeaderSize:], p)
+	_, err := w.w.Write(b)
+	return err
+}
+
 // WriteFramed writes b, a whole frame whose header was set with PutHeader.
 // Data pumps use it to send output without copying it.
 func (w *Writer) WriteFramed(b []byte) error {

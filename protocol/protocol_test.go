@@ -286,3 +286,53 @@ func TestNextSharedReusesItsBuffer(t *testing.T) {
 		t.Fatalf("a larger frame: %d bytes, %v", len(c), err)
 	}
 }
+
+// blockingWriter holds every Write until release is closed.
+type blockingWriter struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingWriter) Write(p []byte) (int, error) {
+	b.entered <- struct{}{}
+	<-b.release
+	return len(p), nil
+}
+
+// TestTryWriteFrameOfNeverWaits: while another frame is being written,
+// TryWriteFrameOf reports false at once and has not asked for its payload;
+// a payload that reports false writes nothing.
+func TestTryWriteFrameOfNeverWaits(t *testing.T) {
+	bw := &blockingWriter{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	w := NewWriter(bw)
+	done := make(chan error, 1)
+	go func() { done <- w.WriteFrame(TypeStdin, []byte("busy")) }()
+	<-bw.entered
+	asked := false
+	tried, err := w.TryWriteFrameOf(TypeResize, func() ([]byte, bool) { asked = true; return nil, false })
+	if tried || err != nil || asked {
+		t.Fatalf("TryWriteFrameOf on a busy writer: tried %v, err %v, payload asked %v", tried, err, asked)
+	}
+	close(bw.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	var buf bytes.Buffer
+	w = NewWriter(&buf)
+	if err := w.WriteFrameOf(TypeResize, func() ([]byte, bool) { return nil, false }); err != nil || buf.Len() != 0 {
+		t.Fatalf("a payload that reports false wrote %d bytes, err %v", buf.Len(), err)
+	}
+	size := WindowSize{Cols: 80, Rows: 24}
+	tried, err = w.TryWriteFrameOf(TypeResize, func() ([]byte, bool) { return EncodeResize(size), true })
+	if !tried || err != nil {
+		t.Fatalf("TryWriteFrameOf on a free writer: tried %v, err %v", tried, err)
+	}
+	typ, p, err := NewReader(&buf).Next()
+	if err != nil || typ != TypeResize {
+		t.Fatalf("read %v, %v", typ, err)
+	}
+	if got, _ := DecodeResize(p); got != size {
+		t.Fatalf("size %v, want %v", got, size)
+	}
+}

@@ -56,6 +56,29 @@ func (l *link) write(t protocol.Type, p []byte, retry bool) error {
 	}
 }
 
+// writeOf writes the frame payload gives, holding the current connection's
+// writer while it is chosen (protocol.Writer.WriteFrameOf).
+func (l *link) writeOf(t protocol.Type, payload func() ([]byte, bool)) error {
+	l.mu.Lock()
+	w, closed := l.w, l.closed
+	l.mu.Unlock()
+	if closed {
+		return errLinkClosed
+	}
+	return w.WriteFrameOf(t, payload)
+}
+
+// tryWriteOf is writeOf when the writer is free at once.
+func (l *link) tryWriteOf(t protocol.Type, payload func() ([]byte, bool)) (bool, error) {
+	l.mu.Lock()
+	w, closed := l.w, l.closed
+	l.mu.Unlock()
+	if closed {
+		return false, errLinkClosed
+	}
+	return w.TryWriteFrameOf(t, payload)
+}
+
 func (l *link) setResumable(keep bool) {
 	l.mu.Lock()
 	l.keep = keep
