@@ -48,6 +48,14 @@ func Size(fd int) (protocol.WindowSize, error) {
 // closed. It reads the size when it handles the signal, so signals that
 // arrive while it is busy collapse into one reading of the newest size.
 func WatchSize(fd int, put func(protocol.WindowSize), stop <-chan struct{}) {
+	w := &sizeWatch{fd: fd, put: put}
+	notifyWinch(w, stop)
+	waitWinch(w, stop)
+}
+
+// notifyWinch calls w.update for each SIGWINCH os/signal delivers, until
+// stop is closed.
+func notifyWinch(w *sizeWatch, stop <-chan struct{}) {
 	winch := make(chan os.Signal, 1)
 	signal.Notify(winch, unix.SIGWINCH)
 	go func() {
@@ -55,9 +63,7 @@ func WatchSize(fd int, put func(protocol.WindowSize), stop <-chan struct{}) {
 		for {
 			select {
 			case <-winch:
-				if s, err := Size(fd); err == nil && s.Valid() {
-					put(s)
-				}
+				w.update()
 			case <-stop:
 				return
 			}

@@ -4,14 +4,20 @@ package main
 
 import (
 	"os"
+	"runtime"
 
 	"github.com/corkvm/cork/host/cli"
+	"github.com/corkvm/cork/host/term"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
+// The main goroutine keeps the main thread, where term.Main waits for
+// SIGWINCH.
+func init() { runtime.LockOSThread() }
+
 func main() {
 	cli.Version = version
-	os.Exit(cli.Main(os.Args[1:]))
+	os.Exit(term.Main(func() int { return cli.Main(os.Args[1:]) }))
 }
