@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"unsafe"
 )
 
 // Type is a frame's type, the first byte of its header.
@@ -150,14 +151,10 @@ func (r *Reader) Next() (Type, []byte, error) {
 // its buffer is reused, so a reader that consumes each frame at once (the
 // host writing output) allocates nothing per frame.
 func (r *Reader) NextShared() (Type, []byte, error) {
-	t, p, err := r.next(r.shared)
-	if cap(p) > cap(r.shared) {
-		r.shared = p[:0]
-	}
-	return t, p, err
+	return r.next(&r.shared)
 }
 
-func (r *Reader) next(buf []byte) (Type, []byte, error) {
+func (r *Reader) next(buf *[]byte) (Type, []byte, error) {
 	if n, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
 		if err == io.EOF {
 			return 0, nil, io.EOF
@@ -175,12 +172,7 @@ func (r *Reader) next(buf []byte) (Type, []byte, error) {
 	if n > r.limit {
 		return 0, nil, fmt.Errorf("protocol: %w: %s frame of %d bytes, the limit is %d", ErrTooLarge, t, n, r.limit)
 	}
-	var p []byte
-	if uint32(cap(buf)) >= n {
-		p = buf[:n]
-	} else {
-		p = make([]byte, n)
-	}
+	p := r.payloadBuffer(buf, int(n))
 	if got, err := io.ReadFull(r.r, p); err != nil {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			return 0, nil, fmt.Errorf("protocol: %w: %s frame has %d of %d payload bytes", ErrTruncated, t, got, n)
@@ -188,6 +180,32 @@ func (r *Reader) next(buf []byte) (Type, []byte, error) {
 		return 0, nil, err
 	}
 	return t, p, nil
+}
+
+// payloadAlign is the alignment of the bytes of a payload read straight
+// from the stream: the kernel copies into an unaligned buffer several
+// times slower, and those after the ones already buffered would otherwise
+// start at an odd offset.
+const payloadAlign = 64
+
+// payloadBuffer returns n bytes for a payload: from *buf when it is large
+// enough (a buffer made here replaces it), newly allocated when buf is nil.
+// The bytes the stream gives after those already buffered start aligned.
+func (r *Reader) payloadBuffer(buf *[]byte, n int) []byte {
+	var b []byte
+	if buf != nil {
+		b = *buf
+	}
+	if cap(b) < n+payloadAlign {
+		b = make([]byte, n+payloadAlign)
+		if buf != nil {
+			*buf = b
+		}
+	}
+	b = b[:cap(b)]
+	direct := uintptr(unsafe.Pointer(unsafe.SliceData(b))) + uintptr(r.r.Buffered())
+	off := int((payloadAlign - direct%payloadAlign) % payloadAlign)
+	return b[off : off+n : off+n]
 }
 
 // Writer writes frames to a stream. It is safe for concurrent use: each

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 func TestFrameRoundTrip(t *testing.T) {
@@ -273,13 +274,13 @@ func TestNextSharedReusesItsBuffer(t *testing.T) {
 	w.WriteFrame(TypeStdout, []byte("second"))
 	w.WriteFrame(TypeStderr, bytes.Repeat([]byte("z"), 100))
 	r := NewReader(&buf)
-	_, a, _ := r.NextShared()
-	first := &a[0]
+	r.NextShared()
+	shared := r.shared
 	_, b, err := r.NextShared()
 	if err != nil || string(b) != "second" {
 		t.Fatalf("got %q, %v", b, err)
 	}
-	if &b[0] != first {
+	if !within(b, shared) {
 		t.Fatal("a smaller frame did not reuse the buffer")
 	}
 	if _, c, err := r.NextShared(); err != nil || len(c) != 100 || c[99] != 'z' {
@@ -334,5 +335,35 @@ func TestTryWriteFrameOfNeverWaits(t *testing.T) {
 	}
 	if got, _ := DecodeResize(p); got != size {
 		t.Fatalf("size %v, want %v", got, size)
+	}
+}
+
+func within(p, buf []byte) bool {
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(buf[:cap(buf)])))
+	at := uintptr(unsafe.Pointer(unsafe.SliceData(p)))
+	return at >= start && at+uintptr(len(p)) <= start+uintptr(cap(buf))
+}
+
+// TestPayloadReadAligned: the payload bytes read straight from the stream,
+// after those the reader had buffered with the header, start on a
+// payloadAlign boundary, for Next and NextShared alike.
+func TestPayloadReadAligned(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	payload := bytes.Repeat([]byte("0123456789"), 10000)
+	for range 4 {
+		w.WriteFrame(TypeStdout, payload)
+	}
+	r := NewReader(&buf)
+	for i, next := range []func() (Type, []byte, error){r.Next, r.NextShared, r.Next, r.NextShared} {
+		// The reader fills its buffer whole from a bytes.Buffer, so the
+		// first readBuffer-HeaderSize payload bytes come from it.
+		_, p, err := next()
+		if err != nil || !bytes.Equal(p, payload) {
+			t.Fatalf("frame %d: %d bytes, %v", i, len(p), err)
+		}
+		if at := uintptr(unsafe.Pointer(&p[readBuffer-HeaderSize])); at%payloadAlign != 0 {
+			t.Fatalf("frame %d: the bytes read straight start at %#x, not on a %d-byte boundary", i, at, payloadAlign)
+		}
 	}
 }
