@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -338,11 +339,11 @@ func printPeers(out io.Writer, b *harness.Binaries, a *agent) {
 	}
 
 	fmt.Fprintf(out, "\n### Against the tools users would pick instead\n\n%d rounds, the rows interleaved in each; medians over the rounds. Resize: 100 single resizes per round, as above. Start-up: `true`, median of 5 per round. Throughput: %d MiB per run. ssh runs against a private sshd on loopback (root by key, no PAM) started with root's `~/.bashrc` emptied in a mount namespace of its own: Debian's bash reads it for every command ssh runs, and root's here runs a slow shell init (pyenv), which would otherwise be timed as ssh's start-up.\n\n", *peerRounds, *peerMiB)
-	fmt.Fprintln(out, "| | resize p50 ms | resize p99 ms | start-up `true` ms | pipe out MiB/s | pipe in MiB/s | tty out MiB/s |")
+	fmt.Fprintln(out, "| | resize p50 ms | resize p99 ms | start-up `true` ms | pipe out MiB/s (slowest run) | pipe in MiB/s (slowest) | tty out MiB/s (slowest) |")
 	fmt.Fprintln(out, "|---|---|---|---|---|---|---|")
 	for _, p := range peers {
-		fmt.Fprintf(out, "| %s | %s | %s | %s | %.0f | %.0f | %.0f |\n", p.name, ms(median(p.p50)), ms(median(p.p99)), ms(median(p.startup)),
-			medianF(p.pipeOut), medianF(p.pipeIn), medianF(p.ttyOut))
+		fmt.Fprintf(out, "| %s | %s | %s | %s | %.0f (%.0f) | %.0f (%.0f) | %.0f (%.0f) |\n", p.name, ms(median(p.p50)), ms(median(p.p99)), ms(median(p.startup)),
+			medianF(p.pipeOut), slices.Min(p.pipeOut), medianF(p.pipeIn), slices.Min(p.pipeIn), medianF(p.ttyOut), slices.Min(p.ttyOut))
 	}
 	fmt.Fprintf(out, "\ncork (unix socket) ÷ peer, medians (under 1 is better for times, over 1 for MiB/s):\n\n")
 	fmt.Fprintln(out, "| peer | resize p50 | resize p99 | start-up | pipe out | pipe in | tty out |")
@@ -365,7 +366,11 @@ func printPeers(out io.Writer, b *harness.Binaries, a *agent) {
 		for i := range c.p50 {
 			rs = append(rs, fmt.Sprintf("%.2f", ratio(c.p50[i], p.p50[i])))
 		}
-		fmt.Fprintf(out, "\ncork ÷ %s, resize p50, round by round: %s.\n", p.name, strings.Join(rs, ", "))
+		var tails []string
+		for i := range c.p99 {
+			tails = append(tails, fmt.Sprintf("%.2f", ratio(c.p99[i], p.p99[i])))
+		}
+		fmt.Fprintf(out, "\ncork ÷ %s, round by round: resize p50 %s; p99 %s.\n", p.name, strings.Join(rs, ", "), strings.Join(tails, ", "))
 	}
 	for _, s := range skipped {
 		fmt.Fprintf(out, "\nSkipped: %s\n", s)
@@ -375,17 +380,11 @@ func printPeers(out io.Writer, b *harness.Binaries, a *agent) {
 func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }
 
 func medianF(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	for i := range s {
-		for j := i + 1; j < len(s); j++ {
-			if s[j] < s[i] {
-				s[i], s[j] = s[j], s[i]
-			}
-		}
-	}
-	if len(s) == 0 {
+	if len(v) == 0 {
 		return 0
 	}
+	s := slices.Clone(v)
+	slices.Sort(s)
 	return s[len(s)/2]
 }
 

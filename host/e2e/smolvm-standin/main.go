@@ -57,15 +57,29 @@ func main() {
 	if *tty {
 		os.Exit(runOnPTY(cmd, *interactive))
 	}
-	stdout, _ := cmd.StdoutPipe()
-	stderr, _ := cmd.StderrPipe()
-	var stdin io.WriteCloser
+	// The relay's own ends of the pipes are blocking, as a native relay's
+	// are. Through Go's poller, with this process's other goroutines
+	// blocked in reads of its stdin and in wait4, output became ready
+	// unnoticed until the runtime's monitor polled, up to 10 ms later:
+	// pipe input through the stand-in ran at a sixth of the speed of a
+	// direct pipe, a stall that belongs to this stand-in, not to smolvm.
+	stdout, stdoutW := blockingPipe()
+	stderr, stderrW := blockingPipe()
+	cmd.Stdout, cmd.Stderr = stdoutW, stderrW
+	var stdin *os.File
 	if *interactive {
-		stdin, _ = cmd.StdinPipe()
+		var stdinR *os.File
+		stdinR, stdin = blockingPipe()
+		cmd.Stdin = stdinR
 	}
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintf(os.Stderr, "smolvm-standin: %v\n", err)
 		os.Exit(127)
+	}
+	stdoutW.Close()
+	stderrW.Close()
+	if cmd.Stdin != nil {
+		cmd.Stdin.(*os.File).Close()
 	}
 	if stdin != nil {
 		go func() {
@@ -124,6 +138,19 @@ func runOnPTY(cmd *exec.Cmd, interactive bool) int {
 		return 128 + int(ws.Signal())
 	}
 	return ws.ExitStatus()
+}
+
+// blockingPipe returns a pipe whose ends are in blocking mode (Fd puts an
+// os.File there), read and written by threads rather than Go's poller.
+func blockingPipe() (r, w *os.File) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "smolvm-standin: %v\n", err)
+		os.Exit(1)
+	}
+	r.Fd()
+	w.Fd()
+	return r, w
 }
 
 // relay copies in chunks of at most 4 KiB, as smolvm's exec relay does.
