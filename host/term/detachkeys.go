@@ -90,8 +90,11 @@ func (f *DetachFilter) run(src io.Reader) {
 			f.pw.Write(out)
 		}
 		if done {
-			// No end-of-file after the keys: the session is left
+			// What came before the keys is passed on first: a detach
+			// that closes the session's input at once keeps it. No
+			// end-of-file after the keys: the session is left
 			// running, and must not read one.
+			close(f.detached)
 			return
 		}
 		if err != nil {
@@ -127,8 +130,7 @@ func (f *DetachFilter) feed(in []byte) []byte {
 		case c == f.keys[f.matched]:
 			f.matched++
 			if f.matched == len(f.keys) {
-				f.done = true
-				close(f.detached)
+				f.done = true // run closes f.detached
 			}
 		default: // a sequence broken off: what was held goes on
 			out = append(out, f.keys[:f.matched]...)
