@@ -26,6 +26,8 @@ var (
 	mainDone chan struct{}
 	// winchWakes counts the sizes read on the main thread's wait.
 	winchWakes atomic.Uint64
+	// winchWaiting is set while the main thread waits for SIGWINCH.
+	winchWaiting atomic.Bool
 )
 
 // Main runs run and returns its result. Call it from main with the main
@@ -41,7 +43,9 @@ func Main(run func() int) int {
 		code := run()
 		result <- code
 		close(mainDone)
-		wakeMain()
+		if winchWaiting.Load() {
+			wakeMain()
+		}
 	}()
 	for {
 		select {
@@ -89,7 +93,16 @@ func winchLoop(w *sizeWatch, stop <-chan struct{}, waiting chan<- struct{}) {
 	// instead of to the runtime's handler here, which would drop it.
 	unix.PthreadSigmask(unix.SIG_BLOCK, &set, &old)
 	defer unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
+	// Set before mainDone is looked at: Main's program, ending, either
+	// sees it and wakes this wait, or closed mainDone first.
+	winchWaiting.Store(true)
+	defer winchWaiting.Store(false)
 	close(waiting)
+	select {
+	case <-mainDone:
+		return
+	default:
+	}
 	for {
 		// The kernel's sigset is 8 bytes, not unix.Sigset_t's 128.
 		_, _, errno := unix.Syscall6(unix.SYS_RT_SIGTIMEDWAIT, uintptr(unsafe.Pointer(&set)), 0, 0, 8, 0, 0)
