@@ -276,13 +276,25 @@ func (w *Writer) writeLocked(t Type, payload func() ([]byte, bool)) error {
 	return err
 }
 
-// WriteFramed writes b, a whole frame whose header was set with PutHeader.
-// Data pumps use it to send output without copying it.
+// WriteFramed writes b, whole frames whose headers were set with
+// PutHeader, in one Write. Data pumps use it to send output without
+// copying it; a host uses it to send its hello and request together.
 func (w *Writer) WriteFramed(b []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	_, err := w.w.Write(b)
 	return err
+}
+
+// AppendJSON appends to b a frame whose payload is v encoded as JSON.
+func AppendJSON(b []byte, t Type, v any) ([]byte, error) {
+	p, err := encodeJSON(v)
+	if err != nil {
+		return b, err
+	}
+	b = append(b, make([]byte, HeaderSize)...)
+	PutHeader(b[len(b)-HeaderSize:], t, len(p))
+	return append(b, p...), nil
 }
 
 // WriteJSON writes a frame whose payload is v encoded as JSON.

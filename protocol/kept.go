@@ -3,7 +3,6 @@ package protocol
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 )
@@ -14,8 +13,11 @@ import (
 // MaxName bounds a kept session's name.
 const MaxName = 64
 
-// sessionID matches the ids an agent gives sessions: 16 hex digits.
-var sessionID = regexp.MustCompile(`^[0-9a-f]{16}$`)
+// isSessionID reports whether s has the form of the ids an agent gives
+// sessions: 16 lowercase hex digits.
+func isSessionID(s string) bool {
+	return len(s) == 16 && strings.Trim(s, "0123456789abcdef") == ""
+}
 
 // ValidName reports what is wrong with a kept session's name, if
 // anything. Empty is allowed: the session is known by its id.
@@ -27,7 +29,7 @@ func ValidName(name string) error {
 		return fmt.Errorf("session name %q holds a slash or a NUL", name)
 	case strings.IndexFunc(name, func(r rune) bool { return r < ' ' || r == 0x7f }) >= 0:
 		return fmt.Errorf("session name %q holds a control character", name)
-	case sessionID.MatchString(name):
+	case isSessionID(name):
 		return fmt.Errorf("session name %q looks like a session id (16 hex digits)", name)
 	}
 	return nil

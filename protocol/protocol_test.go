@@ -367,3 +367,23 @@ func TestPayloadReadAligned(t *testing.T) {
 		}
 	}
 }
+
+func TestValidName(t *testing.T) {
+	for name, bad := range map[string]bool{
+		"":                             false,
+		"build":                        false,
+		"0123456789abcdef":             true, // an id's form
+		"0123456789ABCDEF":             false,
+		"0123456789abcde":              false,
+		"a/b":                          true,
+		"a\x00b":                       true,
+		"tab\there":                    true,
+		"del\x7f":                      true,
+		strings.Repeat("n", MaxName):   false,
+		strings.Repeat("n", MaxName+1): true,
+	} {
+		if err := ValidName(name); (err != nil) != bad {
+			t.Errorf("ValidName(%q) = %v", name, err)
+		}
+	}
+}

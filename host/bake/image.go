@@ -55,7 +55,7 @@ func (b *baker) bakeDocker() error {
 	if cfgBlob == nil {
 		return fmt.Errorf("%s is incomplete: manifest.json names config %s, which is not in it", b.label, e.Config)
 	}
-	if m := digestFileName.FindStringSubmatch(path.Base(e.Config)); m != nil && m[1] != cfgBlob.digest.Hex {
+	if hex, _, ok := digestFileName(path.Base(e.Config)); ok && hex != cfgBlob.digest.Hex {
 		return fmt.Errorf("%s is corrupt: config %s hashes to %s", b.label, e.Config, cfgBlob.digest)
 	}
 	cfgBytes, err := b.read(cfgBlob)

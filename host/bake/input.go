@@ -13,7 +13,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -109,12 +108,25 @@ type reader struct {
 	spoolIn  func() (string, error) // the directory for spool files, made on first use
 }
 
-// blobName matches the names an OCI layout gives blobs.
-var blobName = regexp.MustCompile(`^blobs/sha256/([0-9a-f]{64})$`)
+// blobHex returns the digest in a name an OCI layout gives a blob,
+// blobs/sha256/HEX.
+func blobHex(name string) (string, bool) {
+	hex, ok := strings.CutPrefix(name, "blobs/sha256/")
+	return hex, ok && isSHA256Hex(hex)
+}
 
-// digestFileName matches files named by their digest, as podman's and
-// skopeo's docker archives name layers and configs.
-var digestFileName = regexp.MustCompile(`^([0-9a-f]{64})\.(tar|json)$`)
+// isSHA256Hex reports whether s is a sha256 digest in lowercase hex.
+func isSHA256Hex(s string) bool {
+	return len(s) == 64 && strings.Trim(s, "0123456789abcdef") == ""
+}
+
+// digestFileName splits a file named by its digest, as podman's and
+// skopeo's docker archives name layers and configs, HEX.tar or HEX.json,
+// into the digest and the extension.
+func digestFileName(name string) (hex, ext string, ok bool) {
+	hex, ext, _ = strings.Cut(name, ".")
+	return hex, ext, isSHA256Hex(hex) && (ext == "tar" || ext == "json")
+}
 
 // add reads one file of size bytes from r.
 func (rd *reader) add(name string, size int64, r io.Reader) error {
@@ -162,7 +174,7 @@ func (rd *reader) add(name string, size int64, r io.Reader) error {
 		return err
 	}
 	rd.files.blobs[name] = b
-	if claimed := blobName.FindStringSubmatch(name); claimed != nil && claimed[1] != b.digest.Hex {
+	if claimed, ok := blobHex(name); ok && claimed != b.digest.Hex {
 		return fmt.Errorf("%s is corrupt: blob %s hashes to %s", rd.label, name, b.digest)
 	}
 	return nil
@@ -180,7 +192,7 @@ func (rd *reader) copy(b *blob, dst io.Writer, r io.Reader) error {
 		b.compression = "gzip"
 		// A blob named by its digest is checked by that name; a gzip'd
 		// layer of another name only by the diff id its config gives.
-		if !blobName.MatchString(b.name) {
+		if _, ok := blobHex(b.name); !ok {
 			unz = newGzipHasher()
 			dst = io.MultiWriter(dst, unz)
 		}

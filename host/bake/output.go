@@ -9,7 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
+	"strings"
 	"time"
 )
 
@@ -120,17 +120,17 @@ func (o *output) spoolDir() (string, error) {
 // docker tarball, whose manifest.json names its files, and is spooled for an
 // OCI layout, which names blobs by digest.
 func (o *output) streamName(name string) (string, bool) {
-	if blobName.MatchString(name) {
+	if _, ok := blobHex(name); ok {
 		return name, true
 	}
-	if m := digestFileName.FindStringSubmatch(name); m != nil && m[2] == "tar" {
-		return "blobs/sha256/" + m[1], true
+	if hex, ext, ok := digestFileName(name); ok && ext == "tar" {
+		return "blobs/sha256/" + hex, true
 	}
 	switch name {
 	case "manifest.json", "index.json", "oci-layout", "repositories":
 		return "", false
 	}
-	if o.format == "" && legacyLayerName.MatchString(name) {
+	if o.format == "" && isLegacyLayerName(name) {
 		// Only docker save writes ID/layer.tar: the input, and so an
 		// output in the input's format, is a docker tarball.
 		o.format, o.guessed = Docker, true
@@ -141,7 +141,12 @@ func (o *output) streamName(name string) (string, bool) {
 	return "", false
 }
 
-var legacyLayerName = regexp.MustCompile(`^[0-9a-f]{64}/layer\.tar$`)
+// isLegacyLayerName reports whether name is ID/layer.tar, as docker save
+// names layers.
+func isLegacyLayerName(name string) bool {
+	id, ok := strings.CutSuffix(name, "/layer.tar")
+	return ok && isSHA256Hex(id)
+}
 
 // settle fixes the output's format once the input's is known: the input's
 // when none was asked for.

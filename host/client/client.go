@@ -74,13 +74,30 @@ type Session struct {
 
 // Hello exchanges Hello frames and returns the agent's.
 func Hello(r *protocol.Reader, w *protocol.Writer, software string) (*protocol.Hello, error) {
-	if err := w.WriteJSON(protocol.TypeHello, &protocol.Hello{
+	if err := sendHello(w, software); err != nil {
+		return nil, err
+	}
+	return readHello(r)
+}
+
+func hello(software string) *protocol.Hello {
+	return &protocol.Hello{
 		MinVersion: protocol.MinVersion, MaxVersion: protocol.MaxVersion,
 		Capabilities: []string{protocol.CapTTY, protocol.CapPipes, protocol.CapSignal, protocol.CapPing, protocol.CapKeep},
 		Software:     software,
-	}); err != nil {
-		return nil, fmt.Errorf("sending hello: %w", err)
 	}
+}
+
+func sendHello(w *protocol.Writer, software string) error {
+	if err := w.WriteJSON(protocol.TypeHello, hello(software)); err != nil {
+		return fmt.Errorf("sending hello: %w", err)
+	}
+	return nil
+}
+
+// readHello reads the agent's answer to the hello and checks that a
+// version was agreed.
+func readHello(r *protocol.Reader) (*protocol.Hello, error) {
 	t, p, err := r.Next()
 	if err != nil {
 		if err == io.EOF {
@@ -141,25 +158,45 @@ func (s *Session) Run(ctx context.Context, conn io.ReadWriteCloser) (protocol.Ex
 	stop := context.AfterFunc(ctx, l.close)
 	defer stop()
 
-	h, err := Hello(l.r, l.w, s.Software)
-	if err != nil {
-		return protocol.Exit{}, err
-	}
 	size := s.Exec.Size
 	if s.Attach != nil {
 		size = s.Attach.Size
 	}
 	l.setSize(size)
-	if (s.Attach != nil || s.Exec.Keep) && h.Version < 2 {
-		return protocol.Exit{}, &CannotKeepError{Software: h.Software}
-	}
-	if s.Attach != nil {
-		err = l.w.WriteJSON(protocol.TypeAttach, s.Attach)
+	if s.Attach == nil && !s.Exec.Keep {
+		// Every version runs a plain Exec, so it goes with the hello,
+		// in one write, instead of a round trip later: the agent reads
+		// it once it has answered, and a refusal of the hello still
+		// comes first.
+		b, err := protocol.AppendJSON(nil, protocol.TypeHello, hello(s.Software))
+		if err == nil {
+			b, err = protocol.AppendJSON(b, protocol.TypeExec, &s.Exec)
+		}
+		if err == nil {
+			err = l.w.WriteFramed(b)
+		}
+		if err != nil {
+			return protocol.Exit{}, fmt.Errorf("sending the request: %w", err)
+		}
+		if _, err := readHello(l.r); err != nil {
+			return protocol.Exit{}, err
+		}
 	} else {
-		err = l.w.WriteJSON(protocol.TypeExec, &s.Exec)
-	}
-	if err != nil {
-		return protocol.Exit{}, fmt.Errorf("sending the request: %w", err)
+		h, err := Hello(l.r, l.w, s.Software)
+		if err != nil {
+			return protocol.Exit{}, err
+		}
+		if h.Version < 2 {
+			return protocol.Exit{}, &CannotKeepError{Software: h.Software}
+		}
+		if s.Attach != nil {
+			err = l.w.WriteJSON(protocol.TypeAttach, s.Attach)
+		} else {
+			err = l.w.WriteJSON(protocol.TypeExec, &s.Exec)
+		}
+		if err != nil {
+			return protocol.Exit{}, fmt.Errorf("sending the request: %w", err)
+		}
 	}
 
 	done := make(chan struct{})

@@ -229,3 +229,49 @@ func TestVersion1AgentCannotKeep(t *testing.T) {
 		t.Fatalf("List on a version-1 agent: %v", err)
 	}
 }
+
+// TestPlainExecGoesWithTheHello: a plain exec request reaches the agent
+// before the agent answers the hello, saving a round trip; a kept one
+// waits for the agent's version.
+func TestPlainExecGoesWithTheHello(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		host, guest := net.Pipe()
+		ahead := make(chan bool, 1)
+		go func() {
+			defer guest.Close()
+			r, w := protocol.NewReader(guest), protocol.NewWriter(guest)
+			if typ, _, err := r.Next(); err != nil || typ != protocol.TypeHello {
+				return
+			}
+			// Has the request come before our hello? Wait a little for
+			// it, then answer the hello either way.
+			next := make(chan protocol.Type, 1)
+			go func() {
+				typ, _, _ := r.Next()
+				next <- typ
+			}()
+			select {
+			case typ := <-next:
+				ahead <- typ == protocol.TypeExec
+			case <-time.After(time.Second):
+				ahead <- false
+				w.WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: 2, Version: 2, Software: "fake"})
+				<-next
+				return
+			}
+			w.WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: 2, Version: 2, Software: "fake"})
+			w.WriteJSON(protocol.TypeStarted, &protocol.Started{Session: "0123456789abcdef"})
+			w.WriteJSON(protocol.TypeExit, &protocol.Exit{Code: 3})
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		s := &Session{Exec: protocol.Exec{Argv: []string{"x"}, Keep: keep}, Stdout: io.Discard, Stderr: io.Discard}
+		exit, err := s.Run(ctx, host)
+		cancel()
+		if got := <-ahead; got == keep {
+			t.Fatalf("keep=%v: the request came before the agent's hello: %v", keep, got)
+		}
+		if !keep && (err != nil || exit.Code != 3) {
+			t.Fatalf("plain exec: exit %+v, %v", exit, err)
+		}
+	}
+}
