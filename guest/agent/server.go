@@ -172,6 +172,8 @@ func (s *Server) Active() int { return int(s.active.Load()) }
 // kept session, a listing, a kill or a removal. It closes c before it
 // returns; a kept session goes on without it.
 func (s *Server) ServeConn(c io.ReadWriteCloser) {
+	peer := peerOf(c)
+	c = newThreadConn(c)
 	defer c.Close()
 	r := protocol.NewReader(c)
 	r.SetLimit(s.cfg.MaxFrame)
@@ -181,7 +183,6 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 	if !ok {
 		return
 	}
-	peer := peerOf(c)
 	switch t {
 	case protocol.TypeExec:
 		var req protocol.Exec

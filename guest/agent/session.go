@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -415,7 +416,12 @@ func (ss *session) detach(cl *client) {
 func (ss *session) serve(cl *client, r *protocol.Reader) {
 	go cl.in.run(ss, cl.w)
 	readErr := make(chan error, 1)
-	go func() { readErr <- ss.readFrames(cl, r) }()
+	go func() {
+		// The thread waits for this session's frames alone (threadConn).
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		readErr <- ss.readFrames(cl, r)
+	}()
 	select {
 	case <-cl.gone:
 		return

@@ -39,7 +39,10 @@ var (
 	gap     = flag.Duration("burst-gap", 2*time.Millisecond, "time between the sizes of a burst")
 	tputMiB = flag.Int("mib", 128, "MiB per throughput run")
 	verbose = flag.Bool("v", false, "progress on stderr")
-	only    = flag.String("only", "", "run only these sections, comma-separated: resize, throughput, startup, footprint, peers, kept, screen, bake")
+	// agentProcs runs the agent with another GOMAXPROCS, to compare
+	// schedulings side by side.
+	agentProcs = flag.String("agent-gomaxprocs", "", "GOMAXPROCS for the agent (default: Go's)")
+	only       = flag.String("only", "", "run only these sections, comma-separated: resize, throughput, startup, footprint, peers, kept, screen, bake")
 )
 
 // section reports whether -only lets a section run.
@@ -135,6 +138,10 @@ type agent struct {
 }
 
 func startAgent(corkd, dir string) *agent {
+	if *agentProcs != "" {
+		os.Setenv("GOMAXPROCS", *agentProcs)
+		defer os.Unsetenv("GOMAXPROCS")
+	}
 	check(os.MkdirAll(dir, 0o755))
 	a := &agent{log: filepath.Join(dir, "corkd.log")}
 	logf, err := os.Create(a.log)

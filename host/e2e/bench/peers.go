@@ -93,6 +93,8 @@ UsePAM no
 StrictModes no
 PrintMotd no
 PrintLastLog no
+MaxStartups 100
+MaxSessions 100
 `, s.port, dir, dir, dir)
 	cfg := filepath.Join(dir, "sshd_config")
 	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
@@ -117,6 +119,8 @@ PrintLastLog no
 		}
 	}
 	s.cmd = exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script)
+	// A bench that is killed takes its sshd with it (the exec keeps it).
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	s.cmd.Stderr, _ = os.Create(filepath.Join(dir, "sshd.log"))
 	if err := s.cmd.Start(); err != nil {
 		return nil, err
@@ -315,10 +319,7 @@ func printPeers(out io.Writer, b *harness.Binaries, a *agent) {
 	count := strconv.Itoa(n)
 	for round := range *peerRounds {
 		for _, p := range peers {
-			probe := b.Probe
-			if p.probe != "" {
-				probe = p.probe
-			}
+			probe := probeFor(b, p)
 			progress("peers round %d: %s", round, p.name)
 			p50, p99 := p.measureResize(probe, 100)
 			p.p50, p.p99 = append(p.p50, p50), append(p.p99, p99)
@@ -375,6 +376,23 @@ func printPeers(out io.Writer, b *harness.Binaries, a *agent) {
 	for _, s := range skipped {
 		fmt.Fprintf(out, "\nSkipped: %s\n", s)
 	}
+	if *loaded && !*peerResize {
+		var under []*peer
+		for _, p := range peers {
+			if p == floor || p == corkUnix || strings.HasPrefix(p.name, "ssh -tt") {
+				under = append(under, p)
+			}
+		}
+		printLoaded(out, b, under)
+	}
+}
+
+// probeFor is the probe as p's programs find it.
+func probeFor(b *harness.Binaries, p *peer) string {
+	if p.probe != "" {
+		return p.probe
+	}
+	return b.Probe
 }
 
 func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }
