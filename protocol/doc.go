@@ -50,6 +50,14 @@
 //	0x30  Exit       guest->host   JSON Exit; the last frame of a session
 //	0x31  Error      guest->host   JSON Error; the last frame of a session
 //	0x32  Detached   guest->host   JSON Detached; the last frame (version 2)
+//	0x40  CopyIn       host->guest   JSON CopyIn (CapCopy)
+//	0x41  CopyOut      host->guest   JSON CopyOut (CapCopy)
+//	0x42  CopyRoot     both          binary Entry: a tree's root (CapCopy)
+//	0x43  CopyEntry    both          binary Entry beneath the root (CapCopy)
+//	0x44  CopyData     both          raw bytes of the file whose entry came last (CapCopy)
+//	0x45  CopyEnd      both          JSON CopyEnd: the file's data is over (CapCopy)
+//	0x46  CopyProblem  guest->host   JSON CopyProblem (CapCopy)
+//	0x47  CopyDone     both          JSON CopyDone (CapCopy)
 //
 // # A session
 //
@@ -146,4 +154,52 @@
 // kept sessions its uid started, unless it may run sessions as any user
 // (root, or a uid the agent trusts); others are told there is "no such
 // session", a KindSession Error, as for a name that does not exist.
+//
+// # Copying files (CapCopy)
+//
+// Instead of Exec, a host whose agent announced CapCopy may send CopyIn
+// or CopyOut. The guest does the file work itself, as CopyIn.User or
+// CopyOut.User (the same checks as an Exec's user), with no program
+// started. A copy moves trees: each is a CopyRoot frame, then a CopyEntry
+// for everything beneath the root (a directory's entry before what it
+// holds), each file's entry followed by its CopyData frames (exactly its
+// Size bytes in all) and a CopyEnd. Entries are binary, all integers
+// big-endian:
+//
+//	offset  size  field
+//	0       1     kind: 1 file, 2 directory, 3 symbolic link
+//	1       1     flags: bit 0 Contents (CopyRoot only)
+//	2       4     mode: Unix permission bits, 07777 at most
+//	6       4     uid
+//	10      4     gid
+//	14      8     modification time, seconds since 1970 (signed)
+//	22      4     and nanoseconds
+//	26      8     size in bytes (files; 0 otherwise)
+//	34      2     path length, at most 4096
+//	36      2     link length, at most 4096 (symbolic links only)
+//	38            path bytes, then link bytes
+//
+// Paths are bytes, not text. A root's path is the source's base name; a
+// path beneath it is relative, slash-separated, with no empty, "." or ".."
+// element; a receiver refuses any other, and never writes through a
+// symbolic link beneath the destination, so that no entry lands outside
+// it.
+//
+// CopyIn: the guest resolves the destination as docker cp does (a file
+// into an existing directory under its own name, over an existing file, or
+// to a new name whose parent exists; a directory into an existing
+// directory, or as a new one; a root with Contents into the directory
+// itself; more than one source only into an existing directory), and
+// answers the host's trees with a CopyProblem for each thing it could not
+// write, as it goes. The host ends with CopyDone; the guest answers with
+// its own CopyDone and closes. A file is written under a temporary name
+// and renamed into place only once whole: a copy cut off leaves no part of
+// a file under its name. An Error of kind "copy" ends a copy whose request
+// cannot be served at all (a destination that is not a directory for
+// several sources).
+//
+// CopyOut: the guest sends the trees at CopyOut.Paths, in order, with a
+// CopyProblem for each thing it could not read, a path that is missing
+// among them, and ends with CopyDone. Devices, FIFOs and sockets are not
+// sent: each is a CopyProblem with Skipped set.
 package protocol

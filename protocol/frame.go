@@ -41,6 +41,15 @@ const (
 	TypeExit     Type = 0x30
 	TypeError    Type = 0x31
 	TypeDetached Type = 0x32
+
+	TypeCopyIn      Type = 0x40
+	TypeCopyOut     Type = 0x41
+	TypeCopyRoot    Type = 0x42
+	TypeCopyEntry   Type = 0x43
+	TypeCopyData    Type = 0x44
+	TypeCopyEnd     Type = 0x45
+	TypeCopyProblem Type = 0x46
+	TypeCopyDone    Type = 0x47
 )
 
 var typeNames = map[Type]string{
@@ -69,6 +78,15 @@ var typeNames = map[Type]string{
 	TypeExit:     "exit",
 	TypeError:    "error",
 	TypeDetached: "detached",
+
+	TypeCopyIn:      "copy-in",
+	TypeCopyOut:     "copy-out",
+	TypeCopyRoot:    "copy-root",
+	TypeCopyEntry:   "copy-entry",
+	TypeCopyData:    "copy-data",
+	TypeCopyEnd:     "copy-end",
+	TypeCopyProblem: "copy-problem",
+	TypeCopyDone:    "copy-done",
 }
 
 // Known reports whether t is a frame type of this protocol.

@@ -97,3 +97,29 @@ func FuzzDecodeStdinAck(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeEntry: a copy entry either is refused or decodes to one that
+// encodes back to the same bytes, with a path that stays beneath its root.
+func FuzzDecodeEntry(f *testing.F) {
+	for _, e := range []*Entry{
+		{Kind: KindFile, Mode: 0o644, Size: 10, Path: []byte("a/b")},
+		{Kind: KindSymlink, Mode: 0o777, Path: []byte("l"), Link: []byte("../x")},
+		{Kind: KindDir, Contents: true},
+	} {
+		b, _ := EncodeEntry(e)
+		f.Add(b, e.Contents)
+	}
+	f.Fuzz(func(t *testing.T, p []byte, root bool) {
+		e, err := DecodeEntry(p, root)
+		if err != nil {
+			return
+		}
+		b, err := EncodeEntry(e)
+		if err != nil || !bytes.Equal(b, p) {
+			t.Fatalf("decoded %x to %+v, which encodes to %x, %v", p, e, b, err)
+		}
+		if !root && (bytes.HasPrefix(e.Path, []byte("/")) || bytes.Contains(append(append([]byte("/"), e.Path...), '/'), []byte("/../"))) {
+			t.Fatalf("accepted path %q", e.Path)
+		}
+	})
+}
