@@ -1,0 +1,367 @@
+package copytree
+
+import (
+	"bytes"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/corkvm/cork/protocol"
+)
+
+type problem struct {
+	path, msg string
+	skipped   bool
+}
+
+// copyLocal sends srcs through a Sender and a Receiver into dest, in
+// memory, and returns the problems both told.
+func copyLocal(t *testing.T, follow bool, dest *Dest, srcs ...string) []problem {
+	t.Helper()
+	pr, pw := io.Pipe()
+	var problems []problem
+	tell := func(p []byte, msg string, skipped bool) {
+		problems = append(problems, problem{string(p), msg, skipped})
+	}
+	sent := make(chan error, 1)
+	go func() {
+		w := protocol.NewWriter(pw)
+		s := &Sender{W: w, Follow: follow, Chunk: 1000, Problem: tell}
+		for _, src := range srcs {
+			if err := s.Send(src); err != nil {
+				sent <- err
+				pw.CloseWithError(err)
+				return
+			}
+		}
+		sent <- w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{Files: s.Files, Bytes: s.Bytes})
+	}()
+	r := &Receiver{R: protocol.NewReader(pr), Sink: dest, Problem: tell}
+	if _, err := r.Receive(); err != nil {
+		t.Fatalf("receive: %v", err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	return problems
+}
+
+func write(t *testing.T, p, content string, mode fs.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(p, mode)
+}
+
+func read(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func noProblems(t *testing.T, problems []problem) {
+	t.Helper()
+	if len(problems) > 0 {
+		t.Fatalf("problems: %+v", problems)
+	}
+}
+
+func oneProblem(t *testing.T, problems []problem, want string) {
+	t.Helper()
+	if len(problems) != 1 || !strings.Contains(problems[0].msg, want) {
+		t.Fatalf("problems %+v, want one saying %q", problems, want)
+	}
+}
+
+// TestFileDestinations: a file goes to a new name, into a directory under
+// its own name, or over a file; a trailing slash on a missing destination
+// and a missing parent are refused.
+func TestFileDestinations(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src", "prompt.md")
+	write(t, src, "hello", 0o640)
+	when := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
+	os.Chtimes(src, when, when)
+	out := filepath.Join(dir, "out")
+	os.Mkdir(out, 0o755)
+
+	noProblems(t, copyLocal(t, false, &Dest{Path: []byte(filepath.Join(out, "new.md"))}, src))
+	fi, err := os.Stat(filepath.Join(out, "new.md"))
+	if err != nil || fi.Mode().Perm() != 0o640 || !fi.ModTime().Equal(when) || read(t, filepath.Join(out, "new.md")) != "hello" {
+		t.Fatalf("to a new name: %v, %v", fi, err)
+	}
+	noProblems(t, copyLocal(t, false, &Dest{Path: []byte(out + "/")}, src))
+	if read(t, filepath.Join(out, "prompt.md")) != "hello" {
+		t.Fatal("into a directory")
+	}
+	write(t, filepath.Join(out, "old.md"), "a longer old content", 0o600)
+	noProblems(t, copyLocal(t, false, &Dest{Path: []byte(filepath.Join(out, "old.md"))}, src))
+	if read(t, filepath.Join(out, "old.md")) != "hello" {
+		t.Fatal("over a file")
+	}
+	oneProblem(t, copyLocal(t, false, &Dest{Path: []byte(filepath.Join(out, "nodir") + "/")}, src), "does not exist")
+	oneProblem(t, copyLocal(t, false, &Dest{Path: []byte(filepath.Join(out, "no", "such", "x"))}, src), "parent directory")
+	leftovers, _ := filepath.Glob(filepath.Join(out, tmpPrefix+"*"))
+	if len(leftovers) > 0 {
+		t.Fatalf("temporary files left: %v", leftovers)
+	}
+}
+
+// TestDirectoryDestinations: a directory becomes a new directory, goes
+// into an existing one under its own name, or with "/." gives its
+// contents; over a file it is refused.
+func TestDirectoryDestinations(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "project")
+	write(t, filepath.Join(src, "a.txt"), "a", 0o644)
+	write(t, filepath.Join(src, "sub", "b.sh"), "b", 0o755)
+	os.Chmod(filepath.Join(src, "sub"), 0o750)
+	os.Symlink("sub/b.sh", filepath.Join(src, "link"))
+
+	check := func(root string) {
+		t.Helper()
+		if read(t, filepath.Join(root, "a.txt")) != "a" || read(t, filepath.Join(root, "sub", "b.sh")) != "b" {
+			t.Fatalf("%s: contents differ", root)
+		}
+		if fi, _ := os.Stat(filepath.Join(root, "sub")); fi.Mode().Perm() != 0o750 {
+			t.Fatalf("%s/sub: mode %v", root, fi.Mode())
+		}
+		if fi, _ := os.Stat(filepath.Join(root, "sub", "b.sh")); fi.Mode().Perm() != 0o755 {
+			t.Fatalf("%s/sub/b.sh: mode %v", root, fi.Mode())
+		}
+		if l, err := os.Readlink(filepath.Join(root, "link")); err != nil || l != "sub/b.sh" {
+			t.Fatalf("%s/link: %q, %v", root, l, err)
+		}
+	}
+	noProblems(t, copyLocal(t, false, &Dest{Path: []byte(filepath.Join(dir, "new"))}, src))
+	check(filepath.Join(dir, "new"))
+
+	existing := filepath.Join(dir, "existing")
+	os.Mkdir(existing, 0o755)
+	noProblems(t, copyLocal(t, false, &Dest{Path: []byte(existing)}, src))
+	check(filepath.Join(existing, "project"))
+
+	contents := filepath.Join(dir, "contents")
+	write(t, filepath.Join(contents, "kept.txt"), "kept", 0o644)
+	noProblems(t, copyLocal(t, false, &Dest{Path: []byte(contents)}, src+"/."))
+	check(contents)
+	if read(t, filepath.Join(contents, "kept.txt")) != "kept" {
+		t.Fatal("what was there went")
+	}
+
+	file := filepath.Join(dir, "file")
+	write(t, file, "f", 0o644)
+	oneProblem(t, copyLocal(t, false, &Dest{Path: []byte(file)}, src), "cannot copy a directory over the file")
+}
+
+// TestSeveralSources need an existing directory.
+func TestSeveralSources(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "a"), "a", 0o644)
+	write(t, filepath.Join(dir, "b"), "b", 0o644)
+	into := filepath.Join(dir, "into")
+	os.Mkdir(into, 0o755)
+	noProblems(t, copyLocal(t, false, &Dest{Path: []byte(into), Multi: true}, filepath.Join(dir, "a"), filepath.Join(dir, "b")))
+	if read(t, filepath.Join(into, "a")) != "a" || read(t, filepath.Join(into, "b")) != "b" {
+		t.Fatal("several sources")
+	}
+	problems := copyLocal(t, false, &Dest{Path: []byte(filepath.Join(dir, "missing")), Multi: true}, filepath.Join(dir, "a"), filepath.Join(dir, "b"))
+	if len(problems) != 2 || !strings.Contains(problems[0].msg, "existing directory") {
+		t.Fatalf("%+v", problems)
+	}
+}
+
+// TestSourceProblems: a missing source is a problem, the rest still go;
+// a FIFO is skipped with a message.
+func TestSourceProblems(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "src", "ok"), "ok", 0o644)
+	if err := syscall.Mkfifo(filepath.Join(dir, "src", "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	into := filepath.Join(dir, "into")
+	os.Mkdir(into, 0o755)
+	problems := copyLocal(t, false, &Dest{Path: []byte(into), Multi: true}, filepath.Join(dir, "nope"), filepath.Join(dir, "src"))
+	if len(problems) != 2 || !strings.Contains(problems[0].msg, "no such file") || problems[0].skipped ||
+		!problems[1].skipped || !strings.Contains(problems[1].msg, "a FIFO") || !strings.HasSuffix(problems[1].path, "src/fifo") {
+		t.Fatalf("%+v", problems)
+	}
+	if read(t, filepath.Join(into, "src", "ok")) != "ok" {
+		t.Fatal("the rest was not copied")
+	}
+	if _, err := os.Lstat(filepath.Join(into, "src", "fifo")); err == nil {
+		t.Fatal("the FIFO was copied")
+	}
+}
+
+// TestLinksAndFollow: a link is copied as a link; -L copies what a source
+// that is a link points to.
+func TestLinksAndFollow(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "target"), "t", 0o644)
+	os.Symlink("target", filepath.Join(dir, "link"))
+	out := filepath.Join(dir, "out")
+	os.Mkdir(out, 0o755)
+	noProblems(t, copyLocal(t, false, &Dest{Path: []byte(out)}, filepath.Join(dir, "link")))
+	if l, err := os.Readlink(filepath.Join(out, "link")); err != nil || l != "target" {
+		t.Fatalf("a link: %q, %v", l, err)
+	}
+	os.Remove(filepath.Join(out, "link"))
+	noProblems(t, copyLocal(t, true, &Dest{Path: []byte(out)}, filepath.Join(dir, "link")))
+	if fi, err := os.Lstat(filepath.Join(out, "link")); err != nil || !fi.Mode().IsRegular() || read(t, filepath.Join(out, "link")) != "t" {
+		t.Fatalf("followed: %v, %v", fi, err)
+	}
+}
+
+// TestOddNames: names are bytes: newlines and bytes that are not UTF-8
+// arrive as they are.
+func TestOddNames(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	names := []string{"new\nline", "\xff\xfe not utf-8", "tab\tand space"}
+	for _, n := range names {
+		write(t, filepath.Join(src, n), n, 0o644)
+	}
+	noProblems(t, copyLocal(t, false, &Dest{Path: []byte(filepath.Join(dir, "out"))}, src))
+	for _, n := range names {
+		if read(t, filepath.Join(dir, "out", n)) != n {
+			t.Fatalf("%q", n)
+		}
+	}
+}
+
+// TestConflictsInsideATree: a file over a directory and a directory over
+// a file are problems; what a refused directory holds is not written.
+func TestConflictsInsideATree(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "t")
+	write(t, filepath.Join(src, "d", "inner"), "i", 0o644)
+	write(t, filepath.Join(src, "f"), "f", 0o644)
+	out := filepath.Join(dir, "out")
+	write(t, filepath.Join(out, "t", "d"), "I am a file", 0o644)
+	write(t, filepath.Join(out, "t", "f", "x"), "I am in a directory", 0o644)
+	problems := copyLocal(t, false, &Dest{Path: []byte(out)}, src)
+	if len(problems) != 2 || !strings.Contains(problems[0].msg, "directory over the file") || !strings.Contains(problems[1].msg, "file over the directory") {
+		t.Fatalf("%+v", problems)
+	}
+	if read(t, filepath.Join(out, "t", "d")) != "I am a file" || read(t, filepath.Join(out, "t", "f", "x")) != "I am in a directory" {
+		t.Fatal("what was there changed")
+	}
+}
+
+// hostile writes frames no honest sender makes.
+func hostile(t *testing.T, dest *Dest, frames func(w *protocol.Writer)) ([]problem, error) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	go func() {
+		w := protocol.NewWriter(pw)
+		frames(w)
+		pw.Close()
+	}()
+	var problems []problem
+	r := &Receiver{R: protocol.NewReader(pr), Sink: dest, Problem: func(p []byte, msg string, skipped bool) {
+		problems = append(problems, problem{string(p), msg, skipped})
+	}}
+	_, err := r.Receive()
+	pr.Close()
+	return problems, err
+}
+
+func entry(t *testing.T, e protocol.Entry) []byte {
+	t.Helper()
+	b, err := protocol.EncodeEntry(&e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestHostileTrees: entries that climb out, absolute ones, and links to
+// write through are refused; nothing lands outside the destination.
+func TestHostileTrees(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	outside := filepath.Join(dir, "outside")
+	os.Mkdir(out, 0o755)
+	os.Mkdir(outside, 0o755)
+	root := entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("evil")})
+	file := func(p string) []byte {
+		return entry(t, protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Size: 1, Path: []byte(p)})
+	}
+
+	for name, p := range map[string][]byte{"dot dot": file("../../outside/x"), "absolute": file(outside + "/x")} {
+		_, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
+			w.WriteFrame(protocol.TypeCopyRoot, root)
+			w.WriteFrame(protocol.TypeCopyEntry, p)
+			w.WriteFrame(protocol.TypeCopyData, []byte("x"))
+			w.WriteJSON(protocol.TypeCopyEnd, &protocol.CopyEnd{})
+			w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
+		})
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	// A link made by the copy, then a file through it.
+	problems, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
+		w.WriteFrame(protocol.TypeCopyRoot, root)
+		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindSymlink, Mode: 0o777, Path: []byte("l"), Link: []byte(outside)}))
+		w.WriteFrame(protocol.TypeCopyEntry, file("l/x"))
+		w.WriteFrame(protocol.TypeCopyData, []byte("x"))
+		w.WriteJSON(protocol.TypeCopyEnd, &protocol.CopyEnd{})
+		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
+	})
+	if err != nil || len(problems) != 1 || !strings.Contains(problems[0].msg, "symbolic link") {
+		t.Fatalf("through a link: %+v, %v", problems, err)
+	}
+	// A root named to climb out.
+	_, err = hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
+		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.KindFile, Size: 1, Path: []byte("../x")}))
+	})
+	if err == nil {
+		t.Error("a root named ../x accepted")
+	}
+	if left, _ := os.ReadDir(outside); len(left) > 0 {
+		t.Fatalf("written outside: %v", left)
+	}
+}
+
+// TestCutOffLeavesNoPart: a copy that ends in the middle of a file leaves
+// nothing under the file's name, and no temporary file.
+func TestCutOffLeavesNoPart(t *testing.T) {
+	out := t.TempDir()
+	_, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
+		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Size: 100, Path: []byte("big")}))
+		w.WriteFrame(protocol.TypeCopyData, bytes.Repeat([]byte("x"), 50))
+	})
+	if err == nil {
+		t.Fatal("a cut-off copy reported no error")
+	}
+	if left, _ := os.ReadDir(out); len(left) > 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+	// A sender that says the file went wrong: dropped, no error.
+	problems, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
+		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Size: 100, Path: []byte("big")}))
+		w.WriteFrame(protocol.TypeCopyData, bytes.Repeat([]byte("x"), 50))
+		w.WriteJSON(protocol.TypeCopyEnd, &protocol.CopyEnd{Error: "it shrank"})
+		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
+	})
+	if err != nil || len(problems) != 0 {
+		t.Fatalf("%+v, %v", problems, err)
+	}
+	if left, _ := os.ReadDir(out); len(left) > 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+}

@@ -1,0 +1,419 @@
+package copytree
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/corkvm/cork/protocol"
+)
+
+// Dest is a Sink that writes trees beneath a directory of this machine,
+// resolving each tree's root as docker cp does: a file into an existing
+// directory under its own name, over an existing file, or to a new name in
+// an existing directory; a directory into an existing directory (its
+// contents, for a root with Contents) or as a new directory.
+//
+// Beneath the destination it follows no symbolic link: each directory on
+// the way to an entry is opened without following one, so a link the copy
+// made, or found there, never takes an entry outside. A file is written
+// under a temporary name and renamed into place only when whole.
+type Dest struct {
+	Path       []byte // as the user wrote it: a trailing slash means "a directory"
+	Multi      bool   // several sources: Path must be an existing directory
+	KeepOwners bool   // give entries the owners they carry
+
+	base    int             // the directory the current tree is written beneath, when open
+	top     []byte          // the tree's root beneath base; empty: base is the root
+	root    *protocol.Entry // the current tree's root
+	cacheAt []byte          // the directory cacheFd is, beneath base
+	cacheFd int             // the last parent opened, when cached
+	cached  bool
+	dirs    []madeDir // directories made in this tree, their modes and times set last
+}
+
+// madeDir is a directory this copy made: its mode and time are set once
+// what it holds is written, so that a read-only one can be filled.
+type madeDir struct {
+	rel []byte
+	e   *protocol.Entry
+}
+
+// maxMadeDirs bounds the directories remembered for the end; beyond it
+// modes are set at once and times left.
+const maxMadeDirs = 1 << 16
+
+const tmpPrefix = ".cork-cp-"
+
+func (d *Dest) closeTree() error {
+	var err error
+	for i := len(d.dirs) - 1; i >= 0; i-- { // the deepest first: a parent's time is set after its children change it
+		if e := d.finishDir(d.dirs[i]); e != nil && err == nil {
+			err = e
+		}
+	}
+	d.dirs = nil
+	d.dropCache()
+	if d.root != nil && d.base >= 0 {
+		unix.Close(d.base)
+	}
+	d.base, d.top, d.root = -1, nil, nil
+	return err
+}
+
+func (d *Dest) dropCache() {
+	if d.cached && d.cacheFd != d.base {
+		unix.Close(d.cacheFd)
+	}
+	d.cached, d.cacheFd, d.cacheAt = false, -1, nil
+}
+
+// Finish ends the last tree.
+func (d *Dest) Finish() error { return d.closeTree() }
+
+// Where names e at the destination; nil names the destination itself.
+func (d *Dest) Where(e *protocol.Entry) []byte {
+	rel := d.rel(e)
+	if len(rel) == 0 {
+		return d.Path
+	}
+	return join(bytes.TrimRight(d.Path, "/"), string(rel))
+}
+
+func (d *Dest) rel(e *protocol.Entry) []byte {
+	switch {
+	case e == nil:
+		return nil
+	case e == d.root:
+		return d.top
+	}
+	return joinRel(d.top, e.Path)
+}
+
+func joinRel(top, p []byte) []byte {
+	switch {
+	case len(top) == 0:
+		return p
+	case len(p) == 0:
+		return top
+	}
+	return join(top, string(p))
+}
+
+// Root resolves the destination for a new tree.
+func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
+	if err := d.closeTree(); err != nil {
+		return nil, err
+	}
+	d.root = e
+	dest := string(d.Path)
+	shown := fmt.Sprintf("%q", d.Path)
+	fi, err := os.Stat(dest)
+	exists := err == nil
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("destination %s: %s", shown, describe(err))
+	}
+	if d.Multi && (!exists || !fi.IsDir()) {
+		return nil, fmt.Errorf("destination %s must be an existing directory to copy several sources into", shown)
+	}
+	openParent := func() (int, string, error) {
+		parent, name := path.Split(strings.TrimRight(dest, "/"))
+		if parent == "" {
+			parent = "."
+		}
+		fd, err := unix.Open(parent, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, "", fmt.Errorf("the parent directory of %s: %s", shown, describe(err))
+		}
+		return fd, name, nil
+	}
+	switch e.Kind {
+	case protocol.KindDir:
+		switch {
+		case exists && !fi.IsDir():
+			return nil, fmt.Errorf("cannot copy a directory over the file %s", shown)
+		case exists:
+			if d.base, err = unix.Open(dest, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+				return nil, fmt.Errorf("destination %s: %s", shown, describe(err))
+			}
+			if e.Contents {
+				return nil, nil
+			}
+			d.top = bytes.Clone(e.Path)
+		default:
+			if d.base, d.top, err = d.newTop(openParent); err != nil {
+				return nil, err
+			}
+		}
+		return nil, d.mkdir(d.top, e)
+	default:
+		switch {
+		case exists && fi.IsDir():
+			if d.base, err = unix.Open(dest, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+				return nil, fmt.Errorf("destination %s: %s", shown, describe(err))
+			}
+			d.top = bytes.Clone(e.Path)
+		case !exists && strings.HasSuffix(dest, "/"):
+			return nil, fmt.Errorf("destination directory %s does not exist", shown)
+		default:
+			if d.base, d.top, err = d.newTop(openParent); err != nil {
+				return nil, err
+			}
+		}
+		if e.Kind == protocol.KindSymlink {
+			return nil, d.symlink(d.top, e)
+		}
+		return d.file(d.top, e)
+	}
+}
+
+// newTop makes the destination's parent the base and its last element the
+// root's name there.
+func (d *Dest) newTop(openParent func() (int, string, error)) (int, []byte, error) {
+	fd, name, err := openParent()
+	if err != nil {
+		return -1, nil, err
+	}
+	return fd, []byte(name), nil
+}
+
+// Dir makes a directory beneath the tree.
+func (d *Dest) Dir(e *protocol.Entry) error { return d.mkdir(d.rel(e), e) }
+
+// Symlink makes a symbolic link beneath the tree.
+func (d *Dest) Symlink(e *protocol.Entry) error { return d.symlink(d.rel(e), e) }
+
+// File starts a file beneath the tree.
+func (d *Dest) File(e *protocol.Entry) (FileSink, error) { return d.file(d.rel(e), e) }
+
+// parent opens the directory rel is in, beneath base, following no link,
+// and returns it with rel's last element.
+func (d *Dest) parent(rel []byte) (int, string, error) {
+	dir, name := []byte(nil), rel
+	if i := bytes.LastIndexByte(rel, '/'); i >= 0 {
+		dir, name = rel[:i], rel[i+1:]
+	}
+	if d.cached && bytes.Equal(dir, d.cacheAt) {
+		return d.cacheFd, string(name), nil
+	}
+	d.dropCache()
+	fd := d.base
+	var walked []byte
+	for elem := range bytes.SplitSeq(dir, []byte("/")) {
+		if len(elem) == 0 {
+			continue
+		}
+		walked = joinRel(walked, elem)
+		next, err := unix.Openat(fd, string(elem), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if fd != d.base {
+			unix.Close(fd)
+		}
+		if err != nil {
+			if err == unix.ELOOP || err == unix.ENOTDIR {
+				return -1, "", fmt.Errorf("not written: %q is a symbolic link or not a directory, and cork cp writes through neither", d.Where(&protocol.Entry{Path: walked}))
+			}
+			return -1, "", fmt.Errorf("%q: %s", d.Where(&protocol.Entry{Path: walked}), describe(err))
+		}
+		fd = next
+	}
+	d.cached, d.cacheFd, d.cacheAt = true, fd, bytes.Clone(dir)
+	return fd, string(name), nil
+}
+
+func (d *Dest) mkdir(rel []byte, e *protocol.Entry) error {
+	if len(rel) == 0 {
+		return nil // the destination itself
+	}
+	parent, name, err := d.parent(rel)
+	if err != nil {
+		return err
+	}
+	err = unix.Mkdirat(parent, name, 0o700)
+	if err == unix.EEXIST {
+		var st unix.Stat_t
+		if err := unix.Fstatat(parent, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
+		if uint32(st.Mode)&unix.S_IFMT != unix.S_IFDIR {
+			return fmt.Errorf("cannot copy a directory over the %s there", typeOf(uint32(st.Mode)))
+		}
+		return nil // copied into as it is
+	}
+	if err != nil {
+		return errors.New(describe(err))
+	}
+	m := madeDir{rel: bytes.Clone(rel), e: e}
+	if len(d.dirs) < maxMadeDirs {
+		d.dirs = append(d.dirs, m)
+		return d.ownDir(m)
+	}
+	if err := d.ownDir(m); err != nil {
+		return err
+	}
+	return d.finishDir(m)
+}
+
+// ownDir gives a directory made here its owner, at once: what is written
+// into it must not change hands later.
+func (d *Dest) ownDir(m madeDir) error {
+	if !d.KeepOwners {
+		return nil
+	}
+	parent, name, err := d.parent(m.rel)
+	if err != nil {
+		return err
+	}
+	if err := unix.Fchownat(parent, name, int(m.e.UID), int(m.e.GID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("owner %d:%d not kept: %s", m.e.UID, m.e.GID, describe(err))
+	}
+	return nil
+}
+
+func (d *Dest) finishDir(m madeDir) error {
+	parent, name, err := d.parent(m.rel)
+	if err != nil {
+		return err
+	}
+	fd, err := unix.Openat(parent, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Fchmod(fd, protocol.UnixMode(m.e.Mode)); err != nil {
+		return err
+	}
+	return setTimes(parent, name, m.e)
+}
+
+func (d *Dest) symlink(rel []byte, e *protocol.Entry) error {
+	parent, name, err := d.parent(rel)
+	if err != nil {
+		return err
+	}
+	tmp := tmpName()
+	if err := unix.Symlinkat(string(e.Link), parent, tmp); err != nil {
+		return errors.New(describe(err))
+	}
+	if err := d.placeLink(parent, tmp, name, e); err != nil {
+		unix.Unlinkat(parent, tmp, 0)
+		return err
+	}
+	return nil
+}
+
+func (d *Dest) placeLink(parent int, tmp, name string, e *protocol.Entry) error {
+	if d.KeepOwners {
+		if err := unix.Fchownat(parent, tmp, int(e.UID), int(e.GID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("owner %d:%d not kept: %s", e.UID, e.GID, describe(err))
+		}
+	}
+	setTimes(parent, tmp, e) // a link's time is kept where the system can
+	return place(parent, tmp, name, "symbolic link")
+}
+
+// place renames tmp to name in parent, which replaces a file or a link
+// there but never a directory.
+func place(parent int, tmp, name, what string) error {
+	err := unix.Renameat(parent, tmp, parent, name)
+	if err == unix.EISDIR || err == unix.ENOTEMPTY || err == unix.EEXIST {
+		return fmt.Errorf("cannot copy a %s over the directory there", what)
+	}
+	if err != nil {
+		return errors.New(describe(err))
+	}
+	return nil
+}
+
+func (d *Dest) file(rel []byte, e *protocol.Entry) (FileSink, error) {
+	parent, name, err := d.parent(rel)
+	if err != nil {
+		return nil, err
+	}
+	tmp := tmpName()
+	fd, err := unix.Openat(parent, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, errors.New(describe(err))
+	}
+	return &destFile{d: d, parent: parent, fd: fd, tmp: tmp, name: name, e: e}, nil
+}
+
+// destFile is a file being received under a temporary name.
+type destFile struct {
+	d         *Dest
+	parent    int
+	fd        int
+	tmp, name string
+	e         *protocol.Entry
+}
+
+func (f *destFile) Write(p []byte) (int, error) {
+	for n := 0; n < len(p); {
+		m, err := unix.Write(f.fd, p[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, errors.New(describe(err))
+		}
+		n += m
+	}
+	return len(p), nil
+}
+
+func (f *destFile) Commit() error {
+	err := f.finish()
+	unix.Close(f.fd)
+	if err == nil {
+		err = place(f.parent, f.tmp, f.name, "file")
+	}
+	if err != nil {
+		unix.Unlinkat(f.parent, f.tmp, 0)
+	}
+	return err
+}
+
+func (f *destFile) finish() error {
+	if f.d.KeepOwners {
+		if err := unix.Fchown(f.fd, int(f.e.UID), int(f.e.GID)); err != nil {
+			return fmt.Errorf("owner %d:%d not kept: %s", f.e.UID, f.e.GID, describe(err))
+		}
+	}
+	// After the owner: a change of owner clears set-user-ID.
+	if err := unix.Fchmod(f.fd, protocol.UnixMode(f.e.Mode)); err != nil {
+		return errors.New(describe(err))
+	}
+	return setTimes(f.parent, f.tmp, f.e)
+}
+
+func (f *destFile) Abort() {
+	unix.Close(f.fd)
+	unix.Unlinkat(f.parent, f.tmp, 0)
+}
+
+func setTimes(dir int, name string, e *protocol.Entry) error {
+	t := unix.NsecToTimespec(e.ModTime.UnixNano())
+	return unix.UtimesNanoAt(dir, name, []unix.Timespec{t, t}, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func tmpName() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return tmpPrefix + hex.EncodeToString(b[:])
+}
+
+func typeOf(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFLNK:
+		return "symbolic link"
+	case unix.S_IFREG:
+		return "file"
+	}
+	return "non-directory"
+}
