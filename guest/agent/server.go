@@ -213,8 +213,14 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 			return
 		}
 		s.keptRequest(hs, t, p, peer)
+	case protocol.TypeCopyIn, protocol.TypeCopyOut:
+		if hs.version < 2 {
+			hs.refuse(protocol.KindProtocol, fmt.Sprintf("%s needs protocol version 2; this connection speaks version 1", t))
+			return
+		}
+		s.copyRequest(hs, t, p, peer)
 	default:
-		hs.refuse(protocol.KindProtocol, fmt.Sprintf("expected exec, attach, list, peek, kill or remove, got %s", t))
+		hs.refuse(protocol.KindProtocol, fmt.Sprintf("expected exec, attach, list, peek, kill, remove, copy-in or copy-out, got %s", t))
 	}
 }
 

@@ -43,6 +43,7 @@ const usage = `usage:
   cork ls [--json]                        list kept sessions
   cork kill [--signal SIG] NAME|ID        hang up (or signal) a kept session
   cork rm NAME|ID                         forget an exited kept session
+  cork cp [flags] SRC... DEST             copy files in or out (:PATH is in the guest; - is a tar stream)
   cork ping [flags]                       check that corkd answers, and how fast
   cork bake [flags] IN OUT                add corkd to a container image
   cork version                            print cork's version
@@ -60,6 +61,8 @@ func Main(args []string) int {
 		return execMain(args[1:])
 	case "ping":
 		return pingMain(args[1:])
+	case "cp":
+		return copyMain(args[1:])
 	case "attach":
 		return attachMain(args[1:])
 	case "ls":

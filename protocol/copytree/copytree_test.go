@@ -111,7 +111,7 @@ func TestFileDestinations(t *testing.T) {
 	if read(t, filepath.Join(out, "old.md")) != "hello" {
 		t.Fatal("over a file")
 	}
-	oneProblem(t, copyLocal(t, false, &Dest{Path: []byte(filepath.Join(out, "nodir") + "/")}, src), "does not exist")
+	oneProblem(t, copyLocal(t, false, &Dest{Path: []byte(filepath.Join(out, "nodir") + "/")}, src), "no such directory")
 	oneProblem(t, copyLocal(t, false, &Dest{Path: []byte(filepath.Join(out, "no", "such", "x"))}, src), "parent directory")
 	leftovers, _ := filepath.Glob(filepath.Join(out, tmpPrefix+"*"))
 	if len(leftovers) > 0 {
@@ -163,7 +163,7 @@ func TestDirectoryDestinations(t *testing.T) {
 
 	file := filepath.Join(dir, "file")
 	write(t, file, "f", 0o644)
-	oneProblem(t, copyLocal(t, false, &Dest{Path: []byte(file)}, src), "cannot copy a directory over the file")
+	oneProblem(t, copyLocal(t, false, &Dest{Path: []byte(file)}, src), "cannot copy a directory over this file")
 }
 
 // TestSeveralSources need an existing directory.

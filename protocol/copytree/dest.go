@@ -114,14 +114,13 @@ func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
 	}
 	d.root = e
 	dest := string(d.Path)
-	shown := fmt.Sprintf("%q", d.Path)
 	fi, err := os.Stat(dest)
 	exists := err == nil
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("destination %s: %s", shown, describe(err))
+		return nil, errors.New(describe(err))
 	}
 	if d.Multi && (!exists || !fi.IsDir()) {
-		return nil, fmt.Errorf("destination %s must be an existing directory to copy several sources into", shown)
+		return nil, errors.New("the destination must be an existing directory to copy several sources into")
 	}
 	openParent := func() (int, string, error) {
 		parent, name := path.Split(strings.TrimRight(dest, "/"))
@@ -130,7 +129,7 @@ func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
 		}
 		fd, err := unix.Open(parent, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return -1, "", fmt.Errorf("the parent directory of %s: %s", shown, describe(err))
+			return -1, "", fmt.Errorf("its parent directory: %s", describe(err))
 		}
 		return fd, name, nil
 	}
@@ -138,10 +137,10 @@ func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
 	case protocol.KindDir:
 		switch {
 		case exists && !fi.IsDir():
-			return nil, fmt.Errorf("cannot copy a directory over the file %s", shown)
+			return nil, errors.New("cannot copy a directory over this file")
 		case exists:
 			if d.base, err = unix.Open(dest, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
-				return nil, fmt.Errorf("destination %s: %s", shown, describe(err))
+				return nil, errors.New(describe(err))
 			}
 			if e.Contents {
 				return nil, nil
@@ -157,11 +156,11 @@ func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
 		switch {
 		case exists && fi.IsDir():
 			if d.base, err = unix.Open(dest, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
-				return nil, fmt.Errorf("destination %s: %s", shown, describe(err))
+				return nil, errors.New(describe(err))
 			}
 			d.top = bytes.Clone(e.Path)
 		case !exists && strings.HasSuffix(dest, "/"):
-			return nil, fmt.Errorf("destination directory %s does not exist", shown)
+			return nil, errors.New("no such directory (a destination ending in / must be an existing directory)")
 		default:
 			if d.base, d.top, err = d.newTop(openParent); err != nil {
 				return nil, err

@@ -201,7 +201,7 @@ func kindName(t fs.FileMode) string {
 // sendFile sends e, then exactly e.Size bytes of f and CopyEnd: a file
 // that shrinks meanwhile ends with an error the receiver drops it for; one
 // that grows is sent as it was when it was listed.
-func (s *Sender) sendFile(t protocol.Type, e *protocol.Entry, f *os.File, shown []byte) error {
+func (s *Sender) sendFile(t protocol.Type, e *protocol.Entry, f io.Reader, shown []byte) error {
 	if err := s.write(t, e); err != nil {
 		return err
 	}
@@ -240,6 +240,26 @@ func (s *Sender) sendFile(t protocol.Type, e *protocol.Entry, f *os.File, shown 
 	}
 	return s.W.WriteJSON(protocol.TypeCopyEnd, &end)
 }
+
+// Put sends one entry that does not come from this machine's files (a tar
+// stream's): the root of a tree when root is set, and, for a file, e.Size
+// bytes read from data. shown names it in problems.
+func (s *Sender) Put(e *protocol.Entry, root bool, data io.Reader, shown []byte) error {
+	t := protocol.TypeCopyEntry
+	if root {
+		t = protocol.TypeCopyRoot
+	}
+	if e.Kind == protocol.KindFile {
+		return s.sendFile(t, e, data, shown)
+	}
+	return s.write(t, e)
+}
+
+// Skip tells Problem that shown is left out by design, and why.
+func (s *Sender) Skip(shown []byte, why string) { s.skip(shown, why) }
+
+// Fail tells Problem that shown could not be copied, and why.
+func (s *Sender) Fail(shown []byte, why string) { s.fail(shown, why) }
 
 func (s *Sender) write(t protocol.Type, e *protocol.Entry) error {
 	b, err := protocol.EncodeEntry(e)

@@ -1,0 +1,156 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/corkvm/cork/guest/account"
+	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/copytree"
+)
+
+// copyRequest serves a CopyIn or a CopyOut: the agent does the file work
+// itself, with no program started and nothing needed in the image, as the
+// request's user. It counts as a session against the agent's limit.
+func (s *Server) copyRequest(hs *handshake, t protocol.Type, p []byte, peer Peer) {
+	var in protocol.CopyIn
+	var out protocol.CopyOut
+	var user string
+	var err error
+	if t == protocol.TypeCopyIn {
+		if err = protocol.Decode(t, p, &in); err == nil {
+			err = in.Validate()
+		}
+		user = in.User
+	} else {
+		if err = protocol.Decode(t, p, &out); err == nil {
+			err = out.Validate()
+		}
+		user = out.User
+	}
+	if err != nil {
+		hs.refuse(protocol.KindRequest, err.Error())
+		return
+	}
+	acct, perr := s.account(user, peer)
+	if perr != nil {
+		hs.refuse(perr.Kind, perr.Message)
+		return
+	}
+	if n := s.active.Add(1); n > int64(s.cfg.MaxSessions) {
+		s.sessionEnded()
+		hs.refuse(protocol.KindBusy, fmt.Sprintf("corkd is at its limit of %d sessions", s.cfg.MaxSessions))
+		return
+	}
+	defer s.sessionEnded()
+	log := s.log.With("copy", newSessionID())
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// The thread takes the user's identity for the filesystem and
+		// keeps it: it is never unlocked, so it ends with this goroutine
+		// and no other work ever runs on it. New threads the runtime makes
+		// meanwhile are made from a clean template, not from this one.
+		runtime.LockOSThread()
+		if err := actAs(acct); err != nil {
+			log.Warn("copy refused", "user", acct.Name, "err", err)
+			hs.refuse(protocol.KindUser, err.Error())
+			return
+		}
+		problem := func(p []byte, msg string, skipped bool) {
+			hs.w.WriteJSON(protocol.TypeCopyProblem, &protocol.CopyProblem{Path: p, Message: msg, Skipped: skipped})
+		}
+		if t == protocol.TypeCopyIn {
+			s.copyIn(hs, &in, acct, problem, log)
+		} else {
+			s.copyOut(hs, &out, acct, problem, log)
+		}
+	}()
+	<-done
+}
+
+func (s *Server) copyIn(hs *handshake, req *protocol.CopyIn, acct *account.Account, problem func([]byte, string, bool), log *slog.Logger) {
+	dest := inHome(req.Dest, acct)
+	log.Info("copy in", "dest", string(dest), "user", acct.Name, "uid", acct.UID, "sources", req.Sources)
+	if req.Sources > 1 {
+		if fi, err := os.Stat(string(dest)); err != nil || !fi.IsDir() {
+			hs.refuse(protocol.KindCopy, fmt.Sprintf("destination %q must be an existing directory to copy %d sources into", req.Dest, req.Sources))
+			return
+		}
+	}
+	r := &copytree.Receiver{R: hs.r, Sink: &copytree.Dest{Path: dest, Multi: req.Sources > 1, KeepOwners: req.KeepOwners}, Problem: problem}
+	if _, err := r.Receive(); err != nil {
+		log.Warn("copy in ended early", "files", r.Files, "bytes", r.Bytes, "err", err)
+		var perr *protocol.Error
+		if !errors.As(err, &perr) && !errors.Is(err, os.ErrClosed) {
+			hs.w.WriteJSON(protocol.TypeError, &protocol.Error{Kind: protocol.KindProtocol, Message: err.Error()})
+		}
+		return
+	}
+	log.Info("copied in", "files", r.Files, "bytes", r.Bytes, "problems", r.Problems)
+	hs.w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{Files: r.Files, Bytes: r.Bytes, Problems: r.Problems})
+}
+
+func (s *Server) copyOut(hs *handshake, req *protocol.CopyOut, acct *account.Account, problem func([]byte, string, bool), log *slog.Logger) {
+	log.Info("copy out", "paths", len(req.Paths), "user", acct.Name, "uid", acct.UID)
+	snd := &copytree.Sender{W: hs.w, Follow: req.Follow, Chunk: dataFrameSize, Problem: problem}
+	for _, p := range req.Paths {
+		if err := snd.Send(string(inHome(p, acct))); err != nil {
+			log.Warn("copy out ended early", "files", snd.Files, "bytes", snd.Bytes, "err", err)
+			return
+		}
+	}
+	log.Info("copied out", "files", snd.Files, "bytes", snd.Bytes, "problems", snd.Problems)
+	hs.w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{Files: snd.Files, Bytes: snd.Bytes, Problems: snd.Problems})
+}
+
+// inHome makes a relative guest path relative to the user's home, as scp
+// takes one. The agent's own working directory is no one's.
+func inHome(p []byte, acct *account.Account) []byte {
+	if len(p) > 0 && p[0] == '/' {
+		return p
+	}
+	home := []byte(acct.Home)
+	if len(p) == 0 || bytes.Equal(p, []byte(".")) {
+		return home
+	}
+	return append(append(append([]byte{}, bytes.TrimRight(home, "/")...), '/'), p...)
+}
+
+// actAs gives the calling thread acct's identity for the filesystem: its
+// groups, then its filesystem gid and uid (setfsuid(2)). Changing the
+// filesystem uid from 0 drops the capabilities that bypass permission
+// checks, so the thread reads and writes only what acct may. These calls
+// affect this thread alone; the caller has locked it.
+func actAs(acct *account.Account) error {
+	if uint32(os.Geteuid()) != 0 {
+		return nil // corkd serves only its own user (canServe)
+	}
+	if acct.UID == 0 {
+		return nil
+	}
+	groups := make([]int, len(acct.Groups))
+	for i, g := range acct.Groups {
+		groups[i] = int(g)
+	}
+	if err := unix.Setgroups(groups); err != nil {
+		return fmt.Errorf("setting the groups of %s: %w", acct.Name, err)
+	}
+	unix.Setfsgid(int(acct.GID))
+	unix.Setfsuid(int(acct.UID))
+	// setfsuid reports no failure; reading the values back does.
+	if gid, _ := unix.SetfsgidRetGid(-1); gid != int(acct.GID) {
+		return fmt.Errorf("taking gid %d for %s: still %d", acct.GID, acct.Name, gid)
+	}
+	if uid, _ := unix.SetfsuidRetUid(-1); uid != int(acct.UID) {
+		return fmt.Errorf("taking uid %d for %s: still %d", acct.UID, acct.Name, uid)
+	}
+	return nil
+}

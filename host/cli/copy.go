@@ -1,0 +1,209 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/corkvm/cork/host/client"
+	"github.com/corkvm/cork/host/term"
+	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/copytree"
+)
+
+// ExitCopyProblems is cork cp's status when something was not copied.
+const ExitCopyProblems = 1
+
+const copyUsage = `usage: cork cp [flags] SRC... DEST
+  One side is in the guest, written with a leading colon:
+    cork cp ./prompt.md :/home/node/       a file into a guest directory
+    cork cp :/home/node/out ./results      a guest directory out
+  - is a tar stream: on stdin as SRC, on stdout as DEST (as docker cp).
+  A relative guest path is relative to the user's home.
+`
+
+func copyMain(args []string) int {
+	var t target
+	var user string
+	var archive, follow, quiet bool
+	fs := pflag.NewFlagSet("cork cp", pflag.ContinueOnError)
+	t.flags(fs)
+	fs.StringVarP(&user, "user", "u", "", "do the guest's side as `NAME|UID` (default: corkd's own user)")
+	fs.BoolVarP(&archive, "archive", "a", false, "keep the sources' owners (uid and gid) instead of making the user the owner")
+	fs.BoolVarP(&follow, "follow-link", "L", false, "copy what a source that is a symbolic link points to")
+	fs.BoolVarP(&quiet, "quiet", "q", false, "no progress on stderr")
+	fs.Usage = func() { fmt.Fprintf(os.Stderr, "%s%s", copyUsage, fs.FlagUsages()) }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return fail("%v", err)
+	}
+	if fs.NArg() < 2 {
+		fs.Usage()
+		return ExitCorkError
+	}
+	srcs, dest := fs.Args()[:fs.NArg()-1], fs.Arg(fs.NArg()-1)
+	guest := func(s string) bool { return strings.HasPrefix(s, ":") }
+	in := guest(dest)
+	for _, s := range srcs {
+		if guest(s) == in {
+			return fail("cp: one side must be in the guest (:PATH) and the other on the host: %q and %q", s, dest)
+		}
+	}
+	if (slices.Contains(srcs, "-") && len(srcs) > 1) || (dest == "-" && len(srcs) > 1) {
+		return fail("cp: - (a tar stream) stands alone, as the one source or the destination")
+	}
+	if !in && dest == "-" && term.IsTerminal(int(os.Stdout.Fd())) {
+		return fail("cp: not writing a tar stream to a terminal; redirect stdout")
+	}
+
+	c := &client.Copy{Software: "cork " + Version, User: user, KeepOwners: archive, Follow: follow}
+	var mu sync.Mutex
+	report := newCopyProgress(!quiet && term.IsTerminal(int(os.Stderr.Fd())))
+	c.Problem = func(p []byte, msg string, skipped bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		report.clear()
+		fmt.Fprintf(os.Stderr, "cork: cp: %q: %s\n", p, msg)
+	}
+	c.Progress = report.update
+
+	conn, finish, err := t.dial(context.Background())
+	if err != nil {
+		return fail("%v", err)
+	}
+	var res *client.CopyResult
+	if in {
+		destPath := []byte(dest[1:])
+		res, err = c.In(conn, destPath, len(srcs), func(s *copytree.Sender) error {
+			if srcs[0] == "-" {
+				return client.SendTar(s, os.Stdin)
+			}
+			for _, src := range srcs {
+				if err := s.Send(src); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	} else {
+		paths := make([][]byte, len(srcs))
+		for i, s := range srcs {
+			paths[i] = []byte(s[1:])
+		}
+		var sink copytree.Sink
+		if dest == "-" {
+			sink = client.NewTarSink(os.Stdout)
+		} else {
+			sink = &copytree.Dest{Path: []byte(dest), Multi: len(srcs) > 1, KeepOwners: archive}
+			if len(srcs) > 1 {
+				if fi, err := os.Stat(dest); err != nil || !fi.IsDir() {
+					conn.Close()
+					finish()
+					fmt.Fprintf(os.Stderr, "cork: cp: destination %q must be an existing directory to copy %d sources into\n", dest, len(srcs))
+					return ExitCopyProblems
+				}
+			}
+		}
+		res, err = c.Out(conn, paths, sink)
+	}
+	report.clear()
+	if ferr := finish(); err == nil && ferr != nil {
+		err = ferr
+	}
+	if err != nil {
+		var perr *protocol.Error
+		if errors.As(err, &perr) && perr.Kind == protocol.KindCopy {
+			fmt.Fprintf(os.Stderr, "cork: cp: %s\n", perr.Message)
+			return ExitCopyProblems
+		}
+		return fail("cp: %v", err)
+	}
+	report.summary(res, dest)
+	if res.Problems > 0 {
+		return ExitCopyProblems
+	}
+	return 0
+}
+
+// copyProgress shows, on a terminal, a line of what a copy has done once
+// it has run for a second, redrawn a few times a second.
+type copyProgress struct {
+	on    bool
+	mu    sync.Mutex
+	start time.Time
+	last  time.Time
+	shown bool
+}
+
+func newCopyProgress(on bool) *copyProgress {
+	return &copyProgress{on: on, start: time.Now()}
+}
+
+func (p *copyProgress) update(files int, bytes int64) {
+	if !p.on {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	if now.Sub(p.start) < time.Second || now.Sub(p.last) < 200*time.Millisecond {
+		return
+	}
+	p.last = now
+	rate := float64(bytes) / now.Sub(p.start).Seconds()
+	fmt.Fprintf(os.Stderr, "\r\033[K%s copied, %s/s, %d files", size(bytes), size(int64(rate)), files)
+	p.shown = true
+}
+
+// clear takes the progress line off the terminal, for a message.
+func (p *copyProgress) clear() {
+	if !p.on {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.shown {
+		fmt.Fprint(os.Stderr, "\r\033[K")
+		p.shown = false
+	}
+}
+
+// summary says, on a terminal, what was copied where, as docker cp does.
+func (p *copyProgress) summary(res *client.CopyResult, dest string) {
+	if !p.on || dest == "-" {
+		return
+	}
+	if !strings.HasPrefix(dest, ":") {
+		if abs, err := filepath.Abs(dest); err == nil {
+			dest = abs
+		}
+	}
+	fmt.Fprintf(os.Stderr, "Copied %s in %d files to %s\n", size(res.Bytes), res.Files, dest)
+}
+
+// size spells n bytes as people read them.
+func size(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, suffix := float64(n), ""
+	for _, s := range []string{"KiB", "MiB", "GiB", "TiB"} {
+		v /= unit
+		suffix = s
+		if v < unit {
+			break
+		}
+	}
+	return fmt.Sprintf("%.1f %s", v, suffix)
+}

@@ -1,0 +1,138 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/copytree"
+)
+
+// Copy copies files between the host and the guest through the agent, as
+// docker cp does: the agent does the guest's side itself, as User.
+type Copy struct {
+	Software   string
+	User       string
+	KeepOwners bool // cork cp -a
+	Follow     bool // cork cp -L
+	// Problem is told about each thing not copied, by either side, named
+	// as the user wrote it or as at the destination; skipped marks what
+	// is left out by design (a device, a FIFO, a socket).
+	Problem func(path []byte, message string, skipped bool)
+	// Progress, when set, is called as entries and bytes go by.
+	Progress func(files int, bytes int64)
+}
+
+// CopyResult is what a copy did.
+type CopyResult struct {
+	Files    int   // files, directories and links copied
+	Bytes    int64 // file bytes
+	Problems int   // things not copied, skips aside
+}
+
+// ErrCannotCopy is returned by an agent without CapCopy.
+var ErrCannotCopy = errors.New("this corkd cannot copy files: update the corkd in the image (cork bake)")
+
+// copyHello says hello and checks that the agent can copy.
+func (c *Copy) hello(r *protocol.Reader, w *protocol.Writer) error {
+	h, err := Hello(r, w, c.Software)
+	if err != nil {
+		return err
+	}
+	if h.Version < 2 || !slices.Contains(h.Capabilities, protocol.CapCopy) {
+		return fmt.Errorf("%s: %w", h.Software, ErrCannotCopy)
+	}
+	return nil
+}
+
+// In sends what send writes (trees of files) to dest in the guest, over
+// conn, which it closes. send gets the Sender to use and the number of
+// trees it will send is given as sources.
+func (c *Copy) In(conn io.ReadWriteCloser, dest []byte, sources int, send func(*copytree.Sender) error) (*CopyResult, error) {
+	defer conn.Close()
+	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
+	if err := c.hello(r, w); err != nil {
+		return nil, err
+	}
+	if err := w.WriteJSON(protocol.TypeCopyIn, &protocol.CopyIn{Dest: dest, Sources: sources, User: c.User, KeepOwners: c.KeepOwners}); err != nil {
+		return nil, fmt.Errorf("sending the request: %w", err)
+	}
+	// The agent's problems and its answer are read while the trees go:
+	// it writes as it receives, and a reader that waited would stop it.
+	type answer struct {
+		done     *protocol.CopyDone
+		problems int
+		err      error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		var a answer
+		for {
+			t, p, err := r.Next()
+			if err != nil {
+				a.err = fmt.Errorf("copy: the connection to corkd ended before it answered: %w", err)
+				break
+			}
+			if t == protocol.TypeCopyProblem {
+				var pr protocol.CopyProblem
+				if a.err = protocol.Decode(t, p, &pr); a.err != nil {
+					break
+				}
+				if !pr.Skipped {
+					a.problems++
+				}
+				if c.Problem != nil {
+					c.Problem(pr.Path, pr.Message, pr.Skipped)
+				}
+				continue
+			}
+			switch t {
+			case protocol.TypeCopyDone:
+				a.done = &protocol.CopyDone{}
+				a.err = protocol.Decode(t, p, a.done)
+			case protocol.TypeError:
+				a.err = decodeError(p)
+			default:
+				a.err = fmt.Errorf("copy: corkd sent %s", t)
+			}
+			break
+		}
+		if a.err != nil {
+			conn.Close() // a sender blocked on a full connection gives up
+		}
+		answered <- a
+	}()
+	s := &copytree.Sender{W: w, Follow: c.Follow, Problem: c.Problem, Progress: c.Progress}
+	sendErr := send(s)
+	if sendErr == nil {
+		sendErr = w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{Files: s.Files, Bytes: s.Bytes, Problems: s.Problems})
+	}
+	a := <-answered
+	if a.err != nil {
+		return nil, a.err // the agent's reason comes before the broken connection it caused
+	}
+	if sendErr != nil {
+		return nil, sendErr
+	}
+	return &CopyResult{Files: a.done.Files, Bytes: a.done.Bytes, Problems: s.Problems + a.problems}, nil
+}
+
+// Out receives the trees at paths in the guest into sink, over conn,
+// which it closes.
+func (c *Copy) Out(conn io.ReadWriteCloser, paths [][]byte, sink copytree.Sink) (*CopyResult, error) {
+	defer conn.Close()
+	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
+	if err := c.hello(r, w); err != nil {
+		return nil, err
+	}
+	if err := w.WriteJSON(protocol.TypeCopyOut, &protocol.CopyOut{Paths: paths, User: c.User, Follow: c.Follow}); err != nil {
+		return nil, fmt.Errorf("sending the request: %w", err)
+	}
+	rc := &copytree.Receiver{R: r, Sink: sink, Problem: c.Problem, Progress: c.Progress, SenderProblems: true}
+	if _, err := rc.Receive(); err != nil {
+		return nil, err
+	}
+	return &CopyResult{Files: rc.Files, Bytes: rc.Bytes, Problems: rc.Problems}, nil
+}

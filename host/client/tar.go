@@ -1,0 +1,197 @@
+package client
+
+import (
+	"archive/tar"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/copytree"
+)
+
+// A tar stream stands for the host's side of a copy (cork cp - :DEST and
+// cork cp :SRC -), as docker cp's - does. The guest never sees tar: the
+// host turns it into a copy's trees and back.
+
+// SendTar sends the tar stream r as one tree whose contents go into the
+// destination. Entries that would land outside it are refused here, before
+// the guest refuses them too; directories a stream leaves out before what
+// they hold are made, as tar makes them.
+func SendTar(s *copytree.Sender, r io.Reader) error {
+	now := time.Now()
+	if err := s.Put(&protocol.Entry{Kind: protocol.KindDir, Contents: true, Mode: 0o755, ModTime: now}, true, nil, nil); err != nil {
+		return err
+	}
+	tr := tar.NewReader(r)
+	made := map[string]bool{}
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading the tar stream: %w", err)
+		}
+		shown := []byte(hdr.Name)
+		name := strings.TrimRight(strings.TrimPrefix(hdr.Name, "./"), "/")
+		for strings.HasPrefix(name, "./") {
+			name = strings.TrimPrefix(name, "./")
+		}
+		if name == "" || name == "." {
+			continue // the destination itself
+		}
+		if err := protocol.CheckRelative([]byte(name)); err != nil {
+			s.Fail(shown, "refused: it would be written outside the destination")
+			continue
+		}
+		// The parents the stream has not given yet, from the top down.
+		var missing []string
+		for d := path.Dir(name); d != "." && !made[d]; d = path.Dir(d) {
+			missing = append(missing, d)
+		}
+		for i := len(missing) - 1; i >= 0; i-- {
+			made[missing[i]] = true
+			if err := s.Put(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, ModTime: now, Path: []byte(missing[i])}, false, nil, nil); err != nil {
+				return err
+			}
+		}
+		e := &protocol.Entry{
+			Mode: protocol.FileMode(uint32(hdr.Mode) & 0o7777), UID: uint32(hdr.Uid), GID: uint32(hdr.Gid),
+			ModTime: hdr.ModTime, Path: []byte(name),
+		}
+		switch hdr.Typeflag {
+		case tar.TypeReg:
+			e.Kind, e.Size = protocol.KindFile, hdr.Size
+		case tar.TypeDir:
+			e.Kind = protocol.KindDir
+			made[name] = true
+		case tar.TypeSymlink:
+			e.Kind, e.Link = protocol.KindSymlink, []byte(hdr.Linkname)
+		case tar.TypeLink:
+			s.Fail(shown, fmt.Sprintf("not copied: a hard link to %q (cork cp copies files, directories and symbolic links)", hdr.Linkname))
+			continue
+		case tar.TypeChar:
+			s.Skip(shown, "a character device")
+			continue
+		case tar.TypeBlock:
+			s.Skip(shown, "a block device")
+			continue
+		case tar.TypeFifo:
+			s.Skip(shown, "a FIFO")
+			continue
+		default:
+			s.Skip(shown, fmt.Sprintf("tar entry type %q", hdr.Typeflag))
+			continue
+		}
+		if err := s.Put(e, false, tr, shown); err != nil {
+			return err
+		}
+	}
+}
+
+// TarSink is a copytree.Sink that writes the trees it takes to a tar
+// stream, each under its root's name (its contents at the top, for a root
+// that gives its contents).
+type TarSink struct {
+	tw     *tar.Writer
+	prefix string
+	root   *protocol.Entry
+}
+
+// NewTarSink writes a tar stream to w.
+func NewTarSink(w io.Writer) *TarSink { return &TarSink{tw: tar.NewWriter(w)} }
+
+func (t *TarSink) header(e *protocol.Entry, name string) *tar.Header {
+	return &tar.Header{
+		Name: name, Mode: int64(protocol.UnixMode(e.Mode)), Uid: int(e.UID), Gid: int(e.GID),
+		ModTime: e.ModTime, Format: tar.FormatPAX,
+	}
+}
+
+func (t *TarSink) name(e *protocol.Entry) string {
+	if e == t.root {
+		return string(e.Path)
+	}
+	return t.prefix + string(e.Path)
+}
+
+// Where names e as it is in the stream.
+func (t *TarSink) Where(e *protocol.Entry) []byte {
+	if e == nil {
+		return []byte("-")
+	}
+	return []byte(t.name(e))
+}
+
+// Root begins a tree.
+func (t *TarSink) Root(e *protocol.Entry) (copytree.FileSink, error) {
+	t.root, t.prefix = e, ""
+	switch e.Kind {
+	case protocol.KindDir:
+		if e.Contents {
+			return nil, nil
+		}
+		t.prefix = string(e.Path) + "/"
+		return nil, t.Dir(e)
+	case protocol.KindSymlink:
+		return nil, t.Symlink(e)
+	}
+	return t.File(e)
+}
+
+// Dir writes a directory's header.
+func (t *TarSink) Dir(e *protocol.Entry) error {
+	h := t.header(e, strings.TrimSuffix(t.name(e), "/")+"/")
+	h.Typeflag = tar.TypeDir
+	return t.tw.WriteHeader(h)
+}
+
+// Symlink writes a link's header.
+func (t *TarSink) Symlink(e *protocol.Entry) error {
+	h := t.header(e, t.name(e))
+	h.Typeflag, h.Linkname = tar.TypeSymlink, string(e.Link)
+	return t.tw.WriteHeader(h)
+}
+
+// File writes a file's header; its bytes follow.
+func (t *TarSink) File(e *protocol.Entry) (copytree.FileSink, error) {
+	h := t.header(e, t.name(e))
+	h.Typeflag, h.Size = tar.TypeReg, e.Size
+	if err := t.tw.WriteHeader(h); err != nil {
+		return nil, err
+	}
+	return &tarFile{tw: t.tw, left: e.Size}, nil
+}
+
+// Finish ends the stream.
+func (t *TarSink) Finish() error { return t.tw.Close() }
+
+// tarFile is a file's bytes in a tar stream. A stream cannot take back a
+// header: a file the sender could not send whole is padded with zeros, as
+// GNU tar pads a file that shrank, and named as a problem.
+type tarFile struct {
+	tw   *tar.Writer
+	left int64
+}
+
+func (f *tarFile) Write(p []byte) (int, error) {
+	n, err := f.tw.Write(p)
+	f.left -= int64(n)
+	return n, err
+}
+
+func (f *tarFile) Commit() error { return nil }
+
+func (f *tarFile) Abort() {
+	zeros := make([]byte, 32<<10)
+	for f.left > 0 {
+		n, err := f.tw.Write(zeros[:min(int64(len(zeros)), f.left)])
+		f.left -= int64(n)
+		if err != nil {
+			return
+		}
+	}
+}
