@@ -45,19 +45,19 @@
 //	0x13  Stderr     guest->host   raw bytes (pipe sessions only)
 //	0x14  StdinAck   guest->host   4 bytes: uint32 big-endian, stdin bytes consumed
 //	0x15  Restore    guest->host   raw bytes: a kept session's screen drawn for the host's terminal (version 2)
+//	0x16  CopyIn     host->guest   JSON CopyIn (CapCopy)
+//	0x17  CopyOut    host->guest   JSON CopyOut (CapCopy)
+//	0x18  CopyRoot   both          binary Entry: a tree's root (CapCopy)
+//	0x19  CopyEntry  both          binary Entry beneath the root (CapCopy)
+//	0x1a  CopyData   both          raw bytes of the file whose entry came last (CapCopy)
+//	0x1b  CopyEnd    both          JSON CopyEnd: the file's data is over (CapCopy)
+//	0x1c  CopyProblemguest->host   JSON CopyProblem (CapCopy)
+//	0x1d  CopyDone   both          JSON CopyDone (CapCopy)
 //	0x20  Resize     host->guest   8 bytes: cols, rows, xpixel, ypixel, each uint16 big-endian
 //	0x21  Signal     host->guest   JSON Signal
 //	0x30  Exit       guest->host   JSON Exit; the last frame of a session
 //	0x31  Error      guest->host   JSON Error; the last frame of a session
 //	0x32  Detached   guest->host   JSON Detached; the last frame (version 2)
-//	0x40  CopyIn       host->guest   JSON CopyIn (CapCopy)
-//	0x41  CopyOut      host->guest   JSON CopyOut (CapCopy)
-//	0x42  CopyRoot     both          binary Entry: a tree's root (CapCopy)
-//	0x43  CopyEntry    both          binary Entry beneath the root (CapCopy)
-//	0x44  CopyData     both          raw bytes of the file whose entry came last (CapCopy)
-//	0x45  CopyEnd      both          JSON CopyEnd: the file's data is over (CapCopy)
-//	0x46  CopyProblem  guest->host   JSON CopyProblem (CapCopy)
-//	0x47  CopyDone     both          JSON CopyDone (CapCopy)
 //
 // # A session
 //

@@ -42,14 +42,14 @@ const (
 	TypeError    Type = 0x31
 	TypeDetached Type = 0x32
 
-	TypeCopyIn      Type = 0x40
-	TypeCopyOut     Type = 0x41
-	TypeCopyRoot    Type = 0x42
-	TypeCopyEntry   Type = 0x43
-	TypeCopyData    Type = 0x44
-	TypeCopyEnd     Type = 0x45
-	TypeCopyProblem Type = 0x46
-	TypeCopyDone    Type = 0x47
+	TypeCopyIn      Type = 0x16
+	TypeCopyOut     Type = 0x17
+	TypeCopyRoot    Type = 0x18
+	TypeCopyEntry   Type = 0x19
+	TypeCopyData    Type = 0x1a
+	TypeCopyEnd     Type = 0x1b
+	TypeCopyProblem Type = 0x1c
+	TypeCopyDone    Type = 0x1d
 )
 
 var typeNames = map[Type]string{

@@ -26,6 +26,8 @@ func SendTar(s *copytree.Sender, r io.Reader) error {
 		return err
 	}
 	tr := tar.NewReader(r)
+	// What the stream has made so far: true for a directory, false for a
+	// file or link, which nothing may be written through.
 	made := map[string]bool{}
 	for {
 		hdr, err := tr.Next()
@@ -49,8 +51,19 @@ func SendTar(s *copytree.Sender, r io.Reader) error {
 		}
 		// The parents the stream has not given yet, from the top down.
 		var missing []string
-		for d := path.Dir(name); d != "." && !made[d]; d = path.Dir(d) {
-			missing = append(missing, d)
+		through := ""
+		for d := path.Dir(name); d != "."; d = path.Dir(d) {
+			isDir, seen := made[d]
+			if seen && !isDir {
+				through = d
+			}
+			if !seen {
+				missing = append(missing, d)
+			}
+		}
+		if through != "" {
+			s.Fail(shown, fmt.Sprintf("refused: %q in this stream is not a directory, and cork cp writes through no link", through))
+			continue
 		}
 		for i := len(missing) - 1; i >= 0; i-- {
 			made[missing[i]] = true
@@ -65,11 +78,13 @@ func SendTar(s *copytree.Sender, r io.Reader) error {
 		switch hdr.Typeflag {
 		case tar.TypeReg:
 			e.Kind, e.Size = protocol.KindFile, hdr.Size
+			made[name] = false
 		case tar.TypeDir:
 			e.Kind = protocol.KindDir
 			made[name] = true
 		case tar.TypeSymlink:
 			e.Kind, e.Link = protocol.KindSymlink, []byte(hdr.Linkname)
+			made[name] = false
 		case tar.TypeLink:
 			s.Fail(shown, fmt.Sprintf("not copied: a hard link to %q (cork cp copies files, directories and symbolic links)", hdr.Linkname))
 			continue

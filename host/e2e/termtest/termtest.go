@@ -38,6 +38,8 @@ type Options struct {
 	// OnLine, when set, is called with each line of output as it is
 	// read, without its line ending, from one goroutine.
 	OnLine func(line string)
+	// Stdin, when set, is the program's input instead of the terminal.
+	Stdin *os.File
 }
 
 // Open runs name on a new terminal; Close ends it. For tests, Start.
@@ -69,6 +71,10 @@ func Open(o Options, name string, args ...string) (*Terminal, error) {
 	tm.cmd.Env = append(os.Environ(), o.Env...)
 	tm.cmd.Stdin, tm.cmd.Stdout, tm.cmd.Stderr = slave, slave, slave
 	tm.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	if o.Stdin != nil {
+		tm.cmd.Stdin = o.Stdin
+		tm.cmd.SysProcAttr.Ctty = 1 // the terminal is stdout's
+	}
 	if err := tm.cmd.Start(); err != nil {
 		return fail(err)
 	}
