@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -169,5 +170,80 @@ func TestVM(t *testing.T) {
 		}
 		t.Logf("16 MiB through virtio-serial in %v", time.Since(began).Round(time.Millisecond))
 	})
+	t.Run("host/serial-copy-tree-as-node", func(t *testing.T) { copyTreeThrough(t, cork, serial) })
 	t.Logf("VM test took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// copyTreeThrough copies a tree into the guest as node with cork cp, and
+// back out keeping owners (-a): the copy that comes back must equal the
+// tree byte for byte, with its modes and links, and belong to node.
+func copyTreeThrough(t *testing.T, cork, serial string) {
+	src := filepath.Join(t.TempDir(), "tree")
+	big := make([]byte, 1<<20+3)
+	rand.Read(big)
+	for name, f := range map[string]struct {
+		data []byte
+		mode os.FileMode
+	}{
+		"a.txt": {[]byte("hello\n"), 0o644}, "bin/run.sh": {[]byte("#!/bin/sh\n"), 0o755}, "private": {[]byte("p"), 0o600},
+		"bin/deep/big.bin": {big, 0o640}, "new\nline \xff": {[]byte("odd"), 0o644}, "empty": {nil, 0o644},
+	} {
+		p := filepath.Join(src, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, f.data, f.mode)
+		os.Chmod(p, f.mode)
+	}
+	os.Chmod(filepath.Join(src, "bin", "deep"), 0o750)
+	os.Symlink("../a.txt", filepath.Join(src, "bin", "link"))
+
+	if out, err := exec.Command(cork, "cp", "--connect", serial, "-u", "node", src, ":/home/node/").CombinedOutput(); err != nil {
+		t.Fatalf("cp in: %v: %s", err, out)
+	}
+	owners, err := exec.Command(cork, "exec", "--connect", serial, "--", "sh", "-c", "find /home/node/tree -exec stat -c %u:%g {} + | sort -u").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(owners)) != "1000:1000" {
+		t.Fatalf("owners in the guest: %q, %v; want node's alone, 1000:1000", owners, err)
+	}
+	back := t.TempDir()
+	if out, err := exec.Command(cork, "cp", "--connect", serial, "-a", ":/home/node/tree", back).CombinedOutput(); err != nil {
+		t.Fatalf("cp out: %v: %s", err, out)
+	}
+	n := 0
+	filepath.Walk(src, func(p string, want os.FileInfo, err error) error {
+		rel, _ := filepath.Rel(src, p)
+		got, err := os.Lstat(filepath.Join(back, "tree", rel))
+		if err != nil {
+			t.Errorf("%q: %v", rel, err)
+			return nil
+		}
+		n++
+		if got.Mode() != want.Mode() {
+			t.Errorf("%q: mode %v, want %v", rel, got.Mode(), want.Mode())
+		}
+		if uid, gid := ownerOf(got); uid != 1000 || gid != 1000 {
+			t.Errorf("%q: owned by %d:%d, want node's 1000:1000 (-a)", rel, uid, gid)
+		}
+		switch {
+		case want.Mode().IsRegular():
+			a, _ := os.ReadFile(p)
+			b, _ := os.ReadFile(filepath.Join(back, "tree", rel))
+			if !bytes.Equal(a, b) {
+				t.Errorf("%q: the bytes differ", rel)
+			}
+		case want.Mode()&os.ModeSymlink != 0:
+			a, _ := os.Readlink(p)
+			b, _ := os.Readlink(filepath.Join(back, "tree", rel))
+			if a != b {
+				t.Errorf("%q: link to %q, want %q", rel, b, a)
+			}
+		}
+		return nil
+	})
+	if n < 10 {
+		t.Fatalf("compared %d entries", n)
+	}
+}
+
+func ownerOf(fi os.FileInfo) (uint32, uint32) {
+	st := fi.Sys().(*syscall.Stat_t)
+	return st.Uid, st.Gid
 }

@@ -42,7 +42,7 @@ var (
 	// agentProcs runs the agent with another GOMAXPROCS, to compare
 	// schedulings side by side.
 	agentProcs = flag.String("agent-gomaxprocs", "", "GOMAXPROCS for the agent (default: Go's)")
-	only       = flag.String("only", "", "run only these sections, comma-separated: resize, throughput, startup, footprint, peers, kept, screen, bake")
+	only       = flag.String("only", "", "run only these sections, comma-separated: resize, throughput, startup, footprint, peers, kept, screen, copy, bake")
 )
 
 // section reports whether -only lets a section run.
@@ -108,6 +108,9 @@ func main() {
 	}
 	if section("screen") {
 		printScreen(&out, b, agent)
+	}
+	if section("copy") {
+		printCopy(&out, b.Cork, agent.url, filepath.Join(b.Dir, "copy"))
 	}
 	if section("bake") {
 		printBake(&out, b)
