@@ -171,6 +171,19 @@ func TestVM(t *testing.T) {
 		t.Logf("16 MiB through virtio-serial in %v", time.Since(began).Round(time.Millisecond))
 	})
 	t.Run("host/serial-copy-tree-as-node", func(t *testing.T) { copyTreeThrough(t, cork, serial) })
+	t.Run("host/serial-copy-full-disk", func(t *testing.T) {
+		big := filepath.Join(t.TempDir(), "big")
+		os.WriteFile(big, make([]byte, 4<<20), 0o644)
+		cmd := exec.Command(cork, "cp", "--connect", serial, big, ":/mnt/small/")
+		out, _ := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "no space left") {
+			t.Fatalf("a 4 MiB file onto a 1 MiB disk: exit %d: %s", code, out)
+		}
+		left, err := exec.Command(cork, "exec", "--connect", serial, "--", "ls", "-A", "/mnt/small").CombinedOutput()
+		if err != nil || len(bytes.TrimSpace(left)) != 0 {
+			t.Fatalf("left on the full disk: %q, %v", left, err)
+		}
+	})
 	t.Logf("VM test took %v", time.Since(start).Round(time.Millisecond))
 }
 
