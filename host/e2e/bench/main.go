@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -195,6 +196,9 @@ type report struct {
 	ns         int64
 }
 
+// reportLine is a probe's report: kind, rows, cols, CLOCK_MONOTONIC ns.
+var reportLine = regexp.MustCompile(`(start|winch|size) (\d+) (\d+) (\d+)\s*$`)
+
 // terminal runs a command on a PTY the harness owns and parses the probe's
 // reports from its screen as they come.
 type terminal struct {
@@ -205,14 +209,17 @@ type terminal struct {
 func startTerminal(rows, cols uint16, env []string, args ...string) *terminal {
 	t := &terminal{reports: make(chan report, 1<<16)}
 	tm, err := termtest.Open(termtest.Options{Rows: rows, Cols: cols, Env: env, OnLine: func(l string) {
-		f := strings.Fields(strings.TrimSpace(l))
-		if len(f) != 4 {
+		// A report may follow a screen's escape sequences on its line:
+		// after an attach, the restored screen ends where the probe's
+		// next line begins.
+		f := reportLine.FindStringSubmatch(l)
+		if f == nil {
 			return
 		}
-		r := report{kind: f[0]}
-		r.rows, _ = strconv.Atoi(f[1])
-		r.cols, _ = strconv.Atoi(f[2])
-		r.ns, _ = strconv.ParseInt(f[3], 10, 64)
+		r := report{kind: f[1]}
+		r.rows, _ = strconv.Atoi(f[2])
+		r.cols, _ = strconv.Atoi(f[3])
+		r.ns, _ = strconv.ParseInt(f[4], 10, 64)
 		t.reports <- r
 	}}, args[0], args[1:]...)
 	check(err)
