@@ -418,8 +418,9 @@ func (ss *session) serve(cl *client, r *protocol.Reader) {
 	readErr := make(chan error, 1)
 	go func() {
 		// The thread waits for this session's frames alone (threadConn).
+		// It is never unlocked, so it ends with the goroutine: the
+		// threads of sessions gone do not stay with the agent.
 		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
 		readErr <- ss.readFrames(cl, r)
 	}()
 	select {
