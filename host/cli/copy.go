@@ -7,9 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/spf13/pflag"
 
@@ -73,7 +75,7 @@ func copyMain(args []string) int {
 		mu.Lock()
 		defer mu.Unlock()
 		report.clear()
-		fmt.Fprintf(os.Stderr, "cork: cp: %q: %s\n", p, msg)
+		fmt.Fprintf(os.Stderr, "cork: cp: %q: %s\n", p, printable(msg))
 	}
 	c.Progress = report.update
 
@@ -133,6 +135,17 @@ func copyMain(args []string) int {
 		return ExitCopyProblems
 	}
 	return 0
+}
+
+// printable escapes the control characters of a message that came from
+// the agent: it reaches the operator's terminal, which an agent must not
+// drive.
+func printable(s string) string {
+	if strings.IndexFunc(s, unicode.IsControl) < 0 {
+		return s
+	}
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
 }
 
 // copyProgress shows, on a terminal, a line of what a copy has done once

@@ -37,6 +37,7 @@ type Dest struct {
 	cacheFd int             // the last parent opened, when cached
 	cached  bool
 	dirs    []madeDir // directories made in this tree, their modes and times set last
+	dirMem  int       // the bytes of their paths
 }
 
 // madeDir is a directory this copy made: its mode and time are set once
@@ -46,9 +47,13 @@ type madeDir struct {
 	e   *protocol.Entry
 }
 
-// maxMadeDirs bounds the directories remembered for the end; beyond it
-// modes are set at once and times left.
-const maxMadeDirs = 1 << 16
+// maxMadeDirs and maxMadeDirBytes bound the directories remembered for
+// the end, and the bytes of their paths (a sender picks the paths); beyond
+// them modes and times are set at once.
+const (
+	maxMadeDirs     = 1 << 16
+	maxMadeDirBytes = 4 << 20
+)
 
 const tmpPrefix = ".cork-cp-"
 
@@ -59,7 +64,7 @@ func (d *Dest) closeTree() error {
 			err = e
 		}
 	}
-	d.dirs = nil
+	d.dirs, d.dirMem = nil, 0
 	d.dropCache()
 	if d.root != nil && d.base >= 0 {
 		unix.Close(d.base)
@@ -249,8 +254,9 @@ func (d *Dest) mkdir(rel []byte, e *protocol.Entry) error {
 		return errors.New(describe(err))
 	}
 	m := madeDir{rel: bytes.Clone(rel), e: e}
-	if len(d.dirs) < maxMadeDirs {
+	if mem := len(rel) + len(e.Path); len(d.dirs) < maxMadeDirs && d.dirMem+mem <= maxMadeDirBytes {
 		d.dirs = append(d.dirs, m)
+		d.dirMem += mem
 		return d.ownDir(m)
 	}
 	if err := d.ownDir(m); err != nil {
