@@ -172,6 +172,13 @@ func (r *Reader) NextShared() (Type, []byte, error) {
 	return r.next(&r.shared)
 }
 
+// NextInto is Next with the payload read into *buf, which it replaces
+// with a larger buffer when the payload does not fit: a reader that hands
+// payloads on keeps a pool of buffers instead of allocating one a frame.
+func (r *Reader) NextInto(buf *[]byte) (Type, []byte, error) {
+	return r.next(buf)
+}
+
 func (r *Reader) next(buf *[]byte) (Type, []byte, error) {
 	if n, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
 		if err == io.EOF {

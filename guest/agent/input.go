@@ -20,7 +20,7 @@ type inputQueue struct {
 	closeDst bool
 	mu       sync.Mutex
 	cond     sync.Cond
-	bufs     [][]byte
+	bufs     []queued
 	pending  int // bytes pushed and not yet acknowledged
 	window   int
 	eof      bool // the host sent StdinEOF
@@ -36,9 +36,21 @@ func newInputQueue(window int, dst io.WriteCloser, wanted, closeDst bool) *input
 	return q
 }
 
-// push queues p for the program. It refuses data after StdinEOF and data
-// beyond the window the host was given.
-func (q *inputQueue) push(p []byte) error {
+// queued is input waiting for the program: p, in the pooled buffer buf.
+type queued struct {
+	p   []byte
+	buf *[]byte
+}
+
+// inputBufs pools the buffers stdin frames are read into: at hundreds of
+// MiB/s, a buffer allocated per frame kept the garbage collector busy (a
+// third of the agent's time in perf, clearing and sweeping).
+var inputBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// push queues p, read into buf (from inputBufs), for the program. It
+// refuses data after StdinEOF and data beyond the window the host was
+// given; buf goes back to the pool once p is written.
+func (q *inputQueue) push(p []byte, buf *[]byte) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.eof {
@@ -49,7 +61,7 @@ func (q *inputQueue) push(p []byte) error {
 			"host overran the stdin window: %d bytes unacknowledged, the window is %d", q.pending+len(p), q.window)}
 	}
 	q.pending += len(p)
-	q.bufs = append(q.bufs, p)
+	q.bufs = append(q.bufs, queued{p, buf})
 	q.cond.Signal()
 	return nil
 }
@@ -80,20 +92,20 @@ func (q *inputQueue) close() {
 
 // next waits for the next buffer; it returns nil and whether input ended
 // (true) or the session did (false).
-func (q *inputQueue) next() ([]byte, bool) {
+func (q *inputQueue) next() (queued, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for len(q.bufs) == 0 && !q.eof && !q.closed {
 		q.cond.Wait()
 	}
 	if q.closed {
-		return nil, false
+		return queued{}, false
 	}
 	if len(q.bufs) == 0 {
-		return nil, true
+		return queued{}, true
 	}
 	b := q.bufs[0]
-	q.bufs[0] = nil
+	q.bufs[0] = queued{}
 	q.bufs = q.bufs[1:]
 	return b, false
 }
@@ -105,8 +117,9 @@ func (q *inputQueue) run(ss *session, w *protocol.Writer) {
 	broken := q.dst == nil
 	atLineStart := true
 	for {
-		b, eof := q.next()
-		if b == nil {
+		qb, eof := q.next()
+		b := qb.p
+		if qb.buf == nil {
 			if eof && !broken {
 				if ss.master != nil {
 					q.dst.Write(eofBytes(ss.master, atLineStart))
@@ -123,6 +136,7 @@ func (q *inputQueue) run(ss *session, w *protocol.Writer) {
 				atLineStart = b[len(b)-1] == '\n' || b[len(b)-1] == '\r'
 			}
 		}
+		inputBufs.Put(qb.buf)
 		q.mu.Lock()
 		q.pending -= len(b)
 		q.mu.Unlock()

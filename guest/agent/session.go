@@ -456,7 +456,8 @@ func (ss *session) serve(cl *client, r *protocol.Reader) {
 // connection's end.
 func (ss *session) readFrames(cl *client, r *protocol.Reader) error {
 	for {
-		t, p, err := r.Next()
+		buf := inputBufs.Get().(*[]byte)
+		t, p, err := r.NextInto(buf)
 		if err != nil {
 			if errors.Is(err, protocol.ErrTooLarge) || errors.Is(err, protocol.ErrUnknownType) {
 				return &protocol.Error{Kind: protocol.KindProtocol, Message: err.Error()}
@@ -465,7 +466,7 @@ func (ss *session) readFrames(cl *client, r *protocol.Reader) error {
 		}
 		switch t {
 		case protocol.TypeStdin:
-			if err := cl.in.push(p); err != nil {
+			if err := cl.in.push(p, buf); err != nil {
 				return err
 			}
 		case protocol.TypeStdinEOF:
@@ -488,6 +489,9 @@ func (ss *session) readFrames(cl *client, r *protocol.Reader) error {
 			cl.w.WriteFrame(protocol.TypePong, p)
 		default:
 			return &protocol.Error{Kind: protocol.KindProtocol, Message: fmt.Sprintf("unexpected %s frame during a session", t)}
+		}
+		if t != protocol.TypeStdin {
+			inputBufs.Put(buf) // done with before the next frame is read
 		}
 	}
 }
