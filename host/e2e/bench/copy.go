@@ -113,11 +113,19 @@ func printCopy(w io.Writer, cork, url, dir string) {
 		floor := median(tb.ways[0].took)
 		for _, way := range tb.ways {
 			med, slow := median(way.took), slices.Max(way.took)
-			fmt.Fprintf(w, "| %s | %s | %.0f (%.0f) | %.0f (%.0f) | %.2f |\n", tb.title, strings.ReplaceAll(way.name, "|", "\\|"),
-				float64(tb.bytes)/(1<<20)/med.Seconds(), float64(tb.bytes)/(1<<20)/slow.Seconds(),
+			fmt.Fprintf(w, "| %s | %s | %s (%s) | %.0f (%.0f) | %.2f |\n", tb.title, strings.ReplaceAll(way.name, "|", "\\|"),
+				rate(float64(tb.bytes)/(1<<20)/med.Seconds()), rate(float64(tb.bytes)/(1<<20)/slow.Seconds()),
 				float64(tb.files)/med.Seconds(), float64(tb.files)/slow.Seconds(), floor.Seconds()/med.Seconds())
 		}
 	}
+}
+
+// rate spells MiB/s with the digits that mean something.
+func rate(v float64) string {
+	if v < 10 {
+		return fmt.Sprintf("%.2f", v)
+	}
+	return fmt.Sprintf("%.0f", v)
 }
 
 func dirBytes(root string) int64 {
