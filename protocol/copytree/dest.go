@@ -127,17 +127,6 @@ func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
 	if d.Multi && (!exists || !fi.IsDir()) {
 		return nil, errors.New("the destination must be an existing directory to copy several sources into")
 	}
-	openParent := func() (int, string, error) {
-		parent, name := path.Split(strings.TrimRight(dest, "/"))
-		if parent == "" {
-			parent = "."
-		}
-		fd, err := unix.Open(parent, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return -1, "", fmt.Errorf("its parent directory: %s", describe(err))
-		}
-		return fd, name, nil
-	}
 	switch e.Kind {
 	case protocol.KindDir:
 		switch {
@@ -152,7 +141,7 @@ func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
 			}
 			d.top = bytes.Clone(e.Path)
 		default:
-			if d.base, d.top, err = d.newTop(openParent); err != nil {
+			if d.base, d.top, err = newTop(dest); err != nil {
 				return nil, err
 			}
 		}
@@ -167,7 +156,7 @@ func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
 		case !exists && strings.HasSuffix(dest, "/"):
 			return nil, errors.New("no such directory (a destination ending in / must be an existing directory)")
 		default:
-			if d.base, d.top, err = d.newTop(openParent); err != nil {
+			if d.base, d.top, err = newTop(dest); err != nil {
 				return nil, err
 			}
 		}
@@ -178,12 +167,17 @@ func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
 	}
 }
 
-// newTop makes the destination's parent the base and its last element the
-// root's name there.
-func (d *Dest) newTop(openParent func() (int, string, error)) (int, []byte, error) {
-	fd, name, err := openParent()
+// newTop opens the parent of a destination that is not there yet, to be
+// the base, and returns the destination's last element as the root's
+// name in it.
+func newTop(dest string) (int, []byte, error) {
+	parent, name := path.Split(strings.TrimRight(dest, "/"))
+	if parent == "" {
+		parent = "."
+	}
+	fd, err := unix.Open(parent, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, nil, err
+		return -1, nil, fmt.Errorf("its parent directory: %s", describe(err))
 	}
 	return fd, []byte(name), nil
 }
