@@ -251,6 +251,11 @@ func (w *Writer) WriteFrame(t Type, payload []byte) error {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.writeFrameLocked(t, payload)
+}
+
+// writeFrameLocked writes one frame in one Write; w is held.
+func (w *Writer) writeFrameLocked(t Type, payload []byte) error {
 	n := HeaderSize + len(payload)
 	if cap(w.buf) < n {
 		w.buf = make([]byte, n)
@@ -290,15 +295,7 @@ func (w *Writer) writeLocked(t Type, payload func() ([]byte, bool)) error {
 	if !ok {
 		return nil
 	}
-	n := HeaderSize + len(p)
-	if cap(w.buf) < n {
-		w.buf = make([]byte, n)
-	}
-	b := w.buf[:n]
-	PutHeader(b, t, len(p))
-	copy(b[HeaderSize:], p)
-	_, err := w.w.Write(b)
-	return err
+	return w.writeFrameLocked(t, p)
 }
 
 // WriteFramed writes b, whole frames whose headers were set with

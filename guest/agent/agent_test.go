@@ -44,11 +44,19 @@ func newServer(t *testing.T, cfg agent.Config) *agent.Server {
 // connect returns the host end of a connection served by srv.
 func connect(t *testing.T, srv *agent.Server) net.Conn {
 	t.Helper()
+	return connectAs(t, srv, func(c net.Conn) net.Conn { return c })
+}
+
+// connectAs is connect with the guest end as wrap makes it (a peer the
+// listener identified, say).
+func connectAs(t *testing.T, srv *agent.Server, wrap func(net.Conn) net.Conn) net.Conn {
+	t.Helper()
 	host, guest := net.Pipe()
+	conn := wrap(guest)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		srv.ServeConn(guest)
+		srv.ServeConn(conn)
 	}()
 	t.Cleanup(func() {
 		host.Close()

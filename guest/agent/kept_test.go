@@ -31,23 +31,11 @@ func (c peerConn) Peer() (uint32, bool) { return c.uid, c.asAny }
 // serial), which may do anything.
 func dial(t *testing.T, srv *agent.Server, uid int) *prototest.Peer {
 	t.Helper()
-	host, guest := net.Pipe()
-	var conn net.Conn = guest
-	if uid >= 0 {
-		conn = peerConn{Conn: guest, uid: uint32(uid), asAny: uid == 0}
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.ServeConn(conn)
-	}()
-	t.Cleanup(func() {
-		host.Close()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("agent did not finish serving the connection")
+	host := connectAs(t, srv, func(guest net.Conn) net.Conn {
+		if uid < 0 {
+			return guest
 		}
+		return peerConn{Conn: guest, uid: uint32(uid), asAny: uid == 0}
 	})
 	p := prototest.NewPeer(t, host)
 	p.Hello()

@@ -53,33 +53,31 @@ func (t *threadConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	for {
-		var n int
-		var err error
-		if cerr := t.rc.Read(func(fd uintptr) bool {
-			for {
-				n, err = unix.Read(int(fd), p)
-				if err == unix.EINTR {
-					continue
-				}
-				if err != unix.EAGAIN {
-					return true
-				}
-				// A signal (Go's preemption among them) ends the wait
-				// early; the loop reads again.
-				unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, -1)
+	var n int
+	var err error
+	if cerr := t.rc.Read(func(fd uintptr) bool {
+		for {
+			n, err = unix.Read(int(fd), p)
+			if err == unix.EINTR {
+				continue
 			}
-		}); cerr != nil {
-			return 0, cerr // closed
+			if err != unix.EAGAIN {
+				return true
+			}
+			// A signal (Go's preemption among them) ends the wait
+			// early; the loop reads again.
+			unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, -1)
 		}
-		switch {
-		case err != nil:
-			return 0, err
-		case n == 0:
-			return 0, io.EOF
-		}
-		return n, nil
+	}); cerr != nil {
+		return 0, cerr // closed
 	}
+	switch {
+	case err != nil:
+		return 0, err
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 // Close shuts the socket down before closing it: a Read waiting in poll

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -30,11 +29,8 @@ func bakeMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "usage: cork bake [flags] IN OUT\n"+
 			"  IN, OUT: a docker save tarball (plain or gzip'd), an OCI layout directory or an OCI archive; - for stdin/stdout\n%s", fs.FlagUsages())
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		return fail("%v", err)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() != 2 {
 		return fail("bake: want IN and OUT (cork bake [flags] IN OUT; - for stdin or stdout)")

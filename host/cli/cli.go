@@ -86,6 +86,19 @@ func Main(args []string) int {
 	return ExitCorkError
 }
 
+// parseFlags parses args into fs. When it reports false the command
+// returns code: 0 after --help, ExitCorkError after a bad flag, which it
+// names on stderr.
+func parseFlags(fs *pflag.FlagSet, args []string) (code int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0, false
+		}
+		return fail("%v", err), false
+	}
+	return 0, true
+}
+
 func fail(format string, a ...any) int {
 	fmt.Fprintf(os.Stderr, "cork: "+format+"\n", a...)
 	return ExitCorkError
@@ -188,11 +201,8 @@ func execMain(args []string) int {
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: cork exec [flags] -- COMMAND [ARG...]\n%s", fs.FlagUsages())
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		return fail("%v", err)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() == 0 {
 		return fail("exec: no command given (cork exec [flags] -- COMMAND [ARG...])")
@@ -501,11 +511,8 @@ func pingMain(args []string) int {
 	fs := pflag.NewFlagSet("cork ping", pflag.ContinueOnError)
 	t.flags(fs)
 	fs.IntVarP(&count, "count", "c", count, "pings to send")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		return fail("%v", err)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	conn, finish, err := t.dial(context.Background())
 	if err != nil {

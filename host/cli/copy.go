@@ -43,11 +43,8 @@ func copyMain(args []string) int {
 	fs.BoolVarP(&follow, "follow-link", "L", false, "copy what a source that is a symbolic link points to")
 	fs.BoolVarP(&quiet, "quiet", "q", false, "no progress on stderr")
 	fs.Usage = func() { fmt.Fprintf(os.Stderr, "%s%s", copyUsage, fs.FlagUsages()) }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		return fail("%v", err)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() < 2 {
 		fs.Usage()
@@ -66,6 +63,13 @@ func copyMain(args []string) int {
 	}
 	if !in && dest == "-" && term.IsTerminal(int(os.Stdout.Fd())) {
 		return fail("cp: not writing a tar stream to a terminal; redirect stdout")
+	}
+
+	if !in && len(srcs) > 1 && dest != "-" {
+		if fi, err := os.Stat(dest); err != nil || !fi.IsDir() {
+			fmt.Fprintf(os.Stderr, "cork: cp: destination %q must be an existing directory to copy %d sources into\n", dest, len(srcs))
+			return ExitCopyProblems
+		}
 	}
 
 	c := &client.Copy{Software: "cork " + Version, User: user, KeepOwners: archive, Follow: follow}
@@ -107,14 +111,6 @@ func copyMain(args []string) int {
 			sink = client.NewTarSink(os.Stdout)
 		} else {
 			sink = &copytree.Dest{Path: []byte(dest), Multi: len(srcs) > 1, KeepOwners: archive}
-			if len(srcs) > 1 {
-				if fi, err := os.Stat(dest); err != nil || !fi.IsDir() {
-					conn.Close()
-					finish()
-					fmt.Fprintf(os.Stderr, "cork: cp: destination %q must be an existing directory to copy %d sources into\n", dest, len(srcs))
-					return ExitCopyProblems
-				}
-			}
 		}
 		res, err = c.Out(conn, paths, sink)
 	}

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -81,11 +80,8 @@ func peekMain(args []string) int {
 
 // parseOneSession parses flags and the one NAME|ID argument.
 func parseOneSession(fs *pflag.FlagSet, args []string, cmd string) (string, int, bool) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return "", 0, false
-		}
-		return "", fail("%v", err), false
+	if code, ok := parseFlags(fs, args); !ok {
+		return "", code, false
 	}
 	if fs.NArg() != 1 {
 		return "", fail("%s: want one session, by name or id (cork ls lists them)", cmd), false
@@ -99,11 +95,8 @@ func lsMain(args []string) int {
 	fs := pflag.NewFlagSet("cork ls", pflag.ContinueOnError)
 	t.flags(fs)
 	fs.BoolVar(&asJSON, "json", false, "print the sessions as JSON, for tools")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		return fail("%v", err)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	conn, finish, err := t.dial(context.Background())
 	if err != nil {

@@ -88,10 +88,15 @@ func sendSizes(l *link, sl *SizeSlot, initial protocol.WindowSize, done <-chan s
 	sl.mu.Lock()
 	sl.last = initial
 	sl.mu.Unlock()
-	sl.setNow(func() bool {
+	// The link keeps the newest size whether or not it can be sent now:
+	// a reconnect's attach carries it.
+	record := func() {
 		if s, ok := sl.peek(); ok {
 			l.setSize(s)
 		}
+	}
+	sl.setNow(func() bool {
+		record()
 		tried, err := l.tryWriteOf(protocol.TypeResize, sl.next)
 		return tried && err == nil
 	})
@@ -102,9 +107,7 @@ func sendSizes(l *link, sl *SizeSlot, initial protocol.WindowSize, done <-chan s
 		case <-done:
 			return
 		}
-		if s, ok := sl.peek(); ok {
-			l.setSize(s)
-		}
+		record()
 		if l.writeOf(protocol.TypeResize, sl.next) != nil && !l.resumable() {
 			return
 		}
