@@ -30,17 +30,35 @@ type loadedResults struct {
 }
 
 // streams starts n sessions of the peer, each printing zeros as fast as
-// its pipes take them, read by a reader that throws them away.
+// its pipes take them, read by a reader that throws them away. It returns
+// once every one of them is flowing: a peer whose sessions start slowly
+// (ssh's take a quarter of a second each) would otherwise be measured
+// under less load, and a fast one under its own start-ups.
 func (p *peer) streams(n int) (stop func()) {
 	var cmds []*exec.Cmd
+	var flowing sync.WaitGroup
 	for range n {
 		args := p.pipe("cat", "/dev/zero")
 		cmd := exec.Command(args[0], args[1:]...)
 		stdout, err := cmd.StdoutPipe()
 		check(err)
 		check(cmd.Start())
-		go io.Copy(io.Discard, stdout)
+		flowing.Add(1)
+		go func() {
+			_, err := io.CopyN(io.Discard, stdout, 1<<20)
+			flowing.Done()
+			if err == nil {
+				io.Copy(io.Discard, stdout)
+			}
+		}()
 		cmds = append(cmds, cmd)
+	}
+	started := make(chan struct{})
+	go func() { flowing.Wait(); close(started) }()
+	select {
+	case <-started:
+	case <-time.After(time.Minute):
+		check(fmt.Errorf("%s: %d streams did not all start within a minute", p.name, n))
 	}
 	return func() {
 		for _, c := range cmds {
