@@ -40,10 +40,11 @@ type peer struct {
 	pipe  func(args ...string) []string // on pipes, stdin forwarded
 	probe string                        // the probe, as the peer's programs find it
 	// Results, one per round.
-	p50, p99, startup        []time.Duration
-	pipeOut, pipeIn, ttyOut  []float64
-	skip                     string
-	resizeOnly, noThroughput bool
+	p50, p99, startup       []time.Duration
+	pipeOut, pipeIn, ttyOut []float64
+	// noResize marks a peer that cannot resize (the bare relay pair):
+	// its resize cells stay empty.
+	noResize bool
 }
 
 // sshd is a private OpenSSH server on loopback: its own config, host key
@@ -273,7 +274,17 @@ func printPeers(out io.Writer, b *harness.Binaries, a *agent) {
 		pipe: func(x ...string) []string {
 			return append([]string{b.Cork, "exec", "-i", "--machine", "m", "--smolvm", b.Standin, "--agent", b.Corkd, "--"}, x...)
 		}}
-	peers := []*peer{floor, corkUnix, corkMachine}
+	// The bare relay pair is the ceiling for any agent and client: the
+	// same two processes on the path as cork, doing nothing but io.Copy.
+	bareSock := filepath.Join(dir, "barerelay.sock")
+	bare := exec.Command(b.Barerelay, "serve", bareSock)
+	check(bare.Start())
+	defer func() { bare.Process.Kill(); bare.Wait() }()
+	waitForSocket(bareSock)
+	bareRelay := &peer{name: "bare relay pair (io.Copy, no protocol): the ceiling", noResize: true,
+		tty:  func(x ...string) []string { return append([]string{b.Barerelay, "-t", bareSock, "--"}, x...) },
+		pipe: func(x ...string) []string { return append([]string{b.Barerelay, bareSock, "--"}, x...) }}
+	peers := []*peer{floor, bareRelay, corkUnix, corkMachine}
 
 	var skipped []string
 	if _, err := exec.LookPath("sshd"); err == nil || fileExists("/usr/sbin/sshd") {
@@ -309,7 +320,7 @@ func printPeers(out io.Writer, b *harness.Binaries, a *agent) {
 	if *peerFilter != "" {
 		var kept []*peer
 		for _, p := range peers {
-			if p == floor || p == corkUnix || strings.Contains(p.name, *peerFilter) {
+			if p == floor || p == bareRelay || p == corkUnix || strings.Contains(p.name, *peerFilter) {
 				kept = append(kept, p)
 			}
 		}
@@ -321,8 +332,12 @@ func printPeers(out io.Writer, b *harness.Binaries, a *agent) {
 		for _, p := range peers {
 			probe := probeFor(b, p)
 			progress("peers round %d: %s", round, p.name)
-			p50, p99 := p.measureResize(probe, 100)
-			p.p50, p.p99 = append(p.p50, p50), append(p.p99, p99)
+			if !p.noResize {
+				p50, p99 := p.measureResize(probe, 100)
+				p.p50, p.p99 = append(p.p50, p50), append(p.p99, p99)
+			} else if *peerResize {
+				continue
+			}
 			if *peerResize {
 				p.startup, p.pipeOut, p.pipeIn, p.ttyOut = append(p.startup, 1), append(p.pipeOut, 1), append(p.pipeIn, 1), append(p.ttyOut, 1)
 				continue
@@ -343,7 +358,8 @@ func printPeers(out io.Writer, b *harness.Binaries, a *agent) {
 	fmt.Fprintln(out, "| | resize p50 ms | resize p99 ms | start-up `true` ms | pipe out MiB/s (slowest run) | pipe in MiB/s (slowest) | tty out MiB/s (slowest) |")
 	fmt.Fprintln(out, "|---|---|---|---|---|---|---|")
 	for _, p := range peers {
-		fmt.Fprintf(out, "| %s | %s | %s | %s | %.0f (%.0f) | %.0f (%.0f) | %.0f (%.0f) |\n", p.name, ms(median(p.p50)), ms(median(p.p99)), ms(median(p.startup)),
+		p50, p99 := p.resizeCells()
+		fmt.Fprintf(out, "| %s | %s | %s | %s | %.0f (%.0f) | %.0f (%.0f) | %.0f (%.0f) |\n", p.name, p50, p99, ms(median(p.startup)),
 			medianF(p.pipeOut), slices.Min(p.pipeOut), medianF(p.pipeIn), slices.Min(p.pipeIn), medianF(p.ttyOut), slices.Min(p.ttyOut))
 	}
 	fmt.Fprintf(out, "\ncork (unix socket) ÷ peer, medians (under 1 is better for times, over 1 for MiB/s):\n\n")
@@ -354,8 +370,11 @@ func printPeers(out io.Writer, b *harness.Binaries, a *agent) {
 		if p == c {
 			continue
 		}
-		fmt.Fprintf(out, "| %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", p.name,
-			ratio(median(c.p50), median(p.p50)), ratio(median(c.p99), median(p.p99)), ratio(median(c.startup), median(p.startup)),
+		p50, p99 := "", ""
+		if !p.noResize {
+			p50, p99 = fmt.Sprintf("%.2f", ratio(median(c.p50), median(p.p50))), fmt.Sprintf("%.2f", ratio(median(c.p99), median(p.p99)))
+		}
+		fmt.Fprintf(out, "| %s | %s | %s | %.2f | %.2f | %.2f | %.2f |\n", p.name, p50, p99, ratio(median(c.startup), median(p.startup)),
 			medianF(c.pipeOut)/medianF(p.pipeOut), medianF(c.pipeIn)/medianF(p.pipeIn), medianF(c.ttyOut)/medianF(p.ttyOut))
 	}
 	// Per round, the figure this project exists for.
@@ -393,6 +412,32 @@ func probeFor(b *harness.Binaries, p *peer) string {
 		return p.probe
 	}
 	return b.Probe
+}
+
+// resizeCells are the peer's resize p50 and p99 in ms, each the median
+// over the rounds, or empty for a peer that cannot resize.
+func (p *peer) resizeCells() (p50, p99 string) {
+	if p.noResize {
+		return "", ""
+	}
+	return ms(median(p.p50)), ms(median(p.p99))
+}
+
+// waitForSocket returns once something accepts connections on the unix
+// socket path, and fails the run after 10 s.
+func waitForSocket(path string) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("unix", path)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			check(fmt.Errorf("nothing listens on %s: %v", path, err))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }

@@ -26,6 +26,7 @@ type Binaries struct {
 	Probe      string // reports its terminal's size (host/e2e/probe)
 	Standin    string // the smolvm machine exec stand-in
 	Forkresize string // the fork-per-resize workaround, for the benchmark
+	Barerelay  string // a bare relay pair, the benchmark's ceiling for any agent and client
 }
 
 // Build compiles every binary into dir as a release is built: static,
@@ -39,7 +40,7 @@ func Build(dir string) (*Binaries, error) {
 	}{
 		{&b.Cork, "host/cmd/cork", ""}, {&b.Corkd, "guest/cmd/corkd", ""}, {&b.CorkdARM64, "guest/cmd/corkd", "arm64"},
 		{&b.Probe, "host/e2e/probe", ""}, {&b.Standin, "host/e2e/smolvm-standin", ""},
-		{&b.Forkresize, "host/e2e/bench/forkresize", ""},
+		{&b.Forkresize, "host/e2e/bench/forkresize", ""}, {&b.Barerelay, "host/e2e/bench/barerelay", ""},
 	} {
 		name := filepath.Base(p.pkg)
 		env := []string{"CGO_ENABLED=0"}
