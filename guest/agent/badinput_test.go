@@ -111,30 +111,32 @@ func TestSessionRejects(t *testing.T) {
 	tests := []struct {
 		name string
 		tty  bool
-		send func(w *protocol.Writer)
+		send func(w *protocol.Writer, window uint32)
 		text string
 	}{
-		{"second exec", false, func(w *protocol.Writer) {
+		{"second exec", false, func(w *protocol.Writer, _ uint32) {
 			w.WriteJSON(protocol.TypeExec, &protocol.Exec{Argv: []string{"true"}})
 		}, "unexpected exec frame during a session"},
-		{"stdin after EOF", false, func(w *protocol.Writer) {
+		{"stdin after EOF", false, func(w *protocol.Writer, _ uint32) {
 			w.WriteFrame(protocol.TypeStdinEOF, nil)
 			w.WriteFrame(protocol.TypeStdin, []byte("late"))
 		}, "stdin data after stdin EOF"},
-		{"stdin window overrun", false, func(w *protocol.Writer) {
-			for i := 0; i < 20; i++ {
+		{"stdin window overrun", false, func(w *protocol.Writer, window uint32) {
+			// Twice the window the agent gave: the program's pipe takes
+			// some of it, and acknowledges it, before the writer blocks.
+			for i := uint32(0); i < 2*window/(32<<10); i++ {
 				w.WriteFrame(protocol.TypeStdin, make([]byte, 32<<10))
 			}
 		}, "overran the stdin window"},
-		{"unknown frame type", true, func(w *protocol.Writer) { w.WriteFramed(prototest.Header(protocol.Type(0x66), 0)) }, "unknown frame type 0x66"},
-		{"short resize", true, func(w *protocol.Writer) { w.WriteFrame(protocol.TypeResize, []byte{1, 2}) }, "resize payload has 2 bytes"},
+		{"unknown frame type", true, func(w *protocol.Writer, _ uint32) { w.WriteFramed(prototest.Header(protocol.Type(0x66), 0)) }, "unknown frame type 0x66"},
+		{"short resize", true, func(w *protocol.Writer, _ uint32) { w.WriteFrame(protocol.TypeResize, []byte{1, 2}) }, "resize payload has 2 bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			conn := connect(t, srv)
 			// A program that neither reads nor ends by itself.
 			p, st := rawSession(t, conn, protocol.Exec{Argv: []string{"sleep", "600"}, TTY: tt.tty, Stdin: true})
-			go tt.send(p.W)
+			go tt.send(p.W, st.StdinWindow)
 			p.ExpectError(protocol.KindProtocol, tt.text)
 			// The session is over: its program is gone.
 			waitFor(t, "the session's program to end", 10*time.Second, func() bool { return sessionAlive(st.PID) == 0 })

@@ -56,6 +56,18 @@ func (l *link) write(t protocol.Type, p []byte, retry bool) error {
 	}
 }
 
+// writeFramed writes b, one whole frame, on the current connection
+// (protocol.Writer.WriteFramed); it is not retried across a reconnection.
+func (l *link) writeFramed(b []byte) error {
+	l.mu.Lock()
+	w, closed := l.w, l.closed
+	l.mu.Unlock()
+	if closed {
+		return errLinkClosed
+	}
+	return w.WriteFramed(b)
+}
+
 // writeOf writes the frame payload gives, holding the current connection's
 // writer while it is chosen (protocol.Writer.WriteFrameOf).
 func (l *link) writeOf(t protocol.Type, payload func() ([]byte, bool)) error {
