@@ -74,13 +74,15 @@ func TestSoak(t *testing.T) {
 	}
 	elapsed := time.Since(began)
 
-	// corkd settles back: no session, no leaked descriptor or goroutine.
+	// corkd settles back: no session, no leaked descriptor or goroutine,
+	// and its memory returned (it waits for a quiet moment to do that).
 	var after stats
 	termtest.WaitFor(t, "corkd to return to its idle figures", 20*time.Second, func() bool {
 		after = corkdStats(t, a)
 		// Idle may have caught the readiness probe's connection closing:
 		// no leak means no more than then.
-		return after.sessions == 0 && after.fds <= idle.fds && after.goroutines <= idle.goroutines
+		return after.sessions == 0 && after.fds <= idle.fds && after.goroutines <= idle.goroutines &&
+			after.rss <= idle.rss+8<<10
 	})
 	if z := zombiesOf(pid); z > 0 {
 		t.Errorf("%d zombie children of corkd", z)
