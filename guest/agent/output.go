@@ -28,6 +28,14 @@ const dataFrameSize = 128 << 10
 // payloadAlign is where a frame's payload starts in pump's buffer.
 const payloadAlign = 64
 
+// outputBufs pools pump's buffers: two of 128 KiB for every session, even
+// one that prints nothing, made the heap grow by a quarter of a MiB per
+// `cork exec -- true` and the collector run every few sessions.
+var outputBufs = sync.Pool{New: func() any {
+	b := make([]byte, payloadAlign+dataFrameSize)
+	return &b
+}}
+
 // pump reads output and hands it to deliver as whole frames until EOF (EIO
 // for a PTY whose every slave is closed) or the end of draining. It reads
 // whatever becomes of the frames, so that the program never waits on a host
@@ -36,7 +44,9 @@ func (o *output) pump(deliver func(frame []byte)) {
 	// The payload starts on a cache line: the kernel copies into an
 	// unaligned buffer several times slower (perf showed corkd's pipe
 	// reads, at offset 5, costing eight times the same bytes read by cat).
-	buf := make([]byte, payloadAlign+dataFrameSize)[payloadAlign-protocol.HeaderSize:]
+	pooled := outputBufs.Get().(*[]byte)
+	defer outputBufs.Put(pooled)
+	buf := (*pooled)[payloadAlign-protocol.HeaderSize:]
 	rc, rcErr := o.f.SyscallConn()
 	own := false // whether the deadline in force is pump's own idle deadline
 	for {
