@@ -228,9 +228,9 @@ func copyFile(src, dst string) {
 	check(os.WriteFile(dst, b, 0o755))
 }
 
-// measureResize runs the probe on the peer's terminal and returns p50 and
-// p99 of single resizes.
-func (p *peer) measureResize(probe string, n int) (time.Duration, time.Duration) {
+// measureResize runs the probe on the peer's terminal and returns the
+// latencies of n single resizes.
+func (p *peer) measureResize(probe string, n int) []time.Duration {
 	t := startTerminal(24, 80, nil, p.tty(probe)...)
 	defer t.quit()
 	if _, ok := t.next("start", 60*time.Second); !ok {
@@ -251,7 +251,7 @@ func (p *peer) measureResize(probe string, n int) (time.Duration, time.Duration)
 			}
 		}
 	}
-	return median(lat), percentile(lat, 0.99)
+	return lat
 }
 
 // printPeers prints the peers table: every column for every row.
@@ -333,8 +333,8 @@ func printPeers(out io.Writer, b *harness.Binaries, a *agent) {
 			probe := probeFor(b, p)
 			progress("peers round %d: %s", round, p.name)
 			if !p.noResize {
-				p50, p99 := p.measureResize(probe, 100)
-				p.p50, p.p99 = append(p.p50, p50), append(p.p99, p99)
+				lat := p.measureResize(probe, 100)
+				p.p50, p.p99 = append(p.p50, median(lat)), append(p.p99, percentile(lat, 0.99))
 			} else if *peerResize {
 				continue
 			}
