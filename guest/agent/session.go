@@ -421,6 +421,9 @@ func (ss *session) serve(cl *client, r *protocol.Reader) {
 		// It is never unlocked, so it ends with the goroutine: the
 		// threads of sessions gone do not stay with the agent.
 		runtime.LockOSThread()
+		if tc, ok := cl.conn.(*threadConn); ok {
+			tc.preferWakeups()
+		}
 		readErr <- ss.readFrames(cl, r)
 	}()
 	select {

@@ -1,12 +1,19 @@
 package agent
 
 import (
+	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func unixPair(t *testing.T) (server, client net.Conn) {
@@ -88,5 +95,88 @@ func TestThreadConnLeavesOthers(t *testing.T) {
 	defer w.Close()
 	if c := newThreadConn(r); c != io.ReadWriteCloser(r) {
 		t.Fatalf("a pipe was wrapped: %T", c)
+	}
+}
+
+// schedPolicy is thread tid's scheduling policy, from /proc; -1 if it
+// cannot be read.
+func schedPolicy(tid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/stat", tid))
+	if err != nil {
+		return -1
+	}
+	// Fields after the command name, which may hold spaces; policy is
+	// field 41 of proc(5), the 39th after the name.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 39 {
+		return -1
+	}
+	p, err := strconv.Atoi(f[38])
+	if err != nil {
+		return -1
+	}
+	return p
+}
+
+// TestThreadConnWaitsInFIFO: the session's reader waits for frames in
+// SCHED_FIFO, drops to SCHED_NORMAL after maxUnwaitedReads reads that
+// found data waiting (a flooding host gets no priority), and is in
+// SCHED_FIFO again once it has waited.
+func TestThreadConnWaitsInFIFO(t *testing.T) {
+	server, client := unixPair(t)
+	c := newThreadConn(server).(*threadConn)
+	defer c.Close()
+	const queued = 2 * maxUnwaitedReads
+	client.Write(make([]byte, queued))
+
+	type report struct {
+		tid                       int
+		allowed                   bool
+		start, flooded, afterWait int
+	}
+	tids, drained, done := make(chan int, 1), make(chan struct{}), make(chan report, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the test
+		r := report{tid: unix.Gettid()}
+		tids <- r.tid
+		if r.allowed = c.preferWakeups(); !r.allowed {
+			close(drained)
+			done <- r
+			return
+		}
+		r.start = schedPolicy(r.tid)
+		one := make([]byte, 1)
+		for range maxUnwaitedReads + 1 {
+			c.Read(one)
+		}
+		r.flooded = schedPolicy(r.tid)
+		for range queued - maxUnwaitedReads - 1 {
+			c.Read(one)
+		}
+		close(drained)
+		c.Read(one) // waits: nothing is queued
+		r.afterWait = schedPolicy(r.tid)
+		done <- r
+	}()
+	tid := <-tids
+	<-drained
+	// The reader is about to wait, or waiting, once it is back in FIFO.
+	deadline := time.Now().Add(10 * time.Second)
+	for schedPolicy(tid) != unix.SCHED_FIFO {
+		select {
+		case r := <-done:
+			t.Skipf("this process may not use SCHED_FIFO (allowed: %v)", r.allowed)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the reader did not go back to SCHED_FIFO to wait")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	client.Write([]byte{1})
+	r := <-done
+	if r.start != unix.SCHED_FIFO || r.flooded != unix.SCHED_NORMAL || r.afterWait != unix.SCHED_FIFO {
+		t.Fatalf("policies: at start %d, after %d reads without waiting %d, after a wait %d (FIFO is %d, NORMAL %d)",
+			r.start, maxUnwaitedReads+1, r.flooded, r.afterWait, unix.SCHED_FIFO, unix.SCHED_NORMAL)
 	}
 }
