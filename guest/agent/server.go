@@ -133,6 +133,10 @@ func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, log: cfg.Logger, self: self, kept: newKeptSessions(cfg.MaxKept)}
 	s.freeMemory = time.AfterFunc(time.Duration(math.MaxInt64), func() {
 		if s.active.Load() == 0 {
+			// Twice: the pooled frame buffers survive the first
+			// collection in their pool's victim cache, and only the
+			// second frees them.
+			debug.FreeOSMemory()
 			debug.FreeOSMemory()
 		}
 	})
