@@ -129,6 +129,7 @@ func PutHeader(b []byte, t Type, n int) {
 // small payload cost one read, not two: the stream belongs to it.
 type Reader struct {
 	r      *bufio.Reader
+	src    io.Reader // the stream under r
 	hdr    [HeaderSize]byte
 	limit  uint32
 	shared []byte // NextShared's buffer
@@ -142,7 +143,7 @@ const readBuffer = 4 << 10
 
 // NewReader returns a Reader reading frames from r.
 func NewReader(r io.Reader) *Reader {
-	return &Reader{r: bufio.NewReaderSize(r, readBuffer), limit: MaxPayload}
+	return &Reader{r: bufio.NewReaderSize(r, readBuffer), src: r, limit: MaxPayload}
 }
 
 // SetLimit lowers the largest payload r accepts below MaxPayload.
@@ -179,32 +180,77 @@ func (r *Reader) NextInto(buf *[]byte) (Type, []byte, error) {
 	return r.next(buf)
 }
 
+// NextCopying is NextShared, except that the payload of a frame of type
+// copied goes to dst as it is read, and is not returned: the bytes r has
+// buffered with a Write, the rest by io.Copy from the stream itself, so
+// that a *os.File dst splices them from a socket in the kernel. n is how
+// many payload bytes reached dst; a frame cut short, in the stream or at
+// dst, returns the error with the bytes that did.
+func (r *Reader) NextCopying(copied Type, dst io.Writer) (t Type, p []byte, n int64, err error) {
+	t, size, err := r.header()
+	if err != nil || t != copied {
+		if err == nil {
+			p, err = r.payload(&r.shared, t, size)
+		}
+		return t, p, 0, err
+	}
+	if b := min(r.r.Buffered(), int(size)); b > 0 {
+		head, _ := r.r.Peek(b)
+		m, err := dst.Write(head)
+		r.r.Discard(m)
+		if n = int64(m); err != nil {
+			return t, nil, n, err
+		}
+	}
+	m, err := io.Copy(dst, io.LimitReader(r.src, int64(size)-n))
+	if n += m; err == nil && n < int64(size) {
+		err = fmt.Errorf("protocol: %w: %s frame has %d of %d payload bytes", ErrTruncated, t, n, size)
+	}
+	return t, nil, n, err
+}
+
 func (r *Reader) next(buf *[]byte) (Type, []byte, error) {
+	t, n, err := r.header()
+	if err != nil {
+		return 0, nil, err
+	}
+	p, err := r.payload(buf, t, n)
+	return t, p, err
+}
+
+// header reads and checks a frame header: its type and payload length.
+func (r *Reader) header() (Type, uint32, error) {
 	if n, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
 		if err == io.EOF {
-			return 0, nil, io.EOF
+			return 0, 0, io.EOF
 		}
 		if err == io.ErrUnexpectedEOF {
-			return 0, nil, fmt.Errorf("protocol: %w: header has %d of %d bytes", ErrTruncated, n, HeaderSize)
+			return 0, 0, fmt.Errorf("protocol: %w: header has %d of %d bytes", ErrTruncated, n, HeaderSize)
 		}
-		return 0, nil, err
+		return 0, 0, err
 	}
 	t := Type(r.hdr[0])
 	n := binary.BigEndian.Uint32(r.hdr[1:])
 	if !t.Known() {
-		return 0, nil, fmt.Errorf("protocol: %w 0x%02x (length %d)", ErrUnknownType, uint8(t), n)
+		return 0, 0, fmt.Errorf("protocol: %w 0x%02x (length %d)", ErrUnknownType, uint8(t), n)
 	}
 	if n > r.limit {
-		return 0, nil, fmt.Errorf("protocol: %w: %s frame of %d bytes, the limit is %d", ErrTooLarge, t, n, r.limit)
+		return 0, 0, fmt.Errorf("protocol: %w: %s frame of %d bytes, the limit is %d", ErrTooLarge, t, n, r.limit)
 	}
+	return t, n, nil
+}
+
+// payload reads the n bytes of a t frame's payload into *buf (see
+// payloadBuffer).
+func (r *Reader) payload(buf *[]byte, t Type, n uint32) ([]byte, error) {
 	p := r.payloadBuffer(buf, int(n))
 	if got, err := io.ReadFull(r.r, p); err != nil {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return 0, nil, fmt.Errorf("protocol: %w: %s frame has %d of %d payload bytes", ErrTruncated, t, got, n)
+			return nil, fmt.Errorf("protocol: %w: %s frame has %d of %d payload bytes", ErrTruncated, t, got, n)
 		}
-		return 0, nil, err
+		return nil, err
 	}
-	return t, p, nil
+	return p, nil
 }
 
 // payloadAlign is the alignment of the bytes of a payload read straight

@@ -387,3 +387,44 @@ func TestValidName(t *testing.T) {
 		}
 	}
 }
+
+// TestNextCopying: the chosen type's payloads go to the writer whole,
+// whether the reader had buffered all of one, part or none; other frames
+// come back as NextShared returns them; a payload cut short is an error
+// that counts what did arrive.
+func TestNextCopying(t *testing.T) {
+	var stream bytes.Buffer
+	w := NewWriter(&stream)
+	big := bytes.Repeat([]byte("0123456789"), 10000) // far over the read buffer
+	w.WriteFrame(TypeStdout, []byte("small"))
+	w.WriteFrame(TypeStderr, []byte("err"))
+	w.WriteFrame(TypeStdout, big)
+	w.WriteFrame(TypeStdout, nil)
+	r := NewReader(&stream)
+	var out bytes.Buffer
+	for i, want := range []struct {
+		t Type
+		p string
+		n int64
+	}{{TypeStdout, "", 5}, {TypeStderr, "err", 0}, {TypeStdout, "", int64(len(big))}, {TypeStdout, "", 0}} {
+		typ, p, n, err := r.NextCopying(TypeStdout, &out)
+		if err != nil || typ != want.t || string(p) != want.p || n != want.n {
+			t.Fatalf("frame %d: %s %q %d %v, want %s %q %d", i, typ, p, n, err, want.t, want.p, want.n)
+		}
+	}
+	if out.String() != "small"+string(big) {
+		t.Fatalf("copied %d bytes, want %d", out.Len(), 5+len(big))
+	}
+	if _, _, _, err := r.NextCopying(TypeStdout, &out); err != io.EOF {
+		t.Fatalf("at the end: %v", err)
+	}
+
+	stream.Reset()
+	w.WriteFrame(TypeStdout, big)
+	stream.Truncate(HeaderSize + 6000)
+	out.Reset()
+	r = NewReader(&stream)
+	if _, _, n, err := r.NextCopying(TypeStdout, &out); !errors.Is(err, ErrTruncated) || n != 6000 || out.Len() != 6000 {
+		t.Fatalf("cut short: %d bytes, %d copied, %v", n, out.Len(), err)
+	}
+}

@@ -8,10 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
+	"runtime"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/corkvm/cork/protocol"
+	"golang.org/x/sys/unix"
 )
 
 // ErrNoExit is returned when the connection ends before the program's exit
@@ -230,11 +235,36 @@ func (s *Session) Run(ctx context.Context, conn io.ReadWriteCloser) (protocol.Ex
 		}
 	}
 	var seen uint64 // output bytes of the session, counted from its start
+	// A kept session counts its output frame by frame to resume from it:
+	// only a plain one's output is spliced.
+	spliceOut := s.Attach == nil && !s.Exec.Keep && splices(conn, s.Stdout)
 
 	for {
 		// Every frame is consumed before the next is read: output goes
 		// out at once, so its buffer can be reused.
-		t, p, err := l.r.NextShared()
+		var t protocol.Type
+		var p []byte
+		var err error
+		if spliceOut {
+			var n int64
+			t, p, n, err = l.r.NextCopying(protocol.TypeStdout, s.Stdout)
+			if t == protocol.TypeStdout {
+				seen += uint64(n)
+				if errors.Is(err, syscall.EPIPE) {
+					// Nobody reads the pipe any more. A write fails the
+					// same way and does what a write would have done
+					// here: Go ends a program whose stdout it is with
+					// SIGPIPE, as cat ends, and reports it otherwise.
+					_, err = s.Stdout.Write([]byte{0})
+					return protocol.Exit{}, fmt.Errorf("writing output: %w", err)
+				}
+				if err == nil {
+					continue
+				}
+			}
+		} else {
+			t, p, err = l.r.NextShared()
+		}
 		if err != nil {
 			switch {
 			case ctx.Err() != nil:
@@ -395,4 +425,20 @@ func sendSignals(l *link, sigs <-chan string, done <-chan struct{}) {
 			return
 		}
 	}
+}
+
+// splices reports whether output for out can go from conn in the kernel:
+// splice(2) from a unix socket into a pipe, with no copy through cork
+// (with it, 1 GiB of pipe output ran at 765-1045 MiB/s against 595-769
+// with read and write, alternating).
+func splices(conn io.ReadWriteCloser, out io.Writer) bool {
+	f, ok := out.(*os.File)
+	if !ok || runtime.GOOS != "linux" {
+		return false
+	}
+	if _, ok := conn.(*net.UnixConn); !ok {
+		return false
+	}
+	var st unix.Stat_t
+	return unix.Fstat(int(f.Fd()), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFIFO
 }

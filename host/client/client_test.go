@@ -18,6 +18,12 @@ import (
 func fakeAgent(t *testing.T, handle func(r *protocol.Reader, w *protocol.Writer, req protocol.Exec)) net.Conn {
 	t.Helper()
 	host, guest := net.Pipe()
+	serveFake(guest, handle)
+	return host
+}
+
+// serveFake is fakeAgent on the guest end of a connection given.
+func serveFake(guest net.Conn, handle func(r *protocol.Reader, w *protocol.Writer, req protocol.Exec)) {
 	go func() {
 		defer guest.Close()
 		r, w := protocol.NewReader(guest), protocol.NewWriter(guest)
@@ -33,7 +39,6 @@ func fakeAgent(t *testing.T, handle func(r *protocol.Reader, w *protocol.Writer,
 		protocol.Decode(typ, p, &req)
 		handle(r, w, req)
 	}()
-	return host
 }
 
 func runFake(t *testing.T, s *Session, handle func(*protocol.Reader, *protocol.Writer, protocol.Exec)) (protocol.Exit, error) {
