@@ -439,6 +439,14 @@ func splices(conn io.ReadWriteCloser, out io.Writer) bool {
 	if _, ok := conn.(*net.UnixConn); !ok {
 		return false
 	}
-	var st unix.Stat_t
-	return unix.Fstat(int(f.Fd()), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFIFO
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	pipe := false
+	rc.Control(func(fd uintptr) {
+		var st unix.Stat_t
+		pipe = unix.Fstat(int(fd), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFIFO
+	})
+	return pipe
 }
