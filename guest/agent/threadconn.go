@@ -113,11 +113,13 @@ func (t *threadConn) SetWriteDeadline(d time.Time) error {
 // 1 ms through sshd, whose sessions are processes of their own). A thread
 // in SCHED_FIFO runs as soon as it wakes, whatever group it is in.
 //
-// Only a thread that has waited runs so: after maxUnwaitedReads reads in a
-// row that found data waiting, it drops back to SCHED_OTHER until it
-// waits again, so that a host that floods its connection gets no more
-// than the agent's other threads.
-const maxUnwaitedReads = 16
+// Only the reads that end a wait run so: the one that brings the frame,
+// and one more for a frame that arrives in two pieces. A third read in a
+// row that finds data waiting drops the thread to SCHED_NORMAL until it
+// waits again, so that a host that floods its connection, or sends burst
+// after burst, gets at most a buffer's worth of frames handled ahead of
+// the guest's other work per wait.
+const maxUnwaitedReads = 2
 
 // preferWakeups makes the calling thread, which must be locked to the
 // session's reader and end with it, wait for frames in SCHED_FIFO at the
@@ -152,7 +154,7 @@ func (t *threadConn) aboutToWait() {
 }
 
 // setFIFO puts the calling thread in SCHED_FIFO at priority 1 (on) or
-// back in SCHED_OTHER.
+// back in SCHED_NORMAL.
 func setFIFO(on bool) error {
 	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_NORMAL}
 	if on {
