@@ -428,3 +428,17 @@ func TestNextCopying(t *testing.T) {
 		t.Fatalf("cut short: %d bytes, %d copied, %v", n, out.Len(), err)
 	}
 }
+
+// TestNewDataFrameAligned: a data frame's payload starts on a payloadAlign
+// boundary, with room for the header before it and n bytes after.
+func TestNewDataFrameAligned(t *testing.T) {
+	for _, n := range []int{1, 4096, 128 << 10} {
+		b := NewDataFrame(n)
+		if len(b) != HeaderSize+n {
+			t.Fatalf("NewDataFrame(%d) has %d bytes, want %d", n, len(b), HeaderSize+n)
+		}
+		if at := uintptr(unsafe.Pointer(&b[HeaderSize])); at%payloadAlign != 0 {
+			t.Fatalf("NewDataFrame(%d): the payload starts at %#x, not on a %d-byte boundary", n, at, payloadAlign)
+		}
+	}
+}

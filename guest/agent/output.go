@@ -25,14 +25,12 @@ type output struct {
 // direction only with acks and the exit, so it may be large.
 const dataFrameSize = 128 << 10
 
-// payloadAlign is where a frame's payload starts in pump's buffer.
-const payloadAlign = 64
-
-// outputBufs pools pump's buffers: two of 128 KiB for every session, even
-// one that prints nothing, made the heap grow by a quarter of a MiB per
-// `cork exec -- true` and the collector run every few sessions.
+// outputBufs pools pump's frame buffers: two of 128 KiB for every
+// session, even one that prints nothing, made the heap grow by a quarter
+// of a MiB per `cork exec -- true` and the collector run every few
+// sessions.
 var outputBufs = sync.Pool{New: func() any {
-	b := make([]byte, payloadAlign+dataFrameSize)
+	b := protocol.NewDataFrame(dataFrameSize)
 	return &b
 }}
 
@@ -41,12 +39,9 @@ var outputBufs = sync.Pool{New: func() any {
 // whatever becomes of the frames, so that the program never waits on a host
 // that has gone.
 func (o *output) pump(deliver func(frame []byte)) {
-	// The payload starts on a cache line: the kernel copies into an
-	// unaligned buffer several times slower (perf showed corkd's pipe
-	// reads, at offset 5, costing eight times the same bytes read by cat).
 	pooled := outputBufs.Get().(*[]byte)
 	defer outputBufs.Put(pooled)
-	buf := (*pooled)[payloadAlign-protocol.HeaderSize:]
+	buf := *pooled
 	rc, rcErr := o.f.SyscallConn()
 	own := false // whether the deadline in force is pump's own idle deadline
 	for {

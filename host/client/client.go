@@ -386,14 +386,11 @@ func (s *Session) reattach(ctx context.Context, l *link, seen uint64) error {
 // StdinEOF when in ends. Input typed while a kept session reconnects is
 // dropped, as over any connection that breaks.
 func sendStdin(l *link, in io.Reader, c *credit) {
-	// Input is read straight after a frame header, its first byte on a
-	// cache line (the kernel copies into unaligned memory several times
-	// slower), and goes out in one write without a copy. Frames as large
-	// as the agent's output frames halve the acks and wake-ups per MiB
-	// against 32 KiB ones.
+	// Input is read straight after a frame header and goes out in one
+	// write without a copy. Frames as large as the agent's output frames
+	// halve the acks and wake-ups per MiB against 32 KiB ones.
 	const chunk = 128 << 10
-	const align = 64
-	frame := make([]byte, align+chunk)[align-protocol.HeaderSize:]
+	frame := protocol.NewDataFrame(chunk)
 	for {
 		n := c.take(chunk)
 		if n == 0 {
