@@ -22,30 +22,23 @@ func (s *Server) copyRequest(hs *handshake, t protocol.Type, p []byte, peer Peer
 	var in protocol.CopyIn
 	var out protocol.CopyOut
 	var user string
-	var err error
 	if t == protocol.TypeCopyIn {
-		if err = protocol.Decode(t, p, &in); err == nil {
-			err = in.Validate()
+		if !hs.request(t, p, &in) {
+			return
 		}
 		user = in.User
 	} else {
-		if err = protocol.Decode(t, p, &out); err == nil {
-			err = out.Validate()
+		if !hs.request(t, p, &out) {
+			return
 		}
 		user = out.User
-	}
-	if err != nil {
-		hs.refuse(protocol.KindRequest, err.Error())
-		return
 	}
 	acct, perr := s.account(user, peer)
 	if perr != nil {
 		hs.refuse(perr.Kind, perr.Message)
 		return
 	}
-	if n := s.active.Add(1); n > int64(s.cfg.MaxSessions) {
-		s.sessionEnded()
-		hs.refuse(protocol.KindBusy, fmt.Sprintf("corkd is at its limit of %d sessions", s.cfg.MaxSessions))
+	if !s.admit(hs) {
 		return
 	}
 	defer s.sessionEnded()

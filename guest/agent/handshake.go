@@ -24,6 +24,21 @@ func (h *handshake) refuse(kind, msg string) {
 	h.w.WriteJSON(protocol.TypeError, &protocol.Error{Kind: kind, Message: msg})
 }
 
+// request decodes the request p into v and checks it with its Validate
+// method, if it has one. It reports false, the refusal sent, when either
+// fails.
+func (h *handshake) request(t protocol.Type, p []byte, v any) bool {
+	err := protocol.Decode(t, p, v)
+	if vv, ok := v.(interface{ Validate() error }); ok && err == nil {
+		err = vv.Validate()
+	}
+	if err != nil {
+		h.refuse(protocol.KindRequest, err.Error())
+		return false
+	}
+	return true
+}
+
 // run exchanges hellos, answers pings, and returns the first other frame:
 // the request. It reports false when the connection ended or was refused
 // (the refusal sent).

@@ -154,19 +154,13 @@ func (s *Server) keptRequest(h *handshake, t protocol.Type, p []byte, peer Peer)
 		h.w.WriteJSON(protocol.TypeSessions, &protocol.Sessions{Sessions: s.kept.list(peer)})
 	case protocol.TypeAttach:
 		var a protocol.Attach
-		if err := protocol.Decode(t, p, &a); err != nil {
-			h.refuse(protocol.KindRequest, err.Error())
-			return
-		}
-		if err := a.Validate(); err != nil {
-			h.refuse(protocol.KindRequest, err.Error())
+		if !h.request(t, p, &a) {
 			return
 		}
 		s.attachTo(h, &a, peer)
 	case protocol.TypeKill:
 		var k protocol.Kill
-		if err := protocol.Decode(t, p, &k); err != nil {
-			h.refuse(protocol.KindRequest, err.Error())
+		if !h.request(t, p, &k) {
 			return
 		}
 		ss := s.kept.find(k.Session, peer)
@@ -195,15 +189,13 @@ func (s *Server) keptRequest(h *handshake, t protocol.Type, p []byte, peer Peer)
 		h.w.WriteJSON(protocol.TypeDone, &protocol.Done{Message: "sent SIG" + strings.ToUpper(strings.TrimPrefix(k.Signal, "SIG"))})
 	case protocol.TypePeek:
 		var pk protocol.Peek
-		if err := protocol.Decode(t, p, &pk); err != nil {
-			h.refuse(protocol.KindRequest, err.Error())
+		if !h.request(t, p, &pk) {
 			return
 		}
 		s.peek(h, &pk, peer)
 	case protocol.TypeRemove:
 		var rm protocol.Remove
-		if err := protocol.Decode(t, p, &rm); err != nil {
-			h.refuse(protocol.KindRequest, err.Error())
+		if !h.request(t, p, &rm) {
 			return
 		}
 		ss := s.kept.find(rm.Session, peer)

@@ -209,12 +209,7 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 	switch t {
 	case protocol.TypeExec:
 		var req protocol.Exec
-		if err := protocol.Decode(t, p, &req); err != nil {
-			hs.refuse(protocol.KindRequest, err.Error())
-			return
-		}
-		if err := req.Validate(); err != nil {
-			hs.refuse(protocol.KindRequest, err.Error())
+		if !hs.request(t, p, &req) {
 			return
 		}
 		if req.Keep && hs.version < 2 {
@@ -256,9 +251,7 @@ func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 			return
 		}
 	}
-	if n := s.active.Add(1); n > int64(s.cfg.MaxSessions) {
-		s.sessionEnded()
-		hs.refuse(protocol.KindBusy, fmt.Sprintf("corkd is at its limit of %d sessions", s.cfg.MaxSessions))
+	if !s.admit(hs) {
 		return
 	}
 	id := newSessionID()
@@ -286,6 +279,18 @@ func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 	}
 	ss.begin()
 	ss.serve(cl, hs.r)
+}
+
+// admit counts a session, or a copy, in; past MaxSessions it refuses the
+// request instead and reports false. A session admitted ends with
+// sessionEnded.
+func (s *Server) admit(hs *handshake) bool {
+	if s.active.Add(1) > int64(s.cfg.MaxSessions) {
+		s.sessionEnded()
+		hs.refuse(protocol.KindBusy, fmt.Sprintf("corkd is at its limit of %d sessions", s.cfg.MaxSessions))
+		return false
+	}
+	return true
 }
 
 // sessionEnded counts a session out. The last one gone, the buffers of a
