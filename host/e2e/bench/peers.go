@@ -279,8 +279,12 @@ func printPeers(out io.Writer, b *harness.Binaries, a *agent) {
 	bareSock := filepath.Join(dir, "barerelay.sock")
 	bare := exec.Command(b.Barerelay, "serve", bareSock)
 	check(bare.Start())
-	defer func() { bare.Process.Kill(); bare.Wait() }()
-	waitForSocket(bareSock)
+	bareExited := make(chan struct{})
+	go func() { bare.Wait(); close(bareExited) }()
+	defer func() { bare.Process.Kill(); <-bareExited }()
+	if err := harness.WaitListening(bareSock, bareExited, 10*time.Second); err != nil {
+		check(fmt.Errorf("barerelay %w", err))
+	}
 	bareRelay := &peer{name: "bare relay pair (io.Copy, no protocol): the ceiling", noResize: true,
 		tty:  func(x ...string) []string { return append([]string{b.Barerelay, "-t", bareSock, "--"}, x...) },
 		pipe: func(x ...string) []string { return append([]string{b.Barerelay, bareSock, "--"}, x...) }}
@@ -421,23 +425,6 @@ func (p *peer) resizeCells() (p50, p99 string) {
 		return "", ""
 	}
 	return ms(median(p.p50)), ms(median(p.p99))
-}
-
-// waitForSocket returns once something accepts connections on the unix
-// socket path, and fails the run after 10 s.
-func waitForSocket(path string) {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("unix", path)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			check(fmt.Errorf("nothing listens on %s: %v", path, err))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }

@@ -76,20 +76,30 @@ func StartAgent(corkd, sock string, stderr io.Writer, args ...string) (*Agent, e
 		return nil, err
 	}
 	go func() { a.Cmd.Wait(); close(a.exited) }()
-	deadline := time.Now().Add(10 * time.Second)
+	if err := WaitListening(sock, a.exited, 10*time.Second); err != nil {
+		a.Stop()
+		return nil, fmt.Errorf("corkd %w", err)
+	}
+	return a, nil
+}
+
+// WaitListening returns once something accepts connections on the unix
+// socket sock, or an error when exited (nil: never) is closed first or
+// timeout passes.
+func WaitListening(sock string, exited <-chan struct{}, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
 	for {
 		if c, err := net.Dial("unix", sock); err == nil {
 			c.Close()
-			return a, nil
+			return nil
 		}
 		select {
-		case <-a.exited:
-			return nil, errors.New("corkd exited before it listened")
+		case <-exited:
+			return errors.New("exited before it listened")
 		default:
 		}
 		if time.Now().After(deadline) {
-			a.Stop()
-			return nil, errors.New("corkd did not listen within 10s")
+			return fmt.Errorf("did not listen within %v", timeout)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
