@@ -246,10 +246,8 @@ func (s *Session) Run(ctx context.Context, conn io.ReadWriteCloser) (protocol.Ex
 		var p []byte
 		var err error
 		if spliceOut {
-			var n int64
-			t, p, n, err = l.r.NextCopying(protocol.TypeStdout, s.Stdout)
+			t, p, _, err = l.r.NextCopying(protocol.TypeStdout, s.Stdout)
 			if t == protocol.TypeStdout {
-				seen += uint64(n)
 				if errors.Is(err, syscall.EPIPE) {
 					// Nobody reads the pipe any more. A write fails the
 					// same way and does what a write would have done
