@@ -131,7 +131,12 @@ func PutHeader(b []byte, t Type, n int) {
 // than at an odd offset; perf showed reads at offset 5 costing eight
 // times as much), sets the header with PutHeader and writes b whole.
 func NewDataFrame(n int) []byte {
-	return make([]byte, payloadAlign+n)[payloadAlign-HeaderSize:]
+	// Only large allocations start on a page; a small one may start
+	// anywhere a 16-byte size class puts it, so the offset is worked out.
+	b := make([]byte, 2*payloadAlign+n)
+	payload := uintptr(unsafe.Pointer(&b[0])) + payloadAlign
+	off := payloadAlign - HeaderSize + int((payloadAlign-payload%payloadAlign)%payloadAlign)
+	return b[off : off+HeaderSize+n : off+HeaderSize+n]
 }
 
 // Reader reads frames from a stream. It buffers, so that a header and a
