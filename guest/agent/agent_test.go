@@ -454,6 +454,28 @@ func TestResizeDuringUnreadPaste(t *testing.T) {
 	waitOutput(t, p.R, "33 99")
 }
 
+// TestStatsCountAppliedResizes: the figures count the sizes applied to a
+// terminal, and not the ones ignored (no size, or a session on pipes).
+func TestStatsCountAppliedResizes(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	p, _ := rawSession(t, connect(t, srv), protocol.Exec{TTY: true, Stdin: true, Size: protocol.WindowSize{Cols: 80, Rows: 24},
+		Argv: sh("echo ready; read x; stty size")})
+	pipes, _ := rawSession(t, connect(t, srv), protocol.Exec{Stdin: true, Argv: sh("echo ready; read x; echo pipes-done")})
+	waitOutput(t, p.R, "ready")
+	waitOutput(t, pipes.R, "ready")
+	pipes.Send(protocol.TypeResize, protocol.EncodeResize(protocol.WindowSize{Cols: 100, Rows: 30}))
+	pipes.Send(protocol.TypeStdin, []byte("go\n"))
+	waitOutput(t, pipes.R, "pipes-done")
+	for _, s := range []protocol.WindowSize{{Cols: 90, Rows: 30}, {}, {Cols: 91, Rows: 31}, {Cols: 92, Rows: 32}} {
+		p.Send(protocol.TypeResize, protocol.EncodeResize(s))
+	}
+	p.Send(protocol.TypeStdin, []byte("go\n"))
+	waitOutput(t, p.R, "32 92") // every frame before it has been handled
+	if got := srv.ReadStats().Resizes; got != 3 {
+		t.Fatalf("Stats.Resizes = %d after three sizes applied, an empty one and one to pipes; want 3", got)
+	}
+}
+
 func TestConcurrentSessionsNoCrossTalk(t *testing.T) {
 	srv := newServer(t, agent.Config{})
 	const n = 16

@@ -93,8 +93,12 @@ type Server struct {
 	log    *slog.Logger
 	self   *account.Account
 	active atomic.Int64
-	wg     sync.WaitGroup
-	kept   *keptSessions
+	// resizes counts the window sizes applied to terminals since start,
+	// for Stats: an operator, or a benchmark, sees how many of a burst
+	// of sizes reached a program without a log line per resize.
+	resizes atomic.Uint64
+	wg      sync.WaitGroup
+	kept    *keptSessions
 	// freeMemory returns memory to the system once no session has run
 	// for cfg.FreeMemoryAfter.
 	freeMemory *time.Timer

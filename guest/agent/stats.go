@@ -13,11 +13,12 @@ type Stats struct {
 	Goroutines int
 	FDs        int
 	RSSKiB     int
+	Resizes    uint64 // window sizes applied to terminals since start
 }
 
 // ReadStats reads the process's figures.
 func (s *Server) ReadStats() Stats {
-	st := Stats{Sessions: s.Active(), Goroutines: runtime.NumGoroutine()}
+	st := Stats{Sessions: s.Active(), Goroutines: runtime.NumGoroutine(), Resizes: s.resizes.Load()}
 	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
 		st.FDs = len(ents)
 	}

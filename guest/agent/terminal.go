@@ -129,6 +129,7 @@ func (ss *session) applySizeLocked(s protocol.WindowSize) {
 		return
 	}
 	ss.size = s
+	ss.srv.resizes.Add(1)
 	if ss.screen != nil {
 		ss.screen.noteSize(ss.sentNow.Load(), s)
 	}

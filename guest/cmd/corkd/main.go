@@ -175,7 +175,7 @@ func serve(args []string) int {
 	go func() {
 		for range usr1 {
 			st := srv.ReadStats()
-			log.Info("stats", "sessions", st.Sessions, "goroutines", st.Goroutines, "fds", st.FDs, "rss_kib", st.RSSKiB)
+			log.Info("stats", "sessions", st.Sessions, "goroutines", st.Goroutines, "fds", st.FDs, "rss_kib", st.RSSKiB, "resizes", st.Resizes)
 		}
 	}()
 	if *stdio {
