@@ -68,19 +68,21 @@ func main() {
 	fmt.Fprintf(&out, "Measured %s on %d cores (%s), Go %s; `make bench`.\n\n",
 		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), kernelRelease(), strings.TrimPrefix(runtime.Version(), "go"))
 
-	// corkd under the stand-in logs at debug level to a file of its own,
-	// through a wrapper given as the agent, to count the sizes it applies.
+	// corkd under the stand-in logs to a file of its own and leaves its
+	// pid, through a wrapper given as the agent, to count the sizes it
+	// applies.
 	machineLog := filepath.Join(dir, "corkd-machine.log")
-	wrapper := filepath.Join(dir, "corkd-debug")
-	check(os.WriteFile(wrapper, []byte(fmt.Sprintf("#!/bin/sh\nexec %s \"$@\" --log-level debug 2>>%s\n", b.Corkd, machineLog)), 0o755))
+	machinePID := filepath.Join(dir, "corkd-machine.pid")
+	wrapper := filepath.Join(dir, "corkd-counted")
+	check(os.WriteFile(wrapper, []byte(fmt.Sprintf("#!/bin/sh\necho $$ >%s\nexec %s \"$@\" 2>>%s\n", machinePID, b.Corkd, machineLog)), 0o755))
 	standinLog := filepath.Join(dir, "standin.log")
 	rows := []resizeRow{
 		{name: "floor: probe on the terminal itself", args: []string{b.Probe},
 			applied: nil},
 		{name: "cork, unix socket", args: []string{b.Cork, "exec", "-it", "--connect", agent.url, "--", b.Probe},
-			applied: func() int { return countLines(agent.log, "resize applied") }},
+			applied: func() int { return resizesApplied(agent.Cmd.Process.Pid, agent.log) }},
 		{name: "cork --machine (smolvm stand-in)", args: []string{b.Cork, "exec", "-it", "--machine", "m", "--smolvm", b.Standin, "--agent", wrapper, "--", b.Probe},
-			applied: func() int { return countLines(machineLog, "resize applied") }},
+			applied: func() int { return resizesApplied(readPID(machinePID), machineLog) }},
 		{name: "fork-per-resize workaround", args: []string{b.Forkresize, "--smolvm", b.Standin, "--name", "m", "--", b.Probe},
 			applied: func() int { return countLines(standinLog, "stty -F") }},
 	}
@@ -134,8 +136,9 @@ func progress(format string, a ...any) {
 	}
 }
 
-// agent is corkd with its log in a file, at debug level: the bench counts
-// the sizes it applies.
+// agent is corkd as users run it, at its default log level (a debug line
+// per resize would be written while the resized program waits for the
+// CPU), with its log in a file.
 type agent struct {
 	*harness.Agent
 	url string
@@ -151,13 +154,48 @@ func startAgent(corkd, dir string) *agent {
 	a := &agent{log: filepath.Join(dir, "corkd.log")}
 	logf, err := os.Create(a.log)
 	check(err)
-	a.Agent, err = harness.StartAgent(corkd, filepath.Join(dir, "corkd.sock"), logf, "--log-level", "debug")
+	a.Agent, err = harness.StartAgent(corkd, filepath.Join(dir, "corkd.sock"), logf)
 	check(err)
 	a.url = a.URL
 	return a
 }
 
 func (a *agent) stop() { a.Stop() }
+
+// A whole stats line, to its newline: the log may be read mid-write.
+var statsResizes = regexp.MustCompile(`msg=stats .* resizes=(\d+)\n`)
+
+// resizesApplied asks the corkd with pid for its figures (SIGUSR1) and
+// returns the window sizes it has applied so far, from the line it logs.
+func resizesApplied(pid int, log string) int {
+	lines := func() [][][]byte {
+		b, err := os.ReadFile(log)
+		check(err)
+		return statsResizes.FindAllSubmatch(b, -1)
+	}
+	before := len(lines())
+	check(syscall.Kill(pid, syscall.SIGUSR1))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if all := lines(); len(all) > before {
+			n, err := strconv.Atoi(string(all[len(all)-1][1]))
+			check(err)
+			return n
+		}
+		if time.Now().After(deadline) {
+			check(fmt.Errorf("corkd %d logged no stats in %s", pid, log))
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func readPID(file string) int {
+	b, err := os.ReadFile(file)
+	check(err)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	check(err)
+	return pid
+}
 
 // countLines counts the lines of file that hold s.
 func countLines(file, s string) int {
