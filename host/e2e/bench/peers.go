@@ -321,15 +321,13 @@ func printPeers(out io.Writer, b *harness.Binaries, a *agent) {
 		skipped = append(skipped, "podman: not installed (apt-get install podman runc)")
 	}
 
-	if *peerFilter != "" {
-		var kept []*peer
-		for _, p := range peers {
-			if p == floor || p == bareRelay || p == corkUnix || strings.Contains(p.name, *peerFilter) {
-				kept = append(kept, p)
-			}
+	// Resizes only: the pair, which cannot resize, would have no figures.
+	peers = slices.DeleteFunc(peers, func(p *peer) bool {
+		if *peerResize && p.noResize {
+			return true
 		}
-		peers = kept
-	}
+		return *peerFilter != "" && p != floor && p != bareRelay && p != corkUnix && !strings.Contains(p.name, *peerFilter)
+	})
 	n := *peerMiB << 20
 	count := strconv.Itoa(n)
 	for round := range *peerRounds {
@@ -339,8 +337,6 @@ func printPeers(out io.Writer, b *harness.Binaries, a *agent) {
 			if !p.noResize {
 				lat := p.measureResize(probe, 100)
 				p.p50, p.p99 = append(p.p50, median(lat)), append(p.p99, percentile(lat, 0.99))
-			} else if *peerResize {
-				continue
 			}
 			if *peerResize {
 				p.startup, p.pipeOut, p.pipeIn, p.ttyOut = append(p.startup, 1), append(p.pipeOut, 1), append(p.pipeIn, 1), append(p.ttyOut, 1)
