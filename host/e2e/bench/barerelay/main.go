@@ -1,7 +1,7 @@
 // Command barerelay is the least an agent and a host client can be, for the
 // benchmark's comparison only: one server process that runs a program and
 // one client process that talks to it over a unix socket, relaying raw
-// bytes with io.Copy and nothing else. No framing, no stderr, no exit
+// bytes and nothing else. No framing, no stderr, no exit
 // status, no resize, no flow control, no users. Whatever cork does, its
 // bytes cross the same two processes; what this pair reaches is the most
 // any design with an agent and a client on the path can reach here.
@@ -70,11 +70,23 @@ func run(sock string, tty bool, argv []string) error {
 		return err
 	}
 	go func() {
-		io.Copy(c, os.Stdin)
+		copyBuffered(c, os.Stdin)
 		c.(*net.UnixConn).CloseWrite()
 	}()
-	_, err = io.Copy(os.Stdout, c)
+	_, err = io.Copy(os.Stdout, c) // splices into a pipe
 	return err
+}
+
+// Each direction moves its bytes the faster of the two ways measured on
+// the benchmark's machine (2 GiB through a pair, five alternations):
+// read and write with 128 KiB from a pipe into the socket (990-1241 MiB/s,
+// against 701-925 with splice(2)), and splice(2) from the socket into a
+// pipe, which io.Copy does between a unix socket and an *os.File.
+
+// copyBuffered copies src to dst with read and write of 128 KiB, and
+// never with splice(2) or a ReadFrom/WriteTo of either side.
+func copyBuffered(dst io.Writer, src io.Reader) {
+	io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, make([]byte, 128<<10))
 }
 
 func serve(sock string) error {
@@ -115,7 +127,30 @@ func session(c *net.UnixConn) {
 		cmd.Wait()
 		return
 	}
-	cmd.Stdin = r
-	cmd.Stdout = c
-	cmd.Run()
+	stdin, toProgram, err := os.Pipe()
+	if err != nil {
+		return
+	}
+	fromProgram, stdout, err := os.Pipe()
+	if err != nil {
+		return
+	}
+	cmd.Stdin, cmd.Stdout = stdin, stdout
+	err = cmd.Start()
+	stdin.Close()
+	stdout.Close()
+	if err != nil {
+		return
+	}
+	go func() {
+		// What the request line's reader holds, then the rest spliced
+		// from the socket.
+		buffered, _ := r.Peek(r.Buffered())
+		toProgram.Write(buffered)
+		io.Copy(toProgram, c)
+		toProgram.Close()
+	}()
+	copyBuffered(c, fromProgram)
+	fromProgram.Close()
+	cmd.Wait()
 }
