@@ -558,7 +558,7 @@ func printStartup(out io.Writer, b *harness.Binaries, a *agent) {
 	fmt.Fprintln(out, "|---|---|---|")
 	fmt.Fprintf(out, "| `true` | %s | %s |\n", ms(median(direct)), ms(percentile(direct, 0.9)))
 	fmt.Fprintf(out, "| `cork exec --connect unix://... -- true` | %s | %s |\n", ms(median(viaCork)), ms(percentile(viaCork, 0.9)))
-	printStartupSteps(out, b.Cork, a.url, runs)
+	printStartupSteps(out, b, a.url, runs)
 }
 
 func rssKiB(pid int) int {

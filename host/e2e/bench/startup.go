@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/corkvm/cork/host/client"
+	"github.com/corkvm/cork/host/e2e/harness"
 	"github.com/corkvm/cork/host/transport"
 	"github.com/corkvm/cork/protocol"
 )
@@ -50,13 +51,14 @@ func measureSteps(url, truePath string) startupSteps {
 
 // printStartupSteps breaks cork exec -- true down: the cork process's own
 // start (cork --version), then each protocol step measured in this process.
-func printStartupSteps(out io.Writer, cork, url string, runs int) {
+func printStartupSteps(out io.Writer, b *harness.Binaries, url string, runs int) {
 	truePath, err := exec.LookPath("true")
 	check(err)
-	var version, bare, dial, hello, started, exited []time.Duration
+	var version, bare, goEmpty, dial, hello, started, exited []time.Duration
 	for range runs {
 		bare = append(bare, timed(exec.Command(truePath)))
-		version = append(version, timed(exec.Command(cork, "--version")))
+		goEmpty = append(goEmpty, timed(exec.Command(b.Goempty)))
+		version = append(version, timed(exec.Command(b.Cork, "--version")))
 		s := measureSteps(url, truePath)
 		dial, hello = append(dial, s.dial), append(hello, s.hello)
 		started, exited = append(started, s.started), append(exited, s.exited)
@@ -65,6 +67,7 @@ func printStartupSteps(out io.Writer, cork, url string, runs int) {
 	fmt.Fprintln(out, "| step | median ms |")
 	fmt.Fprintln(out, "|---|---|")
 	fmt.Fprintf(out, "| a bare `true` (fork, exec, wait), for scale | %s |\n", ms(median(bare)))
+	fmt.Fprintf(out, "| a Go program that does nothing, built as cork is, for scale | %s |\n", ms(median(goEmpty)))
 	fmt.Fprintf(out, "| the cork process alone (`cork --version`) | %s |\n", ms(median(version)))
 	fmt.Fprintf(out, "| dial the unix socket | %s |\n", ms(median(dial)))
 	fmt.Fprintf(out, "| hello round trip | %s |\n", ms(median(hello)))

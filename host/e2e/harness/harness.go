@@ -27,6 +27,7 @@ type Binaries struct {
 	Standin    string // the smolvm machine exec stand-in
 	Forkresize string // the fork-per-resize workaround, for the benchmark
 	Barerelay  string // a bare relay pair, the benchmark's ceiling for any agent and client
+	Goempty    string // a Go program that does nothing, the benchmark's start-up floor for Go
 }
 
 // Build compiles every binary into dir as a release is built: static,
@@ -41,6 +42,7 @@ func Build(dir string) (*Binaries, error) {
 		{&b.Cork, "host/cmd/cork", ""}, {&b.Corkd, "guest/cmd/corkd", ""}, {&b.CorkdARM64, "guest/cmd/corkd", "arm64"},
 		{&b.Probe, "host/e2e/probe", ""}, {&b.Standin, "host/e2e/smolvm-standin", ""},
 		{&b.Forkresize, "host/e2e/bench/forkresize", ""}, {&b.Barerelay, "host/e2e/bench/barerelay", ""},
+		{&b.Goempty, "host/e2e/bench/goempty", ""},
 	} {
 		name := filepath.Base(p.pkg)
 		env := []string{"CGO_ENABLED=0"}
