@@ -458,6 +458,7 @@ func (ss *session) serve(cl *client, r *protocol.Reader) {
 // *protocol.Error return is the host's fault; anything else is the
 // connection's end.
 func (ss *session) readFrames(cl *client, r *protocol.Reader) error {
+	tc, _ := cl.conn.(*threadConn)
 	for {
 		buf := inputBufs.Get().(*[]byte)
 		t, p, err := r.NextInto(buf)
@@ -466,6 +467,9 @@ func (ss *session) readFrames(cl *client, r *protocol.Reader) error {
 				return &protocol.Error{Kind: protocol.KindProtocol, Message: err.Error()}
 			}
 			return err
+		}
+		if tc != nil {
+			tc.noteFrame(t == protocol.TypeStdin)
 		}
 		switch t {
 		case protocol.TypeStdin:

@@ -180,3 +180,61 @@ func TestThreadConnWaitsInFIFO(t *testing.T) {
 			r.start, maxUnwaitedReads+1, r.flooded, r.afterWait, unix.SCHED_FIFO, unix.SCHED_NORMAL)
 	}
 }
+
+// TestThreadConnWaitsInNormalAfterStdin: after a stdin frame the reader
+// waits in SCHED_NORMAL (a stream's next frame is due), after any other
+// frame in SCHED_FIFO from the start of the wait.
+func TestThreadConnWaitsInNormalAfterStdin(t *testing.T) {
+	server, client := unixPair(t)
+	c := newThreadConn(server).(*threadConn)
+	defer c.Close()
+	c.quietAfter = time.Hour // the wait after stdin never turns to FIFO here
+
+	tids, reads := make(chan int, 1), make(chan bool, 2)
+	allowed := make(chan bool, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the test
+		tids <- unix.Gettid()
+		ok := c.preferWakeups()
+		allowed <- ok
+		if !ok {
+			return
+		}
+		one := make([]byte, 1)
+		for _, stdin := range []bool{true, false} {
+			c.noteFrame(stdin)
+			_, err := c.Read(one) // waits: nothing is queued
+			reads <- err == nil
+		}
+	}()
+	tid := <-tids
+	if !<-allowed {
+		t.Skip("this process may not use SCHED_FIFO")
+	}
+	for _, want := range []int{unix.SCHED_NORMAL, unix.SCHED_FIFO} {
+		waitInPoll(t, tid)
+		if got := schedPolicy(tid); got != want {
+			t.Fatalf("waiting after a frame: policy %d, want %d (FIFO is %d, NORMAL %d)", got, want, unix.SCHED_FIFO, unix.SCHED_NORMAL)
+		}
+		client.Write([]byte{1})
+		if !<-reads {
+			t.Fatal("read failed")
+		}
+	}
+}
+
+// waitInPoll returns once the thread tid sleeps in poll(2).
+func waitInPoll(t *testing.T, tid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		wchan, _ := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/wchan", tid))
+		if strings.Contains(string(wchan), "poll") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("thread %d is not waiting in poll (wchan %q)", tid, wchan)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
