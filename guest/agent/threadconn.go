@@ -115,11 +115,12 @@ func (t *threadConn) SetWriteDeadline(d time.Time) error {
 // A wait that follows stdin data starts in SCHED_NORMAL and turns to
 // SCHED_FIFO only once it has lasted quietAfter: a stdin stream's frames
 // come sooner than that, and a reader that woke in SCHED_FIFO for each of
-// them cost the agent a sixth more CPU (switching policy twice a wait and
-// preempting the program it fed; 1 GiB into cat, 13 alternations: 104-204
-// against 108-171 clock ticks, 434-762 against 486-754 MiB/s). A wait
-// after anything else, a resize among them, is in SCHED_FIFO from its
-// start: a drag's resizes come less than a millisecond apart.
+// them, switching policy twice a wait and preempting the program it fed,
+// cost the agent 10-25% more CPU (1 GiB into cat, 13 alternations:
+// 104-204 clock ticks so, 108-171 with this wait; 434-762 against 486-754
+// MiB/s). A wait after anything else, a resize among them, is in
+// SCHED_FIFO from its start: a drag's resizes come less than a
+// millisecond apart.
 const quietAfter = time.Millisecond
 
 // Only the reads that end a wait run in SCHED_FIFO: the one that brings
@@ -132,8 +133,9 @@ const maxUnwaitedReads = 2
 
 // preferWakeups makes the calling thread, which must be locked to the
 // session's reader and end with it, wait for frames in SCHED_FIFO at the
-// lowest priority (after stdin data, once the session has gone quiet). It reports false, and changes nothing, where the
-// agent may not (no CAP_SYS_NICE and no RLIMIT_RTPRIO).
+// lowest priority (after stdin data, once the session has gone quiet).
+// It reports false, and changes nothing, where the agent may not (no
+// CAP_SYS_NICE and no RLIMIT_RTPRIO).
 func (t *threadConn) preferWakeups() bool {
 	if setFIFO(true) != nil {
 		return false
