@@ -1,8 +1,8 @@
 // Command barerelay is the least an agent and a host client can be, for the
 // benchmark's comparison only: one server process that runs a program and
 // one client process that talks to it over a unix socket, relaying raw
-// bytes and nothing else. No framing, no stderr, no exit
-// status, no resize, no flow control, no users. Whatever cork does, its
+// bytes and nothing else. No framing, no stderr, no exit status, no
+// resize, no flow control, no users. Whatever cork does, its
 // bytes cross the same two processes; what this pair reaches is the most
 // any design with an agent and a client on the path can reach here.
 //
@@ -77,14 +77,14 @@ func run(sock string, tty bool, argv []string) error {
 	return err
 }
 
-// Each direction moves its bytes the faster of the two ways measured on
-// the benchmark's machine (2 GiB through a pair, five alternations):
-// read and write with 128 KiB from a pipe into the socket (990-1241 MiB/s,
-// against 701-925 with splice(2)), and splice(2) from the socket into a
-// pipe, which io.Copy does between a unix socket and an *os.File.
-
 // copyBuffered copies src to dst with read and write of 128 KiB, and
 // never with splice(2) or a ReadFrom/WriteTo of either side.
+//
+// Each direction of the pair moves its bytes the faster of the two ways
+// measured on the benchmark's machine (2 GiB through a pair, five
+// alternations): this way from a pipe into the socket (990-1241 MiB/s,
+// against 701-925 with splice(2)), and splice(2) from the socket into a
+// pipe, which io.Copy does between a unix socket and an *os.File.
 func copyBuffered(dst io.Writer, src io.Reader) {
 	io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, make([]byte, 128<<10))
 }
@@ -133,6 +133,8 @@ func session(c *net.UnixConn) {
 	}
 	fromProgram, stdout, err := os.Pipe()
 	if err != nil {
+		stdin.Close()
+		toProgram.Close()
 		return
 	}
 	cmd.Stdin, cmd.Stdout = stdin, stdout
@@ -140,6 +142,8 @@ func session(c *net.UnixConn) {
 	stdin.Close()
 	stdout.Close()
 	if err != nil {
+		toProgram.Close()
+		fromProgram.Close()
 		return
 	}
 	go func() {
