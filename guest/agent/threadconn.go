@@ -109,7 +109,9 @@ func (t *threadConn) Read(p []byte) (int, error) {
 }
 
 // Write writes all of p, waiting in poll(2) for room while the socket is
-// full, until the write deadline if one is set.
+// full, until the write deadline if one is set. A write that waits holds
+// its thread, as the session's reader does: a session has at most one
+// writer at a time (protocol.Writer), so MaxSessions bounds them.
 func (t *threadConn) Write(p []byte) (int, error) {
 	t.inUse.RLock()
 	defer t.inUse.RUnlock()
