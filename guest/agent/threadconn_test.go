@@ -65,25 +65,37 @@ func TestThreadConnReads(t *testing.T) {
 	}
 }
 
-// TestThreadConnCloseEndsRead: closing the connection ends a Read waiting
-// in poll, which holds the descriptor open.
-func TestThreadConnCloseEndsRead(t *testing.T) {
-	server, _ := unixPair(t)
-	c := newThreadConn(server)
-	done := make(chan error, 1)
-	go func() {
-		_, err := c.Read(make([]byte, 10))
-		done <- err
-	}()
-	time.Sleep(10 * time.Millisecond) // let it reach poll; the test holds either way
-	c.Close()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatal("Read after Close returned no error")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Read still waiting 10s after Close")
+// TestThreadConnCloseEnds: closing the connection ends a read waiting for
+// input and a write waiting for room, each in poll and holding the
+// descriptor.
+func TestThreadConnCloseEnds(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		op   func(c io.ReadWriter) error
+	}{
+		{"read", func(c io.ReadWriter) error { _, err := c.Read(make([]byte, 10)); return err }},
+		{"write", func(c io.ReadWriter) error { _, err := c.Write(make([]byte, 64<<20)); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			server, _ := unixPair(t) // the peer neither writes nor reads
+			c := newThreadConn(server)
+			tids, done := make(chan int, 1), make(chan error, 1)
+			go func() {
+				runtime.LockOSThread() // never unlocked: the thread ends with the test
+				tids <- unix.Gettid()
+				done <- tc.op(c)
+			}()
+			waitInPoll(t, <-tids)
+			c.Close()
+			select {
+			case err := <-done:
+				if err == nil {
+					t.Fatalf("%s after Close returned no error", tc.name)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s still waiting 10s after Close", tc.name)
+			}
+		})
 	}
 }
 
@@ -143,28 +155,6 @@ func TestThreadConnWriteDeadline(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("write still waiting 10s after its deadline")
-	}
-}
-
-// TestThreadConnCloseEndsWrite: closing the connection ends a write
-// waiting for room.
-func TestThreadConnCloseEndsWrite(t *testing.T) {
-	server, _ := unixPair(t)
-	c := newThreadConn(server)
-	done := make(chan error, 1)
-	go func() {
-		_, err := c.Write(make([]byte, 64<<20))
-		done <- err
-	}()
-	time.Sleep(10 * time.Millisecond) // let it reach poll; the test holds either way
-	c.Close()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatal("Write after Close returned no error")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Write still waiting 10s after Close")
 	}
 }
 
