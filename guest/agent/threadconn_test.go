@@ -296,7 +296,9 @@ func TestThreadConnWaitsInNormalAfterStdin(t *testing.T) {
 	}
 }
 
-// waitInPoll returns once the thread tid sleeps in poll(2).
+// waitInPoll returns once the thread tid sleeps in poll(2): its wchan
+// names poll, or, where the kernel does not tell (wchan "0"), it sleeps,
+// and the thread's next blocking call is the poll.
 func waitInPoll(t *testing.T, tid int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -304,6 +306,12 @@ func waitInPoll(t *testing.T, tid int) {
 		wchan, _ := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/wchan", tid))
 		if strings.Contains(string(wchan), "poll") {
 			return
+		}
+		if w := strings.TrimSpace(string(wchan)); w == "0" || w == "" {
+			stat, _ := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/stat", tid))
+			if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) > 0 && f[0] == "S" {
+				return
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("thread %d is not waiting in poll (wchan %q)", tid, wchan)
