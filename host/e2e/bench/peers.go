@@ -31,6 +31,7 @@ var (
 	peerMiB    = flag.Int("peer-mib", 64, "MiB per throughput run in the peers table")
 	peerFilter = flag.String("peer-filter", "", "measure only the peers whose name holds this (and the floor)")
 	peerResize = flag.Bool("peer-resize-only", false, "measure only resizes in the peers table")
+	otherCorkd = flag.String("other-corkd", "", "a corkd binary measured as a row of its own in the peers table, beside the one built from this tree: before and after a change, in one run")
 )
 
 // peer runs programs the way one tool does.
@@ -289,6 +290,23 @@ func printPeers(out io.Writer, b *harness.Binaries, a *agent) {
 		tty:  func(x ...string) []string { return append([]string{b.Barerelay, "-t", bareSock, "--"}, x...) },
 		pipe: func(x ...string) []string { return append([]string{b.Barerelay, bareSock, "--"}, x...) }}
 	peers := []*peer{floor, bareRelay, corkUnix, corkMachine}
+	var other *peer
+	if *otherCorkd != "" {
+		logf, err := os.Create(filepath.Join(dir, "other-corkd.log"))
+		check(err)
+		defer logf.Close()
+		a, err := harness.StartAgent(*otherCorkd, filepath.Join(dir, "other-corkd.sock"), logf)
+		check(err)
+		defer a.Stop()
+		other = &peer{name: "cork, unix socket, " + *otherCorkd,
+			tty: func(x ...string) []string {
+				return append([]string{b.Cork, "exec", "-it", "--connect", a.URL, "--"}, x...)
+			},
+			pipe: func(x ...string) []string {
+				return append([]string{b.Cork, "exec", "-i", "--connect", a.URL, "--"}, x...)
+			}}
+		peers = append(peers, other)
+	}
 
 	var skipped []string
 	if _, err := exec.LookPath("sshd"); err == nil || fileExists("/usr/sbin/sshd") {
@@ -326,7 +344,7 @@ func printPeers(out io.Writer, b *harness.Binaries, a *agent) {
 		if *peerResize && p.noResize {
 			return true
 		}
-		return *peerFilter != "" && p != floor && p != bareRelay && p != corkUnix && !strings.Contains(p.name, *peerFilter)
+		return *peerFilter != "" && p != floor && p != bareRelay && p != corkUnix && p != other && !strings.Contains(p.name, *peerFilter)
 	})
 	n := *peerMiB << 20
 	count := strconv.Itoa(n)
