@@ -1,11 +1,9 @@
 package agent
 
 import (
+	"errors"
 	"io"
-	"net"
-	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,23 +18,9 @@ import (
 // resize in hand, as it wakes the process sshd gives each session. Through
 // the poller, the same frame waited for a thread that had run the relays
 // (resize p50 1-4 ms under 16 streaming sessions, against 0.15 for sshd).
-//
-// The socket is taken out of Go's poller altogether, and writes wait for
-// room in poll(2) too. In the poller's epoll set, every frame that
-// arrives wakes the poller's thread as well as the reader, and every read
-// of the host wakes it again for the room it made: a second wakeup, on
-// the resize's path, for nothing. Taken out, the resize p50 was 5-15%
-// lower in 5 of 6 alternations with the agent left in (a control of the
-// agent against itself spread 0.95-1.14), and a stdin stream cost the
-// agent about 5% less CPU (lower in 8 of 10 alternations).
 type threadConn struct {
-	fd int
-	// inUse is held shared by each read and write for its system calls,
-	// and by Close alone to close fd, so that fd is never closed, and
-	// its number reused, under one of them.
-	inUse     sync.RWMutex
-	closed    atomic.Bool
-	writeDead atomic.Int64 // the write deadline in Unix nanoseconds; 0: none
+	io.ReadWriteCloser
+	rc syscall.RawConn
 
 	// The reading thread's scheduling, once preferWakeups made it the
 	// session's own: only Read, in that thread, uses these.
@@ -50,9 +34,8 @@ type threadConn struct {
 	closeErr  error
 }
 
-// newThreadConn returns c as a threadConn when c is a socket, and c
-// unchanged otherwise. A threadConn holds a descriptor of its own for the
-// socket and closes c.
+// newThreadConn returns c reading in its caller's thread when c is a
+// socket, and c unchanged otherwise.
 func newThreadConn(c io.ReadWriteCloser) io.ReadWriteCloser {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
@@ -62,20 +45,15 @@ func newThreadConn(c io.ReadWriteCloser) io.ReadWriteCloser {
 	if err != nil {
 		return c
 	}
-	fd := -1
-	rc.Control(func(orig uintptr) {
-		if _, err := unix.GetsockoptInt(int(orig), unix.SOL_SOCKET, unix.SO_TYPE); err != nil {
-			return // not a socket
-		}
-		// The copy shares the socket and its O_NONBLOCK; closing c
-		// then takes the socket out of the poller.
-		fd, _ = unix.FcntlInt(orig, unix.F_DUPFD_CLOEXEC, 0)
+	socket := false
+	rc.Control(func(fd uintptr) {
+		_, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TYPE)
+		socket = err == nil
 	})
-	if fd < 0 {
+	if !socket {
 		return c
 	}
-	c.Close()
-	return &threadConn{fd: fd, quietAfter: quietAfter}
+	return &threadConn{ReadWriteCloser: c, rc: rc, quietAfter: quietAfter}
 }
 
 // Read waits for input in poll(2), in the calling thread.
@@ -83,88 +61,48 @@ func (t *threadConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	t.inUse.RLock()
-	defer t.inUse.RUnlock()
-	for {
-		if t.closed.Load() {
-			return 0, net.ErrClosed
-		}
-		n, err := unix.Read(t.fd, p)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err == unix.EAGAIN:
-			t.wait(t.fd)
-			continue
-		}
-		t.readWithoutWaiting()
-		switch {
-		case err != nil:
-			return 0, os.NewSyscallError("read", err)
-		case n == 0:
-			return 0, io.EOF
-		}
-		return n, nil
-	}
-}
-
-// Write writes all of p, waiting in poll(2) for room while the socket is
-// full, until the write deadline if one is set. A write that waits holds
-// its thread, as the session's reader does: a session has at most one
-// writer at a time (protocol.Writer), so MaxSessions bounds them.
-func (t *threadConn) Write(p []byte) (int, error) {
-	t.inUse.RLock()
-	defer t.inUse.RUnlock()
-	n := 0
-	for n < len(p) {
-		if t.closed.Load() {
-			return n, net.ErrClosed
-		}
-		m, err := unix.Write(t.fd, p[n:])
-		if m > 0 {
-			n += m
-		}
-		switch {
-		case err == nil || err == unix.EINTR:
-		case err == unix.EAGAIN:
-			timeout := -1
-			if d := t.writeDead.Load(); d != 0 {
-				left := time.Until(time.Unix(0, d))
-				if left <= 0 {
-					return n, os.ErrDeadlineExceeded
-				}
-				timeout = int(left.Milliseconds()) + 1
+	var n int
+	var err error
+	if cerr := t.rc.Read(func(fd uintptr) bool {
+		for {
+			n, err = unix.Read(int(fd), p)
+			if err == unix.EINTR {
+				continue
 			}
-			unix.Poll([]unix.PollFd{{Fd: int32(t.fd), Events: unix.POLLOUT}}, timeout)
-		default:
-			return n, os.NewSyscallError("write", err)
+			if err != unix.EAGAIN {
+				t.readWithoutWaiting()
+				return true
+			}
+			t.wait(int(fd))
 		}
+	}); cerr != nil {
+		return 0, cerr // closed
+	}
+	switch {
+	case err != nil:
+		return 0, err
+	case n == 0:
+		return 0, io.EOF
 	}
 	return n, nil
 }
 
-// Close shuts the socket down, which ends the reads and writes waiting in
-// poll, then closes it once they have returned.
+// Close shuts the socket down before closing it: a Read waiting in poll
+// holds the descriptor open, and only the shutdown wakes it.
 func (t *threadConn) Close() error {
 	t.closeOnce.Do(func() {
-		t.closed.Store(true)
-		unix.Shutdown(t.fd, unix.SHUT_RDWR)
-		t.inUse.Lock()
-		t.closeErr = unix.Close(t.fd)
-		t.inUse.Unlock()
+		t.rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RDWR) })
+		t.closeErr = t.ReadWriteCloser.Close()
 	})
 	return t.closeErr
 }
 
-// SetWriteDeadline bounds the writes that wait for room; the zero time
-// removes the bound.
+// SetWriteDeadline bounds writes, when the socket supports deadlines.
 func (t *threadConn) SetWriteDeadline(d time.Time) error {
-	if d.IsZero() {
-		t.writeDead.Store(0)
-	} else {
-		t.writeDead.Store(d.UnixNano())
+	if wd, ok := t.ReadWriteCloser.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		return wd.SetWriteDeadline(d)
 	}
-	return nil
+	return errors.ErrUnsupported
 }
 
 // A thread woken with a frame still waits for the CPU behind every thread

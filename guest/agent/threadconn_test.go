@@ -2,14 +2,12 @@ package agent
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -65,96 +63,27 @@ func TestThreadConnReads(t *testing.T) {
 	}
 }
 
-// TestThreadConnCloseEnds: closing the connection ends a read waiting for
-// input and a write waiting for room, each in poll and holding the
-// descriptor.
-func TestThreadConnCloseEnds(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		op   func(c io.ReadWriter) error
-	}{
-		{"read", func(c io.ReadWriter) error { _, err := c.Read(make([]byte, 10)); return err }},
-		{"write", func(c io.ReadWriter) error { _, err := c.Write(make([]byte, 64<<20)); return err }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			server, _ := unixPair(t) // the peer neither writes nor reads
-			c := newThreadConn(server)
-			tids, done := make(chan int, 1), make(chan error, 1)
-			go func() {
-				runtime.LockOSThread() // never unlocked: the thread ends with the test
-				tids <- unix.Gettid()
-				done <- tc.op(c)
-			}()
-			waitInPoll(t, <-tids)
-			c.Close()
-			select {
-			case err := <-done:
-				if err == nil {
-					t.Fatalf("%s after Close returned no error", tc.name)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatalf("%s still waiting 10s after Close", tc.name)
-			}
-		})
-	}
-}
-
-// TestThreadConnOutOfPoller: the socket is in no epoll set of the
-// process, so Go's poller thread is not woken by its traffic.
-func TestThreadConnOutOfPoller(t *testing.T) {
-	server, _ := unixPair(t)
-	c := newThreadConn(server).(*threadConn)
-	defer c.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(c.fd, &st); err != nil {
-		t.Fatal(err)
-	}
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// An epoll set's fdinfo has a line per file it watches, with the
-	// file's inode in hex, whichever descriptor it was added by.
-	ino := fmt.Sprintf("ino:%x", st.Ino)
-	polls := 0
-	for _, e := range ents {
-		if l, _ := os.Readlink("/proc/self/fd/" + e.Name()); l != "anon_inode:[eventpoll]" {
-			continue
-		}
-		polls++
-		info, _ := os.ReadFile("/proc/self/fdinfo/" + e.Name())
-		for _, line := range strings.Split(string(info), "\n") {
-			if f := strings.Fields(line); len(f) > 0 && f[0] == "tfd:" && slices.Contains(f, ino) {
-				t.Fatalf("the socket (%s) is watched by epoll fd %s: %s", ino, e.Name(), line)
-			}
-		}
-	}
-	if polls == 0 {
-		t.Fatal("found no epoll set to look in: Go's poller should have one")
-	}
-}
-
-// TestThreadConnWriteDeadline: a write to a host that reads nothing ends
-// at the write deadline, with what was written.
-func TestThreadConnWriteDeadline(t *testing.T) {
-	server, _ := unixPair(t)
-	c := newThreadConn(server).(*threadConn)
-	defer c.Close()
-	c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	done := make(chan error, 1)
-	var n int
+// TestThreadConnCloseEndsRead: closing the connection ends a Read waiting
+// in poll, which holds the descriptor open.
+func TestThreadConnCloseEndsRead(t *testing.T) {
+	server, _ := unixPair(t) // the peer writes nothing
+	c := newThreadConn(server)
+	tids, done := make(chan int, 1), make(chan error, 1)
 	go func() {
-		var err error
-		n, err = c.Write(make([]byte, 64<<20))
+		runtime.LockOSThread() // never unlocked: the thread ends with the test
+		tids <- unix.Gettid()
+		_, err := c.Read(make([]byte, 10))
 		done <- err
 	}()
+	waitInPoll(t, <-tids)
+	c.Close()
 	select {
 	case err := <-done:
-		if !errors.Is(err, os.ErrDeadlineExceeded) || n == 0 || n == 64<<20 {
-			t.Fatalf("write to a host that reads nothing: %d bytes, %v; want some bytes and %v", n, err, os.ErrDeadlineExceeded)
+		if err == nil {
+			t.Fatal("Read after Close returned no error")
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("write still waiting 10s after its deadline")
+		t.Fatal("Read still waiting 10s after Close")
 	}
 }
 
