@@ -255,28 +255,29 @@ func (p *peer) measureResize(probe string, n int) []time.Duration {
 	return lat
 }
 
+// corkPeer runs programs through cork exec, reaching corkd by the flags in
+// via.
+func corkPeer(name, cork string, via ...string) *peer {
+	run := func(mode string, x []string) []string {
+		args := append([]string{cork, "exec", mode}, via...)
+		return append(append(args, "--"), x...)
+	}
+	return &peer{name: name,
+		tty:  func(x ...string) []string { return run("-it", x) },
+		pipe: func(x ...string) []string { return run("-i", x) }}
+}
+
 // printPeers prints the peers table: every column for every row.
 func printPeers(out io.Writer, b *harness.Binaries, a *agent) {
 	progress("peers")
 	dir := filepath.Join(b.Dir, "peers")
 	check(os.MkdirAll(dir, 0o755))
 	floor := &peer{name: "floor: no tool", tty: func(a ...string) []string { return a }, pipe: func(a ...string) []string { return a }}
-	corkUnix := &peer{name: "cork, unix socket",
-		tty: func(x ...string) []string {
-			return append([]string{b.Cork, "exec", "-it", "--connect", a.url, "--"}, x...)
-		},
-		pipe: func(x ...string) []string {
-			return append([]string{b.Cork, "exec", "-i", "--connect", a.url, "--"}, x...)
-		}}
-	corkMachine := &peer{name: "cork --machine (smolvm stand-in)",
-		tty: func(x ...string) []string {
-			return append([]string{b.Cork, "exec", "-it", "--machine", "m", "--smolvm", b.Standin, "--agent", b.Corkd, "--"}, x...)
-		},
-		pipe: func(x ...string) []string {
-			return append([]string{b.Cork, "exec", "-i", "--machine", "m", "--smolvm", b.Standin, "--agent", b.Corkd, "--"}, x...)
-		}}
+	corkUnix := corkPeer("cork, unix socket", b.Cork, "--connect", a.url)
+	corkMachine := corkPeer("cork --machine (smolvm stand-in)", b.Cork, "--machine", "m", "--smolvm", b.Standin, "--agent", b.Corkd)
 	// The bare relay pair is the ceiling for any agent and client: the
-	// same two processes on the path as cork, doing nothing but io.Copy.
+	// same two processes on the path as cork, relaying bytes and nothing
+	// else.
 	bareSock := filepath.Join(dir, "barerelay.sock")
 	bare := exec.Command(b.Barerelay, "serve", bareSock)
 	check(bare.Start())
@@ -292,19 +293,9 @@ func printPeers(out io.Writer, b *harness.Binaries, a *agent) {
 	peers := []*peer{floor, bareRelay, corkUnix, corkMachine}
 	var other *peer
 	if *otherCorkd != "" {
-		logf, err := os.Create(filepath.Join(dir, "other-corkd.log"))
-		check(err)
-		defer logf.Close()
-		a, err := harness.StartAgent(*otherCorkd, filepath.Join(dir, "other-corkd.sock"), logf)
-		check(err)
-		defer a.Stop()
-		other = &peer{name: "cork, unix socket, " + *otherCorkd,
-			tty: func(x ...string) []string {
-				return append([]string{b.Cork, "exec", "-it", "--connect", a.URL, "--"}, x...)
-			},
-			pipe: func(x ...string) []string {
-				return append([]string{b.Cork, "exec", "-i", "--connect", a.URL, "--"}, x...)
-			}}
+		oa := startAgent(*otherCorkd, filepath.Join(dir, "other-corkd"))
+		defer oa.stop()
+		other = corkPeer("cork, unix socket, "+*otherCorkd, b.Cork, "--connect", oa.url)
 		peers = append(peers, other)
 	}
 
