@@ -31,6 +31,10 @@ const (
 // a count of a billion is an attack, not a repaint.
 const maxParam = 4096
 
+// maxMode bounds the numbers of private sequences (DECSET and its kin),
+// which name modes; the largest in use are in the thousands.
+const maxMode = 65535
+
 // maxCSI bounds a CSI sequence kept whole; a longer one is dropped.
 const maxCSI = 512
 
@@ -123,6 +127,16 @@ func (s *scanner) feed(p []byte, out []byte, emit bool) []byte {
 				out = append(out, 0x1b, c)
 			}
 		case csi:
+			if c == 0x7f {
+				continue // DEL is ignored inside a sequence, as terminals do
+			}
+			if c >= 0x80 {
+				// A C1 control or a UTF-8 byte cancels the sequence in
+				// the emulator's parser; it is read again in ground.
+				s.state = ground
+				i--
+				continue
+			}
 			if len(s.seq) < maxCSI {
 				s.seq = append(s.seq, c)
 			} else {
@@ -184,44 +198,54 @@ func (s *scanner) feed(p []byte, out []byte, emit bool) []byte {
 
 // finishCSI follows the modes a complete CSI sequence sets, and passes it
 // on with its numbers clamped. Private sequences (a ?, <, = or > after the
-// [) carry mode numbers, not counts, and go on as they are.
+// [) carry mode numbers, not counts, and get the larger bound of modes.
 func (s *scanner) finishCSI(out []byte, emit bool) []byte {
 	seq := s.seq
 	params, final := seq[2:len(seq)-1], seq[len(seq)-1]
-	if len(params) > 0 && params[0] >= '<' && params[0] <= '?' {
-		if params[0] == '?' && (final == 'h' || final == 'l') {
-			s.setModes(params[1:], final == 'h')
-		}
-		if emit {
-			out = append(out, seq...)
-		}
-		return out
+	private := len(params) > 0 && params[0] >= '<' && params[0] <= '?'
+	if private && params[0] == '?' && (final == 'h' || final == 'l') {
+		s.setModes(params[1:], final == 'h')
 	}
 	if !emit {
 		return out
 	}
 	out = append(out, 0x1b, '[')
+	limit := maxParam
+	if private {
+		// A private prefix carries mode numbers, not counts.
+		out = append(out, params[0])
+		params, limit = params[1:], maxMode
+	}
+	return append(appendParams(out, params, limit), final)
+}
+
+// appendParams appends params with every number clamped to limit. The
+// emulator ignores '<' to '?' after the first parameter byte, so they are
+// dropped rather than allowed to split a number in two for the clamp
+// and join it again in the emulator.
+func appendParams(out, params []byte, limit int) []byte {
 	n, digits := 0, 0
 	flush := func() {
-		if digits == 0 {
-			return
+		if digits > 0 {
+			out = appendInt(out, min(n, limit))
 		}
-		out = appendInt(out, min(n, maxParam))
 		n, digits = 0, 0
 	}
 	for _, c := range params {
-		if c >= '0' && c <= '9' {
-			if n <= maxParam {
+		switch {
+		case c >= '0' && c <= '9':
+			if n <= limit {
 				n = n*10 + int(c-'0')
 			}
 			digits++
-			continue
+		case c >= '<' && c <= '?':
+		default:
+			flush()
+			out = append(out, c)
 		}
-		flush()
-		out = append(out, c)
 	}
 	flush()
-	return append(out, final)
+	return out
 }
 
 func (s *scanner) setModes(params []byte, on bool) {
