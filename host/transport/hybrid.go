@@ -70,7 +70,7 @@ func tryHybrid(ctx context.Context, path string, port uint32) (net.Conn, error) 
 		}
 		if line = append(line, b[0]); len(line) > maxHybridReply {
 			c.Close()
-			return nil, fmt.Errorf("%w %d: %q...", ErrHybridReply, port, line)
+			return nil, fmt.Errorf("%w %d: %q (cut)", ErrHybridReply, port, line)
 		}
 	}
 	reply := string(line)

@@ -221,7 +221,11 @@ func copyTreeThrough(t *testing.T, cork, serial string) {
 		t.Fatalf("cp out: %v: %s", err, out)
 	}
 	n := 0
-	filepath.Walk(src, func(p string, want os.FileInfo, err error) error {
+	filepath.Walk(src, func(p string, want os.FileInfo, walkErr error) error {
+		if walkErr != nil {
+			t.Errorf("walk %q: %v", p, walkErr)
+			return nil
+		}
 		rel, _ := filepath.Rel(src, p)
 		got, err := os.Lstat(filepath.Join(back, "tree", rel))
 		if err != nil {

@@ -39,13 +39,11 @@ func printScreen(out io.Writer, b *harness.Binaries, a *agent) {
 		check(err)
 		defer tm.Close()
 		go func() { <-tm.ReadDone(); close(drained) }()
-		var ws []*termtest.Terminal
 		for range watchers {
 			waitFor(func() bool { return strings.Contains(runOut(b.Cork, "ls", "--connect", a.url), name) })
 			w, err := termtest.Open(termtest.Options{Rows: 24, Cols: 80}, b.Cork, "attach", "--read-only", "--connect", a.url, name)
 			check(err)
 			defer w.Close()
-			ws = append(ws, w)
 		}
 		if watchers > 0 {
 			waitFor(func() bool {
