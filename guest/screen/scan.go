@@ -102,6 +102,14 @@ func (s *scanner) feed(p []byte, out []byte, emit bool) []byte {
 				out = append(out, c)
 			}
 		case escape:
+			if c >= 0x80 {
+				// As in a sequence: the emulator's parser drops the
+				// ESC, and a C1 byte after it (0x9b is CSI) must not
+				// get past the clamp.
+				s.state = ground
+				i--
+				continue
+			}
 			switch c {
 			case '[':
 				s.state, s.seq, s.long = csi, append(s.seq[:0], 0x1b, '['), false

@@ -16,6 +16,7 @@ func TestClampSeesThroughIgnoredBytes(t *testing.T) {
 		{"private numbers bounded", "\x1b[?99999999999h", "\x1b[?65535h"},
 		{"C1 cancels the sequence", "\x1b[99\x9b99b", "99b"},
 		{"UTF-8 cancels the sequence", "\x1b[99é", "é"},
+		{"C1 CSI after ESC", "\x1b\x9b9999999999999999999999X", "9999999999999999999999X"},
 		{"small counts unchanged", "\x1b[1;31m\x1b[12;40H", "\x1b[1;31m\x1b[12;40H"},
 	}
 	for _, c := range cases {
