@@ -16,8 +16,7 @@ type conns struct {
 	max, maxPerPeer int
 
 	mu       sync.Mutex
-	open     map[io.Closer]string // connection: its peer, while pending
-	admitted map[io.Closer]bool
+	open     map[*conn]bool // true while pending
 	pending  map[string]int // pending connections by peer
 	npending int
 	closing  bool
@@ -27,9 +26,15 @@ type conns struct {
 	unlogged map[string]int
 }
 
+// conn is one connection in the table: a key for any connection, which
+// need not be comparable itself.
+type conn struct {
+	c    io.Closer
+	peer string
+}
+
 func newConns(max, maxPerPeer int) *conns {
-	return &conns{max: max, maxPerPeer: maxPerPeer,
-		open: map[io.Closer]string{}, admitted: map[io.Closer]bool{}, pending: map[string]int{},
+	return &conns{max: max, maxPerPeer: maxPerPeer, open: map[*conn]bool{}, pending: map[string]int{},
 		loggedAt: map[string]time.Time{}, unlogged: map[string]int{}}
 }
 
@@ -52,56 +57,55 @@ func (t *conns) refusalToLog(peer string) (bool, int) {
 
 // add counts c in as pending for peer, or returns why it may not be: a
 // limit is reached, or the agent is shutting down.
-func (t *conns) add(c io.Closer, peer string) error {
+func (t *conns) add(c io.Closer, peer string) (*conn, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	switch {
 	case t.closing:
-		return errShuttingDown
+		return nil, errShuttingDown
 	case t.pending[peer] >= t.maxPerPeer:
-		return fmt.Errorf("corkd already has %d connections from %s that have not finished their handshake, "+
+		return nil, fmt.Errorf("corkd already has %d connections from %s that have not finished their handshake, "+
 			"the most it takes from one peer (corkd serve --max-pending-per-uid)", t.pending[peer], peer)
 	case t.npending >= t.max:
-		return fmt.Errorf("corkd already has %d connections that have not finished their handshake, "+
+		return nil, fmt.Errorf("corkd already has %d connections that have not finished their handshake, "+
 			"the most it takes (corkd serve --max-pending)", t.npending)
 	}
-	t.open[c] = peer
+	e := &conn{c: c, peer: peer}
+	t.open[e] = true
 	t.pending[peer]++
 	t.npending++
-	return nil
+	return e, nil
 }
 
 var errShuttingDown = fmt.Errorf("corkd is shutting down")
 
 // admit moves c from pending to admitted. It reports false when the agent
 // is shutting down, or c has gone (its handshake deadline closed it).
-func (t *conns) admit(c io.Closer) bool {
+func (t *conns) admit(e *conn) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	peer, ok := t.open[c]
-	if !ok || t.closing {
+	if !t.open[e] || t.closing {
 		return false
 	}
-	t.unpendLocked(c, peer)
-	t.admitted[c] = true
+	t.unpendLocked(e)
+	t.open[e] = false
 	return true
 }
 
-// remove forgets c, pending or admitted.
-func (t *conns) remove(c io.Closer) {
+// remove forgets e, pending or admitted.
+func (t *conns) remove(e *conn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if peer, ok := t.open[c]; ok {
-		t.unpendLocked(c, peer)
+	if t.open[e] {
+		t.unpendLocked(e)
 	}
-	delete(t.admitted, c)
+	delete(t.open, e)
 }
 
-func (t *conns) unpendLocked(c io.Closer, peer string) {
-	delete(t.open, c)
+func (t *conns) unpendLocked(e *conn) {
 	t.npending--
-	if t.pending[peer]--; t.pending[peer] == 0 {
-		delete(t.pending, peer)
+	if t.pending[e.peer]--; t.pending[e.peer] == 0 {
+		delete(t.pending, e.peer)
 	}
 }
 
@@ -110,10 +114,7 @@ func (t *conns) unpendLocked(c io.Closer, peer string) {
 func (t *conns) shutdown() {
 	t.mu.Lock()
 	t.closing = true
-	var pending []io.Closer
-	for c := range t.open {
-		pending = append(pending, c)
-	}
+	pending := t.listLocked(true)
 	t.mu.Unlock()
 	for _, c := range pending {
 		c.Close()
@@ -124,14 +125,22 @@ func (t *conns) shutdown() {
 // and clients that outlived their session.
 func (t *conns) closeAdmitted() {
 	t.mu.Lock()
-	var cs []io.Closer
-	for c := range t.admitted {
-		cs = append(cs, c)
-	}
+	admitted := t.listLocked(false)
 	t.mu.Unlock()
-	for _, c := range cs {
+	for _, c := range admitted {
 		c.Close()
 	}
+}
+
+// listLocked lists the connections pending, or admitted.
+func (t *conns) listLocked(pending bool) []io.Closer {
+	var cs []io.Closer
+	for e, p := range t.open {
+		if p == pending {
+			cs = append(cs, e.c)
+		}
+	}
+	return cs
 }
 
 // count reports the connections pending now.

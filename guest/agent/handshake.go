@@ -18,7 +18,8 @@ type handshake struct {
 	c       io.ReadWriteCloser
 	r       *protocol.Reader
 	w       *protocol.Writer
-	version int // negotiated
+	version int   // negotiated
+	entry   *conn // c in the agent's table of connections
 	// deadline closes c when the timeout is up: a peer that sends half a
 	// frame and stops must not hold the connection, and closing it is the
 	// one way to interrupt a read on every kind of stream.
@@ -26,11 +27,11 @@ type handshake struct {
 }
 
 // startHandshake arms the connection's deadline; the caller stops it.
-func (s *Server) startHandshake(c io.ReadWriteCloser, w *protocol.Writer) *handshake {
+func (s *Server) startHandshake(c io.ReadWriteCloser, w *protocol.Writer, entry *conn) *handshake {
 	r := protocol.NewReader(c)
 	r.SetLimit(s.cfg.MaxFrame)
 	timeout := s.cfg.HandshakeTimeout
-	return &handshake{srv: s, c: c, r: r, w: w, deadline: time.AfterFunc(timeout, func() {
+	return &handshake{srv: s, c: c, r: r, w: w, entry: entry, deadline: time.AfterFunc(timeout, func() {
 		s.log.Warn("handshake timed out", "after", timeout)
 		c.Close()
 	})}
@@ -44,7 +45,7 @@ func (h *handshake) admitted() bool {
 	if !h.deadline.Stop() {
 		return false // the deadline fired and closed the connection as it was admitted
 	}
-	if !h.srv.conns.admit(h.c) {
+	if !h.srv.conns.admit(h.entry) {
 		h.refuse(protocol.KindBusy, errShuttingDown.Error())
 		return false
 	}

@@ -305,15 +305,16 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 	c = newThreadConn(c)
 	defer c.Close()
 	w := protocol.NewWriter(c)
-	if err := s.conns.add(c, name); err != nil {
+	entry, err := s.conns.add(c, name)
+	if err != nil {
 		if ok, n := s.conns.refusalToLog(name); ok {
 			s.log.Warn("connection refused", "peer", name, "err", err, "refused", n)
 		}
 		refuseAtOnce(c, w, err)
 		return
 	}
-	defer s.conns.remove(c)
-	hs := s.startHandshake(c, w)
+	defer s.conns.remove(entry)
+	hs := s.startHandshake(c, w, entry)
 	defer hs.deadline.Stop()
 	t, p, ok := hs.run()
 	if !ok {
