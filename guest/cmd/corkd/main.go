@@ -188,8 +188,8 @@ func serve(args []string) int {
 	go func() {
 		for range usr1 {
 			st := srv.ReadStats()
-			log.Info("stats", "sessions", st.Sessions, "pending", st.Pending, "goroutines", st.Goroutines,
-				"threads", st.Threads, "fds", st.FDs, "rss_kib", st.RSSKiB, "resizes", st.Resizes)
+			log.Info("stats", "sessions", st.Sessions, "goroutines", st.Goroutines, "fds", st.FDs, "rss_kib", st.RSSKiB,
+				"resizes", st.Resizes, "pending", st.Pending, "threads", st.Threads)
 		}
 	}()
 	stop := make(chan os.Signal, 1)
