@@ -232,7 +232,8 @@ func serve(args []string) int {
 
 // maxSessionsLimit keeps corkd's threads under the Go runtime's limit of
 // 10,000, past which it dies: a session holds at most two threads, and
-// the runtime needs about GOMAXPROCS more.
+// the runtime needs about GOMAXPROCS more. The runtime's limit is left as
+// it is: lower, it would only bring that death nearer.
 const maxSessionsLimit = 4096
 
 // shutdownGrace bounds the wait, once every session has ended, for the
