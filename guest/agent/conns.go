@@ -12,13 +12,17 @@ import (
 // copy): pending ones are bounded in total and per peer, so that idle
 // connections, which cost the agent a goroutine, a descriptor and a
 // buffer each, can neither pile up nor let one peer shut out the others.
+// The sessions of a peer confined to its own uid are bounded here too, so
+// that such a peer cannot take every session from the others.
 type conns struct {
-	max, maxPerPeer int
+	max, maxPerPeer    int
+	maxSessionsPerPeer int
 
 	mu       sync.Mutex
 	open     map[*conn]bool // true while pending
 	pending  map[string]int // pending connections by peer
 	npending int
+	sessions map[string]int // sessions and copies of confined peers
 	closing  bool
 	// Refusals are logged at most once a second per peer, so that a peer
 	// that connects in a loop cannot fill the disk with corkd's log.
@@ -29,12 +33,15 @@ type conns struct {
 // conn is one connection in the table: a key for any connection, which
 // need not be comparable itself.
 type conn struct {
-	c    io.Closer
-	peer string
+	c        io.Closer
+	peer     string
+	confined bool // the peer runs sessions only as itself (--allow-uid)
+	holds    bool // one of the peer's sessions is counted on this connection
 }
 
-func newConns(max, maxPerPeer int) *conns {
-	return &conns{max: max, maxPerPeer: maxPerPeer, open: map[*conn]bool{}, pending: map[string]int{},
+func newConns(max, maxPerPeer, maxSessionsPerPeer int) *conns {
+	return &conns{max: max, maxPerPeer: maxPerPeer, maxSessionsPerPeer: maxSessionsPerPeer,
+		open: map[*conn]bool{}, pending: map[string]int{}, sessions: map[string]int{},
 		loggedAt: map[string]time.Time{}, unlogged: map[string]int{}}
 }
 
@@ -57,7 +64,7 @@ func (t *conns) refusalToLog(peer string) (bool, int) {
 
 // add counts c in as pending for peer, or returns why it may not be: a
 // limit is reached, or the agent is shutting down.
-func (t *conns) add(c io.Closer, peer string) (*conn, error) {
+func (t *conns) add(c io.Closer, peer string, confined bool) (*conn, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	switch {
@@ -70,7 +77,7 @@ func (t *conns) add(c io.Closer, peer string) (*conn, error) {
 		return nil, fmt.Errorf("corkd already has %d connections that have not finished their handshake, "+
 			"the most it takes (corkd serve --max-pending)", t.npending)
 	}
-	e := &conn{c: c, peer: peer}
+	e := &conn{c: c, peer: peer, confined: confined}
 	t.open[e] = true
 	t.pending[peer]++
 	t.npending++
@@ -92,7 +99,7 @@ func (t *conns) admit(e *conn) bool {
 	return true
 }
 
-// remove forgets e, pending or admitted.
+// remove forgets e, pending or admitted, and the session counted on it.
 func (t *conns) remove(e *conn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -100,6 +107,50 @@ func (t *conns) remove(e *conn) {
 		t.unpendLocked(e)
 	}
 	delete(t.open, e)
+	if e.holds {
+		e.holds = false
+		t.endSessionLocked(e.peer)
+	}
+}
+
+// takeSession counts a session, or a copy, of e's peer in, on e, or
+// returns why it may not run: a confined peer is at its limit. Other peers
+// are bounded by the agent's limit of sessions alone.
+func (t *conns) takeSession(e *conn) error {
+	if !e.confined {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n := t.sessions[e.peer]; n >= t.maxSessionsPerPeer {
+		return fmt.Errorf("%s already has %d sessions, the most corkd runs at once for a uid admitted with --allow-uid "+
+			"(corkd serve --max-sessions-per-uid)", e.peer, n)
+	}
+	t.sessions[e.peer]++
+	e.holds = true
+	return nil
+}
+
+// giveSession moves the session counted on e to the session itself, which
+// may outlive the connection: the caller calls end when it ends.
+func (t *conns) giveSession(e *conn) (end func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !e.holds {
+		return func() {}
+	}
+	e.holds = false
+	return sync.OnceFunc(func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		t.endSessionLocked(e.peer)
+	})
+}
+
+func (t *conns) endSessionLocked(peer string) {
+	if t.sessions[peer]--; t.sessions[peer] == 0 {
+		delete(t.sessions, peer)
+	}
 }
 
 func (t *conns) unpendLocked(e *conn) {

@@ -51,6 +51,10 @@ type Config struct {
 	// make the agent hold does, so there are at most 2 x MaxSessions
 	// threads, plus about GOMAXPROCS and a few of the Go runtime's own.
 	MaxSessions int
+	// MaxSessionsPerUID limits the concurrent sessions and copies of one
+	// uid that runs sessions only as itself (listen's AllowUIDs), so that
+	// it cannot take every session from root and the other uids.
+	MaxSessionsPerUID int
 	// MaxFrame lowers the largest frame payload accepted from a host
 	// below protocol.MaxPayload.
 	MaxFrame int
@@ -91,6 +95,7 @@ const (
 	DefaultMaxSessions      = 256
 	DefaultMaxPending       = 512
 	DefaultMaxPendingPeer   = 64
+	DefaultMaxSessionsUID   = 32
 	DefaultTerm             = "xterm-256color"
 	DefaultMaxKept          = 32
 	DefaultKeepBuffer       = 1 << 20
@@ -139,6 +144,7 @@ func New(cfg Config) *Server {
 	setDefault(&cfg.MaxSessions, DefaultMaxSessions)
 	setDefault(&cfg.MaxPending, DefaultMaxPending)
 	setDefault(&cfg.MaxPendingPerPeer, DefaultMaxPendingPeer)
+	setDefault(&cfg.MaxSessionsPerUID, DefaultMaxSessionsUID)
 	setDefault(&cfg.DefaultTerm, DefaultTerm)
 	setDefault(&cfg.MaxKept, DefaultMaxKept)
 	setDefault(&cfg.KeepBuffer, DefaultKeepBuffer)
@@ -155,7 +161,7 @@ func New(cfg Config) *Server {
 		cfg.Logger.Warn("cannot resolve own account", "err", err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, self: self, kept: newKeptSessions(cfg.MaxKept),
-		conns: newConns(cfg.MaxPending, cfg.MaxPendingPerPeer), sessions: map[*session]bool{}}
+		conns: newConns(cfg.MaxPending, cfg.MaxPendingPerPeer, cfg.MaxSessionsPerUID), sessions: map[*session]bool{}}
 	s.freeMemory = time.AfterFunc(time.Duration(math.MaxInt64), func() {
 		if s.active.Load() == 0 {
 			// Twice: the pooled frame buffers survive the first
@@ -258,23 +264,24 @@ wait:
 	}
 }
 
-// track adds a started session to those Shutdown hangs up, until it ends.
-// It reports false when the agent is shutting down: the session is then
-// the caller's to hang up.
-func (s *Server) track(ss *session) bool {
+// track adds a started session to those Shutdown hangs up, until it ends,
+// and calls end then. It reports false when the agent is shutting down:
+// the session is then the caller's to hang up.
+func (s *Server) track(ss *session, end func()) bool {
 	s.sessMu.Lock()
 	defer s.sessMu.Unlock()
-	if s.closing {
-		return false
+	tracked := !s.closing
+	if tracked {
+		s.sessions[ss] = true
 	}
-	s.sessions[ss] = true
 	go func() {
 		<-ss.done
+		end()
 		s.sessMu.Lock()
 		delete(s.sessions, ss)
 		s.sessMu.Unlock()
 	}()
-	return true
+	return tracked
 }
 
 // refuseAtOnce tells a connection refused before its handshake why, when
@@ -305,7 +312,7 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 	c = newThreadConn(c)
 	defer c.Close()
 	w := protocol.NewWriter(c)
-	entry, err := s.conns.add(c, name)
+	entry, err := s.conns.add(c, name, !peer.AsAny)
 	if err != nil {
 		if ok, n := s.conns.refusalToLog(name); ok {
 			s.log.Warn("connection refused", "peer", name, "err", err, "refused", n)
@@ -402,7 +409,7 @@ func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 		}
 	}
 	ss.begin()
-	if !s.track(ss) {
+	if !s.track(ss, s.conns.giveSession(hs.entry)) {
 		go ss.hangup() // corkd is shutting down
 	}
 	ss.serve(cl, hs.r)
@@ -413,6 +420,10 @@ func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 // sessionEnded.
 func (s *Server) admit(hs *handshake) bool {
 	if !hs.admitted() {
+		return false
+	}
+	if err := s.conns.takeSession(hs.entry); err != nil {
+		hs.refuse(protocol.KindBusy, err.Error())
 		return false
 	}
 	if s.active.Add(1) > int64(s.cfg.MaxSessions) {

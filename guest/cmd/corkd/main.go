@@ -90,6 +90,7 @@ func serve(args []string) int {
 	handshake := fs.Duration("handshake-timeout", agent.DefaultHandshakeTimeout, "time a connection has from connect to its session, or its answer; pings do not extend it")
 	grace := fs.Duration("disconnect-grace", agent.DefaultDisconnectGrace, "time between SIGHUP and SIGKILL when a connection drops")
 	maxSessions := fs.Int("max-sessions", agent.DefaultMaxSessions, fmt.Sprintf("concurrent sessions and copies (1 to %d)", maxSessionsLimit))
+	maxSessionsUID := fs.Int("max-sessions-per-uid", agent.DefaultMaxSessionsUID, "concurrent sessions and copies of one uid admitted with --allow-uid")
 	maxPending := fs.Int("max-pending", agent.DefaultMaxPending, "connections not yet admitted to a session, in total")
 	maxPendingPeer := fs.Int("max-pending-per-uid", agent.DefaultMaxPendingPeer, "connections not yet admitted to a session, from one peer uid (vsock: one CID)")
 	maxFrame := fs.Int("max-frame", protocol.MaxPayload, "largest frame payload accepted, in bytes (64 KiB to 1 MiB)")
@@ -138,8 +139,9 @@ func serve(args []string) int {
 		fmt.Fprintf(os.Stderr, "corkd: --max-sessions %d: want 1 to %d\n", *maxSessions, maxSessionsLimit)
 		return 2
 	}
-	if *maxPending < 1 || *maxPendingPeer < 1 {
-		fmt.Fprintf(os.Stderr, "corkd: --max-pending %d, --max-pending-per-uid %d: want at least 1\n", *maxPending, *maxPendingPeer)
+	if *maxSessionsUID < 1 || *maxPending < 1 || *maxPendingPeer < 1 {
+		fmt.Fprintf(os.Stderr, "corkd: --max-sessions-per-uid %d, --max-pending %d, --max-pending-per-uid %d: want at least 1 each\n",
+			*maxSessionsUID, *maxPending, *maxPendingPeer)
 		return 2
 	}
 	if *keepBuffer < 4<<10 || *keepBuffer > 64<<20 {
@@ -152,6 +154,7 @@ func serve(args []string) int {
 		HandshakeTimeout:  *handshake,
 		DisconnectGrace:   *grace,
 		MaxSessions:       *maxSessions,
+		MaxSessionsPerUID: *maxSessionsUID,
 		MaxPending:        *maxPending,
 		MaxPendingPerPeer: *maxPendingPeer,
 		MaxFrame:          *maxFrame,
