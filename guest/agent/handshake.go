@@ -9,13 +9,47 @@ import (
 )
 
 // handshake takes a connection from its first byte to its request: the
-// hello exchange, then any pings, within the handshake timeout.
+// hello exchange, then any pings. The connection has the handshake timeout
+// from its first byte to be admitted to a session, or to have its request
+// answered: pings do not extend it, so that no connection stays pending
+// for longer.
 type handshake struct {
 	srv     *Server
 	c       io.ReadWriteCloser
 	r       *protocol.Reader
 	w       *protocol.Writer
-	version int // negotiated
+	version int   // negotiated
+	entry   *conn // c in the agent's table of connections
+	// deadline closes c when the timeout is up: a peer that sends half a
+	// frame and stops must not hold the connection, and closing it is the
+	// one way to interrupt a read on every kind of stream.
+	deadline *time.Timer
+}
+
+// startHandshake arms the connection's deadline; the caller stops it.
+func (s *Server) startHandshake(c io.ReadWriteCloser, w *protocol.Writer, entry *conn) *handshake {
+	r := protocol.NewReader(c)
+	r.SetLimit(s.cfg.MaxFrame)
+	timeout := s.cfg.HandshakeTimeout
+	return &handshake{srv: s, c: c, r: r, w: w, entry: entry, deadline: time.AfterFunc(timeout, func() {
+		s.log.Warn("handshake timed out", "after", timeout)
+		c.Close()
+	})}
+}
+
+// admitted takes the connection out of the pending ones, into a session:
+// its deadline no longer applies. It reports false, and the connection
+// must end, when the deadline has already closed it or corkd is shutting
+// down.
+func (h *handshake) admitted() bool {
+	if !h.deadline.Stop() {
+		return false // the deadline fired and closed the connection as it was admitted
+	}
+	if !h.srv.conns.admit(h.entry) {
+		h.refuse(protocol.KindBusy, errShuttingDown.Error())
+		return false
+	}
+	return true
 }
 
 // refuse tells the peer why it is refused; the connection ends after it.
@@ -43,16 +77,6 @@ func (h *handshake) request(t protocol.Type, p []byte, v any) bool {
 // the request. It reports false when the connection ended or was refused
 // (the refusal sent).
 func (h *handshake) run() (protocol.Type, []byte, bool) {
-	// A peer that sends half a frame and stops must not hold the
-	// connection forever. Closing it is the one way to interrupt a read
-	// on every kind of stream.
-	timeout := h.srv.cfg.HandshakeTimeout
-	timer := time.AfterFunc(timeout, func() {
-		h.srv.log.Warn("handshake timed out", "after", timeout)
-		h.c.Close()
-	})
-	defer timer.Stop()
-
 	t, p, err := h.r.Next()
 	if err != nil {
 		if err != io.EOF {
@@ -88,7 +112,6 @@ func (h *handshake) run() (protocol.Type, []byte, bool) {
 	}
 
 	for {
-		timer.Reset(timeout)
 		t, p, err = h.r.Next()
 		if err != nil {
 			if err != io.EOF {
@@ -106,9 +129,6 @@ func (h *handshake) run() (protocol.Type, []byte, bool) {
 		if h.w.WriteFrame(protocol.TypePong, p) != nil {
 			return 0, nil, false
 		}
-	}
-	if !timer.Stop() {
-		return 0, nil, false // the timer fired and closed the connection as the request arrived
 	}
 	return t, p, true
 }

@@ -3,7 +3,10 @@ package agent
 import (
 	"fmt"
 	"io"
+	"net"
 	"strconv"
+
+	"github.com/mdlayher/vsock"
 
 	"github.com/corkvm/cork/guest/account"
 	"github.com/corkvm/cork/protocol"
@@ -27,6 +30,28 @@ type Peer struct {
 // (listen.PeerConn). A connection that does not is the host's.
 type PeerConn interface {
 	Peer() (uid uint32, asAny bool)
+}
+
+// peerName names the peer of c for the limits per peer and for logs: by
+// uid on a unix socket (PeerConn), by CID on vsock, by the port's name on a
+// serial port; a connection that is no socket is "stdio".
+func peerName(c io.ReadWriteCloser) string {
+	if pc, ok := c.(PeerConn); ok {
+		uid, _ := pc.Peer()
+		return fmt.Sprintf("uid %d", uid)
+	}
+	nc, ok := c.(net.Conn)
+	if !ok {
+		return "stdio"
+	}
+	a := nc.RemoteAddr()
+	if va, ok := a.(*vsock.Addr); ok {
+		return fmt.Sprintf("vsock cid %d", va.ContextID)
+	}
+	if a == nil || a.String() == "" {
+		return nc.LocalAddr().Network() // an unnamed unix socket
+	}
+	return a.Network() + " " + a.String()
 }
 
 func peerOf(c io.ReadWriteCloser) Peer {

@@ -25,8 +25,15 @@ type Config struct {
 	Logger *slog.Logger
 	// Software names the agent in its Hello, for example "corkd 0.1.0".
 	Software string
-	// HandshakeTimeout bounds the time from connect to a complete Exec.
+	// HandshakeTimeout bounds the time from connect to a connection's
+	// admission to a session, or to the answer to its request; pings do
+	// not extend it.
 	HandshakeTimeout time.Duration
+	// MaxPending limits the connections not yet admitted to a session, in
+	// total; MaxPendingPerPeer, those of one peer (a uid on a unix socket,
+	// a CID on vsock). A connection past either is told so and closed.
+	MaxPending        int
+	MaxPendingPerPeer int
 	// DisconnectGrace is the time between SIGHUP and SIGKILL when the
 	// connection drops under a running session.
 	DisconnectGrace time.Duration
@@ -38,8 +45,16 @@ type Config struct {
 	DrainMax  time.Duration
 	// StdinWindow is how many stdin bytes a host may have in flight.
 	StdinWindow uint32
-	// MaxSessions limits concurrent sessions.
+	// MaxSessions limits concurrent sessions and copies. It bounds the
+	// agent's OS threads too: a session holds two (its frames' reader and
+	// the wait for its program), a copy one, and nothing else a peer can
+	// make the agent hold does, so there are at most 2 x MaxSessions
+	// threads, plus about GOMAXPROCS and a few of the Go runtime's own.
 	MaxSessions int
+	// MaxSessionsPerUID limits the concurrent sessions and copies of one
+	// uid that runs sessions only as itself (listen's AllowUIDs), so that
+	// it cannot take every session from root and the other uids.
+	MaxSessionsPerUID int
 	// MaxFrame lowers the largest frame payload accepted from a host
 	// below protocol.MaxPayload.
 	MaxFrame int
@@ -78,6 +93,9 @@ const (
 	// A session that does not read its input holds at most this much.
 	DefaultStdinWindow      = 1 << 20
 	DefaultMaxSessions      = 256
+	DefaultMaxPending       = 512
+	DefaultMaxPendingPeer   = 64
+	DefaultMaxSessionsUID   = 32
 	DefaultTerm             = "xterm-256color"
 	DefaultMaxKept          = 32
 	DefaultKeepBuffer       = 1 << 20
@@ -99,6 +117,11 @@ type Server struct {
 	resizes atomic.Uint64
 	wg      sync.WaitGroup
 	kept    *keptSessions
+	conns   *conns
+	// sessions are the sessions running, for Shutdown to hang up.
+	sessMu   sync.Mutex
+	sessions map[*session]bool
+	closing  bool
 	// freeMemory returns memory to the system once no session has run
 	// for cfg.FreeMemoryAfter.
 	freeMemory *time.Timer
@@ -119,6 +142,9 @@ func New(cfg Config) *Server {
 	setDefault(&cfg.FreeMemoryAfter, DefaultFreeMemoryAfter)
 	setDefault(&cfg.StdinWindow, DefaultStdinWindow)
 	setDefault(&cfg.MaxSessions, DefaultMaxSessions)
+	setDefault(&cfg.MaxPending, DefaultMaxPending)
+	setDefault(&cfg.MaxPendingPerPeer, DefaultMaxPendingPeer)
+	setDefault(&cfg.MaxSessionsPerUID, DefaultMaxSessionsUID)
 	setDefault(&cfg.DefaultTerm, DefaultTerm)
 	setDefault(&cfg.MaxKept, DefaultMaxKept)
 	setDefault(&cfg.KeepBuffer, DefaultKeepBuffer)
@@ -134,7 +160,8 @@ func New(cfg Config) *Server {
 	if err != nil {
 		cfg.Logger.Warn("cannot resolve own account", "err", err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, self: self, kept: newKeptSessions(cfg.MaxKept)}
+	s := &Server{cfg: cfg, log: cfg.Logger, self: self, kept: newKeptSessions(cfg.MaxKept),
+		conns: newConns(cfg.MaxPending, cfg.MaxPendingPerPeer, cfg.MaxSessionsPerUID), sessions: map[*session]bool{}}
 	s.freeMemory = time.AfterFunc(time.Duration(math.MaxInt64), func() {
 		if s.active.Load() == 0 {
 			// Twice: the pooled frame buffers survive the first
@@ -188,8 +215,88 @@ func (s *Server) Serve(l net.Listener) {
 	}
 }
 
-// Wait blocks until every session started by Serve has ended.
+// Wait blocks until every connection accepted by Serve has been served.
 func (s *Server) Wait() { s.wg.Wait() }
+
+// Shutdown ends the agent's work, for corkd to exit: connections not yet
+// admitted are closed and new ones refused; every session, kept ones
+// included, is hung up (SIGHUP, then SIGKILL after DisconnectGrace) and
+// its client and watchers get its Exit, as when a connection drops; then
+// the connections left (copies) are closed. It returns once the sessions
+// have ended and, within grace more, the connections that Serve accepted
+// have been served. The listeners are the caller's to close first.
+func (s *Server) Shutdown(grace time.Duration) {
+	s.conns.shutdown()
+	s.sessMu.Lock()
+	s.closing = true
+	var running []*session
+	for ss := range s.sessions {
+		running = append(running, ss)
+	}
+	s.sessMu.Unlock()
+	s.log.Info("shutting down: hanging up every session", "sessions", len(running))
+	for _, ss := range running {
+		go ss.hangup()
+	}
+	// A session ends within the grace and the drain, unless its output
+	// waits on a client that does not read: closing the connections then
+	// ends that wait.
+	timeout := time.NewTimer(s.cfg.DisconnectGrace + s.cfg.DrainMax + grace)
+	defer timeout.Stop()
+wait:
+	for _, ss := range running {
+		select {
+		case <-ss.done:
+		case <-timeout.C:
+			break wait
+		}
+	}
+	s.conns.closeAdmitted()
+	served := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(served)
+	}()
+	select {
+	case <-served:
+	case <-time.After(grace):
+		s.log.Warn("connections still being served at shutdown", "after", grace)
+	}
+}
+
+// track adds a started session to those Shutdown hangs up, until it ends,
+// and calls end then. It reports false when the agent is shutting down:
+// the session is then the caller's to hang up.
+func (s *Server) track(ss *session, end func()) bool {
+	s.sessMu.Lock()
+	defer s.sessMu.Unlock()
+	tracked := !s.closing
+	if tracked {
+		s.sessions[ss] = true
+	}
+	go func() {
+		<-ss.done
+		end()
+		s.sessMu.Lock()
+		delete(s.sessions, ss)
+		s.sessMu.Unlock()
+	}()
+	return tracked
+}
+
+// refuseAtOnce tells a connection refused before its handshake why, when
+// the write can be bounded, and closes it. The refusal is the first frame
+// the peer reads: before its hello is answered, as a version mismatch is.
+func refuseAtOnce(c io.ReadWriteCloser, w *protocol.Writer, err error) {
+	if d, ok := c.(interface{ SetWriteDeadline(time.Time) error }); ok && d.SetWriteDeadline(time.Now().Add(refuseWrite)) == nil {
+		w.WriteJSON(protocol.TypeError, &protocol.Error{Kind: protocol.KindBusy, Message: err.Error()})
+	}
+	c.Close()
+}
+
+// refuseWrite bounds the write of a refusal. A refusal fits in the socket's
+// buffer of a new connection, so the write does not wait in practice.
+const refuseWrite = time.Second
 
 // Active reports the number of sessions running now.
 func (s *Server) Active() int { return int(s.active.Load()) }
@@ -199,13 +306,23 @@ func (s *Server) Active() int { return int(s.active.Load()) }
 // kept session, a listing, a kill or a removal. It closes c before it
 // returns; a kept session goes on without it.
 func (s *Server) ServeConn(c io.ReadWriteCloser) {
-	peer := peerOf(c)
+	peer, name := peerOf(c), peerName(c)
+	// Until a session's reader takes it over, the connection is read
+	// through Go's poller: a connection not admitted holds no thread.
 	c = newThreadConn(c)
 	defer c.Close()
-	r := protocol.NewReader(c)
-	r.SetLimit(s.cfg.MaxFrame)
 	w := protocol.NewWriter(c)
-	hs := &handshake{srv: s, c: c, r: r, w: w}
+	entry, err := s.conns.add(c, name, !peer.AsAny)
+	if err != nil {
+		if ok, n := s.conns.refusalToLog(name); ok {
+			s.log.Warn("connection refused", "peer", name, "err", err, "refused", n)
+		}
+		refuseAtOnce(c, w, err)
+		return
+	}
+	defer s.conns.remove(entry)
+	hs := s.startHandshake(c, w, entry)
+	defer hs.deadline.Stop()
 	t, p, ok := hs.run()
 	if !ok {
 		return
@@ -221,7 +338,9 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 			return
 		}
 		if req.Keep && s.cfg.KeptVia != nil {
-			s.relay(hs, t, p)
+			if hs.admitted() {
+				s.relay(hs, t, p)
+			}
 			return
 		}
 		s.execSession(hs, &req, peer)
@@ -231,7 +350,15 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 			return
 		}
 		if s.cfg.KeptVia != nil {
-			s.relay(hs, t, p)
+			if hs.admitted() {
+				s.relay(hs, t, p)
+			}
+			return
+		}
+		// An attach becomes the client of a session (one per kept
+		// session, the watchers bounded per session); the other requests
+		// are answered within the deadline.
+		if t == protocol.TypeAttach && !hs.admitted() {
 			return
 		}
 		s.keptRequest(hs, t, p, peer)
@@ -282,6 +409,9 @@ func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 		}
 	}
 	ss.begin()
+	if !s.track(ss, s.conns.giveSession(hs.entry)) {
+		go ss.hangup() // corkd is shutting down
+	}
 	ss.serve(cl, hs.r)
 }
 
@@ -289,6 +419,13 @@ func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 // request instead and reports false. A session admitted ends with
 // sessionEnded.
 func (s *Server) admit(hs *handshake) bool {
+	if !hs.admitted() {
+		return false
+	}
+	if err := s.conns.takeSession(hs.entry); err != nil {
+		hs.refuse(protocol.KindBusy, err.Error())
+		return false
+	}
 	if s.active.Add(1) > int64(s.cfg.MaxSessions) {
 		s.sessionEnded()
 		hs.refuse(protocol.KindBusy, fmt.Sprintf("corkd is at its limit of %d sessions", s.cfg.MaxSessions))

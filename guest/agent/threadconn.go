@@ -11,16 +11,24 @@ import (
 )
 
 // threadConn reads a socket in the thread of the goroutine that reads it,
-// waiting in poll(2), instead of through Go's poller. A session's frames
-// are read this way, by a goroutine locked to its thread: while other
+// waiting in poll(2), instead of through Go's poller, once that goroutine
+// made it its own (preferWakeups). A session's frames are read this way, by
+// a goroutine locked to its thread: while other
 // sessions keep every thread of the agent busy relaying output, the
 // kernel wakes that thread, which has slept and so is due to run, with the
 // resize in hand, as it wakes the process sshd gives each session. Through
 // the poller, the same frame waited for a thread that had run the relays
 // (resize p50 1-4 ms under 16 streaming sessions, against 0.15 for sshd).
+//
+// Until then it reads through the poller: a thread waiting in poll(2) is a
+// thread the Go runtime cannot use for anything else, and a connection not
+// yet admitted to a session must not hold one, or idle connections would
+// take corkd to the runtime's limit of threads, which is fatal.
 type threadConn struct {
 	io.ReadWriteCloser
 	rc syscall.RawConn
+
+	inThread bool // Read waits in its caller's thread: set by preferWakeups
 
 	// The reading thread's scheduling, once preferWakeups made it the
 	// session's own: only Read, in that thread, uses these.
@@ -56,8 +64,13 @@ func newThreadConn(c io.ReadWriteCloser) io.ReadWriteCloser {
 	return &threadConn{ReadWriteCloser: c, rc: rc, quietAfter: quietAfter}
 }
 
-// Read waits for input in poll(2), in the calling thread.
+// Read waits for input in poll(2), in the calling thread, once the
+// session's reader made the connection its own; through Go's poller
+// before.
 func (t *threadConn) Read(p []byte) (int, error) {
+	if !t.inThread {
+		return t.ReadWriteCloser.Read(p)
+	}
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -132,11 +145,13 @@ const quietAfter = time.Millisecond
 const maxUnwaitedReads = 2
 
 // preferWakeups makes the calling thread, which must be locked to the
-// session's reader and end with it, wait for frames in SCHED_FIFO at the
-// lowest priority (after stdin data, once the session has gone quiet).
-// It reports false, and changes nothing, where the agent may not (no
-// CAP_SYS_NICE and no RLIMIT_RTPRIO).
+// session's reader and end with it, the one that waits for the
+// connection's frames, and has it wait in SCHED_FIFO at the lowest
+// priority (after stdin data, once the session has gone quiet). It
+// reports false where the agent may not use SCHED_FIFO (no CAP_SYS_NICE
+// and no RLIMIT_RTPRIO): the thread then waits as an ordinary one.
 func (t *threadConn) preferWakeups() bool {
+	t.inThread = true
 	if setFIFO(true) != nil {
 		return false
 	}

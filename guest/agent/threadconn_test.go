@@ -52,7 +52,19 @@ func TestThreadConnReads(t *testing.T) {
 		}
 		client.Close()
 	}()
-	got, err := io.ReadAll(c)
+	type result struct {
+		got []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the test
+		c.(*threadConn).preferWakeups()
+		got, err := io.ReadAll(c)
+		done <- result{got, err}
+	}()
+	r := <-done
+	got, err := r.got, r.err
 	if err != nil || len(got) != 100 {
 		t.Fatalf("read %d bytes, %v", len(got), err)
 	}
@@ -71,6 +83,7 @@ func TestThreadConnCloseEndsRead(t *testing.T) {
 	tids, done := make(chan int, 1), make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread ends with the test
+		c.(*threadConn).preferWakeups()
 		tids <- unix.Gettid()
 		_, err := c.Read(make([]byte, 10))
 		done <- err

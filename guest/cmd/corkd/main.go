@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -86,9 +87,12 @@ func serve(args []string) int {
 	socketGroup := fs.String("socket-group", "", "make unix sockets mode 0660 for `GROUP` (a name or gid) instead of 0600")
 	allowCIDs := fs.UintSlice("allow-cid", nil, "vsock peer CIDs allowed (default 2, the host)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error; logs go to stderr")
-	handshake := fs.Duration("handshake-timeout", agent.DefaultHandshakeTimeout, "time a connection has to send a complete exec")
+	handshake := fs.Duration("handshake-timeout", agent.DefaultHandshakeTimeout, "time a connection has from connect to its session, or its answer; pings do not extend it")
 	grace := fs.Duration("disconnect-grace", agent.DefaultDisconnectGrace, "time between SIGHUP and SIGKILL when a connection drops")
-	maxSessions := fs.Int("max-sessions", agent.DefaultMaxSessions, "concurrent sessions")
+	maxSessions := fs.Int("max-sessions", agent.DefaultMaxSessions, fmt.Sprintf("concurrent sessions and copies (1 to %d)", maxSessionsLimit))
+	maxSessionsUID := fs.Int("max-sessions-per-uid", agent.DefaultMaxSessionsUID, "concurrent sessions and copies of one uid admitted with --allow-uid")
+	maxPending := fs.Int("max-pending", agent.DefaultMaxPending, "connections not yet admitted to a session, in total")
+	maxPendingPeer := fs.Int("max-pending-per-uid", agent.DefaultMaxPendingPeer, "connections not yet admitted to a session, from one peer uid (vsock: one CID)")
 	maxFrame := fs.Int("max-frame", protocol.MaxPayload, "largest frame payload accepted, in bytes (64 KiB to 1 MiB)")
 	maxKept := fs.Int("max-kept", agent.DefaultMaxKept, "kept sessions, running and exited")
 	keepBuffer := fs.Int("keep-buffer", agent.DefaultKeepBuffer, "output bytes each kept session keeps for a host that resumes")
@@ -131,21 +135,33 @@ func serve(args []string) int {
 	sigpipe := make(chan os.Signal, 1)
 	signal.Notify(sigpipe, syscall.SIGPIPE)
 
+	if *maxSessions < 1 || *maxSessions > maxSessionsLimit {
+		fmt.Fprintf(os.Stderr, "corkd: --max-sessions %d: want 1 to %d\n", *maxSessions, maxSessionsLimit)
+		return 2
+	}
+	if *maxSessionsUID < 1 || *maxPending < 1 || *maxPendingPeer < 1 {
+		fmt.Fprintf(os.Stderr, "corkd: --max-sessions-per-uid %d, --max-pending %d, --max-pending-per-uid %d: want at least 1 each\n",
+			*maxSessionsUID, *maxPending, *maxPendingPeer)
+		return 2
+	}
 	if *keepBuffer < 4<<10 || *keepBuffer > 64<<20 {
 		fmt.Fprintf(os.Stderr, "corkd: --keep-buffer %d: want 4096 to %d\n", *keepBuffer, 64<<20)
 		return 2
 	}
 	cfg := agent.Config{
-		Logger:           log,
-		Software:         "corkd " + version,
-		HandshakeTimeout: *handshake,
-		DisconnectGrace:  *grace,
-		MaxSessions:      *maxSessions,
-		MaxFrame:         *maxFrame,
-		MaxKept:          *maxKept,
-		KeepBuffer:       *keepBuffer,
-		Linger:           *linger,
-		ScreenScrollback: *scrollback,
+		Logger:            log,
+		Software:          "corkd " + version,
+		HandshakeTimeout:  *handshake,
+		DisconnectGrace:   *grace,
+		MaxSessions:       *maxSessions,
+		MaxSessionsPerUID: *maxSessionsUID,
+		MaxPending:        *maxPending,
+		MaxPendingPerPeer: *maxPendingPeer,
+		MaxFrame:          *maxFrame,
+		MaxKept:           *maxKept,
+		KeepBuffer:        *keepBuffer,
+		Linger:            *linger,
+		ScreenScrollback:  *scrollback,
 	}
 	if *scrollback < 0 || *scrollback > 10000 {
 		fmt.Fprintf(os.Stderr, "corkd: --screen-scrollback %d: want 0 to 10000\n", *scrollback)
@@ -175,12 +191,14 @@ func serve(args []string) int {
 	go func() {
 		for range usr1 {
 			st := srv.ReadStats()
-			log.Info("stats", "sessions", st.Sessions, "goroutines", st.Goroutines, "fds", st.FDs, "rss_kib", st.RSSKiB, "resizes", st.Resizes)
+			log.Info("stats", "sessions", st.Sessions, "goroutines", st.Goroutines, "fds", st.FDs, "rss_kib", st.RSSKiB,
+				"resizes", st.Resizes, "pending", st.Pending, "threads", st.Threads)
 		}
 	}()
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	if *stdio {
-		srv.ServeConn(stdioConn{os.Stdin, os.Stdout})
-		return 0
+		return serveStdio(srv, stop, log)
 	}
 
 	opts := listen.Options{Logger: log}
@@ -212,8 +230,22 @@ func serve(args []string) int {
 		ls = append(ls, l)
 	}
 
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	return serveListeners(srv, ls, stop, log)
+}
+
+// maxSessionsLimit keeps corkd's threads under the Go runtime's limit of
+// 10,000, past which it dies: a session holds at most two threads, and
+// the runtime needs about GOMAXPROCS more. The runtime's limit is left as
+// it is: lower, it would only bring that death nearer.
+const maxSessionsLimit = 4096
+
+// shutdownGrace bounds the wait, once every session has ended, for the
+// connections still being served (copies, closed by then) to finish.
+const shutdownGrace = 5 * time.Second
+
+// serveListeners serves the listeners until a signal in stop or one of
+// them fails, then hangs up every session before it returns.
+func serveListeners(srv *agent.Server, ls []net.Listener, stop <-chan os.Signal, log *slog.Logger) int {
 	closed := make(chan net.Listener, len(ls))
 	var wg sync.WaitGroup
 	for _, l := range ls {
@@ -234,6 +266,28 @@ func serve(args []string) int {
 		l.Close()
 	}
 	wg.Wait()
+	srv.Shutdown(shutdownGrace)
+	return 0
+}
+
+// serveStdio serves one session on corkd's stdin and stdout; a signal in
+// stop hangs it up.
+func serveStdio(srv *agent.Server, stop <-chan os.Signal, log *slog.Logger) int {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.ServeConn(stdioConn{os.Stdin, os.Stdout})
+	}()
+	select {
+	case <-done:
+	case sig := <-stop:
+		log.Info("stopping", "signal", sig.String())
+		srv.Shutdown(shutdownGrace)
+		select {
+		case <-done:
+		case <-time.After(shutdownGrace):
+		}
+	}
 	return 0
 }
 

@@ -1,0 +1,202 @@
+package agent
+
+import (
+	"fmt"
+	"io"
+	"sync"
+	"time"
+)
+
+// conns is the table of the connections the agent serves. A connection is
+// pending from its first byte until it is admitted to a session (or a
+// copy): pending ones are bounded in total and per peer, so that idle
+// connections, which cost the agent a goroutine, a descriptor and a
+// buffer each, can neither pile up nor let one peer shut out the others.
+// The sessions of a peer confined to its own uid are bounded here too, so
+// that such a peer cannot take every session from the others.
+type conns struct {
+	max, maxPerPeer    int
+	maxSessionsPerPeer int
+
+	mu       sync.Mutex
+	open     map[*conn]bool // true while pending
+	pending  map[string]int // pending connections by peer
+	npending int
+	sessions map[string]int // sessions and copies of confined peers
+	closing  bool
+	// Refusals are logged at most once a second per peer, so that a peer
+	// that connects in a loop cannot fill the disk with corkd's log.
+	loggedAt map[string]time.Time
+	unlogged map[string]int
+}
+
+// conn is one connection in the table: a key for any connection, which
+// need not be comparable itself.
+type conn struct {
+	c        io.Closer
+	peer     string
+	confined bool // the peer runs sessions only as itself (--allow-uid)
+	holds    bool // one of the peer's sessions is counted on this connection
+}
+
+func newConns(max, maxPerPeer, maxSessionsPerPeer int) *conns {
+	return &conns{max: max, maxPerPeer: maxPerPeer, maxSessionsPerPeer: maxSessionsPerPeer,
+		open: map[*conn]bool{}, pending: map[string]int{}, sessions: map[string]int{},
+		loggedAt: map[string]time.Time{}, unlogged: map[string]int{}}
+}
+
+// refusalToLog counts a refusal of peer's and reports whether to log it
+// now, and how many refusals the line stands for. The tables hold only
+// peers that were refused, which the listeners admitted: a few uids or
+// CIDs.
+func (t *conns) refusalToLog(peer string) (bool, int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.unlogged[peer]++
+	if time.Since(t.loggedAt[peer]) < time.Second {
+		return false, 0
+	}
+	n := t.unlogged[peer]
+	t.loggedAt[peer] = time.Now()
+	delete(t.unlogged, peer)
+	return true, n
+}
+
+// add counts c in as pending for peer, or returns why it may not be: a
+// limit is reached, or the agent is shutting down.
+func (t *conns) add(c io.Closer, peer string, confined bool) (*conn, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.closing:
+		return nil, errShuttingDown
+	case t.pending[peer] >= t.maxPerPeer:
+		return nil, fmt.Errorf("corkd already has %d connections from %s that have not finished their handshake, "+
+			"the most it takes from one peer (corkd serve --max-pending-per-uid)", t.pending[peer], peer)
+	case t.npending >= t.max:
+		return nil, fmt.Errorf("corkd already has %d connections that have not finished their handshake, "+
+			"the most it takes (corkd serve --max-pending)", t.npending)
+	}
+	e := &conn{c: c, peer: peer, confined: confined}
+	t.open[e] = true
+	t.pending[peer]++
+	t.npending++
+	return e, nil
+}
+
+var errShuttingDown = fmt.Errorf("corkd is shutting down")
+
+// admit moves c from pending to admitted. It reports false when the agent
+// is shutting down, or c has gone (its handshake deadline closed it).
+func (t *conns) admit(e *conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.open[e] || t.closing {
+		return false
+	}
+	t.unpendLocked(e)
+	t.open[e] = false
+	return true
+}
+
+// remove forgets e, pending or admitted, and the session counted on it.
+func (t *conns) remove(e *conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.open[e] {
+		t.unpendLocked(e)
+	}
+	delete(t.open, e)
+	if e.holds {
+		e.holds = false
+		t.endSessionLocked(e.peer)
+	}
+}
+
+// takeSession counts a session, or a copy, of e's peer in, on e, or
+// returns why it may not run: a confined peer is at its limit. Other peers
+// are bounded by the agent's limit of sessions alone.
+func (t *conns) takeSession(e *conn) error {
+	if !e.confined {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n := t.sessions[e.peer]; n >= t.maxSessionsPerPeer {
+		return fmt.Errorf("%s already has %d sessions, the most corkd runs at once for a uid admitted with --allow-uid "+
+			"(corkd serve --max-sessions-per-uid)", e.peer, n)
+	}
+	t.sessions[e.peer]++
+	e.holds = true
+	return nil
+}
+
+// giveSession moves the session counted on e to the session itself, which
+// may outlive the connection: the caller calls end when it ends.
+func (t *conns) giveSession(e *conn) (end func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !e.holds {
+		return func() {}
+	}
+	e.holds = false
+	return sync.OnceFunc(func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		t.endSessionLocked(e.peer)
+	})
+}
+
+func (t *conns) endSessionLocked(peer string) {
+	if t.sessions[peer]--; t.sessions[peer] == 0 {
+		delete(t.sessions, peer)
+	}
+}
+
+func (t *conns) unpendLocked(e *conn) {
+	t.npending--
+	if t.pending[e.peer]--; t.pending[e.peer] == 0 {
+		delete(t.pending, e.peer)
+	}
+}
+
+// shutdown refuses every connection from now on and closes the pending
+// ones, which have nothing to finish.
+func (t *conns) shutdown() {
+	t.mu.Lock()
+	t.closing = true
+	pending := t.listLocked(true)
+	t.mu.Unlock()
+	for _, c := range pending {
+		c.Close()
+	}
+}
+
+// closeAdmitted closes the connections admitted and still open: copies,
+// and clients that outlived their session.
+func (t *conns) closeAdmitted() {
+	t.mu.Lock()
+	admitted := t.listLocked(false)
+	t.mu.Unlock()
+	for _, c := range admitted {
+		c.Close()
+	}
+}
+
+// listLocked lists the connections pending, or admitted.
+func (t *conns) listLocked(pending bool) []io.Closer {
+	var cs []io.Closer
+	for e, p := range t.open {
+		if p == pending {
+			cs = append(cs, e.c)
+		}
+	}
+	return cs
+}
+
+// count reports the connections pending now.
+func (t *conns) count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.npending
+}

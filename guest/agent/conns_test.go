@@ -1,0 +1,239 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/corkvm/cork/guest/agent"
+	"github.com/corkvm/cork/host/client"
+	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/prototest"
+)
+
+// Connections before their session: idle ones hold no thread, are bounded
+// per peer and in total, and have an absolute deadline.
+
+// TestIdleConnectionsHoldNoThreads: thousands of connections that send
+// nothing leave corkd's thread count where it was (each held a thread
+// waiting in poll(2), and about 10,000 of them killed corkd with "thread
+// exhaustion"), and a real session is still served beside them.
+func TestIdleConnectionsHoldNoThreads(t *testing.T) {
+	const idle = 2000
+	srv := newServer(t, agent.Config{MaxPending: idle + 10, MaxPendingPerPeer: idle + 10, HandshakeTimeout: time.Minute})
+	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "corkd.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { l.Close() })
+	before := srv.ReadStats().Threads
+
+	conns := make([]net.Conn, 0, idle)
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for range idle {
+		c, err := net.Dial("unix", l.Addr().String())
+		if err != nil {
+			t.Fatalf("connection %d: %v", len(conns), err)
+		}
+		conns = append(conns, c)
+	}
+	waitFor(t, "the agent to take every connection", 30*time.Second, func() bool { return srv.ReadStats().Pending == idle })
+	// Each connection is waiting for its hello by now, in a goroutine; a
+	// thread per connection would show at once.
+	if st := srv.ReadStats(); st.Threads > before+50 {
+		t.Fatalf("%d idle connections took corkd from %d threads to %d", idle, before, st.Threads)
+	}
+
+	c, err := net.Dial("unix", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	s := &client.Session{Exec: protocol.Exec{Argv: []string{"echo", "served"}}, Stdout: &out, Stderr: &out}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if exit, err := s.Run(ctx, c); err != nil || exit.Code != 0 || out.String() != "served\n" {
+		t.Fatalf("a session beside %d idle connections: %v, %+v, %q", idle, err, exit, out.String())
+	}
+}
+
+// TestHandshakeDeadlineNotExtendedByPings: a peer that pings and never
+// sends its request is cut at the handshake deadline, counted from its
+// connect: pings used to restart the deadline, so such a connection
+// stayed pending for ever.
+func TestHandshakeDeadlineNotExtendedByPings(t *testing.T) {
+	srv := newServer(t, agent.Config{HandshakeTimeout: 300 * time.Millisecond})
+	p := prototest.NewPeer(t, connect(t, srv))
+	p.Hello()
+	cut := time.Now().Add(10 * time.Second)
+	for {
+		if time.Now().After(cut) {
+			t.Fatal("a peer that pings every 20ms is still served 10s after its connect; the handshake deadline is 300ms")
+		}
+		if p.W.WriteFrame(protocol.TypePing, []byte("x")) != nil {
+			return
+		}
+		if typ, _, err := p.R.Next(); err != nil {
+			return
+		} else if typ != protocol.TypePong {
+			t.Fatalf("answered a ping with %s", typ)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestPendingLimits: past its limit a peer's next connection is refused
+// at once with an error naming it, while other peers go on connecting;
+// past the total, everyone's is; a pending connection that ends, or is
+// admitted to a session, frees its place.
+func TestPendingLimits(t *testing.T) {
+	srv := newServer(t, agent.Config{MaxPendingPerPeer: 2, MaxPending: 3})
+	idle := func(uid int) *prototest.Peer { return dial(t, srv, uid) } // hello answered; no request
+	first := idle(1000)
+	idle(1000)
+	refused := prototest.NewPeer(t, connectAs(t, srv, asUID(1000)))
+	refused.ExpectError(protocol.KindBusy, "2 connections from uid 1000")
+	if _, _, err := refused.R.Next(); err == nil {
+		t.Fatal("a refused connection was not closed")
+	}
+
+	other := idle(0) // another uid still gets in, up to the total
+	prototest.NewPeer(t, connectAs(t, srv, asUID(1002))).ExpectError(protocol.KindBusy, "--max-pending)")
+
+	first.Conn.Close()
+	waitFor(t, "the closed connection to be counted out", 10*time.Second, func() bool { return srv.ReadStats().Pending == 2 })
+	idle(1000)
+	other.Exec(protocol.Exec{Argv: []string{"true"}})
+	waitFor(t, "the admitted connection to be counted out", 10*time.Second, func() bool { return srv.ReadStats().Pending == 2 })
+	idle(1002)
+}
+
+func asUID(uid uint32) func(net.Conn) net.Conn {
+	return func(c net.Conn) net.Conn { return peerConn{Conn: c, uid: uid} }
+}
+
+// TestShutdownHangsUpSessions: Shutdown hangs up every session, a kept
+// one and one whose program ignores SIGHUP included, and each client gets
+// its Exit: corkd used to return on SIGTERM and leave programs running.
+func TestShutdownHangsUpSessions(t *testing.T) {
+	srv := newServer(t, agent.Config{DisconnectGrace: 200 * time.Millisecond})
+	plain := dial(t, srv, 0)
+	stubborn := dial(t, srv, 0)
+	kept := dial(t, srv, 0)
+	var pids []int
+	for _, s := range []struct {
+		p   *prototest.Peer
+		req protocol.Exec
+	}{
+		{plain, protocol.Exec{Argv: sh("echo up; sleep 600")}},
+		{stubborn, protocol.Exec{Argv: sh("trap '' HUP; echo up; while :; do sleep 1; done")}},
+		{kept, keep("kept", "sh", "-c", "echo up; sleep 600")},
+	} {
+		pids = append(pids, s.p.Exec(s.req).PID)
+		readUntil(t, s.p, "up")
+	}
+	pending := dial(t, srv, 0) // said hello, no request yet
+
+	done := make(chan struct{})
+	go func() {
+		srv.Shutdown(time.Second)
+		close(done)
+	}()
+	for i, want := range []string{"HUP", "KILL", "HUP"} {
+		_, _, exit := []*prototest.Peer{plain, stubborn, kept}[i].Output(nil)
+		if exit.Signal != want {
+			t.Errorf("session %d: exit %+v, want killed by SIG%s", i, exit, want)
+		}
+	}
+	if _, _, err := pending.R.Next(); err == nil {
+		t.Error("a connection without a session was not closed")
+	}
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+	for _, pid := range pids {
+		if syscall.Kill(pid, 0) == nil {
+			t.Errorf("program %d still runs after Shutdown", pid)
+		}
+	}
+	late := prototest.NewPeer(t, connect(t, srv))
+	late.ExpectError(protocol.KindBusy, "shutting down")
+}
+
+// TestThreadsPerSession: a running session holds at most two threads, its
+// frames' reader and the wait for its program, which is what makes
+// MaxSessions a bound on the agent's threads.
+func TestThreadsPerSession(t *testing.T) {
+	const sessions = 32
+	srv := newServer(t, agent.Config{DisconnectGrace: 100 * time.Millisecond})
+	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "corkd.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { l.Close() })
+	before := srv.ReadStats().Threads
+	for i := range sessions {
+		c, err := net.Dial("unix", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		p := prototest.NewPeer(t, c)
+		p.Hello()
+		p.Exec(protocol.Exec{Argv: sh("echo up; exec sleep 600"), TTY: i%2 == 0})
+		readUntil(t, p, "up")
+	}
+	st := srv.ReadStats()
+	if st.Sessions != sessions || st.Threads > before+2*sessions+runtime.GOMAXPROCS(0)+8 {
+		t.Fatalf("%d sessions took corkd from %d threads to %d; the bound is 2 a session, GOMAXPROCS (%d) and a few",
+			st.Sessions, before, st.Threads, runtime.GOMAXPROCS(0))
+	}
+	t.Logf("%d sessions: threads %d -> %d", sessions, before, st.Threads)
+}
+
+// TestSessionsPerConfinedUID: a uid admitted to run only as itself gets at
+// most MaxSessionsPerUID sessions at once, a kept one that runs detached
+// included, and the next is refused naming the flag, while root still
+// gets sessions; a session that ends gives its place back. Such a uid
+// could take every session of the agent before.
+func TestSessionsPerConfinedUID(t *testing.T) {
+	requireRoot(t)
+	srv := newServer(t, agent.Config{MaxSessionsPerUID: 2, DisconnectGrace: 100 * time.Millisecond})
+	t.Cleanup(func() { srv.Shutdown(time.Second) }) // the kept session too
+	const nobody = 65534
+	kept := dial(t, srv, nobody)
+	kept.Exec(keep("nobody-kept", "sleep", "600"))
+	kept.Conn.Close() // detached, still running
+	plain := dial(t, srv, nobody)
+	plain.Exec(protocol.Exec{Argv: []string{"sleep", "600"}})
+
+	refused := dial(t, srv, nobody)
+	refused.Send(protocol.TypeExec, &protocol.Exec{Argv: []string{"true"}})
+	refused.ExpectError(protocol.KindBusy, "uid 65534 already has 2 sessions")
+	root := dial(t, srv, 0)
+	root.Exec(protocol.Exec{Argv: []string{"true"}})
+	if _, _, exit := root.Output(nil); exit.Code != 0 {
+		t.Fatalf("root's session beside a confined uid at its limit: %+v", exit)
+	}
+
+	plain.Conn.Close() // hung up: its place is free once it has ended
+	waitFor(t, "the confined uid's place to come back", 10*time.Second, func() bool {
+		p := dial(t, srv, nobody)
+		p.Send(protocol.TypeExec, &protocol.Exec{Argv: []string{"true"}})
+		typ, _, err := p.R.Next()
+		return err == nil && typ == protocol.TypeStarted
+	})
+}
