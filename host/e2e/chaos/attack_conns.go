@@ -4,6 +4,7 @@ package main
 
 import (
 	"io"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -39,7 +40,7 @@ var halfDone = []struct {
 // redials bounds how often one connection is opened again: enough to
 // hold it for the whole attack against a handshake timeout of seconds.
 func (a attackArgs) redials() int {
-	return 2 + int(time.Until(a.until)/(5*time.Second))
+	return 2 + int(time.Until(a.until)/(2*time.Second))
 }
 
 func helloFrame() []byte {
@@ -60,13 +61,13 @@ func attackConns(a attackArgs, t *tally) {
 		go func() {
 			defer wg.Done()
 			kind := halfDone[i%len(halfDone)]
+			rng := rand.New(rand.NewPCG(a.seed, uint64(i)))
 			for range 1 + redials {
 				dialing <- struct{}{}
 				c, err := net.DialTimeout("unix", a.sock, 2*time.Second)
 				<-dialing
 				if err != nil {
 					t.add("dial refused", 1)
-					time.Sleep(100 * time.Millisecond)
 				} else {
 					now := open.Add(1)
 					for p := peak.Load(); now > p && !peak.CompareAndSwap(p, now); p = peak.Load() {
@@ -78,6 +79,9 @@ func attackConns(a attackArgs, t *tally) {
 						t.add("closed by corkd", 1)
 					}
 				}
+				// Open it again a second or two later: thousands of
+				// peers that come back, not one that spins.
+				time.Sleep(time.Second + time.Duration(rng.IntN(1000))*time.Millisecond)
 				if a.pastEnd() {
 					return
 				}

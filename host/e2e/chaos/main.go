@@ -109,6 +109,9 @@ func run() int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Output into a closed pipe (| head) must not kill the run before its
+	// teardown: with SIGPIPE notified, the write fails instead.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	began := time.Now()
 	w, err := newWorld(ctx, bd)
 	if w != nil {

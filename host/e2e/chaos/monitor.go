@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -40,17 +41,15 @@ func (l *lsPoller) run(ctx context.Context, w *world, began time.Time) {
 		out, err := cmd.CombinedOutput()
 		cancel()
 		took := time.Since(start)
-		if ctx.Err() != nil {
-			return // the run ended, not ls
-		}
 		l.mu.Lock()
 		l.runs++
 		if took > l.slowest {
+			// One still waiting when the run ends counts too.
 			l.slowest, l.slowAt = took, start.Sub(began)
 		}
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
 			l.failed++
-			if cctx.Err() != nil {
+			if errors.Is(cctx.Err(), context.DeadlineExceeded) {
 				err = fmt.Errorf("no answer within %v", lsTimeout)
 			}
 			if l.firstFail == "" {

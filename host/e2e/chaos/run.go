@@ -58,7 +58,7 @@ func attack(ctx context.Context, w *world, sz sizes, bd bounds) *result {
 	go func() { defer monitors.Done(); r.ls.run(mctx, w, began) }()
 
 	r.runAttackers(ctx, w, sz, bd)
-	if r.corkdDied = w.corkdDied(); r.corkdDied == "" {
+	if r.corkdDied = w.corkdDied(); r.corkdDied == "" && ctx.Err() == nil {
 		r.sessionsEnd = endUserSessions(w.agent.Sock, c.id)
 		r.settle(ctx, w, smp, bd)
 	}
