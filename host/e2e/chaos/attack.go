@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -29,6 +30,7 @@ type attackArgs struct {
 	sock    string
 	home    string
 	n       int
+	from    time.Time // the attack starts then
 	until   time.Time // the attack ends by then, whatever n says
 	seed    uint64
 	session string // resume-client: the session to resume
@@ -37,7 +39,7 @@ type attackArgs struct {
 
 func (a attackArgs) argv() []string {
 	return []string{attackCommand, "-kind", a.kind, "-sock", a.sock, "-home", a.home, "-n", strconv.Itoa(a.n),
-		"-until", strconv.FormatInt(a.until.UnixNano(), 10), "-seed", strconv.FormatUint(a.seed, 10),
+		"-from", strconv.FormatInt(a.from.UnixNano(), 10), "-until", strconv.FormatInt(a.until.UnixNano(), 10), "-seed", strconv.FormatUint(a.seed, 10),
 		"-session", a.session, "-name", a.name}
 }
 
@@ -54,12 +56,13 @@ var attacks = map[string]func(attackArgs, *tally){
 // attackMain runs one attack and prints its tally as JSON on stdout.
 func attackMain(args []string) int {
 	var a attackArgs
-	var until int64
+	var from, until int64
 	fs := flag.NewFlagSet(attackCommand, flag.ContinueOnError)
 	fs.StringVar(&a.kind, "kind", "", "the attack")
 	fs.StringVar(&a.sock, "sock", "", "corkd's socket")
 	fs.StringVar(&a.home, "home", "", "the user's home")
 	fs.IntVar(&a.n, "n", 0, "how many")
+	fs.Int64Var(&from, "from", 0, "start, Unix nanoseconds")
 	fs.Int64Var(&until, "until", 0, "end, Unix nanoseconds")
 	fs.Uint64Var(&a.seed, "seed", 1, "random seed")
 	fs.StringVar(&a.session, "session", "", "session")
@@ -67,7 +70,7 @@ func attackMain(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	a.until = time.Unix(0, until)
+	a.from, a.until = time.Unix(0, from), time.Unix(0, until)
 	f, ok := attacks[a.kind]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "chaos attack: no attack %q\n", a.kind)
@@ -78,7 +81,11 @@ func attackMain(args []string) int {
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM)
 	done := make(chan struct{})
-	go func() { f(a, t); close(done) }()
+	go func() {
+		time.Sleep(time.Until(a.from))
+		f(a, t)
+		close(done)
+	}()
 	select {
 	case <-done:
 	case <-term:
@@ -126,13 +133,18 @@ func (t *tally) took(what string, d time.Duration) {
 	t.s.Slowest[what] = max(t.s.Slowest[what], d)
 }
 
-// fail counts an error under what and keeps the first few messages.
+// fail counts an error under what and keeps the first few different
+// messages.
 func (t *tally) fail(what string, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.s.Counts[what+" failed"]++
-	if len(t.s.Errors) < 6 {
-		t.s.Errors = append(t.s.Errors, what+": "+err.Error())
+	msg := what + ": " + err.Error()
+	if len(msg) > 200 {
+		msg = msg[:200] + "..."
+	}
+	if len(t.s.Errors) < 6 && !slices.Contains(t.s.Errors, msg) {
+		t.s.Errors = append(t.s.Errors, msg)
 	}
 }
 

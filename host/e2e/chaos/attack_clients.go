@@ -86,7 +86,10 @@ func attackResume(a attackArgs, t *tally) {
 		return
 	}
 	rng := rand.New(rand.NewPCG(a.seed, 2))
+	// Spread over the first third, before the connections attack.
+	gap := time.Until(a.until) / 3 / time.Duration(a.n+1)
 	for i := 0; i < a.n && !a.pastEnd(); i++ {
+		time.Sleep(gap)
 		if i%3 == 2 {
 			cutMidResume(a, t, name, rng)
 			continue

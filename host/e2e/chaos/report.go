@@ -114,7 +114,7 @@ func describe(sz sizes) string {
 		case "conns":
 			parts = append(parts, fmt.Sprintf("%d idle and half-finished connections", sz.conns))
 		case "copies":
-			parts = append(parts, fmt.Sprintf("%d malformed copies", sz.copies))
+			parts = append(parts, fmt.Sprintf("up to %d malformed copies", sz.copies))
 		case "huge":
 			parts = append(parts, fmt.Sprintf("%d sessions at 65535x65535", sz.huge))
 		case "slow":
@@ -122,7 +122,7 @@ func describe(sz sizes) string {
 		case "stall":
 			parts = append(parts, fmt.Sprintf("%d attachers and watchers that never read", sz.stallers))
 		case "resume":
-			parts = append(parts, fmt.Sprintf("%d clients killed mid-resume", sz.resumes))
+			parts = append(parts, fmt.Sprintf("up to %d clients killed mid-resume", sz.resumes))
 		}
 	}
 	if len(parts) == 0 {

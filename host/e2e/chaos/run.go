@@ -98,8 +98,8 @@ func (r *result) runAttackers(ctx context.Context, w *world, sz sizes, bd bounds
 	}()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	all := attackerArgs(w, sz)
-	for _, a := range all {
+	until := time.Now().Add(sz.duration)
+	for _, a := range attackerArgs(w, sz, time.Now(), until) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -113,24 +113,28 @@ func (r *result) runAttackers(ctx context.Context, w *world, sz sizes, bd bounds
 		}()
 	}
 	wg.Wait()
-	if len(all) == 0 {
-		sleep(actx, sz.duration) // a control run: the monitors alone
-	}
+	// The monitors watch for the whole attack, after a quick attacker
+	// too; with no attacker at all this is a control run.
+	sleep(actx, time.Until(until))
 }
 
 // connsPerAttacker keeps each attacker's fds under the usual limit.
 const connsPerAttacker = 3000
 
-// attackerArgs lists the attacker processes the sizes ask for.
-func attackerArgs(w *world, sz sizes) []attackArgs {
-	until := time.Now().Add(sz.duration)
-	base := attackArgs{sock: w.agent.Sock, home: w.home, until: until, name: "atk"}
+// attackerArgs lists the attacker processes the sizes ask for. The
+// connections attack starts a third of the way in: a corkd that bounds
+// the connections pending per uid refuses the user's other attacks while
+// it runs, so they get the first third to themselves, and the sessions
+// they made face the flood.
+func attackerArgs(w *world, sz sizes, from, until time.Time) []attackArgs {
+	base := attackArgs{sock: w.agent.Sock, home: w.home, from: from, until: until, name: "atk"}
 	var all []attackArgs
 	for i, kind := range sz.attacks {
 		a := base
 		a.kind, a.seed = kind, uint64(i+1)
 		switch kind {
 		case "conns":
+			a.from = from.Add(until.Sub(from) / 3)
 			for left := sz.conns; left > 0; left -= connsPerAttacker {
 				a.n = min(left, connsPerAttacker)
 				a.seed++
