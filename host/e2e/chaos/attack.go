@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -148,10 +149,12 @@ func (t *tally) fail(what string, err error) {
 	}
 }
 
+// summary copies the tally: after SIGTERM the attack's goroutines still
+// add to it while it is printed.
 func (t *tally) summary() summary {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.s
+	return summary{Kind: t.s.Kind, Counts: maps.Clone(t.s.Counts), Slowest: maps.Clone(t.s.Slowest), Errors: slices.Clone(t.s.Errors)}
 }
 
 func (s summary) String() string {
