@@ -49,10 +49,8 @@ func helloFrame() []byte {
 }
 
 func attackConns(a attackArgs, t *tally) {
-	var open, peak atomic.Int64
-	dialing := make(chan struct{}, 64) // dials in flight
+	f := &connFlood{a: a, t: t, dialing: make(chan struct{}, 64), redials: a.redials()}
 	var wg sync.WaitGroup
-	redials := a.redials()
 	for i := range a.n {
 		if a.pastEnd() {
 			break
@@ -60,36 +58,45 @@ func attackConns(a attackArgs, t *tally) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			kind := halfDone[i%len(halfDone)]
-			rng := rand.New(rand.NewPCG(a.seed, uint64(i)))
-			for range 1 + redials {
-				dialing <- struct{}{}
-				c, err := net.DialTimeout("unix", a.sock, 2*time.Second)
-				<-dialing
-				if err != nil {
-					t.add("dial refused", 1)
-				} else {
-					now := open.Add(1)
-					for p := peak.Load(); now > p && !peak.CompareAndSwap(p, now); p = peak.Load() {
-					}
-					t.add("opened "+kind.name, 1)
-					closedByCorkd := holdConn(c, kind.name, kind.write, a.until)
-					open.Add(-1)
-					if closedByCorkd {
-						t.add("closed by corkd", 1)
-					}
-				}
-				// Open it again a second or two later: thousands of
-				// peers that come back, not one that spins.
-				time.Sleep(time.Second + time.Duration(rng.IntN(1000))*time.Millisecond)
-				if a.pastEnd() {
-					return
-				}
-			}
+			f.keepOpen(halfDone[i%len(halfDone)].name, halfDone[i%len(halfDone)].write, rand.New(rand.NewPCG(a.seed, uint64(i))))
 		}()
 	}
 	wg.Wait()
-	t.max("held at once", int(peak.Load()))
+}
+
+// connFlood is the connections attack's state, shared by its connections.
+type connFlood struct {
+	a       attackArgs
+	t       *tally
+	open    atomic.Int64
+	dialing chan struct{} // a slot per dial in flight
+	redials int
+}
+
+// keepOpen holds one connection of a kind open until the attack ends,
+// opening it again a second or two after corkd closes or refuses it:
+// thousands of peers that come back, not one that spins.
+func (f *connFlood) keepOpen(kind string, write func(net.Conn) error, rng *rand.Rand) {
+	for range 1 + f.redials {
+		f.dialing <- struct{}{}
+		c, err := net.DialTimeout("unix", f.a.sock, 2*time.Second)
+		<-f.dialing
+		if err != nil {
+			f.t.add("dial refused", 1)
+		} else {
+			f.t.max("held at once", int(f.open.Add(1)))
+			f.t.add("opened "+kind, 1)
+			closedByCorkd := holdConn(c, kind, write, f.a.until)
+			f.open.Add(-1)
+			if closedByCorkd {
+				f.t.add("closed by corkd", 1)
+			}
+		}
+		time.Sleep(time.Second + time.Duration(rng.IntN(1000))*time.Millisecond)
+		if f.a.pastEnd() {
+			return
+		}
+	}
 }
 
 // holdConn writes the connection's part and reads what corkd sends until
