@@ -184,6 +184,10 @@ func (t *TarSink) File(e *protocol.Entry) (copytree.FileSink, error) {
 // Finish ends the stream.
 func (t *TarSink) Finish() error { return t.tw.Close() }
 
+// Abort leaves the stream without its end, so that whoever reads it sees
+// that it was cut short.
+func (t *TarSink) Abort() {}
+
 // tarFile is a file's bytes in a tar stream. A stream cannot take back a
 // header: a file the sender could not send whole is padded with zeros, as
 // GNU tar pads a file that shrank, and named as a problem.

@@ -365,3 +365,71 @@ func TestCutOffLeavesNoPart(t *testing.T) {
 		t.Fatalf("left behind: %v", left)
 	}
 }
+
+// openFds counts this process's open file descriptors.
+func openFds(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("counting fds: %v", err)
+	}
+	return len(fds)
+}
+
+// TestMalformedCopiesReleaseEverything: whatever way a copy goes wrong in
+// the middle of a file (too much data, too little, a cut, a frame that has
+// no place there), the receiver drops the file, closes every directory it
+// opened, leaves no temporary file, and gives the directories it made
+// their modes.
+func TestMalformedCopiesReleaseEverything(t *testing.T) {
+	root := entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("t")})
+	sub := entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o750, Path: []byte("sub")})
+	file := entry(t, protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Size: 10, Path: []byte("sub/f")})
+	for _, c := range []struct {
+		name   string
+		frames func(w *protocol.Writer)
+	}{
+		{"too much data", func(w *protocol.Writer) { w.WriteFrame(protocol.TypeCopyData, make([]byte, 20)) }},
+		{"file short", func(w *protocol.Writer) {
+			w.WriteFrame(protocol.TypeCopyData, make([]byte, 5))
+			w.WriteJSON(protocol.TypeCopyEnd, &protocol.CopyEnd{})
+		}},
+		{"connection cut", func(w *protocol.Writer) { w.WriteFrame(protocol.TypeCopyData, make([]byte, 5)) }},
+		{"problem frame from the host", func(w *protocol.Writer) {
+			w.WriteJSON(protocol.TypeCopyProblem, &protocol.CopyProblem{Path: []byte("x"), Message: "m"})
+		}},
+		{"an entry mid-file", func(w *protocol.Writer) { w.WriteFrame(protocol.TypeCopyEntry, file) }},
+		{"an error frame", func(w *protocol.Writer) {
+			w.WriteJSON(protocol.TypeError, &protocol.Error{Kind: protocol.KindProtocol, Message: "m"})
+		}},
+		{"a bad end", func(w *protocol.Writer) { w.WriteFrame(protocol.TypeCopyEnd, []byte("{")) }},
+	} {
+		out := t.TempDir()
+		before := openFds(t)
+		_, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
+			w.WriteFrame(protocol.TypeCopyRoot, root)
+			w.WriteFrame(protocol.TypeCopyEntry, sub)
+			w.WriteFrame(protocol.TypeCopyEntry, file)
+			w.WriteFrame(protocol.TypeCopyData, make([]byte, 3))
+			c.frames(w)
+		})
+		if err == nil {
+			t.Errorf("%s: no error", c.name)
+		}
+		if after := openFds(t); after != before {
+			t.Errorf("%s: %d fds open before, %d after", c.name, before, after)
+		}
+		filepath.Walk(out, func(p string, fi fs.FileInfo, err error) error {
+			if err == nil && strings.HasPrefix(fi.Name(), tmpPrefix) {
+				t.Errorf("%s: temporary file left: %s", c.name, p)
+			}
+			return nil
+		})
+		if fi, err := os.Stat(filepath.Join(out, "t", "sub")); err != nil || fi.Mode().Perm() != 0o750 {
+			t.Errorf("%s: the directory made: %v, %v; want mode 0750", c.name, fi.Mode(), err)
+		}
+		if _, err := os.Lstat(filepath.Join(out, "t", "sub", "f")); err == nil {
+			t.Errorf("%s: the file landed", c.name)
+		}
+	}
+}

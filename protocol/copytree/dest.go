@@ -83,6 +83,10 @@ func (d *Dest) dropCache() {
 // Finish ends the last tree.
 func (d *Dest) Finish() error { return d.closeTree() }
 
+// Abort ends a copy cut short: the directories made get their modes and
+// every directory held open is closed.
+func (d *Dest) Abort() { d.closeTree() }
+
 // Where names e at the destination; nil names the destination itself.
 func (d *Dest) Where(e *protocol.Entry) []byte {
 	rel := d.rel(e)
