@@ -200,6 +200,8 @@
 //
 // CopyOut: the guest sends the trees at CopyOut.Paths, in order, with a
 // CopyProblem for each thing it could not read, a path that is missing
-// among them, and ends with CopyDone. Devices, FIFOs and sockets are not
-// sent: each is a CopyProblem with Skipped set.
+// among them, and ends with CopyDone. A file it could not read whole (one
+// that shrank) ends early: its CopyProblem comes before its CopyEnd, whose
+// Error is set, and the host drops that file and goes on. Devices, FIFOs
+// and sockets are not sent: each is a CopyProblem with Skipped set.
 package protocol

@@ -350,6 +350,30 @@ func TestCopyCutHalfway(t *testing.T) {
 	}
 }
 
+// TestCopyShrinkingFile: a guest file that reads shorter than its size (a
+// sysfs file says 4096 bytes and holds a few) is named and dropped, and
+// the copy goes on with the rest.
+func TestCopyShrinkingFile(t *testing.T) {
+	const sysfs = "/sys/kernel/uevent_seqnum"
+	if fi, err := os.Stat(sysfs); err != nil || fi.Size() == 0 {
+		t.Skipf("%s: %v; this test needs a sysfs file whose size is more than it holds", sysfs, err)
+	}
+	a := startAgent(t)
+	ok := filepath.Join(t.TempDir(), "ok")
+	os.WriteFile(ok, []byte("ok"), 0o644)
+	dest := t.TempDir()
+	out, code := a.cp(t, ":"+sysfs, ":"+ok, dest)
+	if code != 1 || !strings.Contains(out, "uevent_seqnum") || !strings.Contains(out, "shrank while being copied") {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	if _, err := os.Lstat(filepath.Join(dest, "uevent_seqnum")); err == nil {
+		t.Error("the shrunk file landed")
+	}
+	if b, _ := os.ReadFile(filepath.Join(dest, "ok")); string(b) != "ok" {
+		t.Error("the rest was not copied")
+	}
+}
+
 // TestCopyHostileTar: a tar stream on stdin whose entries climb out, are
 // absolute, or write through a link it made, writes nothing outside.
 func TestCopyHostileTar(t *testing.T) {

@@ -433,3 +433,39 @@ func TestMalformedCopiesReleaseEverything(t *testing.T) {
 		}
 	}
 }
+
+// TestShrunkFileIsDroppedAndTheCopyGoesOn: a file that shrinks while the
+// guest reads it (a sysfs file) is told in a CopyProblem before its
+// CopyEnd, as the agent sends it; the host drops that file and copies the
+// rest.
+func TestShrunkFileIsDroppedAndTheCopyGoesOn(t *testing.T) {
+	out := t.TempDir()
+	pr, pw := io.Pipe()
+	go func() {
+		w := protocol.NewWriter(pw)
+		s := &Sender{W: w, Problem: func(p []byte, msg string, skipped bool) {
+			w.WriteJSON(protocol.TypeCopyProblem, &protocol.CopyProblem{Path: p, Message: msg, Skipped: skipped})
+		}}
+		now := time.Now()
+		s.Put(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, ModTime: now, Path: []byte("sys")}, true, nil, nil)
+		s.Put(&protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, ModTime: now, Size: 4096, Path: []byte("shrank")}, false, strings.NewReader("short"), []byte("/sys/shrank"))
+		s.Put(&protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, ModTime: now, Size: 2, Path: []byte("ok")}, false, strings.NewReader("ok"), nil)
+		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
+		pw.Close()
+	}()
+	var problems []problem
+	r := &Receiver{R: protocol.NewReader(pr), Sink: &Dest{Path: []byte(out)}, SenderProblems: true,
+		Problem: func(p []byte, msg string, skipped bool) {
+			problems = append(problems, problem{string(p), msg, skipped})
+		}}
+	if _, err := r.Receive(); err != nil {
+		t.Fatalf("receive: %v", err)
+	}
+	oneProblem(t, problems, "shrank while being copied")
+	if _, err := os.Lstat(filepath.Join(out, "sys", "shrank")); err == nil {
+		t.Error("the shrunk file landed")
+	}
+	if read(t, filepath.Join(out, "sys", "ok")) != "ok" {
+		t.Error("the rest was not copied")
+	}
+}
