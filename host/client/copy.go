@@ -65,6 +65,7 @@ func (c *Copy) In(conn io.ReadWriteCloser, dest []byte, sources int, send func(*
 		done     *protocol.CopyDone
 		problems int
 		err      error
+		told     bool // err is the agent's own reason, not a connection that ended
 	}
 	answered := make(chan answer, 1)
 	go func() {
@@ -93,7 +94,7 @@ func (c *Copy) In(conn io.ReadWriteCloser, dest []byte, sources int, send func(*
 				a.done = &protocol.CopyDone{}
 				a.err = protocol.Decode(t, p, a.done)
 			case protocol.TypeError:
-				a.err = decodeError(p)
+				a.err, a.told = decodeError(p), true
 			default:
 				a.err = fmt.Errorf("copy: corkd sent %s", t)
 			}
@@ -106,11 +107,18 @@ func (c *Copy) In(conn io.ReadWriteCloser, dest []byte, sources int, send func(*
 	}()
 	s := &copytree.Sender{W: w, Follow: c.Follow, Problem: c.Problem, Progress: c.Progress}
 	sendErr := send(s)
+	hostFault := false // the send failed on this side (a bad tar stream), not on the connection
 	if sendErr == nil {
 		sendErr = w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{Files: s.Files, Bytes: s.Bytes, Problems: s.Problems})
+	} else {
+		// The agent waits for the rest of the trees: tell it why none
+		// come, so that it drops the file it was writing, and stop
+		// waiting for an answer it will not send.
+		hostFault = w.WriteJSON(protocol.TypeError, &protocol.Error{Kind: protocol.KindCopy, Message: sendErr.Error()}) == nil
+		conn.Close()
 	}
 	a := <-answered
-	if a.err != nil {
+	if a.err != nil && (a.told || !hostFault) {
 		return nil, a.err // the agent's reason comes before the broken connection it caused
 	}
 	if sendErr != nil {

@@ -419,6 +419,46 @@ func TestCopyHostileTar(t *testing.T) {
 	}
 }
 
+// TestCopyBadTarEnds: a tar stream on stdin that turns to garbage ends
+// the copy with a message naming the stream, promptly, instead of waiting
+// for an answer the agent never sends; what came before it is copied.
+func TestCopyBadTarEnds(t *testing.T) {
+	a := startAgent(t)
+	dest := t.TempDir()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "first", Mode: 0o644, Size: 5, Typeflag: tar.TypeReg})
+	tw.Write([]byte("first"))
+	tw.Flush()
+	buf.Write(bytes.Repeat([]byte("garbage!"), 64)) // a header whose checksum is wrong
+
+	cmd := exec.Command(bin.Cork, "cp", "--connect", a.url, "-", ":"+dest)
+	cmd.Stdin = &buf
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+		t.Fatalf("cork cp still running 20 s after its stdin ended: %s", out.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 125 || !strings.Contains(out.String(), "reading the tar stream") {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+	termtest.WaitFor(t, "the agent to end the copy", 10*time.Second, func() bool {
+		return strings.Contains(a.logs.String(), "copy in ended early")
+	})
+	if b, _ := os.ReadFile(filepath.Join(dest, "first")); string(b) != "first" {
+		t.Error("what came before the garbage was not copied")
+	}
+}
+
 // TestCopyTarOut: - as the destination writes a tar stream of the source,
 // under its name, as docker cp does.
 func TestCopyTarOut(t *testing.T) {
