@@ -469,3 +469,62 @@ func TestShrunkFileIsDroppedAndTheCopyGoesOn(t *testing.T) {
 		t.Error("the rest was not copied")
 	}
 }
+
+// TestSourcePaths: a source written as a directory ("x/" or "x/.") is
+// resolved as a path: a link to a directory is followed, a file is not a
+// directory (as docker cp and cat f/ take them); without the slash a link
+// is copied as a link.
+func TestSourcePaths(t *testing.T) {
+	src := t.TempDir()
+	write(t, filepath.Join(src, "d", "a.txt"), "a", 0o644)
+	write(t, filepath.Join(src, "f"), "f", 0o644)
+	os.Symlink("d", filepath.Join(src, "ld"))
+	os.Symlink("f", filepath.Join(src, "lf"))
+	for _, c := range []struct {
+		src     string
+		problem string            // the one problem told, if any
+		want    map[string]string // what lands, beneath the destination: a file's contents, "->T" a link, "/" a directory
+	}{
+		{src: "d/", want: map[string]string{"d": "/", "d/a.txt": "a"}},
+		{src: "ld", want: map[string]string{"ld": "->d"}},
+		{src: "ld/", want: map[string]string{"ld": "/", "ld/a.txt": "a"}},
+		{src: "ld/.", want: map[string]string{"a.txt": "a"}},
+		{src: "f", want: map[string]string{"f": "f"}},
+		{src: "f/", problem: "not a directory"},
+		{src: "f/.", problem: "not a directory"},
+		{src: "lf/", problem: "not a directory"},
+	} {
+		out := t.TempDir()
+		problems := copyLocal(t, false, &Dest{Path: []byte(out)}, src+"/"+c.src) // not Join: it drops the slash
+		if c.problem != "" {
+			oneProblem(t, problems, c.problem)
+		} else {
+			noProblems(t, problems)
+		}
+		got := map[string]string{}
+		filepath.Walk(out, func(p string, fi fs.FileInfo, err error) error {
+			rel, _ := filepath.Rel(out, p)
+			switch {
+			case err != nil || rel == ".":
+			case fi.Mode()&fs.ModeSymlink != 0:
+				l, _ := os.Readlink(p)
+				got[rel] = "->" + l
+			case fi.IsDir():
+				got[rel] = "/"
+			default:
+				got[rel] = read(t, p)
+			}
+			return nil
+		})
+		if len(got) != len(c.want) {
+			t.Errorf("%s: landed %v, want %v", c.src, got, c.want)
+			continue
+		}
+		for k, v := range c.want {
+			if got[k] != v {
+				t.Errorf("%s: landed %v, want %v", c.src, got, c.want)
+				break
+			}
+		}
+	}
+}

@@ -65,6 +65,12 @@ func (s *Sender) Send(src string) error {
 	if s.Follow {
 		stat = os.Stat
 	}
+	if strings.HasSuffix(src, "/") || strings.HasSuffix(src, "/.") {
+		// A source written as a directory is one, as path resolution
+		// makes it: a link to a directory is followed ("ld/" and "ld/."
+		// are the directory), and a file is "not a directory".
+		stat = func(p string) (fs.FileInfo, error) { return os.Stat(p + "/") }
+	}
 	fi, err := stat(clean)
 	if err != nil {
 		s.fail([]byte(src), describe(err))
