@@ -528,3 +528,36 @@ func TestSourcePaths(t *testing.T) {
 		}
 	}
 }
+
+// TestProblemsNameTheDestination: a problem beneath a tree names the path
+// as it is at the destination, whether the tree got a new name, went into
+// a directory under its own, or gave its contents.
+func TestProblemsNameTheDestination(t *testing.T) {
+	out := t.TempDir()
+	for _, c := range []struct {
+		name     string
+		dest     string
+		contents bool
+		want     string // where the tree's entries land
+	}{
+		{"a new name", out + "/new", false, out + "/new"},
+		{"into a directory", out + "/", false, out + "/tree"},
+		{"into a directory, no slash", out, false, out + "/tree"},
+		{"its contents", out, true, out},
+	} {
+		problems, err := hostile(t, &Dest{Path: []byte(c.dest)}, func(w *protocol.Writer) {
+			w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("tree"), Contents: c.contents}))
+			w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindSymlink, Mode: 0o777, Path: []byte("l"), Link: []byte("/")}))
+			w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Path: []byte("l/x")}))
+			w.WriteJSON(protocol.TypeCopyEnd, &protocol.CopyEnd{})
+			w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
+		})
+		if err != nil || len(problems) != 1 {
+			t.Fatalf("%s: %+v, %v", c.name, problems, err)
+		}
+		if p := problems[0]; p.path != c.want+"/l/x" || !strings.Contains(p.msg, `"`+c.want+`/l"`) {
+			t.Errorf("%s: %q: %s; want %q and %q", c.name, p.path, p.msg, c.want+"/l/x", c.want+"/l")
+		}
+		os.RemoveAll(filepath.Join(out, "l"))
+	}
+}

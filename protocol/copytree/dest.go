@@ -31,6 +31,7 @@ type Dest struct {
 	KeepOwners bool   // give entries the owners they carry
 
 	base    int             // the directory the current tree is written beneath, when open
+	shown   []byte          // base as the user names it, for messages
 	top     []byte          // the tree's root beneath base; empty: base is the root
 	root    *protocol.Entry // the current tree's root
 	cacheAt []byte          // the directory cacheFd is, beneath base
@@ -69,7 +70,7 @@ func (d *Dest) closeTree() error {
 	if d.root != nil && d.base >= 0 {
 		unix.Close(d.base)
 	}
-	d.base, d.top, d.root = -1, nil, nil
+	d.base, d.shown, d.top, d.root = -1, nil, nil, nil
 	return err
 }
 
@@ -88,12 +89,14 @@ func (d *Dest) Finish() error { return d.closeTree() }
 func (d *Dest) Abort() { d.closeTree() }
 
 // Where names e at the destination; nil names the destination itself.
-func (d *Dest) Where(e *protocol.Entry) []byte {
-	rel := d.rel(e)
+func (d *Dest) Where(e *protocol.Entry) []byte { return d.at(d.rel(e)) }
+
+// at names rel, a path beneath base, as the user sees it.
+func (d *Dest) at(rel []byte) []byte {
 	if len(rel) == 0 {
 		return d.Path
 	}
-	return join(bytes.TrimRight(d.Path, "/"), string(rel))
+	return join(d.shown, string(rel))
 }
 
 func (d *Dest) rel(e *protocol.Entry) []byte {
@@ -123,6 +126,7 @@ func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
 	}
 	d.root = e
 	dest := string(d.Path)
+	d.shown = d.Path
 	fi, err := os.Stat(dest)
 	exists := err == nil
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -145,7 +149,7 @@ func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
 			}
 			d.top = bytes.Clone(e.Path)
 		default:
-			if d.base, d.top, err = newTop(dest); err != nil {
+			if d.base, d.shown, d.top, err = newTop(dest); err != nil {
 				return nil, err
 			}
 		}
@@ -160,7 +164,7 @@ func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
 		case !exists && strings.HasSuffix(dest, "/"):
 			return nil, errors.New("no such directory (a destination ending in / must be an existing directory)")
 		default:
-			if d.base, d.top, err = newTop(dest); err != nil {
+			if d.base, d.shown, d.top, err = newTop(dest); err != nil {
 				return nil, err
 			}
 		}
@@ -172,18 +176,19 @@ func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
 }
 
 // newTop opens the parent of a destination that is not there yet, to be
-// the base, and returns the destination's last element as the root's
-// name in it.
-func newTop(dest string) (int, []byte, error) {
+// the base, and returns it as the user named it, with the destination's
+// last element as the root's name in it.
+func newTop(dest string) (int, []byte, []byte, error) {
 	parent, name := path.Split(strings.TrimRight(dest, "/"))
+	shown := parent
 	if parent == "" {
 		parent = "."
 	}
 	fd, err := unix.Open(parent, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, nil, fmt.Errorf("its parent directory: %s", describe(err))
+		return -1, nil, nil, fmt.Errorf("its parent directory: %s", describe(err))
 	}
-	return fd, []byte(name), nil
+	return fd, []byte(shown), []byte(name), nil
 }
 
 // Dir makes a directory beneath the tree.
@@ -219,9 +224,9 @@ func (d *Dest) parent(rel []byte) (int, string, error) {
 		}
 		if err != nil {
 			if err == unix.ELOOP || err == unix.ENOTDIR {
-				return -1, "", fmt.Errorf("not written: %q is a symbolic link or not a directory, and cork cp writes through neither", d.Where(&protocol.Entry{Path: walked}))
+				return -1, "", fmt.Errorf("not written: %q is a symbolic link or not a directory, and cork cp writes through neither", d.at(walked))
 			}
-			return -1, "", fmt.Errorf("%q: %s", d.Where(&protocol.Entry{Path: walked}), describe(err))
+			return -1, "", fmt.Errorf("%q: %s", d.at(walked), describe(err))
 		}
 		fd = next
 	}
