@@ -561,3 +561,44 @@ func TestProblemsNameTheDestination(t *testing.T) {
 		os.RemoveAll(filepath.Join(out, "l"))
 	}
 }
+
+// TestMergeTakesTheSourcesModeAndTime: a directory merged into an existing
+// one gives it its mode and modification time, as docker cp does, at every
+// level; the destination itself keeps its own.
+func TestMergeTakesTheSourcesModeAndTime(t *testing.T) {
+	dir := t.TempDir()
+	when := time.Date(2023, 1, 2, 3, 4, 5, 0, time.UTC)
+	src := filepath.Join(dir, "src", "tree")
+	write(t, filepath.Join(src, "sub", "f"), "f", 0o644)
+	for _, c := range []struct {
+		name string
+		dest string // an existing directory
+		src  string
+		dirs []string // beneath dest: merged into, the source's mode and time wanted
+		kept string   // beneath dest: keeps its own
+	}{
+		{"DEST/NAME", "a", src, []string{"tree", "tree/sub"}, "."},
+		{"contents", "b", src + "/.", []string{"sub"}, "."},
+	} {
+		dest := filepath.Join(dir, c.dest)
+		for _, d := range c.dirs {
+			os.MkdirAll(filepath.Join(dest, d), 0o777)
+			os.Chmod(filepath.Join(dest, d), 0o777)
+		}
+		os.Chmod(dest, 0o711)
+		for _, d := range []string{src, filepath.Join(src, "sub")} {
+			os.Chmod(d, 0o750)
+			os.Chtimes(d, when, when)
+		}
+		noProblems(t, copyLocal(t, false, &Dest{Path: []byte(dest)}, c.src))
+		for _, d := range c.dirs {
+			fi, err := os.Stat(filepath.Join(dest, d))
+			if err != nil || fi.Mode().Perm() != 0o750 || !fi.ModTime().Equal(when) {
+				t.Errorf("%s: %s: %v %v, %v; want 0750 and %v", c.name, d, fi.Mode(), fi.ModTime(), err, when)
+			}
+		}
+		if fi, _ := os.Stat(filepath.Join(dest, c.kept)); fi.Mode().Perm() != 0o711 {
+			t.Errorf("%s: the destination itself: mode %v", c.name, fi.Mode())
+		}
+	}
+}

@@ -37,15 +37,18 @@ type Dest struct {
 	cacheAt []byte          // the directory cacheFd is, beneath base
 	cacheFd int             // the last parent opened, when cached
 	cached  bool
-	dirs    []madeDir // directories made in this tree, their modes and times set last
+	dirs    []madeDir // directories made or merged into in this tree, their modes and times set last
 	dirMem  int       // the bytes of their paths
 }
 
-// madeDir is a directory this copy made: its mode and time are set once
-// what it holds is written, so that a read-only one can be filled.
+// madeDir is a directory this copy made, or merged a source directory
+// into: its mode and time are set once what it holds is written, so that
+// a read-only one can be filled. A merged one gets the source's mode and
+// time as docker cp gives them, where its owner lets the user.
 type madeDir struct {
-	rel []byte
-	e   *protocol.Entry
+	rel    []byte
+	e      *protocol.Entry
+	merged bool
 }
 
 // maxMadeDirs and maxMadeDirBytes bound the directories remembered for
@@ -251,19 +254,30 @@ func (d *Dest) mkdir(rel []byte, e *protocol.Entry) error {
 		if uint32(st.Mode)&unix.S_IFMT != unix.S_IFDIR {
 			return fmt.Errorf("cannot copy a directory over the %s there", typeOf(uint32(st.Mode)))
 		}
-		return nil // copied into as it is
+		return d.remember(madeDir{rel: bytes.Clone(rel), e: e, merged: true})
 	}
 	if err != nil {
 		return errors.New(describe(err))
 	}
-	m := madeDir{rel: bytes.Clone(rel), e: e}
-	if mem := len(rel) + len(e.Path); len(d.dirs) < maxMadeDirs && d.dirMem+mem <= maxMadeDirBytes {
+	return d.remember(madeDir{rel: bytes.Clone(rel), e: e})
+}
+
+// remember keeps a directory to finish at the end of the tree, or
+// finishes it at once beyond the bounds.
+func (d *Dest) remember(m madeDir) error {
+	mem := len(m.rel) + len(m.e.Path)
+	later := len(d.dirs) < maxMadeDirs && d.dirMem+mem <= maxMadeDirBytes
+	if later {
 		d.dirs = append(d.dirs, m)
 		d.dirMem += mem
-		return d.ownDir(m)
 	}
-	if err := d.ownDir(m); err != nil {
-		return err
+	if !m.merged {
+		if err := d.ownDir(m); err != nil {
+			return err
+		}
+	}
+	if later {
+		return nil
 	}
 	return d.finishDir(m)
 }
@@ -294,10 +308,14 @@ func (d *Dest) finishDir(m madeDir) error {
 		return err
 	}
 	defer unix.Close(fd)
-	if err := unix.Fchmod(fd, protocol.UnixMode(m.e.Mode)); err != nil {
-		return err
+	err = unix.Fchmod(fd, protocol.UnixMode(m.e.Mode))
+	if err == nil {
+		err = setTimes(parent, name, m.e)
 	}
-	return setTimes(parent, name, m.e)
+	if m.merged && err == unix.EPERM {
+		return nil // another's directory, merged into, keeps its mode
+	}
+	return err
 }
 
 func (d *Dest) symlink(rel []byte, e *protocol.Entry) error {
