@@ -286,7 +286,7 @@ type CopyProblem struct {
 // after its last tree in a CopyIn, the guest's after its last tree in a
 // CopyOut, and the guest's answer to the host's in a CopyIn.
 type CopyDone struct {
-	Files    int   `json:"files"`    // files, directories and links
-	Bytes    int64 `json:"bytes"`    // file bytes
+	Files    int   `json:"files"`    // files and links, not directories (a receiver's: those that landed)
+	Bytes    int64 `json:"bytes"`    // file bytes (a receiver's: of the files that landed)
 	Problems int   `json:"problems"` // failures, not skips
 }

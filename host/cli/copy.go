@@ -197,7 +197,27 @@ func (p *copyProgress) summary(res *client.CopyResult, dest string) {
 			dest = abs
 		}
 	}
-	fmt.Fprintf(os.Stderr, "Copied %s in %d files to %s\n", size(res.Bytes), res.Files, dest)
+	fmt.Fprintln(os.Stderr, summaryLine(res, dest))
+}
+
+// summaryLine says what landed (files and links; directories are not
+// counted) and how many things did not.
+func summaryLine(res *client.CopyResult, dest string) string {
+	line := "Copied nothing to " + dest
+	if res.Files > 0 {
+		line = fmt.Sprintf("Copied %s in %s to %s", size(res.Bytes), plural(res.Files, "file"), dest)
+	}
+	if res.Problems > 0 {
+		line += fmt.Sprintf("; %d not copied (named above)", res.Problems)
+	}
+	return line
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 // size spells n bytes as people read them.

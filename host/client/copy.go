@@ -27,8 +27,8 @@ type Copy struct {
 
 // CopyResult is what a copy did.
 type CopyResult struct {
-	Files    int   // files, directories and links copied
-	Bytes    int64 // file bytes
+	Files    int   // files and links that landed (directories are not counted)
+	Bytes    int64 // the bytes of the files that landed
 	Problems int   // things not copied, skips aside
 }
 

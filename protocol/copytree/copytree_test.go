@@ -602,3 +602,32 @@ func TestMergeTakesTheSourcesModeAndTime(t *testing.T) {
 		}
 	}
 }
+
+// TestCountsWhatLanded: the receiver counts the files and links that
+// landed and their bytes: not directories, not a file refused or dropped
+// after its bytes came.
+func TestCountsWhatLanded(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "t")
+	write(t, filepath.Join(src, "sub", "ok"), "12345", 0o644)
+	write(t, filepath.Join(src, "over-a-dir"), "1234567", 0o644)
+	os.Symlink("sub/ok", filepath.Join(src, "link"))
+	out := filepath.Join(dir, "out")
+	os.MkdirAll(filepath.Join(out, "t", "over-a-dir"), 0o755)
+
+	pr, pw := io.Pipe()
+	go func() {
+		w := protocol.NewWriter(pw)
+		s := &Sender{W: w}
+		s.Send(src)
+		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
+		pw.Close()
+	}()
+	r := &Receiver{R: protocol.NewReader(pr), Sink: &Dest{Path: []byte(out)}}
+	if _, err := r.Receive(); err != nil {
+		t.Fatal(err)
+	}
+	if r.Files != 2 || r.Bytes != 5 || r.Problems != 1 {
+		t.Fatalf("counted %d files, %d bytes, %d problems; want 2 (ok and link), 5, 1", r.Files, r.Bytes, r.Problems)
+	}
+}

@@ -45,15 +45,18 @@ type Receiver struct {
 	// destination; a sender's own problems (CopyProblem frames) come here
 	// too, when the sender is the guest.
 	Problem func(path []byte, message string, skipped bool)
-	// Progress, when set, is called after each entry and each chunk.
+	// Progress, when set, is called after each entry and each chunk with
+	// the files landed and the bytes received so far.
 	Progress func(files int, bytes int64)
 	// SenderProblems admits CopyProblem frames: the guest sends them, the
 	// host does not.
 	SenderProblems bool
 
-	Files    int   // entries written
-	Bytes    int64 // file bytes received
+	Files    int   // files and links that landed; directories are not counted
+	Bytes    int64 // the bytes of the files that landed
 	Problems int   // failures, the sender's and the receiver's
+
+	received int64 // file bytes received, landed or not: for Progress
 
 	inTree  bool      // a directory root came: entries may follow
 	skipDir []byte    // the last directory that failed: what it holds is skipped; empty: all
@@ -143,8 +146,8 @@ func (r *Receiver) root(p []byte) error {
 	if err != nil {
 		r.fail(r.Sink.Where(nil), err)
 		r.inTree, r.skipDir = false, []byte{} // a failed root: all beneath it is skipped
-	} else {
-		r.written()
+	} else if e.Kind == protocol.KindSymlink {
+		r.landed(0)
 	}
 	if e.Kind == protocol.KindFile {
 		r.file = &incoming{e: e, sink: f, left: e.Size}
@@ -183,8 +186,8 @@ func (r *Receiver) entry(p []byte) error {
 	}
 	if err != nil {
 		r.fail(r.Sink.Where(e), err)
-	} else {
-		r.written()
+	} else if e.Kind == protocol.KindSymlink {
+		r.landed(0)
 	}
 	return nil
 }
@@ -198,7 +201,7 @@ func (r *Receiver) data(p []byte) error {
 		return fmt.Errorf("copy: file %q: more than its %d bytes", f.e.Path, f.e.Size)
 	}
 	f.left -= int64(len(p))
-	r.Bytes += int64(len(p))
+	r.received += int64(len(p))
 	if f.sink != nil {
 		if _, err := f.sink.Write(p); err != nil {
 			f.abort()
@@ -231,6 +234,8 @@ func (r *Receiver) end(p []byte) error {
 		f.sink = nil
 		if err != nil {
 			r.fail(r.Sink.Where(f.e), err)
+		} else {
+			r.landed(f.e.Size)
 		}
 	}
 	return nil
@@ -272,14 +277,16 @@ func beneath(p, dir []byte) bool {
 	return bytes.Equal(p, dir) || (bytes.HasPrefix(p, dir) && p[len(dir)] == '/')
 }
 
-func (r *Receiver) written() {
+// landed counts a file or link put in place.
+func (r *Receiver) landed(size int64) {
 	r.Files++
+	r.Bytes += size
 	r.progress()
 }
 
 func (r *Receiver) progress() {
 	if r.Progress != nil {
-		r.Progress(r.Files, r.Bytes)
+		r.Progress(r.Files, r.received)
 	}
 }
 

@@ -36,7 +36,7 @@ type Sender struct {
 	// the totals so far.
 	Progress func(files int, bytes int64)
 
-	Files    int   // entries sent
+	Files    int   // files and links sent (directories are not counted)
 	Bytes    int64 // file bytes sent
 	Problems int   // failures told to Problem
 	buf      []byte
@@ -275,7 +275,9 @@ func (s *Sender) write(t protocol.Type, e *protocol.Entry) error {
 	if err := s.W.WriteFrame(t, b); err != nil {
 		return err
 	}
-	s.Files++
+	if e.Kind != protocol.KindDir {
+		s.Files++
+	}
 	s.progress()
 	return nil
 }
