@@ -6,10 +6,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/corkvm/cork/protocol"
 )
@@ -243,7 +246,8 @@ func TestOddNames(t *testing.T) {
 }
 
 // TestConflictsInsideATree: a file over a directory and a directory over
-// a file are problems; what a refused directory holds is not written.
+// a file are problems; what a refused directory holds is not written, and
+// each thing in it is named.
 func TestConflictsInsideATree(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "t")
@@ -253,7 +257,9 @@ func TestConflictsInsideATree(t *testing.T) {
 	write(t, filepath.Join(out, "t", "d"), "I am a file", 0o644)
 	write(t, filepath.Join(out, "t", "f", "x"), "I am in a directory", 0o644)
 	problems := copyLocal(t, false, &Dest{Path: []byte(out)}, src)
-	if len(problems) != 2 || !strings.Contains(problems[0].msg, "directory over the file") || !strings.Contains(problems[1].msg, "file over the directory") {
+	if len(problems) != 3 || !strings.Contains(problems[0].msg, "directory over the file") ||
+		!strings.HasSuffix(problems[1].path, "t/d/inner") || !strings.Contains(problems[1].msg, "the directory it is in was not") ||
+		!strings.Contains(problems[2].msg, "file over the directory") {
 		t.Fatalf("%+v", problems)
 	}
 	if read(t, filepath.Join(out, "t", "d")) != "I am a file" || read(t, filepath.Join(out, "t", "f", "x")) != "I am in a directory" {
@@ -629,5 +635,70 @@ func TestCountsWhatLanded(t *testing.T) {
 	}
 	if r.Files != 2 || r.Bytes != 5 || r.Problems != 1 {
 		t.Fatalf("counted %d files, %d bytes, %d problems; want 2 (ok and link), 5, 1", r.Files, r.Bytes, r.Problems)
+	}
+}
+
+// asNobody runs f with this thread's filesystem identity set to nobody's,
+// as the agent does a copy for a user: the kernel then refuses what
+// nobody may not do, chown included.
+func asNobody(t *testing.T, f func()) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to take another filesystem uid")
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	unix.Setfsgid(65534)
+	unix.Setfsuid(65534)
+	defer unix.Setfsgid(0)
+	defer unix.Setfsuid(0)
+	f()
+}
+
+// TestKeepOwnersRefusedNamesEverything: with -a as a user who may not give
+// files away, a directory whose owner is refused is not left behind empty,
+// and everything it would hold is named, not skipped in silence.
+func TestKeepOwnersRefusedNamesEverything(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "t")
+	write(t, filepath.Join(src, "sub", "f"), "f", 0o644)
+	write(t, filepath.Join(src, "sub", "deeper", "g"), "g", 0o644)
+	out := filepath.Join(dir, "out")
+	os.Mkdir(out, 0o777)
+	os.Chmod(out, 0o777)
+	os.Chmod(dir, 0o755)
+	os.Chmod(filepath.Dir(dir), 0o755)
+
+	var problems []problem
+	asNobody(t, func() {
+		problems = copyLocal(t, false, &Dest{Path: []byte(out), KeepOwners: true}, src)
+	})
+	named := map[string]bool{}
+	for _, p := range problems {
+		rel, _ := filepath.Rel(out, p.path)
+		named[rel] = true
+	}
+	if len(problems) == 0 || problems[0].path != filepath.Join(out, "t") || !strings.Contains(problems[0].msg, "nothing in it is copied") {
+		t.Errorf("the root: problems %+v", problems)
+	}
+	// Beneath the root: its owner given, the same again one level down.
+	problems = nil
+	os.MkdirAll(filepath.Join(out, "t"), 0o777)
+	os.Chmod(filepath.Join(out, "t"), 0o777)
+	asNobody(t, func() {
+		problems = copyLocal(t, false, &Dest{Path: []byte(out), KeepOwners: true}, src)
+	})
+	for _, p := range problems {
+		rel, _ := filepath.Rel(out, p.path)
+		named[rel] = true
+	}
+	for _, want := range []string{"t/sub", "t/sub/f", "t/sub/deeper", "t/sub/deeper/g"} {
+		if !named[want] {
+			t.Errorf("%s not named; problems: %+v", want, problems)
+		}
+	}
+	os.Remove(filepath.Join(out, "t"))
+	if left, _ := os.ReadDir(out); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
 	}
 }

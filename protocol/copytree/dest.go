@@ -273,6 +273,7 @@ func (d *Dest) remember(m madeDir) error {
 	}
 	if !m.merged {
 		if err := d.ownDir(m); err != nil {
+			d.unmake(m, later)
 			return err
 		}
 	}
@@ -280,6 +281,19 @@ func (d *Dest) remember(m madeDir) error {
 		return nil
 	}
 	return d.finishDir(m)
+}
+
+// unmake removes a directory just made whose owner could not be given:
+// like a file's, its failure means it is not copied, and what it would
+// hold is not copied either.
+func (d *Dest) unmake(m madeDir, remembered bool) {
+	if remembered {
+		d.dirs = d.dirs[:len(d.dirs)-1]
+		d.dirMem -= len(m.rel) + len(m.e.Path)
+	}
+	if parent, name, err := d.parent(m.rel); err == nil {
+		unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
+	}
 }
 
 // ownDir gives a directory made here its owner, at once: what is written

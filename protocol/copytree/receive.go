@@ -2,6 +2,7 @@ package copytree
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 
@@ -144,8 +145,11 @@ func (r *Receiver) root(p []byte) error {
 	r.inTree, r.skipDir = e.Kind == protocol.KindDir, nil
 	f, err := r.Sink.Root(e)
 	if err != nil {
-		r.fail(r.Sink.Where(nil), err)
-		r.inTree, r.skipDir = false, []byte{} // a failed root: all beneath it is skipped
+		if e.Kind == protocol.KindDir {
+			err = fmt.Errorf("%w (nothing in it is copied)", err)
+		}
+		r.fail(r.Sink.Where(e), err)
+		r.inTree, r.skipDir = false, []byte{} // a failed root: all beneath it is skipped, named by it
 	} else if e.Kind == protocol.KindSymlink {
 		r.landed(0)
 	}
@@ -166,6 +170,9 @@ func (r *Receiver) entry(p []byte) error {
 	if r.skipDir != nil && beneath(e.Path, r.skipDir) {
 		if e.Kind == protocol.KindFile {
 			r.file = &incoming{e: e, left: e.Size} // its data is read and dropped
+		}
+		if len(r.skipDir) > 0 {
+			r.fail(r.Sink.Where(e), errNotBeneath)
 		}
 		return nil
 	}
@@ -268,6 +275,11 @@ func (r *Receiver) done(p []byte) (*protocol.CopyDone, error) {
 	}
 	return &done, nil
 }
+
+// errNotBeneath names each entry beneath a directory of the tree that
+// failed: every thing not copied is named. (A failed root's one problem
+// names the whole tree, which the user named.)
+var errNotBeneath = errors.New("not copied, as the directory it is in was not")
 
 // beneath reports whether p is dir or beneath it; an empty dir holds all.
 func beneath(p, dir []byte) bool {
