@@ -6,13 +6,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 
 	"github.com/corkvm/cork/protocol"
 )
@@ -638,67 +636,58 @@ func TestCountsWhatLanded(t *testing.T) {
 	}
 }
 
-// asNobody runs f with this thread's filesystem identity set to nobody's,
-// as the agent does a copy for a user: the kernel then refuses what
-// nobody may not do, chown included.
-func asNobody(t *testing.T, f func()) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to take another filesystem uid")
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	unix.Setfsgid(65534)
-	unix.Setfsuid(65534)
-	defer unix.Setfsgid(0)
-	defer unix.Setfsuid(0)
-	f()
-}
-
-// TestKeepOwnersRefusedNamesEverything: with -a as a user who may not give
-// files away, a directory whose owner is refused is not left behind empty,
-// and everything it would hold is named, not skipped in silence.
-func TestKeepOwnersRefusedNamesEverything(t *testing.T) {
+// TestDestinationLinks: a destination that is a symbolic link to a file,
+// or a dangling one, is written through (its target gets the contents or
+// is made; the link stays), as docker cp does; a link another user
+// planted in a sticky directory anyone may write to is not followed, as
+// the kernel would not follow it for the user.
+func TestDestinationLinks(t *testing.T) {
 	dir := t.TempDir()
-	src := filepath.Join(dir, "t")
-	write(t, filepath.Join(src, "sub", "f"), "f", 0o644)
-	write(t, filepath.Join(src, "sub", "deeper", "g"), "g", 0o644)
-	out := filepath.Join(dir, "out")
-	os.Mkdir(out, 0o777)
-	os.Chmod(out, 0o777)
-	os.Chmod(dir, 0o755)
-	os.Chmod(filepath.Dir(dir), 0o755)
-
-	var problems []problem
-	asNobody(t, func() {
-		problems = copyLocal(t, false, &Dest{Path: []byte(out), KeepOwners: true}, src)
-	})
-	named := map[string]bool{}
-	for _, p := range problems {
-		rel, _ := filepath.Rel(out, p.path)
-		named[rel] = true
-	}
-	if len(problems) == 0 || problems[0].path != filepath.Join(out, "t") || !strings.Contains(problems[0].msg, "nothing in it is copied") {
-		t.Errorf("the root: problems %+v", problems)
-	}
-	// Beneath the root: its owner given, the same again one level down.
-	problems = nil
-	os.MkdirAll(filepath.Join(out, "t"), 0o777)
-	os.Chmod(filepath.Join(out, "t"), 0o777)
-	asNobody(t, func() {
-		problems = copyLocal(t, false, &Dest{Path: []byte(out), KeepOwners: true}, src)
-	})
-	for _, p := range problems {
-		rel, _ := filepath.Rel(out, p.path)
-		named[rel] = true
-	}
-	for _, want := range []string{"t/sub", "t/sub/f", "t/sub/deeper", "t/sub/deeper/g"} {
-		if !named[want] {
-			t.Errorf("%s not named; problems: %+v", want, problems)
+	src := filepath.Join(dir, "src")
+	write(t, src, "new", 0o644)
+	for _, c := range []struct {
+		name    string
+		setup   func(d string) // makes d/dest
+		problem string         // the one problem told, if any
+		target  string         // where the contents land, beneath d; "" none
+	}{
+		{"a link to a file", func(d string) {
+			write(t, filepath.Join(d, "file"), "old", 0o644)
+			os.Symlink("file", filepath.Join(d, "dest"))
+		}, "", "file"},
+		{"a dangling link", func(d string) { os.Symlink("made", filepath.Join(d, "dest")) }, "", "made"},
+		{"a chain, absolute", func(d string) {
+			os.Mkdir(filepath.Join(d, "sub"), 0o755)
+			os.Symlink(filepath.Join(d, "sub", "file"), filepath.Join(d, "mid"))
+			os.Symlink("mid", filepath.Join(d, "dest"))
+		}, "", "sub/file"},
+		{"another's link in a sticky directory", func(d string) {
+			os.Chmod(d, os.ModeSticky|0o777)
+			write(t, filepath.Join(d, "file"), "old", 0o644)
+			os.Symlink("file", filepath.Join(d, "dest"))
+			os.Lchown(filepath.Join(d, "dest"), 65534, 65534)
+		}, "another user's symbolic link", ""},
+	} {
+		d := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-"))
+		os.Mkdir(d, 0o755)
+		c.setup(d)
+		link, _ := os.Readlink(filepath.Join(d, "dest"))
+		problems := copyLocal(t, false, &Dest{Path: []byte(filepath.Join(d, "dest"))}, src)
+		if c.problem != "" {
+			oneProblem(t, problems, c.problem)
+		} else {
+			noProblems(t, problems)
 		}
-	}
-	os.Remove(filepath.Join(out, "t"))
-	if left, _ := os.ReadDir(out); len(left) > 0 {
-		t.Errorf("left behind: %v", left)
+		if l, err := os.Readlink(filepath.Join(d, "dest")); err != nil || l != link {
+			t.Errorf("%s: the link is now %q, %v; want it as it was, to %q", c.name, l, err, link)
+		}
+		if c.target != "" && read(t, filepath.Join(d, c.target)) != "new" {
+			t.Errorf("%s: %s was not written", c.name, c.target)
+		}
+		if c.target == "" {
+			if b, _ := os.ReadFile(filepath.Join(d, "file")); string(b) != "old" {
+				t.Errorf("%s: the link's target was written", c.name)
+			}
+		}
 	}
 }

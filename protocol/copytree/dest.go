@@ -138,44 +138,102 @@ func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
 	if d.Multi && (!exists || !fi.IsDir()) {
 		return nil, errors.New("the destination must be an existing directory to copy several sources into")
 	}
-	switch e.Kind {
-	case protocol.KindDir:
-		switch {
-		case exists && !fi.IsDir():
-			return nil, errors.New("cannot copy a directory over this file")
-		case exists:
-			if d.base, err = unix.Open(dest, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
-				return nil, errors.New(describe(err))
-			}
-			if e.Contents {
-				return nil, nil
-			}
-			d.top = bytes.Clone(e.Path)
-		default:
-			if d.base, d.shown, d.top, err = newTop(dest); err != nil {
-				return nil, err
-			}
-		}
-		return nil, d.mkdir(d.top, e)
-	default:
-		switch {
-		case exists && fi.IsDir():
-			if d.base, err = unix.Open(dest, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
-				return nil, errors.New(describe(err))
-			}
-			d.top = bytes.Clone(e.Path)
-		case !exists && strings.HasSuffix(dest, "/"):
-			return nil, errors.New("no such directory (a destination ending in / must be an existing directory)")
-		default:
-			if d.base, d.shown, d.top, err = newTop(dest); err != nil {
-				return nil, err
-			}
-		}
-		if e.Kind == protocol.KindSymlink {
-			return nil, d.symlink(d.top, e)
-		}
-		return d.file(d.top, e)
+	isDir := exists && fi.IsDir()
+	if e.Kind == protocol.KindDir {
+		return nil, d.rootDir(e, dest, exists, isDir)
 	}
+	switch {
+	case isDir:
+		if d.base, err = unix.Open(dest, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+			return nil, errors.New(describe(err))
+		}
+		d.top = bytes.Clone(e.Path)
+	case !exists && strings.HasSuffix(dest, "/"):
+		return nil, errors.New("no such directory (a destination ending in / must be an existing directory)")
+	default:
+		// A link there is written through, as docker cp does: its
+		// target gets the contents, or is made.
+		if dest, err = throughLinks(dest); err != nil {
+			return nil, err
+		}
+		if d.base, d.shown, d.top, err = newTop(dest); err != nil {
+			return nil, err
+		}
+	}
+	if e.Kind == protocol.KindSymlink {
+		return nil, d.symlink(d.top, e)
+	}
+	return d.file(d.top, e)
+}
+
+// rootDir resolves the destination for a directory's tree.
+func (d *Dest) rootDir(e *protocol.Entry, dest string, exists, isDir bool) error {
+	var err error
+	switch {
+	case exists && !isDir:
+		return errors.New("cannot copy a directory over this file")
+	case exists:
+		if d.base, err = unix.Open(dest, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+			return errors.New(describe(err))
+		}
+		if e.Contents {
+			return nil
+		}
+		d.top = bytes.Clone(e.Path)
+	default:
+		if d.base, d.shown, d.top, err = newTop(dest); err != nil {
+			return err
+		}
+	}
+	return d.mkdir(d.top, e)
+}
+
+// maxLinks bounds the links followed from a destination, as the kernel's
+// MAXSYMLINKS does a path's.
+const maxLinks = 40
+
+// throughLinks returns the path a destination that is a symbolic link
+// leads to (a dangling link's target included), or dest itself. It
+// follows a link only where the kernel would for the user (fs.protected_
+// symlinks): one in a sticky directory anyone may write to, such as /tmp,
+// must be the user's own or that directory owner's, or another user could
+// plant it to have the copy write where they choose.
+func throughLinks(dest string) (string, error) {
+	for range maxLinks {
+		var st unix.Stat_t
+		if err := unix.Lstat(dest, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK {
+			return dest, nil
+		}
+		if err := mayFollow(dest, &st); err != nil {
+			return "", err
+		}
+		target, err := os.Readlink(dest)
+		if err != nil {
+			return "", errors.New(describe(err))
+		}
+		if !path.IsAbs(target) {
+			target = path.Join(path.Dir(dest), target)
+		}
+		dest = target
+	}
+	return "", fmt.Errorf("more than %d symbolic links from the destination", maxLinks)
+}
+
+// mayFollow applies the kernel's rule for following the link at p, whose
+// Lstat is st, as the calling thread's filesystem user.
+func mayFollow(p string, st *unix.Stat_t) error {
+	var dir unix.Stat_t
+	if err := unix.Stat(path.Dir(p), &dir); err != nil {
+		return errors.New(describe(err))
+	}
+	const stickyOpen = unix.S_ISVTX | 0o002
+	if dir.Mode&stickyOpen != stickyOpen || st.Uid == dir.Uid {
+		return nil
+	}
+	if fsUID() == st.Uid {
+		return nil
+	}
+	return fmt.Errorf("not written through: %q is another user's symbolic link in a directory anyone may write to", p)
 }
 
 // newTop opens the parent of a destination that is not there yet, to be
