@@ -35,16 +35,17 @@ type CopyResult struct {
 // ErrCannotCopy is returned by an agent without CapCopy.
 var ErrCannotCopy = errors.New("this corkd cannot copy files: update the corkd in the image (cork bake)")
 
-// copyHello says hello and checks that the agent can copy.
-func (c *Copy) hello(r *protocol.Reader, w *protocol.Writer) error {
+// copyHello says hello and checks that the agent can copy; it returns
+// the agent's hello.
+func (c *Copy) hello(r *protocol.Reader, w *protocol.Writer) (*protocol.Hello, error) {
 	h, err := Hello(r, w, c.Software)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if h.Version < 2 || !slices.Contains(h.Capabilities, protocol.CapCopy) {
-		return fmt.Errorf("%s: %w", h.Software, ErrCannotCopy)
+		return nil, fmt.Errorf("%s: %w", h.Software, ErrCannotCopy)
 	}
-	return nil
+	return h, nil
 }
 
 // In sends what send writes (trees of files) to dest in the guest, over
@@ -53,7 +54,8 @@ func (c *Copy) hello(r *protocol.Reader, w *protocol.Writer) error {
 func (c *Copy) In(conn io.ReadWriteCloser, dest []byte, sources int, send func(*copytree.Sender) error) (*CopyResult, error) {
 	defer conn.Close()
 	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
-	if err := c.hello(r, w); err != nil {
+	h, err := c.hello(r, w)
+	if err != nil {
 		return nil, err
 	}
 	if err := w.WriteJSON(protocol.TypeCopyIn, &protocol.CopyIn{Dest: dest, Sources: sources, User: c.User, KeepOwners: c.KeepOwners}); err != nil {
@@ -105,7 +107,8 @@ func (c *Copy) In(conn io.ReadWriteCloser, dest []byte, sources int, send func(*
 		}
 		answered <- a
 	}()
-	s := &copytree.Sender{W: w, Follow: c.Follow, Problem: c.Problem, Progress: c.Progress}
+	s := &copytree.Sender{W: w, Follow: c.Follow, Problem: c.Problem, Progress: c.Progress,
+		Hardlinks: slices.Contains(h.Capabilities, protocol.CapCopyHardlinks)}
 	sendErr := send(s)
 	hostFault := false // the send failed on this side (a bad tar stream), not on the connection
 	if sendErr == nil {
@@ -132,10 +135,10 @@ func (c *Copy) In(conn io.ReadWriteCloser, dest []byte, sources int, send func(*
 func (c *Copy) Out(conn io.ReadWriteCloser, paths [][]byte, sink copytree.Sink) (*CopyResult, error) {
 	defer conn.Close()
 	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
-	if err := c.hello(r, w); err != nil {
+	if _, err := c.hello(r, w); err != nil {
 		return nil, err
 	}
-	if err := w.WriteJSON(protocol.TypeCopyOut, &protocol.CopyOut{Paths: paths, User: c.User, Follow: c.Follow}); err != nil {
+	if err := w.WriteJSON(protocol.TypeCopyOut, &protocol.CopyOut{Paths: paths, User: c.User, Follow: c.Follow, Hardlinks: true}); err != nil {
 		return nil, fmt.Errorf("sending the request: %w", err)
 	}
 	rc := &copytree.Receiver{R: r, Sink: sink, Problem: c.Problem, Progress: c.Progress, SenderProblems: true}

@@ -27,8 +27,11 @@ func SendTar(s *copytree.Sender, r io.Reader) error {
 	}
 	tr := tar.NewReader(r)
 	// What the stream has made so far: true for a directory, false for a
-	// file or link, which nothing may be written through.
+	// file or link, which nothing may be written through; and the names of
+	// its files, each with the name the file was first sent under, which
+	// is what a hard link to it names.
 	made := map[string]bool{}
+	files := map[string]string{}
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -38,10 +41,7 @@ func SendTar(s *copytree.Sender, r io.Reader) error {
 			return fmt.Errorf("reading the tar stream: %w", err)
 		}
 		shown := []byte(hdr.Name)
-		name := strings.TrimRight(strings.TrimPrefix(hdr.Name, "./"), "/")
-		for strings.HasPrefix(name, "./") {
-			name = strings.TrimPrefix(name, "./")
-		}
+		name := streamName(hdr.Name)
 		if name == "" || name == "." {
 			continue // the destination itself
 		}
@@ -78,16 +78,23 @@ func SendTar(s *copytree.Sender, r io.Reader) error {
 		switch hdr.Typeflag {
 		case tar.TypeReg:
 			e.Kind, e.Size = protocol.KindFile, hdr.Size
-			made[name] = false
+			made[name], files[name] = false, name
 		case tar.TypeDir:
 			e.Kind = protocol.KindDir
 			made[name] = true
+			delete(files, name)
 		case tar.TypeSymlink:
 			e.Kind, e.Link = protocol.KindSymlink, []byte(hdr.Linkname)
 			made[name] = false
+			delete(files, name)
 		case tar.TypeLink:
-			s.Fail(shown, fmt.Sprintf("not copied: a hard link to %q (cork cp copies files, directories and symbolic links)", hdr.Linkname))
-			continue
+			first := files[streamName(hdr.Linkname)]
+			if why := hardlinkRefused(s, first != ""); why != "" {
+				s.Fail(shown, fmt.Sprintf("not copied: a hard link to %q, %s", hdr.Linkname, why))
+				continue
+			}
+			e.Kind, e.Link = protocol.KindHardlink, []byte(first)
+			made[name], files[name] = false, first
 		case tar.TypeChar:
 			s.Skip(shown, "a character device")
 			continue
@@ -105,6 +112,27 @@ func SendTar(s *copytree.Sender, r io.Reader) error {
 			return err
 		}
 	}
+}
+
+// streamName is a tar stream's name as a path beneath the destination,
+// without leading "./" and trailing slashes.
+func streamName(n string) string {
+	n = strings.TrimRight(n, "/")
+	for strings.HasPrefix(n, "./") {
+		n = strings.TrimPrefix(n, "./")
+	}
+	return n
+}
+
+// hardlinkRefused says why a hard link in a stream is not sent, or "".
+func hardlinkRefused(s *copytree.Sender, toAFile bool) string {
+	switch {
+	case !s.Hardlinks:
+		return "which this corkd cannot make (update the corkd in the image: cork bake)"
+	case !toAFile:
+		return "which is not a file earlier in this stream"
+	}
+	return ""
 }
 
 // TarSink is a copytree.Sink that writes the trees it takes to a tar
@@ -168,6 +196,13 @@ func (t *TarSink) Dir(e *protocol.Entry) error {
 func (t *TarSink) Symlink(e *protocol.Entry) error {
 	h := t.header(e, t.name(e))
 	h.Typeflag, h.Linkname = tar.TypeSymlink, string(e.Link)
+	return t.tw.WriteHeader(h)
+}
+
+// Hardlink writes a hard link's header, naming the file in the stream.
+func (t *TarSink) Hardlink(e *protocol.Entry) error {
+	h := t.header(e, t.name(e))
+	h.Typeflag, h.Linkname = tar.TypeLink, t.prefix+string(e.Link)
 	return t.tw.WriteHeader(h)
 }
 

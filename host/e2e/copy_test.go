@@ -459,6 +459,48 @@ func TestCopyBadTarEnds(t *testing.T) {
 	}
 }
 
+// TestCopyHardLinks: names of one file stay one file, in a tree copy
+// both ways and in a tar stream both ways, as tar -x and docker cp keep
+// them.
+func TestCopyHardLinks(t *testing.T) {
+	a := startAgent(t)
+	src := filepath.Join(t.TempDir(), "t")
+	os.MkdirAll(filepath.Join(src, "sub"), 0o755)
+	os.WriteFile(filepath.Join(src, "a"), []byte("shared"), 0o644)
+	os.Link(filepath.Join(src, "a"), filepath.Join(src, "sub", "b"))
+	sameFile := func(how, root string) {
+		t.Helper()
+		fa, err1 := os.Stat(filepath.Join(root, "a"))
+		fb, err2 := os.Stat(filepath.Join(root, "sub", "b"))
+		if err1 != nil || err2 != nil || !os.SameFile(fa, fb) {
+			t.Errorf("%s: a and sub/b are not one file: %v %v", how, err1, err2)
+		}
+	}
+	guest := t.TempDir()
+	if out, code := a.cp(t, src, ":"+guest); code != 0 {
+		t.Fatalf("tree in: exit %d: %s", code, out)
+	}
+	sameFile("tree in", filepath.Join(guest, "t"))
+	host := t.TempDir()
+	if out, code := a.cp(t, ":"+src, host); code != 0 {
+		t.Fatalf("tree out: exit %d: %s", code, out)
+	}
+	sameFile("tree out", filepath.Join(host, "t"))
+
+	tarIn := t.TempDir()
+	c := exec.Command("sh", "-c", fmt.Sprintf("tar -C %s -c . | %s cp --connect %s - :%s", src, bin.Cork, a.url, tarIn))
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("tar in: %v: %s", err, out)
+	}
+	sameFile("tar in", tarIn)
+	tarOut := t.TempDir()
+	c = exec.Command("sh", "-c", fmt.Sprintf("%s cp --connect %s :%s - | tar -C %s -x", bin.Cork, a.url, src, tarOut))
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("tar out: %v: %s", err, out)
+	}
+	sameFile("tar out", filepath.Join(tarOut, "t"))
+}
+
 // TestCopyTarOut: - as the destination writes a tar stream of the source,
 // under its name, as docker cp does.
 func TestCopyTarOut(t *testing.T) {

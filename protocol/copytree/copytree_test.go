@@ -23,6 +23,12 @@ type problem struct {
 // memory, and returns the problems both told.
 func copyLocal(t *testing.T, follow bool, dest *Dest, srcs ...string) []problem {
 	t.Helper()
+	return copyLocalWith(t, Sender{Follow: follow}, dest, srcs...)
+}
+
+// copyLocalWith is copyLocal with the Sender's options taken from opts.
+func copyLocalWith(t *testing.T, opts Sender, dest *Dest, srcs ...string) []problem {
+	t.Helper()
 	pr, pw := io.Pipe()
 	var problems []problem
 	tell := func(p []byte, msg string, skipped bool) {
@@ -31,7 +37,7 @@ func copyLocal(t *testing.T, follow bool, dest *Dest, srcs ...string) []problem 
 	sent := make(chan error, 1)
 	go func() {
 		w := protocol.NewWriter(pw)
-		s := &Sender{W: w, Follow: follow, Chunk: 1000, Problem: tell}
+		s := &Sender{W: w, Follow: opts.Follow, Hardlinks: opts.Hardlinks, Chunk: 1000, Problem: tell}
 		for _, src := range srcs {
 			if err := s.Send(src); err != nil {
 				sent <- err
@@ -688,5 +694,123 @@ func TestDestinationLinks(t *testing.T) {
 				t.Errorf("%s: the link's target was written", c.name)
 			}
 		}
+	}
+}
+
+// TestHardLinks: names of one file inside the copied tree arrive as hard
+// links of one file; a file whose other name is outside the tree is
+// copied as a file; a link to a file that did not land is named, and
+// never made to what was there before.
+func TestHardLinks(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "t")
+	write(t, filepath.Join(src, "a"), "shared", 0o644)
+	write(t, filepath.Join(src, "d"), "alone", 0o644)
+	write(t, filepath.Join(dir, "outside"), "out", 0o644)
+	os.MkdirAll(filepath.Join(src, "sub"), 0o755)
+	for _, l := range [][2]string{{"t/a", "t/b"}, {"t/a", "t/sub/c"}, {"outside", "t/x"}} {
+		if err := os.Link(filepath.Join(dir, l[0]), filepath.Join(dir, l[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ino := func(p string) uint64 {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino
+	}
+	for _, c := range []struct {
+		name     string
+		before   func(out string) // what the destination holds first
+		problems []string         // the names told, beneath out
+		same     []string         // one file, beneath out
+	}{
+		{"a tree", func(string) {}, nil, []string{"t/a", "t/b", "t/sub/c"}},
+		{"its first name refused", func(out string) {
+			os.MkdirAll(filepath.Join(out, "t", "a", "dir"), 0o755)
+		}, []string{"t/a", "t/b", "t/sub/c"}, nil},
+	} {
+		out := filepath.Join(dir, "out-"+strings.ReplaceAll(c.name, " ", "-"))
+		os.Mkdir(out, 0o755)
+		c.before(out)
+		problems := copyLocalWith(t, Sender{Hardlinks: true}, &Dest{Path: []byte(out)}, src)
+		var named []string
+		for _, p := range problems {
+			rel, _ := filepath.Rel(out, p.path)
+			named = append(named, rel)
+		}
+		if strings.Join(named, " ") != strings.Join(c.problems, " ") {
+			t.Errorf("%s: problems %+v, want %v named", c.name, problems, c.problems)
+		}
+		for _, p := range c.same {
+			if ino(filepath.Join(out, p)) != ino(filepath.Join(out, c.same[0])) || read(t, filepath.Join(out, p)) != "shared" {
+				t.Errorf("%s: %s is not a name of %s", c.name, p, c.same[0])
+			}
+		}
+		if ino(filepath.Join(out, "t", "x")) == ino(filepath.Join(dir, "outside")) || read(t, filepath.Join(out, "t", "x")) != "out" {
+			t.Errorf("%s: x, whose other name is outside the tree, is not a copy", c.name)
+		}
+		if ino(filepath.Join(out, "t", "d")) == ino(filepath.Join(out, "t", "x")) || read(t, filepath.Join(out, "t", "d")) != "alone" {
+			t.Errorf("%s: d", c.name)
+		}
+	}
+}
+
+// TestHardLinkToADroppedFile: a hard link whose file was dropped (it
+// shrank) is named, and not made to the older file of that name that the
+// destination holds.
+func TestHardLinkToADroppedFile(t *testing.T) {
+	out := t.TempDir()
+	write(t, filepath.Join(out, "t", "a"), "old", 0o644)
+	problems, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
+		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("t")}))
+		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Size: 10, Path: []byte("a")}))
+		w.WriteFrame(protocol.TypeCopyData, []byte("new"))
+		w.WriteJSON(protocol.TypeCopyEnd, &protocol.CopyEnd{Error: "it shrank"})
+		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindHardlink, Path: []byte("b"), Link: []byte("a")}))
+		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oneProblem(t, problems, "which was not copied")
+	if _, err := os.Lstat(filepath.Join(out, "t", "b")); err == nil {
+		t.Fatal("b was made, a name of the older file")
+	}
+}
+
+// TestHostileHardLinks: a hard link that names a path outside the tree,
+// or through a link, is refused; nothing outside gets another name.
+func TestHostileHardLinks(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	os.Mkdir(out, 0o755)
+	write(t, filepath.Join(dir, "secret"), "s", 0o600)
+	root := entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("evil")})
+	hard := func(p, to string) []byte {
+		return entry(t, protocol.Entry{Kind: protocol.KindHardlink, Path: []byte(p), Link: []byte(to)})
+	}
+	for name, link := range map[string][]byte{"dot dot": hard("h", "../../secret"), "absolute": hard("h", filepath.Join(dir, "secret"))} {
+		_, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
+			w.WriteFrame(protocol.TypeCopyRoot, root)
+			w.WriteFrame(protocol.TypeCopyEntry, link)
+			w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
+		})
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	problems, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
+		w.WriteFrame(protocol.TypeCopyRoot, root)
+		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindSymlink, Mode: 0o777, Path: []byte("l"), Link: []byte(dir)}))
+		w.WriteFrame(protocol.TypeCopyEntry, hard("h", "l/secret"))
+		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
+	})
+	if err != nil || len(problems) != 1 || !strings.Contains(problems[0].msg, "symbolic link") {
+		t.Fatalf("through a link: %+v, %v", problems, err)
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "secret")); fi.Sys().(*syscall.Stat_t).Nlink != 1 {
+		t.Fatal("the file outside got another name")
 	}
 }

@@ -258,6 +258,34 @@ func (d *Dest) Dir(e *protocol.Entry) error { return d.mkdir(d.rel(e), e) }
 // Symlink makes a symbolic link beneath the tree.
 func (d *Dest) Symlink(e *protocol.Entry) error { return d.symlink(d.rel(e), e) }
 
+// Hardlink makes another name for a file of the tree, beneath it: both
+// names are reached by the same walk that follows no link, so neither can
+// be outside, and the new one replaces a file or link as a file would.
+func (d *Dest) Hardlink(e *protocol.Entry) error {
+	tdir, tname, err := d.parent(d.rel(&protocol.Entry{Path: e.Link}))
+	if err != nil {
+		return err
+	}
+	// Its own fd: finding the new name's directory may close the cached one.
+	if tdir, err = unix.Dup(tdir); err != nil {
+		return errors.New(describe(err))
+	}
+	defer unix.Close(tdir)
+	parent, name, err := d.parent(d.rel(e))
+	if err != nil {
+		return err
+	}
+	tmp := tmpName()
+	if err := unix.Linkat(tdir, tname, parent, tmp, 0); err != nil {
+		return fmt.Errorf("a hard link to %q: %s", d.Where(&protocol.Entry{Path: e.Link}), describe(err))
+	}
+	err = place(parent, tmp, name, "hard link")
+	// A rename onto another name of the same file does nothing and
+	// leaves tmp: it goes either way.
+	unix.Unlinkat(parent, tmp, 0)
+	return err
+}
+
 // File starts a file beneath the tree.
 func (d *Dest) File(e *protocol.Entry) (FileSink, error) { return d.file(d.rel(e), e) }
 

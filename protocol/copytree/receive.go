@@ -18,6 +18,9 @@ type Sink interface {
 	Root(e *protocol.Entry) (FileSink, error)
 	Dir(e *protocol.Entry) error
 	Symlink(e *protocol.Entry) error
+	// Hardlink makes e another name for the file at e.Link in the tree,
+	// which landed.
+	Hardlink(e *protocol.Entry) error
 	File(e *protocol.Entry) (FileSink, error)
 	// Finish ends the last tree: deferred directory modes are applied.
 	Finish() error
@@ -62,6 +65,7 @@ type Receiver struct {
 	inTree  bool      // a directory root came: entries may follow
 	skipDir []byte    // the last directory that failed: what it holds is skipped; empty: all
 	file    *incoming // the file whose data comes, if any
+	lost    lostFiles // the tree's files that did not land: no hard link may name them
 }
 
 // incoming is the file whose data is coming: the one owner of its
@@ -143,6 +147,7 @@ func (r *Receiver) root(p []byte) error {
 		return err
 	}
 	r.inTree, r.skipDir = e.Kind == protocol.KindDir, nil
+	r.lost.reset()
 	f, err := r.Sink.Root(e)
 	if err != nil {
 		if e.Kind == protocol.KindDir {
@@ -187,16 +192,25 @@ func (r *Receiver) entry(p []byte) error {
 		}
 	case protocol.KindSymlink:
 		err = r.Sink.Symlink(e)
+	case protocol.KindHardlink:
+		err = r.hardlink(e)
 	case protocol.KindFile:
 		f, err = r.Sink.File(e)
 		r.file = &incoming{e: e, sink: f, left: e.Size}
 	}
 	if err != nil {
 		r.fail(r.Sink.Where(e), err)
-	} else if e.Kind == protocol.KindSymlink {
+	} else if e.Kind == protocol.KindSymlink || e.Kind == protocol.KindHardlink {
 		r.landed(0)
 	}
 	return nil
+}
+
+func (r *Receiver) hardlink(e *protocol.Entry) error {
+	if r.lost.has(e.Link) {
+		return fmt.Errorf("not copied: a hard link to %q, which was not copied", r.Sink.Where(&protocol.Entry{Path: e.Link}))
+	}
+	return r.Sink.Hardlink(e)
 }
 
 func (r *Receiver) data(p []byte) error {
@@ -232,20 +246,57 @@ func (r *Receiver) end(p []byte) error {
 		return fmt.Errorf("copy: file %q ended %d bytes short of its %d", f.e.Path, f.left, f.e.Size)
 	}
 	r.file = nil
-	if end.Error != "" {
-		f.abort() // the sender has told its problem
+	if end.Error != "" || f.sink == nil {
+		f.abort() // the sender has told its problem, or the file was dropped
+		r.lost.add(f.e.Path)
 		return nil
 	}
-	if f.sink != nil {
-		err := f.sink.Commit()
-		f.sink = nil
-		if err != nil {
-			r.fail(r.Sink.Where(f.e), err)
-		} else {
-			r.landed(f.e.Size)
-		}
+	err := f.sink.Commit()
+	f.sink = nil
+	if err != nil {
+		r.fail(r.Sink.Where(f.e), err)
+		r.lost.add(f.e.Path)
+		return nil
 	}
+	r.landed(f.e.Size)
 	return nil
+}
+
+// lostFiles is the set of a tree's files that did not land, bounded as a
+// sender picks the paths: past the bounds it holds every path, and each
+// hard link of the tree is named as not copied rather than risk one that
+// names an older file of the destination.
+type lostFiles struct {
+	paths map[string]struct{}
+	bytes int
+	all   bool
+}
+
+const (
+	maxLostFiles = 1 << 16
+	maxLostBytes = 4 << 20
+)
+
+func (l *lostFiles) reset() { *l = lostFiles{} }
+
+func (l *lostFiles) add(p []byte) {
+	if l.all {
+		return
+	}
+	if len(l.paths) >= maxLostFiles || l.bytes+len(p) > maxLostBytes {
+		l.paths, l.all = nil, true
+		return
+	}
+	if l.paths == nil {
+		l.paths = map[string]struct{}{}
+	}
+	l.paths[string(p)] = struct{}{}
+	l.bytes += len(p)
+}
+
+func (l *lostFiles) has(p []byte) bool {
+	_, ok := l.paths[string(p)]
+	return ok || l.all
 }
 
 func (r *Receiver) senderProblem(p []byte) error {
