@@ -63,50 +63,8 @@ func (c *Copy) In(conn io.ReadWriteCloser, dest []byte, sources int, send func(*
 	}
 	// The agent's problems and its answer are read while the trees go:
 	// it writes as it receives, and a reader that waited would stop it.
-	type answer struct {
-		done     *protocol.CopyDone
-		problems int
-		err      error
-		told     bool // err is the agent's own reason, not a connection that ended
-	}
-	answered := make(chan answer, 1)
-	go func() {
-		var a answer
-		for {
-			t, p, err := r.Next()
-			if err != nil {
-				a.err = fmt.Errorf("copy: the connection to corkd ended before it answered: %w", err)
-				break
-			}
-			if t == protocol.TypeCopyProblem {
-				var pr protocol.CopyProblem
-				if a.err = protocol.Decode(t, p, &pr); a.err != nil {
-					break
-				}
-				if !pr.Skipped {
-					a.problems++
-				}
-				if c.Problem != nil {
-					c.Problem(pr.Path, pr.Message, pr.Skipped)
-				}
-				continue
-			}
-			switch t {
-			case protocol.TypeCopyDone:
-				a.done = &protocol.CopyDone{}
-				a.err = protocol.Decode(t, p, a.done)
-			case protocol.TypeError:
-				a.err, a.told = decodeError(p), true
-			default:
-				a.err = fmt.Errorf("copy: corkd sent %s", t)
-			}
-			break
-		}
-		if a.err != nil {
-			conn.Close() // a sender blocked on a full connection gives up
-		}
-		answered <- a
-	}()
+	answered := make(chan copyAnswer, 1)
+	go func() { answered <- c.readAnswer(r, conn) }()
 	s := &copytree.Sender{W: w, Follow: c.Follow, Problem: c.Problem, Progress: c.Progress,
 		Hardlinks: slices.Contains(h.Capabilities, protocol.CapCopyHardlinks)}
 	sendErr := send(s)
@@ -128,6 +86,56 @@ func (c *Copy) In(conn io.ReadWriteCloser, dest []byte, sources int, send func(*
 		return nil, sendErr
 	}
 	return &CopyResult{Files: a.done.Files, Bytes: a.done.Bytes, Problems: s.Problems + a.problems}, nil
+}
+
+// copyAnswer is what the agent said to a copy in: its CopyDone, or why
+// there is none.
+type copyAnswer struct {
+	done     *protocol.CopyDone
+	problems int
+	err      error
+	told     bool // err is the agent's own reason, not a connection that ended
+}
+
+// readAnswer reads the agent's problems, telling each to c.Problem, until
+// its answer. When there is no CopyDone it closes conn, so that a sender
+// blocked on a full connection gives up.
+func (c *Copy) readAnswer(r *protocol.Reader, conn io.Closer) (a copyAnswer) {
+	defer func() {
+		if a.err != nil {
+			conn.Close()
+		}
+	}()
+	for {
+		t, p, err := r.Next()
+		if err != nil {
+			a.err = fmt.Errorf("copy: the connection to corkd ended before it answered: %w", err)
+			return a
+		}
+		switch t {
+		case protocol.TypeCopyProblem:
+			var pr protocol.CopyProblem
+			if a.err = protocol.Decode(t, p, &pr); a.err != nil {
+				return a
+			}
+			if !pr.Skipped {
+				a.problems++
+			}
+			if c.Problem != nil {
+				c.Problem(pr.Path, pr.Message, pr.Skipped)
+			}
+		case protocol.TypeCopyDone:
+			a.done = &protocol.CopyDone{}
+			a.err = protocol.Decode(t, p, a.done)
+			return a
+		case protocol.TypeError:
+			a.err, a.told = decodeError(p), true
+			return a
+		default:
+			a.err = fmt.Errorf("copy: corkd sent %s", t)
+			return a
+		}
+	}
 }
 
 // Out receives the trees at paths in the guest into sink, over conn,
