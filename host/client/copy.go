@@ -50,7 +50,9 @@ func (c *Copy) hello(r *protocol.Reader, w *protocol.Writer) (*protocol.Hello, e
 
 // In sends what send writes (trees of files) to dest in the guest, over
 // conn, which it closes. send gets the Sender to use and the number of
-// trees it will send is given as sources.
+// trees it will send is given as sources. When the agent ends the copy
+// first (it refuses the user, say), In returns its reason at once: send
+// may then still be waiting for its source, and its writes fail.
 func (c *Copy) In(conn io.ReadWriteCloser, dest []byte, sources int, send func(*copytree.Sender) error) (*CopyResult, error) {
 	defer conn.Close()
 	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
@@ -67,25 +69,60 @@ func (c *Copy) In(conn io.ReadWriteCloser, dest []byte, sources int, send func(*
 	go func() { answered <- c.readAnswer(r, conn) }()
 	s := &copytree.Sender{W: w, Follow: c.Follow, Problem: c.Problem, Progress: c.Progress,
 		Hardlinks: slices.Contains(h.Capabilities, protocol.CapCopyHardlinks)}
-	sendErr := send(s)
-	hostFault := false // the send failed on this side (a bad tar stream), not on the connection
-	if sendErr == nil {
-		sendErr = w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{Files: s.Files, Bytes: s.Bytes, Problems: s.Problems})
-	} else {
-		// The agent waits for the rest of the trees: tell it why none
-		// come, so that it drops the file it was writing, and stop
-		// waiting for an answer it will not send.
-		hostFault = w.WriteJSON(protocol.TypeError, &protocol.Error{Kind: protocol.KindCopy, Message: sendErr.Error()}) == nil
-		conn.Close()
+	sent := make(chan sendResult, 1)
+	go func() { sendTrees(s, w, conn, send, sent) }()
+
+	var res sendResult
+	var a copyAnswer
+	select {
+	case res = <-sent:
+		a = <-answered
+	case a = <-answered:
+		if a.err == nil {
+			res = <-sent // CopyDone answers ours: the send is ending
+			break
+		}
+		// A send that failed has told sent before it closed the
+		// connection that ended the answer; one still running waits for
+		// its source, and the agent has ended the copy without it.
+		select {
+		case res = <-sent:
+		default:
+			return nil, a.err
+		}
 	}
-	a := <-answered
-	if a.err != nil && (a.told || !hostFault) {
+	if a.err != nil && (a.told || !res.hostFault) {
 		return nil, a.err // the agent's reason comes before the broken connection it caused
 	}
-	if sendErr != nil {
-		return nil, sendErr
+	if res.err != nil {
+		return nil, res.err
 	}
 	return &CopyResult{Files: a.done.Files, Bytes: a.done.Bytes, Problems: s.Problems + a.problems}, nil
+}
+
+// sendResult is how the host's part of a copy in ended.
+type sendResult struct {
+	err       error
+	hostFault bool // the send failed on this side (a bad tar stream), not on the connection
+}
+
+// sendTrees runs send, then ends the host's part with CopyDone. When send
+// fails on this side the agent is still waiting for trees: it is told why
+// none come, so that it drops the file it was writing, and conn is closed
+// so that the answer's reader stops waiting for an answer that will not
+// come; the result is on sent before that. When the connection failed,
+// what the agent said before it is still there to read.
+func sendTrees(s *copytree.Sender, w *protocol.Writer, conn io.Closer, send func(*copytree.Sender) error, sent chan<- sendResult) {
+	err := send(s)
+	if err == nil {
+		sent <- sendResult{err: w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{Files: s.Files, Bytes: s.Bytes, Problems: s.Problems})}
+		return
+	}
+	told := w.WriteJSON(protocol.TypeError, &protocol.Error{Kind: protocol.KindCopy, Message: err.Error()}) == nil
+	sent <- sendResult{err: err, hostFault: told}
+	if told {
+		conn.Close()
+	}
 }
 
 // copyAnswer is what the agent said to a copy in: its CopyDone, or why

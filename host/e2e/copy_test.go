@@ -501,6 +501,38 @@ func TestCopyHardLinks(t *testing.T) {
 	sameFile("tar out", filepath.Join(tarOut, "t"))
 }
 
+// TestCopyRefusedWhileStdinWaits: a copy the agent refuses (an unknown
+// user) ends with the agent's reason at once, even while the tar stream on
+// stdin has nothing more to give yet.
+func TestCopyRefusedWhileStdinWaits(t *testing.T) {
+	a := startAgent(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close() // held open: stdin never ends during the test
+	cmd := exec.Command(bin.Cork, "cp", "--connect", a.url, "-u", "no-such-user-here", "-", ":"+t.TempDir())
+	cmd.Stdin = r
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+		t.Fatalf("cork cp still waiting for stdin 20 s after the agent refused: %s", out.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 125 || !strings.Contains(out.String(), "no-such-user-here") {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+}
+
 // TestCopyTarOut: - as the destination writes a tar stream of the source,
 // under its name, as docker cp does.
 func TestCopyTarOut(t *testing.T) {
