@@ -189,46 +189,44 @@ func (s *Sender) sendDir(dir string, rel []byte, shown []byte) error {
 		if !ok {
 			continue
 		}
-		switch e.Kind {
-		case protocol.KindDir:
-			if err := s.write(protocol.TypeCopyEntry, e); err != nil {
-				return err
-			}
-			if err := s.sendDir(p, childRel, childShown); err != nil {
-				return err
-			}
-		case protocol.KindSymlink:
-			if e.Link, err = readlink(p); err != nil {
-				s.fail(childShown, describe(err))
-				continue
-			}
-			if err := s.write(protocol.TypeCopyEntry, e); err != nil {
-				return err
-			}
-		case protocol.KindFile:
-			if first := s.linked.sentAs(fi); first != nil {
-				e.Kind, e.Size, e.Link = protocol.KindHardlink, 0, first
-				if err := s.write(protocol.TypeCopyEntry, e); err != nil {
-					return err
-				}
-				continue
-			}
-			f, err := openFile(p, false)
-			if err != nil {
-				s.fail(childShown, describe(err))
-				continue
-			}
-			if s.Hardlinks {
-				s.linked.remember(fi, childRel)
-			}
-			err = s.sendFile(protocol.TypeCopyEntry, e, f, childShown)
-			f.Close()
-			if err != nil {
-				return err
-			}
+		if err := s.sendEntry(p, fi, e, childShown); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// sendEntry sends e, what the directory being sent holds at p (fi), and
+// for a directory all beneath it. The error is the connection's.
+func (s *Sender) sendEntry(p string, fi fs.FileInfo, e *protocol.Entry, shown []byte) error {
+	var err error
+	switch e.Kind {
+	case protocol.KindDir:
+		if err := s.write(protocol.TypeCopyEntry, e); err != nil {
+			return err
+		}
+		return s.sendDir(p, e.Path, shown)
+	case protocol.KindSymlink:
+		if e.Link, err = readlink(p); err != nil {
+			s.fail(shown, describe(err))
+			return nil
+		}
+		return s.write(protocol.TypeCopyEntry, e)
+	}
+	if first := s.linked.sentAs(fi); first != nil {
+		e.Kind, e.Size, e.Link = protocol.KindHardlink, 0, first
+		return s.write(protocol.TypeCopyEntry, e)
+	}
+	f, err := openFile(p, false)
+	if err != nil {
+		s.fail(shown, describe(err))
+		return nil
+	}
+	defer f.Close()
+	if s.Hardlinks {
+		s.linked.remember(fi, e.Path)
+	}
+	return s.sendFile(protocol.TypeCopyEntry, e, f, shown)
 }
 
 // entryOf describes fi as an entry at rel, or tells Problem why it is not
