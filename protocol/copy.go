@@ -15,6 +15,10 @@ import (
 // CapCopy announces CopyIn and CopyOut.
 const CapCopy = "copy"
 
+// CapCopyHardlinks announces that the guest takes KindHardlink entries in
+// a CopyIn, and sends them in a CopyOut that asks for them.
+const CapCopyHardlinks = "copy-hardlinks"
+
 // KindCopy is an Error ending a copy: the destination cannot take the
 // sources, or a source is not there.
 const KindCopy = "copy"
@@ -37,6 +41,10 @@ type CopyOut struct {
 	// Follow sends what a path that is a symbolic link points to instead
 	// of the link (cork cp -L); links beneath it are sent as links.
 	Follow bool `json:"follow,omitempty"`
+	// Hardlinks asks for KindHardlink entries (CapCopyHardlinks): a file
+	// met again under another name in the same tree is sent as a link to
+	// the first.
+	Hardlinks bool `json:"hardlinks,omitempty"`
 }
 
 // MaxCopySources bounds CopyIn.Sources and CopyOut.Paths.
@@ -75,6 +83,9 @@ const (
 	KindFile    EntryKind = 1
 	KindDir     EntryKind = 2
 	KindSymlink EntryKind = 3
+	// KindHardlink is another name for a file sent earlier in the same
+	// tree: Link is that file's path beneath the root (CapCopyHardlinks).
+	KindHardlink EntryKind = 4
 )
 
 func (k EntryKind) String() string {
@@ -85,6 +96,8 @@ func (k EntryKind) String() string {
 		return "directory"
 	case KindSymlink:
 		return "symbolic link"
+	case KindHardlink:
+		return "hard link"
 	}
 	return fmt.Sprintf("kind %d", uint8(k))
 }
@@ -104,7 +117,7 @@ type Entry struct {
 	ModTime  time.Time
 	Size     int64  // files
 	Path     []byte // see above
-	Link     []byte // a symbolic link's target, as it is: it is never followed
+	Link     []byte // a symbolic link's target, as it is: it is never followed; a hard link's file, beneath the root
 }
 
 // MaxPathBytes bounds Entry.Path and Entry.Link.
@@ -212,13 +225,20 @@ func DecodeEntry(p []byte, root bool) (*Entry, error) {
 		if len(e.Link) == 0 || bytes.IndexByte(e.Link, 0) >= 0 {
 			return nil, fmt.Errorf("copy: link %q: its target is empty or holds a NUL byte", e.Path)
 		}
+	case KindHardlink:
+		if root {
+			return nil, fmt.Errorf("copy: %q: a hard link cannot be a root", e.Path)
+		}
+		if err := CheckRelative(e.Link); err != nil {
+			return nil, fmt.Errorf("copy: hard link %q: %w", e.Path, err)
+		}
 	default:
 		return nil, fmt.Errorf("copy: %q: unknown entry kind %d", e.Path, p[0])
 	}
 	if e.Kind != KindFile && size != 0 {
 		return nil, fmt.Errorf("copy: %q: a %s with a size", e.Path, e.Kind)
 	}
-	if e.Kind != KindSymlink && len(e.Link) != 0 {
+	if e.Kind != KindSymlink && e.Kind != KindHardlink && len(e.Link) != 0 {
 		return nil, fmt.Errorf("copy: %q: a %s with a link target", e.Path, e.Kind)
 	}
 	if root {
@@ -286,7 +306,7 @@ type CopyProblem struct {
 // after its last tree in a CopyIn, the guest's after its last tree in a
 // CopyOut, and the guest's answer to the host's in a CopyIn.
 type CopyDone struct {
-	Files    int   `json:"files"`    // files, directories and links
-	Bytes    int64 `json:"bytes"`    // file bytes
+	Files    int   `json:"files"`    // files and links, not directories (a receiver's: those that landed)
+	Bytes    int64 `json:"bytes"`    // file bytes (a receiver's: of the files that landed)
 	Problems int   `json:"problems"` // failures, not skips
 }

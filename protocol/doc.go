@@ -167,7 +167,7 @@
 // big-endian:
 //
 //	offset  size  field
-//	0       1     kind: 1 file, 2 directory, 3 symbolic link
+//	0       1     kind: 1 file, 2 directory, 3 symbolic link, 4 hard link
 //	1       1     flags: bit 0 Contents (CopyRoot only)
 //	2       4     mode: Unix permission bits, 07777 at most
 //	6       4     uid
@@ -176,7 +176,7 @@
 //	22      4     and nanoseconds
 //	26      8     size in bytes (files; 0 otherwise)
 //	34      2     path length, at most 4096
-//	36      2     link length, at most 4096 (symbolic links only)
+//	36      2     link length, at most 4096 (links only)
 //	38            path bytes, then link bytes
 //
 // Paths are bytes, not text. A root's path is the source's base name; a
@@ -184,6 +184,14 @@
 // element; a receiver refuses any other, and never writes through a
 // symbolic link beneath the destination, so that no entry lands outside
 // it.
+//
+// A hard link (CapCopyHardlinks) is another name for a file sent earlier
+// in the same tree, never a root: its link bytes are that file's path
+// beneath the root, in the same form. It carries no data. A receiver makes
+// it beneath the destination as it makes any entry, or names it as not
+// copied when that file was not. A host sends hard links only to a guest
+// that announced CapCopyHardlinks, and a guest sends them only in answer
+// to a CopyOut with Hardlinks set; otherwise each name is a file.
 //
 // CopyIn: the guest resolves the destination as docker cp does (a file
 // into an existing directory under its own name, over an existing file, or
@@ -200,6 +208,8 @@
 //
 // CopyOut: the guest sends the trees at CopyOut.Paths, in order, with a
 // CopyProblem for each thing it could not read, a path that is missing
-// among them, and ends with CopyDone. Devices, FIFOs and sockets are not
-// sent: each is a CopyProblem with Skipped set.
+// among them, and ends with CopyDone. A file it could not read whole (one
+// that shrank) ends early: its CopyProblem comes before its CopyEnd, whose
+// Error is set, and the host drops that file and goes on. Devices, FIFOs
+// and sockets are not sent: each is a CopyProblem with Skipped set.
 package protocol

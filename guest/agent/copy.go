@@ -93,7 +93,7 @@ func (s *Server) copyIn(hs *handshake, req *protocol.CopyIn, acct *account.Accou
 
 func (s *Server) copyOut(hs *handshake, req *protocol.CopyOut, acct *account.Account, problem func([]byte, string, bool), log *slog.Logger) {
 	log.Info("copy out", "paths", len(req.Paths), "user", acct.Name, "uid", acct.UID)
-	snd := &copytree.Sender{W: hs.w, Follow: req.Follow, Chunk: dataFrameSize, Problem: problem}
+	snd := &copytree.Sender{W: hs.w, Follow: req.Follow, Hardlinks: req.Hardlinks, Chunk: dataFrameSize, Problem: problem}
 	for _, p := range req.Paths {
 		if err := snd.Send(string(inHome(p, acct))); err != nil {
 			log.Warn("copy out ended early", "files", snd.Files, "bytes", snd.Bytes, "err", err)

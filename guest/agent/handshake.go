@@ -101,7 +101,7 @@ func (h *handshake) run() (protocol.Type, []byte, bool) {
 	h.version = v
 	caps := []string{protocol.CapTTY, protocol.CapPipes, protocol.CapSignal, protocol.CapPing}
 	if v >= 2 {
-		caps = append(caps, protocol.CapKeep, protocol.CapCopy)
+		caps = append(caps, protocol.CapKeep, protocol.CapCopy, protocol.CapCopyHardlinks)
 	}
 	if err := h.w.WriteJSON(protocol.TypeHello, &protocol.Hello{
 		MinVersion: protocol.MinVersion, MaxVersion: protocol.MaxVersion, Version: v,

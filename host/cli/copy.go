@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -51,25 +52,8 @@ func copyMain(args []string) int {
 		return ExitCorkError
 	}
 	srcs, dest := fs.Args()[:fs.NArg()-1], fs.Arg(fs.NArg()-1)
-	guest := func(s string) bool { return strings.HasPrefix(s, ":") }
-	in := guest(dest)
-	for _, s := range srcs {
-		if guest(s) == in {
-			return fail("cp: one side must be in the guest (:PATH) and the other on the host: %q and %q", s, dest)
-		}
-	}
-	if (slices.Contains(srcs, "-") && len(srcs) > 1) || (dest == "-" && len(srcs) > 1) {
-		return fail("cp: - (a tar stream) stands alone, as the one source or the destination")
-	}
-	if !in && dest == "-" && term.IsTerminal(int(os.Stdout.Fd())) {
-		return fail("cp: not writing a tar stream to a terminal; redirect stdout")
-	}
-
-	if !in && len(srcs) > 1 && dest != "-" {
-		if fi, err := os.Stat(dest); err != nil || !fi.IsDir() {
-			fmt.Fprintf(os.Stderr, "cork: cp: destination %q must be an existing directory to copy %d sources into\n", dest, len(srcs))
-			return ExitCopyProblems
-		}
+	if code, ok := checkCopyArgs(srcs, dest); !ok {
+		return code
 	}
 
 	c := &client.Copy{Software: "cork " + Version, User: user, KeepOwners: archive, Follow: follow}
@@ -87,33 +71,7 @@ func copyMain(args []string) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	var res *client.CopyResult
-	if in {
-		destPath := []byte(dest[1:])
-		res, err = c.In(conn, destPath, len(srcs), func(s *copytree.Sender) error {
-			if srcs[0] == "-" {
-				return client.SendTar(s, os.Stdin)
-			}
-			for _, src := range srcs {
-				if err := s.Send(src); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	} else {
-		paths := make([][]byte, len(srcs))
-		for i, s := range srcs {
-			paths[i] = []byte(s[1:])
-		}
-		var sink copytree.Sink
-		if dest == "-" {
-			sink = client.NewTarSink(os.Stdout)
-		} else {
-			sink = &copytree.Dest{Path: []byte(dest), Multi: len(srcs) > 1, KeepOwners: archive}
-		}
-		res, err = c.Out(conn, paths, sink)
-	}
+	res, err := runCopy(c, conn, srcs, dest)
 	report.clear()
 	if ferr := finish(); err == nil && ferr != nil {
 		err = ferr
@@ -131,6 +89,59 @@ func copyMain(args []string) int {
 		return ExitCopyProblems
 	}
 	return 0
+}
+
+// checkCopyArgs refuses a command line that names no guest side, or two,
+// or a tar stream beside other sources, or several sources for a host
+// destination that is not a directory.
+func checkCopyArgs(srcs []string, dest string) (int, bool) {
+	guest := func(s string) bool { return strings.HasPrefix(s, ":") }
+	in := guest(dest)
+	for _, s := range srcs {
+		if guest(s) == in {
+			return fail("cp: one side must be in the guest (:PATH) and the other on the host: %q and %q", s, dest), false
+		}
+	}
+	if (slices.Contains(srcs, "-") && len(srcs) > 1) || (dest == "-" && len(srcs) > 1) {
+		return fail("cp: - (a tar stream) stands alone, as the one source or the destination"), false
+	}
+	if !in && dest == "-" && term.IsTerminal(int(os.Stdout.Fd())) {
+		return fail("cp: not writing a tar stream to a terminal; redirect stdout"), false
+	}
+	if !in && len(srcs) > 1 && dest != "-" {
+		if fi, err := os.Stat(dest); err != nil || !fi.IsDir() {
+			fmt.Fprintf(os.Stderr, "cork: cp: destination %q must be an existing directory to copy %d sources into\n", dest, len(srcs))
+			return ExitCopyProblems, false
+		}
+	}
+	return 0, true
+}
+
+// runCopy copies srcs to dest over conn: into the guest when dest is a
+// guest path, else out of it.
+func runCopy(c *client.Copy, conn io.ReadWriteCloser, srcs []string, dest string) (*client.CopyResult, error) {
+	if strings.HasPrefix(dest, ":") {
+		return c.In(conn, []byte(dest[1:]), len(srcs), func(s *copytree.Sender) error {
+			if srcs[0] == "-" {
+				return client.SendTar(s, os.Stdin)
+			}
+			for _, src := range srcs {
+				if err := s.Send(src); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	paths := make([][]byte, len(srcs))
+	for i, s := range srcs {
+		paths[i] = []byte(s[1:])
+	}
+	var sink copytree.Sink = &copytree.Dest{Path: []byte(dest), Multi: len(srcs) > 1, KeepOwners: c.KeepOwners}
+	if dest == "-" {
+		sink = client.NewTarSink(os.Stdout)
+	}
+	return c.Out(conn, paths, sink)
 }
 
 // printable escapes the control characters of a message that came from
@@ -197,7 +208,27 @@ func (p *copyProgress) summary(res *client.CopyResult, dest string) {
 			dest = abs
 		}
 	}
-	fmt.Fprintf(os.Stderr, "Copied %s in %d files to %s\n", size(res.Bytes), res.Files, dest)
+	fmt.Fprintln(os.Stderr, summaryLine(res, dest))
+}
+
+// summaryLine says what landed (files and links; directories are not
+// counted) and how many things did not.
+func summaryLine(res *client.CopyResult, dest string) string {
+	line := "Copied nothing to " + dest
+	if res.Files > 0 {
+		line = fmt.Sprintf("Copied %s in %s to %s", size(res.Bytes), plural(res.Files, "file"), dest)
+	}
+	if res.Problems > 0 {
+		line += fmt.Sprintf("; %d not copied (named above)", res.Problems)
+	}
+	return line
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 // size spells n bytes as people read them.

@@ -27,33 +27,37 @@ type Copy struct {
 
 // CopyResult is what a copy did.
 type CopyResult struct {
-	Files    int   // files, directories and links copied
-	Bytes    int64 // file bytes
+	Files    int   // files and links that landed (directories are not counted)
+	Bytes    int64 // the bytes of the files that landed
 	Problems int   // things not copied, skips aside
 }
 
 // ErrCannotCopy is returned by an agent without CapCopy.
 var ErrCannotCopy = errors.New("this corkd cannot copy files: update the corkd in the image (cork bake)")
 
-// copyHello says hello and checks that the agent can copy.
-func (c *Copy) hello(r *protocol.Reader, w *protocol.Writer) error {
+// copyHello says hello and checks that the agent can copy; it returns
+// the agent's hello.
+func (c *Copy) hello(r *protocol.Reader, w *protocol.Writer) (*protocol.Hello, error) {
 	h, err := Hello(r, w, c.Software)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if h.Version < 2 || !slices.Contains(h.Capabilities, protocol.CapCopy) {
-		return fmt.Errorf("%s: %w", h.Software, ErrCannotCopy)
+		return nil, fmt.Errorf("%s: %w", h.Software, ErrCannotCopy)
 	}
-	return nil
+	return h, nil
 }
 
 // In sends what send writes (trees of files) to dest in the guest, over
 // conn, which it closes. send gets the Sender to use and the number of
-// trees it will send is given as sources.
+// trees it will send is given as sources. When the agent ends the copy
+// first (it refuses the user, say), In returns its reason at once: send
+// may then still be waiting for its source, and its writes fail.
 func (c *Copy) In(conn io.ReadWriteCloser, dest []byte, sources int, send func(*copytree.Sender) error) (*CopyResult, error) {
 	defer conn.Close()
 	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
-	if err := c.hello(r, w); err != nil {
+	h, err := c.hello(r, w)
+	if err != nil {
 		return nil, err
 	}
 	if err := w.WriteJSON(protocol.TypeCopyIn, &protocol.CopyIn{Dest: dest, Sources: sources, User: c.User, KeepOwners: c.KeepOwners}); err != nil {
@@ -61,62 +65,114 @@ func (c *Copy) In(conn io.ReadWriteCloser, dest []byte, sources int, send func(*
 	}
 	// The agent's problems and its answer are read while the trees go:
 	// it writes as it receives, and a reader that waited would stop it.
-	type answer struct {
-		done     *protocol.CopyDone
-		problems int
-		err      error
-	}
-	answered := make(chan answer, 1)
-	go func() {
-		var a answer
-		for {
-			t, p, err := r.Next()
-			if err != nil {
-				a.err = fmt.Errorf("copy: the connection to corkd ended before it answered: %w", err)
-				break
-			}
-			if t == protocol.TypeCopyProblem {
-				var pr protocol.CopyProblem
-				if a.err = protocol.Decode(t, p, &pr); a.err != nil {
-					break
-				}
-				if !pr.Skipped {
-					a.problems++
-				}
-				if c.Problem != nil {
-					c.Problem(pr.Path, pr.Message, pr.Skipped)
-				}
-				continue
-			}
-			switch t {
-			case protocol.TypeCopyDone:
-				a.done = &protocol.CopyDone{}
-				a.err = protocol.Decode(t, p, a.done)
-			case protocol.TypeError:
-				a.err = decodeError(p)
-			default:
-				a.err = fmt.Errorf("copy: corkd sent %s", t)
-			}
+	answered := make(chan copyAnswer, 1)
+	go func() { answered <- c.readAnswer(r, conn) }()
+	s := &copytree.Sender{W: w, Follow: c.Follow, Problem: c.Problem, Progress: c.Progress,
+		Hardlinks: slices.Contains(h.Capabilities, protocol.CapCopyHardlinks)}
+	sent := make(chan sendResult, 1)
+	go func() { sendTrees(s, w, conn, send, sent) }()
+
+	var res sendResult
+	var a copyAnswer
+	select {
+	case res = <-sent:
+		a = <-answered
+	case a = <-answered:
+		if a.err == nil {
+			res = <-sent // CopyDone answers ours: the send is ending
 			break
 		}
-		if a.err != nil {
-			conn.Close() // a sender blocked on a full connection gives up
+		// A send that failed has told sent before it closed the
+		// connection that ended the answer; one still running waits for
+		// its source, and the agent has ended the copy without it.
+		select {
+		case res = <-sent:
+		default:
+			return nil, a.err
 		}
-		answered <- a
-	}()
-	s := &copytree.Sender{W: w, Follow: c.Follow, Problem: c.Problem, Progress: c.Progress}
-	sendErr := send(s)
-	if sendErr == nil {
-		sendErr = w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{Files: s.Files, Bytes: s.Bytes, Problems: s.Problems})
 	}
-	a := <-answered
-	if a.err != nil {
+	if a.err != nil && (a.told || !res.hostFault) {
 		return nil, a.err // the agent's reason comes before the broken connection it caused
 	}
-	if sendErr != nil {
-		return nil, sendErr
+	if res.err != nil {
+		return nil, res.err
 	}
 	return &CopyResult{Files: a.done.Files, Bytes: a.done.Bytes, Problems: s.Problems + a.problems}, nil
+}
+
+// sendResult is how the host's part of a copy in ended.
+type sendResult struct {
+	err       error
+	hostFault bool // the send failed on this side (a bad tar stream), not on the connection
+}
+
+// sendTrees runs send, then ends the host's part with CopyDone. When send
+// fails on this side the agent is still waiting for trees: it is told why
+// none come, so that it drops the file it was writing, and conn is closed
+// so that the answer's reader stops waiting for an answer that will not
+// come; the result is on sent before that. When the connection failed,
+// what the agent said before it is still there to read.
+func sendTrees(s *copytree.Sender, w *protocol.Writer, conn io.Closer, send func(*copytree.Sender) error, sent chan<- sendResult) {
+	err := send(s)
+	if err == nil {
+		sent <- sendResult{err: w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{Files: s.Files, Bytes: s.Bytes, Problems: s.Problems})}
+		return
+	}
+	told := w.WriteJSON(protocol.TypeError, &protocol.Error{Kind: protocol.KindCopy, Message: err.Error()}) == nil
+	sent <- sendResult{err: err, hostFault: told}
+	if told {
+		conn.Close()
+	}
+}
+
+// copyAnswer is what the agent said to a copy in: its CopyDone, or why
+// there is none.
+type copyAnswer struct {
+	done     *protocol.CopyDone
+	problems int
+	err      error
+	told     bool // err is the agent's own reason, not a connection that ended
+}
+
+// readAnswer reads the agent's problems, telling each to c.Problem, until
+// its answer. When there is no CopyDone it closes conn, so that a sender
+// blocked on a full connection gives up.
+func (c *Copy) readAnswer(r *protocol.Reader, conn io.Closer) (a copyAnswer) {
+	defer func() {
+		if a.err != nil {
+			conn.Close()
+		}
+	}()
+	for {
+		t, p, err := r.Next()
+		if err != nil {
+			a.err = fmt.Errorf("copy: the connection to corkd ended before it answered: %w", err)
+			return a
+		}
+		switch t {
+		case protocol.TypeCopyProblem:
+			var pr protocol.CopyProblem
+			if a.err = protocol.Decode(t, p, &pr); a.err != nil {
+				return a
+			}
+			if !pr.Skipped {
+				a.problems++
+			}
+			if c.Problem != nil {
+				c.Problem(pr.Path, pr.Message, pr.Skipped)
+			}
+		case protocol.TypeCopyDone:
+			a.done = &protocol.CopyDone{}
+			a.err = protocol.Decode(t, p, a.done)
+			return a
+		case protocol.TypeError:
+			a.err, a.told = decodeError(p), true
+			return a
+		default:
+			a.err = fmt.Errorf("copy: corkd sent %s", t)
+			return a
+		}
+	}
 }
 
 // Out receives the trees at paths in the guest into sink, over conn,
@@ -124,10 +180,10 @@ func (c *Copy) In(conn io.ReadWriteCloser, dest []byte, sources int, send func(*
 func (c *Copy) Out(conn io.ReadWriteCloser, paths [][]byte, sink copytree.Sink) (*CopyResult, error) {
 	defer conn.Close()
 	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
-	if err := c.hello(r, w); err != nil {
+	if _, err := c.hello(r, w); err != nil {
 		return nil, err
 	}
-	if err := w.WriteJSON(protocol.TypeCopyOut, &protocol.CopyOut{Paths: paths, User: c.User, Follow: c.Follow}); err != nil {
+	if err := w.WriteJSON(protocol.TypeCopyOut, &protocol.CopyOut{Paths: paths, User: c.User, Follow: c.Follow, Hardlinks: true}); err != nil {
 		return nil, fmt.Errorf("sending the request: %w", err)
 	}
 	rc := &copytree.Receiver{R: r, Sink: sink, Problem: c.Problem, Progress: c.Progress, SenderProblems: true}

@@ -21,14 +21,11 @@ import (
 // the guest refuses them too; directories a stream leaves out before what
 // they hold are made, as tar makes them.
 func SendTar(s *copytree.Sender, r io.Reader) error {
-	now := time.Now()
-	if err := s.Put(&protocol.Entry{Kind: protocol.KindDir, Contents: true, Mode: 0o755, ModTime: now}, true, nil, nil); err != nil {
+	t := &tarSender{s: s, now: time.Now(), made: map[string]bool{}, files: map[string]string{}}
+	if err := s.Put(&protocol.Entry{Kind: protocol.KindDir, Contents: true, Mode: 0o755, ModTime: t.now}, true, nil, nil); err != nil {
 		return err
 	}
 	tr := tar.NewReader(r)
-	// What the stream has made so far: true for a directory, false for a
-	// file or link, which nothing may be written through.
-	made := map[string]bool{}
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -37,74 +34,132 @@ func SendTar(s *copytree.Sender, r io.Reader) error {
 		if err != nil {
 			return fmt.Errorf("reading the tar stream: %w", err)
 		}
-		shown := []byte(hdr.Name)
-		name := strings.TrimRight(strings.TrimPrefix(hdr.Name, "./"), "/")
-		for strings.HasPrefix(name, "./") {
-			name = strings.TrimPrefix(name, "./")
-		}
-		if name == "" || name == "." {
-			continue // the destination itself
-		}
-		if err := protocol.CheckRelative([]byte(name)); err != nil {
-			s.Fail(shown, "refused: it would be written outside the destination")
-			continue
-		}
-		// The parents the stream has not given yet, from the top down.
-		var missing []string
-		through := ""
-		for d := path.Dir(name); d != "."; d = path.Dir(d) {
-			isDir, seen := made[d]
-			if seen && !isDir {
-				through = d
-			}
-			if !seen {
-				missing = append(missing, d)
-			}
-		}
-		if through != "" {
-			s.Fail(shown, fmt.Sprintf("refused: %q in this stream is not a directory, and cork cp writes through no link", through))
-			continue
-		}
-		for i := len(missing) - 1; i >= 0; i-- {
-			made[missing[i]] = true
-			if err := s.Put(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, ModTime: now, Path: []byte(missing[i])}, false, nil, nil); err != nil {
-				return err
-			}
-		}
-		e := &protocol.Entry{
-			Mode: protocol.FileMode(uint32(hdr.Mode) & 0o7777), UID: uint32(hdr.Uid), GID: uint32(hdr.Gid),
-			ModTime: hdr.ModTime, Path: []byte(name),
-		}
-		switch hdr.Typeflag {
-		case tar.TypeReg:
-			e.Kind, e.Size = protocol.KindFile, hdr.Size
-			made[name] = false
-		case tar.TypeDir:
-			e.Kind = protocol.KindDir
-			made[name] = true
-		case tar.TypeSymlink:
-			e.Kind, e.Link = protocol.KindSymlink, []byte(hdr.Linkname)
-			made[name] = false
-		case tar.TypeLink:
-			s.Fail(shown, fmt.Sprintf("not copied: a hard link to %q (cork cp copies files, directories and symbolic links)", hdr.Linkname))
-			continue
-		case tar.TypeChar:
-			s.Skip(shown, "a character device")
-			continue
-		case tar.TypeBlock:
-			s.Skip(shown, "a block device")
-			continue
-		case tar.TypeFifo:
-			s.Skip(shown, "a FIFO")
-			continue
-		default:
-			s.Skip(shown, fmt.Sprintf("tar entry type %q", hdr.Typeflag))
-			continue
-		}
-		if err := s.Put(e, false, tr, shown); err != nil {
+		if err := t.entry(hdr, tr); err != nil {
 			return err
 		}
 	}
+}
+
+// tarSender is what SendTar knows of the stream so far.
+type tarSender struct {
+	s   *copytree.Sender
+	now time.Time
+	// made is true for a directory, false for a file or link, which
+	// nothing may be written through.
+	made map[string]bool
+	// files holds the names of its files, each with the name the file was
+	// first sent under, which is what a hard link to it names.
+	files map[string]string
+}
+
+// entry sends the entry hdr stands for, with its data from data, or tells
+// the Sender why not. The error is the connection's.
+func (t *tarSender) entry(hdr *tar.Header, data io.Reader) error {
+	shown := []byte(hdr.Name)
+	name := streamName(hdr.Name)
+	if name == "" || name == "." {
+		return nil // the destination itself
+	}
+	if err := protocol.CheckRelative([]byte(name)); err != nil {
+		t.s.Fail(shown, "refused: it would be written outside the destination")
+		return nil
+	}
+	if ok, err := t.parents(name, shown); !ok || err != nil {
+		return err
+	}
+	e, ok := t.convert(hdr, name, shown)
+	if !ok {
+		return nil
+	}
+	return t.s.Put(e, false, data, shown)
+}
+
+// parents sends the parents of name that the stream has not given yet,
+// from the top down, as tar makes them; it refuses a name beneath one
+// that is not a directory.
+func (t *tarSender) parents(name string, shown []byte) (bool, error) {
+	var missing []string
+	for d := path.Dir(name); d != "."; d = path.Dir(d) {
+		isDir, seen := t.made[d]
+		if seen && !isDir {
+			t.s.Fail(shown, fmt.Sprintf("refused: %q in this stream is not a directory, and cork cp writes through no link", d))
+			return false, nil
+		}
+		if !seen {
+			missing = append(missing, d)
+		}
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		t.made[missing[i]] = true
+		if err := t.s.Put(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, ModTime: t.now, Path: []byte(missing[i])}, false, nil, nil); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// convert makes the entry hdr stands for, or tells the Sender why there
+// is none.
+func (t *tarSender) convert(hdr *tar.Header, name string, shown []byte) (*protocol.Entry, bool) {
+	e := &protocol.Entry{
+		Mode: protocol.FileMode(uint32(hdr.Mode) & 0o7777), UID: uint32(hdr.Uid), GID: uint32(hdr.Gid),
+		ModTime: hdr.ModTime, Path: []byte(name),
+	}
+	switch hdr.Typeflag {
+	case tar.TypeReg:
+		e.Kind, e.Size = protocol.KindFile, hdr.Size
+		t.made[name], t.files[name] = false, name
+	case tar.TypeDir:
+		e.Kind = protocol.KindDir
+		t.made[name] = true
+		delete(t.files, name)
+	case tar.TypeSymlink:
+		e.Kind, e.Link = protocol.KindSymlink, []byte(hdr.Linkname)
+		t.made[name] = false
+		delete(t.files, name)
+	case tar.TypeLink:
+		first := t.files[streamName(hdr.Linkname)]
+		if why := hardlinkRefused(t.s, first != ""); why != "" {
+			t.s.Fail(shown, fmt.Sprintf("not copied: a hard link to %q, %s", hdr.Linkname, why))
+			return nil, false
+		}
+		e.Kind, e.Link = protocol.KindHardlink, []byte(first)
+		t.made[name], t.files[name] = false, first
+	case tar.TypeChar:
+		t.s.Skip(shown, "a character device")
+		return nil, false
+	case tar.TypeBlock:
+		t.s.Skip(shown, "a block device")
+		return nil, false
+	case tar.TypeFifo:
+		t.s.Skip(shown, "a FIFO")
+		return nil, false
+	default:
+		t.s.Skip(shown, fmt.Sprintf("tar entry type %q", hdr.Typeflag))
+		return nil, false
+	}
+	return e, true
+}
+
+// streamName is a tar stream's name as a path beneath the destination,
+// without leading "./" and trailing slashes.
+func streamName(n string) string {
+	n = strings.TrimRight(n, "/")
+	for strings.HasPrefix(n, "./") {
+		n = strings.TrimPrefix(n, "./")
+	}
+	return n
+}
+
+// hardlinkRefused says why a hard link in a stream is not sent, or "".
+func hardlinkRefused(s *copytree.Sender, toAFile bool) string {
+	switch {
+	case !s.Hardlinks:
+		return "which this corkd cannot make (update the corkd in the image: cork bake)"
+	case !toAFile:
+		return "which is not a file earlier in this stream"
+	}
+	return ""
 }
 
 // TarSink is a copytree.Sink that writes the trees it takes to a tar
@@ -171,6 +226,13 @@ func (t *TarSink) Symlink(e *protocol.Entry) error {
 	return t.tw.WriteHeader(h)
 }
 
+// Hardlink writes a hard link's header, naming the file in the stream.
+func (t *TarSink) Hardlink(e *protocol.Entry) error {
+	h := t.header(e, t.name(e))
+	h.Typeflag, h.Linkname = tar.TypeLink, t.prefix+string(e.Link)
+	return t.tw.WriteHeader(h)
+}
+
 // File writes a file's header; its bytes follow.
 func (t *TarSink) File(e *protocol.Entry) (copytree.FileSink, error) {
 	h := t.header(e, t.name(e))
@@ -183,6 +245,10 @@ func (t *TarSink) File(e *protocol.Entry) (copytree.FileSink, error) {
 
 // Finish ends the stream.
 func (t *TarSink) Finish() error { return t.tw.Close() }
+
+// Abort leaves the stream without its end, so that whoever reads it sees
+// that it was cut short.
+func (t *TarSink) Abort() {}
 
 // tarFile is a file's bytes in a tar stream. A stream cannot take back a
 // header: a file the sender could not send whole is padded with zeros, as

@@ -350,6 +350,30 @@ func TestCopyCutHalfway(t *testing.T) {
 	}
 }
 
+// TestCopyShrinkingFile: a guest file that reads shorter than its size (a
+// sysfs file says 4096 bytes and holds a few) is named and dropped, and
+// the copy goes on with the rest.
+func TestCopyShrinkingFile(t *testing.T) {
+	const sysfs = "/sys/kernel/uevent_seqnum"
+	if fi, err := os.Stat(sysfs); err != nil || fi.Size() == 0 {
+		t.Skipf("%s: %v; this test needs a sysfs file whose size is more than it holds", sysfs, err)
+	}
+	a := startAgent(t)
+	ok := filepath.Join(t.TempDir(), "ok")
+	os.WriteFile(ok, []byte("ok"), 0o644)
+	dest := t.TempDir()
+	out, code := a.cp(t, ":"+sysfs, ":"+ok, dest)
+	if code != 1 || !strings.Contains(out, "uevent_seqnum") || !strings.Contains(out, "shrank while being copied") {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	if _, err := os.Lstat(filepath.Join(dest, "uevent_seqnum")); err == nil {
+		t.Error("the shrunk file landed")
+	}
+	if b, _ := os.ReadFile(filepath.Join(dest, "ok")); string(b) != "ok" {
+		t.Error("the rest was not copied")
+	}
+}
+
 // TestCopyHostileTar: a tar stream on stdin whose entries climb out, are
 // absolute, or write through a link it made, writes nothing outside.
 func TestCopyHostileTar(t *testing.T) {
@@ -392,6 +416,120 @@ func TestCopyHostileTar(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dest, "fine", "inside.txt")); string(b) != "inside" {
 		t.Fatal("the honest entry was not copied")
+	}
+}
+
+// TestCopyBadTarEnds: a tar stream on stdin that turns to garbage ends
+// the copy with a message naming the stream, promptly, instead of waiting
+// for an answer the agent never sends; what came before it is copied.
+func TestCopyBadTarEnds(t *testing.T) {
+	a := startAgent(t)
+	dest := t.TempDir()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "first", Mode: 0o644, Size: 5, Typeflag: tar.TypeReg})
+	tw.Write([]byte("first"))
+	tw.Flush()
+	buf.Write(bytes.Repeat([]byte("garbage!"), 64)) // a header whose checksum is wrong
+
+	cmd := exec.Command(bin.Cork, "cp", "--connect", a.url, "-", ":"+dest)
+	cmd.Stdin = &buf
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+		t.Fatalf("cork cp still running 20 s after its stdin ended: %s", out.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 125 || !strings.Contains(out.String(), "reading the tar stream") {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+	termtest.WaitFor(t, "the agent to end the copy", 10*time.Second, func() bool {
+		return strings.Contains(a.logs.String(), "copy in ended early")
+	})
+	if b, _ := os.ReadFile(filepath.Join(dest, "first")); string(b) != "first" {
+		t.Error("what came before the garbage was not copied")
+	}
+}
+
+// TestCopyHardLinks: names of one file stay one file, in a tree copy
+// both ways and in a tar stream both ways, as tar -x and docker cp keep
+// them.
+func TestCopyHardLinks(t *testing.T) {
+	a := startAgent(t)
+	src := filepath.Join(t.TempDir(), "t")
+	os.MkdirAll(filepath.Join(src, "sub"), 0o755)
+	os.WriteFile(filepath.Join(src, "a"), []byte("shared"), 0o644)
+	os.Link(filepath.Join(src, "a"), filepath.Join(src, "sub", "b"))
+	sameFile := func(how, root string) {
+		t.Helper()
+		fa, err1 := os.Stat(filepath.Join(root, "a"))
+		fb, err2 := os.Stat(filepath.Join(root, "sub", "b"))
+		if err1 != nil || err2 != nil || !os.SameFile(fa, fb) {
+			t.Errorf("%s: a and sub/b are not one file: %v %v", how, err1, err2)
+		}
+	}
+	guest := t.TempDir()
+	if out, code := a.cp(t, src, ":"+guest); code != 0 {
+		t.Fatalf("tree in: exit %d: %s", code, out)
+	}
+	sameFile("tree in", filepath.Join(guest, "t"))
+	host := t.TempDir()
+	if out, code := a.cp(t, ":"+src, host); code != 0 {
+		t.Fatalf("tree out: exit %d: %s", code, out)
+	}
+	sameFile("tree out", filepath.Join(host, "t"))
+
+	tarIn := t.TempDir()
+	c := exec.Command("sh", "-c", fmt.Sprintf("tar -C %s -c . | %s cp --connect %s - :%s", src, bin.Cork, a.url, tarIn))
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("tar in: %v: %s", err, out)
+	}
+	sameFile("tar in", tarIn)
+	tarOut := t.TempDir()
+	c = exec.Command("sh", "-c", fmt.Sprintf("%s cp --connect %s :%s - | tar -C %s -x", bin.Cork, a.url, src, tarOut))
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("tar out: %v: %s", err, out)
+	}
+	sameFile("tar out", filepath.Join(tarOut, "t"))
+}
+
+// TestCopyRefusedWhileStdinWaits: a copy the agent refuses (an unknown
+// user) ends with the agent's reason at once, even while the tar stream on
+// stdin has nothing more to give yet.
+func TestCopyRefusedWhileStdinWaits(t *testing.T) {
+	a := startAgent(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close() // held open: stdin never ends during the test
+	cmd := exec.Command(bin.Cork, "cp", "--connect", a.url, "-u", "no-such-user-here", "-", ":"+t.TempDir())
+	cmd.Stdin = r
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+		t.Fatalf("cork cp still waiting for stdin 20 s after the agent refused: %s", out.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 125 || !strings.Contains(out.String(), "no-such-user-here") {
+		t.Fatalf("exit %d: %s", code, out.String())
 	}
 }
 
@@ -450,7 +588,7 @@ func TestCopyProgress(t *testing.T) {
 		return term.Out.String()
 	}
 	out := run(false)
-	if !strings.Contains(out, "copied, ") || !strings.Contains(out, "Copied 20.0 MiB in 21 files to :"+dest) {
+	if !strings.Contains(out, "copied, ") || !strings.Contains(out, "Copied 20.0 MiB in 20 files to :"+dest) {
 		t.Fatalf("no progress and summary on a terminal: %q", out)
 	}
 	if out := run(true); strings.Contains(out, "copied") || strings.Contains(out, "Copied") {

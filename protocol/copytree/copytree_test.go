@@ -23,6 +23,12 @@ type problem struct {
 // memory, and returns the problems both told.
 func copyLocal(t *testing.T, follow bool, dest *Dest, srcs ...string) []problem {
 	t.Helper()
+	return copyLocalWith(t, Sender{Follow: follow}, dest, srcs...)
+}
+
+// copyLocalWith is copyLocal with the Sender's options taken from opts.
+func copyLocalWith(t *testing.T, opts Sender, dest *Dest, srcs ...string) []problem {
+	t.Helper()
 	pr, pw := io.Pipe()
 	var problems []problem
 	tell := func(p []byte, msg string, skipped bool) {
@@ -31,7 +37,7 @@ func copyLocal(t *testing.T, follow bool, dest *Dest, srcs ...string) []problem 
 	sent := make(chan error, 1)
 	go func() {
 		w := protocol.NewWriter(pw)
-		s := &Sender{W: w, Follow: follow, Chunk: 1000, Problem: tell}
+		s := &Sender{W: w, Follow: opts.Follow, Hardlinks: opts.Hardlinks, Chunk: 1000, Problem: tell}
 		for _, src := range srcs {
 			if err := s.Send(src); err != nil {
 				sent <- err
@@ -243,7 +249,8 @@ func TestOddNames(t *testing.T) {
 }
 
 // TestConflictsInsideATree: a file over a directory and a directory over
-// a file are problems; what a refused directory holds is not written.
+// a file are problems; what a refused directory holds is not written, and
+// each thing in it is named.
 func TestConflictsInsideATree(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "t")
@@ -253,7 +260,9 @@ func TestConflictsInsideATree(t *testing.T) {
 	write(t, filepath.Join(out, "t", "d"), "I am a file", 0o644)
 	write(t, filepath.Join(out, "t", "f", "x"), "I am in a directory", 0o644)
 	problems := copyLocal(t, false, &Dest{Path: []byte(out)}, src)
-	if len(problems) != 2 || !strings.Contains(problems[0].msg, "directory over the file") || !strings.Contains(problems[1].msg, "file over the directory") {
+	if len(problems) != 3 || !strings.Contains(problems[0].msg, "directory over the file") ||
+		!strings.HasSuffix(problems[1].path, "t/d/inner") || !strings.Contains(problems[1].msg, "the directory it is in was not") ||
+		!strings.Contains(problems[2].msg, "file over the directory") {
 		t.Fatalf("%+v", problems)
 	}
 	if read(t, filepath.Join(out, "t", "d")) != "I am a file" || read(t, filepath.Join(out, "t", "f", "x")) != "I am in a directory" {
@@ -363,5 +372,445 @@ func TestCutOffLeavesNoPart(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(out); len(left) > 0 {
 		t.Fatalf("left behind: %v", left)
+	}
+}
+
+// openFds counts this process's open file descriptors.
+func openFds(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("counting fds: %v", err)
+	}
+	return len(fds)
+}
+
+// TestMalformedCopiesReleaseEverything: whatever way a copy goes wrong in
+// the middle of a file (too much data, too little, a cut, a frame that has
+// no place there), the receiver drops the file, closes every directory it
+// opened, leaves no temporary file, and gives the directories it made
+// their modes.
+func TestMalformedCopiesReleaseEverything(t *testing.T) {
+	root := entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("t")})
+	sub := entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o750, Path: []byte("sub")})
+	file := entry(t, protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Size: 10, Path: []byte("sub/f")})
+	for _, c := range []struct {
+		name   string
+		frames func(w *protocol.Writer)
+	}{
+		{"too much data", func(w *protocol.Writer) { w.WriteFrame(protocol.TypeCopyData, make([]byte, 20)) }},
+		{"file short", func(w *protocol.Writer) {
+			w.WriteFrame(protocol.TypeCopyData, make([]byte, 5))
+			w.WriteJSON(protocol.TypeCopyEnd, &protocol.CopyEnd{})
+		}},
+		{"connection cut", func(w *protocol.Writer) { w.WriteFrame(protocol.TypeCopyData, make([]byte, 5)) }},
+		{"problem frame from the host", func(w *protocol.Writer) {
+			w.WriteJSON(protocol.TypeCopyProblem, &protocol.CopyProblem{Path: []byte("x"), Message: "m"})
+		}},
+		{"an entry mid-file", func(w *protocol.Writer) { w.WriteFrame(protocol.TypeCopyEntry, file) }},
+		{"an error frame", func(w *protocol.Writer) {
+			w.WriteJSON(protocol.TypeError, &protocol.Error{Kind: protocol.KindProtocol, Message: "m"})
+		}},
+		{"a bad end", func(w *protocol.Writer) { w.WriteFrame(protocol.TypeCopyEnd, []byte("{")) }},
+	} {
+		out := t.TempDir()
+		before := openFds(t)
+		_, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
+			w.WriteFrame(protocol.TypeCopyRoot, root)
+			w.WriteFrame(protocol.TypeCopyEntry, sub)
+			w.WriteFrame(protocol.TypeCopyEntry, file)
+			w.WriteFrame(protocol.TypeCopyData, make([]byte, 3))
+			c.frames(w)
+		})
+		if err == nil {
+			t.Errorf("%s: no error", c.name)
+		}
+		if after := openFds(t); after != before {
+			t.Errorf("%s: %d fds open before, %d after", c.name, before, after)
+		}
+		filepath.Walk(out, func(p string, fi fs.FileInfo, err error) error {
+			if err == nil && strings.HasPrefix(fi.Name(), tmpPrefix) {
+				t.Errorf("%s: temporary file left: %s", c.name, p)
+			}
+			return nil
+		})
+		if fi, err := os.Stat(filepath.Join(out, "t", "sub")); err != nil || fi.Mode().Perm() != 0o750 {
+			t.Errorf("%s: the directory made: %v, %v; want mode 0750", c.name, fi.Mode(), err)
+		}
+		if _, err := os.Lstat(filepath.Join(out, "t", "sub", "f")); err == nil {
+			t.Errorf("%s: the file landed", c.name)
+		}
+	}
+}
+
+// TestShrunkFileIsDroppedAndTheCopyGoesOn: a file that shrinks while the
+// guest reads it (a sysfs file) is told in a CopyProblem before its
+// CopyEnd, as the agent sends it; the host drops that file and copies the
+// rest.
+func TestShrunkFileIsDroppedAndTheCopyGoesOn(t *testing.T) {
+	out := t.TempDir()
+	pr, pw := io.Pipe()
+	go func() {
+		w := protocol.NewWriter(pw)
+		s := &Sender{W: w, Problem: func(p []byte, msg string, skipped bool) {
+			w.WriteJSON(protocol.TypeCopyProblem, &protocol.CopyProblem{Path: p, Message: msg, Skipped: skipped})
+		}}
+		now := time.Now()
+		s.Put(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, ModTime: now, Path: []byte("sys")}, true, nil, nil)
+		s.Put(&protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, ModTime: now, Size: 4096, Path: []byte("shrank")}, false, strings.NewReader("short"), []byte("/sys/shrank"))
+		s.Put(&protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, ModTime: now, Size: 2, Path: []byte("ok")}, false, strings.NewReader("ok"), nil)
+		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
+		pw.Close()
+	}()
+	var problems []problem
+	r := &Receiver{R: protocol.NewReader(pr), Sink: &Dest{Path: []byte(out)}, SenderProblems: true,
+		Problem: func(p []byte, msg string, skipped bool) {
+			problems = append(problems, problem{string(p), msg, skipped})
+		}}
+	if _, err := r.Receive(); err != nil {
+		t.Fatalf("receive: %v", err)
+	}
+	oneProblem(t, problems, "shrank while being copied")
+	if _, err := os.Lstat(filepath.Join(out, "sys", "shrank")); err == nil {
+		t.Error("the shrunk file landed")
+	}
+	if read(t, filepath.Join(out, "sys", "ok")) != "ok" {
+		t.Error("the rest was not copied")
+	}
+}
+
+// TestSourcePaths: a source written as a directory ("x/" or "x/.") is
+// resolved as a path: a link to a directory is followed, a file is not a
+// directory (as docker cp and cat f/ take them); without the slash a link
+// is copied as a link.
+func TestSourcePaths(t *testing.T) {
+	src := t.TempDir()
+	write(t, filepath.Join(src, "d", "a.txt"), "a", 0o644)
+	write(t, filepath.Join(src, "f"), "f", 0o644)
+	os.Symlink("d", filepath.Join(src, "ld"))
+	os.Symlink("f", filepath.Join(src, "lf"))
+	for _, c := range []struct {
+		src     string
+		problem string            // the one problem told, if any
+		want    map[string]string // what lands, beneath the destination: a file's contents, "->T" a link, "/" a directory
+	}{
+		{src: "d/", want: map[string]string{"d": "/", "d/a.txt": "a"}},
+		{src: "ld", want: map[string]string{"ld": "->d"}},
+		{src: "ld/", want: map[string]string{"ld": "/", "ld/a.txt": "a"}},
+		{src: "ld/.", want: map[string]string{"a.txt": "a"}},
+		{src: "f", want: map[string]string{"f": "f"}},
+		{src: "f/", problem: "not a directory"},
+		{src: "f/.", problem: "not a directory"},
+		{src: "lf/", problem: "not a directory"},
+	} {
+		out := t.TempDir()
+		problems := copyLocal(t, false, &Dest{Path: []byte(out)}, src+"/"+c.src) // not Join: it drops the slash
+		if c.problem != "" {
+			oneProblem(t, problems, c.problem)
+		} else {
+			noProblems(t, problems)
+		}
+		got := map[string]string{}
+		filepath.Walk(out, func(p string, fi fs.FileInfo, err error) error {
+			rel, _ := filepath.Rel(out, p)
+			switch {
+			case err != nil || rel == ".":
+			case fi.Mode()&fs.ModeSymlink != 0:
+				l, _ := os.Readlink(p)
+				got[rel] = "->" + l
+			case fi.IsDir():
+				got[rel] = "/"
+			default:
+				got[rel] = read(t, p)
+			}
+			return nil
+		})
+		if len(got) != len(c.want) {
+			t.Errorf("%s: landed %v, want %v", c.src, got, c.want)
+			continue
+		}
+		for k, v := range c.want {
+			if got[k] != v {
+				t.Errorf("%s: landed %v, want %v", c.src, got, c.want)
+				break
+			}
+		}
+	}
+}
+
+// TestProblemsNameTheDestination: a problem beneath a tree names the path
+// as it is at the destination, whether the tree got a new name, went into
+// a directory under its own, or gave its contents.
+func TestProblemsNameTheDestination(t *testing.T) {
+	out := t.TempDir()
+	for _, c := range []struct {
+		name     string
+		dest     string
+		contents bool
+		want     string // where the tree's entries land
+	}{
+		{"a new name", out + "/new", false, out + "/new"},
+		{"into a directory", out + "/", false, out + "/tree"},
+		{"into a directory, no slash", out, false, out + "/tree"},
+		{"its contents", out, true, out},
+	} {
+		problems, err := hostile(t, &Dest{Path: []byte(c.dest)}, func(w *protocol.Writer) {
+			w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("tree"), Contents: c.contents}))
+			w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindSymlink, Mode: 0o777, Path: []byte("l"), Link: []byte("/")}))
+			w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Path: []byte("l/x")}))
+			w.WriteJSON(protocol.TypeCopyEnd, &protocol.CopyEnd{})
+			w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
+		})
+		if err != nil || len(problems) != 1 {
+			t.Fatalf("%s: %+v, %v", c.name, problems, err)
+		}
+		if p := problems[0]; p.path != c.want+"/l/x" || !strings.Contains(p.msg, `"`+c.want+`/l"`) {
+			t.Errorf("%s: %q: %s; want %q and %q", c.name, p.path, p.msg, c.want+"/l/x", c.want+"/l")
+		}
+		os.RemoveAll(filepath.Join(out, "l"))
+	}
+}
+
+// TestMergeTakesTheSourcesModeAndTime: a directory merged into an existing
+// one gives it its mode and modification time, as docker cp does, at every
+// level; the destination itself keeps its own.
+func TestMergeTakesTheSourcesModeAndTime(t *testing.T) {
+	dir := t.TempDir()
+	when := time.Date(2023, 1, 2, 3, 4, 5, 0, time.UTC)
+	src := filepath.Join(dir, "src", "tree")
+	write(t, filepath.Join(src, "sub", "f"), "f", 0o644)
+	for _, c := range []struct {
+		name string
+		dest string // an existing directory
+		src  string
+		dirs []string // beneath dest: merged into, the source's mode and time wanted
+		kept string   // beneath dest: keeps its own
+	}{
+		{"DEST/NAME", "a", src, []string{"tree", "tree/sub"}, "."},
+		{"contents", "b", src + "/.", []string{"sub"}, "."},
+	} {
+		dest := filepath.Join(dir, c.dest)
+		for _, d := range c.dirs {
+			os.MkdirAll(filepath.Join(dest, d), 0o777)
+			os.Chmod(filepath.Join(dest, d), 0o777)
+		}
+		os.Chmod(dest, 0o711)
+		for _, d := range []string{src, filepath.Join(src, "sub")} {
+			os.Chmod(d, 0o750)
+			os.Chtimes(d, when, when)
+		}
+		noProblems(t, copyLocal(t, false, &Dest{Path: []byte(dest)}, c.src))
+		for _, d := range c.dirs {
+			fi, err := os.Stat(filepath.Join(dest, d))
+			if err != nil || fi.Mode().Perm() != 0o750 || !fi.ModTime().Equal(when) {
+				t.Errorf("%s: %s: %v %v, %v; want 0750 and %v", c.name, d, fi.Mode(), fi.ModTime(), err, when)
+			}
+		}
+		if fi, _ := os.Stat(filepath.Join(dest, c.kept)); fi.Mode().Perm() != 0o711 {
+			t.Errorf("%s: the destination itself: mode %v", c.name, fi.Mode())
+		}
+	}
+}
+
+// TestCountsWhatLanded: the receiver counts the files and links that
+// landed and their bytes: not directories, not a file refused or dropped
+// after its bytes came.
+func TestCountsWhatLanded(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "t")
+	write(t, filepath.Join(src, "sub", "ok"), "12345", 0o644)
+	write(t, filepath.Join(src, "over-a-dir"), "1234567", 0o644)
+	os.Symlink("sub/ok", filepath.Join(src, "link"))
+	out := filepath.Join(dir, "out")
+	os.MkdirAll(filepath.Join(out, "t", "over-a-dir"), 0o755)
+
+	pr, pw := io.Pipe()
+	go func() {
+		w := protocol.NewWriter(pw)
+		s := &Sender{W: w}
+		s.Send(src)
+		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
+		pw.Close()
+	}()
+	r := &Receiver{R: protocol.NewReader(pr), Sink: &Dest{Path: []byte(out)}}
+	if _, err := r.Receive(); err != nil {
+		t.Fatal(err)
+	}
+	if r.Files != 2 || r.Bytes != 5 || r.Problems != 1 {
+		t.Fatalf("counted %d files, %d bytes, %d problems; want 2 (ok and link), 5, 1", r.Files, r.Bytes, r.Problems)
+	}
+}
+
+// TestDestinationLinks: a destination that is a symbolic link to a file,
+// or a dangling one, is written through (its target gets the contents or
+// is made; the link stays), as docker cp does; a link another user
+// planted in a sticky directory anyone may write to is not followed, as
+// the kernel would not follow it for the user.
+func TestDestinationLinks(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	write(t, src, "new", 0o644)
+	for _, c := range []struct {
+		name    string
+		setup   func(d string) // makes d/dest
+		problem string         // the one problem told, if any
+		target  string         // where the contents land, beneath d; "" none
+	}{
+		{"a link to a file", func(d string) {
+			write(t, filepath.Join(d, "file"), "old", 0o644)
+			os.Symlink("file", filepath.Join(d, "dest"))
+		}, "", "file"},
+		{"a dangling link", func(d string) { os.Symlink("made", filepath.Join(d, "dest")) }, "", "made"},
+		{"a chain, absolute", func(d string) {
+			os.Mkdir(filepath.Join(d, "sub"), 0o755)
+			os.Symlink(filepath.Join(d, "sub", "file"), filepath.Join(d, "mid"))
+			os.Symlink("mid", filepath.Join(d, "dest"))
+		}, "", "sub/file"},
+		{"another's link in a sticky directory", func(d string) {
+			os.Chmod(d, os.ModeSticky|0o777)
+			write(t, filepath.Join(d, "file"), "old", 0o644)
+			os.Symlink("file", filepath.Join(d, "dest"))
+			os.Lchown(filepath.Join(d, "dest"), 65534, 65534)
+		}, "another user's symbolic link", ""},
+	} {
+		d := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-"))
+		os.Mkdir(d, 0o755)
+		c.setup(d)
+		link, _ := os.Readlink(filepath.Join(d, "dest"))
+		problems := copyLocal(t, false, &Dest{Path: []byte(filepath.Join(d, "dest"))}, src)
+		if c.problem != "" {
+			oneProblem(t, problems, c.problem)
+		} else {
+			noProblems(t, problems)
+		}
+		if l, err := os.Readlink(filepath.Join(d, "dest")); err != nil || l != link {
+			t.Errorf("%s: the link is now %q, %v; want it as it was, to %q", c.name, l, err, link)
+		}
+		if c.target != "" && read(t, filepath.Join(d, c.target)) != "new" {
+			t.Errorf("%s: %s was not written", c.name, c.target)
+		}
+		if c.target == "" {
+			if b, _ := os.ReadFile(filepath.Join(d, "file")); string(b) != "old" {
+				t.Errorf("%s: the link's target was written", c.name)
+			}
+		}
+	}
+}
+
+// TestHardLinks: names of one file inside the copied tree arrive as hard
+// links of one file; a file whose other name is outside the tree is
+// copied as a file; a link to a file that did not land is named, and
+// never made to what was there before.
+func TestHardLinks(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "t")
+	write(t, filepath.Join(src, "a"), "shared", 0o644)
+	write(t, filepath.Join(src, "d"), "alone", 0o644)
+	write(t, filepath.Join(dir, "outside"), "out", 0o644)
+	os.MkdirAll(filepath.Join(src, "sub"), 0o755)
+	for _, l := range [][2]string{{"t/a", "t/b"}, {"t/a", "t/sub/c"}, {"outside", "t/x"}} {
+		if err := os.Link(filepath.Join(dir, l[0]), filepath.Join(dir, l[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ino := func(p string) uint64 {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino
+	}
+	for _, c := range []struct {
+		name     string
+		before   func(out string) // what the destination holds first
+		problems []string         // the names told, beneath out
+		same     []string         // one file, beneath out
+	}{
+		{"a tree", func(string) {}, nil, []string{"t/a", "t/b", "t/sub/c"}},
+		{"its first name refused", func(out string) {
+			os.MkdirAll(filepath.Join(out, "t", "a", "dir"), 0o755)
+		}, []string{"t/a", "t/b", "t/sub/c"}, nil},
+	} {
+		out := filepath.Join(dir, "out-"+strings.ReplaceAll(c.name, " ", "-"))
+		os.Mkdir(out, 0o755)
+		c.before(out)
+		problems := copyLocalWith(t, Sender{Hardlinks: true}, &Dest{Path: []byte(out)}, src)
+		var named []string
+		for _, p := range problems {
+			rel, _ := filepath.Rel(out, p.path)
+			named = append(named, rel)
+		}
+		if strings.Join(named, " ") != strings.Join(c.problems, " ") {
+			t.Errorf("%s: problems %+v, want %v named", c.name, problems, c.problems)
+		}
+		for _, p := range c.same {
+			if ino(filepath.Join(out, p)) != ino(filepath.Join(out, c.same[0])) || read(t, filepath.Join(out, p)) != "shared" {
+				t.Errorf("%s: %s is not a name of %s", c.name, p, c.same[0])
+			}
+		}
+		if ino(filepath.Join(out, "t", "x")) == ino(filepath.Join(dir, "outside")) || read(t, filepath.Join(out, "t", "x")) != "out" {
+			t.Errorf("%s: x, whose other name is outside the tree, is not a copy", c.name)
+		}
+		if ino(filepath.Join(out, "t", "d")) == ino(filepath.Join(out, "t", "x")) || read(t, filepath.Join(out, "t", "d")) != "alone" {
+			t.Errorf("%s: d", c.name)
+		}
+	}
+}
+
+// TestHardLinkToADroppedFile: a hard link whose file was dropped (it
+// shrank) is named, and not made to the older file of that name that the
+// destination holds.
+func TestHardLinkToADroppedFile(t *testing.T) {
+	out := t.TempDir()
+	write(t, filepath.Join(out, "t", "a"), "old", 0o644)
+	problems, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
+		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("t")}))
+		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Size: 10, Path: []byte("a")}))
+		w.WriteFrame(protocol.TypeCopyData, []byte("new"))
+		w.WriteJSON(protocol.TypeCopyEnd, &protocol.CopyEnd{Error: "it shrank"})
+		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindHardlink, Path: []byte("b"), Link: []byte("a")}))
+		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oneProblem(t, problems, "which was not copied")
+	if _, err := os.Lstat(filepath.Join(out, "t", "b")); err == nil {
+		t.Fatal("b was made, a name of the older file")
+	}
+}
+
+// TestHostileHardLinks: a hard link that names a path outside the tree,
+// or through a link, is refused; nothing outside gets another name.
+func TestHostileHardLinks(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	os.Mkdir(out, 0o755)
+	write(t, filepath.Join(dir, "secret"), "s", 0o600)
+	root := entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("evil")})
+	hard := func(p, to string) []byte {
+		return entry(t, protocol.Entry{Kind: protocol.KindHardlink, Path: []byte(p), Link: []byte(to)})
+	}
+	for name, link := range map[string][]byte{"dot dot": hard("h", "../../secret"), "absolute": hard("h", filepath.Join(dir, "secret"))} {
+		_, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
+			w.WriteFrame(protocol.TypeCopyRoot, root)
+			w.WriteFrame(protocol.TypeCopyEntry, link)
+			w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
+		})
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	problems, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
+		w.WriteFrame(protocol.TypeCopyRoot, root)
+		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindSymlink, Mode: 0o777, Path: []byte("l"), Link: []byte(dir)}))
+		w.WriteFrame(protocol.TypeCopyEntry, hard("h", "l/secret"))
+		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
+	})
+	if err != nil || len(problems) != 1 || !strings.Contains(problems[0].msg, "symbolic link") {
+		t.Fatalf("through a link: %+v, %v", problems, err)
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "secret")); fi.Sys().(*syscall.Stat_t).Nlink != 1 {
+		t.Fatal("the file outside got another name")
 	}
 }

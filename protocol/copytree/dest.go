@@ -31,20 +31,24 @@ type Dest struct {
 	KeepOwners bool   // give entries the owners they carry
 
 	base    int             // the directory the current tree is written beneath, when open
+	shown   []byte          // base as the user names it, for messages
 	top     []byte          // the tree's root beneath base; empty: base is the root
 	root    *protocol.Entry // the current tree's root
 	cacheAt []byte          // the directory cacheFd is, beneath base
 	cacheFd int             // the last parent opened, when cached
 	cached  bool
-	dirs    []madeDir // directories made in this tree, their modes and times set last
+	dirs    []madeDir // directories made or merged into in this tree, their modes and times set last
 	dirMem  int       // the bytes of their paths
 }
 
-// madeDir is a directory this copy made: its mode and time are set once
-// what it holds is written, so that a read-only one can be filled.
+// madeDir is a directory this copy made, or merged a source directory
+// into: its mode and time are set once what it holds is written, so that
+// a read-only one can be filled. A merged one gets the source's mode and
+// time as docker cp gives them, where its owner lets the user.
 type madeDir struct {
-	rel []byte
-	e   *protocol.Entry
+	rel    []byte
+	e      *protocol.Entry
+	merged bool
 }
 
 // maxMadeDirs and maxMadeDirBytes bound the directories remembered for
@@ -69,7 +73,7 @@ func (d *Dest) closeTree() error {
 	if d.root != nil && d.base >= 0 {
 		unix.Close(d.base)
 	}
-	d.base, d.top, d.root = -1, nil, nil
+	d.base, d.shown, d.top, d.root = -1, nil, nil, nil
 	return err
 }
 
@@ -83,13 +87,19 @@ func (d *Dest) dropCache() {
 // Finish ends the last tree.
 func (d *Dest) Finish() error { return d.closeTree() }
 
+// Abort ends a copy cut short: the directories made get their modes and
+// every directory held open is closed.
+func (d *Dest) Abort() { d.closeTree() }
+
 // Where names e at the destination; nil names the destination itself.
-func (d *Dest) Where(e *protocol.Entry) []byte {
-	rel := d.rel(e)
+func (d *Dest) Where(e *protocol.Entry) []byte { return d.at(d.rel(e)) }
+
+// at names rel, a path beneath base, as the user sees it.
+func (d *Dest) at(rel []byte) []byte {
 	if len(rel) == 0 {
 		return d.Path
 	}
-	return join(bytes.TrimRight(d.Path, "/"), string(rel))
+	return join(d.shown, string(rel))
 }
 
 func (d *Dest) rel(e *protocol.Entry) []byte {
@@ -119,6 +129,7 @@ func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
 	}
 	d.root = e
 	dest := string(d.Path)
+	d.shown = d.Path
 	fi, err := os.Stat(dest)
 	exists := err == nil
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -127,59 +138,118 @@ func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
 	if d.Multi && (!exists || !fi.IsDir()) {
 		return nil, errors.New("the destination must be an existing directory to copy several sources into")
 	}
-	switch e.Kind {
-	case protocol.KindDir:
-		switch {
-		case exists && !fi.IsDir():
-			return nil, errors.New("cannot copy a directory over this file")
-		case exists:
-			if d.base, err = unix.Open(dest, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
-				return nil, errors.New(describe(err))
-			}
-			if e.Contents {
-				return nil, nil
-			}
-			d.top = bytes.Clone(e.Path)
-		default:
-			if d.base, d.top, err = newTop(dest); err != nil {
-				return nil, err
-			}
-		}
-		return nil, d.mkdir(d.top, e)
-	default:
-		switch {
-		case exists && fi.IsDir():
-			if d.base, err = unix.Open(dest, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
-				return nil, errors.New(describe(err))
-			}
-			d.top = bytes.Clone(e.Path)
-		case !exists && strings.HasSuffix(dest, "/"):
-			return nil, errors.New("no such directory (a destination ending in / must be an existing directory)")
-		default:
-			if d.base, d.top, err = newTop(dest); err != nil {
-				return nil, err
-			}
-		}
-		if e.Kind == protocol.KindSymlink {
-			return nil, d.symlink(d.top, e)
-		}
-		return d.file(d.top, e)
+	isDir := exists && fi.IsDir()
+	if e.Kind == protocol.KindDir {
+		return nil, d.rootDir(e, dest, exists, isDir)
 	}
+	switch {
+	case isDir:
+		if d.base, err = unix.Open(dest, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+			return nil, errors.New(describe(err))
+		}
+		d.top = bytes.Clone(e.Path)
+	case !exists && strings.HasSuffix(dest, "/"):
+		return nil, errors.New("no such directory (a destination ending in / must be an existing directory)")
+	default:
+		// A link there is written through, as docker cp does: its
+		// target gets the contents, or is made.
+		if dest, err = throughLinks(dest); err != nil {
+			return nil, err
+		}
+		if d.base, d.shown, d.top, err = newTop(dest); err != nil {
+			return nil, err
+		}
+	}
+	if e.Kind == protocol.KindSymlink {
+		return nil, d.symlink(d.top, e)
+	}
+	return d.file(d.top, e)
+}
+
+// rootDir resolves the destination for a directory's tree.
+func (d *Dest) rootDir(e *protocol.Entry, dest string, exists, isDir bool) error {
+	var err error
+	switch {
+	case exists && !isDir:
+		return errors.New("cannot copy a directory over this file")
+	case exists:
+		if d.base, err = unix.Open(dest, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+			return errors.New(describe(err))
+		}
+		if e.Contents {
+			return nil
+		}
+		d.top = bytes.Clone(e.Path)
+	default:
+		if d.base, d.shown, d.top, err = newTop(dest); err != nil {
+			return err
+		}
+	}
+	return d.mkdir(d.top, e)
+}
+
+// maxLinks bounds the links followed from a destination, as the kernel's
+// MAXSYMLINKS does a path's.
+const maxLinks = 40
+
+// throughLinks returns the path a destination that is a symbolic link
+// leads to (a dangling link's target included), or dest itself. It
+// follows a link only where the kernel would for the user (fs.protected_
+// symlinks): one in a sticky directory anyone may write to, such as /tmp,
+// must be the user's own or that directory owner's, or another user could
+// plant it to have the copy write where they choose.
+func throughLinks(dest string) (string, error) {
+	for range maxLinks {
+		var st unix.Stat_t
+		if err := unix.Lstat(dest, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK {
+			return dest, nil
+		}
+		if err := mayFollow(dest, &st); err != nil {
+			return "", err
+		}
+		target, err := os.Readlink(dest)
+		if err != nil {
+			return "", errors.New(describe(err))
+		}
+		if !path.IsAbs(target) {
+			target = path.Join(path.Dir(dest), target)
+		}
+		dest = target
+	}
+	return "", fmt.Errorf("more than %d symbolic links from the destination", maxLinks)
+}
+
+// mayFollow applies the kernel's rule for following the link at p, whose
+// Lstat is st, as the calling thread's filesystem user.
+func mayFollow(p string, st *unix.Stat_t) error {
+	var dir unix.Stat_t
+	if err := unix.Stat(path.Dir(p), &dir); err != nil {
+		return errors.New(describe(err))
+	}
+	const stickyOpen = unix.S_ISVTX | 0o002
+	if dir.Mode&stickyOpen != stickyOpen || st.Uid == dir.Uid {
+		return nil
+	}
+	if fsUID() == st.Uid {
+		return nil
+	}
+	return fmt.Errorf("not written through: %q is another user's symbolic link in a directory anyone may write to", p)
 }
 
 // newTop opens the parent of a destination that is not there yet, to be
-// the base, and returns the destination's last element as the root's
-// name in it.
-func newTop(dest string) (int, []byte, error) {
+// the base, and returns it as the user named it, with the destination's
+// last element as the root's name in it.
+func newTop(dest string) (int, []byte, []byte, error) {
 	parent, name := path.Split(strings.TrimRight(dest, "/"))
+	shown := parent
 	if parent == "" {
 		parent = "."
 	}
 	fd, err := unix.Open(parent, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, nil, fmt.Errorf("its parent directory: %s", describe(err))
+		return -1, nil, nil, fmt.Errorf("its parent directory: %s", describe(err))
 	}
-	return fd, []byte(name), nil
+	return fd, []byte(shown), []byte(name), nil
 }
 
 // Dir makes a directory beneath the tree.
@@ -187,6 +257,34 @@ func (d *Dest) Dir(e *protocol.Entry) error { return d.mkdir(d.rel(e), e) }
 
 // Symlink makes a symbolic link beneath the tree.
 func (d *Dest) Symlink(e *protocol.Entry) error { return d.symlink(d.rel(e), e) }
+
+// Hardlink makes another name for a file of the tree, beneath it: both
+// names are reached by the same walk that follows no link, so neither can
+// be outside, and the new one replaces a file or link as a file would.
+func (d *Dest) Hardlink(e *protocol.Entry) error {
+	tdir, tname, err := d.parent(d.rel(&protocol.Entry{Path: e.Link}))
+	if err != nil {
+		return err
+	}
+	// Its own fd: finding the new name's directory may close the cached one.
+	if tdir, err = unix.Dup(tdir); err != nil {
+		return errors.New(describe(err))
+	}
+	defer unix.Close(tdir)
+	parent, name, err := d.parent(d.rel(e))
+	if err != nil {
+		return err
+	}
+	tmp := tmpName()
+	if err := unix.Linkat(tdir, tname, parent, tmp, 0); err != nil {
+		return fmt.Errorf("a hard link to %q: %s", d.Where(&protocol.Entry{Path: e.Link}), describe(err))
+	}
+	err = place(parent, tmp, name, "hard link")
+	// A rename onto another name of the same file does nothing and
+	// leaves tmp: it goes either way.
+	unix.Unlinkat(parent, tmp, 0)
+	return err
+}
 
 // File starts a file beneath the tree.
 func (d *Dest) File(e *protocol.Entry) (FileSink, error) { return d.file(d.rel(e), e) }
@@ -215,9 +313,9 @@ func (d *Dest) parent(rel []byte) (int, string, error) {
 		}
 		if err != nil {
 			if err == unix.ELOOP || err == unix.ENOTDIR {
-				return -1, "", fmt.Errorf("not written: %q is a symbolic link or not a directory, and cork cp writes through neither", d.Where(&protocol.Entry{Path: walked}))
+				return -1, "", fmt.Errorf("not written: %q is a symbolic link or not a directory, and cork cp writes through neither", d.at(walked))
 			}
-			return -1, "", fmt.Errorf("%q: %s", d.Where(&protocol.Entry{Path: walked}), describe(err))
+			return -1, "", fmt.Errorf("%q: %s", d.at(walked), describe(err))
 		}
 		fd = next
 	}
@@ -242,21 +340,46 @@ func (d *Dest) mkdir(rel []byte, e *protocol.Entry) error {
 		if uint32(st.Mode)&unix.S_IFMT != unix.S_IFDIR {
 			return fmt.Errorf("cannot copy a directory over the %s there", typeOf(uint32(st.Mode)))
 		}
-		return nil // copied into as it is
+		return d.remember(madeDir{rel: bytes.Clone(rel), e: e, merged: true})
 	}
 	if err != nil {
 		return errors.New(describe(err))
 	}
-	m := madeDir{rel: bytes.Clone(rel), e: e}
-	if mem := len(rel) + len(e.Path); len(d.dirs) < maxMadeDirs && d.dirMem+mem <= maxMadeDirBytes {
+	return d.remember(madeDir{rel: bytes.Clone(rel), e: e})
+}
+
+// remember keeps a directory to finish at the end of the tree, or
+// finishes it at once beyond the bounds.
+func (d *Dest) remember(m madeDir) error {
+	mem := len(m.rel) + len(m.e.Path)
+	later := len(d.dirs) < maxMadeDirs && d.dirMem+mem <= maxMadeDirBytes
+	if later {
 		d.dirs = append(d.dirs, m)
 		d.dirMem += mem
-		return d.ownDir(m)
 	}
-	if err := d.ownDir(m); err != nil {
-		return err
+	if !m.merged {
+		if err := d.ownDir(m); err != nil {
+			d.unmake(m, later)
+			return err
+		}
+	}
+	if later {
+		return nil
 	}
 	return d.finishDir(m)
+}
+
+// unmake removes a directory just made whose owner could not be given:
+// like a file's, its failure means it is not copied, and what it would
+// hold is not copied either.
+func (d *Dest) unmake(m madeDir, remembered bool) {
+	if remembered {
+		d.dirs = d.dirs[:len(d.dirs)-1]
+		d.dirMem -= len(m.rel) + len(m.e.Path)
+	}
+	if parent, name, err := d.parent(m.rel); err == nil {
+		unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
+	}
 }
 
 // ownDir gives a directory made here its owner, at once: what is written
@@ -285,10 +408,14 @@ func (d *Dest) finishDir(m madeDir) error {
 		return err
 	}
 	defer unix.Close(fd)
-	if err := unix.Fchmod(fd, protocol.UnixMode(m.e.Mode)); err != nil {
-		return err
+	err = unix.Fchmod(fd, protocol.UnixMode(m.e.Mode))
+	if err == nil {
+		err = setTimes(parent, name, m.e)
 	}
-	return setTimes(parent, name, m.e)
+	if m.merged && err == unix.EPERM {
+		return nil // another's directory, merged into, keeps its mode
+	}
+	return err
 }
 
 func (d *Dest) symlink(rel []byte, e *protocol.Entry) error {

@@ -2,6 +2,7 @@ package copytree
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 
@@ -17,9 +18,16 @@ type Sink interface {
 	Root(e *protocol.Entry) (FileSink, error)
 	Dir(e *protocol.Entry) error
 	Symlink(e *protocol.Entry) error
+	// Hardlink makes e another name for the file at e.Link in the tree,
+	// which landed.
+	Hardlink(e *protocol.Entry) error
 	File(e *protocol.Entry) (FileSink, error)
 	// Finish ends the last tree: deferred directory modes are applied.
 	Finish() error
+	// Abort ends a copy cut short: what the sink holds is released and
+	// the directories it made get their modes. Receive calls it, instead
+	// of Finish, on every error.
+	Abort()
 	// Where names an entry of the current tree as the user sees it at the
 	// destination, for messages; nil names the destination.
 	Where(e *protocol.Entry) []byte
@@ -41,168 +49,288 @@ type Receiver struct {
 	// destination; a sender's own problems (CopyProblem frames) come here
 	// too, when the sender is the guest.
 	Problem func(path []byte, message string, skipped bool)
-	// Progress, when set, is called after each entry and each chunk.
+	// Progress, when set, is called after each entry and each chunk with
+	// the files landed and the bytes received so far.
 	Progress func(files int, bytes int64)
 	// SenderProblems admits CopyProblem frames: the guest sends them, the
 	// host does not.
 	SenderProblems bool
 
-	Files    int   // entries written
-	Bytes    int64 // file bytes received
+	Files    int   // files and links that landed; directories are not counted
+	Bytes    int64 // the bytes of the files that landed
 	Problems int   // failures, the sender's and the receiver's
+
+	received int64 // file bytes received, landed or not: for Progress
+
+	inTree  bool      // a directory root came: entries may follow
+	skipDir []byte    // the last directory that failed: what it holds is skipped; empty: all
+	file    *incoming // the file whose data comes, if any
+	lost    lostFiles // the tree's files that did not land: no hard link may name them
+}
+
+// incoming is the file whose data is coming: the one owner of its
+// FileSink, which is nil when the file is skipped or has failed.
+type incoming struct {
+	e    *protocol.Entry
+	sink FileSink
+	left int64 // bytes still to come
+}
+
+// abort drops what came of the file, if it is still open.
+func (f *incoming) abort() {
+	if f != nil && f.sink != nil {
+		f.sink.Abort()
+		f.sink = nil
+	}
 }
 
 // Receive writes what comes until the sender's CopyDone, which it returns.
 // An error is the connection's or the sender's breach of the protocol, or
-// an Error frame (a *protocol.Error); problems with entries are not.
-func (r *Receiver) Receive() (*protocol.CopyDone, error) {
-	var (
-		inTree  bool            // a directory root came: entries may follow
-		skipDir []byte          // the last directory that failed: what it holds is skipped
-		file    FileSink        // the file being received; nil when it is skipped
-		fileE   *protocol.Entry // the file entry whose data comes, if any
-		left    int64           // its bytes still to come
-	)
-	for {
-		t, p, err := r.R.NextShared()
-		if err != nil {
-			if file != nil {
-				file.Abort()
-			}
-			if err == io.EOF {
-				return nil, fmt.Errorf("copy: the connection ended before the copy was done: %w", io.ErrUnexpectedEOF)
-			}
+// an Error frame (a *protocol.Error); problems with entries are not. On
+// an error the file being received is dropped and the Sink aborted, so
+// that nothing taken for the copy outlives it.
+func (r *Receiver) Receive() (done *protocol.CopyDone, err error) {
+	defer func() {
+		r.file.abort()
+		r.file = nil
+		if done == nil {
+			r.Sink.Abort()
+		}
+	}()
+	for done == nil && err == nil {
+		t, p, rerr := r.R.NextShared()
+		if rerr == io.EOF {
+			return nil, fmt.Errorf("copy: the connection ended before the copy was done: %w", io.ErrUnexpectedEOF)
+		}
+		if rerr != nil {
+			return nil, rerr
+		}
+		done, err = r.frame(t, p)
+	}
+	return done, err
+}
+
+// frame handles one frame; p is valid only until the next read.
+func (r *Receiver) frame(t protocol.Type, p []byte) (*protocol.CopyDone, error) {
+	// A sender tells a file's problem as it meets it, before the file's
+	// CopyEnd (a file that shrank while it was read).
+	midFile := t == protocol.TypeCopyData || t == protocol.TypeCopyEnd || t == protocol.TypeCopyProblem
+	if r.file != nil && !midFile {
+		return nil, fmt.Errorf("copy: %s frame in the middle of file %q", t, r.file.e.Path)
+	}
+	switch t {
+	case protocol.TypeCopyRoot:
+		return nil, r.root(p)
+	case protocol.TypeCopyEntry:
+		return nil, r.entry(p)
+	case protocol.TypeCopyData:
+		return nil, r.data(p)
+	case protocol.TypeCopyEnd:
+		return nil, r.end(p)
+	case protocol.TypeCopyProblem:
+		return nil, r.senderProblem(p)
+	case protocol.TypeCopyDone:
+		return r.done(p)
+	case protocol.TypeError:
+		var perr protocol.Error
+		if err := protocol.Decode(t, p, &perr); err != nil {
 			return nil, err
 		}
-		if fileE != nil && t != protocol.TypeCopyData && t != protocol.TypeCopyEnd {
-			if file != nil {
-				file.Abort()
-			}
-			return nil, fmt.Errorf("copy: %s frame in the middle of file %q", t, fileE.Path)
+		return nil, &perr
+	}
+	return nil, fmt.Errorf("copy: unexpected %s frame", t)
+}
+
+func (r *Receiver) root(p []byte) error {
+	e, err := protocol.DecodeEntry(bytes.Clone(p), true)
+	if err != nil {
+		return err
+	}
+	r.inTree, r.skipDir = e.Kind == protocol.KindDir, nil
+	r.lost.reset()
+	f, err := r.Sink.Root(e)
+	if err != nil {
+		if e.Kind == protocol.KindDir {
+			err = fmt.Errorf("%w (nothing in it is copied)", err)
 		}
-		switch t {
-		case protocol.TypeCopyRoot:
-			e, err := protocol.DecodeEntry(bytes.Clone(p), true)
-			if err != nil {
-				return nil, err
-			}
-			inTree, skipDir = e.Kind == protocol.KindDir, nil
-			f, err := r.Sink.Root(e)
-			if err != nil {
-				r.fail(r.Sink.Where(nil), err)
-				inTree = false
-				skipDir = []byte{} // a failed root: all beneath it is skipped
-			} else {
-				r.written()
-			}
-			if e.Kind == protocol.KindFile {
-				file, fileE, left = f, e, e.Size
-			}
-		case protocol.TypeCopyEntry:
-			e, err := protocol.DecodeEntry(bytes.Clone(p), false)
-			if err != nil {
-				return nil, err
-			}
-			if !inTree && skipDir == nil {
-				return nil, fmt.Errorf("copy: entry %q outside a directory tree", e.Path)
-			}
-			if skipDir != nil && beneath(e.Path, skipDir) {
-				if e.Kind == protocol.KindFile {
-					file, fileE, left = nil, e, e.Size
-				}
-				continue
-			}
-			if len(skipDir) > 0 {
-				skipDir = nil
-			}
-			switch e.Kind {
-			case protocol.KindDir:
-				err = r.Sink.Dir(e)
-				if err != nil {
-					skipDir = e.Path
-				}
-			case protocol.KindSymlink:
-				err = r.Sink.Symlink(e)
-			case protocol.KindFile:
-				var f FileSink
-				f, err = r.Sink.File(e)
-				file, fileE, left = f, e, e.Size
-			}
-			if err != nil {
-				r.fail(r.Sink.Where(e), err)
-			} else {
-				r.written()
-			}
-		case protocol.TypeCopyData:
-			if fileE == nil {
-				return nil, fmt.Errorf("copy: %d bytes of data outside a file", len(p))
-			}
-			if int64(len(p)) > left {
-				return nil, fmt.Errorf("copy: file %q: more than its %d bytes", fileE.Path, fileE.Size)
-			}
-			left -= int64(len(p))
-			r.Bytes += int64(len(p))
-			if file != nil {
-				if _, err := file.Write(p); err != nil {
-					file.Abort()
-					file = nil
-					r.fail(r.Sink.Where(fileE), err)
-				}
-			}
-			r.progress()
-		case protocol.TypeCopyEnd:
-			if fileE == nil {
-				return nil, fmt.Errorf("copy: %s outside a file", t)
-			}
-			var end protocol.CopyEnd
-			if err := protocol.Decode(t, p, &end); err != nil {
-				return nil, err
-			}
-			if end.Error == "" && left != 0 {
-				return nil, fmt.Errorf("copy: file %q ended %d bytes short of its %d", fileE.Path, left, fileE.Size)
-			}
-			if file != nil {
-				if end.Error != "" {
-					file.Abort() // the sender has told its problem
-				} else if err := file.Commit(); err != nil {
-					r.fail(r.Sink.Where(fileE), err)
-				}
-			}
-			file, fileE = nil, nil
-		case protocol.TypeCopyProblem:
-			if !r.SenderProblems {
-				return nil, fmt.Errorf("copy: unexpected %s frame", t)
-			}
-			var pr protocol.CopyProblem
-			if err := protocol.Decode(t, p, &pr); err != nil {
-				return nil, err
-			}
-			if !pr.Skipped {
-				r.Problems++
-			}
-			if r.Problem != nil {
-				r.Problem(pr.Path, pr.Message, pr.Skipped)
-			}
-		case protocol.TypeCopyDone:
-			var done protocol.CopyDone
-			if err := protocol.Decode(t, p, &done); err != nil {
-				return nil, err
-			}
-			if err := r.Sink.Finish(); err != nil {
-				r.fail(nil, err)
-			}
-			return &done, nil
-		case protocol.TypeError:
-			var perr protocol.Error
-			if err := protocol.Decode(t, p, &perr); err != nil {
-				return nil, err
-			}
-			return nil, &perr
-		default:
-			return nil, fmt.Errorf("copy: unexpected %s frame", t)
+		r.fail(r.Sink.Where(e), err)
+		r.inTree, r.skipDir = false, []byte{} // a failed root: all beneath it is skipped, named by it
+	} else if e.Kind == protocol.KindSymlink {
+		r.landed(0)
+	}
+	if e.Kind == protocol.KindFile {
+		r.file = &incoming{e: e, sink: f, left: e.Size}
+	}
+	return nil
+}
+
+func (r *Receiver) entry(p []byte) error {
+	e, err := protocol.DecodeEntry(bytes.Clone(p), false)
+	if err != nil {
+		return err
+	}
+	if !r.inTree && r.skipDir == nil {
+		return fmt.Errorf("copy: entry %q outside a directory tree", e.Path)
+	}
+	if r.skipDir != nil && beneath(e.Path, r.skipDir) {
+		if e.Kind == protocol.KindFile {
+			r.file = &incoming{e: e, left: e.Size} // its data is read and dropped
+		}
+		if len(r.skipDir) > 0 {
+			r.fail(r.Sink.Where(e), errNotBeneath)
+		}
+		return nil
+	}
+	if len(r.skipDir) > 0 {
+		r.skipDir = nil
+	}
+	var f FileSink
+	switch e.Kind {
+	case protocol.KindDir:
+		if err = r.Sink.Dir(e); err != nil {
+			r.skipDir = e.Path
+		}
+	case protocol.KindSymlink:
+		err = r.Sink.Symlink(e)
+	case protocol.KindHardlink:
+		err = r.hardlink(e)
+	case protocol.KindFile:
+		f, err = r.Sink.File(e)
+		r.file = &incoming{e: e, sink: f, left: e.Size}
+	}
+	if err != nil {
+		r.fail(r.Sink.Where(e), err)
+	} else if e.Kind == protocol.KindSymlink || e.Kind == protocol.KindHardlink {
+		r.landed(0)
+	}
+	return nil
+}
+
+func (r *Receiver) hardlink(e *protocol.Entry) error {
+	if r.lost.has(e.Link) {
+		return fmt.Errorf("not copied: a hard link to %q, which was not copied", r.Sink.Where(&protocol.Entry{Path: e.Link}))
+	}
+	return r.Sink.Hardlink(e)
+}
+
+func (r *Receiver) data(p []byte) error {
+	f := r.file
+	if f == nil {
+		return fmt.Errorf("copy: %d bytes of data outside a file", len(p))
+	}
+	if int64(len(p)) > f.left {
+		return fmt.Errorf("copy: file %q: more than its %d bytes", f.e.Path, f.e.Size)
+	}
+	f.left -= int64(len(p))
+	r.received += int64(len(p))
+	if f.sink != nil {
+		if _, err := f.sink.Write(p); err != nil {
+			f.abort()
+			r.fail(r.Sink.Where(f.e), err)
 		}
 	}
+	r.progress()
+	return nil
 }
+
+func (r *Receiver) end(p []byte) error {
+	f := r.file
+	if f == nil {
+		return fmt.Errorf("copy: %s outside a file", protocol.TypeCopyEnd)
+	}
+	var end protocol.CopyEnd
+	if err := protocol.Decode(protocol.TypeCopyEnd, p, &end); err != nil {
+		return err
+	}
+	if end.Error == "" && f.left != 0 {
+		return fmt.Errorf("copy: file %q ended %d bytes short of its %d", f.e.Path, f.left, f.e.Size)
+	}
+	r.file = nil
+	if end.Error != "" || f.sink == nil {
+		f.abort() // the sender has told its problem, or the file was dropped
+		r.lost.add(f.e.Path)
+		return nil
+	}
+	err := f.sink.Commit()
+	f.sink = nil
+	if err != nil {
+		r.fail(r.Sink.Where(f.e), err)
+		r.lost.add(f.e.Path)
+		return nil
+	}
+	r.landed(f.e.Size)
+	return nil
+}
+
+// lostFiles is the set of a tree's files that did not land, bounded as a
+// sender picks the paths: past the bounds it holds every path, and each
+// hard link of the tree is named as not copied rather than risk one that
+// names an older file of the destination.
+type lostFiles struct {
+	paths map[string]struct{}
+	bytes int
+	all   bool
+}
+
+const (
+	maxLostFiles = 1 << 16
+	maxLostBytes = 4 << 20
+)
+
+func (l *lostFiles) reset() { *l = lostFiles{} }
+
+func (l *lostFiles) add(p []byte) {
+	if l.all {
+		return
+	}
+	if len(l.paths) >= maxLostFiles || l.bytes+len(p) > maxLostBytes {
+		l.paths, l.all = nil, true
+		return
+	}
+	if l.paths == nil {
+		l.paths = map[string]struct{}{}
+	}
+	l.paths[string(p)] = struct{}{}
+	l.bytes += len(p)
+}
+
+func (l *lostFiles) has(p []byte) bool {
+	_, ok := l.paths[string(p)]
+	return ok || l.all
+}
+
+func (r *Receiver) senderProblem(p []byte) error {
+	if !r.SenderProblems {
+		return fmt.Errorf("copy: unexpected %s frame", protocol.TypeCopyProblem)
+	}
+	var pr protocol.CopyProblem
+	if err := protocol.Decode(protocol.TypeCopyProblem, p, &pr); err != nil {
+		return err
+	}
+	if !pr.Skipped {
+		r.Problems++
+	}
+	if r.Problem != nil {
+		r.Problem(pr.Path, pr.Message, pr.Skipped)
+	}
+	return nil
+}
+
+func (r *Receiver) done(p []byte) (*protocol.CopyDone, error) {
+	var done protocol.CopyDone
+	if err := protocol.Decode(protocol.TypeCopyDone, p, &done); err != nil {
+		return nil, err
+	}
+	if err := r.Sink.Finish(); err != nil {
+		r.fail(nil, err)
+	}
+	return &done, nil
+}
+
+// errNotBeneath names each entry beneath a directory of the tree that
+// failed: every thing not copied is named. (A failed root's one problem
+// names the whole tree, which the user named.)
+var errNotBeneath = errors.New("not copied, as the directory it is in was not")
 
 // beneath reports whether p is dir or beneath it; an empty dir holds all.
 func beneath(p, dir []byte) bool {
@@ -212,14 +340,16 @@ func beneath(p, dir []byte) bool {
 	return bytes.Equal(p, dir) || (bytes.HasPrefix(p, dir) && p[len(dir)] == '/')
 }
 
-func (r *Receiver) written() {
+// landed counts a file or link put in place.
+func (r *Receiver) landed(size int64) {
 	r.Files++
+	r.Bytes += size
 	r.progress()
 }
 
 func (r *Receiver) progress() {
 	if r.Progress != nil {
-		r.Progress(r.Files, r.Bytes)
+		r.Progress(r.Files, r.received)
 	}
 }
 

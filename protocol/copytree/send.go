@@ -26,6 +26,10 @@ type Sender struct {
 	// Follow sends what a source that is a symbolic link points to; links
 	// beneath a source are always sent as links.
 	Follow bool
+	// Hardlinks sends a file met again under another name in the same
+	// tree as a hard link to the first (protocol.KindHardlink): only to a
+	// receiver that takes them.
+	Hardlinks bool
 	// Chunk is the most file data per frame; 0 means 64 KiB, what every
 	// agent accepts.
 	Chunk int
@@ -36,10 +40,57 @@ type Sender struct {
 	// the totals so far.
 	Progress func(files int, bytes int64)
 
-	Files    int   // entries sent
+	Files    int   // files and links sent (directories are not counted)
 	Bytes    int64 // file bytes sent
 	Problems int   // failures told to Problem
 	buf      []byte
+	linked   linkedFiles // the tree's files with other names, sent so far
+}
+
+// linkedFiles maps the files of a tree that have more than one name to
+// the path each was first sent under, bounded: past the bounds a file is
+// sent again under each name, as a file.
+type linkedFiles struct {
+	paths map[fileID][]byte
+	bytes int
+}
+
+type fileID struct{ dev, ino uint64 }
+
+const (
+	maxLinkedFiles = 1 << 16
+	maxLinkedBytes = 4 << 20
+)
+
+// linkID is fi's identity when it has other names.
+func linkID(fi fs.FileInfo) (fileID, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || uint64(st.Nlink) < 2 {
+		return fileID{}, false
+	}
+	return fileID{uint64(st.Dev), uint64(st.Ino)}, true
+}
+
+// sentAs returns the path fi was sent under before, if it was.
+func (l *linkedFiles) sentAs(fi fs.FileInfo) []byte {
+	id, ok := linkID(fi)
+	if !ok {
+		return nil
+	}
+	return l.paths[id]
+}
+
+// remember notes that fi, if it has other names, is sent under rel.
+func (l *linkedFiles) remember(fi fs.FileInfo, rel []byte) {
+	id, ok := linkID(fi)
+	if !ok || len(l.paths) >= maxLinkedFiles || l.bytes+len(rel) > maxLinkedBytes {
+		return
+	}
+	if l.paths == nil {
+		l.paths = map[fileID][]byte{}
+	}
+	l.paths[id] = rel
+	l.bytes += len(rel)
 }
 
 // SourceName splits a source path as the user wrote it into the path to
@@ -65,6 +116,12 @@ func (s *Sender) Send(src string) error {
 	if s.Follow {
 		stat = os.Stat
 	}
+	if strings.HasSuffix(src, "/") || strings.HasSuffix(src, "/.") {
+		// A source written as a directory is one, as path resolution
+		// makes it: a link to a directory is followed ("ld/" and "ld/."
+		// are the directory), and a file is "not a directory".
+		stat = func(p string) (fs.FileInfo, error) { return os.Stat(p + "/") }
+	}
 	fi, err := stat(clean)
 	if err != nil {
 		s.fail([]byte(src), describe(err))
@@ -78,6 +135,7 @@ func (s *Sender) Send(src string) error {
 		contents = false
 	}
 	e.Contents = contents
+	s.linked = linkedFiles{}
 	if e.Kind == protocol.KindSymlink {
 		if e.Link, err = readlink(clean); err != nil {
 			s.fail([]byte(src), describe(err))
@@ -131,36 +189,44 @@ func (s *Sender) sendDir(dir string, rel []byte, shown []byte) error {
 		if !ok {
 			continue
 		}
-		switch e.Kind {
-		case protocol.KindDir:
-			if err := s.write(protocol.TypeCopyEntry, e); err != nil {
-				return err
-			}
-			if err := s.sendDir(p, childRel, childShown); err != nil {
-				return err
-			}
-		case protocol.KindSymlink:
-			if e.Link, err = readlink(p); err != nil {
-				s.fail(childShown, describe(err))
-				continue
-			}
-			if err := s.write(protocol.TypeCopyEntry, e); err != nil {
-				return err
-			}
-		case protocol.KindFile:
-			f, err := openFile(p, false)
-			if err != nil {
-				s.fail(childShown, describe(err))
-				continue
-			}
-			err = s.sendFile(protocol.TypeCopyEntry, e, f, childShown)
-			f.Close()
-			if err != nil {
-				return err
-			}
+		if err := s.sendEntry(p, fi, e, childShown); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// sendEntry sends e, what the directory being sent holds at p (fi), and
+// for a directory all beneath it. The error is the connection's.
+func (s *Sender) sendEntry(p string, fi fs.FileInfo, e *protocol.Entry, shown []byte) error {
+	var err error
+	switch e.Kind {
+	case protocol.KindDir:
+		if err := s.write(protocol.TypeCopyEntry, e); err != nil {
+			return err
+		}
+		return s.sendDir(p, e.Path, shown)
+	case protocol.KindSymlink:
+		if e.Link, err = readlink(p); err != nil {
+			s.fail(shown, describe(err))
+			return nil
+		}
+		return s.write(protocol.TypeCopyEntry, e)
+	}
+	if first := s.linked.sentAs(fi); first != nil {
+		e.Kind, e.Size, e.Link = protocol.KindHardlink, 0, first
+		return s.write(protocol.TypeCopyEntry, e)
+	}
+	f, err := openFile(p, false)
+	if err != nil {
+		s.fail(shown, describe(err))
+		return nil
+	}
+	defer f.Close()
+	if s.Hardlinks {
+		s.linked.remember(fi, e.Path)
+	}
+	return s.sendFile(protocol.TypeCopyEntry, e, f, shown)
 }
 
 // entryOf describes fi as an entry at rel, or tells Problem why it is not
@@ -269,7 +335,9 @@ func (s *Sender) write(t protocol.Type, e *protocol.Entry) error {
 	if err := s.W.WriteFrame(t, b); err != nil {
 		return err
 	}
-	s.Files++
+	if e.Kind != protocol.KindDir {
+		s.Files++
+	}
 	s.progress()
 	return nil
 }

@@ -1,0 +1,63 @@
+package agent_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/corkvm/cork/guest/agent"
+	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/prototest"
+)
+
+func openFds(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("counting fds: %v", err)
+	}
+	return len(fds)
+}
+
+// TestMalformedCopyInsLeaveNothing: copies whose data does not match the
+// sizes they announce, each answered with an error, leave the agent no
+// more fds than before and no temporary file, however many come.
+func TestMalformedCopyInsLeaveNothing(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	dest := t.TempDir()
+	entry := func(e protocol.Entry) []byte {
+		b, err := protocol.EncodeEntry(&e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	copyIn := func(data []byte, end bool) {
+		p := prototest.NewPeer(t, connect(t, srv))
+		p.Hello()
+		p.Send(protocol.TypeCopyIn, &protocol.CopyIn{Dest: []byte(dest), Sources: 1})
+		p.Send(protocol.TypeCopyRoot, entry(protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("t")}))
+		p.Send(protocol.TypeCopyEntry, entry(protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Size: 10, Path: []byte("f")}))
+		p.Send(protocol.TypeCopyData, data)
+		if end {
+			p.Send(protocol.TypeCopyEnd, &protocol.CopyEnd{})
+		}
+		p.ExpectError(protocol.KindProtocol, "file")
+		p.Conn.Close()
+	}
+	copyIn(make([]byte, 20), false) // the agent's first copy may open what it keeps
+	before := openFds(t)
+	for range 50 {
+		copyIn(make([]byte, 20), false) // more than the file's size
+		copyIn(make([]byte, 5), true)   // less
+	}
+	waitFor(t, "the agent's fds to be back where they were", 10*time.Second, func() bool { return openFds(t) <= before })
+	filepath.Walk(dest, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && strings.HasPrefix(fi.Name(), ".cork-cp-") {
+			t.Errorf("temporary file left: %s", p)
+		}
+		return nil
+	})
+}
