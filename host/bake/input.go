@@ -58,7 +58,9 @@ func (b *blob) open() (io.ReadCloser, error) {
 // Limits on what an input holds in memory.
 const (
 	smallFile   = 1 << 20  // files up to this size are held in memory
-	memoryLimit = 64 << 20 // and no more than this in all
+	memoryLimit = 64 << 20 // and no more than this in all, names included
+	maxName     = 4096     // bytes in a file name or link target
+	entryCost   = 256      // what one file's record costs beside its name
 )
 
 // inputFiles is everything read from an input.
@@ -134,6 +136,9 @@ func (rd *reader) add(name string, size int64, r io.Reader) error {
 	if name == "" || name == "." {
 		return nil
 	}
+	if err := rd.retain(name, ""); err != nil {
+		return err
+	}
 	b := &blob{name: name, size: size}
 	var dst io.Writer
 	var finish func() error
@@ -178,6 +183,46 @@ func (rd *reader) add(name string, size int64, r io.Reader) error {
 		return fmt.Errorf("%s is corrupt: blob %s hashes to %s", rd.label, name, b.digest)
 	}
 	return nil
+}
+
+// link records a symlink or hard link to target.
+func (rd *reader) link(name, target string) error {
+	name = cleanName(name)
+	if err := rd.retain(name, target); err != nil {
+		return err
+	}
+	rd.files.links[name] = target
+	return nil
+}
+
+// retain admits one more name (and a link's target) to what the input
+// holds in memory: each is counted against memoryLimit, so that an archive
+// of many long names cannot hold more than its files could. An entry that
+// comes twice is refused: which copy the image meant is anyone's guess.
+func (rd *reader) retain(name, target string) error {
+	if len(name) > maxName || len(target) > maxName {
+		return fmt.Errorf("%s: an entry of %d bytes of name and %d of link target (%s); image archives use names of at most %d bytes",
+			rd.label, len(name), len(target), shortName(name), maxName)
+	}
+	_, isBlob := rd.files.blobs[name]
+	_, isLink := rd.files.links[name]
+	if isBlob || isLink {
+		return fmt.Errorf("%s holds %s twice; an image archive names each file once", rd.label, shortName(name))
+	}
+	cost := int64(entryCost + len(name) + len(target))
+	if rd.files.held+cost > memoryLimit {
+		return fmt.Errorf("%s: more files and names than cork bake holds (%d MiB of names and small files)", rd.label, memoryLimit>>20)
+	}
+	rd.files.held += cost
+	return nil
+}
+
+// shortName is name cut to a length that fits in a message.
+func shortName(name string) string {
+	if len(name) > 100 {
+		return fmt.Sprintf("%s... (%d bytes)", name[:100], len(name))
+	}
+	return name
 }
 
 // copy moves r's bytes to dst, hashing them, noting a compressed layer and
@@ -321,6 +366,9 @@ func (rd *reader) readTar(r io.Reader) error {
 	var end int64 // where the last entry's data ended
 	entries := 0
 	for {
+		if err := rd.ctx.Err(); err != nil {
+			return err
+		}
 		h, err := tr.Next()
 		if err == io.EOF {
 			if entries == 0 {
@@ -343,21 +391,49 @@ func (rd *reader) readTar(r io.Reader) error {
 			return fmt.Errorf("%s: after %d entries: %v", rd.label, entries, err)
 		}
 		entries++
-		switch h.Typeflag {
-		case tar.TypeReg:
-			if err := rd.add(h.Name, h.Size, tr); err != nil {
-				return err
-			}
-		case tar.TypeSymlink:
-			rd.files.links[cleanName(h.Name)] = h.Linkname
-		case tar.TypeLink:
-			rd.files.links[cleanName(h.Name)] = "/" + cleanName(h.Linkname)
+		if err := rd.entry(h, tr); err != nil {
+			return err
 		}
 		end = cr.n
 		if pad := end % 512; pad != 0 {
 			end += 512 - pad
 		}
 	}
+}
+
+// entry takes one tar entry: a file, or a link as docker save uses them to
+// share a layer between images. Other entries (directories) carry nothing
+// an image needs.
+func (rd *reader) entry(h *tar.Header, r io.Reader) error {
+	// A sparse entry's size is what it expands to, not what the archive
+	// holds: a few bytes can claim a terabyte of zeros. No image tool
+	// writes them.
+	if isSparse(h) {
+		return fmt.Errorf("%s: %s is a sparse file; image archives hold none", rd.label, shortName(h.Name))
+	}
+	switch h.Typeflag {
+	case tar.TypeReg:
+		return rd.add(h.Name, h.Size, r)
+	case tar.TypeSymlink:
+		return rd.link(h.Name, h.Linkname)
+	case tar.TypeLink:
+		return rd.link(h.Name, "/"+cleanName(h.Linkname))
+	}
+	return nil
+}
+
+// isSparse reports whether h is a GNU sparse file, in the old GNU format
+// or in PAX records.
+func isSparse(h *tar.Header) bool {
+	if h.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }
 
 // countingReader counts the bytes read through it.
