@@ -70,8 +70,13 @@ type baker struct {
 	progress *progress
 	created  time.Time
 	agents   map[string]*agentBlob
-	images   []*platformImage
 	dropped  int // attestation manifests left out
+	// What an OCI input's indexes became, by media type and digest, so
+	// that each distinct image is baked once, and the work done so far.
+	baked       map[string]bakedRef
+	descriptors int
+	imagesBaked int
+	images      []*platformImage // for a docker output: its one image
 }
 
 // agentBlob is the layer holding one architecture's corkd.
@@ -95,7 +100,7 @@ func Bake(ctx context.Context, in, out string, opts Options) (err error) {
 	if opts.Agent == nil {
 		return errors.New("no corkd binaries to bake")
 	}
-	b := &baker{ctx: ctx, opts: opts, label: in, agents: map[string]*agentBlob{},
+	b := &baker{ctx: ctx, opts: opts, label: in, agents: map[string]*agentBlob{}, baked: map[string]bakedRef{},
 		files: &inputFiles{blobs: map[string]*blob{}, links: map[string]string{}}, created: opts.Created}
 	if b.created.IsZero() {
 		b.created = time.Now()
@@ -179,7 +184,12 @@ func Bake(ctx context.Context, in, out string, opts Options) (err error) {
 		b.note("dropped %d attestation manifest(s): they describe the image before the bake", b.dropped)
 	}
 	b.progress.stop()
-	return b.interrupted(o.commit())
+	// A signal that came while the image was being written stops the
+	// bake here at the latest: the output is not committed after it.
+	if err := ctx.Err(); err != nil {
+		return b.interrupted(err)
+	}
+	return b.interrupted(o.commit(ctx))
 }
 
 // interruptible reads r in a goroutine of its own, so that cancelling ctx

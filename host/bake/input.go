@@ -320,6 +320,9 @@ func (rd *reader) readDir(dir string) error {
 		if err != nil {
 			return err
 		}
+		if err := rd.ctx.Err(); err != nil {
+			return err
+		}
 		if !d.Type().IsRegular() {
 			return nil
 		}

@@ -2,6 +2,7 @@ package bake
 
 import (
 	"archive/tar"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -160,8 +161,9 @@ func (o *output) settle(in Format) error {
 	return nil
 }
 
-// commit finishes the output and moves it into place.
-func (o *output) commit() error {
+// commit finishes the output and moves it into place, unless ctx is
+// cancelled first.
+func (o *output) commit(ctx context.Context) error {
 	if err := o.sink.close(); err != nil {
 		return err
 	}
@@ -172,7 +174,13 @@ func (o *output) commit() error {
 		if err := o.file.Close(); err != nil {
 			return err
 		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		return os.Rename(o.file.Name(), o.dest)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	layout := o.sink.(*dirSink).root
 	if _, err := os.Stat(o.dest); err == nil { // --force
