@@ -186,3 +186,54 @@ func TestNamesCountAgainstMemory(t *testing.T) {
 		t.Fatalf("got %v, want a short refusal of the long name", err)
 	}
 }
+
+// TestStaleStagingCleaned: a bake removes the staging areas a killed bake
+// left, beside its output and in TMPDIR, and none that a bake still owns:
+// one whose pid is alive, or whose lock is held (its owner in another pid
+// namespace) (issue 25 item 6).
+func TestStaleStagingCleaned(t *testing.T) {
+	dir, tmp := t.TempDir(), t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	pidMax, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	if err != nil {
+		t.Skip(err)
+	}
+	dead, _ := strconv.Atoi(strings.TrimSpace(string(pidMax)))
+	dead++ // no process has it
+	area := func(parent string, pid int, name string) string {
+		p := filepath.Join(parent, fmt.Sprintf("%s%d-%s", stagingPrefix, pid, name))
+		os.MkdirAll(filepath.Join(p, "spool"), 0o700)
+		os.WriteFile(filepath.Join(p, "spool", "spool-1"), make([]byte, 1<<20), 0o600)
+		return p
+	}
+	var stale, kept []string
+	for _, parent := range []string{dir, tmp} {
+		stale = append(stale, area(parent, dead, "killed"))
+		kept = append(kept, area(parent, os.Getpid(), "running"))
+		locked := area(parent, dead, "elsewhere")
+		f, err := os.Open(locked)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			t.Fatal(err)
+		}
+		kept = append(kept, locked)
+	}
+	in := filepath.Join(t.TempDir(), "in.tar")
+	writeDocker(t, baseImage(t, "amd64", false), in)
+	if err := bake(in, filepath.Join(dir, "out.tar"), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range stale {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("stale %s was left", p)
+		}
+	}
+	for _, p := range kept {
+		if _, err := os.Stat(filepath.Join(p, "spool", "spool-1")); err != nil {
+			t.Errorf("%s, in use, was removed", p)
+		}
+	}
+}

@@ -25,7 +25,7 @@ type output struct {
 	guessed bool
 	sink    sink
 	dest    string // "" for stdout
-	staging string // beside dest; removed when the bake ends, however it ends
+	stage   *staging // beside dest, or in TMPDIR for spool files; removed when the bake ends
 	file    *os.File
 }
 
@@ -76,22 +76,24 @@ func newOutput(out string, format Format, inDir bool, w io.Writer) (*output, err
 	}
 	o := &output{format: format}
 	if out == "-" {
+		cleanStale(os.TempDir())
 		o.sink = newTarSink(w)
 		return o, nil
 	}
 	o.dest = out
-	staging, err := os.MkdirTemp(filepath.Dir(out), ".cork-bake-")
+	cleanStale(os.TempDir()) // where spool files of a bake to stdout go
+	stage, err := newStaging(filepath.Dir(out))
 	if err != nil {
 		return nil, err
 	}
-	o.staging = staging
+	o.stage = stage
 	if format == OCILayout {
-		o.sink = &dirSink{root: filepath.Join(staging, "layout"), names: map[string]bool{}}
+		o.sink = &dirSink{root: filepath.Join(stage.dir, "layout"), names: map[string]bool{}}
 		return o, nil
 	}
-	f, err := os.Create(filepath.Join(staging, "image.tar"))
+	f, err := os.Create(filepath.Join(stage.dir, "image.tar"))
 	if err != nil {
-		os.RemoveAll(staging)
+		stage.remove()
 		return nil, err
 	}
 	o.file = f
@@ -102,15 +104,15 @@ func newOutput(out string, format Format, inDir bool, w io.Writer) (*output, err
 // spoolDir returns a directory for spool files: in the staging area, or
 // in TMPDIR for stdout.
 func (o *output) spoolDir() (string, error) {
-	if o.staging != "" {
-		dir := filepath.Join(o.staging, "spool")
-		return dir, os.MkdirAll(dir, 0o700)
+	if o.stage == nil {
+		stage, err := newStaging(os.TempDir())
+		if err != nil {
+			return "", err
+		}
+		o.stage = stage
 	}
-	dir, err := os.MkdirTemp("", "cork-bake-")
-	if err == nil {
-		o.staging = dir
-	}
-	return dir, err
+	dir := filepath.Join(o.stage.dir, "spool")
+	return dir, os.MkdirAll(dir, 0o700)
 }
 
 // streamName is the name under which an input file goes straight into the
@@ -184,7 +186,7 @@ func (o *output) commit(ctx context.Context) error {
 	}
 	layout := o.sink.(*dirSink).root
 	if _, err := os.Stat(o.dest); err == nil { // --force
-		if err := os.Rename(o.dest, filepath.Join(o.staging, "replaced")); err != nil {
+		if err := os.Rename(o.dest, filepath.Join(o.stage.dir, "replaced")); err != nil {
 			return err
 		}
 	}
@@ -196,8 +198,8 @@ func (o *output) cleanup() {
 	if o.file != nil {
 		o.file.Close()
 	}
-	if o.staging != "" {
-		os.RemoveAll(o.staging)
+	if o.stage != nil {
+		o.stage.remove()
 	}
 }
 
