@@ -56,27 +56,33 @@ func bakeMain(args []string) int {
 	}
 
 	// Ctrl-C, SIGTERM or SIGHUP stop the bake, which then removes what it
-	// wrote.
+	// wrote; a second one exits at once, for a bake stuck where it cannot
+	// notice (a read from a hung file system), removing it here.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sigs := make(chan os.Signal, 1)
+	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	var caught os.Signal
+	caught := make(chan syscall.Signal, 1)
 	go func() {
-		if s, ok := <-sigs; ok {
-			caught = s
-			cancel()
+		s, ok := <-sigs
+		if !ok {
+			return
+		}
+		caught <- s.(syscall.Signal)
+		cancel()
+		fmt.Fprintf(os.Stderr, "cork: bake: stopping (%v again exits at once)\n", s)
+		if s, ok = <-sigs; ok {
+			bake.Abandon()
+			fmt.Fprintf(os.Stderr, "cork: bake: interrupted twice; nothing was written\n")
+			os.Exit(128 + int(s.(syscall.Signal)))
 		}
 	}()
 
 	err = bake.Bake(ctx, fs.Arg(0), fs.Arg(1), opts)
 	if err != nil && ctx.Err() != nil {
 		fmt.Fprintf(os.Stderr, "cork: bake: %v; nothing was written\n", err)
-		if s, ok := caught.(syscall.Signal); ok {
-			return 128 + int(s)
-		}
-		return ExitCorkError
+		return 128 + int(<-caught)
 	}
 	if err != nil {
 		return fail("bake: %v", err)
