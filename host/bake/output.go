@@ -24,7 +24,7 @@ type output struct {
 	format  Format
 	guessed bool
 	sink    sink
-	dest    string // "" for stdout
+	dest    string   // "" for stdout
 	stage   *staging // beside dest, or in TMPDIR for spool files; removed when the bake ends
 	file    *os.File
 }
