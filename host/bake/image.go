@@ -84,13 +84,13 @@ func (b *baker) bakeDocker() error {
 		if lb == nil {
 			return fmt.Errorf("%s is incomplete: manifest.json names layer %s, which is not in it", b.label, name)
 		}
-		// A layer's diff id is the digest of its uncompressed tar. A
-		// compressed layer named by its digest was checked by its name.
-		got := lb.digest
-		if lb.compression != "" {
-			got = lb.diffID
+		// A layer's diff id is the digest of its uncompressed tar, and
+		// the only digest a docker archive gives for it.
+		got, err := b.diffID(lb)
+		if err != nil {
+			return err
 		}
-		if got != (v1.Hash{}) && got != cfg.rootfs.DiffIDs[i] {
+		if got != cfg.rootfs.DiffIDs[i] {
 			return fmt.Errorf("%s is corrupt: layer %s hashes to %s, its config says %s", b.label, name, got, cfg.rootfs.DiffIDs[i])
 		}
 		layers = append(layers, layerRef{blob: lb, desc: v1.Descriptor{
@@ -143,6 +143,38 @@ func (b *baker) blobFor(d v1.Descriptor, where string) (*blob, error) {
 		return nil, fmt.Errorf("%s is corrupt: blob %s has %d bytes, %s says %d", b.label, d.Digest, bl.size, where, d.Size)
 	}
 	return bl, nil
+}
+
+// diffID returns the digest of a layer's uncompressed bytes: its digest
+// for an uncompressed one; for a compressed one, the hash taken as it
+// was read, or else taken now from where its bytes went.
+func (b *baker) diffID(lb *blob) (v1.Hash, error) {
+	if lb.compression == "" {
+		return lb.digest, nil
+	}
+	if lb.diffID == (v1.Hash{}) && lb.diffErr == nil {
+		r, err := b.reopen(lb)
+		if err != nil {
+			return v1.Hash{}, err
+		}
+		lb.diffID, lb.diffErr = hashUncompressed(lb.compression, ctxReader{b.ctx, r})
+		r.Close()
+	}
+	if lb.diffErr != nil {
+		if err := b.ctx.Err(); err != nil {
+			return v1.Hash{}, err
+		}
+		return v1.Hash{}, fmt.Errorf("%s is corrupt: %s is %v", b.label, lb.name, lb.diffErr)
+	}
+	return lb.diffID, nil
+}
+
+// reopen reads a blob's bytes again, wherever they went.
+func (b *baker) reopen(lb *blob) (io.ReadCloser, error) {
+	if lb.written == "" {
+		return lb.open()
+	}
+	return b.out.reopen(lb.written, lb.size)
 }
 
 // ociLayerType is the OCI media type of a layer of media type t.

@@ -17,6 +17,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 )
 
 // An input is read once, front to back, whatever its format: a tar's
@@ -33,11 +34,13 @@ type blob struct {
 	size   int64
 	digest v1.Hash // sha256 of its bytes, as read
 	// compression is "gzip" or "zstd" when the bytes are a compressed
-	// layer, "" otherwise; diffID is the sha256 of a gzip blob's
-	// uncompressed bytes, computed as it passed when its name does not
-	// give its digest.
+	// layer, "" otherwise; diffID is the sha256 of a compressed blob's
+	// uncompressed bytes, or diffErr why they are not valid, computed as
+	// it passed when its name does not give its digest or its bytes go to
+	// stdout, and otherwise only if a docker archive's config needs it.
 	compression string
 	diffID      v1.Hash
+	diffErr     error
 
 	data    []byte // a small file, held in memory
 	spool   string // a large file the output could not take yet
@@ -225,33 +228,26 @@ func shortName(name string) string {
 	return name
 }
 
-// copy moves r's bytes to dst, hashing them, noting a compressed layer and
-// hashing its uncompressed bytes too (a docker archive's config names
-// layers by that digest).
+// copy moves r's bytes to dst, hashing them, noting a compressed layer
+// and hashing its uncompressed bytes too when they cannot be read again
+// later (a docker archive's config names layers by that digest).
 func (rd *reader) copy(b *blob, dst io.Writer, r io.Reader) error {
 	h := sha256.New()
 	br := bufio.NewReaderSize(r, 1<<20)
 	head, _ := br.Peek(4)
-	var unz *gzipHasher
-	if bytes.HasPrefix(head, gzipMagic) {
-		b.compression = "gzip"
-		// A blob named by its digest is checked by that name; a gzip'd
-		// layer of another name only by the diff id its config gives.
-		if _, ok := blobHex(b.name); !ok {
-			unz = newGzipHasher()
+	var unz *uncompressedHasher
+	if b.compression = compressionOf(head); b.compression != "" {
+		// A blob named by its digest goes into the output under that
+		// name, where it can be read again: unless that is stdout.
+		if _, named := blobHex(b.name); !named || rd.out.dest == "" {
+			unz = newUncompressedHasher(b.compression)
 			dst = io.MultiWriter(dst, unz)
 		}
-	} else if bytes.HasPrefix(head, zstdMagic) {
-		b.compression = "zstd"
 	}
 	n, err := io.Copy(io.MultiWriter(dst, h, rd.progress), ctxReader{rd.ctx, br})
 	b.size = n
 	if unz != nil {
-		d, zerr := unz.finish()
-		if err == nil && zerr != nil {
-			return fmt.Errorf("%s is corrupt: %s is not valid gzip: %v", rd.label, b.name, zerr)
-		}
-		b.diffID = d
+		b.diffID, b.diffErr = unz.finish()
 	}
 	if err != nil {
 		return err
@@ -267,8 +263,47 @@ var (
 	bz2Magic  = []byte("BZh")
 )
 
-// gzipHasher hashes the uncompressed bytes of a gzip stream written to it.
-type gzipHasher struct {
+// compressionOf names the compression a layer's first bytes show.
+func compressionOf(head []byte) string {
+	switch {
+	case bytes.HasPrefix(head, gzipMagic):
+		return "gzip"
+	case bytes.HasPrefix(head, zstdMagic):
+		return "zstd"
+	}
+	return ""
+}
+
+// hashUncompressed returns the sha256 of what r uncompresses to.
+func hashUncompressed(compression string, r io.Reader) (v1.Hash, error) {
+	h := sha256.New()
+	var err error
+	switch compression {
+	case "gzip":
+		var zr *gzip.Reader
+		if zr, err = gzip.NewReader(r); err == nil {
+			_, err = io.Copy(h, zr)
+		}
+	case "zstd":
+		// A window of more than zstd's --long default is refused
+		// rather than allocated.
+		var zr *zstd.Decoder
+		if zr, err = zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20), zstd.WithDecoderLowmem(true)); err == nil {
+			_, err = io.Copy(h, zr)
+			zr.Close()
+		}
+	default:
+		_, err = io.Copy(h, r)
+	}
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("not valid %s: %v", compression, err)
+	}
+	return v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", h.Sum(nil))}, nil
+}
+
+// uncompressedHasher hashes the uncompressed bytes of a compressed stream
+// written to it, in a goroutine of its own.
+type uncompressedHasher struct {
 	pw   *io.PipeWriter
 	done chan result
 }
@@ -278,24 +313,20 @@ type result struct {
 	err error
 }
 
-func newGzipHasher() *gzipHasher {
+func newUncompressedHasher(compression string) *uncompressedHasher {
 	pr, pw := io.Pipe()
-	g := &gzipHasher{pw: pw, done: make(chan result, 1)}
+	g := &uncompressedHasher{pw: pw, done: make(chan result, 1)}
 	go func() {
-		h := sha256.New()
-		zr, err := gzip.NewReader(pr)
-		if err == nil {
-			_, err = io.Copy(h, zr)
-		}
+		sum, err := hashUncompressed(compression, pr)
 		io.Copy(io.Discard, pr) // let the writer finish whatever happened
-		g.done <- result{v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", h.Sum(nil))}, err}
+		g.done <- result{sum, err}
 	}()
 	return g
 }
 
-func (g *gzipHasher) Write(p []byte) (int, error) { return g.pw.Write(p) }
+func (g *uncompressedHasher) Write(p []byte) (int, error) { return g.pw.Write(p) }
 
-func (g *gzipHasher) finish() (v1.Hash, error) {
+func (g *uncompressedHasher) finish() (v1.Hash, error) {
 	g.pw.Close()
 	r := <-g.done
 	return r.sum, r.err

@@ -193,6 +193,19 @@ func (o *output) commit(ctx context.Context) error {
 	return os.Rename(layout, o.dest)
 }
 
+// reopen reads back a file of size bytes already in the output.
+func (o *output) reopen(name string, size int64) (io.ReadCloser, error) {
+	switch s := o.sink.(type) {
+	case *dirSink:
+		return os.Open(filepath.Join(s.root, filepath.FromSlash(name)))
+	case *tarSink:
+		if off, ok := s.offsets[name]; ok && o.file != nil {
+			return io.NopCloser(io.NewSectionReader(o.file, off, size)), nil
+		}
+	}
+	return nil, fmt.Errorf("%s went to stdout as it was read", name)
+}
+
 // cleanup removes whatever the bake left in its staging area.
 func (o *output) cleanup() {
 	if o.file != nil {
@@ -207,12 +220,27 @@ func (o *output) cleanup() {
 // OCI archives have them, every entry root's and undated, so the same
 // image makes the same archive.
 type tarSink struct {
-	tw    *tar.Writer
-	names map[string]bool
+	tw      *tar.Writer
+	names   map[string]bool
+	written *countingWriter
+	offsets map[string]int64 // where each file's bytes start
 }
 
 func newTarSink(w io.Writer) *tarSink {
-	return &tarSink{tw: tar.NewWriter(w), names: map[string]bool{}}
+	cw := &countingWriter{w: w}
+	return &tarSink{tw: tar.NewWriter(cw), names: map[string]bool{}, written: cw, offsets: map[string]int64{}}
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 func (s *tarSink) has(name string) bool { return s.names[name] }
@@ -231,6 +259,7 @@ func (s *tarSink) create(name string, size int64) (io.WriteCloser, error) {
 	if err := s.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644, ModTime: time.Unix(0, 0), Format: tar.FormatPAX}); err != nil {
 		return nil, err
 	}
+	s.offsets[name] = s.written.n
 	return &sized{w: s.tw, name: name, want: size}, nil
 }
 
