@@ -66,6 +66,37 @@ func checkOutput(out string, format Format, inDir, force bool) error {
 	case !force:
 		return fmt.Errorf("%s exists; give --force to replace it", out)
 	}
+	return checkReplaceable(out, st.IsDir())
+}
+
+// checkReplaceable refuses, even with force, to replace what bake would not
+// have written: a directory that is not an OCI layout, a file that is not
+// a tar. A mistyped output must not cost a source tree.
+func checkReplaceable(out string, isDir bool) error {
+	if isDir {
+		if st, err := os.Lstat(filepath.Join(out, "oci-layout")); err == nil && st.Mode().IsRegular() {
+			return nil
+		}
+		ents, _ := os.ReadDir(out)
+		var names []string
+		for i, e := range ents {
+			if i == 3 {
+				names = append(names, "...")
+				break
+			}
+			names = append(names, e.Name())
+		}
+		return fmt.Errorf("%s is in the way: a directory that is not an OCI layout (it holds %d entries: %s); --force replaces only an image: move it or name another output",
+			out, len(ents), strings.Join(names, ", "))
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := tar.NewReader(f).Next(); err != nil {
+		return fmt.Errorf("%s is in the way: a file that is not a tar archive; --force replaces only an image: move it or name another output", out)
+	}
 	return nil
 }
 
