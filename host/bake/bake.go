@@ -118,6 +118,11 @@ func Bake(ctx context.Context, in, out string, opts Options) (err error) {
 		}
 		inDir = st.IsDir()
 		if inDir {
+			// A walk does not enter a root that is a symlink: start it
+			// from where the link leads.
+			if real, err := filepath.EvalSymlinks(in); err == nil {
+				in = real
+			}
 			if _, err := os.Stat(filepath.Join(in, "oci-layout")); err != nil {
 				return fmt.Errorf("%s: a directory without an oci-layout file is not an OCI image layout", in)
 			}

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -129,6 +130,84 @@ func TestEveryLayerChecked(t *testing.T) {
 					t.Fatalf("left %v", ents)
 				}
 			})
+		}
+	}
+}
+
+// tarNames lists a tar file's entries.
+func tarNames(t *testing.T, path string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var names []string
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return names
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, h.Name)
+	}
+}
+
+// TestUnreferencedNotCarried: a large file no image names is not carried
+// into a docker output, and a large layer under a name no tool uses still
+// is, because the image names it (issue 25 item 6: a 4 GiB entry from a
+// 4 MB .tar.gz went into the output).
+func TestUnreferencedNotCarried(t *testing.T) {
+	layer := bigLayer("etc/passwd")
+	in := dockerArchive([]file{{"junk.bin", make([]byte, 3<<20)}, {"layers/0.tar", layer}}, []string{"layers/0.tar"}, layer)
+	out := filepath.Join(t.TempDir(), "out.tar")
+	if err := bake("-", out, Options{Stdin: bytes.NewReader(in), Format: Docker}); err != nil {
+		t.Fatal(err)
+	}
+	if names := tarNames(t, out); slices.Contains(names, "junk.bin") {
+		t.Fatalf("the output holds %v", names)
+	}
+	agent, _ := os.Stat(agents["amd64"])
+	if st, _ := os.Stat(out); st.Size() > int64(len(layer))+agent.Size()+1<<20 {
+		t.Fatalf("the output has %d bytes for a %d-byte layer and a %d-byte agent", st.Size(), len(layer), agent.Size())
+	}
+	readBaked(t, out, Docker)
+}
+
+// TestSymlinkToLayout: IN may be a symlink to an OCI layout, written
+// without a trailing slash (issue 25 item 6).
+func TestSymlinkToLayout(t *testing.T) {
+	dir := t.TempDir()
+	writeOCILayout(t, baseImage(t, "amd64", true), filepath.Join(dir, "real-oci"))
+	if err := os.Symlink("real-oci", filepath.Join(dir, "link-oci")); err != nil {
+		t.Fatal(err)
+	}
+	if err := bake(filepath.Join(dir, "link-oci"), filepath.Join(dir, "out"), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	readBaked(t, filepath.Join(dir, "out"), OCILayout)
+}
+
+// TestEmptyDescriptorNamed: a descriptor with no digest or media type is
+// refused naming the file that holds it and what it lacks (issue 25 item
+// 6: "blob : () is not in it").
+func TestEmptyDescriptorNamed(t *testing.T) {
+	dir, m := layoutWithIndex(t)
+	md, _ := json.Marshal(m)
+	noType := m
+	noType.MediaType = ""
+	nd, _ := json.Marshal(noType)
+	for _, tc := range []struct{ manifests, text string }{
+		{string(md) + ",{}", "index.json, manifest 2 of 2 has no digest"},
+		{string(nd), "index.json, manifest 1 of 1 has no mediaType"},
+	} {
+		os.WriteFile(filepath.Join(dir, "index.json"), []byte(`{"schemaVersion":2,"manifests":[`+tc.manifests+`]}`), 0o644)
+		err := bake(dir, filepath.Join(t.TempDir(), "out"), Options{})
+		if err == nil || !strings.Contains(err.Error(), tc.text) {
+			t.Fatalf("got %v, want %q", err, tc.text)
 		}
 	}
 }

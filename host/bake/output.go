@@ -150,9 +150,9 @@ func (o *output) spoolDir() (string, error) {
 // output, when it can before the image's metadata is read. A blob of an
 // OCI layout, and a layer named by its digest (podman's and skopeo's docker
 // archives), go in as blobs/sha256/HEX in either format, and the digest is
-// checked when the metadata is read; any other file keeps its name in a
-// docker tarball, whose manifest.json names its files, and is spooled for an
-// OCI layout, which names blobs by digest.
+// checked when the metadata is read; a file named as a docker layer keeps
+// its name in a docker tarball, whose manifest.json names its files; any
+// other file is spooled.
 func (o *output) streamName(name string) (string, bool) {
 	if _, ok := blobHex(name); ok {
 		return name, true
@@ -169,10 +169,20 @@ func (o *output) streamName(name string) (string, bool) {
 		// output in the input's format, is a docker tarball.
 		o.format, o.guessed = Docker, true
 	}
-	if o.format == Docker {
+	// Only a file named as docker save (ID/layer.tar) or
+	// go-containerregistry (HEX.tar.gz) name layers goes in as read: any
+	// other is spooled, and goes in only if the image names it.
+	if o.format == Docker && (isLegacyLayerName(name) || isGzipLayerName(name)) {
 		return name, true
 	}
 	return "", false
+}
+
+// isGzipLayerName reports whether name is HEX.tar.gz, as
+// go-containerregistry's tarballs name layers.
+func isGzipLayerName(name string) bool {
+	hex, ok := strings.CutSuffix(name, ".tar.gz")
+	return ok && isSHA256Hex(hex)
 }
 
 // isLegacyLayerName reports whether name is ID/layer.tar, as docker save
