@@ -101,7 +101,7 @@ func Bake(ctx context.Context, in, out string, opts Options) (err error) {
 		return errors.New("no corkd binaries to bake")
 	}
 	b := &baker{ctx: ctx, opts: opts, label: in, agents: map[string]*agentBlob{}, baked: map[string]bakedRef{},
-		files: &inputFiles{blobs: map[string]*blob{}, links: map[string]string{}}, created: opts.Created}
+		files: &inputFiles{blobs: map[string]*blob{}, links: map[string]string{}, declared: map[string]int64{}}, created: opts.Created}
 	if b.created.IsZero() {
 		b.created = time.Now()
 	}

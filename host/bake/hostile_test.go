@@ -3,6 +3,7 @@ package bake
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // countWriter counts the bytes written to it.
@@ -237,3 +240,39 @@ func TestStaleStagingCleaned(t *testing.T) {
 		}
 	}
 }
+
+// TestEntrySizeCappedByDescriptor: an archive entry for a blob whose size
+// the metadata before it gives is refused, before a byte of it is written,
+// when it claims more (issue 25 item 1).
+func TestEntrySizeCappedByDescriptor(t *testing.T) {
+	dir, m := layoutWithIndex(t)
+	var manifest v1.Manifest
+	mdata, _ := os.ReadFile(filepath.Join(dir, "blobs", "sha256", m.Digest.Hex))
+	json.Unmarshal(mdata, &manifest)
+	var archive bytes.Buffer
+	tw := tar.NewWriter(&archive)
+	add := func(name string, size int64, r io.Reader) {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644})
+		io.Copy(tw, r)
+	}
+	for _, name := range []string{"oci-layout", "index.json", "blobs/sha256/" + m.Digest.Hex, "blobs/sha256/" + manifest.Config.Digest.Hex} {
+		data, _ := os.ReadFile(filepath.Join(dir, name))
+		add(name, int64(len(data)), bytes.NewReader(data))
+	}
+	const claimed = 64 << 20
+	add("blobs/sha256/"+manifest.Layers[0].Digest.Hex, claimed, io.LimitReader(zeros{}, claimed))
+	tw.Close()
+	var out countWriter
+	err := bake("-", "-", Options{Stdin: &archive, Stdout: &out, Format: OCIArchive})
+	t.Logf("refused: %v", err)
+	if out.n > 1<<20 {
+		t.Fatalf("wrote %d bytes", out.n)
+	}
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("has %d bytes, its descriptor says %d", claimed, manifest.Layers[0].Size)) {
+		t.Fatalf("got %v, want the sizes named", err)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -70,6 +71,7 @@ const (
 type inputFiles struct {
 	blobs    map[string]*blob
 	links    map[string]string // symlinks, name -> target (docker save's <id>/layer.tar)
+	declared map[string]int64  // blob sizes, by hex digest, that metadata read so far gives
 	held     int64             // bytes held in memory
 	spoolDir string
 }
@@ -142,6 +144,11 @@ func (rd *reader) add(name string, size int64, r io.Reader) error {
 	if err := rd.retain(name, ""); err != nil {
 		return err
 	}
+	if hex, ok := blobHex(name); ok {
+		if want, ok := rd.files.declared[hex]; ok && want != size {
+			return fmt.Errorf("%s is corrupt: blob %s has %d bytes, its descriptor says %d", rd.label, name, size, want)
+		}
+	}
 	b := &blob{name: name, size: size}
 	var dst io.Writer
 	var finish func() error
@@ -182,10 +189,45 @@ func (rd *reader) add(name string, size int64, r io.Reader) error {
 		return err
 	}
 	rd.files.blobs[name] = b
-	if claimed, ok := blobHex(name); ok && claimed != b.digest.Hex {
+	claimed, named := blobHex(name)
+	if named && claimed != b.digest.Hex {
 		return fmt.Errorf("%s is corrupt: blob %s hashes to %s", rd.label, name, b.digest)
 	}
+	if b.data != nil && (named || name == "index.json") {
+		rd.declare(b.data)
+	}
 	return nil
+}
+
+// declare records the sizes a manifest or index gives the blobs it names,
+// so that a blob that comes after it in the archive is refused before a
+// byte of it is copied when its size is another.
+func (rd *reader) declare(data []byte) {
+	if len(data) == 0 || data[0] != '{' || jsonValues(data) > maxJSONValues {
+		return
+	}
+	type sized struct {
+		Digest v1.Hash
+		Size   int64
+	}
+	var m struct {
+		Config            *sized
+		Layers, Manifests []sized
+	}
+	if json.Unmarshal(data, &m) != nil {
+		return
+	}
+	if m.Config != nil {
+		m.Layers = append(m.Layers, *m.Config)
+	}
+	for _, d := range append(m.Layers, m.Manifests...) {
+		if len(rd.files.declared) >= maxTotalDescriptors {
+			return
+		}
+		if _, ok := rd.files.declared[d.Digest.Hex]; !ok && d.Digest.Algorithm == "sha256" {
+			rd.files.declared[d.Digest.Hex] = d.Size
+		}
+	}
 }
 
 // link records a symlink or hard link to target.
