@@ -82,9 +82,11 @@ func Abandon() {
 func cleanStale(dir string) {
 	paths, _ := filepath.Glob(filepath.Join(dir, stagingPrefix+"*"))
 	for _, p := range paths {
-		pid, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(p), stagingPrefix), "-")
+		// Older corks named areas .cork-bake-RANDOM, without a pid or a
+		// lock: such an area cannot be told from one in use.
+		pid, _, named := strings.Cut(strings.TrimPrefix(filepath.Base(p), stagingPrefix), "-")
 		n, err := strconv.Atoi(pid)
-		if err != nil || n <= 0 {
+		if !named || err != nil || n <= 0 {
 			continue
 		}
 		// Alive, or another user's (EPERM): between its mkdir and its
