@@ -139,6 +139,9 @@ func runChild() {
 // error output and peak resident memory.
 func bakeInChild(t *testing.T, out string, format Format, feed func(io.Writer)) (string, int64) {
 	t.Helper()
+	if raceEnabled {
+		t.Skip("the race detector multiplies a bake's memory; run without -race")
+	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+out, childEnv+"_AGENT="+agents["amd64"], childEnv+"_FORMAT="+string(format))
 	stdin, err := cmd.StdinPipe()
