@@ -370,6 +370,49 @@ func TestBakeSecondSignalExits(t *testing.T) {
 	}
 }
 
+// TestBakeCleansAfterKilledBake: what a bake killed by SIGKILL leaves
+// beside its output is removed by the next bake there, while a bake still
+// running keeps its own (issue 25 item 6).
+func TestBakeCleansAfterKilledBake(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.tar")
+	if err := os.WriteFile(in, legacyDockerArchive(t, 64<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Two bakes stuck opening their agent, a FIFO: one is killed.
+	stuck := func(name string) (*exec.Cmd, string) {
+		fifo := filepath.Join(t.TempDir(), "corkd")
+		if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin.Cork, "bake", "-q", "--agent", fifo, in, filepath.Join(dir, name))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd, fmt.Sprintf(".cork-bake-%d-", cmd.Process.Pid)
+	}
+	killed, killedArea := stuck("killed.tar")
+	_, runningArea := stuck("running.tar")
+	areas := func() string {
+		ents, _ := os.ReadDir(dir)
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		return strings.Join(names, " ")
+	}
+	termtest.WaitFor(t, "both bakes' staging areas", 10*time.Second, func() bool {
+		return strings.Contains(areas(), killedArea) && strings.Contains(areas(), runningArea)
+	})
+	killed.Process.Kill()
+	killed.Wait()
+	corkBake(t, dir, in, filepath.Join(dir, "out.tar"))
+	if left := areas(); strings.Contains(left, killedArea) || !strings.Contains(left, runningArea) {
+		t.Fatalf("after the next bake: %s; want %s* gone and %s* kept", left, killedArea, runningArea)
+	}
+}
+
 // TestBakeProgressOnTerminal: a bake that takes longer than a second shows
 // a progress line on a terminal; writing an image to a terminal is refused.
 func TestBakeProgressOnTerminal(t *testing.T) {
