@@ -58,6 +58,15 @@
 //	0x30  Exit       guest->host   JSON Exit; the last frame of a session
 //	0x31  Error      guest->host   JSON Error; the last frame of a session
 //	0x32  Detached   guest->host   JSON Detached; the last frame (version 2)
+//	0x40  Forward    host->guest   JSON Forward (CapForward)
+//	0x41  Forwarding guest->host   JSON Forwarding, the answer to Forward (CapForward)
+//	0x42  StreamOpen     both      binary: id, window, network, address (CapForward)
+//	0x43  StreamOpened   both      binary: id, window (CapForward)
+//	0x44  StreamRefused  both      binary: id, then the reason, UTF-8 (CapForward)
+//	0x45  StreamData     both      binary: id, then raw bytes (CapForward)
+//	0x46  StreamAck      both      binary: id, bytes consumed (CapForward)
+//	0x47  StreamEOF      both      binary: id (CapForward)
+//	0x48  StreamClose    both      binary: id (CapForward)
 //
 // # A session
 //
@@ -202,4 +211,57 @@
 // CopyProblem for each thing it could not read, a path that is missing
 // among them, and ends with CopyDone. Devices, FIFOs and sockets are not
 // sent: each is a CopyProblem with Skipped set.
+//
+// # Forwarding (CapForward)
+//
+// Instead of Exec, a version-2 host whose agent announced CapForward may send
+// Forward: the connection then carries streams, byte streams each way
+// between a connection on one side and one the other side makes, as
+// ssh's channels (RFC 4254 sections 5 and 7). The guest checks
+// Forward.User as an Exec's user, and answers Forwarding, with the most
+// streams it keeps open at once on the connection, or an Error: KindUser,
+// or KindForward when the agent does not forward. An agent that does not
+// forward announces no CapForward. After Forwarding, only stream frames
+// follow, in both directions; any other frame is a protocol error and
+// ends the connection.
+//
+// Every stream frame's payload starts with the stream's id, a uint32
+// big-endian, never 0. The host opens streams with odd ids, the guest
+// with even ones; an id is not reused on a connection. All integers are
+// big-endian:
+//
+//	StreamOpen     id(4) window(4) network(1) length(2) address
+//	StreamOpened   id(4) window(4)
+//	StreamRefused  id(4) reason: UTF-8, at most 1024 bytes
+//	StreamData     id(4) 1 to 32768 bytes
+//	StreamAck      id(4) n(4): 1 to 16 MiB
+//	StreamEOF      id(4)
+//	StreamClose    id(4)
+//
+// StreamOpen asks the other side to connect to address: network 1 is TCP
+// (address host:port), 2 a unix socket (address its path); the address
+// has 1 to 4096 bytes and no NUL. The other side answers StreamOpened
+// once it has connected, or StreamRefused with why not (the reason is
+// for the user: "dial unix /run/x.sock: permission denied"); a refused
+// id is free at once. A side refuses an open beyond the most streams it
+// keeps, without taking anything for it.
+//
+// Each side gives a window, in its StreamOpen or StreamOpened: the bytes
+// of StreamData it buffers for the stream before its consumer reads them,
+// 1 to 16 MiB. A sender keeps the bytes sent on a stream and not yet
+// acknowledged by the receiver's StreamAck at or below the receiver's
+// window; a receiver acknowledges bytes as its consumer takes them. A
+// receiver never waits for a stream's consumer to read the connection:
+// a stream whose consumer stalls stops only its own sender. Data beyond
+// the window, an acknowledgement of bytes not sent, a frame for a stream
+// that is not open, an open of the other side's id or of an id in use,
+// are protocol errors that end the connection.
+//
+// StreamEOF is a half close: the sender sends no more data on the
+// stream, and may go on receiving (shutdown(2) with SHUT_WR). StreamClose
+// ends the stream both ways: a side that gets it answers with its own
+// StreamClose unless it sent one already, and discards data that arrives
+// for a stream it closed. The id is free once a side has both sent and
+// received StreamClose. When the connection ends, every stream on it
+// ends.
 package protocol

@@ -50,6 +50,16 @@ const (
 	TypeCopyEnd     Type = 0x1b
 	TypeCopyProblem Type = 0x1c
 	TypeCopyDone    Type = 0x1d
+
+	TypeForward       Type = 0x40
+	TypeForwarding    Type = 0x41
+	TypeStreamOpen    Type = 0x42
+	TypeStreamOpened  Type = 0x43
+	TypeStreamRefused Type = 0x44
+	TypeStreamData    Type = 0x45
+	TypeStreamAck     Type = 0x46
+	TypeStreamEOF     Type = 0x47
+	TypeStreamClose   Type = 0x48
 )
 
 var typeNames = map[Type]string{
@@ -87,6 +97,16 @@ var typeNames = map[Type]string{
 	TypeCopyEnd:     "copy-end",
 	TypeCopyProblem: "copy-problem",
 	TypeCopyDone:    "copy-done",
+
+	TypeForward:       "forward",
+	TypeForwarding:    "forwarding",
+	TypeStreamOpen:    "stream-open",
+	TypeStreamOpened:  "stream-opened",
+	TypeStreamRefused: "stream-refused",
+	TypeStreamData:    "stream-data",
+	TypeStreamAck:     "stream-ack",
+	TypeStreamEOF:     "stream-eof",
+	TypeStreamClose:   "stream-close",
 }
 
 // Known reports whether t is a frame type of this protocol.
