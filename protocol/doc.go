@@ -58,15 +58,15 @@
 //	0x30  Exit       guest->host   JSON Exit; the last frame of a session
 //	0x31  Error      guest->host   JSON Error; the last frame of a session
 //	0x32  Detached   guest->host   JSON Detached; the last frame (version 2)
-//	0x40  Forward    host->guest   JSON Forward (CapForward)
-//	0x41  Forwarding guest->host   JSON Forwarding, the answer to Forward (CapForward)
-//	0x42  StreamOpen     both      binary: id, window, network, address (CapForward)
-//	0x43  StreamOpened   both      binary: id, window (CapForward)
-//	0x44  StreamRefused  both      binary: id, then the reason, UTF-8 (CapForward)
-//	0x45  StreamData     both      binary: id, then raw bytes (CapForward)
-//	0x46  StreamAck      both      binary: id, bytes consumed (CapForward)
-//	0x47  StreamEOF      both      binary: id (CapForward)
-//	0x48  StreamClose    both      binary: id (CapForward)
+//	0x80  Forward    host->guest   JSON Forward (CapForward)
+//	0x81  Forwarding guest->host   JSON Forwarding, the answer to Forward (CapForward)
+//	0x82  StreamOpen     both      binary: id, window, network, address (CapForward)
+//	0x83  StreamOpened   both      binary: id, window (CapForward)
+//	0x84  StreamRefused  both      binary: id, then the reason, UTF-8 (CapForward)
+//	0x85  StreamData     both      binary: id, then raw bytes (CapForward)
+//	0x86  StreamAck      both      binary: id, bytes consumed (CapForward)
+//	0x87  StreamEOF      both      binary: id (CapForward)
+//	0x88  StreamClose    both      binary: id (CapForward)
 //
 // # A session
 //

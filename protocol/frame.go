@@ -51,15 +51,17 @@ const (
 	TypeCopyProblem Type = 0x1c
 	TypeCopyDone    Type = 0x1d
 
-	TypeForward       Type = 0x40
-	TypeForwarding    Type = 0x41
-	TypeStreamOpen    Type = 0x42
-	TypeStreamOpened  Type = 0x43
-	TypeStreamRefused Type = 0x44
-	TypeStreamData    Type = 0x45
-	TypeStreamAck     Type = 0x46
-	TypeStreamEOF     Type = 0x47
-	TypeStreamClose   Type = 0x48
+	// Forwarding's frames lie outside ASCII: text sent to corkd by
+	// mistake (an HTTP request) stays an unknown frame type.
+	TypeForward       Type = 0x80
+	TypeForwarding    Type = 0x81
+	TypeStreamOpen    Type = 0x82
+	TypeStreamOpened  Type = 0x83
+	TypeStreamRefused Type = 0x84
+	TypeStreamData    Type = 0x85
+	TypeStreamAck     Type = 0x86
+	TypeStreamEOF     Type = 0x87
+	TypeStreamClose   Type = 0x88
 )
 
 var typeNames = map[Type]string{
