@@ -223,7 +223,7 @@ func (m *Mux) accept(s *Stream, network uint8, address string) {
 	s.mu.Lock()
 	s.open = true
 	s.mu.Unlock()
-	if m.send(protocol.TypeStreamOpened, &protocol.StreamFrame{ID: s.id, Window: m.cfg.Window}) != nil {
+	if s.send(protocol.TypeStreamOpened, &protocol.StreamFrame{Window: m.cfg.Window}) != nil {
 		local.Close()
 		return
 	}

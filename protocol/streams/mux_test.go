@@ -200,3 +200,25 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// Acknowledgements race each stream's close: the reader acknowledges what
+// it read while the peer's close is being answered. Nothing may follow a
+// stream's close on the wire, or the peer ends the connection over a
+// frame for a stream it has forgotten.
+func TestNothingFollowsAStreamsClose(t *testing.T) {
+	mh, _ := pair(t, config(64, nil), config(64, echo(t)))
+	for i := range 300 {
+		s, err := mh.Open(protocol.NetTCP, "a:1")
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		go func() {
+			s.Write([]byte("a reply longer than half the window"))
+			s.CloseWrite()
+		}()
+		if got := readAll(t, s); len(got) != 35 {
+			t.Fatalf("stream %d: %q", i, got)
+		}
+		s.Close()
+	}
+}

@@ -29,6 +29,25 @@ type Stream struct {
 	gotEOF, sentEOF     bool
 	gotClose, sentClose bool
 	err                 error // the connection's end, once it ended
+
+	// sendMu orders the stream's frames on the connection, so that
+	// nothing follows its StreamClose (RFC 4254 section 5.3): an
+	// acknowledgement racing the close would name a stream the peer has
+	// forgotten. It is held for one frame's write, which has a deadline.
+	sendMu    sync.Mutex
+	closeSent bool
+}
+
+// send writes one frame of the stream, unless its StreamClose is sent.
+func (s *Stream) send(t protocol.Type, f *protocol.StreamFrame) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.closeSent {
+		return ErrClosed
+	}
+	s.closeSent = t == protocol.TypeStreamClose
+	f.ID = s.id
+	return s.m.send(t, f)
 }
 
 func (m *Mux) newStream(id, window uint32) *Stream {
@@ -125,7 +144,9 @@ func (s *Stream) peerClosed() error {
 	s.mu.Unlock()
 	s.m.forget(s.id)
 	if reply {
-		return s.m.send(protocol.TypeStreamClose, &protocol.StreamFrame{ID: s.id})
+		if err := s.send(protocol.TypeStreamClose, &protocol.StreamFrame{}); err != nil && err != ErrClosed {
+			return err
+		}
 	}
 	return nil
 }
@@ -173,7 +194,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 	}
 	s.mu.Unlock()
 	if ack > 0 {
-		s.m.send(protocol.TypeStreamAck, &protocol.StreamFrame{ID: s.id, N: ack})
+		s.send(protocol.TypeStreamAck, &protocol.StreamFrame{N: ack})
 	}
 	return n, nil
 }
@@ -204,7 +225,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 		n := min(len(p), int(s.credit), protocol.MaxStreamData)
 		s.credit -= uint32(n)
 		s.mu.Unlock()
-		if err := s.m.send(protocol.TypeStreamData, &protocol.StreamFrame{ID: s.id, Data: p[:n]}); err != nil {
+		if err := s.send(protocol.TypeStreamData, &protocol.StreamFrame{Data: p[:n]}); err != nil {
 			return written, err
 		}
 		written += n
@@ -224,7 +245,7 @@ func (s *Stream) CloseWrite() error {
 	s.sentEOF = true
 	s.cond.Broadcast()
 	s.mu.Unlock()
-	return s.m.send(protocol.TypeStreamEOF, &protocol.StreamFrame{ID: s.id})
+	return s.send(protocol.TypeStreamEOF, &protocol.StreamFrame{})
 }
 
 // Close ends the stream both ways. The peer answers with its own close,
@@ -239,7 +260,7 @@ func (s *Stream) Close() error {
 	s.buf.Reset()
 	s.cond.Broadcast()
 	s.mu.Unlock()
-	return s.m.send(protocol.TypeStreamClose, &protocol.StreamFrame{ID: s.id})
+	return s.send(protocol.TypeStreamClose, &protocol.StreamFrame{})
 }
 
 // closeWriter is a local end that can be half closed (*net.TCPConn,
