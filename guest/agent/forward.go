@@ -35,9 +35,11 @@ type ForwardConfig struct {
 	Mode ForwardMode
 	// MaxStreamsPerConn bounds the streams open at once on one connection;
 	// MaxStreamsPerUID, those that run as one uid across connections, so
-	// that one user cannot take every descriptor corkd may hold.
+	// that one user cannot take every stream; MaxStreams, all of them:
+	// with Window, it bounds the memory streams hold.
 	MaxStreamsPerConn int
 	MaxStreamsPerUID  int
+	MaxStreams        int
 	// Window is the bytes corkd buffers per stream before the guest's end
 	// reads them: a stream holds at most this much of corkd's memory.
 	Window uint32
@@ -49,6 +51,7 @@ type ForwardConfig struct {
 const (
 	DefaultMaxStreamsPerConn = 64
 	DefaultMaxStreamsPerUID  = 256
+	DefaultMaxStreams        = 1024
 	DefaultStreamWindow      = 256 << 10
 	DefaultDialTimeout       = 10 * time.Second
 )
@@ -57,6 +60,7 @@ func (c *ForwardConfig) setDefaults() {
 	setDefault(&c.Mode, ForwardLocal)
 	setDefault(&c.MaxStreamsPerConn, DefaultMaxStreamsPerConn)
 	setDefault(&c.MaxStreamsPerUID, DefaultMaxStreamsPerUID)
+	setDefault(&c.MaxStreams, DefaultMaxStreams)
 	setDefault(&c.Window, DefaultStreamWindow)
 	setDefault(&c.DialTimeout, DefaultDialTimeout)
 }
@@ -105,7 +109,7 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 // dialStream connects to address in the guest for a stream, as acct, within
 // acct's limit of streams.
 func (s *Server) dialStream(acct *account.Account, network uint8, address string) (io.ReadWriteCloser, error) {
-	release, err := s.streamsPerUID.take(acct.UID, s.cfg.Forward.MaxStreamsPerUID)
+	release, err := s.streamsPerUID.take(acct.UID, s.cfg.Forward.MaxStreamsPerUID, s.cfg.Forward.MaxStreams)
 	if err != nil {
 		return nil, err
 	}
@@ -188,26 +192,32 @@ func connectUnix(path string) (net.Conn, error) {
 	return net.FileConn(f)
 }
 
-// uidStreams counts the streams open as each uid, across connections.
+// uidStreams counts the streams open, in all and as each uid.
 type uidStreams struct {
-	mu sync.Mutex
-	n  map[uint32]int
+	mu    sync.Mutex
+	n     map[uint32]int
+	total int
 }
 
 // take counts one more stream of uid, or says why it may not open.
-func (u *uidStreams) take(uid uint32, limit int) (release func(), err error) {
+func (u *uidStreams) take(uid uint32, perUID, total int) (release func(), err error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.n == nil {
 		u.n = map[uint32]int{}
 	}
-	if u.n[uid] >= limit {
-		return nil, fmt.Errorf("uid %d already has %d streams open, the most corkd keeps for one uid (corkd serve --max-streams-per-uid)", uid, limit)
+	if u.total >= total {
+		return nil, fmt.Errorf("corkd has %d streams open, its limit (corkd serve --max-streams)", u.total)
+	}
+	if u.n[uid] >= perUID {
+		return nil, fmt.Errorf("uid %d already has %d streams open, the most corkd keeps for one uid (corkd serve --max-streams-per-uid)", uid, perUID)
 	}
 	u.n[uid]++
+	u.total++
 	return func() {
 		u.mu.Lock()
 		defer u.mu.Unlock()
+		u.total--
 		if u.n[uid]--; u.n[uid] == 0 {
 			delete(u.n, uid)
 		}

@@ -220,3 +220,18 @@ func TestForwardLyingPeer(t *testing.T) {
 	})
 	stillServes(t, srv)
 }
+
+func TestForwardStreamsInAll(t *testing.T) {
+	srv := newServer(t, agent.Config{Forward: agent.ForwardConfig{MaxStreams: 1}})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoListener(t, l)
+	if _, err := forward(t, srv, connect(t, srv), "").Dial(protocol.NetTCP, l.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := forward(t, srv, connect(t, srv), "").Dial(protocol.NetTCP, l.Addr().String()); err == nil || !strings.Contains(err.Error(), "--max-streams)") {
+		t.Fatalf("a stream past the limit in all: %v", err)
+	}
+}
