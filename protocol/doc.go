@@ -67,6 +67,8 @@
 //	0x86  StreamAck      both      binary: id, bytes consumed (CapForward)
 //	0x87  StreamEOF      both      binary: id (CapForward)
 //	0x88  StreamClose    both      binary: id (CapForward)
+//	0x89  Listen     host->guest   JSON Listen (CapForward, --forwarding=all)
+//	0x8a  Listening  guest->host   JSON Listening, the answer to Listen (CapForward)
 //
 // # A session
 //
@@ -221,8 +223,8 @@
 // Forward.User as an Exec's user, and answers Forwarding, with the most
 // streams it keeps open at once on the connection, or an Error: KindUser,
 // or KindForward when the agent does not forward. An agent that does not
-// forward announces no CapForward. After Forwarding, only stream frames
-// follow, in both directions; any other frame is a protocol error and
+// forward announces no CapForward. After Forwarding, only stream frames,
+// Listen and Listening follow; any other frame is a protocol error and
 // ends the connection.
 //
 // Every stream frame's payload starts with the stream's id, a uint32
@@ -239,7 +241,10 @@
 //	StreamClose    id(4)
 //
 // StreamOpen asks the other side to connect to address: network 1 is TCP
-// (address host:port), 2 a unix socket (address its path); the address
+// (address host:port), 2 a unix socket (address its path), 3 a connection
+// to one of the opener's listeners (address the id of the Listen that
+// made it, in decimal: the other side connects where it chose when it
+// asked, and refuses any id it did not ask for); the address
 // has 1 to 4096 bytes and no NUL. The other side answers StreamOpened
 // once it has connected, or StreamRefused with why not (the reason is
 // for the user: "dial unix /run/x.sock: permission denied"); a refused
@@ -264,4 +269,14 @@
 // for a stream it closed. The id is free once a side has both sent and
 // received StreamClose. When the connection ends, every stream on it
 // ends.
+//
+// Listen (a remote forward, as ssh's tcpip-forward) asks a guest serving
+// with --forwarding=all to listen on a port of its loopback interface
+// (port 0: one it picks),
+// as Forward.User: a port below 1024 only for root. The guest answers
+// Listening with the address it listens on, or with Error set, and
+// then opens a stream (network 3, the Listen's id) for each connection
+// it accepts there. A guest keeps at most 16 listeners per connection;
+// they close when the connection ends. Listen, Listening and the stream
+// frames are the frames that may follow Forwarding.
 package protocol

@@ -62,6 +62,8 @@ const (
 	TypeStreamAck     Type = 0x86
 	TypeStreamEOF     Type = 0x87
 	TypeStreamClose   Type = 0x88
+	TypeListen        Type = 0x89
+	TypeListening     Type = 0x8a
 )
 
 var typeNames = map[Type]string{
@@ -109,6 +111,8 @@ var typeNames = map[Type]string{
 	TypeStreamAck:     "stream-ack",
 	TypeStreamEOF:     "stream-eof",
 	TypeStreamClose:   "stream-close",
+	TypeListen:        "listen",
+	TypeListening:     "listening",
 }
 
 // Known reports whether t is a frame type of this protocol.

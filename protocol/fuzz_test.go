@@ -34,6 +34,8 @@ func fuzzJSON[T any](f *testing.F, t Type, seeds ...T) {
 		case *Attach:
 			_ = m.Validate()
 			_ = ValidName(m.Session)
+		case *Listen:
+			_ = m.Validate()
 		}
 	})
 }
@@ -155,4 +157,10 @@ func FuzzDecodeStream(f *testing.F) {
 			t.Fatalf("%s %x decoded to %+v, which encodes as %x", tt, p, sf, again)
 		}
 	})
+}
+
+func FuzzDecodeListen(f *testing.F) { fuzzJSON(f, TypeListen, Listen{ID: 1, Port: 8080}) }
+
+func FuzzDecodeListening(f *testing.F) {
+	fuzzJSON(f, TypeListening, Listening{ID: 1, Address: "127.0.0.1:8080"}, Listening{ID: 2, Error: "port 80 is privileged"})
 }

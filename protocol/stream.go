@@ -57,7 +57,40 @@ const (
 const (
 	NetTCP  = 1 // Address is host:port
 	NetUnix = 2 // Address is a unix socket's path
+	// NetListener is a connection to one of the opener's listeners that
+	// the other side asked for with Listen: Address is the Listen's id, in
+	// decimal. The other side connects where it decided when it asked,
+	// never where the opener says.
+	NetListener = 3
 )
+
+// Listen asks the guest, on a connection that carries streams and with
+// corkd serve --forwarding=all, to listen on Port of the guest's loopback
+// (0: a free port the guest picks) and open a stream (NetListener, ID)
+// for each connection it accepts.
+type Listen struct {
+	ID   uint32 `json:"id"`
+	Port uint16 `json:"port"`
+}
+
+// Validate reports what is wrong with a Listen.
+func (l *Listen) Validate() error {
+	if l.ID == 0 {
+		return errors.New("listen: id 0: ids start at 1")
+	}
+	return nil
+}
+
+// Listening answers a Listen: the address the guest listens on, or the
+// Error that says why it does not.
+type Listening struct {
+	ID      uint32 `json:"id"`
+	Address string `json:"address,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// MaxListens bounds the Listens a guest keeps for one connection.
+const MaxListens = 16
 
 // StreamFrame is one stream frame, decoded. Which fields a type uses is in
 // the package documentation's table.
@@ -160,8 +193,8 @@ func decodeOpen(f *StreamFrame, p []byte) error {
 	if err := checkWindow(TypeStreamOpen, f.Window); err != nil {
 		return err
 	}
-	if f.Network != NetTCP && f.Network != NetUnix {
-		return fmt.Errorf("protocol: %s names network %d; 1 (tcp) and 2 (unix) are known", TypeStreamOpen, f.Network)
+	if f.Network < NetTCP || f.Network > NetListener {
+		return fmt.Errorf("protocol: %s names network %d; 1 (tcp), 2 (unix) and 3 (a listener) are known", TypeStreamOpen, f.Network)
 	}
 	if n != len(p) || n == 0 || n > MaxStreamAddress {
 		return fmt.Errorf("protocol: %s address of %d bytes with %d present; 1 to %d are allowed", TypeStreamOpen, n, len(p), MaxStreamAddress)

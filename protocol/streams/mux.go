@@ -33,6 +33,10 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Log, when set, is told why a stream ended early.
 	Log func(msg string, args ...any)
+	// Control, when set, takes the Listen and Listening frames, on the
+	// connection's reader: it must not wait, and p is valid only until
+	// it returns. An error ends the connection.
+	Control func(t protocol.Type, p []byte) error
 }
 
 // DefaultWriteTimeout is Config.WriteTimeout's default.
@@ -149,6 +153,9 @@ func (m *Mux) fail(err error) {
 // goes into the stream's buffer, bounded by the window this side gave.
 func (m *Mux) handle(t protocol.Type, p []byte) error {
 	if !t.IsStream() {
+		if (t == protocol.TypeListen || t == protocol.TypeListening) && m.cfg.Control != nil {
+			return m.cfg.Control(t, p)
+		}
 		return fmt.Errorf("protocol: %s on a connection that carries streams", t)
 	}
 	f, err := protocol.DecodeStream(t, p)
@@ -268,6 +275,15 @@ func (m *Mux) Open(network uint8, address string) (*Stream, error) {
 func (m *Mux) send(t protocol.Type, f *protocol.StreamFrame) error {
 	b := protocol.AppendStream(make([]byte, 0, protocol.HeaderSize+16+len(f.Data)+len(f.Address)+len(f.Reason)), t, f)
 	if err := m.w.WriteFramed(b); err != nil {
+		m.fail(fmt.Errorf("writing %s: %w", t, err))
+		return err
+	}
+	return nil
+}
+
+// WriteJSON writes a control frame (Listen, Listening).
+func (m *Mux) WriteJSON(t protocol.Type, v any) error {
+	if err := m.w.WriteJSON(t, v); err != nil {
 		m.fail(fmt.Errorf("writing %s: %w", t, err))
 		return err
 	}
