@@ -26,7 +26,7 @@ type ForwardMode string
 const (
 	ForwardLocal ForwardMode = "local" // the default: the host may reach the guest's ports and sockets
 	ForwardNone  ForwardMode = "none"  // no Forward is served
-	ForwardAll   ForwardMode = "all"   // local, and guest listeners for the host (reserved: not served yet)
+	ForwardAll   ForwardMode = "all"   // local, and guest listeners for the host (remote forwards)
 )
 
 // ForwardConfig holds the limits of forwarding. Zero fields take the
@@ -95,13 +95,17 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 		return
 	}
 	log.Info("forwarding", "uid", acct.UID)
+	listeners := &guestListeners{srv: s, acct: acct, log: log}
+	defer listeners.close()
 	m := streams.New(hs.c, hs.r, hs.w, streams.Config{
 		Window: fc.Window, MaxStreams: fc.MaxStreamsPerConn,
 		Accept: func(network uint8, address string) (io.ReadWriteCloser, error) {
 			return s.dialStream(acct, network, address)
 		},
-		Log: log.Info,
+		Control: listeners.control,
+		Log:     log.Info,
 	})
+	listeners.m = m
 	err := m.Run()
 	log.Info("forwarding ended", "err", err)
 }
@@ -114,10 +118,13 @@ func (s *Server) dialStream(acct *account.Account, network uint8, address string
 		return nil, err
 	}
 	var c net.Conn
-	if network == protocol.NetUnix {
+	switch network {
+	case protocol.NetUnix:
 		c, err = dialUnixAs(address, acct)
-	} else {
+	case protocol.NetTCP:
 		c, err = net.DialTimeout("tcp", address, s.cfg.Forward.DialTimeout)
+	default:
+		err = fmt.Errorf("corkd connects only to TCP addresses and unix sockets, not network %d", network)
 	}
 	if err != nil {
 		release()

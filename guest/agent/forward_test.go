@@ -235,3 +235,59 @@ func TestForwardStreamsInAll(t *testing.T) {
 		t.Fatalf("a stream past the limit in all: %v", err)
 	}
 }
+
+// A remote forward: corkd listens on the guest's loopback and carries each
+// connection to the host, which connects where it chose.
+func TestForwardRemote(t *testing.T) {
+	hostSide, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoListener(t, hostSide)
+	dialHost := func() (net.Conn, error) { return net.Dial("tcp", hostSide.Addr().String()) }
+
+	off := newServer(t, agent.Config{})
+	if _, err := forward(t, off, connect(t, off), "").Listen(0, dialHost); err == nil || !strings.Contains(err.Error(), "--forwarding=all") {
+		t.Fatalf("listen with --forwarding=local: %v", err)
+	}
+
+	srv := newServer(t, agent.Config{Forward: agent.ForwardConfig{Mode: agent.ForwardAll}})
+	fw := forward(t, srv, connect(t, srv), "")
+	addr, err := fw.Listen(0, dialHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(addr, "127.0.0.1:") {
+		t.Fatalf("listening on %s, not the guest's loopback", addr)
+	}
+	for i := range 3 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write([]byte("to the host"))
+		c.(*net.TCPConn).CloseWrite()
+		if b, err := io.ReadAll(c); err != nil || string(b) != "to the host" {
+			t.Fatalf("connection %d: %q, %v", i, b, err)
+		}
+		c.Close()
+	}
+	fw.Close()
+	waitFor(t, "the guest listener to close with its connection", 10*time.Second, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+}
+
+func TestForwardRemotePrivilegedPort(t *testing.T) {
+	requireRoot(t)
+	srv := newServer(t, agent.Config{Forward: agent.ForwardConfig{Mode: agent.ForwardAll}})
+	_, err := forward(t, srv, connect(t, srv), "nobody").Listen(80, nil)
+	if err == nil || !strings.Contains(err.Error(), "port 80 is privileged") {
+		t.Fatalf("nobody on port 80: %v", err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -26,7 +27,33 @@ const forwardUsage = `usage: cork forward [flags] LOCAL:REMOTE...
     cork forward /tmp/db.sock:/run/postgresql/.s.PGSQL.5432   unix sockets
   The guest's side connects as the user (-u): a socket the user may not
   open is refused with the guest's message.
+  -R GUESTPORT:HOSTADDR:PORT goes the other way, as ssh -R: corkd listens on
+  the guest's loopback (it needs corkd serve --forwarding=all) and cork
+  connects to HOSTADDR:PORT on the host for each connection made there.
 `
+
+// remoteSpec is one -R GUESTPORT:HOSTADDR:PORT.
+type remoteSpec struct {
+	port uint16
+	host string // host:port, dialled on the host
+}
+
+// parseRemote parses GUESTPORT:HOSTADDR:PORT, or GUESTPORT:PORT for the
+// host's 127.0.0.1.
+func parseRemote(spec string) (*remoteSpec, error) {
+	guest, host, ok := strings.Cut(spec, ":")
+	if !ok || !isPort(guest) {
+		return nil, fmt.Errorf("-R %q: want GUESTPORT:HOSTADDR:PORT, for example 9000:127.0.0.1:5000", spec)
+	}
+	if isPort(host) {
+		host = net.JoinHostPort("127.0.0.1", host)
+	}
+	if h, p, err := net.SplitHostPort(host); err != nil || h == "" || !isPort(p) || p == "0" {
+		return nil, fmt.Errorf("-R %q: the host side %q is not HOSTADDR:PORT", spec, host)
+	}
+	port, _ := strconv.ParseUint(guest, 10, 16)
+	return &remoteSpec{port: uint16(port), host: host}, nil
+}
 
 // forwardSpec is one LOCAL:REMOTE.
 type forwardSpec struct {
@@ -93,7 +120,9 @@ func (f *forwardSpec) listen() (net.Listener, error) {
 func forwardMain(args []string) int {
 	var t target
 	var user, address string
+	var remotes []string
 	fs := pflag.NewFlagSet("cork forward", pflag.ContinueOnError)
+	fs.StringArrayVarP(&remotes, "remote", "R", nil, "listen on `GUESTPORT:HOSTADDR:PORT` in the guest, carried to the host (repeatable)")
 	t.flags(fs)
 	fs.StringVarP(&user, "user", "u", "", "connect in the guest as `NAME|UID` (default: corkd's own user)")
 	fs.StringVar(&address, "address", "127.0.0.1", "host `ADDR` to listen on for ports (0.0.0.0 lets other machines in)")
@@ -101,7 +130,7 @@ func forwardMain(args []string) int {
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
-	if fs.NArg() == 0 {
+	if fs.NArg() == 0 && len(remotes) == 0 {
 		fs.Usage()
 		return ExitCorkError
 	}
@@ -113,14 +142,22 @@ func forwardMain(args []string) int {
 		}
 		specs = append(specs, f)
 	}
+	var rspecs []*remoteSpec
+	for _, a := range remotes {
+		r, err := parseRemote(a)
+		if err != nil {
+			return fail("%v", err)
+		}
+		rspecs = append(rspecs, r)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return runForwards(ctx, &t, user, specs)
+	return runForwards(ctx, &t, user, specs, rspecs)
 }
 
 // runForwards listens for every spec and carries their connections until
 // ctx ends or the connection to corkd does.
-func runForwards(ctx context.Context, t *target, user string, specs []*forwardSpec) int {
+func runForwards(ctx context.Context, t *target, user string, specs []*forwardSpec, remotes []*remoteSpec) int {
 	var listeners []net.Listener
 	defer func() {
 		for _, l := range listeners {
@@ -150,6 +187,19 @@ func runForwards(ctx context.Context, t *target, user string, specs []*forwardSp
 		go fw.Serve(l, f.remoteNet, f.remote, func(err error) {
 			fmt.Fprintf(os.Stderr, "cork: forward %s -> %s: %v\n", l.Addr(), f.remoteFor, err)
 		})
+	}
+	for _, r := range remotes {
+		addr, err := fw.Listen(r.port, func() (net.Conn, error) {
+			c, err := net.DialTimeout("tcp", r.host, 10*time.Second)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "cork: forward guest port %d -> %s: %v\n", r.port, r.host, err)
+			}
+			return c, err
+		})
+		if err != nil {
+			return fail("forward -R %d:%s: %v", r.port, r.host, err)
+		}
+		fmt.Printf("Forwarding from guest %s -> %s\n", addr, r.host)
 	}
 	select {
 	case <-ctx.Done():

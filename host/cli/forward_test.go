@@ -33,3 +33,21 @@ func TestParseForward(t *testing.T) {
 		}
 	}
 }
+
+func TestParseRemote(t *testing.T) {
+	for spec, want := range map[string]remoteSpec{
+		"9000:127.0.0.1:5000": {9000, "127.0.0.1:5000"},
+		"9000:5000":           {9000, "127.0.0.1:5000"},
+		"0:[::1]:5000":        {0, "[::1]:5000"},
+		"8080:proxy.lan:3128": {8080, "proxy.lan:3128"},
+	} {
+		if got, err := parseRemote(spec); err != nil || *got != want {
+			t.Errorf("%q: %+v, %v; want %+v", spec, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "9000", "x:5000", "9000:", "9000:host:", "9000:host:0", "70000:5000"} {
+		if _, err := parseRemote(bad); err == nil || !strings.Contains(err.Error(), "-R") {
+			t.Errorf("%q: %v, want an error naming -R", bad, err)
+		}
+	}
+}

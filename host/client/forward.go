@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strconv"
+	"sync"
 
 	"github.com/corkvm/cork/protocol"
 	"github.com/corkvm/cork/protocol/streams"
@@ -23,6 +25,16 @@ const ForwardWindow = 256 << 10
 // stream of one connection to corkd.
 type Forwarder struct {
 	m *streams.Mux
+
+	mu      sync.Mutex
+	nextID  uint32
+	remotes map[uint32]*remote // by Listen id
+}
+
+// remote is a guest listener cork asked for (a remote forward).
+type remote struct {
+	dial   func() (net.Conn, error)
+	answer chan *protocol.Listening
 }
 
 // Forward asks corkd on conn to carry streams whose guest ends connect as
@@ -35,9 +47,11 @@ func Forward(conn io.ReadWriteCloser, software, user string) (*Forwarder, error)
 		conn.Close()
 		return nil, err
 	}
-	m := streams.New(conn, r, w, streams.Config{Window: ForwardWindow, MaxStreams: fw.MaxStreams, Odd: true})
-	go m.Run()
-	return &Forwarder{m: m}, nil
+	f := &Forwarder{remotes: map[uint32]*remote{}}
+	f.m = streams.New(conn, r, w, streams.Config{Window: ForwardWindow, MaxStreams: fw.MaxStreams, Odd: true,
+		Accept: f.accept, Control: f.control})
+	go f.m.Run()
+	return f, nil
 }
 
 // startForward says hello, sends the Forward request and reads its answer.
@@ -99,6 +113,73 @@ func (f *Forwarder) Serve(l net.Listener, network uint8, address string, failed 
 // the Forwarder's user.
 func (f *Forwarder) Dial(network uint8, address string) (*streams.Stream, error) {
 	return f.m.Open(network, address)
+}
+
+// Listen asks corkd to listen on port of the guest's loopback (corkd
+// serve --forwarding=all) and carries each connection made there to what
+// dial connects to on the host. It returns the guest's address.
+func (f *Forwarder) Listen(port uint16, dial func() (net.Conn, error)) (string, error) {
+	f.mu.Lock()
+	f.nextID++
+	id := f.nextID
+	rm := &remote{dial: dial, answer: make(chan *protocol.Listening, 1)}
+	f.remotes[id] = rm
+	f.mu.Unlock()
+	if err := f.m.WriteJSON(protocol.TypeListen, &protocol.Listen{ID: id, Port: port}); err != nil {
+		return "", err
+	}
+	select {
+	case a := <-rm.answer:
+		if a.Error != "" {
+			f.mu.Lock()
+			delete(f.remotes, id)
+			f.mu.Unlock()
+			return "", errors.New(a.Error)
+		}
+		return a.Address, nil
+	case <-f.m.Done():
+		return "", fmt.Errorf("the connection to corkd ended: %w", f.m.Err())
+	}
+}
+
+// control takes corkd's answers to Listen.
+func (f *Forwarder) control(t protocol.Type, p []byte) error {
+	if t != protocol.TypeListening {
+		return fmt.Errorf("protocol: %s from corkd", t)
+	}
+	var a protocol.Listening
+	if err := protocol.Decode(t, p, &a); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	rm := f.remotes[a.ID]
+	f.mu.Unlock()
+	if rm == nil {
+		return fmt.Errorf("protocol: corkd answered listen %d, which cork never sent", a.ID)
+	}
+	select {
+	case rm.answer <- &a:
+		return nil
+	default:
+		return fmt.Errorf("protocol: corkd answered listen %d twice", a.ID)
+	}
+}
+
+// accept connects a stream from a guest listener to where its remote
+// forward goes. The guest names only which listener: it never chooses
+// what the host connects to.
+func (f *Forwarder) accept(network uint8, address string) (io.ReadWriteCloser, error) {
+	id, err := strconv.ParseUint(address, 10, 32)
+	if network != protocol.NetListener || err != nil {
+		return nil, errors.New("cork connects only for the guest listeners it asked for")
+	}
+	f.mu.Lock()
+	rm := f.remotes[uint32(id)]
+	f.mu.Unlock()
+	if rm == nil {
+		return nil, fmt.Errorf("cork asked for no guest listener %d", id)
+	}
+	return rm.dial()
 }
 
 // Done is closed when the connection to corkd has ended; Err then says why.

@@ -259,3 +259,35 @@ func TestForwardMachineStandin(t *testing.T) {
 		t.Fatalf("through the stand-in: %q; stderr:\n%s", got, f.stderr.String())
 	}
 }
+
+// cork forward -R: corkd listens on the guest's loopback, cork connects on
+// the host; refused unless corkd serves with --forwarding=all.
+func TestForwardRemote(t *testing.T) {
+	l, port := listenTCP(t)
+	serve(t, l, counter)
+	local := startAgent(t)
+	out, err := exec.Command(bin.Cork, "forward", "--connect", local.url, "-R", "0:127.0.0.1:"+port).CombinedOutput()
+	if code := exitCode(err); code != 125 || !strings.Contains(string(out), "--forwarding=all") {
+		t.Fatalf("with --forwarding=local: exit %d, %s", code, out)
+	}
+
+	a := startAgent(t, "--forwarding=all")
+	f := startForward(t, "--connect", a.url, "-R", "0:127.0.0.1:"+port)
+	guest := strings.TrimPrefix(f.from[0], "guest ")
+	if !strings.HasPrefix(guest, "127.0.0.1:") {
+		t.Fatalf("guest listener on %q", f.from[0])
+	}
+	if got := halfClose(t, dialFrom(t, guest), []byte("from the guest")); got != "read 14 bytes" {
+		t.Fatalf("through the guest's listener: %q", got)
+	}
+}
+
+func exitCode(err error) int {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}

@@ -11,7 +11,7 @@ import (
 // forwardFlags adds serve's forwarding flags to fs; the function it returns
 // reads them once fs is parsed.
 func forwardFlags(fs *pflag.FlagSet) func() (agent.ForwardConfig, error) {
-	mode := fs.String("forwarding", string(agent.ForwardLocal), "what cork forward may do: none, local (the host reaches the guest's ports and sockets) or all")
+	mode := fs.String("forwarding", string(agent.ForwardLocal), "what cork forward may do: none, local (the host reaches the guest's ports and sockets) or all (and guest listeners reach the host: cork forward -R)")
 	perConn := fs.Int("max-streams-per-conn", agent.DefaultMaxStreamsPerConn, "forwarded connections open at once on one cork forward")
 	perUID := fs.Int("max-streams-per-uid", agent.DefaultMaxStreamsPerUID, "forwarded connections open at once as one uid, across every cork forward")
 	total := fs.Int("max-streams", agent.DefaultMaxStreams, "forwarded connections open at once in all (each buffers at most 256 KiB)")
