@@ -114,7 +114,9 @@ func TestStalledStreamHoldsBackOnlyItself(t *testing.T) {
 		}
 		return echo(t)(n, a)
 	}
-	mh, _ := pair(t, config(4096, nil), config(4096, accept))
+	// A window of several frames: the stalled stream's buffer holds data
+	// while more arrives for it.
+	mh, _ := pair(t, config(4*protocol.MaxStreamData, nil), config(4*protocol.MaxStreamData, accept))
 	stalled, err := mh.Open(protocol.NetTCP, "stalled:1")
 	if err != nil {
 		t.Fatal(err)
@@ -126,9 +128,22 @@ func TestStalledStreamHoldsBackOnlyItself(t *testing.T) {
 		defer stalled.mu.Unlock()
 		return stalled.credit == 0
 	}, "the stalled stream to use up its credit")
-	s, err := mh.Open(protocol.NetTCP, "moving:1")
-	if err != nil {
-		t.Fatal(err)
+	opened := make(chan *Stream, 1)
+	go func() {
+		s, err := mh.Open(protocol.NetTCP, "moving:1")
+		if err != nil {
+			t.Error(err)
+		}
+		opened <- s
+	}()
+	var s *Stream
+	select {
+	case s = <-opened:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a second stream could not open beside the stalled one within 10s")
+	}
+	if s == nil {
+		return
 	}
 	go func() {
 		s.Write([]byte("still moving"))
