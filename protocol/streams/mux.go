@@ -273,13 +273,22 @@ func (m *Mux) Open(network uint8, address string) (*Stream, error) {
 
 // send writes one stream frame.
 func (m *Mux) send(t protocol.Type, f *protocol.StreamFrame) error {
-	b := protocol.AppendStream(make([]byte, 0, protocol.HeaderSize+16+len(f.Data)+len(f.Address)+len(f.Reason)), t, f)
-	if err := m.w.WriteFramed(b); err != nil {
+	bp := frames.Get().(*[]byte)
+	defer frames.Put(bp)
+	*bp = protocol.AppendStream((*bp)[:0], t, f)
+	if err := m.w.WriteFramed(*bp); err != nil {
 		m.fail(fmt.Errorf("writing %s: %w", t, err))
 		return err
 	}
 	return nil
 }
+
+// frames are the buffers frames are written from: a data frame each
+// would otherwise be an allocation of its size.
+var frames = sync.Pool{New: func() any {
+	b := make([]byte, 0, protocol.HeaderSize+8+protocol.MaxStreamData)
+	return &b
+}}
 
 // WriteJSON writes a control frame (Listen, Listening).
 func (m *Mux) WriteJSON(t protocol.Type, v any) error {
