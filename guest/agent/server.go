@@ -78,6 +78,8 @@ type Config struct {
 	// kept sessions are relayed. corkd serve --stdio dies with its
 	// connection, so it hands them to a long-lived corkd in the guest.
 	KeptVia func() (io.ReadWriteCloser, error)
+	// Forward holds what corkd forwards and its limits (forward.go).
+	Forward ForwardConfig
 }
 
 // Defaults for Config.
@@ -125,6 +127,8 @@ type Server struct {
 	// freeMemory returns memory to the system once no session has run
 	// for cfg.FreeMemoryAfter.
 	freeMemory *time.Timer
+	// streamsPerUID counts forwarded streams by the uid they run as.
+	streamsPerUID uidStreams
 }
 
 // New returns a Server with cfg's limits.
@@ -150,6 +154,7 @@ func New(cfg Config) *Server {
 	setDefault(&cfg.KeepBuffer, DefaultKeepBuffer)
 	setDefault(&cfg.Linger, DefaultLinger)
 	setDefault(&cfg.ScreenScrollback, DefaultScreenScrollback)
+	cfg.Forward.setDefaults()
 	if cfg.ScreenScrollback < 0 {
 		cfg.ScreenScrollback = 0
 	}
@@ -368,8 +373,14 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 			return
 		}
 		s.copyRequest(hs, t, p, peer)
+	case protocol.TypeForward:
+		if hs.version < 2 {
+			hs.refuse(protocol.KindProtocol, "forward needs protocol version 2; this connection speaks version 1")
+			return
+		}
+		s.forwardRequest(hs, p, peer)
 	default:
-		hs.refuse(protocol.KindProtocol, fmt.Sprintf("expected exec, attach, list, peek, kill, remove, copy-in or copy-out, got %s", t))
+		hs.refuse(protocol.KindProtocol, fmt.Sprintf("expected exec, attach, list, peek, kill, remove, copy-in, copy-out or forward, got %s", t))
 	}
 }
 

@@ -44,6 +44,7 @@ const usage = `usage:
   cork kill [--signal SIG] NAME|ID        hang up (or signal) a kept session
   cork rm NAME|ID                         forget an exited kept session
   cork cp [flags] SRC... DEST             copy files in or out (:PATH is in the guest; - is a tar stream)
+  cork forward [flags] LOCAL:REMOTE...    carry host ports and sockets to the guest's (8080:80)
   cork ping [flags]                       check that corkd answers, and how fast
   cork bake [flags] IN OUT                add corkd to a container image
   cork version                            print cork's version
@@ -63,6 +64,8 @@ func Main(args []string) int {
 		return pingMain(args[1:])
 	case "cp":
 		return copyMain(args[1:])
+	case "forward":
+		return forwardMain(args[1:])
 	case "attach":
 		return attachMain(args[1:])
 	case "ls":

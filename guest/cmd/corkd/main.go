@@ -100,6 +100,7 @@ func serve(args []string) int {
 	scrollback := fs.Int("screen-scrollback", agent.DefaultScreenScrollback, "lines scrolled off a kept session's screen that it keeps, for attach to show (0 to 10000)")
 	keepSocket := fs.String("keep-socket", defaultKeepSocket(), "with --stdio: the unix socket of the corkd that keeps sessions, started if none listens (env CORKD_KEEP_SOCKET)")
 	pidFile := fs.String("pid-file", "", "write corkd's pid to `FILE` while it serves")
+	forwarding := forwardFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: corkd serve [--stdio] [--listen URL]...\n%s", fs.FlagUsages())
 	}
@@ -172,6 +173,11 @@ func serve(args []string) int {
 	}
 	if *linger == 0 {
 		cfg.Linger = -1 // forever
+	}
+	var err error
+	if cfg.Forward, err = forwarding(); err != nil {
+		fmt.Fprintf(os.Stderr, "corkd: %v\n", err)
+		return 2
 	}
 	if *stdio {
 		cfg.KeptVia = keptVia(*keepSocket, *logLevel, log)
