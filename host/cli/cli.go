@@ -100,8 +100,16 @@ func parseFlags(fs *pflag.FlagSet, args []string) (code int, ok bool) {
 }
 
 func fail(format string, a ...any) int {
-	fmt.Fprintf(os.Stderr, "cork: "+format+"\n", a...)
+	say(format, a...)
 	return ExitCorkError
+}
+
+// say prints one line of cork's on stderr. Its arguments often hold text
+// from the agent (an error's message, a session's name, a takeover's
+// reason): the whole line is made printable, so that none of it can drive
+// the operator's terminal.
+func say(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "cork: %s\n", term.Printable(fmt.Sprintf(format, a...)))
 }
 
 // flagsForMessages spells the target's flags for a command line printed
@@ -361,10 +369,10 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 	case err == nil:
 		return exit.Code
 	case errors.Is(err, client.ErrDetached):
-		fmt.Fprintf(os.Stderr, "cork: detached from session %s; %s to return\n", describe(sess), again)
+		say("detached from session %s; %s to return", describe(sess), again)
 		return 0
 	case errors.As(err, &taken):
-		fmt.Fprintf(os.Stderr, "cork: %v; %s to take it back\n", err, again)
+		say("%v; %s to take it back", err, again)
 		return ExitTakenOver
 	case errors.Is(err, client.ErrNoExit):
 		msg := err.Error()
@@ -374,7 +382,7 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 		if keep && sess.ID != "" {
 			msg += fmt.Sprintf("; session %s is kept: %s", describe(sess), again)
 		}
-		fmt.Fprintf(os.Stderr, "cork: %s\n", msg)
+		say("%s", msg)
 		return ExitLost
 	}
 	if ferr != nil {
@@ -526,7 +534,7 @@ func pingMain(args []string) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	fmt.Printf("%s, protocol %d, hello in %v\n", h.Software, h.Version, time.Since(start).Round(time.Microsecond))
+	fmt.Printf("%s, protocol %d, hello in %v\n", term.Printable(h.Software), h.Version, time.Since(start).Round(time.Microsecond))
 	for i := range count {
 		start := time.Now()
 		if err := client.Ping(r, w, []byte(fmt.Sprint(i))); err != nil {

@@ -7,11 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 
 	"github.com/spf13/pflag"
 
@@ -79,7 +77,7 @@ func copyMain(args []string) int {
 		mu.Lock()
 		defer mu.Unlock()
 		report.clear()
-		fmt.Fprintf(os.Stderr, "cork: cp: %q: %s\n", p, printable(msg))
+		fmt.Fprintf(os.Stderr, "cork: cp: %q: %s\n", p, term.Printable(msg))
 	}
 	c.Progress = report.update
 
@@ -121,7 +119,7 @@ func copyMain(args []string) int {
 	if err != nil {
 		var perr *protocol.Error
 		if errors.As(err, &perr) && perr.Kind == protocol.KindCopy {
-			fmt.Fprintf(os.Stderr, "cork: cp: %s\n", perr.Message)
+			fmt.Fprintf(os.Stderr, "cork: cp: %s\n", term.Printable(perr.Message))
 			return ExitCopyProblems
 		}
 		return fail("cp: %v", err)
@@ -131,17 +129,6 @@ func copyMain(args []string) int {
 		return ExitCopyProblems
 	}
 	return 0
-}
-
-// printable escapes the control characters of a message that came from
-// the agent: it reaches the operator's terminal, which an agent must not
-// drive.
-func printable(s string) string {
-	if strings.IndexFunc(s, unicode.IsControl) < 0 {
-		return s
-	}
-	q := strconv.Quote(s)
-	return q[1 : len(q)-1]
 }
 
 // copyProgress shows, on a terminal, a line of what a copy has done once
