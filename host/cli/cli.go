@@ -340,18 +340,23 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 	// Raw mode for the session's life: restored before any message is
 	// printed, and by the deferred call on any other way out.
 	restore := func() {}
+	if sizeFd >= 0 {
+		sess.Sizes = client.NewSizeSlot()
+		term.WatchSize(sizeFd, sess.Sizes.Put, stop)
+	}
 	if tty && term.IsTerminal(stdinFd) {
-		r, err := term.MakeRaw(stdinFd)
+		raw, err := term.EnterRaw(stdinFd)
 		if err != nil {
 			conn.Close()
 			return fail("putting the terminal in raw mode: %v", err)
 		}
-		restore = r
+		restore = raw.Restore
 		defer restore()
-	}
-	if sizeFd >= 0 {
-		sess.Sizes = client.NewSizeSlot()
-		term.WatchSize(sizeFd, sess.Sizes.Put, stop)
+		var redraw func()
+		if sess.Sizes != nil {
+			redraw = func() { term.Redraw(sizeFd, sess.Sizes.Put) }
+		}
+		term.KeepAcrossStops(raw, redraw, stop)
 	}
 
 	exit, err := sess.Run(ctx, conn)
