@@ -362,9 +362,9 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 	exit, err := sess.Run(ctx, conn)
 	if err != nil && screen != nil {
 		// The program did not exit: leave the terminal as its exit
-		// would have, and print cork's message on a line of its own.
-		screen.Reset()
-		screen.FreshLine()
+		// would have, and print cork's message on a line of its own
+		// below what the program drew.
+		screen.Leave()
 	}
 	restore()
 	ferr := finish()
