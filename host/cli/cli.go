@@ -359,12 +359,18 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 		term.KeepAcrossStops(raw, redraw, stop)
 	}
 
+	if screen != nil {
+		screen.SaveTitle()
+	}
 	exit, err := sess.Run(ctx, conn)
-	if err != nil && screen != nil {
-		// The program did not exit: leave the terminal as its exit
-		// would have, and print cork's message on a line of its own
-		// below what the program drew.
-		screen.Leave()
+	if screen != nil {
+		if err != nil {
+			// The program did not exit: leave the terminal as its
+			// exit would have, and print cork's message on a line of
+			// its own below what the program drew.
+			screen.Leave()
+		}
+		screen.RestoreTitle()
 	}
 	restore()
 	ferr := finish()

@@ -182,3 +182,21 @@ func (s *Screen) setModes(params []byte, on bool) {
 		}
 	}
 }
+
+// Window titles are kept on xterm's title stack (XTWINOPS 22 and 23, "0":
+// the window and icon titles both), as vim keeps them: the host's title is
+// pushed before the session's program can set its own and popped when cork
+// leaves the session, so that the program's title does not stay on the
+// host's window after a detach or an exit. Terminals without the stack
+// ignore both.
+const (
+	saveTitle    = "\x1b[22;0t"
+	restoreTitle = "\x1b[23;0t"
+)
+
+// SaveTitle pushes the terminal's titles, before the session's output.
+func (s *Screen) SaveTitle() { io.WriteString(s.w, saveTitle) }
+
+// RestoreTitle pops the titles SaveTitle pushed, after the session's
+// output.
+func (s *Screen) RestoreTitle() { io.WriteString(s.w, restoreTitle) }
