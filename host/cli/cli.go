@@ -360,7 +360,7 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 	}
 
 	if screen != nil {
-		screen.SaveTitle()
+		screen.GuardTitle()
 	}
 	exit, err := sess.Run(ctx, conn)
 	if screen != nil {

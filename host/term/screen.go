@@ -20,6 +20,10 @@ type Screen struct {
 	last  byte
 	alt   bool // the program has the alternate screen on
 	moved bool // on the main screen, the cursor went up or to a position
+	osc   bool // the program wrote an OSC sequence, which may set a title
+	// guard: push the host's titles before the program's first OSC;
+	// pushed: they were.
+	guard, pushed bool
 	// partial holds the start of an escape sequence cut at the end of a
 	// write, for the next one to complete.
 	partial []byte
@@ -29,10 +33,14 @@ type Screen struct {
 func NewScreen(w io.Writer) *Screen { return &Screen{w: w} }
 
 func (s *Screen) Write(p []byte) (int, error) {
+	s.track(p)
+	if s.osc && s.guard && !s.pushed {
+		io.WriteString(s.w, saveTitle)
+		s.pushed = true
+	}
 	n, err := s.w.Write(p)
 	if n > 0 {
 		s.wrote, s.last = true, p[n-1]
-		s.track(p[:n])
 	}
 	return n, err
 }
@@ -121,6 +129,9 @@ func (s *Screen) track(p []byte) {
 			if len(p) < maxSeq {
 				s.partial = append(s.partial[:0], p...)
 			}
+			// A lone ESC may begin an OSC: a title pushed after it
+			// would cut that sequence in two.
+			s.osc = s.osc || len(p) == 1
 			return
 		}
 		p = p[n:]
@@ -140,6 +151,9 @@ func (s *Screen) escape(p []byte) int {
 		return 2
 	case 'M', '8': // reverse index, restore cursor
 		s.moveOnMain()
+		return 2
+	case ']': // OSC: a title among others
+		s.osc = true
 		return 2
 	case '[':
 	default:
@@ -184,19 +198,25 @@ func (s *Screen) setModes(params []byte, on bool) {
 }
 
 // Window titles are kept on xterm's title stack (XTWINOPS 22 and 23, "0":
-// the window and icon titles both), as vim keeps them: the host's title is
-// pushed before the session's program can set its own and popped when cork
-// leaves the session, so that the program's title does not stay on the
-// host's window after a detach or an exit. Terminals without the stack
-// ignore both.
+// the window and icon titles both), as vim keeps them: the host's titles
+// are pushed before the program's first OSC sequence (the one that may set
+// its title) and popped when cork leaves the session, so that the
+// program's title does not stay on the host's window after a detach or an
+// exit. Terminals without the stack ignore both; a program that sets no
+// title gets neither.
 const (
 	saveTitle    = "\x1b[22;0t"
 	restoreTitle = "\x1b[23;0t"
 )
 
-// SaveTitle pushes the terminal's titles, before the session's output.
-func (s *Screen) SaveTitle() { io.WriteString(s.w, saveTitle) }
+// GuardTitle makes the Screen push the terminal's titles before the
+// program's first OSC sequence.
+func (s *Screen) GuardTitle() { s.guard = true }
 
-// RestoreTitle pops the titles SaveTitle pushed, after the session's
-// output.
-func (s *Screen) RestoreTitle() { io.WriteString(s.w, restoreTitle) }
+// RestoreTitle pops the titles pushed, if they were.
+func (s *Screen) RestoreTitle() {
+	if s.pushed {
+		io.WriteString(s.w, restoreTitle)
+		s.pushed = false
+	}
+}

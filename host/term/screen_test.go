@@ -112,3 +112,40 @@ func BenchmarkScreenWrite(b *testing.B) {
 		s.Write(p)
 	}
 }
+
+// TestScreenTitleGuard: the host's titles are pushed before the first
+// write that may set a title (an OSC, or an ESC that may begin one), never
+// in the middle of the sequence, and popped once at the end; a program that
+// sets no title gets neither.
+func TestScreenTitleGuard(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		writes []string
+		want   string
+	}{
+		{"no title", []string{"plain", "\x1b[31mred\x1b[0m"}, "plain\x1b[31mred\x1b[0m"},
+		{"a title", []string{"a", "b\x1b]2;t\x07c", "\x1b]0;u\x07"},
+			"a" + saveTitle + "b\x1b]2;t\x07c\x1b]0;u\x07" + restoreTitle},
+		{"an OSC cut after its ESC", []string{"a\x1b", "]2;t\x07"},
+			saveTitle + "a\x1b]2;t\x07" + restoreTitle},
+	} {
+		var b bytes.Buffer
+		s := NewScreen(&b)
+		s.GuardTitle()
+		for _, w := range tt.writes {
+			s.Write([]byte(w))
+		}
+		s.RestoreTitle()
+		s.RestoreTitle() // pops once
+		if b.String() != tt.want {
+			t.Errorf("%s: wrote %q, want %q", tt.name, b.String(), tt.want)
+		}
+	}
+	var b bytes.Buffer
+	s := NewScreen(&b)
+	s.Write([]byte("\x1b]2;t\x07"))
+	s.RestoreTitle()
+	if b.String() != "\x1b]2;t\x07" {
+		t.Errorf("without GuardTitle: wrote %q", b.String())
+	}
+}
