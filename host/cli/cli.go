@@ -288,6 +288,14 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 	if tty && term.IsTerminal(stdoutFd) {
 		screen = term.NewScreen(os.Stdout)
 		sess.Stdout = screen
+		if keep {
+			// corkd leaves out of a restore the history this terminal
+			// got from the session already.
+			req.Terminal = term.Token(stdoutFd)
+			if sess.Attach != nil {
+				sess.Attach.Terminal = req.Terminal
+			}
+		}
 	}
 	stop := make(chan struct{})
 	defer close(stop)
