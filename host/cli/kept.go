@@ -65,7 +65,7 @@ func peekMain(args []string) int {
 	}
 	if asJSON {
 		b, _ := json.MarshalIndent(snap, "", "  ")
-		fmt.Println(string(b))
+		fmt.Println(string(term.PrintableJSON(b)))
 		return 0
 	}
 	// Trailing blank lines are no part of what the program shows.
@@ -113,7 +113,7 @@ func lsMain(args []string) int {
 	}
 	if asJSON {
 		b, _ := json.MarshalIndent(&protocol.Sessions{Sessions: sessions}, "", "  ")
-		fmt.Println(string(b))
+		fmt.Println(string(term.PrintableJSON(b)))
 		return 0
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)

@@ -92,6 +92,8 @@ func TestAgentTextEscaped(t *testing.T) {
 		{"takeover reason and name", []string{"attach", "--connect", url, "s"}, []string{`taken x\x1b[2J`, `name` + `x\x1b[2J`}},
 		{"ls columns", []string{"ls", "--connect", url}, []string{`idx\x1b[2J`, `namex\x1b[2J`, `userx\x1b[2J`, `progx\x1b[2J`, `SIGKILLx\x1b[2J`}},
 		{"peek text", []string{"peek", "--connect", url, "s"}, []string{`screenx\x1b[2J`}},
+		{"ls json", []string{"ls", "--json", "--connect", url}, []string{`progx\u001b[2J\u001b]0;pwned\u0007\u009b1m`}},
+		{"peek json", []string{"peek", "--json", "--connect", url, "s"}, []string{`screenx\u001b[2J`, `\u009b1m`}},
 		{"ping software", []string{"ping", "-c", "1", "--connect", url}, []string{`corkd x\x1b[2J`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package term
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"unicode"
@@ -32,4 +33,35 @@ func Printable(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// PrintableJSON escapes, in JSON that encoding/json wrote, the controls it
+// leaves as they are: DEL and the C1 controls (U+0080 to U+009F, C2 80 to
+// C2 9F in UTF-8), which some terminals act on. It writes them as \u
+// escapes, which decode to the same strings; they occur only inside
+// strings, where \u is valid.
+func PrintableJSON(b []byte) []byte {
+	var out []byte // nil until there is something to escape
+	done := 0      // b[:done] is in out
+	for i := 0; i < len(b); i++ {
+		var r byte
+		switch {
+		case b[i] == 0x7f:
+			r = 0x7f
+		case b[i] == 0xc2 && i+1 < len(b) && b[i+1] >= 0x80 && b[i+1] <= 0x9f:
+			r = b[i+1]
+		default:
+			continue
+		}
+		out = append(out, b[done:i]...)
+		out = fmt.Appendf(out, `\u%04x`, r)
+		if r != 0x7f {
+			i++
+		}
+		done = i + 1
+	}
+	if out == nil {
+		return b
+	}
+	return append(out, b[done:]...)
 }
