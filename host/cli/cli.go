@@ -348,23 +348,14 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 	// Raw mode for the session's life: restored before any message is
 	// printed, and by the deferred call on any other way out.
 	restore := func() {}
-	if sizeFd >= 0 {
-		sess.Sizes = client.NewSizeSlot()
-		term.WatchSize(sizeFd, sess.Sizes.Put, stop)
-	}
-	if tty && term.IsTerminal(stdinFd) {
-		raw, err := term.EnterRaw(stdinFd)
+	if tty {
+		r, err := driveTerminal(stdinFd, sizeFd, sess, stop)
 		if err != nil {
 			conn.Close()
 			return fail("putting the terminal in raw mode: %v", err)
 		}
-		restore = raw.Restore
+		restore = r
 		defer restore()
-		var redraw func()
-		if sess.Sizes != nil {
-			redraw = func() { term.Redraw(sizeFd, sess.Sizes.Put) }
-		}
-		term.KeepAcrossStops(raw, redraw, stop)
 	}
 
 	if screen != nil {
@@ -408,6 +399,30 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 		return fail("%v (%v)", err, ferr)
 	}
 	return fail("%v", err)
+}
+
+// driveTerminal sends the session the size changes of sizeFd (when it is
+// at least 0) until stop is closed, and puts stdinFd, when it is a
+// terminal, in raw mode, kept across stops: a continue makes the program
+// repaint. It returns the function that restores the terminal.
+func driveTerminal(stdinFd, sizeFd int, sess *client.Session, stop <-chan struct{}) (restore func(), err error) {
+	if sizeFd >= 0 {
+		sess.Sizes = client.NewSizeSlot()
+		term.WatchSize(sizeFd, sess.Sizes.Put, stop)
+	}
+	if !term.IsTerminal(stdinFd) {
+		return func() {}, nil
+	}
+	raw, err := term.EnterRaw(stdinFd)
+	if err != nil {
+		return nil, err
+	}
+	var redraw func()
+	if sess.Sizes != nil {
+		redraw = func() { term.Redraw(sizeFd, sess.Sizes.Put) }
+	}
+	term.KeepAcrossStops(raw, redraw, stop)
+	return raw.Restore, nil
 }
 
 // terminalInput is the operator's terminal as a kept session's input.
