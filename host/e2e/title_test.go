@@ -36,6 +36,20 @@ func TestTitleStackOrder(t *testing.T) {
 		inOrder(t, tm.Out.String(), pushTitle, "\x1b]2;prog-title", popTitle, "cork: detached from session")
 		corkCmd("kill", "--connect", a.url, "title")
 	})
+	t.Run("attach", func(t *testing.T) {
+		// The program sets its title when the attach makes it repaint.
+		tm := termtest.Start(t, 24, 80, bin.Cork, corkExec(a, "-it", "--keep", "--name", "titled", "--",
+			"sh", "-c", `trap 'printf "\033]2;prog-title\007"; echo repainted' WINCH; echo ready; while :; do sleep 0.05; done`)...)
+		tm.WaitLine(t, "ready", func(l string) bool { return strings.HasSuffix(l, "ready") })
+		tm.Write(t, "\x00\x11")
+		tm.Wait(t)
+		tm2 := termtest.Start(t, 24, 80, bin.Cork, "attach", "--connect", a.url, "titled")
+		tm2.WaitLine(t, "the repaint", func(l string) bool { return strings.HasSuffix(l, "repainted") })
+		tm2.Write(t, "\x00\x11")
+		tm2.Wait(t)
+		inOrder(t, tm2.Out.String(), pushTitle, "\x1b]2;prog-title", popTitle, "cork: detached from session")
+		corkCmd("kill", "--connect", a.url, "titled")
+	})
 	t.Run("exit", func(t *testing.T) {
 		tm := termtest.Start(t, 24, 80, bin.Cork, corkExec(a, "-it", "--", "sh", "-c", `printf '\033]2;prog-title\007'; echo bye`)...)
 		tm.Wait(t)
@@ -43,19 +57,23 @@ func TestTitleStackOrder(t *testing.T) {
 	})
 }
 
-// inOrder fails unless each of want occurs in out once, in order.
+// inOrder fails unless each of want occurs in out, every occurrence after
+// every one of the one before, and the title stack is pushed and popped
+// once.
 func inOrder(t *testing.T, out string, want ...string) {
 	t.Helper()
-	at := -1
-	for _, w := range want {
-		if n := strings.Count(out, w); n != 1 {
-			t.Fatalf("%q occurs %d times in %q", w, n, out)
+	for _, seq := range []string{pushTitle, popTitle} {
+		if n := strings.Count(out, seq); n != 1 {
+			t.Fatalf("%q occurs %d times in %q, want once", seq, n, out)
 		}
-		i := strings.Index(out, w)
-		if i < at {
-			t.Fatalf("%q comes too early in %q; want the order %q", w, out, want)
+	}
+	for i, w := range want {
+		if !strings.Contains(out, w) {
+			t.Fatalf("no %q in %q", w, out)
 		}
-		at = i
+		if i > 0 && strings.Index(out, w) < strings.LastIndex(out, want[i-1]) {
+			t.Fatalf("%q comes before %q ends in %q; want the order %q", w, want[i-1], out, want)
+		}
 	}
 }
 
