@@ -33,7 +33,7 @@ func TestAttachHistoryOnce(t *testing.T) {
 	script := cork + "\necho RC0\n"
 	const attaches = 3
 	for i := 1; i <= attaches; i++ {
-		script += fmt.Sprintf("%s\necho RC%d\n", attach, i)
+		script += fmt.Sprintf("read go\n%s\necho RC%d\n", attach, i)
 	}
 	wrapper := filepath.Join(dir, "run.sh")
 	os.WriteFile(wrapper, []byte(script+"sleep 60\n"), 0o755)
@@ -41,12 +41,18 @@ func TestAttachHistoryOnce(t *testing.T) {
 	history := func(pane string) string { return tm.run("capture-pane", "-p", "-J", "-S", "-", "-t", pane) }
 	termtest.WaitFor(t, "the program's lines", 20*time.Second, func() bool { return strings.Contains(history("one"), "ready") })
 	for i := 0; i <= attaches; i++ {
+		// The keys go to a cork that drives the session (and so has the
+		// terminal raw), not to the one before it or to the shell.
 		termtest.WaitFor(t, "cork to drive the session", 20*time.Second, func() bool {
 			s, ok := a.session(t, "h")
 			return ok && s.Attached
 		})
 		tm.run("send-keys", "-t", "one", "C-Space", "C-q")
 		termtest.WaitFor(t, fmt.Sprintf("RC%d", i), 20*time.Second, func() bool { return strings.Contains(history("one"), fmt.Sprintf("RC%d", i)) })
+		a.waitDetached(t, "h")
+		if i < attaches {
+			tm.run("send-keys", "-t", "one", "Enter") // the next attach
+		}
 	}
 	if n := strings.Count(history("one"), "L10."); n != 1 {
 		t.Fatalf("after %d attaches in one pane its history holds %d copies of the session's scrolled-off lines, want 1:\n%s", attaches, n, history("one"))
