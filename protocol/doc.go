@@ -137,9 +137,13 @@
 //     guest sends one Restore frame: bytes that draw the session's screen,
 //     as the guest keeps it from the output, on a terminal of Attach.Size
 //     (reset, the alternate screen if in use, lines scrolled off, the
-//     screen with colours and styles, the cursor, the input modes). Restore
-//     bytes are written to the terminal like output but are not output:
-//     they do not count in From's numbering. Then the guest makes the
+//     screen with colours and styles, the cursor, the input modes). The
+//     lines scrolled off are left out when Attach.Terminal names the
+//     terminal of the last client that drove the session (its
+//     Exec.Terminal or Attach.Terminal) and the program has written no
+//     output since that client left: that terminal holds them already.
+//     Restore bytes are written to the terminal like output but are not
+//     output: they do not count in From's numbering. Then the guest makes the
 //     program repaint itself: it sets the terminal one column wider, then,
 //     about 50 ms later, to Attach.Size (or the size it had), since the
 //     kernel signals no size that does not change. A Resume beyond the

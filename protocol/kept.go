@@ -49,7 +49,18 @@ type Attach struct {
 	// no input and never sizes the session. Several may watch a session
 	// besides the one client that drives it.
 	ReadOnly bool `json:"read_only,omitempty"`
+	// Terminal, when set, names the host terminal the client shows the
+	// session on: an opaque token (at most MaxTerminal printable ASCII
+	// bytes) that stays the same for one terminal's life and differs
+	// between terminals. When the terminal of the last client to drive the
+	// session attaches again and the program has written nothing since
+	// that client left, the Restore leaves out the lines scrolled off the
+	// screen: the terminal already holds them.
+	Terminal string `json:"terminal,omitempty"`
 }
+
+// MaxTerminal bounds Attach.Terminal and Exec.Terminal.
+const MaxTerminal = 64
 
 // Validate reports the first problem with a.
 func (a *Attach) Validate() error {
@@ -58,6 +69,21 @@ func (a *Attach) Validate() error {
 	}
 	if len(a.Session) > MaxName || strings.ContainsRune(a.Session, 0) {
 		return fmt.Errorf("attach: session %q is not a name or an id", a.Session)
+	}
+	if err := validTerminal(a.Terminal); err != nil {
+		return fmt.Errorf("attach: %w", err)
+	}
+	return nil
+}
+
+func validTerminal(t string) error {
+	if len(t) > MaxTerminal {
+		return fmt.Errorf("terminal token of %d bytes, the limit is %d", len(t), MaxTerminal)
+	}
+	for i := 0; i < len(t); i++ {
+		if t[i] <= ' ' || t[i] >= 0x7f {
+			return errors.New("terminal token has a byte that is not printable ASCII")
+		}
 	}
 	return nil
 }

@@ -125,6 +125,9 @@ type Exec struct {
 	Keep          bool   `json:"keep,omitempty"`
 	Name          string `json:"name,omitempty"`
 	LingerSeconds int64  `json:"linger_seconds,omitempty"`
+	// Terminal names the host terminal the session is shown on, as
+	// Attach.Terminal does.
+	Terminal string `json:"terminal,omitempty"`
 }
 
 // MaxModes bounds Exec.Modes; RFC 4254 names fewer than 60 modes.
@@ -154,6 +157,9 @@ func (e *Exec) Validate() error {
 			// The entry itself is not quoted: it may be a secret.
 			return fmt.Errorf("exec: environment entry %d is not KEY=VALUE", i)
 		}
+	}
+	if err := validTerminal(e.Terminal); err != nil {
+		return fmt.Errorf("exec: %w", err)
 	}
 	if len(e.Modes) > MaxModes {
 		return fmt.Errorf("exec: %d terminal modes, the limit is %d", len(e.Modes), MaxModes)

@@ -239,6 +239,7 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 		return
 	}
 	cl := ss.newClient(h.c, h.w)
+	cl.terminal = a.Terminal
 
 	// The client attached now, if any, is told and let go first: a pump
 	// blocked writing to it must not hold the session's output. A bad
@@ -267,7 +268,7 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 		} else {
 			// The screen as it is now, drawn for this terminal; the live
 			// output continues it, since nothing is written meanwhile.
-			err = h.w.WriteFrame(protocol.TypeRestore, ss.screenNowLocked().Render(int(size.Cols), int(size.Rows)))
+			err = h.w.WriteFrame(protocol.TypeRestore, ss.restoreLocked(a.Terminal, size))
 		}
 	}
 	running := !ss.exited

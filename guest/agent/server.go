@@ -408,6 +408,7 @@ func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 		return
 	}
 	cl := ss.newClient(hs.c, hs.w)
+	cl.terminal = req.Terminal
 	ss.attach(cl)
 	if req.Keep {
 		if perr := s.kept.add(ss); perr != nil {

@@ -58,6 +58,11 @@ type session struct {
 	exited     bool           // the program has exited and its output was read
 	detachedAt time.Time
 	detachGen  int // counts detaches, so that a stale linger timer does nothing
+	// The host terminal of the last client that left, and the output
+	// written when it left: that terminal holds the session's history up
+	// to there (an attach from it leaves the scrollback out).
+	leftTerminal string
+	leftAt       uint64
 
 	// sizeMu orders the terminal's sizes; never held with outMu, so that a
 	// resize never waits behind output.
@@ -80,6 +85,8 @@ type client struct {
 
 	lastMu sync.Mutex
 	ended  bool // the client was sent its last frame
+
+	terminal string // the host terminal it shows the session on, if it said
 }
 
 func (ss *session) newClient(conn io.ReadWriteCloser, w *protocol.Writer) *client {
@@ -382,6 +389,7 @@ func (ss *session) dropLocked(cl *client) {
 	}
 	ss.client = nil
 	ss.attached.Store(false)
+	ss.leftTerminal, ss.leftAt = cl.terminal, ss.sent
 	if !ss.keep || ss.exited {
 		return
 	}

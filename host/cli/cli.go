@@ -103,8 +103,16 @@ func parseFlags(fs *pflag.FlagSet, args []string) (code int, ok bool) {
 }
 
 func fail(format string, a ...any) int {
-	fmt.Fprintf(os.Stderr, "cork: "+format+"\n", a...)
+	say(format, a...)
 	return ExitCorkError
+}
+
+// say prints one line of cork's on stderr. Its arguments often hold text
+// from the agent (an error's message, a session's name, a takeover's
+// reason): the whole line is made printable, so that none of it can drive
+// the operator's terminal.
+func say(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "cork: %s\n", term.Printable(fmt.Sprintf(format, a...)))
 }
 
 // flagsForMessages spells the target's flags for a command line printed
@@ -283,6 +291,14 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 	if tty && term.IsTerminal(stdoutFd) {
 		screen = term.NewScreen(os.Stdout)
 		sess.Stdout = screen
+		if keep {
+			// corkd leaves out of a restore the history this terminal
+			// got from the session already.
+			req.Terminal = term.Token(stdoutFd)
+			if sess.Attach != nil {
+				sess.Attach.Terminal = req.Terminal
+			}
+		}
 	}
 	stop := make(chan struct{})
 	defer close(stop)
@@ -335,8 +351,8 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 	// Raw mode for the session's life: restored before any message is
 	// printed, and by the deferred call on any other way out.
 	restore := func() {}
-	if tty && term.IsTerminal(stdinFd) {
-		r, err := term.MakeRaw(stdinFd)
+	if tty {
+		r, err := driveTerminal(stdinFd, sizeFd, sess, stop)
 		if err != nil {
 			conn.Close()
 			return fail("putting the terminal in raw mode: %v", err)
@@ -344,17 +360,19 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 		restore = r
 		defer restore()
 	}
-	if sizeFd >= 0 {
-		sess.Sizes = client.NewSizeSlot()
-		term.WatchSize(sizeFd, sess.Sizes.Put, stop)
-	}
 
+	if screen != nil {
+		screen.GuardTitle()
+	}
 	exit, err := sess.Run(ctx, conn)
-	if err != nil && screen != nil {
-		// The program did not exit: leave the terminal as its exit
-		// would have, and print cork's message on a line of its own.
-		screen.Reset()
-		screen.FreshLine()
+	if screen != nil {
+		if err != nil {
+			// The program did not exit: leave the terminal as its
+			// exit would have, and print cork's message on a line of
+			// its own below what the program drew.
+			screen.Leave()
+		}
+		screen.RestoreTitle()
 	}
 	restore()
 	ferr := finish()
@@ -364,10 +382,10 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 	case err == nil:
 		return exit.Code
 	case errors.Is(err, client.ErrDetached):
-		fmt.Fprintf(os.Stderr, "cork: detached from session %s; %s to return\n", describe(sess), again)
+		say("detached from session %s; %s to return", describe(sess), again)
 		return 0
 	case errors.As(err, &taken):
-		fmt.Fprintf(os.Stderr, "cork: %v; %s to take it back\n", err, again)
+		say("%v; %s to take it back", err, again)
 		return ExitTakenOver
 	case errors.Is(err, client.ErrNoExit):
 		msg := err.Error()
@@ -377,13 +395,37 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 		if keep && sess.ID != "" {
 			msg += fmt.Sprintf("; session %s is kept: %s", describe(sess), again)
 		}
-		fmt.Fprintf(os.Stderr, "cork: %s\n", msg)
+		say("%s", msg)
 		return ExitLost
 	}
 	if ferr != nil {
 		return fail("%v (%v)", err, ferr)
 	}
 	return fail("%v", err)
+}
+
+// driveTerminal sends the session the size changes of sizeFd (when it is
+// at least 0) until stop is closed, and puts stdinFd, when it is a
+// terminal, in raw mode, kept across stops: a continue makes the program
+// repaint. It returns the function that restores the terminal.
+func driveTerminal(stdinFd, sizeFd int, sess *client.Session, stop <-chan struct{}) (restore func(), err error) {
+	if sizeFd >= 0 {
+		sess.Sizes = client.NewSizeSlot()
+		term.WatchSize(sizeFd, sess.Sizes.Put, stop)
+	}
+	if !term.IsTerminal(stdinFd) {
+		return func() {}, nil
+	}
+	raw, err := term.EnterRaw(stdinFd)
+	if err != nil {
+		return nil, err
+	}
+	var redraw func()
+	if sess.Sizes != nil {
+		redraw = func() { term.Redraw(sizeFd, sess.Sizes.Put) }
+	}
+	term.KeepAcrossStops(raw, redraw, stop)
+	return raw.Restore, nil
 }
 
 // terminalInput is the operator's terminal as a kept session's input.
@@ -529,7 +571,7 @@ func pingMain(args []string) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	fmt.Printf("%s, protocol %d, hello in %v\n", h.Software, h.Version, time.Since(start).Round(time.Microsecond))
+	fmt.Printf("%s, protocol %d, hello in %v\n", term.Printable(h.Software), h.Version, time.Since(start).Round(time.Microsecond))
 	for i := range count {
 		start := time.Now()
 		if err := client.Ping(r, w, []byte(fmt.Sprint(i))); err != nil {
