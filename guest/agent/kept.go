@@ -226,9 +226,8 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 		h.refuse(protocol.KindSession, noSuchSession(a.Session))
 		return
 	}
-	log := ss.log
 	ss.outMu.Lock()
-	old, sent, exited := ss.client, ss.sent, ss.exited
+	sent, exited := ss.sent, ss.exited
 	ss.outMu.Unlock()
 	if a.Resume != nil && *a.Resume > sent {
 		h.refuse(protocol.KindRequest, fmt.Sprintf("resume from output byte %d: the session has written only %d", *a.Resume, sent))
@@ -239,61 +238,67 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 		return
 	}
 	cl := ss.newClient(h.c, h.w)
-
-	// The client attached now, if any, is told and let go first: a pump
-	// blocked writing to it must not hold the session's output. A bad
-	// request (above) takes nothing over.
-	if old != nil && !a.ReadOnly {
-		log.Info("another client attached; detaching the current one")
-		takeOver(old)
+	at, restore := ss.join(cl, a, s.cfg.StdinWindow)
+	// Written by this goroutine without the session's lock, with the
+	// client's deadline; the feed, started after, continues from the
+	// cursor join set, so the output between is not lost.
+	err := cl.w.WriteJSON(protocol.TypeAttached, at)
+	if err == nil && restore != nil {
+		err = cl.w.WriteFrame(protocol.TypeRestore, restore)
 	}
-
-	size := a.Size.Clamped()
-	if !size.Valid() {
-		size = ss.currentSize()
-	}
-	ss.outMu.Lock()
-	from, resumed := ss.sent, false
-	if a.Resume != nil && !ss.exited {
-		if _, _, ok := ss.ring.since(*a.Resume); ok {
-			from, resumed = *a.Resume, true
+	if !at.Running {
+		if err == nil {
+			ss.log.Info("attached to an exited session", "code", ss.exit.Code)
+			cl.last(protocol.TypeExit, &ss.exit)
 		}
+		return
 	}
-	err := h.w.WriteJSON(protocol.TypeAttached, &protocol.Attached{Session: ss.id, Name: ss.name, From: from,
-		Resumed: resumed, Running: !ss.exited, StdinWindow: s.cfg.StdinWindow, ReadOnly: a.ReadOnly})
-	if err == nil {
-		if resumed {
-			err = writeOutput(h.w, ss.ring, from)
-		} else {
-			// The screen as it is now, drawn for this terminal; the live
-			// output continues it, since nothing is written meanwhile.
-			err = h.w.WriteFrame(protocol.TypeRestore, ss.screenNowLocked().Render(int(size.Cols), int(size.Rows)))
-		}
-	}
-	running := !ss.exited
-	if running && err == nil {
-		ss.client = cl
-		ss.attached.Store(true)
-		ss.detachedAt = time.Time{}
-		ss.detachGen++
-	}
-	ss.outMu.Unlock()
 	if err != nil {
+		ss.log.Info("client stopped reading at attach; detaching it", "err", err)
+		ss.cutOff(cl)
 		return
 	}
-	if !running {
-		log.Info("attached to an exited session", "code", ss.exit.Code)
-		cl.last(protocol.TypeExit, &ss.exit)
-		return
-	}
-	log.Info("attached", "resumed", resumed, "from", from)
-	if resumed {
+	go ss.feed(cl)
+	ss.log.Info("attached", "resumed", at.Resumed, "from", at.From)
+	if at.Resumed {
 		ss.resize(a.Size)
 	} else {
 		// What the screen got wrong, the program's own repaint mends.
 		ss.redraw(a.Size)
 	}
 	ss.serve(cl, h.r)
+}
+
+// join makes cl the client of a running session, taking it over from any
+// other, and returns what the client is told first: Attached, and the
+// screen drawn for its terminal unless it resumes. All of it under outMu,
+// which only memory operations take, so that the output after it
+// continues exactly what the client gets.
+func (ss *session) join(cl *client, a *protocol.Attach, window uint32) (*protocol.Attached, []byte) {
+	size := a.Size.Clamped()
+	if !size.Valid() {
+		size = ss.currentSize()
+	}
+	ss.outMu.Lock()
+	defer ss.outMu.Unlock()
+	from, resumed := ss.sent, false
+	if a.Resume != nil && !ss.exited {
+		if _, _, ok := ss.ring.since(*a.Resume); ok {
+			from, resumed = *a.Resume, true
+		}
+	}
+	at := &protocol.Attached{Session: ss.id, Name: ss.name, From: from, Resumed: resumed,
+		Running: !ss.exited, StdinWindow: window, ReadOnly: a.ReadOnly}
+	var restore []byte
+	if !resumed {
+		// The screen as it is now, drawn for this terminal; the live
+		// output continues it.
+		restore = ss.screenNowLocked().Render(int(size.Cols), int(size.Rows))
+	}
+	if !ss.exited {
+		ss.attachLocked(cl, from)
+	}
+	return at, restore
 }
 
 // peek answers a Peek with the session's screen; it never sizes the
@@ -313,35 +318,4 @@ func (s *Server) peek(h *handshake, pk *protocol.Peek, peer Peer) {
 	h.w.WriteJSON(protocol.TypeSnapshot, &protocol.Snapshot{Session: ss.id, Name: ss.name, Cols: cols, Rows: rows,
 		Lines: scr.Lines(pk.ANSI), CursorCol: col, CursorRow: row, CursorVisible: visible, AltScreen: scr.AltScreen(),
 		Running: running})
-}
-
-// takeOver tells a client that another one took its session over, and lets
-// it go; a client that does not take the news within a second is cut off.
-func takeOver(cl *client) {
-	done := make(chan struct{})
-	go func() {
-		cl.last(protocol.TypeDetached, &protocol.Detached{Reason: "another client attached to the session"})
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(time.Second):
-	}
-	cl.conn.Close()
-	cl.leave()
-}
-
-// writeOutput sends the ring's bytes from number from on as output frames.
-func writeOutput(w *protocol.Writer, r *ring, from uint64) error {
-	a, b, _ := r.since(from)
-	for _, part := range [][]byte{a, b} {
-		for len(part) > 0 {
-			n := min(len(part), dataFrameSize)
-			if err := w.WriteFrame(protocol.TypeStdout, part[:n]); err != nil {
-				return err
-			}
-			part = part[n:]
-		}
-	}
-	return nil
 }

@@ -43,7 +43,9 @@ type session struct {
 
 	// outMu orders output: the ring, the count and the client change
 	// together, so that a client attaching mid-stream gets every byte
-	// once. A pump holds it while it writes a frame to the client.
+	// once. A plain session's pump holds it while it writes a frame to
+	// its one client; a kept session's is held only for memory
+	// operations, and each client's feed writes without it.
 	outMu    sync.Mutex
 	client   *client // nil while detached
 	ring     *ring   // kept sessions: the last output
@@ -80,11 +82,37 @@ type client struct {
 
 	lastMu sync.Mutex
 	ended  bool // the client was sent its last frame
+
+	// A kept session's client is a cursor into the session's output,
+	// which its feed copies to the connection; outMu guards these.
+	next uint64        // the number of the next output byte it gets
+	end  *ending       // set when its part ends: after its output, or at once
+	wake chan struct{} // output came, or its end did
+}
+
+// ending is the last frame a kept session's client gets.
+type ending struct {
+	t     protocol.Type
+	v     any
+	atOnce bool // without the output it has yet to get: it was taken over
 }
 
 func (ss *session) newClient(conn io.ReadWriteCloser, w *protocol.Writer) *client {
-	return &client{conn: conn, w: w, gone: make(chan struct{}),
+	if ss.keep {
+		// Every write to a kept session's client has a deadline: one
+		// that stops reading is detached, never waited for.
+		w = protocol.NewWriter(stallWriter{conn})
+	}
+	return &client{conn: conn, w: w, gone: make(chan struct{}), wake: make(chan struct{}, 1),
 		in: newInputQueue(int(ss.srv.cfg.StdinWindow), ss.stdin, ss.wanted, !ss.keep)}
+}
+
+// nudge tells the client's feed that there is more for it; it never waits.
+func (cl *client) nudge() {
+	select {
+	case cl.wake <- struct{}{}:
+	default:
+	}
 }
 
 // leave ends the client's part: its frame loop returns.
@@ -299,12 +327,11 @@ func (ss *session) deliver(frame []byte) {
 		return
 	}
 	if ss.keep {
-		// A client that stops reading would stall the program: after a
-		// while it is detached instead (EternalTerminal#731 froze
-		// Claude Code on writes that blocked).
-		if d, ok := cl.conn.(interface{ SetWriteDeadline(time.Time) error }); ok {
-			d.SetWriteDeadline(time.Now().Add(clientStall))
-		}
+		// The client's feed copies the output from the ring: the program
+		// never waits on a client (EternalTerminal#731 froze Claude Code
+		// on writes that blocked).
+		cl.nudge()
+		return
 	}
 	if err := cl.w.WriteFramed(frame); err != nil {
 		ss.dropLocked(cl)
@@ -315,9 +342,24 @@ func (ss *session) deliver(frame []byte) {
 	}
 }
 
-// clientStall is how long a kept session's output waits on a client that
-// does not read before the client is detached.
-const clientStall = 10 * time.Second
+// clientStall is how long a write to a kept session's client may wait on
+// a client that does not read before the client is detached: 10 s
+// (tests shorten it).
+var clientStall atomic.Int64
+
+func init() { clientStall.Store(int64(10 * time.Second)) }
+
+// stallWriter gives each write to a client its own deadline, clientStall
+// from its start, so that no write waits longer on a client that stopped
+// reading, and an old deadline never fails a later write.
+type stallWriter struct{ conn io.ReadWriteCloser }
+
+func (s stallWriter) Write(p []byte) (int, error) {
+	if d, ok := s.conn.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		d.SetWriteDeadline(time.Now().Add(time.Duration(clientStall.Load())))
+	}
+	return s.conn.Write(p)
+}
 
 // finish ends the session once the program has exited and its output is
 // drained: the attached client gets Exit; a kept session with no client
@@ -331,6 +373,11 @@ func (ss *session) finish() {
 	if cl == nil {
 		ss.detachedAt = time.Now()
 	}
+	if cl != nil && ss.keep {
+		// Its feed sends the output it has yet to get, then the exit.
+		cl.end = &ending{t: protocol.TypeExit, v: &ss.exit}
+		cl.nudge()
+	}
 	watchers := ss.watchers
 	ss.watchers = nil
 	ss.watched.Store(0)
@@ -339,7 +386,7 @@ func (ss *session) finish() {
 	}
 	ss.outMu.Unlock()
 	ss.log.Info("exited", "code", ss.exit.Code, "signal", ss.exit.Signal)
-	if cl != nil {
+	if cl != nil && !ss.keep {
 		cl.last(protocol.TypeExit, &ss.exit)
 		cl.leave()
 	}
@@ -359,19 +406,32 @@ func (ss *session) finish() {
 	ss.srv.sessionEnded()
 }
 
-// attach makes cl the session's client, taking it over from another one.
-// It returns false when the program has already exited.
-func (ss *session) attach(cl *client) bool {
+// attach makes cl the first client of a session that has just started.
+func (ss *session) attach(cl *client) {
 	ss.outMu.Lock()
-	defer ss.outMu.Unlock()
-	if ss.exited {
-		return false
+	ss.attachLocked(cl, ss.sent)
+	ss.outMu.Unlock()
+	if ss.keep {
+		go ss.feed(cl)
+	}
+}
+
+// attachLocked makes cl the session's client from output byte from on,
+// taking the session over from the client attached, if any, which is told
+// so and let go. outMu is held: of two attaches at once, one takes the
+// session over from the other.
+func (ss *session) attachLocked(cl *client, from uint64) {
+	if old := ss.client; old != nil && old != cl {
+		ss.log.Info("another client attached; detaching the current one")
+		old.end = &ending{t: protocol.TypeDetached, atOnce: true,
+			v: &protocol.Detached{Reason: "another client attached to the session"}}
+		old.nudge()
 	}
 	ss.client = cl
+	cl.next = from
 	ss.attached.Store(true)
 	ss.detachedAt = time.Time{}
 	ss.detachGen++
-	return true
 }
 
 // dropLocked forgets cl as the session's client; a kept session starts its
