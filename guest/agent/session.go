@@ -92,8 +92,8 @@ type client struct {
 
 // ending is the last frame a kept session's client gets.
 type ending struct {
-	t     protocol.Type
-	v     any
+	t      protocol.Type
+	v      any
 	atOnce bool // without the output it has yet to get: it was taken over
 }
 
