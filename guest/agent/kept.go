@@ -18,29 +18,52 @@ import (
 // for the others a session "does not exist", so that its name is not
 // revealed either.
 
+// DefaultMaxKeptPerUID bounds the kept sessions, running and exited, of
+// one uid that may run sessions only as itself, so that one such uid
+// cannot take every slot of the table. Peers that may run as anyone
+// (root, the host, --allow-uid-as-any) are bounded by the total alone.
+const DefaultMaxKeptPerUID = 8
+
 // keptSessions is the agent's table of kept sessions, running and exited.
 type keptSessions struct {
-	mu   sync.Mutex
-	byID map[string]*session
-	max  int
+	mu        sync.Mutex
+	byID      map[string]*session
+	max       int
+	maxPerUID int
 }
 
-func newKeptSessions(max int) *keptSessions {
-	return &keptSessions{byID: map[string]*session{}, max: max}
+func newKeptSessions(max, maxPerUID int) *keptSessions {
+	if maxPerUID <= 0 {
+		maxPerUID = DefaultMaxKeptPerUID
+	}
+	return &keptSessions{byID: map[string]*session{}, max: max, maxPerUID: maxPerUID}
 }
 
-// room refuses a new kept session named name: the table is full or the
-// name is taken.
-func (k *keptSessions) room(name string) *protocol.Error {
+// room refuses a new kept session named name for owner: the table is
+// full, the owner has its most, or the name is taken.
+func (k *keptSessions) room(name string, owner Peer) *protocol.Error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.roomLocked(name)
+	return k.roomLocked(name, owner)
 }
 
-func (k *keptSessions) roomLocked(name string) *protocol.Error {
+func (k *keptSessions) roomLocked(name string, owner Peer) *protocol.Error {
 	if len(k.byID) >= k.max {
 		return &protocol.Error{Kind: protocol.KindBusy, Message: fmt.Sprintf(
 			"corkd keeps at most %d sessions; cork rm or cork kill one first", k.max)}
+	}
+	if !owner.AsAny {
+		n := 0
+		for _, ss := range k.byID {
+			if ss.owner.HasUID && ss.owner.UID == owner.UID {
+				n++
+			}
+		}
+		if n >= k.maxPerUID {
+			return &protocol.Error{Kind: protocol.KindBusy, Message: fmt.Sprintf(
+				"corkd keeps at most %d sessions per user (--max-kept-per-uid), and uid %d has %d; cork rm or cork kill one first",
+				k.maxPerUID, owner.UID, n)}
+		}
 	}
 	if name == "" {
 		return nil
@@ -56,7 +79,7 @@ func (k *keptSessions) roomLocked(name string) *protocol.Error {
 func (k *keptSessions) add(ss *session) *protocol.Error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if perr := k.roomLocked(ss.name); perr != nil {
+	if perr := k.roomLocked(ss.name, ss.owner); perr != nil {
 		return perr
 	}
 	k.byID[ss.id] = ss

@@ -1,12 +1,14 @@
 package agent_test
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/corkvm/cork/guest/agent"
 	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/prototest"
 )
 
 // Kept sessions against peers that misbehave: clients that never read,
@@ -94,4 +96,54 @@ func TestAttachThatNeverReadsStallsNothing(t *testing.T) {
 	readUntil(t, r, "\n")
 	r.Send(protocol.TypeSignal, &protocol.Signal{Name: "KILL"})
 	r.Output(nil)
+}
+
+// TestKeptLimitPerUID: a uid that may run sessions only as itself gets at
+// most its share of the table; another uid, and root, still get theirs.
+func TestKeptLimitPerUID(t *testing.T) {
+	srv := newServer(t, agent.Config{MaxKept: 5, MaxKeptPerUID: 2})
+	start := func(uid int, name string) *prototest.Peer {
+		p := dial(t, srv, uid)
+		p.Exec(keep(name, sh("echo ready; sleep 600")...))
+		readUntil(t, p, "ready")
+		return p
+	}
+	var all []*prototest.Peer
+	for i := range 2 {
+		all = append(all, start(1001, fmt.Sprint("mine-", i)))
+	}
+	p := dial(t, srv, 1001)
+	p.Send(protocol.TypeExec, keep("one-too-many", "true"))
+	p.ExpectError(protocol.KindBusy, "at most 2 sessions per user")
+	all = append(all, start(1002, "theirs"), start(0, "root-0"), start(0, "root-1"))
+	q := dial(t, srv, 0)
+	q.Send(protocol.TypeExec, keep("root-2", "true"))
+	q.ExpectError(protocol.KindBusy, "keeps at most 5 sessions")
+	for _, p := range all {
+		p.Send(protocol.TypeSignal, &protocol.Signal{Name: "KILL"})
+		p.Output(nil)
+	}
+}
+
+// TestLingerHasAMaximum: a client asks for a longer linger than corkd's,
+// or for none at all; it gets corkd's.
+func TestLingerHasAMaximum(t *testing.T) {
+	srv := newServer(t, agent.Config{Linger: time.Second, DisconnectGrace: 200 * time.Millisecond})
+	for _, asked := range []int64{3600, -1} {
+		name := fmt.Sprint("asks-", asked)
+		p := dial(t, srv, -1)
+		req := keep(name, sh("echo ready; sleep 600")...)
+		req.LingerSeconds = asked
+		p.Exec(req)
+		readUntil(t, p, "ready")
+		p.Conn.Close()
+		waitFor(t, "corkd's linger to hang "+name+" up", 10*time.Second, func() bool {
+			for _, s := range list(t, srv, -1) {
+				if s.Name == name {
+					return s.State == protocol.StateExited && s.Exit.Signal == "HUP"
+				}
+			}
+			return false
+		})
+	}
 }

@@ -52,6 +52,9 @@ type Config struct {
 	MaxKept    int
 	KeepBuffer int
 	Linger     time.Duration
+	// MaxKeptPerUID limits the kept sessions of each uid that may run
+	// sessions only as itself (DefaultMaxKeptPerUID when zero).
+	MaxKeptPerUID int
 	// ScreenScrollback is how many lines scrolled off a kept session's
 	// screen it keeps, for an attach to show.
 	ScreenScrollback int
@@ -134,7 +137,7 @@ func New(cfg Config) *Server {
 	if err != nil {
 		cfg.Logger.Warn("cannot resolve own account", "err", err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, self: self, kept: newKeptSessions(cfg.MaxKept)}
+	s := &Server{cfg: cfg, log: cfg.Logger, self: self, kept: newKeptSessions(cfg.MaxKept, cfg.MaxKeptPerUID)}
 	s.freeMemory = time.AfterFunc(time.Duration(math.MaxInt64), func() {
 		if s.active.Load() == 0 {
 			// Twice: the pooled frame buffers survive the first
@@ -250,7 +253,7 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 // connection until the program ends or the connection does.
 func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 	if req.Keep {
-		if perr := s.kept.room(req.Name); perr != nil {
+		if perr := s.kept.room(req.Name, peer); perr != nil {
 			hs.refuse(perr.Kind, perr.Message)
 			return
 		}

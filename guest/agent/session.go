@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
@@ -183,13 +184,7 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 		reaped: make(chan struct{}), done: make(chan struct{})}
 	if req.Keep {
 		ss.ring = newRing(s.cfg.KeepBuffer)
-		ss.linger = s.cfg.Linger
-		switch {
-		case req.LingerSeconds < 0:
-			ss.linger = 0
-		case req.LingerSeconds > 0:
-			ss.linger = time.Duration(req.LingerSeconds) * time.Second
-		}
+		ss.linger = keptLinger(req.LingerSeconds, s.cfg.Linger)
 	}
 	var stdin io.WriteCloser
 	var err error
@@ -213,6 +208,23 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 		log.Warn("host gone before the session started", "err", err)
 	}
 	return ss, nil
+}
+
+// keptLinger is a kept session's linger: what the request asks for
+// (seconds; negative: forever; zero: corkd's), but never more than corkd's
+// own, which a client cannot exceed (zero: forever).
+func keptLinger(asked int64, most time.Duration) time.Duration {
+	want := most
+	switch {
+	case asked < 0:
+		want = 0
+	case asked > 0:
+		want = time.Duration(min(asked, math.MaxInt64/int64(time.Second))) * time.Second
+	}
+	if most > 0 && (want == 0 || want > most) {
+		return most
+	}
+	return want
 }
 
 // startPipes starts the program with its stdin, stdout and stderr on pipes.
