@@ -106,15 +106,17 @@
 // in a bounded buffer, numbered from the session's start) and keeps the
 // program's exit status once it ends. Started says Kept, and gives the
 // session's id (and Name, when one was asked for; names are unique per
-// agent, at most 64 bytes, with no slash, NUL or control character, and
-// unlike an id). A kept session that stays detached for its linger
+// owner uid, at most 64 bytes, with no slash, NUL or control character,
+// and unlike an id). A kept session that stays detached for its linger
 // (Exec.LingerSeconds; 0: the agent's default, negative: forever) is hung
 // up; an exited one is forgotten after its linger unless a client saw the
 // exit, which forgets it at once.
 //
 // Instead of Exec, a version-2 host may send one of these requests:
 //
-//   - Attach names a kept session by id or name. The guest answers
+//   - Attach names a kept session by id, by a name of the peer's own, or,
+//     for another uid's session, OWNER/NAME (OWNER a user name or a uid;
+//     Attached.Name is then OWNER/NAME too). The guest answers
 //     Attached, then output frames, then drives the session from the
 //     connection as after Started (Stdin, StdinAck, Resize, Signal, Ping,
 //     then Exit). The first output byte that follows Attached is byte

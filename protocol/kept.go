@@ -13,6 +13,10 @@ import (
 // MaxName bounds a kept session's name.
 const MaxName = 64
 
+// MaxRef bounds how a request names a kept session: an id, a name, or
+// OWNER/NAME, OWNER being a user name or a uid.
+const MaxRef = 2*MaxName + 1
+
 // isSessionID reports whether s has the form of the ids an agent gives
 // sessions: 16 lowercase hex digits.
 func isSessionID(s string) bool {
@@ -38,7 +42,7 @@ func ValidName(name string) error {
 // Attach asks for a kept session: to drive it (the output from where the
 // host left off, or a redraw) until it exits or the connection drops.
 type Attach struct {
-	Session string `json:"session"` // a name or an id
+	Session string `json:"session"` // an id, a name, or OWNER/NAME (another uid's)
 	// Resume, when set, is the number of the session's output bytes the
 	// host has already seen: the agent sends the rest, if it still holds
 	// them, and redraws otherwise.
@@ -56,7 +60,7 @@ func (a *Attach) Validate() error {
 	if a.Session == "" {
 		return errors.New("attach: no session named")
 	}
-	if len(a.Session) > MaxName || strings.ContainsRune(a.Session, 0) {
+	if len(a.Session) > MaxRef || strings.ContainsRune(a.Session, 0) {
 		return fmt.Errorf("attach: session %q is not a name or an id", a.Session)
 	}
 	return nil
@@ -91,8 +95,11 @@ const (
 // SessionInfo describes one kept session in a Sessions frame. It never
 // holds the program's arguments or environment, which may hold secrets.
 type SessionInfo struct {
-	ID       string     `json:"id"`
-	Name     string     `json:"name,omitempty"`
+	ID   string `json:"id"`
+	Name string `json:"name,omitempty"`
+	// Owner is the user who started the session, whose names its name
+	// is among: another uid's is OWNER/NAME.
+	Owner    string     `json:"owner,omitempty"`
 	User     string     `json:"user"`
 	Program  string     `json:"program"` // argv[0] only
 	Started  time.Time  `json:"started"`

@@ -2,12 +2,15 @@ package agent
 
 import (
 	"fmt"
+	"os/user"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/corkvm/cork/guest/account"
 	"github.com/corkvm/cork/protocol"
 )
 
@@ -16,7 +19,10 @@ import (
 // and detaches by leaving. A peer reaches only the sessions its uid
 // started, unless it may run as anyone (root, a trusted uid, the host);
 // for the others a session "does not exist", so that its name is not
-// revealed either.
+// revealed either. Names belong to their owner, as tmux's sessions belong
+// to its per-uid socket: each uid has its own, and a peer that may reach
+// another uid's session names it OWNER/NAME (a user name or a uid; a name
+// holds no slash) or by its id.
 
 // DefaultMaxKeptPerUID bounds the kept sessions, running and exited, of
 // one uid that may run sessions only as itself, so that one such uid
@@ -68,9 +74,26 @@ func (k *keptSessions) roomLocked(name string, owner Peer) *protocol.Error {
 	if name == "" {
 		return nil
 	}
+	if k.namedLocked(ownerUID(owner), name) != nil {
+		return &protocol.Error{Kind: protocol.KindSession, Message: fmt.Sprintf("you already have a session named %q", name)}
+	}
+	return nil
+}
+
+// ownerUID is the uid whose names a peer's sessions take: its own, and for
+// the host (vsock, serial, stdio), which no uid identifies, root's.
+func ownerUID(p Peer) uint32 {
+	if p.HasUID {
+		return p.UID
+	}
+	return 0
+}
+
+// namedLocked returns owner's session named name, if any. k.mu is held.
+func (k *keptSessions) namedLocked(owner uint32, name string) *session {
 	for _, ss := range k.byID {
-		if ss.name == name {
-			return &protocol.Error{Kind: protocol.KindSession, Message: fmt.Sprintf("a session named %q already exists", name)}
+		if ss.name == name && ownerUID(ss.owner) == owner {
+			return ss
 		}
 	}
 	return nil
@@ -86,24 +109,47 @@ func (k *keptSessions) add(ss *session) *protocol.Error {
 	return nil
 }
 
-// find returns the session ref names (an id, else a name) if peer may
-// reach it.
+// find returns the session ref names if peer may reach it: an id, a name
+// of the peer's own, or OWNER/NAME.
 func (k *keptSessions) find(ref string, peer Peer) *session {
+	owner, name := ownerUID(peer), ref
+	if o, n, ok := strings.Cut(ref, "/"); ok {
+		acct, err := account.Lookup(o)
+		if err != nil {
+			return nil
+		}
+		owner, name = acct.UID, n
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	ss := k.byID[ref]
-	if ss == nil {
-		for _, s := range k.byID {
-			if s.name == ref && s.name != "" {
-				ss = s
-				break
-			}
-		}
+	if ss == nil && name != "" {
+		ss = k.namedLocked(owner, name)
 	}
 	if ss == nil || !mayReach(peer, ss) {
 		return nil
 	}
 	return ss
+}
+
+// refFor is how peer names ss: by its name when it is the peer's own,
+// OWNER/NAME when another uid's, by its id when it has no name.
+func (ss *session) refFor(peer Peer) string {
+	switch {
+	case ss.name == "":
+		return ""
+	case ownerUID(ss.owner) == ownerUID(peer):
+		return ss.name
+	}
+	return ss.ownerName + "/" + ss.name
+}
+
+// ownerName is the name of uid's passwd entry, or the uid itself.
+func ownerName(uid uint32) string {
+	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
+		return u.Username
+	}
+	return strconv.FormatUint(uint64(uid), 10)
 }
 
 // mayReach reports whether peer may list, attach to, kill or remove ss.
@@ -151,7 +197,7 @@ func (k *keptSessions) list(peer Peer) []protocol.SessionInfo {
 
 // info describes ss for a listing: never its arguments or environment.
 func (ss *session) info() protocol.SessionInfo {
-	in := protocol.SessionInfo{ID: ss.id, Name: ss.name, User: ss.user, Program: path.Base(ss.argv0),
+	in := protocol.SessionInfo{ID: ss.id, Name: ss.name, Owner: ss.ownerName, User: ss.user, Program: path.Base(ss.argv0),
 		Started: ss.started.UTC(), State: protocol.StateRunning, Size: ss.currentSize()}
 	ss.outMu.Lock()
 	defer ss.outMu.Unlock()
@@ -257,11 +303,12 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 		return
 	}
 	if a.ReadOnly && !exited {
-		s.watch(h, ss, a)
+		s.watch(h, ss, a, peer)
 		return
 	}
 	cl := ss.newClient(h.c, h.w)
 	at, restore := ss.join(cl, a, s.cfg.StdinWindow)
+	at.Name = ss.refFor(peer)
 	// Written by this goroutine without the session's lock, with the
 	// client's deadline; the feed, started after, continues from the
 	// cursor join set, so the output between is not lost.

@@ -331,7 +331,7 @@ func TestKeptSessionsBelongToTheirUID(t *testing.T) {
 	}
 	for _, uid := range []int{1001, 1002} {
 		p := dial(t, srv, 0)
-		p.Send(protocol.TypeKill, &protocol.Kill{Session: fmt.Sprintf("of-%d", uid), Signal: "KILL"})
+		p.Send(protocol.TypeKill, &protocol.Kill{Session: fmt.Sprintf("%d/of-%d", uid, uid), Signal: "KILL"})
 		p.Expect(protocol.TypeDone)
 	}
 }
@@ -367,7 +367,7 @@ func TestKeptBadInput(t *testing.T) {
 		kind string
 		text string
 	}{
-		{"duplicate name", protocol.TypeExec, keep("taken", "true"), protocol.KindSession, `a session named "taken" already exists`},
+		{"duplicate name", protocol.TypeExec, keep("taken", "true"), protocol.KindSession, `you already have a session named "taken"`},
 		{"name with a slash", protocol.TypeExec, keep("a/b", "true"), protocol.KindRequest, "slash"},
 		{"name with a NUL", protocol.TypeExec, keep("a\x00b", "true"), protocol.KindRequest, "NUL"},
 		{"name over 64 bytes", protocol.TypeExec, keep(strings.Repeat("n", 65), "true"), protocol.KindRequest, "the limit is 64"},

@@ -3,6 +3,7 @@ package agent_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -145,5 +146,57 @@ func TestLingerHasAMaximum(t *testing.T) {
 			}
 			return false
 		})
+	}
+}
+
+// TestNamesBelongToTheirOwner: two uids each have a session named the
+// same, neither told the other's exists; a uid reaches only its own by
+// name; root names another uid's OWNER/NAME, and ls says whose each is.
+func TestNamesBelongToTheirOwner(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	const a, b = 61001, 61002 // no passwd entries: the owner is the uid
+	for _, uid := range []int{a, b} {
+		p := dial(t, srv, uid)
+		p.Exec(keep("agent", sh(fmt.Sprintf("echo ready-%d; sleep 600", uid))...))
+		readUntil(t, p, "ready")
+		p.Conn.Close()
+	}
+	for _, uid := range []int{a, b} {
+		l := list(t, srv, uid)
+		if len(l) != 1 || l[0].Name != "agent" || l[0].Owner != fmt.Sprint(uid) {
+			t.Fatalf("uid %d lists %+v", uid, l)
+		}
+		// Its own by name, the other's not even qualified.
+		p := dial(t, srv, uid)
+		if at := attach(t, p, protocol.Attach{Session: "agent"}); at.Session != l[0].ID || at.Name != "agent" {
+			t.Fatalf("uid %d attached to %+v, want its own %s", uid, at, l[0].ID)
+		}
+		p.Conn.Close()
+		other := fmt.Sprintf("%d/agent", a+b-uid)
+		q := dial(t, srv, uid)
+		q.Send(protocol.TypeAttach, &protocol.Attach{Session: other})
+		q.ExpectError(protocol.KindSession, fmt.Sprintf("no such session %q", other))
+	}
+	if l := list(t, srv, 0); len(l) != 2 || l[0].Owner == l[1].Owner {
+		t.Fatalf("root lists %+v, want both with their owners", l)
+	}
+	// Root has no session named agent of its own.
+	p := dial(t, srv, 0)
+	p.Send(protocol.TypeAttach, &protocol.Attach{Session: "agent"})
+	p.ExpectError(protocol.KindSession, `no such session "agent"`)
+	for _, uid := range []int{a, b} {
+		ref := fmt.Sprintf("%d/agent", uid)
+		snap := peekWithin(t, srv, ref, 5*time.Second)
+		if !strings.Contains(strings.Join(snap.Lines, "\n"), fmt.Sprint("ready-", uid)) {
+			t.Fatalf("peek %s shows %q", ref, snap.Lines)
+		}
+		r := dial(t, srv, 0)
+		if at := attach(t, r, protocol.Attach{Session: ref}); at.Name != ref {
+			t.Fatalf("root attached to %s as %+v; cork would say to attach to that name again", ref, at)
+		}
+		k := dial(t, srv, 0)
+		k.Send(protocol.TypeKill, &protocol.Kill{Session: ref, Signal: "KILL"})
+		k.Expect(protocol.TypeDone)
+		r.Output(nil)
 	}
 }

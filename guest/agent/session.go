@@ -25,16 +25,19 @@ const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // kept session outlives its clients: output goes on being read into a ring
 // while none is attached, and a later client attaches to it.
 type session struct {
-	srv     *Server
-	log     *slog.Logger
-	id      string
-	name    string
-	argv0   string
-	user    string
-	owner   Peer
-	started time.Time
-	keep    bool
-	linger  time.Duration // kept: hang up after this long detached; 0: never
+	srv   *Server
+	log   *slog.Logger
+	id    string
+	name  string
+	argv0 string
+	user  string
+	owner Peer
+	// ownerName names the uid whose names the session's takes
+	// (ownerUID), for ls and OWNER/NAME.
+	ownerName string
+	started   time.Time
+	keep      bool
+	linger    time.Duration // kept: hang up after this long detached; 0: never
 
 	cmd    *exec.Cmd
 	master *os.File       // the PTY master; nil for a pipe session
@@ -184,6 +187,7 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 		reaped: make(chan struct{}), done: make(chan struct{})}
 	if req.Keep {
 		ss.ring = newRing(s.cfg.KeepBuffer)
+		ss.ownerName = ownerName(ownerUID(peer))
 		ss.linger = keptLinger(req.LingerSeconds, s.cfg.Linger)
 	}
 	var stdin io.WriteCloser

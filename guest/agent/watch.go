@@ -62,7 +62,7 @@ func (w *watcher) end(exit *protocol.Exit) {
 }
 
 // watch serves a watcher until it leaves or the session ends.
-func (s *Server) watch(h *handshake, ss *session, a *protocol.Attach) {
+func (s *Server) watch(h *handshake, ss *session, a *protocol.Attach, peer Peer) {
 	ss.outMu.Lock()
 	if len(ss.watchers) >= MaxWatchers {
 		ss.outMu.Unlock()
@@ -79,7 +79,7 @@ func (s *Server) watch(h *handshake, ss *session, a *protocol.Attach) {
 		resized: make(chan struct{}, 1), gone: make(chan struct{})}
 	ss.watchers[w] = true
 	ss.watched.Add(1)
-	at := &protocol.Attached{Session: ss.id, Name: ss.name, From: ss.sent, Running: true, ReadOnly: true}
+	at := &protocol.Attached{Session: ss.id, Name: ss.refFor(peer), From: ss.sent, Running: true, ReadOnly: true}
 	restore := ss.screenNowLocked().Render(int(size.Cols), int(size.Rows))
 	drawn := ss.sent
 	ss.outMu.Unlock()

@@ -26,7 +26,7 @@ func attachMain(args []string) int {
 	kf.flags(fs)
 	fs.BoolVarP(&readOnly, "read-only", "r", false, "watch: see the screen as it changes, send no input, never size the session")
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: cork attach [flags] NAME|ID\n%s", fs.FlagUsages())
+		fmt.Fprintf(os.Stderr, "usage: cork attach [flags] NAME|OWNER/NAME|ID\n%s", fs.FlagUsages())
 	}
 	ref, code, ok := parseOneSession(fs, args, "attach")
 	if !ok {
@@ -113,10 +113,10 @@ func lsMain(args []string) int {
 		return 0
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tUSER\tPROGRAM\tSTARTED\tSTATE\tSIZE")
+	fmt.Fprintln(tw, "ID\tNAME\tOWNER\tUSER\tPROGRAM\tSTARTED\tSTATE\tSIZE")
 	now := time.Now()
 	for _, s := range sessions {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%s\t%s\n", s.ID, orDash(s.Name), s.User, s.Program,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s ago\t%s\t%s\n", s.ID, orDash(s.Name), orDash(s.Owner), s.User, s.Program,
 			since(now, s.Started), state(now, s), s.Size)
 	}
 	tw.Flush()

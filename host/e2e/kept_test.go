@@ -360,8 +360,11 @@ func TestKeptSessionsOfTwoUIDs(t *testing.T) {
 	if l := a.ls(t); len(l) != 2 {
 		t.Fatalf("root sees %+v", l)
 	}
+	// Root names another uid's session OWNER/NAME.
 	for _, u := range []*testUser{u1, u2} {
-		corkCmd("kill", "--signal", "KILL", "--connect", a.url, "of-"+u.name)
+		if out, code := corkCmd("kill", "--signal", "KILL", "--connect", a.url, u.name+"/of-"+u.name); code != 0 {
+			t.Fatalf("root's kill of %s/of-%s: %d %q", u.name, u.name, code, out)
+		}
 	}
 }
 
