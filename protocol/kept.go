@@ -48,6 +48,12 @@ type Attach struct {
 	// them, and redraws otherwise.
 	Resume *uint64    `json:"resume,omitempty"`
 	Size   WindowSize `json:"size"` // the host terminal's size; zero: leave the session's
+	// Holder, with Resume, is the number Started or Attached gave the
+	// client's hold on the session: when another client has attached
+	// since, the session was taken over, and the answer is Detached, not
+	// a resume. Zero: not known (the session is taken over as by a new
+	// attach).
+	Holder uint64 `json:"holder,omitempty"`
 	// ReadOnly makes the client a watcher: it gets the screen as it
 	// changes, drawn for its own size (Size, then its Resize frames), sends
 	// no input and never sizes the session. Several may watch a session
@@ -78,6 +84,7 @@ type Attached struct {
 	Running     bool   `json:"running"`           // false: the program has exited; its kept screen and Exit follow
 	StdinWindow uint32 `json:"stdin_window"`
 	ReadOnly    bool   `json:"read_only,omitempty"` // the client watches
+	Holder      uint64 `json:"holder,omitempty"`    // this client's hold, for a resume (Attach.Holder)
 }
 
 // Detached is the last frame of a connection whose session another client

@@ -181,6 +181,9 @@ type Started struct {
 	StdinWindow uint32 `json:"stdin_window"` // stdin bytes the host may have unacknowledged
 	Kept        bool   `json:"kept,omitempty"`
 	Name        string `json:"name,omitempty"`
+	// Holder numbers this client's hold on a kept session, for a resume
+	// (Attach.Holder).
+	Holder uint64 `json:"holder,omitempty"`
 }
 
 // Signal asks the guest to send a signal to the program.

@@ -308,6 +308,11 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 	}
 	cl := ss.newClient(h.c, h.w)
 	at, restore := ss.join(cl, a, s.cfg.StdinWindow)
+	if at == nil {
+		ss.log.Info("a client taken over tried to resume; told it was taken over")
+		cl.last(protocol.TypeDetached, takenOver)
+		return
+	}
 	at.Name = ss.refFor(peer)
 	// Written by this goroutine without the session's lock, with the
 	// client's deadline; the feed, started after, continues from the
@@ -339,11 +344,15 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 	ss.serve(cl, h.r)
 }
 
+// takenOver is what a client taken over is told.
+var takenOver = &protocol.Detached{Reason: "another client attached to the session"}
+
 // join makes cl the client of a running session, taking it over from any
 // other, and returns what the client is told first: Attached, and the
 // screen drawn for its terminal unless it resumes. All of it under outMu,
 // which only memory operations take, so that the output after it
-// continues exactly what the client gets.
+// continues exactly what the client gets. A resume by a client that was
+// taken over gets nothing (nil): a takeover is final.
 func (ss *session) join(cl *client, a *protocol.Attach, window uint32) (*protocol.Attached, []byte) {
 	size := a.Size.Clamped()
 	if !size.Valid() {
@@ -351,6 +360,10 @@ func (ss *session) join(cl *client, a *protocol.Attach, window uint32) (*protoco
 	}
 	ss.outMu.Lock()
 	defer ss.outMu.Unlock()
+	returning := a.Resume != nil && a.Holder != 0
+	if returning && a.Holder != ss.holder {
+		return nil, nil
+	}
 	from, resumed := ss.sent, false
 	if a.Resume != nil && !ss.exited {
 		if _, _, ok := ss.ring.since(*a.Resume); ok {
@@ -366,7 +379,15 @@ func (ss *session) join(cl *client, a *protocol.Attach, window uint32) (*protoco
 		restore = ss.screenNowLocked().Render(int(size.Cols), int(size.Rows))
 	}
 	if !ss.exited {
+		if !returning {
+			// A new hold: the client it takes over, should it
+			// resume, is told it was taken over. A client that
+			// resumes keeps its number, though it never heard back
+			// from a resume cut short.
+			ss.holder++
+		}
 		ss.attachLocked(cl, from)
+		at.Holder = ss.holder
 	}
 	return at, restore
 }

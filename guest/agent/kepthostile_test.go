@@ -200,3 +200,108 @@ func TestNamesBelongToTheirOwner(t *testing.T) {
 		r.Output(nil)
 	}
 }
+
+// lastFrame reads p's frames, output included, in a goroutine of its own
+// until one of the frames that end a client's part, and sends its type.
+func lastFrame(p *prototest.Peer) <-chan protocol.Type {
+	got := make(chan protocol.Type, 1)
+	go func() {
+		for {
+			typ, _, err := p.R.Next()
+			switch {
+			case err != nil:
+				got <- protocol.TypeError
+				return
+			case typ == protocol.TypeDetached, typ == protocol.TypeExit, typ == protocol.TypeError:
+				got <- typ
+				return
+			}
+		}
+	}()
+	return got
+}
+
+// TestTakeoverIsFinal: a client taken over that reconnects and resumes,
+// as cork does after its connection drops, is told it was taken over; it
+// never takes the session back. The client that took it over resumes.
+func TestTakeoverIsFinal(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	p := dial(t, srv, -1)
+	st := p.Exec(keep("final", counter...))
+	out := readUntil(t, p, "\n3\r")
+	q := dial(t, srv, -1)
+	at := attach(t, q, protocol.Attach{Session: "final"})
+	if at.Holder == st.Holder {
+		t.Fatalf("the new client's hold %d is the first's", at.Holder)
+	}
+	if typ := p.Expect(protocol.TypeDetached); typ == nil {
+		t.Fatal("no Detached")
+	}
+	q.Drain()
+	seen := uint64(len(out))
+	r := dial(t, srv, -1)
+	r.Send(protocol.TypeAttach, &protocol.Attach{Session: st.Session, Resume: &seen, Holder: st.Holder})
+	typ, payload, err := r.R.Next()
+	if err != nil || typ != protocol.TypeDetached {
+		t.Fatalf("the client taken over resumed and got %s %s (%v), want Detached", typ, payload, err)
+	}
+	if l := list(t, srv, -1); !l[0].Attached {
+		t.Fatalf("the client that took over lost the session: %+v", l)
+	}
+	// The holder of the session resumes as ever, even after a resume cut
+	// short before it heard back.
+	q.Conn.Close()
+	zero := uint64(0)
+	cut := dial(t, srv, -1)
+	cut.Send(protocol.TypeAttach, &protocol.Attach{Session: st.Session, Resume: &zero, Holder: at.Holder})
+	cut.Conn.Close()
+	s := dial(t, srv, -1)
+	if at2 := attach(t, s, protocol.Attach{Session: st.Session, Resume: &zero, Holder: at.Holder}); at2.Holder != at.Holder {
+		t.Fatalf("resume by the holder: %+v, want its hold %d kept", at2, at.Holder)
+	}
+	readUntil(t, s, "\n")
+	s.Send(protocol.TypeSignal, &protocol.Signal{Name: "KILL"})
+	s.Output(nil)
+}
+
+// TestSimultaneousAttachesOneWins: two clients attach at the same instant;
+// exactly one drives the session and the other is told it was taken over.
+func TestSimultaneousAttachesOneWins(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	p := dial(t, srv, -1)
+	p.Exec(keep("contested", counter...))
+	readUntil(t, p, "\n1\r")
+	p.Conn.Close()
+	for round := range 20 {
+		a, b := dial(t, srv, -1), dial(t, srv, -1)
+		for _, c := range []*prototest.Peer{a, b} {
+			go c.W.WriteFrame(protocol.TypeAttach, prototest.Payload(&protocol.Attach{Session: "contested"}))
+		}
+		ea, eb := lastFrame(a), lastFrame(b)
+		var other <-chan protocol.Type
+		select {
+		case typ := <-ea:
+			if typ != protocol.TypeDetached {
+				t.Fatalf("round %d: a client ended with %s", round, typ)
+			}
+			other = eb
+		case typ := <-eb:
+			if typ != protocol.TypeDetached {
+				t.Fatalf("round %d: a client ended with %s", round, typ)
+			}
+			other = ea
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: neither of two simultaneous attaches was told it was taken over", round)
+		}
+		select {
+		case typ := <-other:
+			t.Fatalf("round %d: both simultaneous attaches ended (%s too)", round, typ)
+		case <-time.After(200 * time.Millisecond):
+		}
+		a.Conn.Close()
+		b.Conn.Close()
+	}
+	k := dial(t, srv, -1)
+	k.Send(protocol.TypeKill, &protocol.Kill{Session: "contested", Signal: "KILL"})
+	k.Expect(protocol.TypeDone)
+}

@@ -63,7 +63,8 @@ type session struct {
 	screen     *sessionScreen // kept sessions: the screen, for attach, watchers and peek
 	exited     bool           // the program has exited and its output was read
 	detachedAt time.Time
-	detachGen  int // counts detaches, so that a stale linger timer does nothing
+	detachGen  int    // counts detaches, so that a stale linger timer does nothing
+	holder     uint64 // counts the clients that held the session: the latest's hold (Attach.Holder)
 
 	// sizeMu orders the terminal's sizes; never held with outMu, so that a
 	// resize never waits behind output.
@@ -206,9 +207,11 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 	}
 	ss.stdin = stdin
 	log.Info("started", "argv0", req.Argv[0], "pid", cmd.Process.Pid, "uid", acct.UID, "tty", req.TTY, "kept", req.Keep)
-	if err := w.WriteJSON(protocol.TypeStarted, &protocol.Started{
-		Session: id, PID: cmd.Process.Pid, StdinWindow: s.cfg.StdinWindow, Kept: req.Keep, Name: req.Name,
-	}); err != nil {
+	st := &protocol.Started{Session: id, PID: cmd.Process.Pid, StdinWindow: s.cfg.StdinWindow, Kept: req.Keep, Name: req.Name}
+	if req.Keep {
+		st.Holder = 1 // the first attach's, which this client's is
+	}
+	if err := w.WriteJSON(protocol.TypeStarted, st); err != nil {
 		log.Warn("host gone before the session started", "err", err)
 	}
 	return ss, nil
@@ -389,11 +392,6 @@ func (ss *session) finish() {
 	if cl == nil {
 		ss.detachedAt = time.Now()
 	}
-	if cl != nil && ss.keep {
-		// Its feed sends the output it has yet to get, then the exit.
-		cl.end = &ending{t: protocol.TypeExit, v: &ss.exit}
-		cl.nudge()
-	}
 	watchers := ss.watchers
 	ss.watchers = nil
 	ss.watched.Store(0)
@@ -419,12 +417,22 @@ func (ss *session) finish() {
 	if ss.keep {
 		ss.srv.kept.exited(ss, cl != nil)
 	}
+	if cl != nil && ss.keep {
+		// Its feed sends the output it has yet to get, then the exit:
+		// last, so that a client that has the exit finds the session
+		// where the exit leaves it.
+		ss.outMu.Lock()
+		cl.end = &ending{t: protocol.TypeExit, v: &ss.exit}
+		cl.nudge()
+		ss.outMu.Unlock()
+	}
 	ss.srv.sessionEnded()
 }
 
 // attach makes cl the first client of a session that has just started.
 func (ss *session) attach(cl *client) {
 	ss.outMu.Lock()
+	ss.holder = 1 // as Started says
 	ss.attachLocked(cl, ss.sent)
 	ss.outMu.Unlock()
 	if ss.keep {
@@ -439,8 +447,7 @@ func (ss *session) attach(cl *client) {
 func (ss *session) attachLocked(cl *client, from uint64) {
 	if old := ss.client; old != nil && old != cl {
 		ss.log.Info("another client attached; detaching the current one")
-		old.end = &ending{t: protocol.TypeDetached, atOnce: true,
-			v: &protocol.Detached{Reason: "another client attached to the session"}}
+		old.end = &ending{t: protocol.TypeDetached, v: takenOver, atOnce: true}
 		old.nudge()
 	}
 	ss.client = cl
