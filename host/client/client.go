@@ -228,7 +228,7 @@ func (s *Session) Run(ctx context.Context, conn io.ReadWriteCloser) (protocol.Ex
 	wantStdin := s.Stdin != nil && (s.Exec.Stdin || s.Attach != nil)
 	stdinStarted := false
 	startStdin := func(window uint32) {
-		credit.reset(int(window))
+		credit.reset(int(window), l.generation())
 		if wantStdin && !stdinStarted {
 			stdinStarted = true
 			go sendStdin(l, s.Stdin, credit)
@@ -393,15 +393,15 @@ func sendStdin(l *link, in io.Reader, c *credit) {
 	const chunk = 128 << 10
 	frame := protocol.NewDataFrame(chunk)
 	for {
-		n := c.take(chunk)
+		n, gen := c.take(chunk)
 		if n == 0 {
 			return // the session is over
 		}
 		m, err := in.Read(frame[protocol.HeaderSize : protocol.HeaderSize+n])
-		c.give(n - m)
+		c.putBack(n-m, gen)
 		if m > 0 {
 			protocol.PutHeader(frame, protocol.TypeStdin, m)
-			if l.writeFramed(frame[:protocol.HeaderSize+m]) != nil && !l.resumable() {
+			if !sendInput(l, c, frame[:protocol.HeaderSize+m], gen) {
 				return
 			}
 		}
@@ -410,6 +410,45 @@ func sendStdin(l *link, in io.Reader, c *credit) {
 			return
 		}
 	}
+}
+
+// sendInput sends frame, stdin read on credit from connection gen's
+// window. When the connection was replaced while the input was read (a
+// resume), the input goes on the new one instead, on credit from the new
+// window: the agent treats input beyond its window as a protocol error.
+// It reports false when the session is over.
+func sendInput(l *link, c *credit, frame []byte, gen int) bool {
+	err := l.writeFramedOn(frame, gen)
+	if err != errStale {
+		return err == nil || l.resumable()
+	}
+	stale, data := gen, frame[protocol.HeaderSize:]
+	for len(data) > 0 {
+		n, g := c.take(len(data))
+		if n == 0 {
+			return false
+		}
+		if g == stale {
+			// The new connection's window is not known yet.
+			c.putBack(n, g)
+			if !c.waitPast(stale) {
+				return false
+			}
+			continue
+		}
+		part := make([]byte, protocol.HeaderSize+n)
+		copy(part[protocol.HeaderSize:], data[:n])
+		protocol.PutHeader(part, protocol.TypeStdin, n)
+		switch err := l.writeFramedOn(part, g); {
+		case err == errStale:
+			stale = g
+		case err != nil:
+			return l.resumable()
+		default:
+			data = data[n:]
+		}
+	}
+	return true
 }
 
 func sendSignals(l *link, sigs <-chan string, done <-chan struct{}) {

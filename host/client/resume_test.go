@@ -1,10 +1,13 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -92,5 +95,75 @@ func TestResumeOfAClientTakenOverEnds(t *testing.T) {
 	}
 	if asked.Holder != 7 || asked.Resume == nil || *asked.Resume != 5 {
 		t.Fatalf("resumed with %+v, want holder 7 from byte 5", asked)
+	}
+}
+
+// TestResumeDuringPasteStaysInWindow: a paste is being sent when the
+// connection drops; after the resume, what goes on the new connection
+// stays within its window (credit taken from the old window, and not spent
+// there, is not added to it), and the whole paste after the cut arrives.
+func TestResumeDuringPasteStaysInWindow(t *testing.T) {
+	const window = 1000
+	pr, pw := io.Pipe()
+	cutDone := make(chan struct{})
+	var got []byte
+	var overrun string
+	writer := make(chan error, 1)
+	paste := bytes.Repeat([]byte("0123456789"), 300)
+	go func() {
+		pw.Write([]byte(strings.Repeat("a", 100)))
+		<-cutDone
+		_, err := pw.Write(paste) // the paste goes on across the resume
+		pw.Close()
+		writer <- err
+	}()
+	exit, err := runKept(t, &Session{Exec: keptExec(), Stdin: pr},
+		func(r *protocol.Reader, w *protocol.Writer, _ protocol.Type, _ []byte) {
+			w.WriteJSON(protocol.TypeStarted, &protocol.Started{Session: "0123456789abcdef", Kept: true, Holder: 1, StdinWindow: window})
+			// The first 100 bytes arrive, unacknowledged; the host is
+			// then waiting for more input on credit from this window.
+			for n := 0; n < 100; {
+				typ, p, err := r.Next()
+				if err != nil {
+					return
+				}
+				if typ == protocol.TypeStdin {
+					n += len(p)
+				}
+			}
+		},
+		func(r *protocol.Reader, w *protocol.Writer, _ protocol.Type, _ []byte) {
+			w.WriteJSON(protocol.TypeAttached, &protocol.Attached{Session: "0123456789abcdef", Running: true, StdinWindow: window, Holder: 1})
+			close(cutDone)
+			pending := 0
+			for {
+				typ, p, err := r.Next()
+				if err != nil {
+					return
+				}
+				switch typ {
+				case protocol.TypeStdin:
+					if pending+len(p) > window {
+						overrun = fmt.Sprintf("%d bytes unacknowledged, the window is %d", pending+len(p), window)
+						w.WriteJSON(protocol.TypeError, &protocol.Error{Kind: protocol.KindProtocol, Message: overrun})
+						return
+					}
+					pending += len(p)
+					got = append(got, p...)
+					if pending >= window/2 { // the program reads in gulps
+						w.WriteFrame(protocol.TypeStdinAck, protocol.EncodeStdinAck(uint32(pending)))
+						pending = 0
+					}
+				case protocol.TypeStdinEOF:
+					w.WriteJSON(protocol.TypeExit, &protocol.Exit{})
+					return
+				}
+			}
+		})
+	if err != nil || overrun != "" {
+		t.Fatalf("Run: exit %+v, %v; agent saw %s", exit, err, overrun)
+	}
+	if werr := <-writer; werr != nil || !bytes.Equal(got, paste) {
+		t.Fatalf("the agent got %d bytes of the %d-byte paste (%v)", len(got), len(paste), werr)
 	}
 }
