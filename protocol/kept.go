@@ -115,8 +115,9 @@ type SessionInfo struct {
 	Watchers int        `json:"watchers,omitempty"`
 	Exit     *Exit      `json:"exit,omitempty"`
 	Size     WindowSize `json:"size"`
-	// DetachedSince is when the last client left a running session, or
-	// when the session exited with none attached.
+	// DetachedSince is when the last client left the session: for one
+	// that exited while detached, when it was detached, not when it
+	// exited.
 	DetachedSince *time.Time `json:"detached_since,omitempty"`
 }
 

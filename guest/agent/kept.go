@@ -36,7 +36,21 @@ type keptSessions struct {
 	byID      map[string]*session
 	max       int
 	maxPerUID int
+	// lingered remembers the last sessions forgotten because their
+	// linger ran out, oldest first, so that a request for one says so
+	// rather than "no such session"; at most maxLingered.
+	lingered []lingeredOut
 }
+
+// lingeredOut is what corkd remembers of a session whose linger ran out.
+type lingeredOut struct {
+	id, name string
+	owner    Peer
+	linger   time.Duration
+}
+
+// maxLingered bounds the sessions remembered as lingered out.
+const maxLingered = 64
 
 func newKeptSessions(max, maxPerUID int) *keptSessions {
 	if maxPerUID <= 0 {
@@ -153,8 +167,11 @@ func ownerName(uid uint32) string {
 }
 
 // mayReach reports whether peer may list, attach to, kill or remove ss.
-func mayReach(peer Peer, ss *session) bool {
-	return peer.AsAny || (peer.HasUID && ss.owner.HasUID && peer.UID == ss.owner.UID)
+func mayReach(peer Peer, ss *session) bool { return mayReachOwner(peer, ss.owner) }
+
+// mayReachOwner reports whether peer may reach the sessions owner starts.
+func mayReachOwner(peer, owner Peer) bool {
+	return peer.AsAny || (peer.HasUID && owner.HasUID && peer.UID == owner.UID)
 }
 
 func (k *keptSessions) remove(ss *session) {
@@ -174,8 +191,36 @@ func (k *keptSessions) exited(ss *session, seen bool) {
 		time.AfterFunc(ss.linger, func() {
 			ss.log.Info("exited session's linger over; forgetting it")
 			k.remove(ss)
+			k.mu.Lock()
+			if len(k.lingered) == maxLingered {
+				k.lingered = append(k.lingered[:0], k.lingered[1:]...)
+			}
+			k.lingered = append(k.lingered, lingeredOut{id: ss.id, name: ss.name, owner: ss.owner, linger: ss.linger})
+			k.mu.Unlock()
 		})
 	}
+}
+
+// missing says why ref names no session peer may reach: it lingered out,
+// when corkd remembers that of a session peer may reach, or there is no
+// such session.
+func (k *keptSessions) missing(ref string, peer Peer) string {
+	owner, name := ownerUID(peer), ref
+	if o, n, ok := strings.Cut(ref, "/"); ok {
+		if acct, err := account.Lookup(o); err == nil {
+			owner, name = acct.UID, n
+		}
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for i := len(k.lingered) - 1; i >= 0; i-- {
+		l := k.lingered[i]
+		named := l.name != "" && l.name == name && ownerUID(l.owner) == owner
+		if (l.id == ref || named) && mayReachOwner(peer, l.owner) {
+			return fmt.Sprintf("session %q lingered out: it exited while detached and was forgotten %s later (--linger)", ref, l.linger)
+		}
+	}
+	return noSuchSession(ref)
 }
 
 func (k *keptSessions) list(peer Peer) []protocol.SessionInfo {
@@ -234,7 +279,7 @@ func (s *Server) keptRequest(h *handshake, t protocol.Type, p []byte, peer Peer)
 		}
 		ss := s.kept.find(k.Session, peer)
 		if ss == nil {
-			h.refuse(protocol.KindSession, noSuchSession(k.Session))
+			h.refuse(protocol.KindSession, s.kept.missing(k.Session, peer))
 			return
 		}
 		if k.Signal != "" {
@@ -269,7 +314,7 @@ func (s *Server) keptRequest(h *handshake, t protocol.Type, p []byte, peer Peer)
 		}
 		ss := s.kept.find(rm.Session, peer)
 		if ss == nil {
-			h.refuse(protocol.KindSession, noSuchSession(rm.Session))
+			h.refuse(protocol.KindSession, s.kept.missing(rm.Session, peer))
 			return
 		}
 		select {
@@ -292,7 +337,7 @@ func noSuchSession(ref string) string { return fmt.Sprintf("no such session %q",
 func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 	ss := s.kept.find(a.Session, peer)
 	if ss == nil {
-		h.refuse(protocol.KindSession, noSuchSession(a.Session))
+		h.refuse(protocol.KindSession, s.kept.missing(a.Session, peer))
 		return
 	}
 	ss.outMu.Lock()
@@ -323,7 +368,11 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 	}
 	if !at.Running {
 		if err == nil {
-			ss.log.Info("attached to an exited session", "code", ss.exit.Code)
+			// The client is given the exit: the session is forgotten,
+			// as one that exits while attached is, and before, so
+			// that a client that has the exit finds it gone.
+			ss.log.Info("attached to an exited session; forgetting it", "code", ss.exit.Code)
+			s.kept.remove(ss)
 			cl.last(protocol.TypeExit, &ss.exit)
 		}
 		return
@@ -397,7 +446,7 @@ func (ss *session) join(cl *client, a *protocol.Attach, window uint32) (*protoco
 func (s *Server) peek(h *handshake, pk *protocol.Peek, peer Peer) {
 	ss := s.kept.find(pk.Session, peer)
 	if ss == nil {
-		h.refuse(protocol.KindSession, noSuchSession(pk.Session))
+		h.refuse(protocol.KindSession, s.kept.missing(pk.Session, peer))
 		return
 	}
 	ss.outMu.Lock()

@@ -305,3 +305,33 @@ func TestSimultaneousAttachesOneWins(t *testing.T) {
 	k.Send(protocol.TypeKill, &protocol.Kill{Session: "contested", Signal: "KILL"})
 	k.Expect(protocol.TypeDone)
 }
+
+// TestLingeredOutIsSaid: a session forgotten because its linger ran out
+// is said to have lingered out, by name or id, to whoever may reach it;
+// to another uid, and for a name never used, there is no such session.
+func TestLingeredOutIsSaid(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	const uid = 61003
+	p := dial(t, srv, uid)
+	req := keep("brief", sh("echo ready; sleep 0.2; exit 3")...)
+	req.LingerSeconds = 1
+	st := p.Exec(req)
+	readUntil(t, p, "ready")
+	p.Conn.Close()
+	waitFor(t, "the linger to run out", 10*time.Second, func() bool { return len(list(t, srv, uid)) == 0 })
+	for _, tc := range []struct {
+		uid       int
+		ref, want string
+	}{
+		{uid, "brief", `session "brief" lingered out`},
+		{uid, st.Session, "lingered out"},
+		{0, fmt.Sprintf("%d/brief", uid), "lingered out"},
+		{61004, fmt.Sprintf("%d/brief", uid), "no such session"},
+		{61004, st.Session, "no such session"},
+		{uid, "never", `no such session "never"`},
+	} {
+		q := dial(t, srv, tc.uid)
+		q.Send(protocol.TypeAttach, &protocol.Attach{Session: tc.ref})
+		q.ExpectError(protocol.KindSession, tc.want)
+	}
+}

@@ -389,7 +389,7 @@ func (ss *session) finish() {
 	cl := ss.client
 	ss.client = nil
 	ss.attached.Store(false)
-	if cl == nil {
+	if cl == nil && ss.detachedAt.IsZero() {
 		ss.detachedAt = time.Now()
 	}
 	watchers := ss.watchers

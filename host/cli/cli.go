@@ -352,6 +352,8 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 		// would have, and print cork's message on a line of its own.
 		screen.Reset()
 		screen.FreshLine()
+	} else if keep && screen != nil {
+		screen.FreshLine() // for the [exited N] line
 	}
 	restore()
 	ferr := finish()
@@ -359,6 +361,9 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 	var taken *client.TakenOverError
 	switch {
 	case err == nil:
+		if keep {
+			fmt.Fprintln(os.Stderr, exitedLine(exit))
+		}
 		return exit.Code
 	case errors.Is(err, client.ErrDetached):
 		fmt.Fprintf(os.Stderr, "cork: detached from session %s; %s to return\n", describe(sess), again)

@@ -147,8 +147,9 @@ func TestDetachKeys(t *testing.T) {
 }
 
 // TestExitWhileDetachedThenAttach: the program exits while nobody is
-// attached; ls shows its status; attach prints what it kept and exits with
-// the program's status; rm forgets it.
+// attached; ls shows its status; attach prints what it kept, says
+// [exited 7] and exits with the program's status, and the session is
+// forgotten.
 func TestExitWhileDetachedThenAttach(t *testing.T) {
 	a := startAgent(t)
 	tm := termtest.Start(t, 24, 80, bin.Cork, corkExec(a, "-it", "--keep", "--name", "k3", "--",
@@ -171,14 +172,15 @@ func TestExitWhileDetachedThenAttach(t *testing.T) {
 		t.Fatalf("cork rm of an unknown session: %d %q", code, out)
 	}
 	tm2 := termtest.Start(t, 24, 80, bin.Cork, "attach", "--connect", a.url, "k3")
-	if code := tm2.Wait(t); code != 7 || !strings.Contains(tm2.Out.String(), "bye from k3") {
+	if code := tm2.Wait(t); code != 7 || !strings.Contains(tm2.Out.String(), "bye from k3") || !strings.Contains(tm2.Out.String(), "[exited 7]") {
 		t.Fatalf("attach to an exited session: exit %d, %q", code, tm2.Out.String())
 	}
-	if out, code := corkCmd("rm", "--connect", a.url, "k3"); code != 0 {
-		t.Fatalf("cork rm: %d %s", code, out)
-	}
+	// The attach saw the exit: the session is forgotten, as the README says.
 	if _, ok := a.session(t, "k3"); ok {
-		t.Fatal("k3 still listed after rm")
+		t.Fatal("k3 still listed after an attach saw its exit")
+	}
+	if out, code := corkCmd("rm", "--connect", a.url, "k3"); code != 125 || !strings.Contains(out, `no such session "k3"`) {
+		t.Fatalf("cork rm after the attach: %d %s", code, out)
 	}
 }
 
