@@ -112,6 +112,13 @@
 // up; an exited one is forgotten after its linger unless a client saw the
 // exit, which forgets it at once.
 //
+// An Exec with Keep, Name and AttachExisting is create-or-attach, as
+// tmux's new-session -A: when the peer has a session of that name, running
+// or exited, the guest answers as to an Attach of it (no Resume, Size from
+// the Exec; Attached, not Started) and the rest of the Exec is unused;
+// otherwise it starts the program. Of two such requests at once for one
+// name, one starts the program and the other attaches to it.
+//
 // Instead of Exec, a version-2 host may send one of these requests:
 //
 //   - Attach names a kept session by id, by a name of the peer's own, or,

@@ -125,6 +125,11 @@ type Exec struct {
 	Keep          bool   `json:"keep,omitempty"`
 	Name          string `json:"name,omitempty"`
 	LingerSeconds int64  `json:"linger_seconds,omitempty"`
+	// AttachExisting (with Keep and Name) attaches to the peer's session
+	// of that name when there is one, as Attach does, answered with
+	// Attached instead of Started, and starts the program otherwise: one
+	// request, so that two of them for one name make one session.
+	AttachExisting bool `json:"attach_existing,omitempty"`
 }
 
 // MaxModes bounds Exec.Modes; RFC 4254 names fewer than 60 modes.
@@ -165,6 +170,9 @@ func (e *Exec) Validate() error {
 		if err := ValidName(e.Name); err != nil {
 			return fmt.Errorf("exec: %w", err)
 		}
+	}
+	if e.AttachExisting && (!e.Keep || e.Name == "") {
+		return errors.New("exec: attach_existing needs a kept session with a name to find")
 	}
 	for name, s := range map[string]string{"user": e.User, "dir": e.Dir, "term": e.Term} {
 		if strings.IndexByte(s, 0) >= 0 {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"os/user"
 	"path"
@@ -36,10 +37,20 @@ type keptSessions struct {
 	byID      map[string]*session
 	max       int
 	maxPerUID int
+	// pending holds the sessions being started: each takes its place in
+	// the limits and its name before its program starts.
+	pending map[*reservation]bool
 	// lingered remembers the last sessions forgotten because their
 	// linger ran out, oldest first, so that a request for one says so
 	// rather than "no such session"; at most maxLingered.
 	lingered []lingeredOut
+}
+
+// reservation is a kept session being started.
+type reservation struct {
+	name  string
+	owner Peer
+	done  chan struct{} // closed when the session is in the table, or did not start
 }
 
 // lingeredOut is what corkd remembers of a session whose linger ran out.
@@ -52,46 +63,120 @@ type lingeredOut struct {
 // maxLingered bounds the sessions remembered as lingered out.
 const maxLingered = 64
 
+// claimWait bounds how long a create-or-attach waits for a session of its
+// name that another request is starting.
+const claimWait = 10 * time.Second
+
 func newKeptSessions(max, maxPerUID int) *keptSessions {
 	if maxPerUID <= 0 {
 		maxPerUID = DefaultMaxKeptPerUID
 	}
-	return &keptSessions{byID: map[string]*session{}, max: max, maxPerUID: maxPerUID}
+	return &keptSessions{byID: map[string]*session{}, pending: map[*reservation]bool{}, max: max, maxPerUID: maxPerUID}
 }
 
-// room refuses a new kept session named name for owner: the table is
-// full, the owner has its most, or the name is taken.
-func (k *keptSessions) room(name string, owner Peer) *protocol.Error {
+// claim reserves room and the name for a new kept session of owner's, or,
+// when orAttach is set and owner has a session of that name, returns it
+// instead (waiting for it when another request is starting it).
+func (k *keptSessions) claim(name string, owner Peer, orAttach bool) (*session, *reservation, *protocol.Error) {
+	deadline := time.Now().Add(claimWait)
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.roomLocked(name, owner)
+	for name != "" {
+		if ss := k.namedLocked(ownerUID(owner), name); ss != nil {
+			if orAttach {
+				return ss, nil, nil
+			}
+			return nil, nil, nameTaken(name)
+		}
+		r := k.startingLocked(ownerUID(owner), name)
+		if r == nil {
+			break
+		}
+		if !orAttach {
+			return nil, nil, nameTaken(name)
+		}
+		k.mu.Unlock()
+		timer := time.NewTimer(time.Until(deadline))
+		select {
+		case <-r.done:
+		case <-timer.C:
+		}
+		timer.Stop()
+		k.mu.Lock()
+		if time.Now().After(deadline) {
+			return nil, nil, &protocol.Error{Kind: protocol.KindBusy, Message: fmt.Sprintf("session %q is still starting", name)}
+		}
+	}
+	if perr := k.limitsLocked(owner); perr != nil {
+		return nil, nil, perr
+	}
+	r := &reservation{name: name, owner: owner, done: make(chan struct{})}
+	k.pending[r] = true
+	return nil, r, nil
 }
 
-func (k *keptSessions) roomLocked(name string, owner Peer) *protocol.Error {
-	if len(k.byID) >= k.max {
+func nameTaken(name string) *protocol.Error {
+	return &protocol.Error{Kind: protocol.KindSession, Message: fmt.Sprintf("you already have a session named %q", name)}
+}
+
+// limitsLocked refuses a new kept session of owner's when the table is
+// full or owner has its most. k.mu is held.
+func (k *keptSessions) limitsLocked(owner Peer) *protocol.Error {
+	if len(k.byID)+len(k.pending) >= k.max {
 		return &protocol.Error{Kind: protocol.KindBusy, Message: fmt.Sprintf(
 			"corkd keeps at most %d sessions; cork rm or cork kill one first", k.max)}
 	}
-	if !owner.AsAny {
-		n := 0
-		for _, ss := range k.byID {
-			if ss.owner.HasUID && ss.owner.UID == owner.UID {
-				n++
-			}
-		}
-		if n >= k.maxPerUID {
-			return &protocol.Error{Kind: protocol.KindBusy, Message: fmt.Sprintf(
-				"corkd keeps at most %d sessions per user (--max-kept-per-uid), and uid %d has %d; cork rm or cork kill one first",
-				k.maxPerUID, owner.UID, n)}
-		}
-	}
-	if name == "" {
+	if owner.AsAny {
 		return nil
 	}
-	if k.namedLocked(ownerUID(owner), name) != nil {
-		return &protocol.Error{Kind: protocol.KindSession, Message: fmt.Sprintf("you already have a session named %q", name)}
+	n := 0
+	for _, ss := range k.byID {
+		if ss.owner.HasUID && ss.owner.UID == owner.UID {
+			n++
+		}
+	}
+	for r := range k.pending {
+		if r.owner.HasUID && r.owner.UID == owner.UID {
+			n++
+		}
+	}
+	if n >= k.maxPerUID {
+		return &protocol.Error{Kind: protocol.KindBusy, Message: fmt.Sprintf(
+			"corkd keeps at most %d sessions per user (--max-kept-per-uid), and uid %d has %d; cork rm or cork kill one first",
+			k.maxPerUID, owner.UID, n)}
 	}
 	return nil
+}
+
+// startingLocked returns the reservation of owner's session named name
+// being started, if any. k.mu is held.
+func (k *keptSessions) startingLocked(owner uint32, name string) *reservation {
+	for r := range k.pending {
+		if r.name == name && ownerUID(r.owner) == owner {
+			return r
+		}
+	}
+	return nil
+}
+
+// add puts ss, started on reservation r, in the table.
+func (k *keptSessions) add(ss *session, r *reservation) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.pending, r)
+	k.byID[ss.id] = ss
+	close(r.done)
+}
+
+// release gives up reservation r of a session that did not start; once its
+// session is in the table it does nothing.
+func (k *keptSessions) release(r *reservation) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.pending[r] {
+		delete(k.pending, r)
+		close(r.done)
+	}
 }
 
 // ownerUID is the uid whose names a peer's sessions take: its own, and for
@@ -110,16 +195,6 @@ func (k *keptSessions) namedLocked(owner uint32, name string) *session {
 			return ss
 		}
 	}
-	return nil
-}
-
-func (k *keptSessions) add(ss *session) *protocol.Error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if perr := k.roomLocked(ss.name, ss.owner); perr != nil {
-		return perr
-	}
-	k.byID[ss.id] = ss
 	return nil
 }
 
@@ -329,6 +404,43 @@ func (s *Server) keptRequest(h *handshake, t protocol.Type, p []byte, peer Peer)
 }
 
 func noSuchSession(ref string) string { return fmt.Sprintf("no such session %q", ref) }
+
+// execKept starts a kept session, or, when the request asks for it
+// (Exec.AttachExisting), attaches to the peer's session of that name if
+// there is one. The name and a place in the table are taken before the
+// program starts, so that of two requests for one name one starts the
+// program and the other finds it.
+func (s *Server) execKept(hs *handshake, req *protocol.Exec, peer Peer) {
+	existing, r, perr := s.kept.claim(req.Name, peer, req.AttachExisting)
+	switch {
+	case perr != nil:
+		hs.refuse(perr.Kind, perr.Message)
+		return
+	case existing != nil:
+		s.attachTo(hs, &protocol.Attach{Session: existing.id, Size: req.Size}, peer)
+		return
+	}
+	defer s.kept.release(r) // unless the session is in the table
+	if !s.admit(hs) {
+		return
+	}
+	id := newSessionID()
+	log := s.log.With("session", id)
+	ss, err := s.start(id, req, peer, hs.w, log)
+	if err != nil {
+		s.sessionEnded()
+		var perr *protocol.Error
+		if errors.As(err, &perr) {
+			hs.refuse(perr.Kind, perr.Message)
+		} // else errExitReported: the program could not be executed
+		return
+	}
+	cl := ss.newClient(hs.c, hs.w)
+	ss.attach(cl)
+	s.kept.add(ss, r)
+	ss.begin()
+	ss.serve(cl, hs.r)
+}
 
 // attachTo attaches the connection to a kept session: Attached, then
 // either the output the host missed (a resume) or the screen drawn for the

@@ -335,3 +335,73 @@ func TestLingeredOutIsSaid(t *testing.T) {
 		q.ExpectError(protocol.KindSession, tc.want)
 	}
 }
+
+// createOrAttach sends a create-or-attach Exec and returns the type of
+// its answer (Started, Attached or Error) without failing the test, for
+// use from goroutines.
+func createOrAttach(p *prototest.Peer, name string) protocol.Type {
+	req := keep(name, counter...)
+	req.AttachExisting = true
+	if err := p.W.WriteFrame(protocol.TypeExec, prototest.Payload(&req)); err != nil {
+		return protocol.TypeError
+	}
+	for {
+		typ, _, err := p.R.Next()
+		switch {
+		case err != nil:
+			return protocol.TypeError
+		case typ == protocol.TypeStarted, typ == protocol.TypeAttached, typ == protocol.TypeError:
+			return typ
+		}
+	}
+}
+
+// TestCreateOrAttach: an Exec with AttachExisting starts the session the
+// first time and attaches to it the next (taking it over); another uid's
+// of the same name is its own; of two at the same instant for a new name,
+// one starts the program and the other attaches to it.
+func TestCreateOrAttach(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	p := dial(t, srv, -1)
+	if typ := createOrAttach(p, "agent"); typ != protocol.TypeStarted {
+		t.Fatalf("the first create-or-attach got %s, want Started", typ)
+	}
+	q := dial(t, srv, -1)
+	if typ := createOrAttach(q, "agent"); typ != protocol.TypeAttached {
+		t.Fatalf("the second create-or-attach got %s, want Attached", typ)
+	}
+	p.Expect(protocol.TypeDetached)
+	q.Drain()
+	other := dial(t, srv, 61005)
+	if typ := createOrAttach(other, "agent"); typ != protocol.TypeStarted {
+		t.Fatalf("another uid's create-or-attach got %s, want a session of its own", typ)
+	}
+	other.Drain()
+	for round := range 10 {
+		name := fmt.Sprint("race-", round)
+		a, b := dial(t, srv, -1), dial(t, srv, -1)
+		got := make(chan protocol.Type, 2)
+		for _, c := range []*prototest.Peer{a, b} {
+			go func() { got <- createOrAttach(c, name) }()
+		}
+		answers := []protocol.Type{<-got, <-got}
+		slices.Sort(answers)
+		if want := []protocol.Type{protocol.TypeStarted, protocol.TypeAttached}; !slices.Equal(answers, slices.Sorted(slices.Values(want))) {
+			t.Fatalf("round %d: two create-or-attach at once got %v, want one Started and one Attached", round, answers)
+		}
+		a.Drain()
+		b.Drain()
+	}
+	n := 0
+	for _, s := range list(t, srv, 0) {
+		if strings.HasPrefix(s.Name, "race-") {
+			n++
+		}
+		k := dial(t, srv, 0)
+		k.Send(protocol.TypeKill, &protocol.Kill{Session: s.ID, Signal: "KILL"})
+		k.Expect(protocol.TypeDone)
+	}
+	if n != 10 {
+		t.Fatalf("%d sessions for 10 names", n)
+	}
+}

@@ -253,10 +253,8 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 // connection until the program ends or the connection does.
 func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 	if req.Keep {
-		if perr := s.kept.room(req.Name, peer); perr != nil {
-			hs.refuse(perr.Kind, perr.Message)
-			return
-		}
+		s.execKept(hs, req, peer)
+		return
 	}
 	if !s.admit(hs) {
 		return
@@ -274,16 +272,6 @@ func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 	}
 	cl := ss.newClient(hs.c, hs.w)
 	ss.attach(cl)
-	if req.Keep {
-		if perr := s.kept.add(ss); perr != nil {
-			// Another request took the name between the check and now.
-			ss.begin()
-			ss.detach(cl)
-			cl.last(protocol.TypeError, perr)
-			ss.hangup()
-			return
-		}
-	}
 	ss.begin()
 	ss.serve(cl, hs.r)
 }

@@ -199,6 +199,28 @@ func TestAttachTakeover(t *testing.T) {
 	tm2.Wait(t)
 }
 
+// TestExecAttachExisting: cork exec --keep --name N -A starts the session
+// the first time and attaches to it the next, taking it over; the program
+// is started once. The session's end says [exited 0].
+func TestExecAttachExisting(t *testing.T) {
+	a := startAgent(t)
+	args := corkExec(a, "-it", "--keep", "--name", "k5", "-A", "--", bin.Probe)
+	tm := termtest.Start(t, 24, 80, bin.Cork, args...)
+	tm.WaitLine(t, "the probe to start", func(l string) bool { return strings.HasPrefix(l, "start 24 80 ") })
+	tm2 := termtest.Start(t, 30, 100, bin.Cork, args...)
+	tm2.WaitLine(t, "the probe at the second client's size", func(l string) bool { return strings.HasPrefix(l, "winch 30 100 ") })
+	if code := tm.Wait(t); code != 254 {
+		t.Fatalf("the first client: exit %d, %q", code, tm.Out.String())
+	}
+	if strings.Contains(tm2.Out.String(), "start 30 100 ") {
+		t.Fatalf("the program started again, at the second client's size: %q", tm2.Out.String())
+	}
+	tm2.Write(t, "q\n")
+	if code := tm2.Wait(t); code != 0 || !strings.Contains(tm2.Out.String(), "[exited 0]") {
+		t.Fatalf("the second client: exit %d, %q", code, tm2.Out.String())
+	}
+}
+
 // TestResumeOverCuts: 100 cuts while output flows; cork reconnects each
 // time and the output on its terminal is every number once, in order. The
 // program writes about 250 KB/s, near what the claude TUI writes
