@@ -426,7 +426,10 @@ func (s *Server) execKept(hs *handshake, req *protocol.Exec, peer Peer) {
 	}
 	id := newSessionID()
 	log := s.log.With("session", id)
-	ss, err := s.start(id, req, peer, hs.w, log)
+	// Started has the deadline of every write to a kept session's
+	// client: a peer that does not read it holds neither the reservation
+	// nor the session.
+	ss, err := s.start(id, req, peer, protocol.NewWriter(stallWriter{hs.c}), log)
 	if err != nil {
 		s.sessionEnded()
 		var perr *protocol.Error

@@ -405,3 +405,20 @@ func TestCreateOrAttach(t *testing.T) {
 		t.Fatalf("%d sessions for 10 names", n)
 	}
 }
+
+// TestKeptExecThatNeverReads: a peer that asks for a kept session and
+// reads nothing, not even Started, holds nothing: the session is filed,
+// detached once the write has waited the stall time, and reachable.
+func TestKeptExecThatNeverReads(t *testing.T) {
+	agent.SetClientStall(t, 500*time.Millisecond)
+	srv := newServer(t, agent.Config{})
+	p := dial(t, srv, -1)
+	p.Send(protocol.TypeExec, keep("mute", counter...))
+	waitFor(t, "the session to be filed, detached", 10*time.Second, func() bool {
+		l := listWithin(t, srv, 2*time.Second)
+		return len(l) == 1 && !l[0].Attached
+	})
+	k := dial(t, srv, -1)
+	k.Send(protocol.TypeKill, &protocol.Kill{Session: "mute", Signal: "KILL"})
+	k.Expect(protocol.TypeDone)
+}
