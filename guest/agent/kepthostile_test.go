@@ -248,12 +248,14 @@ func TestTakeoverIsFinal(t *testing.T) {
 	if l := list(t, srv, -1); !l[0].Attached {
 		t.Fatalf("the client that took over lost the session: %+v", l)
 	}
-	// The holder of the session resumes as ever, even after a resume cut
-	// short before it heard back.
+	// The holder of the session resumes as ever, and keeps its number:
+	// a resume cut short before the client heard back changes nothing.
 	q.Conn.Close()
 	zero := uint64(0)
 	cut := dial(t, srv, -1)
-	cut.Send(protocol.TypeAttach, &protocol.Attach{Session: st.Session, Resume: &zero, Holder: at.Holder})
+	if at1 := attach(t, cut, protocol.Attach{Session: st.Session, Resume: &zero, Holder: at.Holder}); at1.Holder != at.Holder {
+		t.Fatalf("resume by the holder: %+v, want its hold %d kept", at1, at.Holder)
+	}
 	cut.Conn.Close()
 	s := dial(t, srv, -1)
 	if at2 := attach(t, s, protocol.Attach{Session: st.Session, Resume: &zero, Holder: at.Holder}); at2.Holder != at.Holder {
@@ -313,7 +315,7 @@ func TestLingeredOutIsSaid(t *testing.T) {
 	srv := newServer(t, agent.Config{})
 	const uid = 61003
 	p := dial(t, srv, uid)
-	req := keep("brief", sh("echo ready; sleep 0.2; exit 3")...)
+	req := keep("brief", sh("echo ready; sleep 0.5; exit 3")...)
 	req.LingerSeconds = 1
 	st := p.Exec(req)
 	readUntil(t, p, "ready")
