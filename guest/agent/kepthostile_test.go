@@ -2,6 +2,8 @@ package agent_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -423,4 +425,46 @@ func TestKeptExecThatNeverReads(t *testing.T) {
 	k := dial(t, srv, -1)
 	k.Send(protocol.TypeKill, &protocol.Kill{Session: "mute", Signal: "KILL"})
 	k.Expect(protocol.TypeDone)
+}
+
+// TestClientBehindTheRingIsCutOff: a client that falls further behind
+// than the output kept is cut off, without holding the program up; its
+// resume from where it was gets the screen instead of the bytes lost.
+func TestClientBehindTheRingIsCutOff(t *testing.T) {
+	srv := newServer(t, agent.Config{KeepBuffer: 64 << 10})
+	p := dial(t, srv, -1)
+	done := filepath.Join(t.TempDir(), "flood-done")
+	req := keep("flood", sh(`read go; yes | head -c 4000000; touch `+done+`; sleep 600`)...)
+	req.Stdin = true
+	p.Exec(req)
+	p.Send(protocol.TypeStdin, []byte("go\n"))
+	// p reads nothing while the flood passes the 64 KiB kept.
+	// Well before a write to p gives up (10 s): the program never waits on p.
+	waitFor(t, "the flood to end", 6*time.Second, func() bool { _, err := os.Stat(done); return err == nil })
+	var seen uint64
+	for {
+		typ, payload, err := p.R.Next()
+		if err != nil {
+			break // cut off: no Detached, no Exit
+		}
+		switch typ {
+		case protocol.TypeStdout:
+			seen += uint64(len(payload))
+		case protocol.TypeDetached, protocol.TypeExit, protocol.TypeError:
+			t.Fatalf("the client behind got %s, want to be cut off", typ)
+		}
+	}
+	if seen >= 4000000 {
+		t.Fatalf("the client got all %d bytes", seen)
+	}
+	q := dial(t, srv, -1)
+	at := attach(t, q, protocol.Attach{Session: "flood", Resume: &seen})
+	if at.Resumed {
+		t.Fatalf("resumed from byte %d, which the ring no longer holds: %+v", seen, at)
+	}
+	q.Expect(protocol.TypeRestore)
+	k := dial(t, srv, -1)
+	k.Send(protocol.TypeKill, &protocol.Kill{Session: "flood", Signal: "KILL"})
+	k.Expect(protocol.TypeDone)
+	q.Output(nil)
 }
