@@ -117,15 +117,24 @@
 // in a bounded buffer, numbered from the session's start) and keeps the
 // program's exit status once it ends. Started says Kept, and gives the
 // session's id (and Name, when one was asked for; names are unique per
-// agent, at most 64 bytes, with no slash, NUL or control character, and
-// unlike an id). A kept session that stays detached for its linger
+// owner uid, at most 64 bytes, with no slash, NUL or control character,
+// and unlike an id). A kept session that stays detached for its linger
 // (Exec.LingerSeconds; 0: the agent's default, negative: forever) is hung
 // up; an exited one is forgotten after its linger unless a client saw the
 // exit, which forgets it at once.
 //
+// An Exec with Keep, Name and AttachExisting is create-or-attach, as
+// tmux's new-session -A: when the peer has a session of that name, running
+// or exited, the guest answers as to an Attach of it (no Resume, Size from
+// the Exec; Attached, not Started) and the rest of the Exec is unused;
+// otherwise it starts the program. Of two such requests at once for one
+// name, one starts the program and the other attaches to it.
+//
 // Instead of Exec, a version-2 host may send one of these requests:
 //
-//   - Attach names a kept session by id or name. The guest answers
+//   - Attach names a kept session by id, by a name of the peer's own, or,
+//     for another uid's session, OWNER/NAME (OWNER a user name or a uid;
+//     Attached.Name is then OWNER/NAME too). The guest answers
 //     Attached, then output frames, then drives the session from the
 //     connection as after Started (Stdin, StdinAck, Resize, Signal, Ping,
 //     then Exit). The first output byte that follows Attached is byte
@@ -150,7 +159,11 @@
 //     output written so far is an Error of kind "request". When the
 //     program has already exited, Running is false and the guest sends its
 //     last screen (Restore) and Exit. A second client attaching takes the
-//     session over: the first gets a Detached frame, its last. With
+//     session over: the first gets a Detached frame, its last. Of two
+//     attaches at once, one takes the session over from the other. A
+//     takeover is final: Started and Attached number the client's hold
+//     (Holder), and a resume (Attach.Resume) that gives a Holder other
+//     than the session's latest is answered with Detached. With
 //     Attach.ReadOnly the client watches instead: it gets Attached and
 //     Restore frames that redraw the screen for its own size (Attach.Size,
 //     then its Resize frames) as the screen changes, sends nothing else

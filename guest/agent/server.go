@@ -67,6 +67,9 @@ type Config struct {
 	MaxKept    int
 	KeepBuffer int
 	Linger     time.Duration
+	// MaxKeptPerUID limits the kept sessions of each uid that may run
+	// sessions only as itself (DefaultMaxKeptPerUID when zero).
+	MaxKeptPerUID int
 	// ScreenScrollback is how many lines scrolled off a kept session's
 	// screen it keeps, for an attach to show.
 	ScreenScrollback int
@@ -165,7 +168,7 @@ func New(cfg Config) *Server {
 	if err != nil {
 		cfg.Logger.Warn("cannot resolve own account", "err", err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, self: self, kept: newKeptSessions(cfg.MaxKept),
+	s := &Server{cfg: cfg, log: cfg.Logger, self: self, kept: newKeptSessions(cfg.MaxKept, cfg.MaxKeptPerUID),
 		conns: newConns(cfg.MaxPending, cfg.MaxPendingPerPeer, cfg.MaxSessionsPerUID), sessions: map[*session]bool{}}
 	s.freeMemory = time.AfterFunc(time.Duration(math.MaxInt64), func() {
 		if s.active.Load() == 0 {
@@ -388,10 +391,8 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 // connection until the program ends or the connection does.
 func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 	if req.Keep {
-		if perr := s.kept.room(req.Name); perr != nil {
-			hs.refuse(perr.Kind, perr.Message)
-			return
-		}
+		s.execKept(hs, req, peer)
+		return
 	}
 	if !s.admit(hs) {
 		return
@@ -410,16 +411,6 @@ func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 	cl := ss.newClient(hs.c, hs.w)
 	cl.terminal = req.Terminal
 	ss.attach(cl)
-	if req.Keep {
-		if perr := s.kept.add(ss); perr != nil {
-			// Another request took the name between the check and now.
-			ss.begin()
-			ss.detach(cl)
-			cl.last(protocol.TypeError, perr)
-			ss.hangup()
-			return
-		}
-	}
 	ss.begin()
 	if !s.track(ss, s.conns.giveSession(hs.entry)) {
 		go ss.hangup() // corkd is shutting down

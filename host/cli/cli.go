@@ -179,6 +179,7 @@ type execFlags struct {
 	keep        bool
 	name        string
 	linger      time.Duration
+	orAttach    bool
 	kept        keptFlags
 }
 
@@ -206,8 +207,9 @@ func execMain(args []string) int {
 	fs.StringArrayVar(&f.envFiles, "env-file", nil, "read K=V lines from `FILE` (repeatable)")
 	fs.StringVarP(&f.workdir, "workdir", "w", "", "working directory (default: the user's home)")
 	fs.BoolVar(&f.keep, "keep", false, "keep the session when the connection drops or you detach (needs -t)")
-	fs.StringVar(&f.name, "name", "", "name the kept session (unique in the guest; default: its id)")
+	fs.StringVar(&f.name, "name", "", "name the kept session (unique among your sessions; default: its id)")
 	fs.DurationVar(&f.linger, "linger", 24*time.Hour, "hang a kept session up after this long detached, and forget it this long after it exits detached (0: never)")
+	fs.BoolVar(&f.orAttach, "attach-existing", false, "with --keep --name: attach to your session of that name if there is one, start it if not (tmux new -A)")
 	f.kept.flags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: cork exec [flags] -- COMMAND [ARG...]\n%s", fs.FlagUsages())
@@ -218,8 +220,11 @@ func execMain(args []string) int {
 	if fs.NArg() == 0 {
 		return fail("exec: no command given (cork exec [flags] -- COMMAND [ARG...])")
 	}
-	if !f.keep && (f.name != "" || fs.Changed("linger")) {
-		return fail("exec: --name and --linger are for kept sessions: add --keep")
+	if !f.keep && (f.name != "" || fs.Changed("linger") || f.orAttach) {
+		return fail("exec: --name, --linger and --attach-existing are for kept sessions: add --keep")
+	}
+	if f.orAttach && f.name == "" {
+		return fail("exec: --attach-existing needs --name: the session to attach to if it exists")
 	}
 	env, err := buildEnv(f.envFiles, f.env)
 	if err != nil {
@@ -227,7 +232,7 @@ func execMain(args []string) int {
 	}
 	req := protocol.Exec{
 		Argv: fs.Args(), Env: env, User: f.user, Dir: f.workdir,
-		TTY: f.tty, Stdin: f.interactive, Keep: f.keep, Name: f.name,
+		TTY: f.tty, Stdin: f.interactive, Keep: f.keep, Name: f.name, AttachExisting: f.orAttach,
 	}
 	if f.keep {
 		req.LingerSeconds = int64(f.linger / time.Second)
@@ -371,6 +376,8 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 			// exit would have, and print cork's message on a line of
 			// its own below what the program drew.
 			screen.Leave()
+		} else if keep {
+			screen.FreshLine() // for the [exited N] line
 		}
 		screen.RestoreTitle()
 	}
@@ -380,6 +387,9 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 	var taken *client.TakenOverError
 	switch {
 	case err == nil:
+		if keep {
+			fmt.Fprintln(os.Stderr, exitedLine(exit))
+		}
 		return exit.Code
 	case errors.Is(err, client.ErrDetached):
 		say("detached from session %s; %s to return", describe(sess), again)

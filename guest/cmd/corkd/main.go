@@ -95,8 +95,9 @@ func serve(args []string) int {
 	maxPendingPeer := fs.Int("max-pending-per-uid", agent.DefaultMaxPendingPeer, "connections not yet admitted to a session, from one peer uid (vsock: one CID)")
 	maxFrame := fs.Int("max-frame", protocol.MaxPayload, "largest frame payload accepted, in bytes (64 KiB to 1 MiB)")
 	maxKept := fs.Int("max-kept", agent.DefaultMaxKept, "kept sessions, running and exited")
+	maxKeptPerUID := fs.Int("max-kept-per-uid", agent.DefaultMaxKeptPerUID, "kept sessions of each uid admitted with --allow-uid, running and exited")
 	keepBuffer := fs.Int("keep-buffer", agent.DefaultKeepBuffer, "output bytes each kept session keeps for a host that resumes")
-	linger := fs.Duration("linger", agent.DefaultLinger, "longest a kept session runs detached, or is remembered after exiting detached, unless cork asks for less (0: forever)")
+	linger := fs.Duration("linger", agent.DefaultLinger, "longest a kept session runs detached, or is remembered after exiting detached; cork may ask for less, never more (0: forever)")
 	scrollback := fs.Int("screen-scrollback", agent.DefaultScreenScrollback, "lines scrolled off a kept session's screen that it keeps, for attach to show (0 to 10000)")
 	keepSocket := fs.String("keep-socket", defaultKeepSocket(), "with --stdio: the unix socket of the corkd that keeps sessions, started if none listens (env CORKD_KEEP_SOCKET)")
 	pidFile := fs.String("pid-file", "", "write corkd's pid to `FILE` while it serves")
@@ -149,6 +150,10 @@ func serve(args []string) int {
 		fmt.Fprintf(os.Stderr, "corkd: --keep-buffer %d: want 4096 to %d\n", *keepBuffer, 64<<20)
 		return 2
 	}
+	if *maxKeptPerUID < 1 {
+		fmt.Fprintf(os.Stderr, "corkd: --max-kept-per-uid %d: want at least 1\n", *maxKeptPerUID)
+		return 2
+	}
 	cfg := agent.Config{
 		Logger:            log,
 		Software:          "corkd " + version,
@@ -160,6 +165,7 @@ func serve(args []string) int {
 		MaxPendingPerPeer: *maxPendingPeer,
 		MaxFrame:          *maxFrame,
 		MaxKept:           *maxKept,
+		MaxKeptPerUID:     *maxKeptPerUID,
 		KeepBuffer:        *keepBuffer,
 		Linger:            *linger,
 		ScreenScrollback:  *scrollback,
