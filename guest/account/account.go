@@ -40,10 +40,19 @@ func Lookup(spec string) (*Account, error) {
 		if perr != nil {
 			return nil, fmt.Errorf("%w %q: no such entry in /etc/passwd", ErrUnknown, spec)
 		}
-		u, err = user.LookupId(spec)
-		if err != nil {
-			return &Account{Name: spec, UID: uint32(n), GID: uint32(n), Groups: []uint32{uint32(n)}, Home: "/", Shell: "/bin/sh"}, nil
-		}
+		return ByUID(uint32(n))
+	}
+	return fromUser(u)
+}
+
+// ByUID returns uid's own account: its first passwd entry, the one
+// getpwuid(3) gives, whatever other entries share the uid. A uid with no
+// entry gets gid = uid, no supplementary groups, HOME=/ and the uid as its
+// name, as Lookup gives it.
+func ByUID(uid uint32) (*Account, error) {
+	u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
+	if err != nil {
+		return &Account{Name: strconv.FormatUint(uint64(uid), 10), UID: uid, GID: uid, Groups: []uint32{uid}, Home: "/", Shell: "/bin/sh"}, nil
 	}
 	return fromUser(u)
 }
