@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -374,6 +375,36 @@ func TestKeeperSocketRemovedNoSecondKeeper(t *testing.T) {
 		if pid != keeper {
 			t.Fatalf("removal %d: the relay reached keeper %d, not the first (%d)", i+1, pid, keeper)
 		}
+	}
+
+	// The whole directory removed, as a /tmp cleaner may: the keeper
+	// makes it again, with its lock and socket.
+	dir := filepath.Dir(victim.sock())
+	os.RemoveAll(dir)
+	waitFor(t, "the keeper to make its directory again", 10*time.Second, func() bool {
+		_, err1 := os.Lstat(victim.sock())
+		_, err2 := os.Lstat(victim.sock() + ".lock")
+		return err1 == nil && err2 == nil
+	})
+	if pid := connectedPid(t, relayAs(t, victim), victim); pid != keeper {
+		t.Fatalf("after the directory was removed the relay reached keeper %d, not the first (%d)", pid, keeper)
+	}
+
+	// Removed with a relay at once: the relay may start a keeper before
+	// the first makes the directory again; then one of them stops.
+	os.RemoveAll(dir)
+	seen = append(seen, connectedPid(t, relayAs(t, victim), victim))
+	waitFor(t, "one keeper left", 10*time.Second, func() bool {
+		n := 0
+		for _, pid := range seen {
+			if alive(pid) && !slices.Contains(seen[:slices.Index(seen, pid)], pid) {
+				n++
+			}
+		}
+		return n == 1
+	})
+	if pid := connectedPid(t, relayAs(t, victim), victim); !alive(pid) || !slices.Contains(seen, pid) {
+		t.Fatalf("after the race the relay reached keeper %d; keepers seen %v", pid, seen)
 	}
 }
 

@@ -21,7 +21,8 @@ import (
 // and keeps its socket where relays look for it. A socket removed (by the
 // user, or a /tmp cleaner with the directory) or replaced would otherwise
 // make the next relay start a second keeper and orphan every session of
-// the first.
+// the first. A lock file removed is taken again; if another keeper took
+// it first, this one stops rather than fight over the socket.
 
 // keeperLockFD is the descriptor on which a keeper finds the lock its
 // relay took (exec.Cmd.ExtraFiles[0]).
@@ -87,7 +88,8 @@ func (l *keeperListener) Close() error { return l.stop(net.ErrClosed) }
 
 func (l *keeperListener) Addr() net.Addr { return &net.UnixAddr{Name: l.path, Net: "unix"} }
 
-// stop closes the listener; Accept then returns err.
+// stop closes the listener; Accept then returns err, which wraps
+// net.ErrClosed so that the server stops accepting rather than retry.
 func (l *keeperListener) stop(err error) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -166,6 +168,11 @@ func (l *keeperListener) watch() {
 			return
 		case <-t.C:
 		}
+		if err := keepLock(l.path + ".lock"); err != nil {
+			l.log.Error("the keeper lost its lock; stopping", "err", err)
+			l.stop(fmt.Errorf("%w: %v", net.ErrClosed, err))
+			return
+		}
 		l.mu.Lock()
 		want := l.file
 		l.mu.Unlock()
@@ -175,10 +182,35 @@ func (l *keeperListener) watch() {
 		l.log.Warn("the keeper's socket was removed or replaced; making it again", "socket", l.path)
 		if err := l.relisten(); err != nil && !errors.Is(err, net.ErrClosed) {
 			l.log.Error("cannot make the keeper's socket again; stopping", "socket", l.path, "err", err)
-			l.stop(fmt.Errorf("keeper socket %s: %w", l.path, err))
+			l.stop(fmt.Errorf("%w: keeper socket %s: %v", net.ErrClosed, l.path, err))
 			return
 		}
 	}
+}
+
+// keepLock checks that path still names the lock on keeperLockFD, and
+// takes the file now there (made if need be) when it does not: the
+// directory may have been removed and made again.
+func keepLock(path string) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(keeperLockFD, &st); err != nil {
+		return fmt.Errorf("keeper lock: %w", err)
+	}
+	if got, err := fileID(path); err == nil && got == [2]uint64{st.Dev, st.Ino} {
+		return nil
+	}
+	if err := ensurePrivateDir(filepath.Dir(path), os.Geteuid()); err != nil {
+		return err
+	}
+	f, err := tryLock(path)
+	if err != nil {
+		return err
+	}
+	if f == nil {
+		return fmt.Errorf("%s was made again and another keeper holds it", path)
+	}
+	defer f.Close() // the lock stays with the descriptor's copy
+	return unix.Dup3(int(f.Fd()), keeperLockFD, unix.O_CLOEXEC)
 }
 
 // fileID returns the device and inode of path, not followed.
