@@ -102,6 +102,8 @@ func serve(args []string) int {
 	keepSocket := fs.String("keep-socket", defaultKeepSocket(), "with --stdio: the unix socket of the corkd that keeps sessions, started if none listens (env CORKD_KEEP_SOCKET)")
 	pidFile := fs.String("pid-file", "", "write corkd's pid to `FILE` while it serves")
 	forwarding := forwardFlags(fs)
+	keeper := fs.Bool("keeper", false, "serve as the keeper a --stdio corkd starts: hold the lock it hands over on descriptor 3, and make the socket again if it goes")
+	fs.MarkHidden("keeper")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: corkd serve [--stdio] [--listen URL]...\n%s", fs.FlagUsages())
 	}
@@ -189,8 +191,14 @@ func serve(args []string) int {
 		cfg.KeptVia = keptVia(*keepSocket, *logLevel, log)
 	}
 	srv := agent.New(cfg)
+	if *keeper {
+		if err := holdKeeperLock(); err != nil {
+			fmt.Fprintf(os.Stderr, "corkd: %v\n", err)
+			return 2
+		}
+	}
 	if *pidFile != "" {
-		if err := os.WriteFile(*pidFile, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
+		if err := writePidFile(*pidFile); err != nil {
 			fmt.Fprintf(os.Stderr, "corkd: --pid-file: %v\n", err)
 			return 1
 		}
@@ -233,7 +241,13 @@ func serve(args []string) int {
 	}
 	var ls []net.Listener
 	for _, addr := range *listens {
-		l, err := listen.Listen(addr, opts)
+		var l net.Listener
+		var err error
+		if *keeper {
+			l, err = keeperListen(addr, opts)
+		} else {
+			l, err = listen.Listen(addr, opts)
+		}
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "corkd: %v\n", err)
 			return 1
