@@ -439,9 +439,13 @@ func (s *Server) execKept(hs *handshake, req *protocol.Exec, peer Peer) {
 		return
 	}
 	cl := ss.newClient(hs.c, hs.w)
+	cl.terminal = req.Terminal
 	ss.attach(cl)
 	s.kept.add(ss, r)
 	ss.begin()
+	if !s.track(ss, s.conns.giveSession(hs.entry)) {
+		go ss.hangup() // corkd is shutting down
+	}
 	ss.serve(cl, hs.r)
 }
 
