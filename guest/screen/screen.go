@@ -194,59 +194,6 @@ func (s *Screen) restart() {
 // screen.
 var clears = [][]byte{[]byte("\x1b[2J"), []byte("\x1b[?1049h"), []byte("\x1b[?1049l"), []byte("\x1bc")}
 
-// catchUpBudget is the most work one CatchUp gives the emulator, in cells
-// it may move or clear: twice the screen's cells for each of its rows,
-// enough to draw a screenful of full lines, or two of short ones, from a
-// clear screen. The emulator's costliest steps touch every cell of the
-// screen: a scroll (a line feed at the bottom: LF, VT, FF, IND, NEL, RI, a
-// line that wraps) or any escape sequence (scroll, insert or delete lines,
-// erase, alignment test). Each byte is counted as the costliest thing it
-// can be, so no output makes a catch-up take longer than about
-// 2 x MaxRows x MaxCells cell moves.
-func (s *Screen) catchUpBudget() int {
-	h := s.emu.Height()
-	return 2 * h * h * s.emu.Width()
-}
-
-// byteCost is what one byte of output may cost the emulator, in cells, on
-// a screen of rows x cells: a whole screen for ESC (any sequence) and line
-// feeds, a row's share of a scroll for a character (every cols of them
-// wrap a line).
-func byteCost(c byte, rows, cells int) int {
-	switch {
-	case c == 0x1b, c == '\n', c == '\v', c == '\f':
-		return cells
-	case c >= 0x20 && c != 0x7f:
-		return rows
-	default:
-		return 1
-	}
-}
-
-// resyncPoint is where in backlog to start feeding: 0 when all of it fits
-// in the catch-up's budget, else its last clear within the budget, else
-// the earliest byte from which the rest fits.
-func (s *Screen) resyncPoint(backlog []byte) int {
-	budget, rows, cells := s.catchUpBudget(), s.emu.Height(), s.emu.Width()*s.emu.Height()
-	i, cost := len(backlog), 0
-	for i > 0 {
-		if cost += byteCost(backlog[i-1], rows, cells); cost > budget {
-			break
-		}
-		i--
-	}
-	if i == 0 {
-		return 0
-	}
-	best := i
-	for _, c := range clears {
-		if j := bytes.LastIndex(backlog[i:], c); j >= 0 && i+j > best {
-			best = i + j
-		}
-	}
-	return best
-}
-
 // Resize changes the terminal's size, as the program's PTY changed. Rows
 // go and come as in tmux, so that a smaller client attaching for a while
 // costs the screen nothing: on a shrink, the rows below the cursor go
