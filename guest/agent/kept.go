@@ -252,6 +252,7 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 	if !size.Valid() {
 		size = ss.currentSize()
 	}
+	ss.catchUpScreen()
 	ss.outMu.Lock()
 	from, resumed := ss.sent, false
 	if a.Resume != nil && !ss.exited {
@@ -267,7 +268,7 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 		} else {
 			// The screen as it is now, drawn for this terminal; the live
 			// output continues it, since nothing is written meanwhile.
-			err = h.w.WriteFrame(protocol.TypeRestore, ss.screenNowLocked().Render(int(size.Cols), int(size.Rows)))
+			err = writeRestore(h.w, ss.screenNowLocked().Render(int(size.Cols), int(size.Rows)))
 		}
 	}
 	running := !ss.exited
@@ -304,6 +305,7 @@ func (s *Server) peek(h *handshake, pk *protocol.Peek, peer Peer) {
 		h.refuse(protocol.KindSession, noSuchSession(pk.Session))
 		return
 	}
+	ss.catchUpScreen()
 	ss.outMu.Lock()
 	scr := ss.screenNowLocked()
 	running := !ss.exited

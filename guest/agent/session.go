@@ -171,6 +171,9 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 		stdin, err = ss.startPipes(req)
 	}
 	if err != nil {
+		if ss.screen != nil {
+			ss.screen.close()
+		}
 		if f := startFailure(path, err); f != nil {
 			s.reportExecFailure(w, req, f)
 			return nil, errExitReported
@@ -347,6 +350,9 @@ func (ss *session) finish() {
 		go w.end(&ss.exit)
 	}
 	close(ss.done)
+	if ss.screen != nil {
+		ss.screen.close()
+	}
 	for _, o := range ss.outs {
 		o.f.Close()
 	}

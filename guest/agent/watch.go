@@ -51,7 +51,7 @@ func (w *watcher) end(exit *protocol.Exit) {
 		w.mu.Lock()
 		size := w.size
 		w.mu.Unlock()
-		w.w.WriteFrame(protocol.TypeRestore, w.ss.screen.scr.Repaint(int(size.Cols), int(size.Rows)))
+		writeRestore(w.w, w.ss.screen.scr.Repaint(int(size.Cols), int(size.Rows)))
 		w.w.WriteJSON(protocol.TypeExit, exit)
 	}()
 	select {
@@ -63,6 +63,7 @@ func (w *watcher) end(exit *protocol.Exit) {
 
 // watch serves a watcher until it leaves or the session ends.
 func (s *Server) watch(h *handshake, ss *session, a *protocol.Attach) {
+	ss.catchUpScreen()
 	ss.outMu.Lock()
 	if len(ss.watchers) >= MaxWatchers {
 		ss.outMu.Unlock()
@@ -79,7 +80,7 @@ func (s *Server) watch(h *handshake, ss *session, a *protocol.Attach) {
 	err := h.w.WriteJSON(protocol.TypeAttached, &protocol.Attached{Session: ss.id, Name: ss.name, From: ss.sent,
 		Running: true, ReadOnly: true})
 	if err == nil {
-		err = h.w.WriteFrame(protocol.TypeRestore, ss.screenNowLocked().Render(int(size.Cols), int(size.Rows)))
+		err = writeRestore(h.w, ss.screenNowLocked().Render(int(size.Cols), int(size.Rows)))
 	}
 	drawn := ss.sent
 	ss.outMu.Unlock()
@@ -139,7 +140,7 @@ func (s *Server) watch(h *handshake, ss *session, a *protocol.Attach) {
 		w.mu.Unlock()
 		frame := ss.screen.scr.Repaint(int(size.Cols), int(size.Rows))
 		timer.Reset(min(max(watchEvery, 10*time.Since(began)), watchSlowest))
-		if err := w.w.WriteFrame(protocol.TypeRestore, frame); err != nil {
+		if err := writeRestore(w.w, frame); err != nil {
 			return
 		}
 	}
