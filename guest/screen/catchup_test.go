@@ -2,6 +2,8 @@ package screen
 
 import (
 	"bytes"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -48,5 +50,31 @@ func TestCatchUpBoundedForAnyOutput(t *testing.T) {
 				t.Errorf("%s at %dx%d: two catch-ups took %v", name, size[0], size[1], took)
 			}
 		}
+	}
+}
+
+// TestCatchUpKeepsRepaints: a full-screen program's repaints, a colour
+// change per character, come back whole from a large backlog. Counting
+// every escape sequence as a scroll cut the catch-up to a few hundred of
+// them and left the screen mostly blank.
+func TestCatchUpKeepsRepaints(t *testing.T) {
+	var b bytes.Buffer
+	for frame := range 300 {
+		b.WriteString("\x1b[H")
+		for y := range 24 {
+			fmt.Fprintf(&b, "\x1b[%dH", y+1)
+			for x := range 80 {
+				fmt.Fprintf(&b, "\x1b[38;5;%dm%c", (frame+x+y)%256, 'a'+(x+y+frame)%26)
+			}
+		}
+	}
+	whole := New(80, 24, 100, nil)
+	defer whole.Close()
+	whole.Write(b.Bytes())
+	caught := New(80, 24, 100, nil)
+	defer caught.Close()
+	caught.CatchUp(b.Bytes(), true)
+	if a, w := strings.Join(caught.Lines(true), "\n"), strings.Join(whole.Lines(true), "\n"); a != w {
+		t.Fatalf("caught up to\n%s\nfed whole\n%s", a, w)
 	}
 }

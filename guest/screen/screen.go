@@ -36,9 +36,9 @@ import (
 const (
 	MaxCols            = 1024
 	MaxRows            = 300
-	MaxCells           = 1 << 16
+	MaxCells           = 1 << 15
 	MaxScrollbackLines = 10000
-	MaxScrollbackCells = 1 << 18
+	MaxScrollbackCells = 1 << 17
 )
 
 // fit bounds a terminal's size to what a screen keeps.
@@ -214,7 +214,14 @@ func (s *Screen) Resize(cols, rows int) {
 		top := cur.Y - rows + 1
 		s.emu.Write(fmt.Appendf(nil, "\x1b[r\x1b[%dS\x1b[%d;%dH", top, cur.Y-top+1, cur.X+1))
 	}
-	s.emu.Resize(cols, rows)
+	// x/vt widens every row it had before it drops rows it no longer
+	// needs, and keeps the rows dropped: rows go first, so that a resize
+	// never allocates more than the cells of the larger of the two sizes.
+	for _, size := range [][2]int{{s.emu.Width(), min(h, rows)}, {cols, min(h, rows)}, {cols, rows}} {
+		if size[0] != s.emu.Width() || size[1] != s.emu.Height() {
+			s.emu.Resize(size[0], size[1])
+		}
+	}
 	s.scan.cols, s.scan.rows = cols, rows
 	if rows > h && !s.emu.IsAltScreen() {
 		s.pullScrollback(min(rows-h, s.emu.ScrollbackLen()))
