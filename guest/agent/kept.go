@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"weak"
 
 	"github.com/corkvm/cork/protocol"
 )
@@ -90,8 +91,9 @@ func mayReach(peer Peer, ss *session) bool {
 
 func (k *keptSessions) remove(ss *session) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	delete(k.byID, ss.id)
+	k.mu.Unlock()
+	ss.srv.forgotten()
 }
 
 // exited files a session whose program has ended: a client saw its exit,
@@ -102,9 +104,14 @@ func (k *keptSessions) exited(ss *session, seen bool) {
 		return
 	}
 	if ss.linger > 0 {
+		// The timer must not keep a session removed before its linger
+		// ends (cork rm) in memory for the rest of the linger.
+		forgettable := weak.Make(ss)
 		time.AfterFunc(ss.linger, func() {
-			ss.log.Info("exited session's linger over; forgetting it")
-			k.remove(ss)
+			if ss := forgettable.Value(); ss != nil {
+				ss.log.Info("exited session's linger over; forgetting it")
+				k.remove(ss)
+			}
 		})
 	}
 }

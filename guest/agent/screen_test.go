@@ -76,3 +76,62 @@ func TestLargeRestoreIsSplit(t *testing.T) {
 	}
 	q.Send(protocol.TypeSignal, &protocol.Signal{Name: "KILL"})
 }
+
+// liveHeap is the heap in use after a full collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// TestRemovedSessionsLetTheirMemoryGo: a kept session that exited while
+// detached and was removed (cork rm) stayed in memory, screen and output
+// and all, held by its linger's timer for the rest of the linger (24 hours
+// by default); and once nothing ran, the memory let go went back to the
+// system only with the next session's end.
+func TestRemovedSessionsLetTheirMemoryGo(t *testing.T) {
+	srv := newServer(t, agent.Config{FreeMemoryAfter: 10 * time.Millisecond})
+	fill := `awk 'BEGIN { for (l = 0; l < 300; l++) { for (i = 0; i < 190; i++) printf "\033[38;2;%d;%d;7m%c", i, l, 97+(i+l)%26; printf "\r\n" }; print "done"; system("sleep 600") }'`
+	before := liveHeap()
+	var ids []string
+	for range 5 {
+		p := dial(t, srv, -1)
+		req := keep("", "sh", "-c", fill)
+		req.Size = protocol.WindowSize{Cols: 200, Rows: 50}
+		st := p.Exec(req)
+		readUntil(t, p, "done")
+		p.Conn.Close()
+		ids = append(ids, st.Session)
+	}
+	idle := forcedCollections()
+	for _, id := range ids {
+		q := dial(t, srv, -1)
+		q.Send(protocol.TypePeek, &protocol.Peek{Session: id})
+		q.Expect(protocol.TypeSnapshot)
+		q = dial(t, srv, -1)
+		q.Send(protocol.TypeKill, &protocol.Kill{Session: id, Signal: "KILL"})
+		q.Expect(protocol.TypeDone)
+	}
+	waitFor(t, "the sessions to exit", 10*time.Second, func() bool {
+		for _, s := range list(t, srv, -1) {
+			if s.State != protocol.StateExited {
+				return false
+			}
+		}
+		return true
+	})
+	// The idle agent frees memory with two collections in a row.
+	waitFor(t, "the idle agent to return its memory", 10*time.Second, func() bool { return forcedCollections() >= idle+2 })
+	held := liveHeap() - before
+	freed := forcedCollections()
+	for _, id := range ids {
+		q := dial(t, srv, -1)
+		q.Send(protocol.TypeRemove, &protocol.Remove{Session: id})
+		q.Expect(protocol.TypeDone)
+	}
+	waitFor(t, "the memory to go back to the system", 10*time.Second, func() bool { return forcedCollections() > freed })
+	if left := int64(liveHeap()) - int64(before); left > int64(held)/5 {
+		t.Fatalf("5 removed sessions held %d KiB, and still hold %d KiB", held>>10, left>>10)
+	}
+}

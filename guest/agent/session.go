@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"weak"
 
 	"github.com/corkvm/cork/protocol"
 )
@@ -395,8 +396,12 @@ func (ss *session) dropLocked(cl *client) {
 	ss.detachGen++
 	ss.log.Info("detached")
 	if ss.linger > 0 {
-		gen := ss.detachGen
+		gen, forgettable := ss.detachGen, weak.Make(ss)
 		time.AfterFunc(ss.linger, func() {
+			ss := forgettable.Value() // nil: forgotten, and its memory let go
+			if ss == nil {
+				return
+			}
 			ss.outMu.Lock()
 			stale := ss.detachGen != gen || ss.client != nil || ss.exited
 			ss.outMu.Unlock()
