@@ -327,6 +327,9 @@ const clientStall = 10 * time.Second
 // drained: the attached client gets Exit; a kept session with no client
 // keeps its status and output for its linger.
 func (ss *session) finish() {
+	if ss.screen != nil {
+		ss.catchUpScreen() // before the lock, which leaves little to do under it
+	}
 	ss.outMu.Lock()
 	ss.exited = true
 	cl := ss.client

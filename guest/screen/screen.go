@@ -212,7 +212,7 @@ func (s *Screen) Resize(cols, rows int) {
 	}
 	if cur := s.emu.CursorPosition(); rows < h && cur.Y >= rows {
 		top := cur.Y - rows + 1
-		s.emu.Write(fmt.Appendf(nil, "\x1b[r\x1b[%dS\x1b[%d;%dH", top, cur.Y-top+1, cur.X+1))
+		s.feedEmulator(fmt.Appendf(nil, "\x1b[r\x1b[%dS\x1b[%d;%dH", top, cur.Y-top+1, cur.X+1))
 	}
 	// x/vt widens every row it had before it drops rows it no longer
 	// needs, and keeps the rows dropped: rows go first, so that a resize
@@ -243,7 +243,7 @@ func (s *Screen) pullScrollback(n int) {
 	copy(lines[n:], lines[:len(lines)-n])
 	sb.SetMaxLines(len(lines) - n)
 	cur := s.emu.CursorPosition()
-	s.emu.Write(fmt.Appendf(nil, "\x1b[r\x1b[%dT", n))
+	s.feedEmulator(fmt.Appendf(nil, "\x1b[r\x1b[%dT", n))
 	for y, l := range pulled {
 		for x := range min(len(l), s.emu.Width()) {
 			if !l[x].IsZero() {
@@ -251,7 +251,7 @@ func (s *Screen) pullScrollback(n int) {
 			}
 		}
 	}
-	s.emu.Write(fmt.Appendf(nil, "\x1b[%d;%dH", cur.Y+n+1, cur.X+1))
+	s.feedEmulator(fmt.Appendf(nil, "\x1b[%d;%dH", cur.Y+n+1, cur.X+1))
 }
 
 // Size is the terminal's size.
