@@ -123,10 +123,12 @@
 //     bytes the host has seen) and the guest still holds the bytes from
 //     there, From equals it and Resumed is true: nothing is lost or sent
 //     twice. Otherwise From is the current end of the output, and the
-//     guest sends one Restore frame: bytes that draw the session's screen,
+//     guest sends Restore frames, in order (more than one only when the
+//     drawing outgrows a frame): bytes that draw the session's screen,
 //     as the guest keeps it from the output, on a terminal of Attach.Size
 //     (reset, the alternate screen if in use, lines scrolled off, the
-//     screen with colours and styles, the cursor, the input modes). Restore
+//     screen with colours and styles, the cursor, the input modes, the
+//     window title). Restore
 //     bytes are written to the terminal like output but are not output:
 //     they do not count in From's numbering. Then the guest makes the
 //     program repaint itself: it sets the terminal one column wider, then,
