@@ -157,3 +157,15 @@ func TestSmallerClientKeepsScreen(t *testing.T) {
 }
 
 func itoa(n int) string { return string(appendInt(nil, n)) }
+
+// TestGrowPullsAllTheScrollback: a grow that takes every line the
+// scrollback has leaves none of them behind in it.
+func TestGrowPullsAllTheScrollback(t *testing.T) {
+	s := New(20, 4, 100, nil)
+	defer s.Close()
+	s.Write([]byte("1\r\n2\r\n3\r\n4\r\n5\r\n$ "))
+	s.Resize(20, 10)
+	if got := strings.Join(s.Lines(false), "|"); !strings.HasPrefix(got, "1|2|3|4|5|$|") || s.emu.ScrollbackLen() != 0 {
+		t.Fatalf("screen %s, scrollback %d lines", got, s.emu.ScrollbackLen())
+	}
+}

@@ -67,14 +67,13 @@ func New(cols, rows, scrollback int, reply func([]byte)) *Screen {
 	return s
 }
 
-func (s *Screen) newEmulator(cols, rows int) *vt.Emulator {
+func (s *Screen) newEmulator(cols, rows int) {
 	e := vt.NewEmulator(fit(cols, rows))
 	noAltScrollback(e)
 	s.emu = e
 	s.scan.cols, s.scan.rows = e.Width(), e.Height()
 	s.fitScrollback()
 	go drain(e, s.reply)
-	return e
 }
 
 // noAltScrollback takes the scrollback off x/vt's alternate screen, which
@@ -238,10 +237,14 @@ func (s *Screen) pullScrollback(n int) {
 	sb := s.emu.Scrollback()
 	lines := sb.Lines()
 	pulled := slices.Clone(lines[len(lines)-n:])
-	// x/vt's scrollback drops only its oldest lines: the others move up
-	// over the pulled ones first.
-	copy(lines[n:], lines[:len(lines)-n])
-	sb.SetMaxLines(len(lines) - n)
+	if n == len(lines) {
+		sb.Clear()
+	} else {
+		// x/vt's scrollback drops only its oldest lines: the others
+		// move up over the pulled ones first.
+		copy(lines[n:], lines[:len(lines)-n])
+		sb.SetMaxLines(len(lines) - n)
+	}
 	cur := s.emu.CursorPosition()
 	s.feedEmulator(fmt.Appendf(nil, "\x1b[r\x1b[%dT", n))
 	for y, l := range pulled {
@@ -296,11 +299,8 @@ func (s *Screen) Lines(styled bool) []string {
 	for y := range s.emu.Height() {
 		l := s.line(y, s.emu.Width())
 		text := l.String()
-		if styled {
-			text = l.Render()
-		}
-		if styled && size+jsonSize(text) > maxLinesSize {
-			text = l.String()
+		if r := l.Render(); styled && size+jsonSize(r) <= maxLinesSize {
+			text = r
 		}
 		if size+jsonSize(text) > maxLinesSize {
 			text = ""
