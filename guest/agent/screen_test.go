@@ -135,3 +135,46 @@ func TestRemovedSessionsLetTheirMemoryGo(t *testing.T) {
 		t.Fatalf("5 removed sessions held %d KiB, and still hold %d KiB", held>>10, left>>10)
 	}
 }
+
+// TestPeekAndListDuringAFlood: output the screen is slow to follow
+// (vertical tabs: each one scrolls) neither slows a peek nor holds ls.
+// The catch-up counted only LF: a peek of 256 KiB of \v took 21 s, under
+// the lock ls needs.
+func TestPeekAndListDuringAFlood(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	p := dial(t, srv, -1)
+	req := keep("flood", "sh", "-c", `echo start; yes | tr -d y | tr '\n' '\v'`)
+	req.Size = protocol.WindowSize{Cols: 200, Rows: 50}
+	p.Exec(req)
+	readUntil(t, p, "start")
+	p.Conn.Close()
+	for range 3 {
+		time.Sleep(200 * time.Millisecond) // a backlog builds up
+		done := make(chan time.Duration, 2)
+		go func() {
+			began := time.Now()
+			q := dial(t, srv, -1)
+			q.Send(protocol.TypePeek, &protocol.Peek{Session: "flood"})
+			q.Expect(protocol.TypeSnapshot)
+			done <- time.Since(began)
+		}()
+		go func() {
+			began := time.Now()
+			list(t, srv, -1)
+			done <- time.Since(began)
+		}()
+		for range 2 {
+			select {
+			case d := <-done:
+				if d > 3*time.Second {
+					t.Fatalf("a peek or ls took %v", d)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("a peek or ls still waiting after 10 s")
+			}
+		}
+	}
+	q := dial(t, srv, -1)
+	q.Send(protocol.TypeKill, &protocol.Kill{Session: "flood", Signal: "KILL"})
+	q.Expect(protocol.TypeDone)
+}
