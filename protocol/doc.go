@@ -143,10 +143,12 @@
 //     bytes the host has seen) and the guest still holds the bytes from
 //     there, From equals it and Resumed is true: nothing is lost or sent
 //     twice. Otherwise From is the current end of the output, and the
-//     guest sends one Restore frame: bytes that draw the session's screen,
+//     guest sends Restore frames, in order (more than one only when the
+//     drawing outgrows a frame): bytes that draw the session's screen,
 //     as the guest keeps it from the output, on a terminal of Attach.Size
 //     (reset, the alternate screen if in use, lines scrolled off, the
-//     screen with colours and styles, the cursor, the input modes). The
+//     screen with colours and styles, the cursor, the input modes, the
+//     window title). The
 //     lines scrolled off are left out when Attach.Terminal names the
 //     terminal of the last client that drove the session (its
 //     Exec.Terminal or Attach.Terminal) and the program has written no

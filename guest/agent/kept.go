@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"weak"
 
 	"github.com/corkvm/cork/guest/account"
 	"github.com/corkvm/cork/protocol"
@@ -251,8 +252,9 @@ func mayReachOwner(peer, owner Peer) bool {
 
 func (k *keptSessions) remove(ss *session) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	delete(k.byID, ss.id)
+	k.mu.Unlock()
+	ss.srv.forgotten()
 }
 
 // exited files a session whose program has ended: a client saw its exit,
@@ -263,7 +265,20 @@ func (k *keptSessions) exited(ss *session, seen bool) {
 		return
 	}
 	if ss.linger > 0 {
+		// The timer must not keep a session removed before its linger
+		// ends (cork rm) in memory for the rest of the linger.
+		forgettable := weak.Make(ss)
 		time.AfterFunc(ss.linger, func() {
+			ss := forgettable.Value()
+			if ss == nil {
+				return // removed and collected
+			}
+			k.mu.Lock()
+			kept := k.byID[ss.id] == ss
+			k.mu.Unlock()
+			if !kept {
+				return // removed (cork rm) before its linger ended
+			}
 			ss.log.Info("exited session's linger over; forgetting it")
 			k.remove(ss)
 			k.mu.Lock()
@@ -472,6 +487,8 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 	}
 	cl := ss.newClient(h.c, h.w)
 	cl.terminal = a.Terminal
+	// The screen catches up outside the lock live output takes.
+	ss.catchUpScreen()
 	at, restore := ss.join(cl, a, s.cfg.StdinWindow)
 	if at == nil {
 		ss.log.Info("a client taken over tried to resume; told it was taken over")
@@ -484,7 +501,7 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 	// cursor join set, so the output between is not lost.
 	err := cl.w.WriteJSON(protocol.TypeAttached, at)
 	if err == nil && restore != nil {
-		err = cl.w.WriteFrame(protocol.TypeRestore, restore)
+		err = writeRestore(cl.w, restore)
 	}
 	if !at.Running {
 		if err == nil {
@@ -569,6 +586,7 @@ func (s *Server) peek(h *handshake, pk *protocol.Peek, peer Peer) {
 		h.refuse(protocol.KindSession, s.kept.missing(pk.Session, peer))
 		return
 	}
+	ss.catchUpScreen()
 	ss.outMu.Lock()
 	scr := ss.screenNowLocked()
 	running := !ss.exited

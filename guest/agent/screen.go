@@ -2,6 +2,7 @@ package agent
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/corkvm/cork/guest/screen"
@@ -19,7 +20,7 @@ import (
 type sessionScreen struct {
 	mu   sync.Mutex // held while catching up
 	scr  *screen.Screen
-	fed  uint64 // output bytes the screen has read
+	fed  atomic.Uint64 // output bytes the screen has read; set under mu, read without
 	wake chan struct{}
 
 	sizeMu sync.Mutex
@@ -55,6 +56,14 @@ func (ss *session) newScreen(size protocol.WindowSize) {
 		}
 	})
 	ss.screen = sc
+}
+
+// close ends the screen's goroutine once the session is over: the screen
+// is still drawn for attaches and peeks until the session is forgotten.
+func (sc *sessionScreen) close() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	sc.scr.Close()
 }
 
 // nudge tells the screen output came; it never waits.
@@ -112,21 +121,26 @@ func (ss *session) keepScreen() {
 			}
 		}
 		timer.Stop()
-		ss.outMu.Lock()
-		backlog, end, lost := ss.screenBacklogLocked()
-		ss.outMu.Unlock()
-		sc.catchUp(backlog, end, lost)
+		ss.catchUpScreen()
 	}
+}
+
+// catchUpScreen catches the screen up with a copy of the output so far,
+// without the output's lock: a catch-up never holds the program's output,
+// nor ls. Done before the screen is needed under that lock, it leaves
+// screenNowLocked only what came meanwhile.
+func (ss *session) catchUpScreen() {
+	ss.outMu.Lock()
+	backlog, end, lost := ss.screenBacklogLocked()
+	ss.outMu.Unlock()
+	ss.screen.catchUp(backlog, end, lost)
 }
 
 // screenBacklogLocked copies the output the screen has not read: from the
 // ring, or all the ring holds when the screen fell behind it. outMu is
 // held.
 func (ss *session) screenBacklogLocked() (backlog []byte, end uint64, lost bool) {
-	sc := ss.screen
-	sc.mu.Lock()
-	fed := sc.fed
-	sc.mu.Unlock()
+	fed := ss.screen.fed.Load()
 	a, b, ok := ss.ring.since(fed)
 	if !ok {
 		a, b, _ = ss.ring.since(ss.ring.start)
@@ -141,7 +155,7 @@ func (ss *session) screenBacklogLocked() (backlog []byte, end uint64, lost bool)
 func (sc *sessionScreen) catchUp(backlog []byte, end uint64, lost bool) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	if end <= sc.fed && !lost {
+	if end <= sc.fed.Load() && !lost {
 		return
 	}
 	start := end - uint64(len(backlog))
@@ -158,12 +172,14 @@ func (sc *sessionScreen) catchUp(backlog []byte, end uint64, lost bool) {
 		sc.scr.Resize(int(s.size.Cols), int(s.size.Rows))
 	}
 	sc.scr.CatchUp(backlog[pos-start:], lost)
-	sc.fed = end
+	sc.fed.Store(end)
 }
 
-// screenNow catches the screen up with all output so far. outMu is held,
-// so that nothing is written in between: what follows on a connection
-// continues the screen exactly.
+// screenNowLocked catches the screen up with all output so far. outMu is
+// held, so that nothing is written in between: what follows on a
+// connection continues the screen exactly. Callers catch up first without
+// the lock (catchUpScreen), so that little is left to do under it; what
+// is left is bounded like any catch-up (guest/screen's CatchUp).
 func (ss *session) screenNowLocked() *screen.Screen {
 	backlog, end, lost := ss.screenBacklogLocked()
 	ss.screen.catchUp(backlog, end, lost)
@@ -181,4 +197,18 @@ func (ss *session) restoreLocked(terminal string, size protocol.WindowSize) []by
 		return scr.RenderScreen(int(size.Cols), int(size.Rows))
 	}
 	return scr.Render(int(size.Cols), int(size.Rows))
+}
+
+// writeRestore sends a screen drawn for a client as Restore frames: a large
+// screen in colour can outgrow one frame, which the peer would refuse.
+func writeRestore(w *protocol.Writer, p []byte) error {
+	for {
+		n := min(len(p), protocol.MaxPayload)
+		if err := w.WriteFrame(protocol.TypeRestore, p[:n]); err != nil {
+			return err
+		}
+		if p = p[n:]; len(p) == 0 {
+			return nil
+		}
+	}
 }

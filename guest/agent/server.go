@@ -450,6 +450,16 @@ func (s *Server) sessionEnded() {
 	}
 }
 
+// forgotten notes that a kept session's memory (its screen and output)
+// is let go: once no session runs, it goes back to the system as a busy
+// spell's does. Without it, what the kept sessions held stayed in corkd's
+// RSS after they were removed.
+func (s *Server) forgotten() {
+	if s.active.Load() == 0 {
+		s.freeMemory.Reset(s.cfg.FreeMemoryAfter)
+	}
+}
+
 func newSessionID() string {
 	var b [8]byte
 	rand.Read(b[:])

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"weak"
 
 	"github.com/corkvm/cork/protocol"
 )
@@ -205,6 +206,9 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 		stdin, err = ss.startPipes(req)
 	}
 	if err != nil {
+		if ss.screen != nil {
+			ss.screen.close()
+		}
 		if f := startFailure(path, err); f != nil {
 			s.reportExecFailure(w, req, f)
 			return nil, errExitReported
@@ -390,6 +394,9 @@ func (s stallWriter) Write(p []byte) (int, error) {
 // drained: the attached client gets Exit; a kept session with no client
 // keeps its status and output for its linger.
 func (ss *session) finish() {
+	if ss.screen != nil {
+		ss.catchUpScreen() // before the lock, which leaves little to do under it
+	}
 	ss.outMu.Lock()
 	ss.exited = true
 	cl := ss.client
@@ -414,6 +421,9 @@ func (ss *session) finish() {
 		go w.end(&ss.exit)
 	}
 	close(ss.done)
+	if ss.screen != nil {
+		ss.screen.close()
+	}
 	for _, o := range ss.outs {
 		o.f.Close()
 	}
@@ -479,8 +489,12 @@ func (ss *session) dropLocked(cl *client) {
 	ss.detachGen++
 	ss.log.Info("detached")
 	if ss.linger > 0 {
-		gen := ss.detachGen
+		gen, forgettable := ss.detachGen, weak.Make(ss)
 		time.AfterFunc(ss.linger, func() {
+			ss := forgettable.Value() // nil: forgotten, and its memory let go
+			if ss == nil {
+				return
+			}
 			ss.outMu.Lock()
 			stale := ss.detachGen != gen || ss.client != nil || ss.exited
 			ss.outMu.Unlock()

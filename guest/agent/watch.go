@@ -51,7 +51,7 @@ func (w *watcher) end(exit *protocol.Exit) {
 		w.mu.Lock()
 		size := w.size
 		w.mu.Unlock()
-		w.w.WriteFrame(protocol.TypeRestore, w.ss.screen.scr.Repaint(int(size.Cols), int(size.Rows)))
+		writeRestore(w.w, w.ss.screen.scr.Repaint(int(size.Cols), int(size.Rows)))
 		w.w.WriteJSON(protocol.TypeExit, exit)
 	}()
 	select {
@@ -63,6 +63,7 @@ func (w *watcher) end(exit *protocol.Exit) {
 
 // watch serves a watcher until it leaves or the session ends.
 func (s *Server) watch(h *handshake, ss *session, a *protocol.Attach, peer Peer) {
+	ss.catchUpScreen()
 	ss.outMu.Lock()
 	if len(ss.watchers) >= MaxWatchers {
 		ss.outMu.Unlock()
@@ -87,7 +88,7 @@ func (s *Server) watch(h *handshake, ss *session, a *protocol.Attach, peer Peer)
 	// takes.
 	err := w.w.WriteJSON(protocol.TypeAttached, at)
 	if err == nil {
-		err = w.w.WriteFrame(protocol.TypeRestore, restore)
+		err = writeRestore(w.w, restore)
 	}
 	defer func() {
 		ss.outMu.Lock()
@@ -145,7 +146,7 @@ func (s *Server) watch(h *handshake, ss *session, a *protocol.Attach, peer Peer)
 		w.mu.Unlock()
 		frame := ss.screen.scr.Repaint(int(size.Cols), int(size.Rows))
 		timer.Reset(min(max(watchEvery, 10*time.Since(began)), watchSlowest))
-		if err := w.w.WriteFrame(protocol.TypeRestore, frame); err != nil {
+		if err := writeRestore(w.w, frame); err != nil {
 			return
 		}
 	}

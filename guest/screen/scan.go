@@ -1,20 +1,41 @@
 package screen
 
-import "bytes"
+import (
+	"bytes"
+
+	"github.com/charmbracelet/x/ansi"
+)
 
 // scanner reads a program's output as a terminal would, for two things the
 // emulator cannot be trusted with: it clamps the numbers of CSI sequences
 // (x/vt spends minutes on CSI 1000000000 b, a repeat count), and it follows
 // the modes that a client attaching must get back (alternate screen,
 // bracketed paste, mouse reporting, application keys, focus events, cursor
-// visibility), over output the emulator is fed and output it skips alike.
-// It is fed in chunks; sequences may be split across them.
+// visibility) and the window title, over output the emulator is fed and
+// output it skips alike. It also bounds what one cell and one string
+// sequence can make the emulator keep. It is fed in chunks; sequences and
+// characters may be split across them.
 type scanner struct {
-	state state
-	cont  int    // UTF-8 continuation bytes still due in ground state
-	seq   []byte // the CSI sequence so far, from its ESC
-	long  bool   // the CSI sequence outgrew maxCSI: it is dropped
-	modes modes
+	state   state
+	cp      []byte // the UTF-8 character being read, held until it is whole
+	cpLen   int    // its length, from its first byte
+	cluster []byte // the grapheme cluster the characters so far end with
+	seq     []byte // the CSI sequence so far, from its ESC
+	long    bool   // the CSI sequence outgrew maxCSI: it is dropped
+	str     []byte // the string sequence (OSC, DCS...) so far, from its ESC
+	strLong bool   // the string outgrew maxString: it is dropped
+	modes   modes
+	title   title
+
+	// The screen's size, for the margins: x/vt indexes out of its
+	// screen with margins past it.
+	cols, rows int
+}
+
+// title is the window title a program set with OSC 0 or OSC 2.
+type title struct {
+	text []byte
+	osc  byte // '0' or '2'
 }
 
 type state uint8
@@ -37,6 +58,18 @@ const maxMode = 65535
 
 // maxCSI bounds a CSI sequence kept whole; a longer one is dropped.
 const maxCSI = 512
+
+// maxString bounds a string sequence (a title, a colour, a DCS): a longer
+// one is dropped whole, so that the emulator never keeps one. Hyperlinks
+// (OSC 8) are dropped whatever their length, since every cell would keep
+// its own.
+const maxString = 2048
+
+// maxCluster bounds the bytes of one grapheme cluster, which the emulator
+// keeps in one cell: characters that would join a cluster past it are
+// dropped, as terminals drop combining marks past a few per cell. The
+// longest emoji sequences in use are about 35 bytes.
+const maxCluster = 48
 
 // modes are the terminal modes a restore sets again.
 type modes struct {
@@ -62,10 +95,11 @@ func (s *scanner) feed(p []byte, out []byte, emit bool) []byte {
 		case ground:
 			switch {
 			case c == 0x1b:
-				s.state, s.cont = escape, 0
+				out = s.endCluster(out, emit)
+				s.state = escape
 				continue
 			case c < 0x80:
-				s.cont = 0
+				out = s.endCluster(out, emit)
 				if emit {
 					// Copy the run of ASCII up to the next ESC or
 					// high byte at once.
@@ -76,30 +110,31 @@ func (s *scanner) feed(p []byte, out []byte, emit bool) []byte {
 					out = append(out, p[i:j]...)
 					i = j - 1
 				}
-				continue
-			case c < 0xc0: // a continuation byte
-				if s.cont == 0 && c < 0xa0 {
-					// A C1 control (0x9b is an 8-bit CSI): UTF-8
-					// programs do not send them, and they would get
-					// past the clamp. Dropped.
-					continue
+			case c < 0xc0 && len(s.cp) > 0: // a continuation byte
+				s.cp = append(s.cp, c)
+				if len(s.cp) == s.cpLen {
+					out = s.endChar(out, emit)
 				}
-				if s.cont > 0 {
-					s.cont--
-				}
+			case c < 0xa0:
+				// A C1 control (0x9b is an 8-bit CSI): UTF-8 programs
+				// do not send them, and they would get past the clamp.
+				// Dropped.
 			case c >= 0xc2 && c <= 0xf4: // a UTF-8 lead byte
-				s.cont = 1
+				if len(s.cp) > 0 { // the one before was cut short
+					out = s.endCluster(out, emit)
+				}
+				s.cp, s.cpLen = append(s.cp[:0], c), 2
 				if c >= 0xe0 {
-					s.cont = 2
+					s.cpLen = 3
 				}
 				if c >= 0xf0 {
-					s.cont = 3
+					s.cpLen = 4
 				}
-			default:
-				s.cont = 0
-			}
-			if emit {
-				out = append(out, c)
+			default: // a byte no UTF-8 character holds here
+				out = s.endCluster(out, emit)
+				if emit {
+					out = append(out, c)
+				}
 			}
 		case escape:
 			if c >= 0x80 {
@@ -115,7 +150,8 @@ func (s *scanner) feed(p []byte, out []byte, emit bool) []byte {
 				s.state, s.seq, s.long = csi, append(s.seq[:0], 0x1b, '['), false
 				continue
 			case ']', 'P', '_', '^', 'X':
-				s.state = str
+				s.state, s.str, s.strLong = str, append(s.str[:0], 0x1b, c), false
+				continue
 			case '=':
 				s.modes.appKeypad, s.state = true, ground
 			case '>':
@@ -173,35 +209,104 @@ func (s *scanner) feed(p []byte, out []byte, emit bool) []byte {
 			}
 		case str:
 			switch {
-			case c == 0x07, c == 0x18, c == 0x1a: // BEL ends it, CAN and SUB cancel it
+			case c == 0x07: // BEL ends it
 				s.state = ground
+				out = s.endString(out, emit, "\x07")
+			case c == 0x18, c == 0x1a: // CAN and SUB cancel it
+				s.state = ground
+				if emit {
+					out = append(out, c)
+				}
 			case c == 0x1b:
 				// ST is ESC \; any other escape sequence ends the
 				// string and begins, as a terminal's parser reads it.
 				s.state = strEsc
-				continue
 			case c >= 0x80 && c < 0xa0:
-				continue // C1 bytes, as in ground: dropped
-			}
-			if emit {
-				out = append(out, c)
+				// C1 bytes, as in ground: dropped
+			case len(s.str) < maxString:
+				s.str = append(s.str, c)
+			default:
+				s.strLong = true
 			}
 		case strEsc:
+			out = s.endString(out, emit, "\x1b\\")
 			if c == '\\' {
 				s.state = ground
-				if emit {
-					out = append(out, 0x1b, c)
-				}
 				continue
 			}
 			s.state = escape
 			i-- // c begins the escape sequence
-			if emit {
-				out = append(out, 0x1b, '\\') // end the string first
-			}
 		}
 	}
 	return out
+}
+
+// endChar takes the UTF-8 character held in s.cp, now whole: it joins the
+// cluster before it or begins the next one. One that would make its
+// cluster longer than maxCluster is dropped. The clusters are found as the
+// emulator finds them, by the same segmenter, from the last one only.
+func (s *scanner) endChar(out []byte, emit bool) []byte {
+	ch := s.cp
+	s.cp = s.cp[:0]
+	n := len(s.cluster)
+	s.cluster = append(s.cluster, ch...)
+	if n > 0 {
+		first, _ := ansi.FirstGraphemeCluster(s.cluster, ansi.GraphemeWidth)
+		if len(first) <= n { // ch begins a new cluster
+			s.cluster = append(s.cluster[:0], ch...)
+		} else if len(s.cluster) > maxCluster {
+			s.cluster = s.cluster[:n]
+			return out
+		}
+	}
+	if emit {
+		out = append(out, ch...)
+	}
+	return out
+}
+
+// endCluster ends the cluster being read: the emulator begins a new one
+// after any ASCII byte, control or sequence. A character cut short is
+// passed on as it is, for the emulator to replace.
+func (s *scanner) endCluster(out []byte, emit bool) []byte {
+	if emit {
+		out = append(out, s.cp...)
+	}
+	s.cp, s.cluster = s.cp[:0], s.cluster[:0]
+	return out
+}
+
+// endString passes on the string sequence read, ended by term, unless it
+// was too long or is a hyperlink; a title is noted.
+func (s *scanner) endString(out []byte, emit bool, term string) []byte {
+	if s.strLong {
+		return out
+	}
+	if body := s.str[2:]; s.str[1] == ']' {
+		if bytes.HasPrefix(body, []byte("8;")) {
+			return out
+		}
+		s.noteTitle(body)
+	}
+	if emit {
+		out = append(append(out, s.str...), term...)
+	}
+	return out
+}
+
+// noteTitle keeps the title an OSC 0 or OSC 2 sets, without the control
+// characters a terminal ignores in it.
+func (s *scanner) noteTitle(body []byte) {
+	if len(body) < 2 || body[1] != ';' || (body[0] != '0' && body[0] != '2') {
+		return
+	}
+	t := s.title.text[:0]
+	for _, c := range body[2:] {
+		if c >= 0x20 && c != 0x7f {
+			t = append(t, c)
+		}
+	}
+	s.title = title{text: t, osc: body[0]}
 }
 
 // finishCSI follows the modes a complete CSI sequence sets, and passes it
@@ -219,6 +324,12 @@ func (s *scanner) finishCSI(out []byte, emit bool) []byte {
 	}
 	out = append(out, 0x1b, '[')
 	limit := maxParam
+	switch {
+	case final == 'r' && s.rows > 0: // DECSTBM, the top and bottom margins
+		limit = s.rows
+	case final == 's' && s.cols > 0: // DECSLRM, the left and right margins
+		limit = s.cols
+	}
 	if private {
 		// A private prefix carries mode numbers, not counts.
 		out = append(out, params[0])

@@ -217,12 +217,17 @@ func FuzzScreen(f *testing.F) {
 		defer s.Close()
 		start := time.Now()
 		s.CatchUp(p, false)
+		s.Render(int(rows%50)+1, int(cols%100)+1)
+		s.Lines(true)
+		// A smaller client and back: rows go into the scrollback and
+		// come back, whatever the screen holds.
+		s.Resize(int(rows%100)+1, int(cols%40)+1)
+		s.Resize(int(cols%200)+1, int(rows%60)+1)
+		s.Render(int(cols%200)+1, int(rows%60)+1)
 		// The bound is generous for the race detector and a loaded
 		// machine; what it catches is seconds per kilobyte.
 		if d := time.Since(start); d > 2*time.Second+time.Duration(len(p))*time.Millisecond {
 			t.Fatalf("%d bytes took %v", len(p), d)
 		}
-		s.Render(int(rows%50)+1, int(cols%100)+1)
-		s.Lines(true)
 	})
 }
