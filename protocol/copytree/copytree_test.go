@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -672,6 +673,14 @@ func TestDestinationLinks(t *testing.T) {
 			os.Symlink("file", filepath.Join(d, "dest"))
 			os.Lchown(filepath.Join(d, "dest"), 65534, 65534)
 		}, "another user's symbolic link", ""},
+		// The kernel takes ../file from where the link really is,
+		// real/deep, not from the text "sym/dest".
+		{"a relative link beyond a linked directory", func(d string) {
+			os.MkdirAll(filepath.Join(d, "real", "deep"), 0o755)
+			os.Symlink("real/deep", filepath.Join(d, "sym"))
+			os.Symlink("../file", filepath.Join(d, "real", "deep", "dest"))
+			os.Symlink("sym/dest", filepath.Join(d, "dest"))
+		}, "", "real/file"},
 	} {
 		d := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-"))
 		os.Mkdir(d, 0o755)
@@ -685,6 +694,11 @@ func TestDestinationLinks(t *testing.T) {
 		}
 		if l, err := os.Readlink(filepath.Join(d, "dest")); err != nil || l != link {
 			t.Errorf("%s: the link is now %q, %v; want it as it was, to %q", c.name, l, err, link)
+		}
+		if c.target != "file" {
+			if _, err := os.Lstat(filepath.Join(d, "file")); err == nil && c.problem == "" {
+				t.Errorf("%s: written to %s/file", c.name, d)
+			}
 		}
 		if c.target != "" && read(t, filepath.Join(d, c.target)) != "new" {
 			t.Errorf("%s: %s was not written", c.name, c.target)
@@ -812,5 +826,53 @@ func TestHostileHardLinks(t *testing.T) {
 	}
 	if fi, _ := os.Stat(filepath.Join(dir, "secret")); fi.Sys().(*syscall.Stat_t).Nlink != 1 {
 		t.Fatal("the file outside got another name")
+	}
+}
+
+// TestStickyDestinationLinks: another user's link planted as DEST in a
+// sticky directory anyone may write to is not followed, whatever it leads
+// to and whatever is copied: a directory, a file into it, several sources
+// into it. The link of the directory's owner is followed.
+func TestStickyDestinationLinks(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "src", "f"), "new", 0o644)
+	write(t, filepath.Join(dir, "g"), "new", 0o644)
+	for _, c := range []struct {
+		name  string
+		srcs  []string
+		multi bool
+	}{
+		{"a file", []string{"g"}, false},
+		{"a directory", []string{"src"}, false},
+		{"a directory's contents", []string{"src/."}, false},
+		{"several sources", []string{"g", "src"}, true},
+	} {
+		for _, owner := range []int{65534, 0} {
+			d := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-")+"-"+strconv.Itoa(owner))
+			os.Mkdir(d, 0o777)
+			os.Chmod(d, os.ModeSticky|0o777)
+			victim := filepath.Join(dir, "victim-"+filepath.Base(d))
+			os.Mkdir(victim, 0o700)
+			os.Symlink(victim, filepath.Join(d, "dest"))
+			os.Lchown(filepath.Join(d, "dest"), owner, owner)
+			var srcs []string
+			for _, s := range c.srcs {
+				srcs = append(srcs, dir+"/"+s)
+			}
+			problems := copyLocal(t, false, &Dest{Path: []byte(filepath.Join(d, "dest")), Multi: c.multi}, srcs...)
+			landed, _ := os.ReadDir(victim)
+			if owner == 0 {
+				if len(problems) > 0 || len(landed) == 0 {
+					t.Errorf("%s, the owner's link: problems %+v, landed %v", c.name, problems, landed)
+				}
+				continue
+			}
+			if len(problems) != len(c.srcs) || !strings.Contains(problems[0].msg, "another user's symbolic link") {
+				t.Errorf("%s: problems %+v", c.name, problems)
+			}
+			if len(landed) > 0 {
+				t.Errorf("%s: written through another's link: %v", c.name, landed)
+			}
+		}
 	}
 }

@@ -6,8 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
-	"path"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -128,128 +126,169 @@ func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
 		return nil, err
 	}
 	d.root = e
-	dest := string(d.Path)
 	d.shown = d.Path
-	fi, err := os.Stat(dest)
-	exists := err == nil
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, errors.New(describe(err))
+	// The links at DEST itself are followed here, each checked before
+	// anything goes through it (a link to a directory as much as one to
+	// a file); from then on nothing follows a link.
+	at, err := resolveDest(string(d.Path))
+	if err != nil {
+		return nil, err
 	}
-	if d.Multi && (!exists || !fi.IsDir()) {
-		return nil, errors.New("the destination must be an existing directory to copy several sources into")
-	}
-	isDir := exists && fi.IsDir()
-	if e.Kind == protocol.KindDir {
-		return nil, d.rootDir(e, dest, exists, isDir)
-	}
+	defer at.close()
+	slash := strings.HasSuffix(string(d.Path), "/")
+	isDir := at.exists && at.st.Mode&unix.S_IFMT == unix.S_IFDIR
 	switch {
+	case d.Multi && !isDir:
+		return nil, errors.New("the destination must be an existing directory to copy several sources into")
+	case at.exists && !isDir && slash:
+		return nil, errors.New("not a directory")
+	case !at.exists && slash:
+		return nil, errors.New("no such directory (a destination ending in / must be an existing directory)")
+	case e.Kind == protocol.KindDir && at.exists && !isDir:
+		return nil, errors.New("cannot copy a directory over this file")
 	case isDir:
-		if d.base, err = unix.Open(dest, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+		if d.base, err = unix.Openat(at.dir, at.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
 			return nil, errors.New(describe(err))
 		}
-		d.top = bytes.Clone(e.Path)
-	case !exists && strings.HasSuffix(dest, "/"):
-		return nil, errors.New("no such directory (a destination ending in / must be an existing directory)")
+		if !e.Contents || e.Kind != protocol.KindDir {
+			d.top = bytes.Clone(e.Path)
+		}
 	default:
-		// A link there is written through, as docker cp does: its
-		// target gets the contents, or is made.
-		if dest, err = throughLinks(dest); err != nil {
-			return nil, err
-		}
-		if d.base, d.shown, d.top, err = newTop(dest); err != nil {
-			return nil, err
-		}
+		// A new name, or a file (a link there was written through, as
+		// docker cp does: its target gets the contents, or is made).
+		d.base, d.shown, d.top = at.dir, []byte(at.shown), []byte(at.name)
+		at.dir = -1 // the base now
 	}
-	if e.Kind == protocol.KindSymlink {
+	switch e.Kind {
+	case protocol.KindDir:
+		return nil, d.mkdir(d.top, e)
+	case protocol.KindSymlink:
 		return nil, d.symlink(d.top, e)
 	}
 	return d.file(d.top, e)
-}
-
-// rootDir resolves the destination for a directory's tree.
-func (d *Dest) rootDir(e *protocol.Entry, dest string, exists, isDir bool) error {
-	var err error
-	switch {
-	case exists && !isDir:
-		return errors.New("cannot copy a directory over this file")
-	case exists:
-		if d.base, err = unix.Open(dest, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
-			return errors.New(describe(err))
-		}
-		if e.Contents {
-			return nil
-		}
-		d.top = bytes.Clone(e.Path)
-	default:
-		if d.base, d.shown, d.top, err = newTop(dest); err != nil {
-			return err
-		}
-	}
-	return d.mkdir(d.top, e)
 }
 
 // maxLinks bounds the links followed from a destination, as the kernel's
 // MAXSYMLINKS does a path's.
 const maxLinks = 40
 
-// throughLinks returns the path a destination that is a symbolic link
-// leads to (a dangling link's target included), or dest itself. It
-// follows a link only where the kernel would for the user (fs.protected_
-// symlinks): one in a sticky directory anyone may write to, such as /tmp,
-// must be the user's own or that directory owner's, or another user could
-// plant it to have the copy write where they choose.
-func throughLinks(dest string) (string, error) {
-	for range maxLinks {
-		var st unix.Stat_t
-		if err := unix.Lstat(dest, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK {
-			return dest, nil
-		}
-		if err := mayFollow(dest, &st); err != nil {
-			return "", err
-		}
-		target, err := os.Readlink(dest)
-		if err != nil {
-			return "", errors.New(describe(err))
-		}
-		if !path.IsAbs(target) {
-			target = path.Join(path.Dir(dest), target)
-		}
-		dest = target
-	}
-	return "", fmt.Errorf("more than %d symbolic links from the destination", maxLinks)
+// destAt is where a destination leads: name, in the directory dir, is not
+// a symbolic link (or is not there).
+type destAt struct {
+	dir    int
+	name   string
+	shown  string // dir as the user would name it, for messages
+	st     unix.Stat_t
+	exists bool
 }
 
-// mayFollow applies the kernel's rule for following the link at p, whose
-// Lstat is st, as the calling thread's filesystem user.
-func mayFollow(p string, st *unix.Stat_t) error {
-	var dir unix.Stat_t
-	if err := unix.Stat(path.Dir(p), &dir); err != nil {
-		return errors.New(describe(err))
+func (at *destAt) close() {
+	if at.dir >= 0 {
+		unix.Close(at.dir)
+	}
+}
+
+// resolveDest follows the symbolic links at dest's last element (a
+// dangling link's target included) as the kernel would: each link's
+// target is taken relative to the directory the link really is in, found
+// by descriptor, not by its name's text, where ".." after a link leads
+// elsewhere. It follows a link only where the kernel's fs.protected_
+// symlinks would let the user: one in a sticky directory anyone may write
+// to, such as /tmp, must be the user's own or that directory owner's, or
+// another user could plant it to have the copy write where they choose.
+func resolveDest(dest string) (*destAt, error) {
+	parent, name := splitDest(dest)
+	dir, err := openDir(unix.AT_FDCWD, parent)
+	if err != nil {
+		return nil, fmt.Errorf("its parent directory: %s", describe(err))
+	}
+	at := &destAt{dir: dir, name: name, shown: parent}
+	for range maxLinks {
+		err := unix.Fstatat(at.dir, at.name, &at.st, unix.AT_SYMLINK_NOFOLLOW)
+		if err == unix.ENOENT {
+			return at, nil
+		}
+		if err == nil && at.st.Mode&unix.S_IFMT != unix.S_IFLNK {
+			at.exists = true
+			return at, nil
+		}
+		if err == nil {
+			err = at.follow()
+		}
+		if err != nil {
+			at.close()
+			return nil, errors.New(describe(err))
+		}
+	}
+	at.close()
+	return nil, fmt.Errorf("more than %d symbolic links from the destination", maxLinks)
+}
+
+// follow moves at to the target of the link it names.
+func (at *destAt) follow() error {
+	if err := mayFollow(at.dir, at.shown+at.name, &at.st); err != nil {
+		return err
+	}
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Readlinkat(at.dir, at.name, buf)
+	if err != nil {
+		return err
+	}
+	target := string(buf[:n])
+	parent, name := splitDest(target)
+	from, shown := at.dir, at.shown+parent
+	if strings.HasPrefix(target, "/") {
+		from, shown = unix.AT_FDCWD, parent
+	}
+	next, err := openDir(from, parent)
+	if err != nil {
+		return err
+	}
+	unix.Close(at.dir)
+	at.dir, at.name, at.shown = next, name, shown
+	return nil
+}
+
+// splitDest splits p into the directory it is in, ending in a slash or
+// empty, and its last element, without cleaning ".." away: after a link
+// it does not mean what the text before it suggests.
+func splitDest(p string) (string, string) {
+	trimmed := strings.TrimRight(p, "/")
+	if trimmed == "" {
+		if p == "" {
+			return "", "."
+		}
+		return "/", "."
+	}
+	i := strings.LastIndexByte(trimmed, '/')
+	return trimmed[:i+1], trimmed[i+1:]
+}
+
+// openDir opens the directory at p from dir (any links on the way
+// followed, as the user named them); an empty p is "." .
+func openDir(dir int, p string) (int, error) {
+	if p == "" {
+		p = "."
+	}
+	return unix.Openat(dir, p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+}
+
+// mayFollow applies the kernel's rule for following the link shown, in
+// the directory dir, whose Lstat is st, as the calling thread's
+// filesystem user.
+func mayFollow(dir int, shown string, st *unix.Stat_t) error {
+	var ds unix.Stat_t
+	if err := unix.Fstat(dir, &ds); err != nil {
+		return err
 	}
 	const stickyOpen = unix.S_ISVTX | 0o002
-	if dir.Mode&stickyOpen != stickyOpen || st.Uid == dir.Uid {
+	if ds.Mode&stickyOpen != stickyOpen || st.Uid == ds.Uid {
 		return nil
 	}
 	if fsUID() == st.Uid {
 		return nil
 	}
-	return fmt.Errorf("not written through: %q is another user's symbolic link in a directory anyone may write to", p)
-}
-
-// newTop opens the parent of a destination that is not there yet, to be
-// the base, and returns it as the user named it, with the destination's
-// last element as the root's name in it.
-func newTop(dest string) (int, []byte, []byte, error) {
-	parent, name := path.Split(strings.TrimRight(dest, "/"))
-	shown := parent
-	if parent == "" {
-		parent = "."
-	}
-	fd, err := unix.Open(parent, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, nil, nil, fmt.Errorf("its parent directory: %s", describe(err))
-	}
-	return fd, []byte(shown), []byte(name), nil
+	return fmt.Errorf("not written through: %q is another user's symbolic link in a directory anyone may write to", shown)
 }
 
 // Dir makes a directory beneath the tree.
