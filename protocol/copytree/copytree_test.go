@@ -788,7 +788,7 @@ func TestHardLinkToADroppedFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	oneProblem(t, problems, "which was not copied")
+	oneProblem(t, problems, "not a file that this copy wrote")
 	if _, err := os.Lstat(filepath.Join(out, "t", "b")); err == nil {
 		t.Fatal("b was made, a name of the older file")
 	}
@@ -821,7 +821,7 @@ func TestHostileHardLinks(t *testing.T) {
 		w.WriteFrame(protocol.TypeCopyEntry, hard("h", "l/secret"))
 		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
 	})
-	if err != nil || len(problems) != 1 || !strings.Contains(problems[0].msg, "symbolic link") {
+	if err != nil || len(problems) != 1 || !strings.Contains(problems[0].msg, "not a file that this copy wrote") {
 		t.Fatalf("through a link: %+v, %v", problems, err)
 	}
 	if fi, _ := os.Stat(filepath.Join(dir, "secret")); fi.Sys().(*syscall.Stat_t).Nlink != 1 {
@@ -874,5 +874,87 @@ func TestStickyDestinationLinks(t *testing.T) {
 				t.Errorf("%s: written through another's link: %v", c.name, landed)
 			}
 		}
+	}
+}
+
+// TestHardLinksOnlyToWhatLanded: a hard link may name only a file this
+// copy wrote in the tree: never a file the destination held before, even
+// beneath a directory the copy merged into, nor a name whose file was
+// replaced since it was written.
+func TestHardLinksOnlyToWhatLanded(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	write(t, filepath.Join(out, "t", "private", "secret"), "s", 0o600)
+	write(t, filepath.Join(out, "t", "top"), "top", 0o600)
+	hard := func(p, to string) protocol.Entry {
+		return protocol.Entry{Kind: protocol.KindHardlink, Path: []byte(p), Link: []byte(to)}
+	}
+	dirEntry := func(p string) protocol.Entry {
+		return protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte(p)}
+	}
+	file := func(p string) protocol.Entry {
+		return protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Size: 1, Path: []byte(p)}
+	}
+	for _, c := range []struct {
+		name    string
+		entries []protocol.Entry // after the root t; each file's one byte follows it
+		leak    string           // the name that must not be made, beneath out/t
+	}{
+		{"a file there before", []protocol.Entry{dirEntry("public"), hard("public/leak", "private/secret")}, "public/leak"},
+		{"in a merged directory", []protocol.Entry{dirEntry("private"), hard("private/leak", "private/secret")}, "private/leak"},
+		{"at the top", []protocol.Entry{hard("leak", "top")}, "leak"},
+		{"a name a link took", []protocol.Entry{file("a"), {Kind: protocol.KindSymlink, Mode: 0o777, Path: []byte("a"), Link: []byte("private/secret")}, hard("leak", "a")}, "leak"},
+	} {
+		problems, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
+			w.WriteFrame(protocol.TypeCopyRoot, entry(t, dirEntry("t")))
+			for _, e := range c.entries {
+				w.WriteFrame(protocol.TypeCopyEntry, entry(t, e))
+				if e.Kind == protocol.KindFile {
+					w.WriteFrame(protocol.TypeCopyData, []byte("x"))
+					w.WriteJSON(protocol.TypeCopyEnd, &protocol.CopyEnd{})
+				}
+			}
+			w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
+		})
+		if err != nil || len(problems) != 1 || !strings.HasSuffix(problems[0].path, c.leak) || !strings.Contains(problems[0].msg, "not a file that this copy wrote") {
+			t.Errorf("%s: %+v, %v", c.name, problems, err)
+		}
+		if _, err := os.Lstat(filepath.Join(out, "t", c.leak)); err == nil {
+			t.Errorf("%s: %s was made", c.name, c.leak)
+		}
+		for _, f := range []string{"private/secret", "top"} {
+			if fi, _ := os.Stat(filepath.Join(out, "t", f)); fi.Sys().(*syscall.Stat_t).Nlink != 1 {
+				t.Fatalf("%s: %s got another name", c.name, f)
+			}
+		}
+	}
+}
+
+// TestHardLinkToAReplacedFile: the destination checks that the file a
+// hard link names is still the one it wrote: another put there since
+// (a user of the destination's directory) gets no new name.
+func TestHardLinkToAReplacedFile(t *testing.T) {
+	out := t.TempDir()
+	write(t, filepath.Join(out, "other"), "other", 0o600)
+	d := &Dest{Path: []byte(out)}
+	if _, err := d.Root(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("t")}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := d.File(&protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Path: []byte("a")})
+	if err != nil || f.Commit() != nil {
+		t.Fatalf("the file: %v", err)
+	}
+	if err := os.Rename(filepath.Join(out, "other"), filepath.Join(out, "t", "a")); err != nil {
+		t.Fatal(err)
+	}
+	err = d.Hardlink(&protocol.Entry{Kind: protocol.KindHardlink, Path: []byte("b"), Link: []byte("a")})
+	if err == nil || !strings.Contains(err.Error(), "no longer the file this copy wrote") {
+		t.Fatalf("%v, want a refusal", err)
+	}
+	if err := d.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(out, "t", "b")); err == nil {
+		t.Fatal("b was made")
 	}
 }

@@ -37,6 +37,7 @@ type Dest struct {
 	cached  bool
 	dirs    []madeDir // directories made or merged into in this tree, their modes and times set last
 	dirMem  int       // the bytes of their paths
+	landed  fileSet   // the tree's files written, by path: what a hard link may name
 }
 
 // madeDir is a directory this copy made, or merged a source directory
@@ -67,6 +68,7 @@ func (d *Dest) closeTree() error {
 		}
 	}
 	d.dirs, d.dirMem = nil, 0
+	d.landed.reset()
 	d.dropCache()
 	if d.root != nil && d.base >= 0 {
 		unix.Close(d.base)
@@ -297,13 +299,24 @@ func (d *Dest) Dir(e *protocol.Entry) error { return d.mkdir(d.rel(e), e) }
 // Symlink makes a symbolic link beneath the tree.
 func (d *Dest) Symlink(e *protocol.Entry) error { return d.symlink(d.rel(e), e) }
 
-// Hardlink makes another name for a file of the tree, beneath it: both
-// names are reached by the same walk that follows no link, so neither can
-// be outside, and the new one replaces a file or link as a file would.
+// Hardlink makes another name for a file this copy wrote in the tree,
+// beneath it: both names are reached by the same walk that follows no
+// link, so neither can be outside; the file there must still be the one
+// written, so that no file the destination held before gets a name the
+// sender chose; and the new name replaces a file or link as a file would.
 func (d *Dest) Hardlink(e *protocol.Entry) error {
-	tdir, tname, err := d.parent(d.rel(&protocol.Entry{Path: e.Link}))
+	target := &protocol.Entry{Path: e.Link}
+	id, ok := d.landed.get(e.Link)
+	if !ok {
+		return fmt.Errorf("not copied: a hard link to %q, %s", d.Where(target), d.landed.refusal())
+	}
+	tdir, tname, err := d.parent(d.rel(target))
 	if err != nil {
 		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(tdir, tname, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || idOf(&st) != id {
+		return fmt.Errorf("not copied: a hard link to %q, which is no longer the file this copy wrote", d.Where(target))
 	}
 	// Its own fd: finding the new name's directory may close the cached one.
 	if tdir, err = unix.Dup(tdir); err != nil {
@@ -322,8 +335,13 @@ func (d *Dest) Hardlink(e *protocol.Entry) error {
 	// A rename onto another name of the same file does nothing and
 	// leaves tmp: it goes either way.
 	unix.Unlinkat(parent, tmp, 0)
+	if err == nil {
+		d.landed.add(e.Path, id)
+	}
 	return err
 }
+
+func idOf(st *unix.Stat_t) fileID { return fileID{uint64(st.Dev), uint64(st.Ino)} }
 
 // File starts a file beneath the tree.
 func (d *Dest) File(e *protocol.Entry) (FileSink, error) { return d.file(d.rel(e), e) }
@@ -533,15 +551,21 @@ func (f *destFile) Write(p []byte) (int, error) {
 }
 
 func (f *destFile) Commit() error {
+	var st unix.Stat_t
 	err := f.finish()
+	if err == nil {
+		err = unix.Fstat(f.fd, &st)
+	}
 	unix.Close(f.fd)
 	if err == nil {
 		err = place(f.parent, f.tmp, f.name, "file")
 	}
 	if err != nil {
 		unix.Unlinkat(f.parent, f.tmp, 0)
+		return err
 	}
-	return err
+	f.d.landed.add(f.e.Path, idOf(&st))
+	return nil
 }
 
 func (f *destFile) finish() error {
