@@ -227,7 +227,7 @@ func (t *TarSink) Symlink(e *protocol.Entry) error {
 }
 
 // Hardlink writes a hard link's header, naming the file in the stream.
-func (t *TarSink) Hardlink(e *protocol.Entry) error {
+func (t *TarSink) Hardlink(e *protocol.Entry, _ copytree.FileID) error {
 	h := t.header(e, t.name(e))
 	h.Typeflag, h.Linkname = tar.TypeLink, t.prefix+string(e.Link)
 	return t.tw.WriteHeader(h)

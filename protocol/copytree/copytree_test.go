@@ -947,7 +947,7 @@ func TestHardLinkToAReplacedFile(t *testing.T) {
 	if err := os.Rename(filepath.Join(out, "other"), filepath.Join(out, "t", "a")); err != nil {
 		t.Fatal(err)
 	}
-	err = d.Hardlink(&protocol.Entry{Kind: protocol.KindHardlink, Path: []byte("b"), Link: []byte("a")})
+	err = d.Hardlink(&protocol.Entry{Kind: protocol.KindHardlink, Path: []byte("b"), Link: []byte("a")}, f.(*destFile).identity())
 	if err == nil || !strings.Contains(err.Error(), "no longer the file this copy wrote") {
 		t.Fatalf("%v, want a refusal", err)
 	}

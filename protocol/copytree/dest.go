@@ -37,7 +37,6 @@ type Dest struct {
 	cached  bool
 	dirs    []madeDir // directories made or merged into in this tree, their modes and times set last
 	dirMem  int       // the bytes of their paths
-	landed  fileSet   // the tree's files written, by path: what a hard link may name
 }
 
 // madeDir is a directory this copy made, or merged a source directory
@@ -68,7 +67,6 @@ func (d *Dest) closeTree() error {
 		}
 	}
 	d.dirs, d.dirMem = nil, 0
-	d.landed.reset()
 	d.dropCache()
 	if d.root != nil && d.base >= 0 {
 		unix.Close(d.base)
@@ -302,14 +300,11 @@ func (d *Dest) Symlink(e *protocol.Entry) error { return d.symlink(d.rel(e), e) 
 // Hardlink makes another name for a file this copy wrote in the tree,
 // beneath it: both names are reached by the same walk that follows no
 // link, so neither can be outside; the file there must still be the one
-// written, so that no file the destination held before gets a name the
-// sender chose; and the new name replaces a file or link as a file would.
-func (d *Dest) Hardlink(e *protocol.Entry) error {
+// written (id), so that no file the destination held before gets a name
+// the sender chose; and the new name replaces a file or link as a file
+// would.
+func (d *Dest) Hardlink(e *protocol.Entry, id FileID) error {
 	target := &protocol.Entry{Path: e.Link}
-	id, ok := d.landed.get(e.Link)
-	if !ok {
-		return fmt.Errorf("not copied: a hard link to %q, %s", d.Where(target), d.landed.refusal())
-	}
 	tdir, tname, err := d.parent(d.rel(target))
 	if err != nil {
 		return err
@@ -335,13 +330,10 @@ func (d *Dest) Hardlink(e *protocol.Entry) error {
 	// A rename onto another name of the same file does nothing and
 	// leaves tmp: it goes either way.
 	unix.Unlinkat(parent, tmp, 0)
-	if err == nil {
-		d.landed.add(e.Path, id)
-	}
 	return err
 }
 
-func idOf(st *unix.Stat_t) fileID { return fileID{uint64(st.Dev), uint64(st.Ino)} }
+func idOf(st *unix.Stat_t) FileID { return FileID{Dev: uint64(st.Dev), Ino: uint64(st.Ino)} }
 
 // File starts a file beneath the tree.
 func (d *Dest) File(e *protocol.Entry) (FileSink, error) { return d.file(d.rel(e), e) }
@@ -534,6 +526,7 @@ type destFile struct {
 	fd        int
 	tmp, name string
 	e         *protocol.Entry
+	id        FileID // the file put in place, once committed
 }
 
 func (f *destFile) Write(p []byte) (int, error) {
@@ -564,9 +557,12 @@ func (f *destFile) Commit() error {
 		unix.Unlinkat(f.parent, f.tmp, 0)
 		return err
 	}
-	f.d.landed.add(f.e.Path, idOf(&st))
+	f.id = idOf(&st)
 	return nil
 }
+
+// identity is the file Commit put in place.
+func (f *destFile) identity() FileID { return f.id }
 
 func (f *destFile) finish() error {
 	if f.d.KeepOwners {

@@ -7,7 +7,7 @@ package copytree
 // counted with its path's bytes; past the bound it takes no more, and a
 // link to a file it does not hold is refused.
 type fileSet struct {
-	ids   map[string]fileID
+	ids   map[string]FileID
 	bytes int
 	full  bool
 }
@@ -22,7 +22,7 @@ const fileSetEntryCost = 64
 func (s *fileSet) reset() { *s = fileSet{} }
 
 // add notes that p landed, as the file id.
-func (s *fileSet) add(p []byte, id fileID) {
+func (s *fileSet) add(p []byte, id FileID) {
 	if _, ok := s.ids[string(p)]; ok {
 		s.ids[string(p)] = id
 		return
@@ -33,7 +33,7 @@ func (s *fileSet) add(p []byte, id fileID) {
 		return
 	}
 	if s.ids == nil {
-		s.ids = map[string]fileID{}
+		s.ids = map[string]FileID{}
 	}
 	s.ids[string(p)] = id
 	s.bytes += cost
@@ -48,7 +48,7 @@ func (s *fileSet) remove(p []byte) {
 }
 
 // get returns the identity p landed as, if the set holds it.
-func (s *fileSet) get(p []byte) (fileID, bool) {
+func (s *fileSet) get(p []byte) (FileID, bool) {
 	id, ok := s.ids[string(p)]
 	return id, ok
 }

@@ -13,12 +13,12 @@ func TestFileSetBound(t *testing.T) {
 	var s fileSet
 	n := 0
 	for ; !s.full; n++ {
-		s.add([]byte(fmt.Sprintf("dir/file-%07d", n)), fileID{ino: uint64(n)})
+		s.add([]byte(fmt.Sprintf("dir/file-%07d", n)), FileID{Ino: uint64(n)})
 	}
 	if s.bytes > maxFileSetBytes || len(s.ids) != n-1 {
 		t.Fatalf("%d bytes for %d entries of %d added", s.bytes, len(s.ids), n)
 	}
-	if id, ok := s.get([]byte("dir/file-0000000")); !ok || id.ino != 0 {
+	if id, ok := s.get([]byte("dir/file-0000000")); !ok || id.Ino != 0 {
 		t.Fatal("the first path is gone")
 	}
 	if _, ok := s.get([]byte(fmt.Sprintf("dir/file-%07d", n-1))); ok {
@@ -27,8 +27,8 @@ func TestFileSetBound(t *testing.T) {
 	if !strings.Contains(s.refusal(), "remembers") {
 		t.Fatalf("refusal %q does not say the set is full", s.refusal())
 	}
-	s.add([]byte("dir/file-0000000"), fileID{ino: 9}) // a name taken again costs nothing more
-	if id, _ := s.get([]byte("dir/file-0000000")); id.ino != 9 {
+	s.add([]byte("dir/file-0000000"), FileID{Ino: 9}) // a name taken again costs nothing more
+	if id, _ := s.get([]byte("dir/file-0000000")); id.Ino != 9 {
 		t.Fatal("a name landed again keeps its old file")
 	}
 }

@@ -19,8 +19,9 @@ type Sink interface {
 	Dir(e *protocol.Entry) error
 	Symlink(e *protocol.Entry) error
 	// Hardlink makes e another name for the file at e.Link in the tree,
-	// which landed.
-	Hardlink(e *protocol.Entry) error
+	// which landed in this copy as id (its FileSink's identity, where it
+	// has one: a sink that checks it refuses a link to anything else).
+	Hardlink(e *protocol.Entry, id FileID) error
 	File(e *protocol.Entry) (FileSink, error)
 	// Finish ends the last tree: deferred directory modes are applied.
 	Finish() error
@@ -212,13 +213,14 @@ func (r *Receiver) entry(p []byte) error {
 // landed: a sender may not give a second name to a file that was there
 // before the copy.
 func (r *Receiver) hardlink(e *protocol.Entry) error {
-	if _, ok := r.landed.get(e.Link); !ok {
+	id, ok := r.landed.get(e.Link)
+	if !ok {
 		return fmt.Errorf("not copied: a hard link to %q, %s", r.Sink.Where(&protocol.Entry{Path: e.Link}), r.landed.refusal())
 	}
-	if err := r.Sink.Hardlink(e); err != nil {
+	if err := r.Sink.Hardlink(e, id); err != nil {
 		return err
 	}
-	r.landed.add(e.Path, fileID{})
+	r.landed.add(e.Path, id)
 	return nil
 }
 
@@ -260,12 +262,17 @@ func (r *Receiver) end(p []byte) error {
 		return nil
 	}
 	err := f.sink.Commit()
+	sink := f.sink
 	f.sink = nil
 	if err != nil {
 		r.fail(r.Sink.Where(f.e), err)
 		return nil
 	}
-	r.landed.add(f.e.Path, fileID{})
+	var id FileID
+	if s, ok := sink.(interface{ identity() FileID }); ok {
+		id = s.identity()
+	}
+	r.landed.add(f.e.Path, id)
 	r.count(f.e.Size)
 	return nil
 }
