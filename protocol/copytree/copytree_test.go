@@ -2,6 +2,7 @@ package copytree
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -956,5 +957,99 @@ func TestHardLinkToAReplacedFile(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(out, "t", "b")); err == nil {
 		t.Fatal("b was made")
+	}
+}
+
+// TestMergedModes: a directory merged into keeps the permission bits it
+// lacks off and its sticky and set-group-ID bits on, whatever the source
+// says, so that a sender cannot open ~/.ssh to everyone or take the
+// sticky bit off /tmp; the source's bits narrow it. With -a it takes the
+// source's mode as it is. Either way it takes the source's time.
+func TestMergedModes(t *testing.T) {
+	dir := t.TempDir()
+	when := time.Date(2022, 3, 4, 5, 6, 7, 0, time.UTC)
+	for _, c := range []struct {
+		name     string
+		had, src fs.FileMode
+		archive  bool
+		want     fs.FileMode
+	}{
+		{"not widened", 0o700, 0o777, false, 0o700},
+		{"narrowed", 0o777, 0o750, false, 0o750},
+		{"sticky kept", os.ModeSticky | 0o777, 0o777, false, os.ModeSticky | 0o777},
+		{"setgid kept", os.ModeSetgid | 0o775, 0o755, false, os.ModeSetgid | 0o755},
+		{"no bits added", 0o755, os.ModeSticky | os.ModeSetgid | 0o755, false, 0o755},
+		{"-a widens", 0o700, 0o777, true, 0o777},
+		{"-a clears sticky", os.ModeSticky | 0o777, 0o777, true, 0o777},
+	} {
+		d := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-"))
+		src := filepath.Join(d, "src", "tree")
+		write(t, filepath.Join(src, "sub", "f"), "f", 0o644)
+		os.Chmod(filepath.Join(src, "sub"), c.src)
+		os.Chtimes(filepath.Join(src, "sub"), when, when)
+		merged := filepath.Join(d, "out", "tree", "sub")
+		os.MkdirAll(merged, 0o700)
+		os.Chmod(merged, c.had)
+		noProblems(t, copyLocal(t, false, &Dest{Path: []byte(filepath.Join(d, "out")), KeepOwners: c.archive}, src))
+		fi, err := os.Stat(merged)
+		if err != nil || fi.Mode()&^fs.ModeDir != c.want || !fi.ModTime().Equal(when) {
+			t.Errorf("%s: %v %v, %v; want %v and %v", c.name, fi.Mode(), fi.ModTime(), err, c.want, when)
+		}
+	}
+}
+
+// TestMergedDirectoriesRememberedOnce: a directory a sender names again
+// and again is remembered once, and what is remembered for the end stays
+// within its bound however many directories come.
+func TestMergedDirectoriesRememberedOnce(t *testing.T) {
+	out := t.TempDir()
+	d := &Dest{Path: []byte(out)}
+	if _, err := d.Root(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("t")}); err != nil {
+		t.Fatal(err)
+	}
+	for range 10000 {
+		if err := d.Dir(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("a")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(d.dirs) != 2 { // t and a
+		t.Fatalf("%d directories remembered for t and a", len(d.dirs))
+	}
+	long := strings.Repeat("x", 240) // fewer directories to make to reach the bound
+	for i := 0; d.dirMem+len(long)+8+madeDirCost <= maxMadeDirBytes; i++ {
+		if err := d.Dir(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: fmt.Appendf(nil, "%s%07d", long, i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := len(d.dirs)
+	d.Dir(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("past-the-bound")})
+	if len(d.dirs) != n || d.dirMem > maxMadeDirBytes {
+		t.Fatalf("%d directories, %d bytes remembered, past the bound of %d", len(d.dirs), d.dirMem, maxMadeDirBytes)
+	}
+	if err := d.Finish(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDirectoryNotFinishedIsNamed: a directory whose mode and time could
+// not be set at the end is named, not the destination; a tree's such
+// problems are told at the end, not as the next root's.
+func TestDirectoryNotFinishedIsNamed(t *testing.T) {
+	out := t.TempDir()
+	problems, err := hostile(t, &Dest{Path: []byte(out), Multi: true}, func(w *protocol.Writer) {
+		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("t")}))
+		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("sub")}))
+		// Once the next entry is read, sub is made; then it goes, and its
+		// mode cannot be set at the end.
+		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("sub2")}))
+		os.Remove(filepath.Join(out, "t", "sub"))
+		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.KindSymlink, Mode: 0o777, Path: []byte("l"), Link: []byte("x")}))
+		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
+	})
+	if err != nil || len(problems) != 1 || problems[0].path != filepath.Join(out, "t", "sub") {
+		t.Fatalf("%+v, %v; want %s named", problems, err, filepath.Join(out, "t", "sub"))
+	}
+	if _, err := os.Lstat(filepath.Join(out, "l")); err != nil {
+		t.Fatalf("the next root: %v", err)
 	}
 }

@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -24,9 +26,11 @@ import (
 // made, or found there, never takes an entry outside. A file is written
 // under a temporary name and renamed into place only when whole.
 type Dest struct {
-	Path       []byte // as the user wrote it: a trailing slash means "a directory"
-	Multi      bool   // several sources: Path must be an existing directory
-	KeepOwners bool   // give entries the owners they carry
+	Path  []byte // as the user wrote it: a trailing slash means "a directory"
+	Multi bool   // several sources: Path must be an existing directory
+	// KeepOwners (cork cp -a) gives entries the owners they carry, and a
+	// directory merged into the source's mode as it is.
+	KeepOwners bool
 
 	base    int             // the directory the current tree is written beneath, when open
 	shown   []byte          // base as the user names it, for messages
@@ -35,44 +39,53 @@ type Dest struct {
 	cacheAt []byte          // the directory cacheFd is, beneath base
 	cacheFd int             // the last parent opened, when cached
 	cached  bool
-	dirs    []madeDir // directories made or merged into in this tree, their modes and times set last
-	dirMem  int       // the bytes of their paths
+	dirs    []madeDir      // directories made or merged into in this tree, their modes and times set last
+	dirAt   map[string]int // each of dirs by path: a path met again is one directory
+	dirMem  int            // what dirs and dirAt hold, in bytes
+	ended   []error        // what went wrong ending the trees before this one
 }
 
 // madeDir is a directory this copy made, or merged a source directory
 // into: its mode and time are set once what it holds is written, so that
-// a read-only one can be filled. A merged one gets the source's mode and
-// time as docker cp gives them, where its owner lets the user.
+// a read-only one can be filled. A merged one gets the source's time, as
+// docker cp gives it, and its mode narrowed by the source's (mergedMode).
 type madeDir struct {
-	rel    []byte
-	e      *protocol.Entry
-	merged bool
+	rel     string
+	mode    fs.FileMode
+	modTime time.Time
+	merged  bool
 }
 
-// maxMadeDirs and maxMadeDirBytes bound the directories remembered for
-// the end, and the bytes of their paths (a sender picks the paths); beyond
-// them modes and times are set at once.
+// maxMadeDirBytes bounds what the directories remembered for the end
+// hold, a fixed cost for each and its path (a sender picks the paths);
+// beyond it modes and times are set at once.
 const (
-	maxMadeDirs     = 1 << 16
-	maxMadeDirBytes = 4 << 20
+	maxMadeDirBytes = 2 << 20
+	madeDirCost     = 128 // a madeDir, its place in dirAt, the map's share
 )
+
+// maxEndedErrors bounds the problems kept from ending earlier trees.
+const maxEndedErrors = 1000
 
 const tmpPrefix = ".cork-cp-"
 
+// closeTree ends the current tree: the directories it made or merged
+// into get their modes and times, and what it held open is closed. Each
+// directory that failed is a *problemAt.
 func (d *Dest) closeTree() error {
-	var err error
+	var errs []error
 	for i := len(d.dirs) - 1; i >= 0; i-- { // the deepest first: a parent's time is set after its children change it
-		if e := d.finishDir(d.dirs[i]); e != nil && err == nil {
-			err = e
+		if err := d.finishDir(d.dirs[i]); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	d.dirs, d.dirMem = nil, 0
+	d.dirs, d.dirAt, d.dirMem = nil, nil, 0
 	d.dropCache()
 	if d.root != nil && d.base >= 0 {
 		unix.Close(d.base)
 	}
 	d.base, d.shown, d.top, d.root = -1, nil, nil, nil
-	return err
+	return errors.Join(errs...)
 }
 
 func (d *Dest) dropCache() {
@@ -82,12 +95,46 @@ func (d *Dest) dropCache() {
 	d.cached, d.cacheFd, d.cacheAt = false, -1, nil
 }
 
-// Finish ends the last tree.
-func (d *Dest) Finish() error { return d.closeTree() }
+// Finish ends the last tree, and returns what went wrong ending each.
+func (d *Dest) Finish() error {
+	err := errors.Join(append(d.ended, d.closeTree())...)
+	d.ended = nil
+	return err
+}
 
 // Abort ends a copy cut short: the directories made get their modes and
 // every directory held open is closed.
-func (d *Dest) Abort() { d.closeTree() }
+func (d *Dest) Abort() {
+	d.closeTree()
+	d.ended = nil
+}
+
+// endTree ends the current tree before the next begins; what went wrong
+// is told at Finish, naming each directory, not as the next root's
+// problem.
+func (d *Dest) endTree() {
+	err := d.closeTree()
+	if err == nil {
+		return
+	}
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		if len(d.ended) == maxEndedErrors {
+			d.ended = append(d.ended, errors.New("and more directories whose modes and times were not set"))
+		}
+		if len(d.ended) > maxEndedErrors {
+			return
+		}
+		d.ended = append(d.ended, e)
+	}
+}
+
+// problemAt is a problem with one thing at the destination, named.
+type problemAt struct {
+	where []byte
+	err   error
+}
+
+func (p *problemAt) Error() string { return p.err.Error() }
 
 // Where names e at the destination; nil names the destination itself.
 func (d *Dest) Where(e *protocol.Entry) []byte { return d.at(d.rel(e)) }
@@ -122,9 +169,7 @@ func joinRel(top, p []byte) []byte {
 
 // Root resolves the destination for a new tree.
 func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
-	if err := d.closeTree(); err != nil {
-		return nil, err
-	}
+	d.endTree()
 	d.root = e
 	d.shown = d.Path
 	// The links at DEST itself are followed here, each checked before
@@ -389,25 +434,36 @@ func (d *Dest) mkdir(rel []byte, e *protocol.Entry) error {
 		if uint32(st.Mode)&unix.S_IFMT != unix.S_IFDIR {
 			return fmt.Errorf("cannot copy a directory over the %s there", typeOf(uint32(st.Mode)))
 		}
-		return d.remember(madeDir{rel: bytes.Clone(rel), e: e, merged: true})
+		return d.remember(madeDir{rel: string(rel), mode: e.Mode, modTime: e.ModTime, merged: true}, e)
 	}
 	if err != nil {
 		return errors.New(describe(err))
 	}
-	return d.remember(madeDir{rel: bytes.Clone(rel), e: e})
+	return d.remember(madeDir{rel: string(rel), mode: e.Mode, modTime: e.ModTime}, e)
 }
 
 // remember keeps a directory to finish at the end of the tree, or
-// finishes it at once beyond the bounds.
-func (d *Dest) remember(m madeDir) error {
-	mem := len(m.rel) + len(m.e.Path)
-	later := len(d.dirs) < maxMadeDirs && d.dirMem+mem <= maxMadeDirBytes
+// finishes it at once beyond the bound; a directory met again (a sender
+// may name one any number of times) is kept once, with what it said last.
+// A directory made gets e's owner at once.
+func (d *Dest) remember(m madeDir, e *protocol.Entry) error {
+	if i, ok := d.dirAt[m.rel]; ok {
+		m.merged = m.merged && d.dirs[i].merged
+		d.dirs[i] = m
+		return nil
+	}
+	cost := len(m.rel) + madeDirCost
+	later := d.dirMem+cost <= maxMadeDirBytes
 	if later {
+		if d.dirAt == nil {
+			d.dirAt = map[string]int{}
+		}
+		d.dirAt[m.rel] = len(d.dirs)
 		d.dirs = append(d.dirs, m)
-		d.dirMem += mem
+		d.dirMem += cost
 	}
 	if !m.merged {
-		if err := d.ownDir(m); err != nil {
+		if err := d.ownDir(m.rel, e); err != nil {
 			d.unmake(m, later)
 			return err
 		}
@@ -424,31 +480,45 @@ func (d *Dest) remember(m madeDir) error {
 func (d *Dest) unmake(m madeDir, remembered bool) {
 	if remembered {
 		d.dirs = d.dirs[:len(d.dirs)-1]
-		d.dirMem -= len(m.rel) + len(m.e.Path)
+		delete(d.dirAt, m.rel)
+		d.dirMem -= len(m.rel) + madeDirCost
 	}
-	if parent, name, err := d.parent(m.rel); err == nil {
+	if parent, name, err := d.parent([]byte(m.rel)); err == nil {
 		unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
 	}
 }
 
 // ownDir gives a directory made here its owner, at once: what is written
 // into it must not change hands later.
-func (d *Dest) ownDir(m madeDir) error {
+func (d *Dest) ownDir(rel string, e *protocol.Entry) error {
 	if !d.KeepOwners {
 		return nil
 	}
-	parent, name, err := d.parent(m.rel)
+	parent, name, err := d.parent([]byte(rel))
 	if err != nil {
 		return err
 	}
-	if err := unix.Fchownat(parent, name, int(m.e.UID), int(m.e.GID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fmt.Errorf("owner %d:%d not kept: %s", m.e.UID, m.e.GID, describe(err))
+	if err := unix.Fchownat(parent, name, int(e.UID), int(e.GID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("owner %d:%d not kept: %s", e.UID, e.GID, describe(err))
 	}
 	return nil
 }
 
+// finishDir gives a directory its mode and time, through one descriptor;
+// what fails is named.
 func (d *Dest) finishDir(m madeDir) error {
-	parent, name, err := d.parent(m.rel)
+	err := d.setDir(m)
+	if m.merged && err == unix.EPERM {
+		return nil // another's directory, merged into, keeps its mode
+	}
+	if err != nil {
+		return &problemAt{where: d.at([]byte(m.rel)), err: fmt.Errorf("its mode and time not set: %s", describe(err))}
+	}
+	return nil
+}
+
+func (d *Dest) setDir(m madeDir) error {
+	parent, name, err := d.parent([]byte(m.rel))
 	if err != nil {
 		return err
 	}
@@ -457,14 +527,29 @@ func (d *Dest) finishDir(m madeDir) error {
 		return err
 	}
 	defer unix.Close(fd)
-	err = unix.Fchmod(fd, protocol.UnixMode(m.e.Mode))
-	if err == nil {
-		err = setTimes(parent, name, m.e)
+	mode := protocol.UnixMode(m.mode)
+	if m.merged && !d.KeepOwners {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return err
+		}
+		mode = mergedMode(uint32(st.Mode), mode)
 	}
-	if m.merged && err == unix.EPERM {
-		return nil // another's directory, merged into, keeps its mode
+	if err := unix.Fchmod(fd, mode); err != nil {
+		return err
 	}
-	return err
+	return futimens(fd, m.modTime)
+}
+
+// mergedMode is the mode a directory that was there (had) keeps when a
+// source directory of mode src is merged into it: its permission bits
+// narrowed by the source's, never widened, and its sticky, set-group-ID
+// and set-user-ID bits as they were. A sender could otherwise open a
+// user's ~/.ssh to everyone, or take the sticky bit off /tmp; -a keeps
+// the source's mode as it is.
+func mergedMode(had, src uint32) uint32 {
+	const special = unix.S_ISUID | unix.S_ISGID | unix.S_ISVTX
+	return had&src&0o777 | had&special
 }
 
 func (d *Dest) symlink(rel []byte, e *protocol.Entry) error {

@@ -299,10 +299,24 @@ func (r *Receiver) done(p []byte) (*protocol.CopyDone, error) {
 	if err := protocol.Decode(protocol.TypeCopyDone, p, &done); err != nil {
 		return nil, err
 	}
-	if err := r.Sink.Finish(); err != nil {
+	r.failEach(r.Sink.Finish())
+	return &done, nil
+}
+
+// failEach tells each problem in err (errors.Join's, nested), named where
+// the sink says, or else as the destination.
+func (r *Receiver) failEach(err error) {
+	switch e := err.(type) {
+	case nil:
+	case *problemAt:
+		r.fail(e.where, e.err)
+	case interface{ Unwrap() []error }:
+		for _, one := range e.Unwrap() {
+			r.failEach(one)
+		}
+	default:
 		r.fail(nil, err)
 	}
-	return &done, nil
 }
 
 // errNotBeneath names each entry beneath a directory of the tree that
