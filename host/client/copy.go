@@ -70,7 +70,8 @@ func (c *Copy) In(conn io.ReadWriteCloser, dest []byte, sources int, send func(*
 	s := &copytree.Sender{W: w, Follow: c.Follow, Problem: c.Problem, Progress: c.Progress,
 		Hardlinks: slices.Contains(h.Capabilities, protocol.CapCopyHardlinks)}
 	sent := make(chan sendResult, 1)
-	go func() { sendTrees(s, w, conn, send, sent) }()
+	ending := make(chan struct{})
+	go func() { sendTrees(s, w, conn, send, ending, sent) }()
 
 	var res sendResult
 	var a copyAnswer
@@ -79,7 +80,15 @@ func (c *Copy) In(conn io.ReadWriteCloser, dest []byte, sources int, send func(*
 		a = <-answered
 	case a = <-answered:
 		if a.err == nil {
-			res = <-sent // CopyDone answers ours: the send is ending
+			if err := answerAfterEnd(ending); err != nil {
+				conn.Close() // the sender may be blocked on a peer that no longer reads
+				return nil, err
+			}
+			// CopyDone answers ours, which the agent has read: the send
+			// is ending. A peer that answered without reading it all has
+			// the connection closed under the sender, which then fails.
+			conn.Close()
+			res = <-sent
 			break
 		}
 		// A send that failed has told sent before it closed the
@@ -100,21 +109,35 @@ func (c *Copy) In(conn io.ReadWriteCloser, dest []byte, sources int, send func(*
 	return &CopyResult{Files: a.done.Files, Bytes: a.done.Bytes, Problems: s.Problems + a.problems}, nil
 }
 
+// answerAfterEnd checks that the agent's CopyDone came after the host
+// began to send its own: an agent cannot have received the copy before
+// then, and one that says it has is not to be waited for.
+func answerAfterEnd(ending <-chan struct{}) error {
+	select {
+	case <-ending:
+		return nil
+	default:
+		return errors.New("copy: corkd answered before the copy was sent (a protocol error)")
+	}
+}
+
 // sendResult is how the host's part of a copy in ended.
 type sendResult struct {
 	err       error
 	hostFault bool // the send failed on this side (a bad tar stream), not on the connection
 }
 
-// sendTrees runs send, then ends the host's part with CopyDone. When send
+// sendTrees runs send, then ends the host's part with CopyDone, closing
+// ending just before it writes it. When send
 // fails on this side the agent is still waiting for trees: it is told why
 // none come, so that it drops the file it was writing, and conn is closed
 // so that the answer's reader stops waiting for an answer that will not
 // come; the result is on sent before that. When the connection failed,
 // what the agent said before it is still there to read.
-func sendTrees(s *copytree.Sender, w *protocol.Writer, conn io.Closer, send func(*copytree.Sender) error, sent chan<- sendResult) {
+func sendTrees(s *copytree.Sender, w *protocol.Writer, conn io.Closer, send func(*copytree.Sender) error, ending chan<- struct{}, sent chan<- sendResult) {
 	err := send(s)
 	if err == nil {
+		close(ending)
 		sent <- sendResult{err: w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{Files: s.Files, Bytes: s.Bytes, Problems: s.Problems})}
 		return
 	}
