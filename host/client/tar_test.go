@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -72,5 +74,50 @@ func TestTarSinkHardLinksOnlyToWhatCame(t *testing.T) {
 	}
 	if len(problems) != 1 || !strings.HasPrefix(problems[0], "t/leak: ") || !strings.Contains(problems[0], "not a file that this copy wrote") {
 		t.Errorf("problems %q", problems)
+	}
+}
+
+// TestSendTarLinksByCurrentName: a hard link in a tar stream names what
+// has that name at that point of the stream, as tar -x takes it: after
+// the file's first name was replaced, a link to its second name still
+// links the file, not what replaced the first.
+func TestSendTarLinksByCurrentName(t *testing.T) {
+	var in bytes.Buffer
+	tw := tar.NewWriter(&in)
+	tw.WriteHeader(&tar.Header{Name: "a", Typeflag: tar.TypeReg, Mode: 0o644, Size: 4})
+	tw.Write([]byte("data"))
+	tw.WriteHeader(&tar.Header{Name: "b", Typeflag: tar.TypeLink, Linkname: "a"})
+	tw.WriteHeader(&tar.Header{Name: "a", Typeflag: tar.TypeSymlink, Linkname: "elsewhere", Mode: 0o777})
+	tw.WriteHeader(&tar.Header{Name: "c", Typeflag: tar.TypeLink, Linkname: "b"})
+	tw.Close()
+
+	out := t.TempDir()
+	pr, pw := io.Pipe()
+	var problems []string
+	tell := func(p []byte, msg string, _ bool) { problems = append(problems, string(p)+": "+msg) }
+	go func() {
+		w := protocol.NewWriter(pw)
+		s := &copytree.Sender{W: w, Hardlinks: true, Problem: tell}
+		if err := SendTar(s, &in); err != nil {
+			pw.CloseWithError(err)
+			return
+		}
+		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
+		pw.Close()
+	}()
+	r := &copytree.Receiver{R: protocol.NewReader(pr), Sink: &copytree.Dest{Path: []byte(out)}, Problem: tell}
+	if _, err := r.Receive(); err != nil {
+		t.Fatal(err)
+	}
+	if len(problems) > 0 {
+		t.Fatalf("problems %q", problems)
+	}
+	b, errB := os.Stat(filepath.Join(out, "b"))
+	c, errC := os.Lstat(filepath.Join(out, "c"))
+	if errB != nil || errC != nil || !os.SameFile(b, c) {
+		t.Fatalf("c is not a name of b's file: %v, %v", errB, errC)
+	}
+	if l, err := os.Readlink(filepath.Join(out, "a")); err != nil || l != "elsewhere" {
+		t.Fatalf("a: %q, %v", l, err)
 	}
 }
