@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -58,7 +59,7 @@ func (s *Server) copyRequest(hs *handshake, t protocol.Type, p []byte, peer Peer
 			return
 		}
 		problem := func(p []byte, msg string, skipped bool) {
-			hs.w.WriteJSON(protocol.TypeCopyProblem, &protocol.CopyProblem{Path: p, Message: msg, Skipped: skipped})
+			tellProblem(hs, &protocol.CopyProblem{Path: p, Message: msg, Skipped: skipped})
 		}
 		if t == protocol.TypeCopyIn {
 			s.copyIn(hs, &in, acct, problem, log)
@@ -67,6 +68,23 @@ func (s *Server) copyRequest(hs *handshake, t protocol.Type, p []byte, peer Peer
 		}
 	}()
 	<-done
+}
+
+// tellProblem writes a copy's problem to the client with the deadline of
+// other writes to clients: a client that stops reading them would hold
+// the copy's thread for ever. It is cut off instead, which ends the copy.
+func tellProblem(hs *handshake, pr *protocol.CopyProblem) {
+	d, ok := hs.c.(interface{ SetWriteDeadline(time.Time) error })
+	if ok {
+		d.SetWriteDeadline(time.Now().Add(clientStall))
+	}
+	err := hs.w.WriteJSON(protocol.TypeCopyProblem, pr)
+	if ok {
+		d.SetWriteDeadline(time.Time{}) // a copy out's data writes follow
+	}
+	if err != nil {
+		hs.c.Close()
+	}
 }
 
 func (s *Server) copyIn(hs *handshake, req *protocol.CopyIn, acct *account.Account, problem func([]byte, string, bool), log *slog.Logger) {

@@ -61,3 +61,36 @@ func TestMalformedCopyInsLeaveNothing(t *testing.T) {
 		return nil
 	})
 }
+
+// TestCopyProblemsToAStalledClient: a client that sends a copy in and
+// reads none of the problems it causes is cut off after the stall every
+// write to a client has, and the copy ends; it does not hold the agent.
+func TestCopyProblemsToAStalledClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the client stall deadline")
+	}
+	srv := newServer(t, agent.Config{})
+	conn := connect(t, srv)
+	p := prototest.NewPeer(t, conn)
+	p.Hello()
+	p.Send(protocol.TypeCopyIn, &protocol.CopyIn{Dest: []byte(t.TempDir()), Sources: 1})
+	root, _ := protocol.EncodeEntry(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("t")})
+	link, _ := protocol.EncodeEntry(&protocol.Entry{Kind: protocol.KindHardlink, Path: []byte("h"), Link: []byte("nothing")})
+	p.Send(protocol.TypeCopyRoot, root)
+	p.Send(protocol.TypeCopyEntry, link) // a problem the agent tells, which this client never reads
+	cut := make(chan error, 1)
+	go func() {
+		// Taken only once the agent reads again, or fails once it has
+		// cut the connection.
+		_, err := conn.Write(make([]byte, protocol.HeaderSize))
+		cut <- err
+	}()
+	select {
+	case err := <-cut:
+		if err == nil {
+			t.Fatal("the agent read on while its problem was not read")
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the agent still waits on a client that does not read")
+	}
+}

@@ -38,7 +38,7 @@ func copyMain(args []string) int {
 	fs := pflag.NewFlagSet("cork cp", pflag.ContinueOnError)
 	t.flags(fs)
 	fs.StringVarP(&user, "user", "u", "", "do the guest's side as `NAME|UID` (default: corkd's own user)")
-	fs.BoolVarP(&archive, "archive", "a", false, "keep the sources' owners (uid and gid) instead of making the user the owner")
+	fs.BoolVarP(&archive, "archive", "a", false, "keep the sources' owners (uid and gid) instead of making the user the owner, and a merged directory's mode as the source's")
 	fs.BoolVarP(&follow, "follow-link", "L", false, "copy what a source that is a symbolic link points to")
 	fs.BoolVarP(&quiet, "quiet", "q", false, "no progress on stderr")
 	fs.Usage = func() { fmt.Fprintf(os.Stderr, "%s%s", copyUsage, fs.FlagUsages()) }

@@ -70,26 +70,12 @@ func (c *Copy) In(conn io.ReadWriteCloser, dest []byte, sources int, send func(*
 	s := &copytree.Sender{W: w, Follow: c.Follow, Problem: c.Problem, Progress: c.Progress,
 		Hardlinks: slices.Contains(h.Capabilities, protocol.CapCopyHardlinks)}
 	sent := make(chan sendResult, 1)
-	go func() { sendTrees(s, w, conn, send, sent) }()
+	sendEnded := make(chan struct{})
+	go func() { sendTrees(s, w, conn, send, sendEnded, sent) }()
 
-	var res sendResult
-	var a copyAnswer
-	select {
-	case res = <-sent:
-		a = <-answered
-	case a = <-answered:
-		if a.err == nil {
-			res = <-sent // CopyDone answers ours: the send is ending
-			break
-		}
-		// A send that failed has told sent before it closed the
-		// connection that ended the answer; one still running waits for
-		// its source, and the agent has ended the copy without it.
-		select {
-		case res = <-sent:
-		default:
-			return nil, a.err
-		}
+	res, a, err := settle(conn, sent, answered, sendEnded)
+	if err != nil {
+		return nil, err
 	}
 	if a.err != nil && (a.told || !res.hostFault) {
 		return nil, a.err // the agent's reason comes before the broken connection it caused
@@ -100,20 +86,50 @@ func (c *Copy) In(conn io.ReadWriteCloser, dest []byte, sources int, send func(*
 	return &CopyResult{Files: a.done.Files, Bytes: a.done.Bytes, Problems: s.Problems + a.problems}, nil
 }
 
+// settle waits for both halves of a copy in: the host's send and the
+// agent's answer. An answer that comes while send still runs ends the
+// copy at once: the agent refused it, or, for a CopyDone, broke the
+// protocol (it cannot have received the copy), and send may be waiting
+// for its source or blocked on a peer that no longer reads. An answer
+// after send returned is to the CopyDone or Error the sender is writing,
+// which the agent has read or never will: the connection is closed before
+// the sender is waited for, so that its last write cannot block.
+func settle(conn io.Closer, sent <-chan sendResult, answered <-chan copyAnswer, sendEnded <-chan struct{}) (sendResult, copyAnswer, error) {
+	var a copyAnswer
+	select {
+	case res := <-sent:
+		return res, <-answered, nil
+	case a = <-answered:
+	}
+	select {
+	case <-sendEnded:
+		conn.Close()
+		return <-sent, a, nil
+	default:
+	}
+	conn.Close()
+	if a.err == nil {
+		return sendResult{}, a, errors.New("copy: corkd answered before the copy was sent (a protocol error)")
+	}
+	return sendResult{}, a, a.err
+}
+
 // sendResult is how the host's part of a copy in ended.
 type sendResult struct {
 	err       error
 	hostFault bool // the send failed on this side (a bad tar stream), not on the connection
 }
 
-// sendTrees runs send, then ends the host's part with CopyDone. When send
+// sendTrees runs send, closes sendEnded, then ends the host's part with
+// CopyDone. When send
 // fails on this side the agent is still waiting for trees: it is told why
 // none come, so that it drops the file it was writing, and conn is closed
 // so that the answer's reader stops waiting for an answer that will not
 // come; the result is on sent before that. When the connection failed,
 // what the agent said before it is still there to read.
-func sendTrees(s *copytree.Sender, w *protocol.Writer, conn io.Closer, send func(*copytree.Sender) error, sent chan<- sendResult) {
+func sendTrees(s *copytree.Sender, w *protocol.Writer, conn io.Closer, send func(*copytree.Sender) error, sendEnded chan<- struct{}, sent chan<- sendResult) {
 	err := send(s)
+	close(sendEnded)
 	if err == nil {
 		sent <- sendResult{err: w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{Files: s.Files, Bytes: s.Bytes, Problems: s.Problems})}
 		return

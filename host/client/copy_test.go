@@ -2,6 +2,7 @@ package client
 
 import (
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -88,5 +89,64 @@ func TestCopyInSourceFails(t *testing.T) {
 	}
 	if msg := <-told; !strings.Contains(msg, "bad header") {
 		t.Fatalf("the agent was told %s", msg)
+	}
+}
+
+// bigFile sends one file larger than any pipe holds.
+func bigFile(s *copytree.Sender) error {
+	const size = 8 << 20
+	e := &protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Size: size, Path: []byte("big")}
+	return s.Put(e, true, io.LimitReader(zeros{}, size), []byte("big"))
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// TestCopyInAnsweredTooEarly: an agent that answers CopyDone before the
+// copy was sent, and then reads nothing, ends the copy with a protocol
+// error instead of leaving the sender blocked for ever.
+func TestCopyInAnsweredTooEarly(t *testing.T) {
+	stop := make(chan struct{})
+	defer close(stop)
+	conn := fakeCopyAgent(t, func(r *protocol.Reader, w *protocol.Writer) {
+		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{Files: 1})
+		<-stop // reads nothing more
+	})
+	err := copyInWithin(t, conn, bigFile)
+	if err == nil || !strings.Contains(err.Error(), "answered before the copy was sent") {
+		t.Fatalf("%v, want a protocol error", err)
+	}
+}
+
+// TestCopyInAnswered: an agent that answers once it has read the host's
+// CopyDone ends the copy with its counts.
+func TestCopyInAnswered(t *testing.T) {
+	conn := fakeCopyAgent(t, func(r *protocol.Reader, w *protocol.Writer) {
+		for {
+			typ, _, err := r.Next()
+			if err != nil {
+				return
+			}
+			if typ == protocol.TypeCopyDone {
+				w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{Files: 1, Bytes: 8 << 20})
+				return
+			}
+		}
+	})
+	ended := make(chan error, 1)
+	var res *CopyResult
+	go func() {
+		var err error
+		res, err = (&Copy{}).In(conn, []byte("/d"), 1, bigFile)
+		ended <- err
+	}()
+	select {
+	case err := <-ended:
+		if err != nil || res.Files != 1 || res.Bytes != 8<<20 {
+			t.Fatalf("%+v, %v", res, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the copy in did not end")
 	}
 }

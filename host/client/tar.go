@@ -21,7 +21,7 @@ import (
 // the guest refuses them too; directories a stream leaves out before what
 // they hold are made, as tar makes them.
 func SendTar(s *copytree.Sender, r io.Reader) error {
-	t := &tarSender{s: s, now: time.Now(), made: map[string]bool{}, files: map[string]string{}}
+	t := &tarSender{s: s, now: time.Now(), made: map[string]bool{}, files: map[string]bool{}}
 	if err := s.Put(&protocol.Entry{Kind: protocol.KindDir, Contents: true, Mode: 0o755, ModTime: t.now}, true, nil, nil); err != nil {
 		return err
 	}
@@ -47,9 +47,10 @@ type tarSender struct {
 	// made is true for a directory, false for a file or link, which
 	// nothing may be written through.
 	made map[string]bool
-	// files holds the names of its files, each with the name the file was
-	// first sent under, which is what a hard link to it names.
-	files map[string]string
+	// files holds the names that are files now (a file's or a hard
+	// link's): a hard link names one of them, as tar -x links to what has
+	// the name at that point, not to the file it first named.
+	files map[string]bool
 }
 
 // entry sends the entry hdr stands for, with its data from data, or tells
@@ -108,7 +109,7 @@ func (t *tarSender) convert(hdr *tar.Header, name string, shown []byte) (*protoc
 	switch hdr.Typeflag {
 	case tar.TypeReg:
 		e.Kind, e.Size = protocol.KindFile, hdr.Size
-		t.made[name], t.files[name] = false, name
+		t.made[name], t.files[name] = false, true
 	case tar.TypeDir:
 		e.Kind = protocol.KindDir
 		t.made[name] = true
@@ -118,13 +119,13 @@ func (t *tarSender) convert(hdr *tar.Header, name string, shown []byte) (*protoc
 		t.made[name] = false
 		delete(t.files, name)
 	case tar.TypeLink:
-		first := t.files[streamName(hdr.Linkname)]
-		if why := hardlinkRefused(t.s, first != ""); why != "" {
+		target := streamName(hdr.Linkname)
+		if why := hardlinkRefused(t.s, t.files[target]); why != "" {
 			t.s.Fail(shown, fmt.Sprintf("not copied: a hard link to %q, %s", hdr.Linkname, why))
 			return nil, false
 		}
-		e.Kind, e.Link = protocol.KindHardlink, []byte(first)
-		t.made[name], t.files[name] = false, first
+		e.Kind, e.Link = protocol.KindHardlink, []byte(target)
+		t.made[name], t.files[name] = false, true
 	case tar.TypeChar:
 		t.s.Skip(shown, "a character device")
 		return nil, false
@@ -227,7 +228,7 @@ func (t *TarSink) Symlink(e *protocol.Entry) error {
 }
 
 // Hardlink writes a hard link's header, naming the file in the stream.
-func (t *TarSink) Hardlink(e *protocol.Entry) error {
+func (t *TarSink) Hardlink(e *protocol.Entry, _ copytree.FileID) error {
 	h := t.header(e, t.name(e))
 	h.Typeflag, h.Linkname = tar.TypeLink, t.prefix+string(e.Link)
 	return t.tw.WriteHeader(h)

@@ -600,3 +600,36 @@ func TestCopyProgress(t *testing.T) {
 		t.Fatalf("off a terminal: exit %d, %q", code, out)
 	}
 }
+
+// TestCopyOutMergeNeverOpensUp: directories a copy out merges into keep
+// the permission bits they lack off and their sticky bit on, whatever
+// mode the guest sends (~/.ssh stays 0700, a sticky directory stays
+// sticky); with -a they take the guest's modes, as docker cp gives them.
+func TestCopyOutMergeNeverOpensUp(t *testing.T) {
+	a := startAgent(t)
+	src := t.TempDir()
+	for _, d := range []string{".ssh", "tmp"} {
+		os.Mkdir(filepath.Join(src, d), 0o777)
+		os.Chmod(filepath.Join(src, d), 0o777)
+	}
+	for _, c := range []struct {
+		args     []string
+		ssh, tmp fs.FileMode
+	}{
+		{nil, 0o700, os.ModeSticky | 0o777},
+		{[]string{"-a"}, 0o777, 0o777},
+	} {
+		home := t.TempDir()
+		os.Mkdir(filepath.Join(home, ".ssh"), 0o700)
+		os.Mkdir(filepath.Join(home, "tmp"), 0o777)
+		os.Chmod(filepath.Join(home, "tmp"), os.ModeSticky|0o777)
+		if out, code := a.cp(t, append(c.args, ":"+src+"/.", home)...); code != 0 {
+			t.Fatalf("cp %v: exit %d: %s", c.args, code, out)
+		}
+		for d, want := range map[string]fs.FileMode{".ssh": c.ssh, "tmp": c.tmp} {
+			if fi, err := os.Stat(filepath.Join(home, d)); err != nil || fi.Mode()&^fs.ModeDir != want {
+				t.Errorf("cp %v: %s: %v, %v; want %v", c.args, d, fi.Mode(), err, want)
+			}
+		}
+	}
+}

@@ -2,10 +2,12 @@ package copytree
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -672,6 +674,14 @@ func TestDestinationLinks(t *testing.T) {
 			os.Symlink("file", filepath.Join(d, "dest"))
 			os.Lchown(filepath.Join(d, "dest"), 65534, 65534)
 		}, "another user's symbolic link", ""},
+		// The kernel takes ../file from where the link really is,
+		// real/deep, not from the text "sym/dest".
+		{"a relative link beyond a linked directory", func(d string) {
+			os.MkdirAll(filepath.Join(d, "real", "deep"), 0o755)
+			os.Symlink("real/deep", filepath.Join(d, "sym"))
+			os.Symlink("../file", filepath.Join(d, "real", "deep", "dest"))
+			os.Symlink("sym/dest", filepath.Join(d, "dest"))
+		}, "", "real/file"},
 	} {
 		d := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-"))
 		os.Mkdir(d, 0o755)
@@ -685,6 +695,11 @@ func TestDestinationLinks(t *testing.T) {
 		}
 		if l, err := os.Readlink(filepath.Join(d, "dest")); err != nil || l != link {
 			t.Errorf("%s: the link is now %q, %v; want it as it was, to %q", c.name, l, err, link)
+		}
+		if c.target != "file" {
+			if _, err := os.Lstat(filepath.Join(d, "file")); err == nil && c.problem == "" {
+				t.Errorf("%s: written to %s/file", c.name, d)
+			}
 		}
 		if c.target != "" && read(t, filepath.Join(d, c.target)) != "new" {
 			t.Errorf("%s: %s was not written", c.name, c.target)
@@ -774,7 +789,7 @@ func TestHardLinkToADroppedFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	oneProblem(t, problems, "which was not copied")
+	oneProblem(t, problems, "not a file that this copy wrote")
 	if _, err := os.Lstat(filepath.Join(out, "t", "b")); err == nil {
 		t.Fatal("b was made, a name of the older file")
 	}
@@ -807,10 +822,234 @@ func TestHostileHardLinks(t *testing.T) {
 		w.WriteFrame(protocol.TypeCopyEntry, hard("h", "l/secret"))
 		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
 	})
-	if err != nil || len(problems) != 1 || !strings.Contains(problems[0].msg, "symbolic link") {
+	if err != nil || len(problems) != 1 || !strings.Contains(problems[0].msg, "not a file that this copy wrote") {
 		t.Fatalf("through a link: %+v, %v", problems, err)
 	}
 	if fi, _ := os.Stat(filepath.Join(dir, "secret")); fi.Sys().(*syscall.Stat_t).Nlink != 1 {
 		t.Fatal("the file outside got another name")
+	}
+}
+
+// TestStickyDestinationLinks: another user's link planted as DEST in a
+// sticky directory anyone may write to is not followed, whatever it leads
+// to and whatever is copied: a directory, a file into it, several sources
+// into it. The link of the directory's owner is followed.
+func TestStickyDestinationLinks(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "src", "f"), "new", 0o644)
+	write(t, filepath.Join(dir, "g"), "new", 0o644)
+	for _, c := range []struct {
+		name  string
+		srcs  []string
+		multi bool
+	}{
+		{"a file", []string{"g"}, false},
+		{"a directory", []string{"src"}, false},
+		{"a directory's contents", []string{"src/."}, false},
+		{"several sources", []string{"g", "src"}, true},
+	} {
+		for _, owner := range []int{65534, 0} {
+			d := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-")+"-"+strconv.Itoa(owner))
+			os.Mkdir(d, 0o777)
+			os.Chmod(d, os.ModeSticky|0o777)
+			victim := filepath.Join(dir, "victim-"+filepath.Base(d))
+			os.Mkdir(victim, 0o700)
+			os.Symlink(victim, filepath.Join(d, "dest"))
+			os.Lchown(filepath.Join(d, "dest"), owner, owner)
+			var srcs []string
+			for _, s := range c.srcs {
+				srcs = append(srcs, dir+"/"+s)
+			}
+			problems := copyLocal(t, false, &Dest{Path: []byte(filepath.Join(d, "dest")), Multi: c.multi}, srcs...)
+			landed, _ := os.ReadDir(victim)
+			if owner == 0 {
+				if len(problems) > 0 || len(landed) == 0 {
+					t.Errorf("%s, the owner's link: problems %+v, landed %v", c.name, problems, landed)
+				}
+				continue
+			}
+			if len(problems) != len(c.srcs) || !strings.Contains(problems[0].msg, "another user's symbolic link") {
+				t.Errorf("%s: problems %+v", c.name, problems)
+			}
+			if len(landed) > 0 {
+				t.Errorf("%s: written through another's link: %v", c.name, landed)
+			}
+		}
+	}
+}
+
+// TestHardLinksOnlyToWhatLanded: a hard link may name only a file this
+// copy wrote in the tree: never a file the destination held before, even
+// beneath a directory the copy merged into, nor a name whose file was
+// replaced since it was written.
+func TestHardLinksOnlyToWhatLanded(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	write(t, filepath.Join(out, "t", "private", "secret"), "s", 0o600)
+	write(t, filepath.Join(out, "t", "top"), "top", 0o600)
+	hard := func(p, to string) protocol.Entry {
+		return protocol.Entry{Kind: protocol.KindHardlink, Path: []byte(p), Link: []byte(to)}
+	}
+	dirEntry := func(p string) protocol.Entry {
+		return protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte(p)}
+	}
+	file := func(p string) protocol.Entry {
+		return protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Size: 1, Path: []byte(p)}
+	}
+	for _, c := range []struct {
+		name    string
+		entries []protocol.Entry // after the root t; each file's one byte follows it
+		leak    string           // the name that must not be made, beneath out/t
+	}{
+		{"a file there before", []protocol.Entry{dirEntry("public"), hard("public/leak", "private/secret")}, "public/leak"},
+		{"in a merged directory", []protocol.Entry{dirEntry("private"), hard("private/leak", "private/secret")}, "private/leak"},
+		{"at the top", []protocol.Entry{hard("leak", "top")}, "leak"},
+		{"a name a link took", []protocol.Entry{file("a"), {Kind: protocol.KindSymlink, Mode: 0o777, Path: []byte("a"), Link: []byte("private/secret")}, hard("leak", "a")}, "leak"},
+	} {
+		problems, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
+			w.WriteFrame(protocol.TypeCopyRoot, entry(t, dirEntry("t")))
+			for _, e := range c.entries {
+				w.WriteFrame(protocol.TypeCopyEntry, entry(t, e))
+				if e.Kind == protocol.KindFile {
+					w.WriteFrame(protocol.TypeCopyData, []byte("x"))
+					w.WriteJSON(protocol.TypeCopyEnd, &protocol.CopyEnd{})
+				}
+			}
+			w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
+		})
+		if err != nil || len(problems) != 1 || !strings.HasSuffix(problems[0].path, c.leak) || !strings.Contains(problems[0].msg, "not a file that this copy wrote") {
+			t.Errorf("%s: %+v, %v", c.name, problems, err)
+		}
+		if _, err := os.Lstat(filepath.Join(out, "t", c.leak)); err == nil {
+			t.Errorf("%s: %s was made", c.name, c.leak)
+		}
+		for _, f := range []string{"private/secret", "top"} {
+			if fi, _ := os.Stat(filepath.Join(out, "t", f)); fi.Sys().(*syscall.Stat_t).Nlink != 1 {
+				t.Fatalf("%s: %s got another name", c.name, f)
+			}
+		}
+	}
+}
+
+// TestHardLinkToAReplacedFile: the destination checks that the file a
+// hard link names is still the one it wrote: another put there since
+// (a user of the destination's directory) gets no new name.
+func TestHardLinkToAReplacedFile(t *testing.T) {
+	out := t.TempDir()
+	write(t, filepath.Join(out, "other"), "other", 0o600)
+	d := &Dest{Path: []byte(out)}
+	if _, err := d.Root(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("t")}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := d.File(&protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Path: []byte("a")})
+	if err != nil || f.Commit() != nil {
+		t.Fatalf("the file: %v", err)
+	}
+	if err := os.Rename(filepath.Join(out, "other"), filepath.Join(out, "t", "a")); err != nil {
+		t.Fatal(err)
+	}
+	err = d.Hardlink(&protocol.Entry{Kind: protocol.KindHardlink, Path: []byte("b"), Link: []byte("a")}, f.(*destFile).identity())
+	if err == nil || !strings.Contains(err.Error(), "no longer the file this copy wrote") {
+		t.Fatalf("%v, want a refusal", err)
+	}
+	if err := d.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(out, "t", "b")); err == nil {
+		t.Fatal("b was made")
+	}
+}
+
+// TestMergedModes: a directory merged into keeps the permission bits it
+// lacks off and its sticky and set-group-ID bits on, whatever the source
+// says, so that a sender cannot open ~/.ssh to everyone or take the
+// sticky bit off /tmp; the source's bits narrow it. With -a it takes the
+// source's mode as it is. Either way it takes the source's time.
+func TestMergedModes(t *testing.T) {
+	dir := t.TempDir()
+	when := time.Date(2022, 3, 4, 5, 6, 7, 0, time.UTC)
+	for _, c := range []struct {
+		name     string
+		had, src fs.FileMode
+		archive  bool
+		want     fs.FileMode
+	}{
+		{"not widened", 0o700, 0o777, false, 0o700},
+		{"narrowed", 0o777, 0o750, false, 0o750},
+		{"sticky kept", os.ModeSticky | 0o777, 0o777, false, os.ModeSticky | 0o777},
+		{"setgid kept", os.ModeSetgid | 0o775, 0o755, false, os.ModeSetgid | 0o755},
+		{"no bits added", 0o755, os.ModeSticky | os.ModeSetgid | 0o755, false, 0o755},
+		{"-a widens", 0o700, 0o777, true, 0o777},
+		{"-a clears sticky", os.ModeSticky | 0o777, 0o777, true, 0o777},
+	} {
+		d := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-"))
+		src := filepath.Join(d, "src", "tree")
+		write(t, filepath.Join(src, "sub", "f"), "f", 0o644)
+		os.Chmod(filepath.Join(src, "sub"), c.src)
+		os.Chtimes(filepath.Join(src, "sub"), when, when)
+		merged := filepath.Join(d, "out", "tree", "sub")
+		os.MkdirAll(merged, 0o700)
+		os.Chmod(merged, c.had)
+		noProblems(t, copyLocal(t, false, &Dest{Path: []byte(filepath.Join(d, "out")), KeepOwners: c.archive}, src))
+		fi, err := os.Stat(merged)
+		if err != nil || fi.Mode()&^fs.ModeDir != c.want || !fi.ModTime().Equal(when) {
+			t.Errorf("%s: %v %v, %v; want %v and %v", c.name, fi.Mode(), fi.ModTime(), err, c.want, when)
+		}
+	}
+}
+
+// TestMergedDirectoriesRememberedOnce: a directory a sender names again
+// and again is remembered once, and what is remembered for the end stays
+// within its bound however many directories come.
+func TestMergedDirectoriesRememberedOnce(t *testing.T) {
+	out := t.TempDir()
+	d := &Dest{Path: []byte(out)}
+	if _, err := d.Root(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("t")}); err != nil {
+		t.Fatal(err)
+	}
+	for range 10000 {
+		if err := d.Dir(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("a")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(d.dirs) != 2 { // t and a
+		t.Fatalf("%d directories remembered for t and a", len(d.dirs))
+	}
+	long := strings.Repeat("x", 240) // fewer directories to make to reach the bound
+	for i := 0; d.dirMem+len(long)+8+madeDirCost <= maxMadeDirBytes; i++ {
+		if err := d.Dir(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: fmt.Appendf(nil, "%s%07d", long, i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := len(d.dirs)
+	d.Dir(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("past-the-bound")})
+	if len(d.dirs) != n || d.dirMem > maxMadeDirBytes {
+		t.Fatalf("%d directories, %d bytes remembered, past the bound of %d", len(d.dirs), d.dirMem, maxMadeDirBytes)
+	}
+	if err := d.Finish(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDirectoryNotFinishedIsNamed: a directory whose mode and time could
+// not be set at the end is named, not the destination; a tree's such
+// problems are told at the end, not as the next root's.
+func TestDirectoryNotFinishedIsNamed(t *testing.T) {
+	out := t.TempDir()
+	problems, err := hostile(t, &Dest{Path: []byte(out), Multi: true}, func(w *protocol.Writer) {
+		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("t")}))
+		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("sub")}))
+		// Once the next entry is read, sub is made; then it goes, and its
+		// mode cannot be set at the end.
+		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("sub2")}))
+		os.Remove(filepath.Join(out, "t", "sub"))
+		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.KindSymlink, Mode: 0o777, Path: []byte("l"), Link: []byte("x")}))
+		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
+	})
+	if err != nil || len(problems) != 1 || problems[0].path != filepath.Join(out, "t", "sub") {
+		t.Fatalf("%+v, %v; want %s named", problems, err, filepath.Join(out, "t", "sub"))
+	}
+	if _, err := os.Lstat(filepath.Join(out, "l")); err != nil {
+		t.Fatalf("the next root: %v", err)
 	}
 }

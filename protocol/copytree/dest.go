@@ -6,9 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
-	"path"
+	"io/fs"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -26,9 +26,11 @@ import (
 // made, or found there, never takes an entry outside. A file is written
 // under a temporary name and renamed into place only when whole.
 type Dest struct {
-	Path       []byte // as the user wrote it: a trailing slash means "a directory"
-	Multi      bool   // several sources: Path must be an existing directory
-	KeepOwners bool   // give entries the owners they carry
+	Path  []byte // as the user wrote it: a trailing slash means "a directory"
+	Multi bool   // several sources: Path must be an existing directory
+	// KeepOwners (cork cp -a) gives entries the owners they carry, and a
+	// directory merged into the source's mode as it is.
+	KeepOwners bool
 
 	base    int             // the directory the current tree is written beneath, when open
 	shown   []byte          // base as the user names it, for messages
@@ -37,44 +39,53 @@ type Dest struct {
 	cacheAt []byte          // the directory cacheFd is, beneath base
 	cacheFd int             // the last parent opened, when cached
 	cached  bool
-	dirs    []madeDir // directories made or merged into in this tree, their modes and times set last
-	dirMem  int       // the bytes of their paths
+	dirs    []madeDir      // directories made or merged into in this tree, their modes and times set last
+	dirAt   map[string]int // each of dirs by path: a path met again is one directory
+	dirMem  int            // what dirs and dirAt hold, in bytes
+	ended   []error        // what went wrong ending the trees before this one
 }
 
 // madeDir is a directory this copy made, or merged a source directory
 // into: its mode and time are set once what it holds is written, so that
-// a read-only one can be filled. A merged one gets the source's mode and
-// time as docker cp gives them, where its owner lets the user.
+// a read-only one can be filled. A merged one gets the source's time, as
+// docker cp gives it, and its mode narrowed by the source's (mergedMode).
 type madeDir struct {
-	rel    []byte
-	e      *protocol.Entry
-	merged bool
+	rel     string
+	mode    fs.FileMode
+	modTime time.Time
+	merged  bool
 }
 
-// maxMadeDirs and maxMadeDirBytes bound the directories remembered for
-// the end, and the bytes of their paths (a sender picks the paths); beyond
-// them modes and times are set at once.
+// maxMadeDirBytes bounds what the directories remembered for the end
+// hold, a fixed cost for each and its path (a sender picks the paths);
+// beyond it modes and times are set at once.
 const (
-	maxMadeDirs     = 1 << 16
-	maxMadeDirBytes = 4 << 20
+	maxMadeDirBytes = 2 << 20
+	madeDirCost     = 128 // a madeDir, its place in dirAt, the map's share
 )
+
+// maxEndedErrors bounds the problems kept from ending earlier trees.
+const maxEndedErrors = 1000
 
 const tmpPrefix = ".cork-cp-"
 
+// closeTree ends the current tree: the directories it made or merged
+// into get their modes and times, and what it held open is closed. Each
+// directory that failed is a *problemAt.
 func (d *Dest) closeTree() error {
-	var err error
+	var errs []error
 	for i := len(d.dirs) - 1; i >= 0; i-- { // the deepest first: a parent's time is set after its children change it
-		if e := d.finishDir(d.dirs[i]); e != nil && err == nil {
-			err = e
+		if err := d.finishDir(d.dirs[i]); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	d.dirs, d.dirMem = nil, 0
+	d.dirs, d.dirAt, d.dirMem = nil, nil, 0
 	d.dropCache()
 	if d.root != nil && d.base >= 0 {
 		unix.Close(d.base)
 	}
 	d.base, d.shown, d.top, d.root = -1, nil, nil, nil
-	return err
+	return errors.Join(errs...)
 }
 
 func (d *Dest) dropCache() {
@@ -84,12 +95,46 @@ func (d *Dest) dropCache() {
 	d.cached, d.cacheFd, d.cacheAt = false, -1, nil
 }
 
-// Finish ends the last tree.
-func (d *Dest) Finish() error { return d.closeTree() }
+// Finish ends the last tree, and returns what went wrong ending each.
+func (d *Dest) Finish() error {
+	err := errors.Join(append(d.ended, d.closeTree())...)
+	d.ended = nil
+	return err
+}
 
 // Abort ends a copy cut short: the directories made get their modes and
 // every directory held open is closed.
-func (d *Dest) Abort() { d.closeTree() }
+func (d *Dest) Abort() {
+	d.closeTree()
+	d.ended = nil
+}
+
+// endTree ends the current tree before the next begins; what went wrong
+// is told at Finish, naming each directory, not as the next root's
+// problem.
+func (d *Dest) endTree() {
+	err := d.closeTree()
+	if err == nil {
+		return
+	}
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		if len(d.ended) == maxEndedErrors {
+			d.ended = append(d.ended, errors.New("and more directories whose modes and times were not set"))
+		}
+		if len(d.ended) > maxEndedErrors {
+			return
+		}
+		d.ended = append(d.ended, e)
+	}
+}
+
+// problemAt is a problem with one thing at the destination, named.
+type problemAt struct {
+	where []byte
+	err   error
+}
+
+func (p *problemAt) Error() string { return p.err.Error() }
 
 // Where names e at the destination; nil names the destination itself.
 func (d *Dest) Where(e *protocol.Entry) []byte { return d.at(d.rel(e)) }
@@ -124,132 +169,171 @@ func joinRel(top, p []byte) []byte {
 
 // Root resolves the destination for a new tree.
 func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
-	if err := d.closeTree(); err != nil {
+	d.endTree()
+	d.root = e
+	d.shown = d.Path
+	// The links at DEST itself are followed here, each checked before
+	// anything goes through it (a link to a directory as much as one to
+	// a file); from then on nothing follows a link.
+	at, err := resolveDest(string(d.Path))
+	if err != nil {
 		return nil, err
 	}
-	d.root = e
-	dest := string(d.Path)
-	d.shown = d.Path
-	fi, err := os.Stat(dest)
-	exists := err == nil
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, errors.New(describe(err))
-	}
-	if d.Multi && (!exists || !fi.IsDir()) {
-		return nil, errors.New("the destination must be an existing directory to copy several sources into")
-	}
-	isDir := exists && fi.IsDir()
-	if e.Kind == protocol.KindDir {
-		return nil, d.rootDir(e, dest, exists, isDir)
-	}
+	defer at.close()
+	slash := strings.HasSuffix(string(d.Path), "/")
+	isDir := at.exists && at.st.Mode&unix.S_IFMT == unix.S_IFDIR
 	switch {
+	case d.Multi && !isDir:
+		return nil, errors.New("the destination must be an existing directory to copy several sources into")
+	case at.exists && !isDir && slash:
+		return nil, errors.New("not a directory")
+	case !at.exists && slash:
+		return nil, errors.New("no such directory (a destination ending in / must be an existing directory)")
+	case e.Kind == protocol.KindDir && at.exists && !isDir:
+		return nil, errors.New("cannot copy a directory over this file")
 	case isDir:
-		if d.base, err = unix.Open(dest, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+		if d.base, err = unix.Openat(at.dir, at.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
 			return nil, errors.New(describe(err))
 		}
-		d.top = bytes.Clone(e.Path)
-	case !exists && strings.HasSuffix(dest, "/"):
-		return nil, errors.New("no such directory (a destination ending in / must be an existing directory)")
+		if !e.Contents || e.Kind != protocol.KindDir {
+			d.top = bytes.Clone(e.Path)
+		}
 	default:
-		// A link there is written through, as docker cp does: its
-		// target gets the contents, or is made.
-		if dest, err = throughLinks(dest); err != nil {
-			return nil, err
-		}
-		if d.base, d.shown, d.top, err = newTop(dest); err != nil {
-			return nil, err
-		}
+		// A new name, or a file (a link there was written through, as
+		// docker cp does: its target gets the contents, or is made).
+		d.base, d.shown, d.top = at.dir, []byte(at.shown), []byte(at.name)
+		at.dir = -1 // the base now
 	}
-	if e.Kind == protocol.KindSymlink {
+	switch e.Kind {
+	case protocol.KindDir:
+		return nil, d.mkdir(d.top, e)
+	case protocol.KindSymlink:
 		return nil, d.symlink(d.top, e)
 	}
 	return d.file(d.top, e)
-}
-
-// rootDir resolves the destination for a directory's tree.
-func (d *Dest) rootDir(e *protocol.Entry, dest string, exists, isDir bool) error {
-	var err error
-	switch {
-	case exists && !isDir:
-		return errors.New("cannot copy a directory over this file")
-	case exists:
-		if d.base, err = unix.Open(dest, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
-			return errors.New(describe(err))
-		}
-		if e.Contents {
-			return nil
-		}
-		d.top = bytes.Clone(e.Path)
-	default:
-		if d.base, d.shown, d.top, err = newTop(dest); err != nil {
-			return err
-		}
-	}
-	return d.mkdir(d.top, e)
 }
 
 // maxLinks bounds the links followed from a destination, as the kernel's
 // MAXSYMLINKS does a path's.
 const maxLinks = 40
 
-// throughLinks returns the path a destination that is a symbolic link
-// leads to (a dangling link's target included), or dest itself. It
-// follows a link only where the kernel would for the user (fs.protected_
-// symlinks): one in a sticky directory anyone may write to, such as /tmp,
-// must be the user's own or that directory owner's, or another user could
-// plant it to have the copy write where they choose.
-func throughLinks(dest string) (string, error) {
-	for range maxLinks {
-		var st unix.Stat_t
-		if err := unix.Lstat(dest, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK {
-			return dest, nil
-		}
-		if err := mayFollow(dest, &st); err != nil {
-			return "", err
-		}
-		target, err := os.Readlink(dest)
-		if err != nil {
-			return "", errors.New(describe(err))
-		}
-		if !path.IsAbs(target) {
-			target = path.Join(path.Dir(dest), target)
-		}
-		dest = target
-	}
-	return "", fmt.Errorf("more than %d symbolic links from the destination", maxLinks)
+// destAt is where a destination leads: name, in the directory dir, is not
+// a symbolic link (or is not there).
+type destAt struct {
+	dir    int
+	name   string
+	shown  string // dir as the user would name it, for messages
+	st     unix.Stat_t
+	exists bool
 }
 
-// mayFollow applies the kernel's rule for following the link at p, whose
-// Lstat is st, as the calling thread's filesystem user.
-func mayFollow(p string, st *unix.Stat_t) error {
-	var dir unix.Stat_t
-	if err := unix.Stat(path.Dir(p), &dir); err != nil {
-		return errors.New(describe(err))
+func (at *destAt) close() {
+	if at.dir >= 0 {
+		unix.Close(at.dir)
+	}
+}
+
+// resolveDest follows the symbolic links at dest's last element (a
+// dangling link's target included) as the kernel would: each link's
+// target is taken relative to the directory the link really is in, found
+// by descriptor, not by its name's text, where ".." after a link leads
+// elsewhere. It follows a link only where the kernel's fs.protected_
+// symlinks would let the user: one in a sticky directory anyone may write
+// to, such as /tmp, must be the user's own or that directory owner's, or
+// another user could plant it to have the copy write where they choose.
+func resolveDest(dest string) (*destAt, error) {
+	parent, name := splitDest(dest)
+	dir, err := openDir(unix.AT_FDCWD, parent)
+	if err != nil {
+		return nil, fmt.Errorf("its parent directory: %s", describe(err))
+	}
+	at := &destAt{dir: dir, name: name, shown: parent}
+	for range maxLinks {
+		err := unix.Fstatat(at.dir, at.name, &at.st, unix.AT_SYMLINK_NOFOLLOW)
+		if err == unix.ENOENT {
+			return at, nil
+		}
+		if err == nil && at.st.Mode&unix.S_IFMT != unix.S_IFLNK {
+			at.exists = true
+			return at, nil
+		}
+		if err == nil {
+			err = at.follow()
+		}
+		if err != nil {
+			at.close()
+			return nil, errors.New(describe(err))
+		}
+	}
+	at.close()
+	return nil, fmt.Errorf("more than %d symbolic links from the destination", maxLinks)
+}
+
+// follow moves at to the target of the link it names.
+func (at *destAt) follow() error {
+	if err := mayFollow(at.dir, at.shown+at.name, &at.st); err != nil {
+		return err
+	}
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Readlinkat(at.dir, at.name, buf)
+	if err != nil {
+		return err
+	}
+	target := string(buf[:n])
+	parent, name := splitDest(target)
+	from, shown := at.dir, at.shown+parent
+	if strings.HasPrefix(target, "/") {
+		from, shown = unix.AT_FDCWD, parent
+	}
+	next, err := openDir(from, parent)
+	if err != nil {
+		return err
+	}
+	unix.Close(at.dir)
+	at.dir, at.name, at.shown = next, name, shown
+	return nil
+}
+
+// splitDest splits p into the directory it is in, ending in a slash or
+// empty, and its last element, without cleaning ".." away: after a link
+// it does not mean what the text before it suggests.
+func splitDest(p string) (string, string) {
+	trimmed := strings.TrimRight(p, "/")
+	if trimmed == "" {
+		if p == "" {
+			return "", "."
+		}
+		return "/", "."
+	}
+	i := strings.LastIndexByte(trimmed, '/')
+	return trimmed[:i+1], trimmed[i+1:]
+}
+
+// openDir opens the directory at p from dir (any links on the way
+// followed, as the user named them); an empty p is "." .
+func openDir(dir int, p string) (int, error) {
+	if p == "" {
+		p = "."
+	}
+	return unix.Openat(dir, p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+}
+
+// mayFollow applies the kernel's rule for following the link shown, in
+// the directory dir, whose Lstat is st, as the calling thread's
+// filesystem user.
+func mayFollow(dir int, shown string, st *unix.Stat_t) error {
+	var ds unix.Stat_t
+	if err := unix.Fstat(dir, &ds); err != nil {
+		return err
 	}
 	const stickyOpen = unix.S_ISVTX | 0o002
-	if dir.Mode&stickyOpen != stickyOpen || st.Uid == dir.Uid {
+	if ds.Mode&stickyOpen != stickyOpen || st.Uid == ds.Uid {
 		return nil
 	}
 	if fsUID() == st.Uid {
 		return nil
 	}
-	return fmt.Errorf("not written through: %q is another user's symbolic link in a directory anyone may write to", p)
-}
-
-// newTop opens the parent of a destination that is not there yet, to be
-// the base, and returns it as the user named it, with the destination's
-// last element as the root's name in it.
-func newTop(dest string) (int, []byte, []byte, error) {
-	parent, name := path.Split(strings.TrimRight(dest, "/"))
-	shown := parent
-	if parent == "" {
-		parent = "."
-	}
-	fd, err := unix.Open(parent, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, nil, nil, fmt.Errorf("its parent directory: %s", describe(err))
-	}
-	return fd, []byte(shown), []byte(name), nil
+	return fmt.Errorf("not written through: %q is another user's symbolic link in a directory anyone may write to", shown)
 }
 
 // Dir makes a directory beneath the tree.
@@ -258,13 +342,21 @@ func (d *Dest) Dir(e *protocol.Entry) error { return d.mkdir(d.rel(e), e) }
 // Symlink makes a symbolic link beneath the tree.
 func (d *Dest) Symlink(e *protocol.Entry) error { return d.symlink(d.rel(e), e) }
 
-// Hardlink makes another name for a file of the tree, beneath it: both
-// names are reached by the same walk that follows no link, so neither can
-// be outside, and the new one replaces a file or link as a file would.
-func (d *Dest) Hardlink(e *protocol.Entry) error {
-	tdir, tname, err := d.parent(d.rel(&protocol.Entry{Path: e.Link}))
+// Hardlink makes another name for a file this copy wrote in the tree,
+// beneath it: both names are reached by the same walk that follows no
+// link, so neither can be outside; the file there must still be the one
+// written (id), so that no file the destination held before gets a name
+// the sender chose; and the new name replaces a file or link as a file
+// would.
+func (d *Dest) Hardlink(e *protocol.Entry, id FileID) error {
+	target := &protocol.Entry{Path: e.Link}
+	tdir, tname, err := d.parent(d.rel(target))
 	if err != nil {
 		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(tdir, tname, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || idOf(&st) != id {
+		return fmt.Errorf("not copied: a hard link to %q, which is no longer the file this copy wrote", d.Where(target))
 	}
 	// Its own fd: finding the new name's directory may close the cached one.
 	if tdir, err = unix.Dup(tdir); err != nil {
@@ -285,6 +377,8 @@ func (d *Dest) Hardlink(e *protocol.Entry) error {
 	unix.Unlinkat(parent, tmp, 0)
 	return err
 }
+
+func idOf(st *unix.Stat_t) FileID { return FileID{Dev: uint64(st.Dev), Ino: uint64(st.Ino)} }
 
 // File starts a file beneath the tree.
 func (d *Dest) File(e *protocol.Entry) (FileSink, error) { return d.file(d.rel(e), e) }
@@ -340,25 +434,36 @@ func (d *Dest) mkdir(rel []byte, e *protocol.Entry) error {
 		if uint32(st.Mode)&unix.S_IFMT != unix.S_IFDIR {
 			return fmt.Errorf("cannot copy a directory over the %s there", typeOf(uint32(st.Mode)))
 		}
-		return d.remember(madeDir{rel: bytes.Clone(rel), e: e, merged: true})
+		return d.remember(madeDir{rel: string(rel), mode: e.Mode, modTime: e.ModTime, merged: true}, e)
 	}
 	if err != nil {
 		return errors.New(describe(err))
 	}
-	return d.remember(madeDir{rel: bytes.Clone(rel), e: e})
+	return d.remember(madeDir{rel: string(rel), mode: e.Mode, modTime: e.ModTime}, e)
 }
 
 // remember keeps a directory to finish at the end of the tree, or
-// finishes it at once beyond the bounds.
-func (d *Dest) remember(m madeDir) error {
-	mem := len(m.rel) + len(m.e.Path)
-	later := len(d.dirs) < maxMadeDirs && d.dirMem+mem <= maxMadeDirBytes
+// finishes it at once beyond the bound; a directory met again (a sender
+// may name one any number of times) is kept once, with what it said last.
+// A directory made gets e's owner at once.
+func (d *Dest) remember(m madeDir, e *protocol.Entry) error {
+	if i, ok := d.dirAt[m.rel]; ok {
+		m.merged = m.merged && d.dirs[i].merged
+		d.dirs[i] = m
+		return nil
+	}
+	cost := len(m.rel) + madeDirCost
+	later := d.dirMem+cost <= maxMadeDirBytes
 	if later {
+		if d.dirAt == nil {
+			d.dirAt = map[string]int{}
+		}
+		d.dirAt[m.rel] = len(d.dirs)
 		d.dirs = append(d.dirs, m)
-		d.dirMem += mem
+		d.dirMem += cost
 	}
 	if !m.merged {
-		if err := d.ownDir(m); err != nil {
+		if err := d.ownDir(m.rel, e); err != nil {
 			d.unmake(m, later)
 			return err
 		}
@@ -375,31 +480,45 @@ func (d *Dest) remember(m madeDir) error {
 func (d *Dest) unmake(m madeDir, remembered bool) {
 	if remembered {
 		d.dirs = d.dirs[:len(d.dirs)-1]
-		d.dirMem -= len(m.rel) + len(m.e.Path)
+		delete(d.dirAt, m.rel)
+		d.dirMem -= len(m.rel) + madeDirCost
 	}
-	if parent, name, err := d.parent(m.rel); err == nil {
+	if parent, name, err := d.parent([]byte(m.rel)); err == nil {
 		unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
 	}
 }
 
 // ownDir gives a directory made here its owner, at once: what is written
 // into it must not change hands later.
-func (d *Dest) ownDir(m madeDir) error {
+func (d *Dest) ownDir(rel string, e *protocol.Entry) error {
 	if !d.KeepOwners {
 		return nil
 	}
-	parent, name, err := d.parent(m.rel)
+	parent, name, err := d.parent([]byte(rel))
 	if err != nil {
 		return err
 	}
-	if err := unix.Fchownat(parent, name, int(m.e.UID), int(m.e.GID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fmt.Errorf("owner %d:%d not kept: %s", m.e.UID, m.e.GID, describe(err))
+	if err := unix.Fchownat(parent, name, int(e.UID), int(e.GID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("owner %d:%d not kept: %s", e.UID, e.GID, describe(err))
 	}
 	return nil
 }
 
+// finishDir gives a directory its mode and time, through one descriptor;
+// what fails is named.
 func (d *Dest) finishDir(m madeDir) error {
-	parent, name, err := d.parent(m.rel)
+	err := d.setDir(m)
+	if m.merged && err == unix.EPERM {
+		return nil // another's directory, merged into, keeps its mode
+	}
+	if err != nil {
+		return &problemAt{where: d.at([]byte(m.rel)), err: fmt.Errorf("its mode and time not set: %s", describe(err))}
+	}
+	return nil
+}
+
+func (d *Dest) setDir(m madeDir) error {
+	parent, name, err := d.parent([]byte(m.rel))
 	if err != nil {
 		return err
 	}
@@ -408,14 +527,29 @@ func (d *Dest) finishDir(m madeDir) error {
 		return err
 	}
 	defer unix.Close(fd)
-	err = unix.Fchmod(fd, protocol.UnixMode(m.e.Mode))
-	if err == nil {
-		err = setTimes(parent, name, m.e)
+	mode := protocol.UnixMode(m.mode)
+	if m.merged && !d.KeepOwners {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return err
+		}
+		mode = mergedMode(uint32(st.Mode), mode)
 	}
-	if m.merged && err == unix.EPERM {
-		return nil // another's directory, merged into, keeps its mode
+	if err := unix.Fchmod(fd, mode); err != nil {
+		return err
 	}
-	return err
+	return futimens(fd, m.modTime)
+}
+
+// mergedMode is the mode a directory that was there (had) keeps when a
+// source directory of mode src is merged into it: its permission bits
+// narrowed by the source's, never widened, and its sticky, set-group-ID
+// and set-user-ID bits as they were. A sender could otherwise open a
+// user's ~/.ssh to everyone, or take the sticky bit off /tmp; -a keeps
+// the source's mode as it is.
+func mergedMode(had, src uint32) uint32 {
+	const special = unix.S_ISUID | unix.S_ISGID | unix.S_ISVTX
+	return had&src&0o777 | had&special
 }
 
 func (d *Dest) symlink(rel []byte, e *protocol.Entry) error {
@@ -477,6 +611,7 @@ type destFile struct {
 	fd        int
 	tmp, name string
 	e         *protocol.Entry
+	id        FileID // the file put in place, once committed
 }
 
 func (f *destFile) Write(p []byte) (int, error) {
@@ -494,16 +629,25 @@ func (f *destFile) Write(p []byte) (int, error) {
 }
 
 func (f *destFile) Commit() error {
+	var st unix.Stat_t
 	err := f.finish()
+	if err == nil {
+		err = unix.Fstat(f.fd, &st)
+	}
 	unix.Close(f.fd)
 	if err == nil {
 		err = place(f.parent, f.tmp, f.name, "file")
 	}
 	if err != nil {
 		unix.Unlinkat(f.parent, f.tmp, 0)
+		return err
 	}
-	return err
+	f.id = idOf(&st)
+	return nil
 }
+
+// identity is the file Commit put in place.
+func (f *destFile) identity() FileID { return f.id }
 
 func (f *destFile) finish() error {
 	if f.d.KeepOwners {

@@ -19,8 +19,9 @@ type Sink interface {
 	Dir(e *protocol.Entry) error
 	Symlink(e *protocol.Entry) error
 	// Hardlink makes e another name for the file at e.Link in the tree,
-	// which landed.
-	Hardlink(e *protocol.Entry) error
+	// which landed in this copy as id (its FileSink's identity, where it
+	// has one: a sink that checks it refuses a link to anything else).
+	Hardlink(e *protocol.Entry, id FileID) error
 	File(e *protocol.Entry) (FileSink, error)
 	// Finish ends the last tree: deferred directory modes are applied.
 	Finish() error
@@ -65,7 +66,7 @@ type Receiver struct {
 	inTree  bool      // a directory root came: entries may follow
 	skipDir []byte    // the last directory that failed: what it holds is skipped; empty: all
 	file    *incoming // the file whose data comes, if any
-	lost    lostFiles // the tree's files that did not land: no hard link may name them
+	landed  fileSet   // the tree's files that landed: a hard link may name only these
 }
 
 // incoming is the file whose data is coming: the one owner of its
@@ -147,7 +148,7 @@ func (r *Receiver) root(p []byte) error {
 		return err
 	}
 	r.inTree, r.skipDir = e.Kind == protocol.KindDir, nil
-	r.lost.reset()
+	r.landed.reset()
 	f, err := r.Sink.Root(e)
 	if err != nil {
 		if e.Kind == protocol.KindDir {
@@ -156,7 +157,7 @@ func (r *Receiver) root(p []byte) error {
 		r.fail(r.Sink.Where(e), err)
 		r.inTree, r.skipDir = false, []byte{} // a failed root: all beneath it is skipped, named by it
 	} else if e.Kind == protocol.KindSymlink {
-		r.landed(0)
+		r.count(0)
 	}
 	if e.Kind == protocol.KindFile {
 		r.file = &incoming{e: e, sink: f, left: e.Size}
@@ -191,7 +192,9 @@ func (r *Receiver) entry(p []byte) error {
 			r.skipDir = e.Path
 		}
 	case protocol.KindSymlink:
-		err = r.Sink.Symlink(e)
+		if err = r.Sink.Symlink(e); err == nil {
+			r.landed.remove(e.Path) // a link now has the name
+		}
 	case protocol.KindHardlink:
 		err = r.hardlink(e)
 	case protocol.KindFile:
@@ -201,16 +204,24 @@ func (r *Receiver) entry(p []byte) error {
 	if err != nil {
 		r.fail(r.Sink.Where(e), err)
 	} else if e.Kind == protocol.KindSymlink || e.Kind == protocol.KindHardlink {
-		r.landed(0)
+		r.count(0)
 	}
 	return nil
 }
 
+// hardlink makes e, a hard link, if it names a file of the tree that
+// landed: a sender may not give a second name to a file that was there
+// before the copy.
 func (r *Receiver) hardlink(e *protocol.Entry) error {
-	if r.lost.has(e.Link) {
-		return fmt.Errorf("not copied: a hard link to %q, which was not copied", r.Sink.Where(&protocol.Entry{Path: e.Link}))
+	id, ok := r.landed.get(e.Link)
+	if !ok {
+		return fmt.Errorf("not copied: a hard link to %q, %s", r.Sink.Where(&protocol.Entry{Path: e.Link}), r.landed.refusal())
 	}
-	return r.Sink.Hardlink(e)
+	if err := r.Sink.Hardlink(e, id); err != nil {
+		return err
+	}
+	r.landed.add(e.Path, id)
+	return nil
 }
 
 func (r *Receiver) data(p []byte) error {
@@ -248,55 +259,22 @@ func (r *Receiver) end(p []byte) error {
 	r.file = nil
 	if end.Error != "" || f.sink == nil {
 		f.abort() // the sender has told its problem, or the file was dropped
-		r.lost.add(f.e.Path)
 		return nil
 	}
 	err := f.sink.Commit()
+	sink := f.sink
 	f.sink = nil
 	if err != nil {
 		r.fail(r.Sink.Where(f.e), err)
-		r.lost.add(f.e.Path)
 		return nil
 	}
-	r.landed(f.e.Size)
+	var id FileID
+	if s, ok := sink.(interface{ identity() FileID }); ok {
+		id = s.identity()
+	}
+	r.landed.add(f.e.Path, id)
+	r.count(f.e.Size)
 	return nil
-}
-
-// lostFiles is the set of a tree's files that did not land, bounded as a
-// sender picks the paths: past the bounds it holds every path, and each
-// hard link of the tree is named as not copied rather than risk one that
-// names an older file of the destination.
-type lostFiles struct {
-	paths map[string]struct{}
-	bytes int
-	all   bool
-}
-
-const (
-	maxLostFiles = 1 << 16
-	maxLostBytes = 4 << 20
-)
-
-func (l *lostFiles) reset() { *l = lostFiles{} }
-
-func (l *lostFiles) add(p []byte) {
-	if l.all {
-		return
-	}
-	if len(l.paths) >= maxLostFiles || l.bytes+len(p) > maxLostBytes {
-		l.paths, l.all = nil, true
-		return
-	}
-	if l.paths == nil {
-		l.paths = map[string]struct{}{}
-	}
-	l.paths[string(p)] = struct{}{}
-	l.bytes += len(p)
-}
-
-func (l *lostFiles) has(p []byte) bool {
-	_, ok := l.paths[string(p)]
-	return ok || l.all
 }
 
 func (r *Receiver) senderProblem(p []byte) error {
@@ -321,10 +299,24 @@ func (r *Receiver) done(p []byte) (*protocol.CopyDone, error) {
 	if err := protocol.Decode(protocol.TypeCopyDone, p, &done); err != nil {
 		return nil, err
 	}
-	if err := r.Sink.Finish(); err != nil {
+	r.failEach(r.Sink.Finish())
+	return &done, nil
+}
+
+// failEach tells each problem in err (errors.Join's, nested), named where
+// the sink says, or else as the destination.
+func (r *Receiver) failEach(err error) {
+	switch e := err.(type) {
+	case nil:
+	case *problemAt:
+		r.fail(e.where, e.err)
+	case interface{ Unwrap() []error }:
+		for _, one := range e.Unwrap() {
+			r.failEach(one)
+		}
+	default:
 		r.fail(nil, err)
 	}
-	return &done, nil
 }
 
 // errNotBeneath names each entry beneath a directory of the tree that
@@ -340,8 +332,8 @@ func beneath(p, dir []byte) bool {
 	return bytes.Equal(p, dir) || (bytes.HasPrefix(p, dir) && p[len(dir)] == '/')
 }
 
-// landed counts a file or link put in place.
-func (r *Receiver) landed(size int64) {
+// count counts a file or link put in place.
+func (r *Receiver) count(size int64) {
 	r.Files++
 	r.Bytes += size
 	r.progress()

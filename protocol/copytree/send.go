@@ -51,11 +51,12 @@ type Sender struct {
 // the path each was first sent under, bounded: past the bounds a file is
 // sent again under each name, as a file.
 type linkedFiles struct {
-	paths map[fileID][]byte
+	paths map[FileID][]byte
 	bytes int
 }
 
-type fileID struct{ dev, ino uint64 }
+// FileID is a file's identity on its machine: its device and inode.
+type FileID struct{ Dev, Ino uint64 }
 
 const (
 	maxLinkedFiles = 1 << 16
@@ -63,12 +64,12 @@ const (
 )
 
 // linkID is fi's identity when it has other names.
-func linkID(fi fs.FileInfo) (fileID, bool) {
+func linkID(fi fs.FileInfo) (FileID, bool) {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok || uint64(st.Nlink) < 2 {
-		return fileID{}, false
+		return FileID{}, false
 	}
-	return fileID{uint64(st.Dev), uint64(st.Ino)}, true
+	return FileID{Dev: uint64(st.Dev), Ino: uint64(st.Ino)}, true
 }
 
 // sentAs returns the path fi was sent under before, if it was.
@@ -87,7 +88,7 @@ func (l *linkedFiles) remember(fi fs.FileInfo, rel []byte) {
 		return
 	}
 	if l.paths == nil {
-		l.paths = map[fileID][]byte{}
+		l.paths = map[FileID][]byte{}
 	}
 	l.paths[id] = rel
 	l.bytes += len(rel)
