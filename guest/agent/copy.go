@@ -76,7 +76,7 @@ func (s *Server) copyRequest(hs *handshake, t protocol.Type, p []byte, peer Peer
 func tellProblem(hs *handshake, pr *protocol.CopyProblem) {
 	d, ok := hs.c.(interface{ SetWriteDeadline(time.Time) error })
 	if ok {
-		d.SetWriteDeadline(time.Now().Add(clientStall))
+		d.SetWriteDeadline(time.Now().Add(time.Duration(clientStall.Load())))
 	}
 	err := hs.w.WriteJSON(protocol.TypeCopyProblem, pr)
 	if ok {

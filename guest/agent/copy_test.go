@@ -66,9 +66,7 @@ func TestMalformedCopyInsLeaveNothing(t *testing.T) {
 // reads none of the problems it causes is cut off after the stall every
 // write to a client has, and the copy ends; it does not hold the agent.
 func TestCopyProblemsToAStalledClient(t *testing.T) {
-	if testing.Short() {
-		t.Skip("waits for the client stall deadline")
-	}
+	agent.SetClientStall(t, 300*time.Millisecond)
 	srv := newServer(t, agent.Config{})
 	conn := connect(t, srv)
 	p := prototest.NewPeer(t, conn)
