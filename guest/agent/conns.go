@@ -24,6 +24,11 @@ type conns struct {
 	npending int
 	sessions map[string]int // sessions and copies of confined peers
 	closing  bool
+	// starting counts the connections admitted to start a session whose
+	// session is not yet tracked for Shutdown. It is added to under mu
+	// while not closing, so that once shutdown has set closing, Shutdown
+	// can wait for it and find every session admitted before.
+	starting sync.WaitGroup
 	// Refusals are logged at most once a second per peer, so that a peer
 	// that connects in a loop cannot fill the disk with corkd's log.
 	loggedAt map[string]time.Time
@@ -86,18 +91,26 @@ func (t *conns) add(c io.Closer, peer string, confined bool) (*conn, error) {
 
 var errShuttingDown = fmt.Errorf("corkd is shutting down")
 
-// admit moves c from pending to admitted. It reports false when the agent
-// is shutting down, or c has gone (its handshake deadline closed it).
-func (t *conns) admit(e *conn) bool {
+// admit moves e from pending to admitted. It reports false when the agent
+// is shutting down. When starts is set, e is admitted to start a session,
+// counted in starting: the caller calls started once its session is
+// tracked, or failed to start.
+func (t *conns) admit(e *conn, starts bool) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !t.open[e] || t.closing {
+	if t.closing {
 		return false
+	}
+	if starts {
+		t.starting.Add(1)
 	}
 	t.unpendLocked(e)
 	t.open[e] = false
 	return true
 }
+
+// started ends the count that admit took for a session starting.
+func (t *conns) started() { t.starting.Done() }
 
 // remove forgets e, pending or admitted, and the session counted on it.
 func (t *conns) remove(e *conn) {

@@ -3,6 +3,7 @@ package agent_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"path/filepath"
 	"runtime"
@@ -170,6 +171,66 @@ func TestShutdownHangsUpSessions(t *testing.T) {
 	}
 	late := prototest.NewPeer(t, connect(t, srv))
 	late.ExpectError(protocol.KindBusy, "shutting down")
+}
+
+// TestShutdownFindsSessionsStartingMeanwhile: a session admitted just
+// before Shutdown, and tracked only after Shutdown listed the sessions
+// running, is hung up too and Shutdown waits for its end. It escaped:
+// Shutdown returned at once, and a program that ignores SIGHUP outlived
+// corkd.
+func TestShutdownFindsSessionsStartingMeanwhile(t *testing.T) {
+	for _, req := range []protocol.Exec{
+		{Argv: sh("trap '' HUP; echo up; exec sleep 600")},
+		keep("late", "sh", "-c", "trap '' HUP; echo up; exec sleep 600"),
+	} {
+		t.Run(fmt.Sprintf("keep=%v", req.Keep), func(t *testing.T) {
+			srv := newServer(t, agent.Config{DisconnectGrace: time.Second})
+			pids, release := make(chan int, 1), make(chan struct{})
+			agent.SetTrackingHook(func(pid int) {
+				pids <- pid
+				<-release
+			})
+			t.Cleanup(func() { agent.SetTrackingHook(nil) })
+			pending := dial(t, srv, 0) // closed by Shutdown: the sign it began
+			p := dial(t, srv, 0)
+			p.Exec(req)
+			var pid int
+			select {
+			case pid = <-pids:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the session did not start")
+			}
+			t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+			readUntil(t, p, "up") // SIGHUP is ignored from here on
+
+			done := make(chan struct{})
+			go func() {
+				srv.Shutdown(time.Second)
+				close(done)
+			}()
+			if _, _, err := pending.R.Next(); err == nil {
+				t.Fatal("Shutdown did not close a connection without a session")
+			}
+			close(release)
+			// The client reads on meanwhile: its Exit waits for a reader.
+			exited := make(chan protocol.Exit, 1)
+			go func() {
+				_, _, exit := p.Output(nil)
+				exited <- exit
+			}()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("Shutdown did not return")
+			}
+			if syscall.Kill(pid, 0) == nil {
+				t.Fatalf("program %d, started as Shutdown began, still runs after it returned", pid)
+			}
+			if exit := <-exited; exit.Signal != "KILL" {
+				t.Fatalf("exit %+v, want killed by SIGKILL", exit)
+			}
+		})
+	}
 }
 
 // TestThreadsPerSession: a running session holds at most two threads, its

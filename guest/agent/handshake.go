@@ -41,11 +41,18 @@ func (s *Server) startHandshake(c io.ReadWriteCloser, w *protocol.Writer, entry 
 // its deadline no longer applies. It reports false, and the connection
 // must end, when the deadline has already closed it or corkd is shutting
 // down.
-func (h *handshake) admitted() bool {
+func (h *handshake) admitted() bool { return h.admit(false) }
+
+// admittedToStart is admitted for a request that starts a session: until
+// the caller calls conns.started, Shutdown waits for the session to be
+// tracked, so that it cannot miss the hang-up.
+func (h *handshake) admittedToStart() bool { return h.admit(true) }
+
+func (h *handshake) admit(starts bool) bool {
 	if !h.deadline.Stop() {
 		return false // the deadline fired and closed the connection as it was admitted
 	}
-	if !h.srv.conns.admit(h.entry) {
+	if !h.srv.conns.admit(h.entry, starts) {
 		h.refuse(protocol.KindBusy, errShuttingDown.Error())
 		return false
 	}

@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -226,7 +227,16 @@ func (s *Server) Wait() { s.wg.Wait() }
 // have ended and, within grace more, the connections that Serve accepted
 // have been served. The listeners are the caller's to close first.
 func (s *Server) Shutdown(grace time.Duration) {
+	// A session ends within the grace and the drain, unless its output
+	// waits on a client that does not read: closing the connections then
+	// ends that wait.
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DisconnectGrace+s.cfg.DrainMax+grace)
+	defer cancel()
 	s.conns.shutdown()
+	// Sessions admitted before are tracked once they have started: a
+	// session that started after running was listed would escape the
+	// hang-up, and corkd would exit and leave its program running.
+	waitOrDone(&s.conns.starting, ctx.Done())
 	s.sessMu.Lock()
 	s.closing = true
 	var running []*session
@@ -238,16 +248,11 @@ func (s *Server) Shutdown(grace time.Duration) {
 	for _, ss := range running {
 		go ss.hangup()
 	}
-	// A session ends within the grace and the drain, unless its output
-	// waits on a client that does not read: closing the connections then
-	// ends that wait.
-	timeout := time.NewTimer(s.cfg.DisconnectGrace + s.cfg.DrainMax + grace)
-	defer timeout.Stop()
 wait:
 	for _, ss := range running {
 		select {
 		case <-ss.done:
-		case <-timeout.C:
+		case <-ctx.Done():
 			break wait
 		}
 	}
@@ -264,15 +269,32 @@ wait:
 	}
 }
 
+// waitOrDone waits for wg, or until stop is closed, whichever is first.
+func waitOrDone(wg *sync.WaitGroup, stop <-chan struct{}) {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-stop:
+	}
+}
+
 // track adds a started session to those Shutdown hangs up, until it ends,
-// and calls end then. It reports false when the agent is shutting down:
-// the session is then the caller's to hang up.
-func (s *Server) track(ss *session, end func()) bool {
+// and calls end then. Shutdown waits for a session admitted before it to
+// be tracked; one that took longer than Shutdown's whole wait to start is
+// hung up here.
+func (s *Server) track(ss *session, end func()) {
 	s.sessMu.Lock()
-	defer s.sessMu.Unlock()
-	tracked := !s.closing
-	if tracked {
+	late := s.closing
+	if !late {
 		s.sessions[ss] = true
+	}
+	s.sessMu.Unlock()
+	if late {
+		go ss.hangup()
 	}
 	go func() {
 		<-ss.done
@@ -281,7 +303,6 @@ func (s *Server) track(ss *session, end func()) bool {
 		delete(s.sessions, ss)
 		s.sessMu.Unlock()
 	}()
-	return tracked
 }
 
 // refuseAtOnce tells a connection refused before its handshake why, when
@@ -382,46 +403,69 @@ func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 			return
 		}
 	}
-	if !s.admit(hs) {
-		return
+	ss, cl, kerr := s.startSession(hs, req, peer)
+	switch {
+	case ss == nil:
+	case kerr != nil:
+		// Another request took the name between the check and now.
+		ss.detach(cl)
+		cl.last(protocol.TypeError, kerr)
+		ss.hangup()
+	default:
+		ss.serve(cl, hs.r)
+	}
+}
+
+// testHookTracking, when set, runs as a started session is about to be
+// tracked, with its program's pid: a test holds it there while Shutdown
+// begins.
+var testHookTracking func(pid int)
+
+// startSession admits the request, starts its program and tracks the
+// session for Shutdown. It returns a nil session when the request was
+// refused, and for a kept session, the refusal that keeping it met.
+func (s *Server) startSession(hs *handshake, req *protocol.Exec, peer Peer) (*session, *client, *protocol.Error) {
+	if !hs.admittedToStart() {
+		return nil, nil, nil
+	}
+	defer s.conns.started()
+	if !s.countIn(hs) {
+		return nil, nil, nil
 	}
 	id := newSessionID()
-	log := s.log.With("session", id)
-	ss, err := s.start(id, req, peer, hs.w, log)
+	ss, err := s.start(id, req, peer, hs.w, s.log.With("session", id))
 	if err != nil {
 		s.sessionEnded()
 		var perr *protocol.Error
 		if errors.As(err, &perr) {
 			hs.refuse(perr.Kind, perr.Message)
 		} // else errExitReported: the program could not be executed
-		return
+		return nil, nil, nil
 	}
 	cl := ss.newClient(hs.c, hs.w)
 	ss.attach(cl)
+	var kerr *protocol.Error
 	if req.Keep {
-		if perr := s.kept.add(ss); perr != nil {
-			// Another request took the name between the check and now.
-			ss.begin()
-			ss.detach(cl)
-			cl.last(protocol.TypeError, perr)
-			ss.hangup()
-			return
-		}
+		kerr = s.kept.add(ss) // before begin: a session that ends at once is found kept
 	}
 	ss.begin()
-	if !s.track(ss, s.conns.giveSession(hs.entry)) {
-		go ss.hangup() // corkd is shutting down
+	if testHookTracking != nil {
+		testHookTracking(ss.cmd.Process.Pid)
 	}
-	ss.serve(cl, hs.r)
+	// The session's count of its uid's sessions ends with the session,
+	// after its program is gone, whatever happens to the connection.
+	s.track(ss, s.conns.giveSession(hs.entry))
+	return ss, cl, kerr
 }
 
-// admit counts a session, or a copy, in; past MaxSessions it refuses the
-// request instead and reports false. A session admitted ends with
-// sessionEnded.
-func (s *Server) admit(hs *handshake) bool {
-	if !hs.admitted() {
-		return false
-	}
+// admit admits a copy, or another request that is no session, and counts
+// it in as a session (countIn).
+func (s *Server) admit(hs *handshake) bool { return hs.admitted() && s.countIn(hs) }
+
+// countIn counts a session, or a copy, in; past MaxSessions, or its
+// confined uid's limit, it refuses the request instead and reports false.
+// A session counted in ends with sessionEnded.
+func (s *Server) countIn(hs *handshake) bool {
 	if err := s.conns.takeSession(hs.entry); err != nil {
 		hs.refuse(protocol.KindBusy, err.Error())
 		return false
