@@ -29,8 +29,9 @@ type conns struct {
 	// while not closing, so that once shutdown has set closing, Shutdown
 	// can wait for it and find every session admitted before.
 	starting sync.WaitGroup
-	// Refusals are logged at most once a second per peer, so that a peer
-	// that connects in a loop cannot fill the disk with corkd's log.
+	// Warnings about a peer's connections are logged at most once a
+	// second per peer, so that a peer that connects in a loop, or sends
+	// garbage in a loop, cannot fill the disk with corkd's log.
 	loggedAt map[string]time.Time
 	unlogged map[string]int
 }
@@ -50,11 +51,11 @@ func newConns(max, maxPerPeer, maxSessionsPerPeer int) *conns {
 		loggedAt: map[string]time.Time{}, unlogged: map[string]int{}}
 }
 
-// refusalToLog counts a refusal of peer's and reports whether to log it
-// now, and how many refusals the line stands for. The tables hold only
-// peers that were refused, which the listeners admitted: a few uids or
-// CIDs.
-func (t *conns) refusalToLog(peer string) (bool, int) {
+// warningDue counts a warning about peer's connections (a refusal, a
+// handshake timed out) and reports whether to log it now, and how many
+// warnings the line stands for. The tables hold only peers that the
+// listeners admitted: a few uids or CIDs.
+func (t *conns) warningDue(peer string) (bool, int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.unlogged[peer]++

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"runtime"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -230,6 +233,76 @@ func TestShutdownFindsSessionsStartingMeanwhile(t *testing.T) {
 				t.Fatalf("exit %+v, want killed by SIGKILL", exit)
 			}
 		})
+	}
+}
+
+// lockedBuffer is a log's destination that tests read while it is written.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// lines returns the lines logged so far that contain all of words.
+func (b *lockedBuffer) lines(words ...string) []string {
+	var found []string
+	for _, l := range strings.Split(b.String(), "\n") {
+		if l != "" && containsAll(l, words) {
+			found = append(found, l)
+		}
+	}
+	return found
+}
+
+func containsAll(s string, words []string) bool {
+	for _, w := range words {
+		if !strings.Contains(s, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// TestPeerWarningsRateLimited: a peer that sends garbage in a loop, or
+// lets its handshakes time out in a loop, gets a log line a second that
+// names it and counts what it stands for. Each such refusal and timeout
+// was a line of its own, without the peer: a confined uid wrote 13,329
+// lines in a second.
+func TestPeerWarningsRateLimited(t *testing.T) {
+	const n = 50
+	var log lockedBuffer
+	srv := newServer(t, agent.Config{HandshakeTimeout: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	for range n {
+		conn := connectAs(t, srv, asUID(1000))
+		go conn.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+		prototest.NewPeer(t, conn).ExpectError(protocol.KindProtocol, "unknown frame type")
+	}
+	var idle []*prototest.Peer
+	for range n {
+		idle = append(idle, prototest.NewPeer(t, connectAs(t, srv, asUID(1001))))
+	}
+	for _, p := range idle {
+		if _, _, err := p.R.Next(); err == nil {
+			t.Fatal("a connection that sent nothing got a frame")
+		}
+	}
+	for _, w := range []struct{ peer, msg string }{{"uid 1000", "refused"}, {"uid 1001", "handshake timed out"}} {
+		lines := log.lines(w.msg, `peer="`+w.peer+`"`)
+		if len(lines) == 0 || len(lines) > 5 {
+			t.Errorf("%d %q from %s: %d lines naming the peer, want 1 a second:\n%s", n, w.msg, w.peer, len(lines), log.String())
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/corkvm/cork/protocol"
@@ -24,17 +25,21 @@ type handshake struct {
 	// frame and stops must not hold the connection, and closing it is the
 	// one way to interrupt a read on every kind of stream.
 	deadline *time.Timer
+	expired  atomic.Bool // the deadline closed c: the read it cut is no refusal
 }
 
 // startHandshake arms the connection's deadline; the caller stops it.
 func (s *Server) startHandshake(c io.ReadWriteCloser, w *protocol.Writer, entry *conn) *handshake {
 	r := protocol.NewReader(c)
 	r.SetLimit(s.cfg.MaxFrame)
+	h := &handshake{srv: s, c: c, r: r, w: w, entry: entry}
 	timeout := s.cfg.HandshakeTimeout
-	return &handshake{srv: s, c: c, r: r, w: w, entry: entry, deadline: time.AfterFunc(timeout, func() {
-		s.log.Warn("handshake timed out", "after", timeout)
+	h.deadline = time.AfterFunc(timeout, func() {
+		h.expired.Store(true)
+		s.warnPeer(entry.peer, "handshake timed out", "after", timeout)
 		c.Close()
-	})}
+	})
+	return h
 }
 
 // admitted takes the connection out of the pending ones, into a session:
@@ -61,7 +66,10 @@ func (h *handshake) admit(starts bool) bool {
 
 // refuse tells the peer why it is refused; the connection ends after it.
 func (h *handshake) refuse(kind, msg string) {
-	h.srv.log.Warn("refused", "kind", kind, "err", msg)
+	if h.expired.Load() {
+		return // c is closed, and the timeout was logged
+	}
+	h.srv.warnPeer(h.entry.peer, "refused", "kind", kind, "err", msg)
 	h.w.WriteJSON(protocol.TypeError, &protocol.Error{Kind: kind, Message: msg})
 }
 

@@ -10,19 +10,19 @@ import (
 // first refusal is logged at once.
 func TestRefusalsLoggedOncePerSecond(t *testing.T) {
 	c := newConns(1, 1, 1)
-	if ok, n := c.refusalToLog("uid 1000"); !ok || n != 1 {
+	if ok, n := c.warningDue("uid 1000"); !ok || n != 1 {
 		t.Fatalf("first refusal: log %v, count %d", ok, n)
 	}
 	for range 1000 {
-		if ok, _ := c.refusalToLog("uid 1000"); ok {
+		if ok, _ := c.warningDue("uid 1000"); ok {
 			t.Fatal("logged twice within a second")
 		}
 	}
-	if ok, n := c.refusalToLog("uid 1001"); !ok || n != 1 {
+	if ok, n := c.warningDue("uid 1001"); !ok || n != 1 {
 		t.Fatalf("another peer's first refusal: log %v, count %d", ok, n)
 	}
 	c.loggedAt["uid 1000"] = c.loggedAt["uid 1000"].Add(-2 * time.Second)
-	if ok, n := c.refusalToLog("uid 1000"); !ok || n != 1001 {
+	if ok, n := c.warningDue("uid 1000"); !ok || n != 1001 {
 		t.Fatalf("a second later: log %v, count %d, want 1001", ok, n)
 	}
 }

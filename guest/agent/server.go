@@ -319,6 +319,15 @@ func refuseAtOnce(c io.ReadWriteCloser, w *protocol.Writer, err error) {
 // buffer of a new connection, so the write does not wait in practice.
 const refuseWrite = time.Second
 
+// warnPeer logs a warning about a connection of peer's, at most once a
+// second per peer (conns.warningDue); the line counts the warnings it
+// stands for, this one included.
+func (s *Server) warnPeer(peer, msg string, args ...any) {
+	if ok, n := s.conns.warningDue(peer); ok {
+		s.log.Warn(msg, append([]any{"peer", peer}, append(args, "times", n)...)...)
+	}
+}
+
 // Active reports the number of sessions running now.
 func (s *Server) Active() int { return int(s.active.Load()) }
 
@@ -335,9 +344,7 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 	w := protocol.NewWriter(c)
 	entry, err := s.conns.add(c, name, !peer.AsAny)
 	if err != nil {
-		if ok, n := s.conns.refusalToLog(name); ok {
-			s.log.Warn("connection refused", "peer", name, "err", err, "refused", n)
-		}
+		s.warnPeer(name, "connection refused", "err", err)
 		refuseAtOnce(c, w, err)
 		return
 	}
