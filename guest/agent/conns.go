@@ -17,11 +17,16 @@ import (
 type conns struct {
 	max, maxPerPeer    int
 	maxSessionsPerPeer int
+	// maxBytes and maxBytesPerPeer bound the payloads of the frames that
+	// pending connections are reading, charged before each is allocated.
+	maxBytes, maxBytesPerPeer int
 
 	mu       sync.Mutex
 	open     map[*conn]bool // true while pending
 	pending  map[string]int // pending connections by peer
 	npending int
+	bytes    map[string]int // payload bytes charged to pending connections, by peer
+	nbytes   int
 	sessions map[string]int // sessions and copies of confined peers
 	closing  bool
 	// starting counts the connections admitted to start a session whose
@@ -43,11 +48,13 @@ type conn struct {
 	peer     string
 	confined bool // the peer runs sessions only as itself (--allow-uid)
 	holds    bool // one of the peer's sessions is counted on this connection
+	charged  int  // payload bytes of the frame it reads, while pending
 }
 
-func newConns(max, maxPerPeer, maxSessionsPerPeer int) *conns {
-	return &conns{max: max, maxPerPeer: maxPerPeer, maxSessionsPerPeer: maxSessionsPerPeer,
-		open: map[*conn]bool{}, pending: map[string]int{}, sessions: map[string]int{},
+func newConns(cfg *Config) *conns {
+	return &conns{max: cfg.MaxPending, maxPerPeer: cfg.MaxPendingPerPeer, maxSessionsPerPeer: cfg.MaxSessionsPerUID,
+		maxBytes: cfg.MaxPendingBytes, maxBytesPerPeer: cfg.MaxPendingBytesPerPeer,
+		open: map[*conn]bool{}, pending: map[string]int{}, bytes: map[string]int{}, sessions: map[string]int{},
 		loggedAt: map[string]time.Time{}, unlogged: map[string]int{}}
 }
 
@@ -172,6 +179,43 @@ func (t *conns) unpendLocked(e *conn) {
 	if t.pending[e.peer]--; t.pending[e.peer] == 0 {
 		delete(t.pending, e.peer)
 	}
+	t.unchargeLocked(e)
+}
+
+// charge charges the n payload bytes of the frame pending e is about to
+// read, in place of its previous frame's, which it is done with; or
+// returns why it may not: its peer's budget or the total would be
+// exceeded.
+func (t *conns) charge(e *conn, n int) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.open[e] {
+		return nil // admitted: bounded by its session's limits
+	}
+	t.unchargeLocked(e)
+	switch {
+	case t.bytes[e.peer]+n > t.maxBytesPerPeer:
+		return fmt.Errorf("a frame of %d bytes would take the connections from %s that have not finished their handshake "+
+			"past %d bytes, the most corkd holds for one peer", n, e.peer, t.maxBytesPerPeer)
+	case t.nbytes+n > t.maxBytes:
+		return fmt.Errorf("a frame of %d bytes would take the connections that have not finished their handshake "+
+			"past %d bytes, the most corkd holds for them", n, t.maxBytes)
+	}
+	e.charged = n
+	t.bytes[e.peer] += n
+	t.nbytes += n
+	return nil
+}
+
+func (t *conns) unchargeLocked(e *conn) {
+	if e.charged == 0 {
+		return
+	}
+	t.nbytes -= e.charged
+	if t.bytes[e.peer] -= e.charged; t.bytes[e.peer] == 0 {
+		delete(t.bytes, e.peer)
+	}
+	e.charged = 0
 }
 
 // shutdown refuses every connection from now on and closes the pending

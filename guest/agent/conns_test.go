@@ -306,6 +306,73 @@ func TestPeerWarningsRateLimited(t *testing.T) {
 	}
 }
 
+// TestPendingBytesBounded: a frame announced before admission is charged
+// to its peer's budget before corkd allocates it, so connections that
+// announce frames of 1 MiB and stop hold no more than the budget; a hello
+// larger than a hello is refused at once; a real request of half a MiB
+// from another peer still runs. Each such connection held its whole
+// frame: 64 from one uid took corkd's RSS from 7.8 to 75.8 MiB.
+func TestPendingBytesBounded(t *testing.T) {
+	const conns, budget = 64, 4 << 20
+	srv := newServer(t, agent.Config{MaxPendingBytesPerPeer: budget, HandshakeTimeout: time.Minute})
+	big := prototest.NewPeer(t, connectAs(t, srv, asUID(1000)))
+	go big.Conn.Write(prototest.Header(protocol.TypeHello, 64<<10))
+	big.ExpectError(protocol.KindProtocol, "hello of 65536 bytes, the limit is 4096")
+
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	refused := make(chan string, conns)
+	hello := prototest.Frame(protocol.TypeHello, &protocol.Hello{MinVersion: protocol.MinVersion, MaxVersion: protocol.MaxVersion})
+	for range conns {
+		p := prototest.NewPeer(t, connectAs(t, srv, asUID(1000)))
+		go func() {
+			// The hello is charged too: past the budget, it is refused.
+			p.Conn.Write(append(hello, prototest.Header(protocol.TypeExec, protocol.MaxPayload)...))
+			for {
+				typ, payload, err := p.R.Next()
+				if err != nil {
+					return
+				}
+				if typ == protocol.TypeError {
+					refused <- string(payload)
+					return
+				}
+			}
+		}()
+	}
+	for i := range conns - budget/protocol.MaxPayload {
+		select {
+		case msg := <-refused:
+			if !strings.Contains(msg, "uid 1000") || !strings.Contains(msg, "busy") {
+				t.Fatalf("refusal %d: %s", i, msg)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%d of %d connections that announced 1 MiB frames were refused; the budget holds %d",
+				i, conns, budget/protocol.MaxPayload)
+		}
+	}
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("%d connections announcing 1 MiB frames: heap %+d KiB", conns, grew>>10)
+	if grew > 2*budget {
+		t.Fatalf("%d connections announcing 1 MiB frames took the heap up %d MiB; the budget is %d MiB",
+			conns, grew>>20, budget>>20)
+	}
+
+	var env []string // half a MiB; one string may be 128 KiB (MAX_ARG_STRLEN)
+	for i := range 8 {
+		env = append(env, fmt.Sprintf("BIG%d=%s", i, strings.Repeat("x", 64<<10)))
+	}
+	p := dial(t, srv, 0)
+	p.Exec(protocol.Exec{Argv: sh("echo ${#BIG7}"), Env: env})
+	if out, _, exit := p.Output(nil); exit.Code != 0 || out != "65536\n" {
+		t.Fatalf("a request of half a MiB beside them: %q, %+v", out, exit)
+	}
+}
+
 // TestThreadsPerSession: a running session holds at most two threads, its
 // frames' reader and the wait for its program, which is what makes
 // MaxSessions a bound on the agent's threads.

@@ -9,7 +9,7 @@ import (
 // line a second, which counts the refusals it stands for; another peer's
 // first refusal is logged at once.
 func TestRefusalsLoggedOncePerSecond(t *testing.T) {
-	c := newConns(1, 1, 1)
+	c := newConns(&Config{MaxPending: 1, MaxPendingPerPeer: 1, MaxSessionsPerUID: 1})
 	if ok, n := c.warningDue("uid 1000"); !ok || n != 1 {
 		t.Fatalf("first refusal: log %v, count %d", ok, n)
 	}

@@ -35,6 +35,12 @@ type Config struct {
 	// a CID on vsock). A connection past either is told so and closed.
 	MaxPending        int
 	MaxPendingPerPeer int
+	// MaxPendingBytes bounds the payloads of the frames that connections
+	// not yet admitted are reading, in total; MaxPendingBytesPerPeer,
+	// those of one peer. A frame's announced length is charged before
+	// its payload is allocated; a frame past either budget is refused.
+	MaxPendingBytes        int
+	MaxPendingBytesPerPeer int
 	// DisconnectGrace is the time between SIGHUP and SIGKILL when the
 	// connection drops under a running session.
 	DisconnectGrace time.Duration
@@ -92,16 +98,21 @@ const (
 	// in flight while the program's pipe drains: 1 MiB moved 15% more
 	// input per second than 256 KiB (OpenSSH's session window is 2 MiB).
 	// A session that does not read its input holds at most this much.
-	DefaultStdinWindow      = 1 << 20
-	DefaultMaxSessions      = 256
-	DefaultMaxPending       = 512
-	DefaultMaxPendingPeer   = 64
-	DefaultMaxSessionsUID   = 32
-	DefaultTerm             = "xterm-256color"
-	DefaultMaxKept          = 32
-	DefaultKeepBuffer       = 1 << 20
-	DefaultLinger           = 24 * time.Hour
-	DefaultScreenScrollback = 100
+	DefaultStdinWindow    = 1 << 20
+	DefaultMaxSessions    = 256
+	DefaultMaxPending     = 512
+	DefaultMaxPendingPeer = 64
+	// A request may be as large as a frame (an Exec with a large
+	// environment), so that one peer may read four of the largest at
+	// once, and all peers together sixteen.
+	DefaultMaxPendingBytes     = 16 << 20
+	DefaultMaxPendingBytesPeer = 4 << 20
+	DefaultMaxSessionsUID      = 32
+	DefaultTerm                = "xterm-256color"
+	DefaultMaxKept             = 32
+	DefaultKeepBuffer          = 1 << 20
+	DefaultLinger              = 24 * time.Hour
+	DefaultScreenScrollback    = 100
 	// MaxWatchers bounds the read-only clients of a kept session.
 	MaxWatchers = 8
 )
@@ -145,6 +156,8 @@ func New(cfg Config) *Server {
 	setDefault(&cfg.MaxSessions, DefaultMaxSessions)
 	setDefault(&cfg.MaxPending, DefaultMaxPending)
 	setDefault(&cfg.MaxPendingPerPeer, DefaultMaxPendingPeer)
+	setDefault(&cfg.MaxPendingBytes, DefaultMaxPendingBytes)
+	setDefault(&cfg.MaxPendingBytesPerPeer, DefaultMaxPendingBytesPeer)
 	setDefault(&cfg.MaxSessionsPerUID, DefaultMaxSessionsUID)
 	setDefault(&cfg.DefaultTerm, DefaultTerm)
 	setDefault(&cfg.MaxKept, DefaultMaxKept)
@@ -162,7 +175,7 @@ func New(cfg Config) *Server {
 		cfg.Logger.Warn("cannot resolve own account", "err", err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, self: self, kept: newKeptSessions(cfg.MaxKept),
-		conns: newConns(cfg.MaxPending, cfg.MaxPendingPerPeer, cfg.MaxSessionsPerUID), sessions: map[*session]bool{}}
+		conns: newConns(&cfg), sessions: map[*session]bool{}}
 	s.freeMemory = time.AfterFunc(time.Duration(math.MaxInt64), func() {
 		if s.active.Load() == 0 {
 			// Twice: the pooled frame buffers survive the first
