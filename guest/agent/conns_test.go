@@ -51,9 +51,10 @@ func TestIdleConnectionsHoldNoThreads(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	waitFor(t, "the agent to take every connection", 30*time.Second, func() bool { return srv.ReadStats().Pending == idle })
-	// Each connection is waiting for its hello by now, in a goroutine; a
-	// thread per connection would show at once.
+	// Pending counts a connection before its goroutine reads: wait until
+	// each waits for its hello in Go's poller. A read that held a thread
+	// would show as a goroutine in a system call, never as one in IO wait.
+	waitFor(t, "every connection to wait for its hello", 30*time.Second, func() bool { return handshakesInIOWait() == idle })
 	if st := srv.ReadStats(); st.Threads > before+50 {
 		t.Fatalf("%d idle connections took corkd from %d threads to %d", idle, before, st.Threads)
 	}
@@ -69,6 +70,27 @@ func TestIdleConnectionsHoldNoThreads(t *testing.T) {
 	if exit, err := s.Run(ctx, c); err != nil || exit.Code != 0 || out.String() != "served\n" {
 		t.Fatalf("a session beside %d idle connections: %v, %+v, %q", idle, err, exit, out.String())
 	}
+}
+
+// handshakesInIOWait counts the goroutines waiting in Go's poller for a
+// frame of a connection's handshake.
+func handshakesInIOWait() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "[IO wait") && strings.Contains(g, "(*handshake).run") {
+			count++
+		}
+	}
+	return count
 }
 
 // TestHandshakeDeadlineNotExtendedByPings: a peer that pings and never
