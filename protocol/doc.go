@@ -58,6 +58,17 @@
 //	0x30  Exit       guest->host   JSON Exit; the last frame of a session
 //	0x31  Error      guest->host   JSON Error; the last frame of a session
 //	0x32  Detached   guest->host   JSON Detached; the last frame (version 2)
+//	0x80  Forward    host->guest   JSON Forward (CapForward)
+//	0x81  Forwarding guest->host   JSON Forwarding, the answer to Forward (CapForward)
+//	0x82  StreamOpen     both      binary: id, window, network, address (CapForward)
+//	0x83  StreamOpened   both      binary: id, window (CapForward)
+//	0x84  StreamRefused  both      binary: id, then the reason, UTF-8 (CapForward)
+//	0x85  StreamData     both      binary: id, then raw bytes (CapForward)
+//	0x86  StreamAck      both      binary: id, bytes consumed (CapForward)
+//	0x87  StreamEOF      both      binary: id (CapForward)
+//	0x88  StreamClose    both      binary: id (CapForward)
+//	0x89  Listen     host->guest   JSON Listen (CapForward, --forwarding=all)
+//	0x8a  Listening  guest->host   JSON Listening, the answer to Listen (CapForward)
 //
 // # A session
 //
@@ -107,15 +118,24 @@
 // in a bounded buffer, numbered from the session's start) and keeps the
 // program's exit status once it ends. Started says Kept, and gives the
 // session's id (and Name, when one was asked for; names are unique per
-// agent, at most 64 bytes, with no slash, NUL or control character, and
-// unlike an id). A kept session that stays detached for its linger
+// owner uid, at most 64 bytes, with no slash, NUL or control character,
+// and unlike an id). A kept session that stays detached for its linger
 // (Exec.LingerSeconds; 0: the agent's default, negative: forever) is hung
 // up; an exited one is forgotten after its linger unless a client saw the
 // exit, which forgets it at once.
 //
+// An Exec with Keep, Name and AttachExisting is create-or-attach, as
+// tmux's new-session -A: when the peer has a session of that name, running
+// or exited, the guest answers as to an Attach of it (no Resume, Size from
+// the Exec; Attached, not Started) and the rest of the Exec is unused;
+// otherwise it starts the program. Of two such requests at once for one
+// name, one starts the program and the other attaches to it.
+//
 // Instead of Exec, a version-2 host may send one of these requests:
 //
-//   - Attach names a kept session by id or name. The guest answers
+//   - Attach names a kept session by id, by a name of the peer's own, or,
+//     for another uid's session, OWNER/NAME (OWNER a user name or a uid;
+//     Attached.Name is then OWNER/NAME too). The guest answers
 //     Attached, then output frames, then drives the session from the
 //     connection as after Started (Stdin, StdinAck, Resize, Signal, Ping,
 //     then Exit). The first output byte that follows Attached is byte
@@ -127,16 +147,24 @@
 //     guest sends one Restore frame: bytes that draw the session's screen,
 //     as the guest keeps it from the output, on a terminal of Attach.Size
 //     (reset, the alternate screen if in use, lines scrolled off, the
-//     screen with colours and styles, the cursor, the input modes). Restore
-//     bytes are written to the terminal like output but are not output:
-//     they do not count in From's numbering. Then the guest makes the
+//     screen with colours and styles, the cursor, the input modes). The
+//     lines scrolled off are left out when Attach.Terminal names the
+//     terminal of the last client that drove the session (its
+//     Exec.Terminal or Attach.Terminal) and the program has written no
+//     output since that client left: that terminal holds them already.
+//     Restore bytes are written to the terminal like output but are not
+//     output: they do not count in From's numbering. Then the guest makes the
 //     program repaint itself: it sets the terminal one column wider, then,
 //     about 50 ms later, to Attach.Size (or the size it had), since the
 //     kernel signals no size that does not change. A Resume beyond the
 //     output written so far is an Error of kind "request". When the
 //     program has already exited, Running is false and the guest sends its
 //     last screen (Restore) and Exit. A second client attaching takes the
-//     session over: the first gets a Detached frame, its last. With
+//     session over: the first gets a Detached frame, its last. Of two
+//     attaches at once, one takes the session over from the other. A
+//     takeover is final: Started and Attached number the client's hold
+//     (Holder), and a resume (Attach.Resume) that gives a Holder other
+//     than the session's latest is answered with Detached. With
 //     Attach.ReadOnly the client watches instead: it gets Attached and
 //     Restore frames that redraw the screen for its own size (Attach.Size,
 //     then its Resize frames) as the screen changes, sends nothing else
@@ -213,4 +241,70 @@
 // that shrank) ends early: its CopyProblem comes before its CopyEnd, whose
 // Error is set, and the host drops that file and goes on. Devices, FIFOs
 // and sockets are not sent: each is a CopyProblem with Skipped set.
+//
+// # Forwarding (CapForward)
+//
+// Instead of Exec, a version-2 host whose agent announced CapForward may send
+// Forward: the connection then carries streams, byte streams each way
+// between a connection on one side and one the other side makes, as
+// ssh's channels (RFC 4254 sections 5 and 7). The guest checks
+// Forward.User as an Exec's user, and answers Forwarding, with the most
+// streams it keeps open at once on the connection, or an Error: KindUser,
+// or KindForward when the agent does not forward. An agent that does not
+// forward announces no CapForward. After Forwarding, only stream frames,
+// Listen and Listening follow; any other frame is a protocol error and
+// ends the connection.
+//
+// Every stream frame's payload starts with the stream's id, a uint32
+// big-endian, never 0. The host opens streams with odd ids, the guest
+// with even ones; an id is not reused on a connection. All integers are
+// big-endian:
+//
+//	StreamOpen     id(4) window(4) network(1) length(2) address
+//	StreamOpened   id(4) window(4)
+//	StreamRefused  id(4) reason: UTF-8, at most 1024 bytes
+//	StreamData     id(4) 1 to 32768 bytes
+//	StreamAck      id(4) n(4): 1 to 16 MiB
+//	StreamEOF      id(4)
+//	StreamClose    id(4)
+//
+// StreamOpen asks the other side to connect to address: network 1 is TCP
+// (address host:port), 2 a unix socket (address its path), 3 a connection
+// to one of the opener's listeners (address the id of the Listen that
+// made it, in decimal: the other side connects where it chose when it
+// asked, and refuses any id it did not ask for); the address
+// has 1 to 4096 bytes and no NUL. The other side answers StreamOpened
+// once it has connected, or StreamRefused with why not (the reason is
+// for the user: "dial unix /run/x.sock: permission denied"); a refused
+// id is free at once. A side refuses an open beyond the most streams it
+// keeps, without taking anything for it.
+//
+// Each side gives a window, in its StreamOpen or StreamOpened: the bytes
+// of StreamData it buffers for the stream before its consumer reads them,
+// 1 to 16 MiB. A sender keeps the bytes sent on a stream and not yet
+// acknowledged by the receiver's StreamAck at or below the receiver's
+// window; a receiver acknowledges bytes as its consumer takes them. A
+// receiver never waits for a stream's consumer to read the connection:
+// a stream whose consumer stalls stops only its own sender. Data beyond
+// the window, an acknowledgement of bytes not sent, a frame for a stream
+// that is not open, an open of the other side's id or of an id in use,
+// are protocol errors that end the connection.
+//
+// StreamEOF is a half close: the sender sends no more data on the
+// stream, and may go on receiving (shutdown(2) with SHUT_WR). StreamClose
+// ends the stream both ways: a side that gets it answers with its own
+// StreamClose unless it sent one already, and discards data that arrives
+// for a stream it closed. The id is free once a side has both sent and
+// received StreamClose. When the connection ends, every stream on it
+// ends.
+//
+// Listen (a remote forward, as ssh's tcpip-forward) asks a guest serving
+// with --forwarding=all to listen on a port of its loopback interface
+// (port 0: one it picks),
+// as Forward.User: a port below 1024 only for root. The guest answers
+// Listening with the address it listens on, or with Error set, and
+// then opens a stream (network 3, the Listen's id) for each connection
+// it accepts there. A guest keeps at most 16 listeners per connection;
+// they close when the connection ends. Listen, Listening and the stream
+// frames are the frames that may follow Forwarding.
 package protocol

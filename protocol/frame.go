@@ -50,6 +50,20 @@ const (
 	TypeCopyEnd     Type = 0x1b
 	TypeCopyProblem Type = 0x1c
 	TypeCopyDone    Type = 0x1d
+
+	// Forwarding's frames lie outside ASCII: text sent to corkd by
+	// mistake (an HTTP request) stays an unknown frame type.
+	TypeForward       Type = 0x80
+	TypeForwarding    Type = 0x81
+	TypeStreamOpen    Type = 0x82
+	TypeStreamOpened  Type = 0x83
+	TypeStreamRefused Type = 0x84
+	TypeStreamData    Type = 0x85
+	TypeStreamAck     Type = 0x86
+	TypeStreamEOF     Type = 0x87
+	TypeStreamClose   Type = 0x88
+	TypeListen        Type = 0x89
+	TypeListening     Type = 0x8a
 )
 
 var typeNames = map[Type]string{
@@ -87,6 +101,18 @@ var typeNames = map[Type]string{
 	TypeCopyEnd:     "copy-end",
 	TypeCopyProblem: "copy-problem",
 	TypeCopyDone:    "copy-done",
+
+	TypeForward:       "forward",
+	TypeForwarding:    "forwarding",
+	TypeStreamOpen:    "stream-open",
+	TypeStreamOpened:  "stream-opened",
+	TypeStreamRefused: "stream-refused",
+	TypeStreamData:    "stream-data",
+	TypeStreamAck:     "stream-ack",
+	TypeStreamEOF:     "stream-eof",
+	TypeStreamClose:   "stream-close",
+	TypeListen:        "listen",
+	TypeListening:     "listening",
 }
 
 // Known reports whether t is a frame type of this protocol.

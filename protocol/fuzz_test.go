@@ -34,6 +34,8 @@ func fuzzJSON[T any](f *testing.F, t Type, seeds ...T) {
 		case *Attach:
 			_ = m.Validate()
 			_ = ValidName(m.Session)
+		case *Listen:
+			_ = m.Validate()
 		}
 	})
 }
@@ -126,4 +128,43 @@ func FuzzDecodeEntry(f *testing.F) {
 			t.Fatalf("accepted hard link %q to %q (root %v)", e.Path, e.Link, root)
 		}
 	})
+}
+
+func FuzzDecodeForward(f *testing.F) { fuzzJSON(f, TypeForward, Forward{User: "node"}) }
+
+// FuzzDecodeStream feeds every stream frame type: a frame the decoder
+// accepts must encode back to the same payload.
+func FuzzDecodeStream(f *testing.F) {
+	seeds := []struct {
+		t Type
+		f StreamFrame
+	}{
+		{TypeStreamOpen, StreamFrame{ID: 1, Window: 1 << 18, Network: NetTCP, Address: "127.0.0.1:80"}},
+		{TypeStreamOpen, StreamFrame{ID: 3, Window: 1, Network: NetUnix, Address: "/run/postgresql/.s.PGSQL.5432"}},
+		{TypeStreamOpened, StreamFrame{ID: 2, Window: 1 << 18}},
+		{TypeStreamRefused, StreamFrame{ID: 1, Reason: "dial tcp 127.0.0.1:80: connection refused"}},
+		{TypeStreamData, StreamFrame{ID: 5, Data: []byte("GET / HTTP/1.1\r\n")}},
+		{TypeStreamAck, StreamFrame{ID: 5, N: 32 << 10}},
+		{TypeStreamEOF, StreamFrame{ID: 7}},
+		{TypeStreamClose, StreamFrame{ID: 7}},
+	}
+	for _, s := range seeds {
+		f.Add(byte(s.t), AppendStream(nil, s.t, &s.f)[HeaderSize:])
+	}
+	f.Fuzz(func(t *testing.T, typ byte, p []byte) {
+		tt := Type(typ)
+		sf, err := DecodeStream(tt, p)
+		if err != nil {
+			return
+		}
+		if again := AppendStream(nil, tt, &sf)[HeaderSize:]; !bytes.Equal(again, p) {
+			t.Fatalf("%s %x decoded to %+v, which encodes as %x", tt, p, sf, again)
+		}
+	})
+}
+
+func FuzzDecodeListen(f *testing.F) { fuzzJSON(f, TypeListen, Listen{ID: 1, Port: 8080}) }
+
+func FuzzDecodeListening(f *testing.F) {
+	fuzzJSON(f, TypeListening, Listening{ID: 1, Address: "127.0.0.1:8080"}, Listening{ID: 2, Error: "port 80 is privileged"})
 }

@@ -13,6 +13,10 @@ import (
 // MaxName bounds a kept session's name.
 const MaxName = 64
 
+// MaxRef bounds how a request names a kept session: an id, a name, or
+// OWNER/NAME, OWNER being a user name or a uid.
+const MaxRef = 2*MaxName + 1
+
 // isSessionID reports whether s has the form of the ids an agent gives
 // sessions: 16 lowercase hex digits.
 func isSessionID(s string) bool {
@@ -38,26 +42,58 @@ func ValidName(name string) error {
 // Attach asks for a kept session: to drive it (the output from where the
 // host left off, or a redraw) until it exits or the connection drops.
 type Attach struct {
-	Session string `json:"session"` // a name or an id
+	Session string `json:"session"` // an id, a name, or OWNER/NAME (another uid's)
 	// Resume, when set, is the number of the session's output bytes the
 	// host has already seen: the agent sends the rest, if it still holds
 	// them, and redraws otherwise.
 	Resume *uint64    `json:"resume,omitempty"`
 	Size   WindowSize `json:"size"` // the host terminal's size; zero: leave the session's
+	// Holder, with Resume, is the number Started or Attached gave the
+	// client's hold on the session: when another client has attached
+	// since, the session was taken over, and the answer is Detached, not
+	// a resume. Zero: not known (the session is taken over as by a new
+	// attach).
+	Holder uint64 `json:"holder,omitempty"`
 	// ReadOnly makes the client a watcher: it gets the screen as it
 	// changes, drawn for its own size (Size, then its Resize frames), sends
 	// no input and never sizes the session. Several may watch a session
 	// besides the one client that drives it.
 	ReadOnly bool `json:"read_only,omitempty"`
+	// Terminal, when set, names the host terminal the client shows the
+	// session on: an opaque token (at most MaxTerminal printable ASCII
+	// bytes) that stays the same for one terminal's life and differs
+	// between terminals. When the terminal of the last client to drive the
+	// session attaches again and the program has written nothing since
+	// that client left, the Restore leaves out the lines scrolled off the
+	// screen: the terminal already holds them.
+	Terminal string `json:"terminal,omitempty"`
 }
+
+// MaxTerminal bounds Attach.Terminal and Exec.Terminal.
+const MaxTerminal = 64
 
 // Validate reports the first problem with a.
 func (a *Attach) Validate() error {
 	if a.Session == "" {
 		return errors.New("attach: no session named")
 	}
-	if len(a.Session) > MaxName || strings.ContainsRune(a.Session, 0) {
+	if len(a.Session) > MaxRef || strings.ContainsRune(a.Session, 0) {
 		return fmt.Errorf("attach: session %q is not a name or an id", a.Session)
+	}
+	if err := validTerminal(a.Terminal); err != nil {
+		return fmt.Errorf("attach: %w", err)
+	}
+	return nil
+}
+
+func validTerminal(t string) error {
+	if len(t) > MaxTerminal {
+		return fmt.Errorf("terminal token of %d bytes, the limit is %d", len(t), MaxTerminal)
+	}
+	for i := 0; i < len(t); i++ {
+		if t[i] <= ' ' || t[i] >= 0x7f {
+			return errors.New("terminal token has a byte that is not printable ASCII")
+		}
 	}
 	return nil
 }
@@ -74,6 +110,7 @@ type Attached struct {
 	Running     bool   `json:"running"`           // false: the program has exited; its kept screen and Exit follow
 	StdinWindow uint32 `json:"stdin_window"`
 	ReadOnly    bool   `json:"read_only,omitempty"` // the client watches
+	Holder      uint64 `json:"holder,omitempty"`    // this client's hold, for a resume (Attach.Holder)
 }
 
 // Detached is the last frame of a connection whose session another client
@@ -91,8 +128,11 @@ const (
 // SessionInfo describes one kept session in a Sessions frame. It never
 // holds the program's arguments or environment, which may hold secrets.
 type SessionInfo struct {
-	ID       string     `json:"id"`
-	Name     string     `json:"name,omitempty"`
+	ID   string `json:"id"`
+	Name string `json:"name,omitempty"`
+	// Owner is the user who started the session, whose names its name
+	// is among: another uid's is OWNER/NAME.
+	Owner    string     `json:"owner,omitempty"`
 	User     string     `json:"user"`
 	Program  string     `json:"program"` // argv[0] only
 	Started  time.Time  `json:"started"`
@@ -101,8 +141,9 @@ type SessionInfo struct {
 	Watchers int        `json:"watchers,omitempty"`
 	Exit     *Exit      `json:"exit,omitempty"`
 	Size     WindowSize `json:"size"`
-	// DetachedSince is when the last client left a running session, or
-	// when the session exited with none attached.
+	// DetachedSince is when the last client left the session: for one
+	// that exited while detached, when it was detached, not when it
+	// exited.
 	DetachedSince *time.Time `json:"detached_since,omitempty"`
 }
 

@@ -125,6 +125,14 @@ type Exec struct {
 	Keep          bool   `json:"keep,omitempty"`
 	Name          string `json:"name,omitempty"`
 	LingerSeconds int64  `json:"linger_seconds,omitempty"`
+	// Terminal names the host terminal the session is shown on, as
+	// Attach.Terminal does.
+	Terminal string `json:"terminal,omitempty"`
+	// AttachExisting (with Keep and Name) attaches to the peer's session
+	// of that name when there is one, as Attach does, answered with
+	// Attached instead of Started, and starts the program otherwise: one
+	// request, so that two of them for one name make one session.
+	AttachExisting bool `json:"attach_existing,omitempty"`
 }
 
 // MaxModes bounds Exec.Modes; RFC 4254 names fewer than 60 modes.
@@ -155,6 +163,9 @@ func (e *Exec) Validate() error {
 			return fmt.Errorf("exec: environment entry %d is not KEY=VALUE", i)
 		}
 	}
+	if err := validTerminal(e.Terminal); err != nil {
+		return fmt.Errorf("exec: %w", err)
+	}
 	if len(e.Modes) > MaxModes {
 		return fmt.Errorf("exec: %d terminal modes, the limit is %d", len(e.Modes), MaxModes)
 	}
@@ -165,6 +176,9 @@ func (e *Exec) Validate() error {
 		if err := ValidName(e.Name); err != nil {
 			return fmt.Errorf("exec: %w", err)
 		}
+	}
+	if e.AttachExisting && (!e.Keep || e.Name == "") {
+		return errors.New("exec: attach_existing needs a kept session with a name to find")
 	}
 	for name, s := range map[string]string{"user": e.User, "dir": e.Dir, "term": e.Term} {
 		if strings.IndexByte(s, 0) >= 0 {
@@ -181,6 +195,9 @@ type Started struct {
 	StdinWindow uint32 `json:"stdin_window"` // stdin bytes the host may have unacknowledged
 	Kept        bool   `json:"kept,omitempty"`
 	Name        string `json:"name,omitempty"`
+	// Holder numbers this client's hold on a kept session, for a resume
+	// (Attach.Holder).
+	Holder uint64 `json:"holder,omitempty"`
 }
 
 // Signal asks the guest to send a signal to the program.

@@ -227,11 +227,33 @@ func TestExecValidate(t *testing.T) {
 		{"user NUL", Exec{Argv: []string{"x"}, User: "no\x00de"}, "user"},
 		{"too much env", Exec{Argv: []string{"x"}, Env: make([]string, MaxEnv+1)}, "environment entries"},
 		{"too many modes", Exec{Argv: []string{"x"}, Modes: manyModes(MaxModes + 1)}, "129 terminal modes"},
+		{"long terminal token", Exec{Argv: []string{"x"}, Terminal: strings.Repeat("t", MaxTerminal+1)}, "65 bytes"},
+		{"terminal token with a control", Exec{Argv: []string{"x"}, Terminal: "t"}, "not printable"},
 	}
 	for _, tt := range tests {
 		err := tt.e.Validate()
 		if err == nil || !strings.Contains(err.Error(), tt.text) {
 			t.Errorf("%s: got %v, want an error naming %q", tt.name, err, tt.text)
+		}
+	}
+}
+
+// TestAttachValidate: an attach names a session, and its terminal token is
+// bounded and printable.
+func TestAttachValidate(t *testing.T) {
+	if err := (&Attach{Session: "s", Terminal: strings.Repeat("0", MaxTerminal)}).Validate(); err != nil {
+		t.Fatalf("valid attach refused: %v", err)
+	}
+	for _, tt := range []struct {
+		a    Attach
+		text string
+	}{
+		{Attach{}, "no session"},
+		{Attach{Session: "s", Terminal: strings.Repeat("t", MaxTerminal+1)}, "65 bytes"},
+		{Attach{Session: "s", Terminal: "a b"}, "not printable"},
+	} {
+		if err := tt.a.Validate(); err == nil || !strings.Contains(err.Error(), tt.text) {
+			t.Errorf("%+v: got %v, want an error naming %q", tt.a, err, tt.text)
 		}
 	}
 }

@@ -1,12 +1,11 @@
 // Package account resolves the user a session runs as from /etc/passwd and
-// /etc/group, without PAM and without a login shell.
+// /etc/group, without PAM, NSS or a login shell.
 package account
 
 import (
 	"errors"
 	"fmt"
 	"os"
-	"os/user"
 	"strconv"
 	"syscall"
 )
@@ -25,69 +24,75 @@ type Account struct {
 // passwd entry.
 var ErrUnknown = errors.New("unknown user")
 
+// System is the machine's own /etc/passwd and /etc/group.
+var System = Files{FS: os.DirFS("/")}
+
+// Lookup resolves spec, a login name or a numeric uid, in System.
+func Lookup(spec string) (*Account, error) { return System.Lookup(spec) }
+
+// ByUID returns uid's own account in System (see Files.ByUID).
+func ByUID(uid uint32) (*Account, error) { return System.ByUID(uid) }
+
+// Current returns the account corkd itself runs as.
+func Current() (*Account, error) {
+	euid := uint32(os.Geteuid())
+	if e := System.userByUID(euid); e != nil {
+		return System.account(e), nil
+	}
+	// No entry: unlike a requested uid's, corkd's own gid is known.
+	gid := uint32(os.Getegid())
+	return &Account{Name: strconv.FormatUint(uint64(euid), 10), UID: euid, GID: gid, Groups: []uint32{gid}, Home: "/", Shell: "/bin/sh"}, nil
+}
+
 // Lookup resolves spec, a login name or a numeric uid.
 //
 // A numeric uid with no passwd entry is allowed, as docker and kubernetes
 // allow it: the account gets gid = uid, no supplementary groups, HOME=/ and
 // the uid as its name. A name with no entry is an error wrapping ErrUnknown.
-func Lookup(spec string) (*Account, error) {
+func (f Files) Lookup(spec string) (*Account, error) {
 	if spec == "" {
 		return nil, fmt.Errorf("%w: empty user name", ErrUnknown)
 	}
-	u, err := user.Lookup(spec)
-	if err != nil {
-		n, perr := strconv.ParseUint(spec, 10, 32)
-		if perr != nil {
-			return nil, fmt.Errorf("%w %q: no such entry in /etc/passwd", ErrUnknown, spec)
-		}
-		u, err = user.LookupId(spec)
-		if err != nil {
-			return &Account{Name: spec, UID: uint32(n), GID: uint32(n), Groups: []uint32{uint32(n)}, Home: "/", Shell: "/bin/sh"}, nil
-		}
+	if e := f.findUser(func(e *passwdEntry) bool { return e.name == spec }); e != nil {
+		return f.account(e), nil
 	}
-	return fromUser(u)
+	n, err := strconv.ParseUint(spec, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("%w %q: no such entry in /etc/passwd", ErrUnknown, spec)
+	}
+	return f.ByUID(uint32(n))
 }
 
-// Current returns the account corkd itself runs as.
-func Current() (*Account, error) {
-	u, err := user.LookupId(strconv.Itoa(os.Geteuid()))
-	if err != nil {
-		uid := uint32(os.Geteuid())
-		gid := uint32(os.Getegid())
-		return &Account{Name: strconv.Itoa(int(uid)), UID: uid, GID: gid, Groups: []uint32{gid}, Home: "/", Shell: "/bin/sh"}, nil
+// ByUID returns uid's own account: its first passwd entry, the one
+// getpwuid(3) gives, whatever other entries share the uid. A uid with no
+// entry gets gid = uid, no supplementary groups, HOME=/ and the uid as its
+// name, as Lookup gives it.
+func (f Files) ByUID(uid uint32) (*Account, error) {
+	if e := f.userByUID(uid); e != nil {
+		return f.account(e), nil
 	}
-	return fromUser(u)
+	name := strconv.FormatUint(uint64(uid), 10)
+	return &Account{Name: name, UID: uid, GID: uid, Groups: []uint32{uid}, Home: "/", Shell: "/bin/sh"}, nil
 }
 
-func fromUser(u *user.User) (*Account, error) {
-	uid, err := strconv.ParseUint(u.Uid, 10, 32)
-	if err != nil {
-		return nil, fmt.Errorf("user %q: bad uid %q", u.Username, u.Uid)
-	}
-	gid, err := strconv.ParseUint(u.Gid, 10, 32)
-	if err != nil {
-		return nil, fmt.Errorf("user %q: bad gid %q", u.Username, u.Gid)
-	}
-	a := &Account{Name: u.Username, UID: uint32(uid), GID: uint32(gid), Home: u.HomeDir, Shell: shellOf(u.Username)}
+// userByUID returns uid's first passwd entry, or nil.
+func (f Files) userByUID(uid uint32) *passwdEntry {
+	return f.findUser(func(e *passwdEntry) bool { return e.uid == uid })
+}
+
+// account is e's account, with the groups /etc/group gives its name.
+func (f Files) account(e *passwdEntry) *Account {
+	a := &Account{Name: e.name, UID: e.uid, GID: e.gid, Home: e.home, Shell: e.shell}
 	if a.Home == "" {
 		a.Home = "/"
 	}
+	if a.Shell == "" {
+		a.Shell = "/bin/sh"
+	}
 	// The supplementary groups must be listed explicitly: an empty list
 	// would drop them, and none at all would keep corkd's (golang/go#15865).
-	ids, err := u.GroupIds()
-	if err != nil {
-		ids = []string{u.Gid}
-	}
-	seen := map[uint32]bool{}
-	for _, s := range append([]string{u.Gid}, ids...) {
-		g, err := strconv.ParseUint(s, 10, 32)
-		if err != nil || seen[uint32(g)] {
-			continue
-		}
-		seen[uint32(g)] = true
-		a.Groups = append(a.Groups, uint32(g))
-	}
-	return a, nil
+	a.Groups = f.groupsOf(e.name, e.gid)
+	return a
 }
 
 // Credential returns the credential that makes a child run as a: set on
@@ -100,10 +105,8 @@ func (a *Account) Credential() *syscall.Credential {
 // TTYGroup returns the gid of group "tty", which owns terminals on most
 // systems, or a's own group when there is no such group.
 func (a *Account) TTYGroup() uint32 {
-	if g, err := user.LookupGroup("tty"); err == nil {
-		if n, err := strconv.ParseUint(g.Gid, 10, 32); err == nil {
-			return uint32(n)
-		}
+	if gid, ok := System.groupID("tty"); ok {
+		return gid
 	}
 	return a.GID
 }

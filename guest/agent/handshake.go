@@ -142,6 +142,9 @@ func (h *handshake) run() (protocol.Type, []byte, bool) {
 	if v >= 2 {
 		caps = append(caps, protocol.CapKeep, protocol.CapCopy, protocol.CapCopyHardlinks)
 	}
+	if v >= 2 && h.srv.cfg.Forward.forwarding() {
+		caps = append(caps, protocol.CapForward)
+	}
 	if err := h.w.WriteJSON(protocol.TypeHello, &protocol.Hello{
 		MinVersion: protocol.MinVersion, MaxVersion: protocol.MaxVersion, Version: v,
 		Capabilities: caps,

@@ -1,13 +1,17 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
+	"os/user"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/corkvm/cork/guest/account"
 	"github.com/corkvm/cork/protocol"
 )
 
@@ -16,66 +20,200 @@ import (
 // and detaches by leaving. A peer reaches only the sessions its uid
 // started, unless it may run as anyone (root, a trusted uid, the host);
 // for the others a session "does not exist", so that its name is not
-// revealed either.
+// revealed either. Names belong to their owner, as tmux's sessions belong
+// to its per-uid socket: each uid has its own, and a peer that may reach
+// another uid's session names it OWNER/NAME (a user name or a uid; a name
+// holds no slash) or by its id.
+
+// DefaultMaxKeptPerUID bounds the kept sessions, running and exited, of
+// one uid that may run sessions only as itself, so that one such uid
+// cannot take every slot of the table. Peers that may run as anyone
+// (root, the host, --allow-uid-as-any) are bounded by the total alone.
+const DefaultMaxKeptPerUID = 8
 
 // keptSessions is the agent's table of kept sessions, running and exited.
 type keptSessions struct {
-	mu   sync.Mutex
-	byID map[string]*session
-	max  int
+	mu        sync.Mutex
+	byID      map[string]*session
+	max       int
+	maxPerUID int
+	// pending holds the sessions being started: each takes its place in
+	// the limits and its name before its program starts.
+	pending map[*reservation]bool
+	// lingered remembers the last sessions forgotten because their
+	// linger ran out, oldest first, so that a request for one says so
+	// rather than "no such session"; at most maxLingered.
+	lingered []lingeredOut
 }
 
-func newKeptSessions(max int) *keptSessions {
-	return &keptSessions{byID: map[string]*session{}, max: max}
+// reservation is a kept session being started.
+type reservation struct {
+	name  string
+	owner Peer
+	done  chan struct{} // closed when the session is in the table, or did not start
 }
 
-// room refuses a new kept session named name: the table is full or the
-// name is taken.
-func (k *keptSessions) room(name string) *protocol.Error {
+// lingeredOut is what corkd remembers of a session whose linger ran out.
+type lingeredOut struct {
+	id, name string
+	owner    Peer
+	linger   time.Duration
+}
+
+// maxLingered bounds the sessions remembered as lingered out.
+const maxLingered = 64
+
+// claimWait bounds how long a create-or-attach waits for a session of its
+// name that another request is starting.
+const claimWait = 10 * time.Second
+
+func newKeptSessions(max, maxPerUID int) *keptSessions {
+	if maxPerUID <= 0 {
+		maxPerUID = DefaultMaxKeptPerUID
+	}
+	return &keptSessions{byID: map[string]*session{}, pending: map[*reservation]bool{}, max: max, maxPerUID: maxPerUID}
+}
+
+// claim reserves room and the name for a new kept session of owner's, or,
+// when orAttach is set and owner has a session of that name, returns it
+// instead (waiting for it when another request is starting it).
+func (k *keptSessions) claim(name string, owner Peer, orAttach bool) (*session, *reservation, *protocol.Error) {
+	deadline := time.Now().Add(claimWait)
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.roomLocked(name)
+	for name != "" {
+		if ss := k.namedLocked(ownerUID(owner), name); ss != nil {
+			if orAttach {
+				return ss, nil, nil
+			}
+			return nil, nil, nameTaken(name)
+		}
+		r := k.startingLocked(ownerUID(owner), name)
+		if r == nil {
+			break
+		}
+		if !orAttach {
+			return nil, nil, nameTaken(name)
+		}
+		k.mu.Unlock()
+		timer := time.NewTimer(time.Until(deadline))
+		select {
+		case <-r.done:
+		case <-timer.C:
+		}
+		timer.Stop()
+		k.mu.Lock()
+		if time.Now().After(deadline) {
+			return nil, nil, &protocol.Error{Kind: protocol.KindBusy, Message: fmt.Sprintf("session %q is still starting", name)}
+		}
+	}
+	if perr := k.limitsLocked(owner); perr != nil {
+		return nil, nil, perr
+	}
+	r := &reservation{name: name, owner: owner, done: make(chan struct{})}
+	k.pending[r] = true
+	return nil, r, nil
 }
 
-func (k *keptSessions) roomLocked(name string) *protocol.Error {
-	if len(k.byID) >= k.max {
+func nameTaken(name string) *protocol.Error {
+	return &protocol.Error{Kind: protocol.KindSession, Message: fmt.Sprintf("you already have a session named %q", name)}
+}
+
+// limitsLocked refuses a new kept session of owner's when the table is
+// full or owner has its most. k.mu is held.
+func (k *keptSessions) limitsLocked(owner Peer) *protocol.Error {
+	if len(k.byID)+len(k.pending) >= k.max {
 		return &protocol.Error{Kind: protocol.KindBusy, Message: fmt.Sprintf(
 			"corkd keeps at most %d sessions; cork rm or cork kill one first", k.max)}
 	}
-	if name == "" {
+	if owner.AsAny {
 		return nil
 	}
+	n := 0
 	for _, ss := range k.byID {
-		if ss.name == name {
-			return &protocol.Error{Kind: protocol.KindSession, Message: fmt.Sprintf("a session named %q already exists", name)}
+		if ss.owner.HasUID && ss.owner.UID == owner.UID {
+			n++
+		}
+	}
+	for r := range k.pending {
+		if r.owner.HasUID && r.owner.UID == owner.UID {
+			n++
+		}
+	}
+	if n >= k.maxPerUID {
+		return &protocol.Error{Kind: protocol.KindBusy, Message: fmt.Sprintf(
+			"corkd keeps at most %d sessions per user (--max-kept-per-uid), and uid %d has %d; cork rm or cork kill one first",
+			k.maxPerUID, owner.UID, n)}
+	}
+	return nil
+}
+
+// startingLocked returns the reservation of owner's session named name
+// being started, if any. k.mu is held.
+func (k *keptSessions) startingLocked(owner uint32, name string) *reservation {
+	for r := range k.pending {
+		if r.name == name && ownerUID(r.owner) == owner {
+			return r
 		}
 	}
 	return nil
 }
 
-func (k *keptSessions) add(ss *session) *protocol.Error {
+// add puts ss, started on reservation r, in the table.
+func (k *keptSessions) add(ss *session, r *reservation) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if perr := k.roomLocked(ss.name); perr != nil {
-		return perr
-	}
+	delete(k.pending, r)
 	k.byID[ss.id] = ss
+	close(r.done)
+}
+
+// release gives up reservation r of a session that did not start; once its
+// session is in the table it does nothing.
+func (k *keptSessions) release(r *reservation) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.pending[r] {
+		delete(k.pending, r)
+		close(r.done)
+	}
+}
+
+// ownerUID is the uid whose names a peer's sessions take: its own, and for
+// the host (vsock, serial, stdio), which no uid identifies, root's.
+func ownerUID(p Peer) uint32 {
+	if p.HasUID {
+		return p.UID
+	}
+	return 0
+}
+
+// namedLocked returns owner's session named name, if any. k.mu is held.
+func (k *keptSessions) namedLocked(owner uint32, name string) *session {
+	for _, ss := range k.byID {
+		if ss.name == name && ownerUID(ss.owner) == owner {
+			return ss
+		}
+	}
 	return nil
 }
 
-// find returns the session ref names (an id, else a name) if peer may
-// reach it.
+// find returns the session ref names if peer may reach it: an id, a name
+// of the peer's own, or OWNER/NAME.
 func (k *keptSessions) find(ref string, peer Peer) *session {
+	owner, name := ownerUID(peer), ref
+	if o, n, ok := strings.Cut(ref, "/"); ok {
+		acct, err := account.Lookup(o)
+		if err != nil {
+			return nil
+		}
+		owner, name = acct.UID, n
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	ss := k.byID[ref]
-	if ss == nil {
-		for _, s := range k.byID {
-			if s.name == ref && s.name != "" {
-				ss = s
-				break
-			}
-		}
+	if ss == nil && name != "" {
+		ss = k.namedLocked(owner, name)
 	}
 	if ss == nil || !mayReach(peer, ss) {
 		return nil
@@ -83,9 +221,32 @@ func (k *keptSessions) find(ref string, peer Peer) *session {
 	return ss
 }
 
+// refFor is how peer names ss: by its name when it is the peer's own,
+// OWNER/NAME when another uid's, by its id when it has no name.
+func (ss *session) refFor(peer Peer) string {
+	switch {
+	case ss.name == "":
+		return ""
+	case ownerUID(ss.owner) == ownerUID(peer):
+		return ss.name
+	}
+	return ss.ownerName + "/" + ss.name
+}
+
+// ownerName is the name of uid's passwd entry, or the uid itself.
+func ownerName(uid uint32) string {
+	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
+		return u.Username
+	}
+	return strconv.FormatUint(uint64(uid), 10)
+}
+
 // mayReach reports whether peer may list, attach to, kill or remove ss.
-func mayReach(peer Peer, ss *session) bool {
-	return peer.AsAny || (peer.HasUID && ss.owner.HasUID && peer.UID == ss.owner.UID)
+func mayReach(peer Peer, ss *session) bool { return mayReachOwner(peer, ss.owner) }
+
+// mayReachOwner reports whether peer may reach the sessions owner starts.
+func mayReachOwner(peer, owner Peer) bool {
+	return peer.AsAny || (peer.HasUID && owner.HasUID && peer.UID == owner.UID)
 }
 
 func (k *keptSessions) remove(ss *session) {
@@ -105,8 +266,36 @@ func (k *keptSessions) exited(ss *session, seen bool) {
 		time.AfterFunc(ss.linger, func() {
 			ss.log.Info("exited session's linger over; forgetting it")
 			k.remove(ss)
+			k.mu.Lock()
+			if len(k.lingered) == maxLingered {
+				k.lingered = append(k.lingered[:0], k.lingered[1:]...)
+			}
+			k.lingered = append(k.lingered, lingeredOut{id: ss.id, name: ss.name, owner: ss.owner, linger: ss.linger})
+			k.mu.Unlock()
 		})
 	}
+}
+
+// missing says why ref names no session peer may reach: it lingered out,
+// when corkd remembers that of a session peer may reach, or there is no
+// such session.
+func (k *keptSessions) missing(ref string, peer Peer) string {
+	owner, name := ownerUID(peer), ref
+	if o, n, ok := strings.Cut(ref, "/"); ok {
+		if acct, err := account.Lookup(o); err == nil {
+			owner, name = acct.UID, n
+		}
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for i := len(k.lingered) - 1; i >= 0; i-- {
+		l := k.lingered[i]
+		named := l.name != "" && l.name == name && ownerUID(l.owner) == owner
+		if (l.id == ref || named) && mayReachOwner(peer, l.owner) {
+			return fmt.Sprintf("session %q lingered out: it exited while detached and was forgotten %s later (--linger)", ref, l.linger)
+		}
+	}
+	return noSuchSession(ref)
 }
 
 func (k *keptSessions) list(peer Peer) []protocol.SessionInfo {
@@ -128,7 +317,7 @@ func (k *keptSessions) list(peer Peer) []protocol.SessionInfo {
 
 // info describes ss for a listing: never its arguments or environment.
 func (ss *session) info() protocol.SessionInfo {
-	in := protocol.SessionInfo{ID: ss.id, Name: ss.name, User: ss.user, Program: path.Base(ss.argv0),
+	in := protocol.SessionInfo{ID: ss.id, Name: ss.name, Owner: ss.ownerName, User: ss.user, Program: path.Base(ss.argv0),
 		Started: ss.started.UTC(), State: protocol.StateRunning, Size: ss.currentSize()}
 	ss.outMu.Lock()
 	defer ss.outMu.Unlock()
@@ -165,7 +354,7 @@ func (s *Server) keptRequest(h *handshake, t protocol.Type, p []byte, peer Peer)
 		}
 		ss := s.kept.find(k.Session, peer)
 		if ss == nil {
-			h.refuse(protocol.KindSession, noSuchSession(k.Session))
+			h.refuse(protocol.KindSession, s.kept.missing(k.Session, peer))
 			return
 		}
 		if k.Signal != "" {
@@ -200,7 +389,7 @@ func (s *Server) keptRequest(h *handshake, t protocol.Type, p []byte, peer Peer)
 		}
 		ss := s.kept.find(rm.Session, peer)
 		if ss == nil {
-			h.refuse(protocol.KindSession, noSuchSession(rm.Session))
+			h.refuse(protocol.KindSession, s.kept.missing(rm.Session, peer))
 			return
 		}
 		select {
@@ -216,6 +405,46 @@ func (s *Server) keptRequest(h *handshake, t protocol.Type, p []byte, peer Peer)
 
 func noSuchSession(ref string) string { return fmt.Sprintf("no such session %q", ref) }
 
+// execKept starts a kept session, or, when the request asks for it
+// (Exec.AttachExisting), attaches to the peer's session of that name if
+// there is one. The name and a place in the table are taken before the
+// program starts, so that of two requests for one name one starts the
+// program and the other finds it.
+func (s *Server) execKept(hs *handshake, req *protocol.Exec, peer Peer) {
+	existing, r, perr := s.kept.claim(req.Name, peer, req.AttachExisting)
+	switch {
+	case perr != nil:
+		hs.refuse(perr.Kind, perr.Message)
+		return
+	case existing != nil:
+		s.attachTo(hs, &protocol.Attach{Session: existing.id, Size: req.Size}, peer)
+		return
+	}
+	defer s.kept.release(r) // unless the session is in the table
+	if !s.admit(hs) {
+		return
+	}
+	id := newSessionID()
+	log := s.log.With("session", id)
+	// Started has the deadline of every write to a kept session's
+	// client: a peer that does not read it holds neither the reservation
+	// nor the session.
+	ss, err := s.start(id, req, peer, protocol.NewWriter(stallWriter{hs.c}), log)
+	if err != nil {
+		s.sessionEnded()
+		var perr *protocol.Error
+		if errors.As(err, &perr) {
+			hs.refuse(perr.Kind, perr.Message)
+		} // else errExitReported: the program could not be executed
+		return
+	}
+	cl := ss.newClient(hs.c, hs.w)
+	ss.attach(cl)
+	s.kept.add(ss, r)
+	ss.begin()
+	ss.serve(cl, hs.r)
+}
+
 // attachTo attaches the connection to a kept session: Attached, then
 // either the output the host missed (a resume) or the screen drawn for the
 // host's terminal (a Restore frame), then the live session; for an exited
@@ -223,71 +452,55 @@ func noSuchSession(ref string) string { return fmt.Sprintf("no such session %q",
 func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 	ss := s.kept.find(a.Session, peer)
 	if ss == nil {
-		h.refuse(protocol.KindSession, noSuchSession(a.Session))
+		h.refuse(protocol.KindSession, s.kept.missing(a.Session, peer))
 		return
 	}
-	log := ss.log
 	ss.outMu.Lock()
-	old, sent, exited := ss.client, ss.sent, ss.exited
+	sent, exited := ss.sent, ss.exited
 	ss.outMu.Unlock()
 	if a.Resume != nil && *a.Resume > sent {
 		h.refuse(protocol.KindRequest, fmt.Sprintf("resume from output byte %d: the session has written only %d", *a.Resume, sent))
 		return
 	}
 	if a.ReadOnly && !exited {
-		s.watch(h, ss, a)
+		s.watch(h, ss, a, peer)
 		return
 	}
 	cl := ss.newClient(h.c, h.w)
-
-	// The client attached now, if any, is told and let go first: a pump
-	// blocked writing to it must not hold the session's output. A bad
-	// request (above) takes nothing over.
-	if old != nil && !a.ReadOnly {
-		log.Info("another client attached; detaching the current one")
-		takeOver(old)
+	cl.terminal = a.Terminal
+	at, restore := ss.join(cl, a, s.cfg.StdinWindow)
+	if at == nil {
+		ss.log.Info("a client taken over tried to resume; told it was taken over")
+		cl.last(protocol.TypeDetached, takenOver)
+		return
 	}
-
-	size := a.Size.Clamped()
-	if !size.Valid() {
-		size = ss.currentSize()
+	at.Name = ss.refFor(peer)
+	// Written by this goroutine without the session's lock, with the
+	// client's deadline; the feed, started after, continues from the
+	// cursor join set, so the output between is not lost.
+	err := cl.w.WriteJSON(protocol.TypeAttached, at)
+	if err == nil && restore != nil {
+		err = cl.w.WriteFrame(protocol.TypeRestore, restore)
 	}
-	ss.outMu.Lock()
-	from, resumed := ss.sent, false
-	if a.Resume != nil && !ss.exited {
-		if _, _, ok := ss.ring.since(*a.Resume); ok {
-			from, resumed = *a.Resume, true
+	if !at.Running {
+		if err == nil {
+			// The client is given the exit: the session is forgotten,
+			// as one that exits while attached is, and before, so
+			// that a client that has the exit finds it gone.
+			ss.log.Info("attached to an exited session; forgetting it", "code", ss.exit.Code)
+			s.kept.remove(ss)
+			cl.last(protocol.TypeExit, &ss.exit)
 		}
+		return
 	}
-	err := h.w.WriteJSON(protocol.TypeAttached, &protocol.Attached{Session: ss.id, Name: ss.name, From: from,
-		Resumed: resumed, Running: !ss.exited, StdinWindow: s.cfg.StdinWindow, ReadOnly: a.ReadOnly})
-	if err == nil {
-		if resumed {
-			err = writeOutput(h.w, ss.ring, from)
-		} else {
-			// The screen as it is now, drawn for this terminal; the live
-			// output continues it, since nothing is written meanwhile.
-			err = h.w.WriteFrame(protocol.TypeRestore, ss.screenNowLocked().Render(int(size.Cols), int(size.Rows)))
-		}
-	}
-	running := !ss.exited
-	if running && err == nil {
-		ss.client = cl
-		ss.attached.Store(true)
-		ss.detachedAt = time.Time{}
-		ss.detachGen++
-	}
-	ss.outMu.Unlock()
 	if err != nil {
+		ss.log.Info("client stopped reading at attach; detaching it", "err", err)
+		ss.cutOff(cl)
 		return
 	}
-	if !running {
-		log.Info("attached to an exited session", "code", ss.exit.Code)
-		cl.last(protocol.TypeExit, &ss.exit)
-		return
-	}
-	log.Info("attached", "resumed", resumed, "from", from)
-	if resumed {
+	go ss.feed(cl)
+	ss.log.Info("attached", "resumed", at.Resumed, "from", at.From)
+	if at.Resumed {
 		ss.resize(a.Size)
 	} else {
 		// What the screen got wrong, the program's own repaint mends.
@@ -296,12 +509,60 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 	ss.serve(cl, h.r)
 }
 
+// takenOver is what a client taken over is told.
+var takenOver = &protocol.Detached{Reason: "another client attached to the session"}
+
+// join makes cl the client of a running session, taking it over from any
+// other, and returns what the client is told first: Attached, and the
+// screen drawn for its terminal unless it resumes. All of it under outMu,
+// which only memory operations take, so that the output after it
+// continues exactly what the client gets. A resume by a client that was
+// taken over gets nothing (nil): a takeover is final.
+func (ss *session) join(cl *client, a *protocol.Attach, window uint32) (*protocol.Attached, []byte) {
+	size := a.Size.Clamped()
+	if !size.Valid() {
+		size = ss.currentSize()
+	}
+	ss.outMu.Lock()
+	defer ss.outMu.Unlock()
+	returning := a.Resume != nil && a.Holder != 0
+	if returning && a.Holder != ss.holder {
+		return nil, nil
+	}
+	from, resumed := ss.sent, false
+	if a.Resume != nil && !ss.exited {
+		if _, _, ok := ss.ring.since(*a.Resume); ok {
+			from, resumed = *a.Resume, true
+		}
+	}
+	at := &protocol.Attached{Session: ss.id, Name: ss.name, From: from, Resumed: resumed,
+		Running: !ss.exited, StdinWindow: window, ReadOnly: a.ReadOnly}
+	var restore []byte
+	if !resumed {
+		// The screen as it is now, drawn for this terminal; the live
+		// output continues it.
+		restore = ss.restoreLocked(a.Terminal, size)
+	}
+	if !ss.exited {
+		if !returning {
+			// A new hold: the client it takes over, should it
+			// resume, is told it was taken over. A client that
+			// resumes keeps its number, though it never heard back
+			// from a resume cut short.
+			ss.holder++
+		}
+		ss.attachLocked(cl, from)
+		at.Holder = ss.holder
+	}
+	return at, restore
+}
+
 // peek answers a Peek with the session's screen; it never sizes the
 // session nor sends it input.
 func (s *Server) peek(h *handshake, pk *protocol.Peek, peer Peer) {
 	ss := s.kept.find(pk.Session, peer)
 	if ss == nil {
-		h.refuse(protocol.KindSession, noSuchSession(pk.Session))
+		h.refuse(protocol.KindSession, s.kept.missing(pk.Session, peer))
 		return
 	}
 	ss.outMu.Lock()
@@ -313,35 +574,4 @@ func (s *Server) peek(h *handshake, pk *protocol.Peek, peer Peer) {
 	h.w.WriteJSON(protocol.TypeSnapshot, &protocol.Snapshot{Session: ss.id, Name: ss.name, Cols: cols, Rows: rows,
 		Lines: scr.Lines(pk.ANSI), CursorCol: col, CursorRow: row, CursorVisible: visible, AltScreen: scr.AltScreen(),
 		Running: running})
-}
-
-// takeOver tells a client that another one took its session over, and lets
-// it go; a client that does not take the news within a second is cut off.
-func takeOver(cl *client) {
-	done := make(chan struct{})
-	go func() {
-		cl.last(protocol.TypeDetached, &protocol.Detached{Reason: "another client attached to the session"})
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(time.Second):
-	}
-	cl.conn.Close()
-	cl.leave()
-}
-
-// writeOutput sends the ring's bytes from number from on as output frames.
-func writeOutput(w *protocol.Writer, r *ring, from uint64) error {
-	a, b, _ := r.since(from)
-	for _, part := range [][]byte{a, b} {
-		for len(part) > 0 {
-			n := min(len(part), dataFrameSize)
-			if err := w.WriteFrame(protocol.TypeStdout, part[:n]); err != nil {
-				return err
-			}
-			part = part[n:]
-		}
-	}
-	return nil
 }

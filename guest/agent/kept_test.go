@@ -217,8 +217,9 @@ func TestAttachTakesOver(t *testing.T) {
 	q.Send(protocol.TypeSignal, &protocol.Signal{Name: "KILL"})
 }
 
-// TestExitWhileDetached: the status and the last output are kept; an
-// attach prints them and ends with the program's status.
+// TestExitWhileDetached: the status and the last output are kept, and
+// the session stays detached since its detach; an attach prints them, ends
+// with the program's status, and the session is forgotten.
 func TestExitWhileDetached(t *testing.T) {
 	srv := newServer(t, agent.Config{})
 	p := dial(t, srv, -1)
@@ -226,6 +227,8 @@ func TestExitWhileDetached(t *testing.T) {
 	readUntil(t, p, "ready")
 	p.Conn.Close()
 	waitFor(t, "the session to be detached", 5*time.Second, func() bool { l := list(t, srv, -1); return len(l) == 1 && !l[0].Attached })
+	detached := *list(t, srv, -1)[0].DetachedSince
+	time.Sleep(10 * time.Millisecond) // so that the exit's time differs from the detach's
 	k := dial(t, srv, -1)
 	k.Send(protocol.TypeKill, &protocol.Kill{Session: "brief", Signal: "TERM"})
 	k.Expect(protocol.TypeDone)
@@ -233,6 +236,9 @@ func TestExitWhileDetached(t *testing.T) {
 		l := list(t, srv, -1)
 		return len(l) == 1 && l[0].State == protocol.StateExited && l[0].Exit != nil && l[0].Exit.Code == 7
 	})
+	if since := *list(t, srv, -1)[0].DetachedSince; !since.Equal(detached) {
+		t.Fatalf("detached since %v after the exit, want %v, when it was detached", since, detached)
+	}
 	r := dial(t, srv, -1)
 	at := attach(t, r, protocol.Attach{Session: "brief"})
 	if at.Running {
@@ -242,12 +248,22 @@ func TestExitWhileDetached(t *testing.T) {
 	if exit.Code != 7 || !strings.Contains(out, "ready") || !strings.Contains(out, "last words") {
 		t.Fatalf("exited session gave %q, %+v", out, exit)
 	}
-	// It stays listed, as exited, until removed.
-	if l := list(t, srv, -1); len(l) != 1 {
-		t.Fatalf("after the attach: %+v", l)
+	// A client saw the exit: the session is forgotten at once.
+	if l := list(t, srv, -1); len(l) != 0 {
+		t.Fatalf("after an attach saw the exit: %+v", l)
 	}
+	// One nobody attached to stays until removed.
+	p = dial(t, srv, -1)
+	p.Exec(keep("unseen", sh(`trap 'exit 3' TERM; echo ready; while :; do sleep 0.05; done`)...))
+	readUntil(t, p, "ready")
+	p.Conn.Close()
+	waitFor(t, "the session to be detached", 5*time.Second, func() bool { l := list(t, srv, -1); return len(l) == 1 && !l[0].Attached })
+	k = dial(t, srv, -1)
+	k.Send(protocol.TypeKill, &protocol.Kill{Session: "unseen", Signal: "TERM"})
+	k.Expect(protocol.TypeDone)
+	waitFor(t, "the session to exit", 5*time.Second, func() bool { l := list(t, srv, -1); return l[0].State == protocol.StateExited })
 	rm := dial(t, srv, -1)
-	rm.Send(protocol.TypeRemove, &protocol.Remove{Session: "brief"})
+	rm.Send(protocol.TypeRemove, &protocol.Remove{Session: "unseen"})
 	rm.Expect(protocol.TypeDone)
 	if l := list(t, srv, -1); len(l) != 0 {
 		t.Fatalf("after rm: %+v", l)
@@ -331,7 +347,7 @@ func TestKeptSessionsBelongToTheirUID(t *testing.T) {
 	}
 	for _, uid := range []int{1001, 1002} {
 		p := dial(t, srv, 0)
-		p.Send(protocol.TypeKill, &protocol.Kill{Session: fmt.Sprintf("of-%d", uid), Signal: "KILL"})
+		p.Send(protocol.TypeKill, &protocol.Kill{Session: fmt.Sprintf("%d/of-%d", uid, uid), Signal: "KILL"})
 		p.Expect(protocol.TypeDone)
 	}
 }
@@ -367,7 +383,7 @@ func TestKeptBadInput(t *testing.T) {
 		kind string
 		text string
 	}{
-		{"duplicate name", protocol.TypeExec, keep("taken", "true"), protocol.KindSession, `a session named "taken" already exists`},
+		{"duplicate name", protocol.TypeExec, keep("taken", "true"), protocol.KindSession, `you already have a session named "taken"`},
 		{"name with a slash", protocol.TypeExec, keep("a/b", "true"), protocol.KindRequest, "slash"},
 		{"name with a NUL", protocol.TypeExec, keep("a\x00b", "true"), protocol.KindRequest, "NUL"},
 		{"name over 64 bytes", protocol.TypeExec, keep(strings.Repeat("n", 65), "true"), protocol.KindRequest, "the limit is 64"},

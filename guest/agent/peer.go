@@ -63,23 +63,29 @@ func peerOf(c io.ReadWriteCloser) Peer {
 }
 
 // confinedAccount resolves the account of a peer that may run sessions only
-// as itself: its own when user is empty, and a refusal naming the flag that
-// would allow more when user is anyone else.
+// as itself: its uid's first passwd entry (getpwuid's), when user is empty,
+// that entry's name or the uid; a refusal naming the flag that would allow
+// more when user is anyone else. Another entry with the same uid is refused
+// too: it can carry other groups (root's, shadow), and a peer must not pick
+// its groups by naming it.
 func confinedAccount(user string, peer Peer) (*account.Account, *protocol.Error) {
-	own, err := account.Lookup(strconv.FormatUint(uint64(peer.UID), 10))
+	uid := strconv.FormatUint(uint64(peer.UID), 10)
+	own, err := account.ByUID(peer.UID)
 	if err != nil {
 		return nil, &protocol.Error{Kind: protocol.KindUser, Message: err.Error()}
 	}
-	if user == "" {
+	if user == "" || user == own.Name || user == uid {
 		return own, nil
 	}
-	acct, err := account.Lookup(user)
-	if err == nil && acct.UID == peer.UID {
-		return acct, nil
-	}
-	who := fmt.Sprint(peer.UID)
+	who := uid
 	if own.Name != who {
 		who += " (" + own.Name + ")"
+	}
+	if acct, err := account.Lookup(user); err == nil && acct.UID == peer.UID {
+		return nil, &protocol.Error{Kind: protocol.KindUser, Message: fmt.Sprintf(
+			"uid %s may run sessions only as its own passwd entry %q, not as user %q, another entry for the same uid "+
+				"(with its own groups): corkd admits it with --allow-uid; --allow-uid-as-any %d would let it run as any user",
+			who, own.Name, user, peer.UID)}
 	}
 	return nil, &protocol.Error{Kind: protocol.KindUser, Message: fmt.Sprintf(
 		"uid %s may run sessions only as itself, not as user %q: corkd admits it with --allow-uid; "+

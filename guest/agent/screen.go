@@ -169,3 +169,16 @@ func (ss *session) screenNowLocked() *screen.Screen {
 	ss.screen.catchUp(backlog, end, lost)
 	return ss.screen.scr
 }
+
+// restoreLocked draws the screen for a terminal of size that attaches. The
+// lines scrolled off go with it unless the terminal is the one the last
+// client showed the session on and nothing was written since it left:
+// that terminal holds them, and each attach would copy them into its
+// history again. outMu is held.
+func (ss *session) restoreLocked(terminal string, size protocol.WindowSize) []byte {
+	scr := ss.screenNowLocked()
+	if terminal != "" && terminal == ss.leftTerminal && ss.sent == ss.leftAt {
+		return scr.RenderScreen(int(size.Cols), int(size.Rows))
+	}
+	return scr.Render(int(size.Cols), int(size.Rows))
+}

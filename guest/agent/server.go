@@ -74,6 +74,9 @@ type Config struct {
 	MaxKept    int
 	KeepBuffer int
 	Linger     time.Duration
+	// MaxKeptPerUID limits the kept sessions of each uid that may run
+	// sessions only as itself (DefaultMaxKeptPerUID when zero).
+	MaxKeptPerUID int
 	// ScreenScrollback is how many lines scrolled off a kept session's
 	// screen it keeps, for an attach to show.
 	ScreenScrollback int
@@ -85,6 +88,8 @@ type Config struct {
 	// kept sessions are relayed. corkd serve --stdio dies with its
 	// connection, so it hands them to a long-lived corkd in the guest.
 	KeptVia func() (io.ReadWriteCloser, error)
+	// Forward holds what corkd forwards and its limits (forward.go).
+	Forward ForwardConfig
 }
 
 // Defaults for Config.
@@ -137,6 +142,8 @@ type Server struct {
 	// freeMemory returns memory to the system once no session has run
 	// for cfg.FreeMemoryAfter.
 	freeMemory *time.Timer
+	// streamsPerUID counts forwarded streams by the uid they run as.
+	streamsPerUID uidStreams
 }
 
 // New returns a Server with cfg's limits.
@@ -164,6 +171,7 @@ func New(cfg Config) *Server {
 	setDefault(&cfg.KeepBuffer, DefaultKeepBuffer)
 	setDefault(&cfg.Linger, DefaultLinger)
 	setDefault(&cfg.ScreenScrollback, DefaultScreenScrollback)
+	cfg.Forward.setDefaults()
 	if cfg.ScreenScrollback < 0 {
 		cfg.ScreenScrollback = 0
 	}
@@ -174,7 +182,7 @@ func New(cfg Config) *Server {
 	if err != nil {
 		cfg.Logger.Warn("cannot resolve own account", "err", err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, self: self, kept: newKeptSessions(cfg.MaxKept),
+	s := &Server{cfg: cfg, log: cfg.Logger, self: self, kept: newKeptSessions(cfg.MaxKept, cfg.MaxKeptPerUID),
 		conns: newConns(&cfg), sessions: map[*session]bool{}}
 	s.freeMemory = time.AfterFunc(time.Duration(math.MaxInt64), func() {
 		if s.active.Load() == 0 {
@@ -409,8 +417,14 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 			return
 		}
 		s.copyRequest(hs, t, p, peer)
+	case protocol.TypeForward:
+		if hs.version < 2 {
+			hs.refuse(protocol.KindProtocol, "forward needs protocol version 2; this connection speaks version 1")
+			return
+		}
+		s.forwardRequest(hs, p, peer)
 	default:
-		hs.refuse(protocol.KindProtocol, fmt.Sprintf("expected exec, attach, list, peek, kill, remove, copy-in or copy-out, got %s", t))
+		hs.refuse(protocol.KindProtocol, fmt.Sprintf("expected exec, attach, list, peek, kill, remove, copy-in, copy-out or forward, got %s", t))
 	}
 }
 
@@ -418,20 +432,10 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 // connection until the program ends or the connection does.
 func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 	if req.Keep {
-		if perr := s.kept.room(req.Name); perr != nil {
-			hs.refuse(perr.Kind, perr.Message)
-			return
-		}
+		s.execKept(hs, req, peer)
+		return
 	}
-	ss, cl, kerr := s.startSession(hs, req, peer)
-	switch {
-	case ss == nil:
-	case kerr != nil:
-		// Another request took the name between the check and now.
-		ss.detach(cl)
-		cl.last(protocol.TypeError, kerr)
-		ss.hangup()
-	default:
+	if ss, cl := s.startSession(hs, req, peer); ss != nil {
 		ss.serve(cl, hs.r)
 	}
 }
@@ -443,15 +447,13 @@ var testHookTracking func(pid int)
 
 // startSession admits the request, starts its program and tracks the
 // session for Shutdown. It returns a nil session when the request was
-// refused, and for a kept session, the refusal that keeping it met.
-func (s *Server) startSession(hs *handshake, req *protocol.Exec, peer Peer) (*session, *client, *protocol.Error) {
-	if !hs.admittedToStart() {
-		return nil, nil, nil
+// refused.
+func (s *Server) startSession(hs *handshake, req *protocol.Exec, peer Peer) (*session, *client) {
+	started, ok := s.admitToStart(hs)
+	if !ok {
+		return nil, nil
 	}
-	defer s.conns.started()
-	if !s.countIn(hs) {
-		return nil, nil, nil
-	}
+	defer started(nil) // when the program did not start
 	id := newSessionID()
 	ss, err := s.start(id, req, peer, hs.w, s.log.With("session", id))
 	if err != nil {
@@ -460,22 +462,46 @@ func (s *Server) startSession(hs *handshake, req *protocol.Exec, peer Peer) (*se
 		if errors.As(err, &perr) {
 			hs.refuse(perr.Kind, perr.Message)
 		} // else errExitReported: the program could not be executed
-		return nil, nil, nil
+		return nil, nil
 	}
 	cl := ss.newClient(hs.c, hs.w)
+	cl.terminal = req.Terminal
 	ss.attach(cl)
-	var kerr *protocol.Error
-	if req.Keep {
-		kerr = s.kept.add(ss) // before begin: a session that ends at once is found kept
-	}
 	ss.begin()
-	if testHookTracking != nil {
-		testHookTracking(ss.cmd.Process.Pid)
+	started(ss)
+	return ss, cl
+}
+
+// admitToStart admits a request that starts a session and counts the
+// session in (countIn). Until started is called, with the session once
+// it has begun or with nil when none started, Shutdown waits for it: a
+// session that began after Shutdown listed the running ones would escape
+// the hang-up. Calls after the first do nothing.
+func (s *Server) admitToStart(hs *handshake) (started func(*session), ok bool) {
+	if !hs.admittedToStart() {
+		return nil, false
 	}
-	// The session's count of its uid's sessions ends with the session,
-	// after its program is gone, whatever happens to the connection.
-	s.track(ss, s.conns.giveSession(hs.entry))
-	return ss, cl, kerr
+	var once sync.Once
+	started = func(ss *session) {
+		once.Do(func() {
+			defer s.conns.started()
+			if ss == nil {
+				return
+			}
+			if testHookTracking != nil {
+				testHookTracking(ss.cmd.Process.Pid)
+			}
+			// The count of the session's uid ends with the session,
+			// after its program is gone, whatever becomes of the
+			// connection.
+			s.track(ss, s.conns.giveSession(hs.entry))
+		})
+	}
+	if !s.countIn(hs) {
+		started(nil)
+		return nil, false
+	}
+	return started, true
 }
 
 // admit admits a copy, or another request that is no session, and counts

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
@@ -24,16 +25,19 @@ const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // kept session outlives its clients: output goes on being read into a ring
 // while none is attached, and a later client attaches to it.
 type session struct {
-	srv     *Server
-	log     *slog.Logger
-	id      string
-	name    string
-	argv0   string
-	user    string
-	owner   Peer
-	started time.Time
-	keep    bool
-	linger  time.Duration // kept: hang up after this long detached; 0: never
+	srv   *Server
+	log   *slog.Logger
+	id    string
+	name  string
+	argv0 string
+	user  string
+	owner Peer
+	// ownerName names the uid whose names the session's takes
+	// (ownerUID), for ls and OWNER/NAME.
+	ownerName string
+	started   time.Time
+	keep      bool
+	linger    time.Duration // kept: hang up after this long detached; 0: never
 
 	cmd    *exec.Cmd
 	master *os.File       // the PTY master; nil for a pipe session
@@ -43,7 +47,9 @@ type session struct {
 
 	// outMu orders output: the ring, the count and the client change
 	// together, so that a client attaching mid-stream gets every byte
-	// once. A pump holds it while it writes a frame to the client.
+	// once. A plain session's pump holds it while it writes a frame to
+	// its one client; a kept session's is held only for memory
+	// operations, and each client's feed writes without it.
 	outMu    sync.Mutex
 	client   *client // nil while detached
 	ring     *ring   // kept sessions: the last output
@@ -57,7 +63,13 @@ type session struct {
 	screen     *sessionScreen // kept sessions: the screen, for attach, watchers and peek
 	exited     bool           // the program has exited and its output was read
 	detachedAt time.Time
-	detachGen  int // counts detaches, so that a stale linger timer does nothing
+	detachGen  int    // counts detaches, so that a stale linger timer does nothing
+	holder     uint64 // counts the clients that held the session: the latest's hold (Attach.Holder)
+	// The host terminal of the last client that left, and the output
+	// written when it left: that terminal holds the session's history up
+	// to there (an attach from it leaves the scrollback out).
+	leftTerminal string
+	leftAt       uint64
 
 	// sizeMu orders the terminal's sizes; never held with outMu, so that a
 	// resize never waits behind output.
@@ -80,11 +92,38 @@ type client struct {
 
 	lastMu sync.Mutex
 	ended  bool // the client was sent its last frame
+
+	terminal string // the host terminal it shows the session on, if it said
+	// A kept session's client is a cursor into the session's output,
+	// which its feed copies to the connection; outMu guards these.
+	next uint64        // the number of the next output byte it gets
+	end  *ending       // set when its part ends: after its output, or at once
+	wake chan struct{} // output came, or its end did
+}
+
+// ending is the last frame a kept session's client gets.
+type ending struct {
+	t      protocol.Type
+	v      any
+	atOnce bool // without the output it has yet to get: it was taken over
 }
 
 func (ss *session) newClient(conn io.ReadWriteCloser, w *protocol.Writer) *client {
-	return &client{conn: conn, w: w, gone: make(chan struct{}),
+	if ss.keep {
+		// Every write to a kept session's client has a deadline: one
+		// that stops reading is detached, never waited for.
+		w = protocol.NewWriter(stallWriter{conn})
+	}
+	return &client{conn: conn, w: w, gone: make(chan struct{}), wake: make(chan struct{}, 1),
 		in: newInputQueue(int(ss.srv.cfg.StdinWindow), ss.stdin, ss.wanted, !ss.keep)}
+}
+
+// nudge tells the client's feed that there is more for it; it never waits.
+func (cl *client) nudge() {
+	select {
+	case cl.wake <- struct{}{}:
+	default:
+	}
 }
 
 // leave ends the client's part: its frame loop returns.
@@ -155,13 +194,8 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 		reaped: make(chan struct{}), done: make(chan struct{})}
 	if req.Keep {
 		ss.ring = newRing(s.cfg.KeepBuffer)
-		ss.linger = s.cfg.Linger
-		switch {
-		case req.LingerSeconds < 0:
-			ss.linger = 0
-		case req.LingerSeconds > 0:
-			ss.linger = time.Duration(req.LingerSeconds) * time.Second
-		}
+		ss.ownerName = ownerName(ownerUID(peer))
+		ss.linger = keptLinger(req.LingerSeconds, s.cfg.Linger)
 	}
 	var stdin io.WriteCloser
 	var err error
@@ -179,12 +213,31 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 	}
 	ss.stdin = stdin
 	log.Info("started", "argv0", req.Argv[0], "pid", cmd.Process.Pid, "uid", acct.UID, "tty", req.TTY, "kept", req.Keep)
-	if err := w.WriteJSON(protocol.TypeStarted, &protocol.Started{
-		Session: id, PID: cmd.Process.Pid, StdinWindow: s.cfg.StdinWindow, Kept: req.Keep, Name: req.Name,
-	}); err != nil {
+	st := &protocol.Started{Session: id, PID: cmd.Process.Pid, StdinWindow: s.cfg.StdinWindow, Kept: req.Keep, Name: req.Name}
+	if req.Keep {
+		st.Holder = 1 // the first attach's, which this client's is
+	}
+	if err := w.WriteJSON(protocol.TypeStarted, st); err != nil {
 		log.Warn("host gone before the session started", "err", err)
 	}
 	return ss, nil
+}
+
+// keptLinger is a kept session's linger: what the request asks for
+// (seconds; negative: forever; zero: corkd's), but never more than corkd's
+// own, which a client cannot exceed (zero: forever).
+func keptLinger(asked int64, most time.Duration) time.Duration {
+	want := most
+	switch {
+	case asked < 0:
+		want = 0
+	case asked > 0:
+		want = time.Duration(min(asked, math.MaxInt64/int64(time.Second))) * time.Second
+	}
+	if most > 0 && (want == 0 || want > most) {
+		return most
+	}
+	return want
 }
 
 // startPipes starts the program with its stdin, stdout and stderr on pipes.
@@ -299,12 +352,11 @@ func (ss *session) deliver(frame []byte) {
 		return
 	}
 	if ss.keep {
-		// A client that stops reading would stall the program: after a
-		// while it is detached instead (EternalTerminal#731 froze
-		// Claude Code on writes that blocked).
-		if d, ok := cl.conn.(interface{ SetWriteDeadline(time.Time) error }); ok {
-			d.SetWriteDeadline(time.Now().Add(clientStall))
-		}
+		// The client's feed copies the output from the ring: the program
+		// never waits on a client (EternalTerminal#731 froze Claude Code
+		// on writes that blocked).
+		cl.nudge()
+		return
 	}
 	if err := cl.w.WriteFramed(frame); err != nil {
 		ss.dropLocked(cl)
@@ -315,9 +367,24 @@ func (ss *session) deliver(frame []byte) {
 	}
 }
 
-// clientStall is how long a kept session's output waits on a client that
-// does not read before the client is detached.
-const clientStall = 10 * time.Second
+// clientStall is how long a write to a kept session's client may wait on
+// a client that does not read before the client is detached: 10 s
+// (tests shorten it).
+var clientStall atomic.Int64
+
+func init() { clientStall.Store(int64(10 * time.Second)) }
+
+// stallWriter gives each write to a client its own deadline, clientStall
+// from its start, so that no write waits longer on a client that stopped
+// reading, and an old deadline never fails a later write.
+type stallWriter struct{ conn io.ReadWriteCloser }
+
+func (s stallWriter) Write(p []byte) (int, error) {
+	if d, ok := s.conn.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		d.SetWriteDeadline(time.Now().Add(time.Duration(clientStall.Load())))
+	}
+	return s.conn.Write(p)
+}
 
 // finish ends the session once the program has exited and its output is
 // drained: the attached client gets Exit; a kept session with no client
@@ -328,7 +395,7 @@ func (ss *session) finish() {
 	cl := ss.client
 	ss.client = nil
 	ss.attached.Store(false)
-	if cl == nil {
+	if cl == nil && ss.detachedAt.IsZero() {
 		ss.detachedAt = time.Now()
 	}
 	watchers := ss.watchers
@@ -339,7 +406,7 @@ func (ss *session) finish() {
 	}
 	ss.outMu.Unlock()
 	ss.log.Info("exited", "code", ss.exit.Code, "signal", ss.exit.Signal)
-	if cl != nil {
+	if cl != nil && !ss.keep {
 		cl.last(protocol.TypeExit, &ss.exit)
 		cl.leave()
 	}
@@ -356,22 +423,44 @@ func (ss *session) finish() {
 	if ss.keep {
 		ss.srv.kept.exited(ss, cl != nil)
 	}
+	if cl != nil && ss.keep {
+		// Its feed sends the output it has yet to get, then the exit:
+		// last, so that a client that has the exit finds the session
+		// where the exit leaves it.
+		ss.outMu.Lock()
+		cl.end = &ending{t: protocol.TypeExit, v: &ss.exit}
+		cl.nudge()
+		ss.outMu.Unlock()
+	}
 	ss.srv.sessionEnded()
 }
 
-// attach makes cl the session's client, taking it over from another one.
-// It returns false when the program has already exited.
-func (ss *session) attach(cl *client) bool {
+// attach makes cl the first client of a session that has just started.
+func (ss *session) attach(cl *client) {
 	ss.outMu.Lock()
-	defer ss.outMu.Unlock()
-	if ss.exited {
-		return false
+	ss.holder = 1 // as Started says
+	ss.attachLocked(cl, ss.sent)
+	ss.outMu.Unlock()
+	if ss.keep {
+		go ss.feed(cl)
+	}
+}
+
+// attachLocked makes cl the session's client from output byte from on,
+// taking the session over from the client attached, if any, which is told
+// so and let go. outMu is held: of two attaches at once, one takes the
+// session over from the other.
+func (ss *session) attachLocked(cl *client, from uint64) {
+	if old := ss.client; old != nil && old != cl {
+		ss.log.Info("another client attached; detaching the current one")
+		old.end = &ending{t: protocol.TypeDetached, v: takenOver, atOnce: true}
+		old.nudge()
 	}
 	ss.client = cl
+	cl.next = from
 	ss.attached.Store(true)
 	ss.detachedAt = time.Time{}
 	ss.detachGen++
-	return true
 }
 
 // dropLocked forgets cl as the session's client; a kept session starts its
@@ -382,6 +471,7 @@ func (ss *session) dropLocked(cl *client) {
 	}
 	ss.client = nil
 	ss.attached.Store(false)
+	ss.leftTerminal, ss.leftAt = cl.terminal, cl.next // what its terminal was given
 	if !ss.keep || ss.exited {
 		return
 	}

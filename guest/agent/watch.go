@@ -62,7 +62,7 @@ func (w *watcher) end(exit *protocol.Exit) {
 }
 
 // watch serves a watcher until it leaves or the session ends.
-func (s *Server) watch(h *handshake, ss *session, a *protocol.Attach) {
+func (s *Server) watch(h *handshake, ss *session, a *protocol.Attach, peer Peer) {
 	ss.outMu.Lock()
 	if len(ss.watchers) >= MaxWatchers {
 		ss.outMu.Unlock()
@@ -73,16 +73,22 @@ func (s *Server) watch(h *handshake, ss *session, a *protocol.Attach) {
 	if !size.Valid() {
 		size = ss.currentSize()
 	}
-	w := &watcher{ss: ss, conn: h.c, w: h.w, size: size, resized: make(chan struct{}, 1), gone: make(chan struct{})}
+	// Its writes have a deadline, as a client's: a watcher that stops
+	// reading is let go.
+	w := &watcher{ss: ss, conn: h.c, w: protocol.NewWriter(stallWriter{h.c}), size: size,
+		resized: make(chan struct{}, 1), gone: make(chan struct{})}
 	ss.watchers[w] = true
 	ss.watched.Add(1)
-	err := h.w.WriteJSON(protocol.TypeAttached, &protocol.Attached{Session: ss.id, Name: ss.name, From: ss.sent,
-		Running: true, ReadOnly: true})
-	if err == nil {
-		err = h.w.WriteFrame(protocol.TypeRestore, ss.screenNowLocked().Render(int(size.Cols), int(size.Rows)))
-	}
+	at := &protocol.Attached{Session: ss.id, Name: ss.refFor(peer), From: ss.sent, Running: true, ReadOnly: true}
+	restore := ss.screenNowLocked().Render(int(size.Cols), int(size.Rows))
 	drawn := ss.sent
 	ss.outMu.Unlock()
+	// Written without the session's lock, which the program's output
+	// takes.
+	err := w.w.WriteJSON(protocol.TypeAttached, at)
+	if err == nil {
+		err = w.w.WriteFrame(protocol.TypeRestore, restore)
+	}
 	defer func() {
 		ss.outMu.Lock()
 		if ss.watchers[w] {

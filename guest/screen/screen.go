@@ -242,15 +242,19 @@ func (s *Screen) AltScreen() bool {
 // colours and styles, the cursor, and the input modes. A terminal smaller
 // than the screen shows the part with the cursor in it; a larger one, the
 // screen and blank space.
-func (s *Screen) Render(cols, rows int) []byte { return s.render(cols, rows, false) }
+func (s *Screen) Render(cols, rows int) []byte { return s.render(cols, rows, false, true) }
+
+// RenderScreen is Render without the lines scrolled off the screen, for a
+// terminal that holds them already.
+func (s *Screen) RenderScreen(cols, rows int) []byte { return s.render(cols, rows, false, false) }
 
 // Repaint is Render for a terminal that shows an earlier Render or Repaint
 // of this screen: it draws over it, line by line, without clearing first,
 // so that a watcher's view does not flicker, and leaves its modes alone.
 // Terminals that know synchronized output (mode 2026) show it at once.
-func (s *Screen) Repaint(cols, rows int) []byte { return s.render(cols, rows, true) }
+func (s *Screen) Repaint(cols, rows int) []byte { return s.render(cols, rows, true, false) }
 
-func (s *Screen) render(cols, rows int, repaint bool) []byte {
+func (s *Screen) render(cols, rows int, repaint, history bool) []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var b bytes.Buffer
@@ -264,7 +268,7 @@ func (s *Screen) render(cols, rows int, repaint bool) []byte {
 		}
 		b.WriteString("\x1b[H\x1b[2J")
 	}
-	if !repaint && !m.altScreen && s.emu.ScrollbackLen() > 0 {
+	if history && !m.altScreen && s.emu.ScrollbackLen() > 0 {
 		for y := -s.emu.ScrollbackLen(); y < 0; y++ {
 			b.WriteString(s.line(y, cols).Render())
 			b.WriteString("\r\n")

@@ -70,8 +70,13 @@ type baker struct {
 	progress *progress
 	created  time.Time
 	agents   map[string]*agentBlob
-	images   []*platformImage
 	dropped  int // attestation manifests left out
+	// What an OCI input's indexes became, by media type and digest, so
+	// that each distinct image is baked once, and the work done so far.
+	baked       map[string]bakedRef
+	descriptors int
+	imagesBaked int
+	images      []*platformImage // for a docker output: its one image
 }
 
 // agentBlob is the layer holding one architecture's corkd.
@@ -95,28 +100,20 @@ func Bake(ctx context.Context, in, out string, opts Options) (err error) {
 	if opts.Agent == nil {
 		return errors.New("no corkd binaries to bake")
 	}
-	b := &baker{ctx: ctx, opts: opts, label: in, agents: map[string]*agentBlob{},
-		files: &inputFiles{blobs: map[string]*blob{}, links: map[string]string{}}, created: opts.Created}
+	b := &baker{ctx: ctx, opts: opts, label: in, agents: map[string]*agentBlob{}, baked: map[string]bakedRef{},
+		files: &inputFiles{blobs: map[string]*blob{}, links: map[string]string{}, declared: map[string]int64{}}, created: opts.Created}
 	if b.created.IsZero() {
 		b.created = time.Now()
 	}
-	var inDir bool
 	if in == "-" {
 		b.label = "stdin"
 		if opts.Stdin == nil {
 			return errors.New("no stdin to read the image from")
 		}
-	} else {
-		st, err := os.Stat(in)
-		if err != nil {
-			return fmt.Errorf("input: %w", err)
-		}
-		inDir = st.IsDir()
-		if inDir {
-			if _, err := os.Stat(filepath.Join(in, "oci-layout")); err != nil {
-				return fmt.Errorf("%s: a directory without an oci-layout file is not an OCI image layout", in)
-			}
-		}
+	}
+	in, inDir, err := resolveInput(in)
+	if err != nil {
+		return err
 	}
 	format := opts.Format
 	if format == "" && inDir {
@@ -138,20 +135,7 @@ func Bake(ctx context.Context, in, out string, opts Options) (err error) {
 	b.progress = newProgress(opts.Progress)
 	defer b.progress.stop()
 
-	rd := &reader{ctx: ctx, label: b.label, files: b.files, out: o, progress: b.progress, spoolIn: o.spoolDir}
-	switch {
-	case in == "-":
-		err = rd.readTar(interruptible(ctx, opts.Stdin))
-	case inDir:
-		err = rd.readDir(in)
-	default:
-		var f *os.File
-		if f, err = os.Open(in); err == nil {
-			err = rd.readTar(f)
-			f.Close()
-		}
-	}
-	if err != nil {
+	if err := b.readInput(in, inDir); err != nil {
 		return b.interrupted(err)
 	}
 
@@ -179,7 +163,53 @@ func Bake(ctx context.Context, in, out string, opts Options) (err error) {
 		b.note("dropped %d attestation manifest(s): they describe the image before the bake", b.dropped)
 	}
 	b.progress.stop()
-	return b.interrupted(o.commit())
+	// A signal that came while the image was being written stops the
+	// bake here at the latest: the output is not committed after it.
+	if err := ctx.Err(); err != nil {
+		return b.interrupted(err)
+	}
+	return b.interrupted(o.commit(ctx))
+}
+
+// resolveInput checks the input path, and says whether it is an OCI
+// layout directory.
+func resolveInput(in string) (string, bool, error) {
+	if in == "-" {
+		return in, false, nil
+	}
+	st, err := os.Stat(in)
+	if err != nil {
+		return "", false, fmt.Errorf("input: %w", err)
+	}
+	if !st.IsDir() {
+		return in, false, nil
+	}
+	// A walk does not enter a root that is a symlink: start it from where
+	// the link leads.
+	if real, err := filepath.EvalSymlinks(in); err == nil {
+		in = real
+	}
+	if _, err := os.Stat(filepath.Join(in, "oci-layout")); err != nil {
+		return "", false, fmt.Errorf("%s: a directory without an oci-layout file is not an OCI image layout", in)
+	}
+	return in, true, nil
+}
+
+// readInput reads every file of the input, once.
+func (b *baker) readInput(in string, inDir bool) error {
+	rd := &reader{ctx: b.ctx, label: b.label, files: b.files, out: b.out, progress: b.progress, spoolIn: b.out.spoolDir}
+	switch {
+	case in == "-":
+		return rd.readTar(interruptible(b.ctx, b.opts.Stdin))
+	case inDir:
+		return rd.readDir(in)
+	}
+	f, err := os.Open(in)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return rd.readTar(f)
 }
 
 // interruptible reads r in a goroutine of its own, so that cancelling ctx

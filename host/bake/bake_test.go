@@ -33,6 +33,9 @@ var agents = map[string]string{}
 const testVersion = "v9.8.7-test"
 
 func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		runChild()
+	}
 	dir, err := os.MkdirTemp("", "bake-test")
 	if err != nil {
 		panic(err)

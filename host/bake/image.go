@@ -47,6 +47,9 @@ func (b *baker) bakeDocker() error {
 	if err := b.decode(mf, &entries); err != nil {
 		return err
 	}
+	if err := b.countDescriptors(mf, len(entries)); err != nil {
+		return err
+	}
 	if len(entries) != 1 {
 		return fmt.Errorf("%s holds %d images; bake takes one (docker save one image)", b.label, len(entries))
 	}
@@ -69,19 +72,25 @@ func (b *baker) bakeDocker() error {
 	if len(cfg.rootfs.DiffIDs) != len(e.Layers) {
 		return fmt.Errorf("%s is inconsistent: %d layers, but its config lists %d", b.label, len(e.Layers), len(cfg.rootfs.DiffIDs))
 	}
+	if err := b.countDescriptors(mf, len(e.Layers)); err != nil {
+		return err
+	}
 	var layers []layerRef
 	for i, name := range e.Layers {
+		if err := b.ctx.Err(); err != nil {
+			return err
+		}
 		lb := b.files.lookup(name)
 		if lb == nil {
 			return fmt.Errorf("%s is incomplete: manifest.json names layer %s, which is not in it", b.label, name)
 		}
-		// A layer's diff id is the digest of its uncompressed tar. A
-		// compressed layer named by its digest was checked by its name.
-		got := lb.digest
-		if lb.compression != "" {
-			got = lb.diffID
+		// A layer's diff id is the digest of its uncompressed tar, and
+		// the only digest a docker archive gives for it.
+		got, err := b.diffID(lb)
+		if err != nil {
+			return err
 		}
-		if got != (v1.Hash{}) && got != cfg.rootfs.DiffIDs[i] {
+		if got != cfg.rootfs.DiffIDs[i] {
 			return fmt.Errorf("%s is corrupt: layer %s hashes to %s, its config says %s", b.label, name, got, cfg.rootfs.DiffIDs[i])
 		}
 		layers = append(layers, layerRef{blob: lb, desc: v1.Descriptor{
@@ -100,32 +109,6 @@ func (b *baker) bakeDocker() error {
 	return b.finish([]*platformImage{img}, e.RepoTags, []v1.Descriptor{{Annotations: ann}})
 }
 
-// bakeOCI reads an OCI layout's index and bakes every image it names.
-func (b *baker) bakeOCI() error {
-	var index v1.IndexManifest
-	if err := b.decode(b.files.lookup("index.json"), &index); err != nil {
-		return err
-	}
-	var descs []v1.Descriptor
-	var tags []string
-	for _, d := range index.Manifests {
-		nd, keep, err := b.bakeDescriptor(d)
-		if err != nil {
-			return err
-		}
-		if keep {
-			descs = append(descs, nd)
-		}
-		if tag := dockerTag(d.Annotations); tag != "" {
-			tags = append(tags, tag)
-		}
-	}
-	if len(descs) == 0 {
-		return fmt.Errorf("%s names no image", b.label)
-	}
-	return b.finish(b.images, tags, descs)
-}
-
 // dockerTag is the docker tag an OCI descriptor's annotations name: the
 // image's full name, as containerd records it or podman writes it as the
 // ref name. A ref name that is only a tag ("1.0") names no repository.
@@ -140,108 +123,58 @@ func dockerTag(ann map[string]string) string {
 	return ""
 }
 
-// bakeDescriptor bakes the image or index d names, and returns the
-// descriptor of the baked one, or false for an attestation it drops.
-func (b *baker) bakeDescriptor(d v1.Descriptor) (v1.Descriptor, bool, error) {
-	if d.Annotations[referenceTypeAnnotation] == attestationManifest {
-		b.dropped++
-		return v1.Descriptor{}, false, nil
-	}
-	bl, err := b.blobFor(d)
-	if err != nil {
-		return v1.Descriptor{}, false, err
-	}
-	switch d.MediaType {
-	case types.OCIImageIndex, types.DockerManifestList:
-		var idx v1.IndexManifest
-		if err := b.decode(bl, &idx); err != nil {
-			return v1.Descriptor{}, false, err
-		}
-		// Refuse a platform cork has no agent for before baking any.
-		for _, c := range idx.Manifests {
-			if c.Platform != nil && c.Annotations[referenceTypeAnnotation] != attestationManifest && !supported(c.Platform.OS, c.Platform.Architecture) {
-				return v1.Descriptor{}, false, unsupported(b.label, c.Platform.String())
-			}
-		}
-		var kept []v1.Descriptor
-		for _, c := range idx.Manifests {
-			nc, keep, err := b.bakeDescriptor(c)
-			if err != nil {
-				return v1.Descriptor{}, false, err
-			}
-			if keep {
-				kept = append(kept, nc)
-			}
-		}
-		if b.out.format == Docker {
-			return d, true, nil // docker tarballs hold no indexes
-		}
-		idx.Manifests = kept
-		idx.MediaType = types.OCIImageIndex
-		return b.writeJSON(d, idx.MediaType, &idx)
-	case types.OCIManifestSchema1, types.DockerManifestSchema2:
-		var m v1.Manifest
-		if err := b.decode(bl, &m); err != nil {
-			return v1.Descriptor{}, false, err
-		}
-		cfgBlob, err := b.blobFor(m.Config)
-		if err != nil {
-			return v1.Descriptor{}, false, err
-		}
-		cfgBytes, err := b.read(cfgBlob)
-		if err != nil {
-			return v1.Descriptor{}, false, err
-		}
-		cfg, err := parseConfig(cfgBytes)
-		if err != nil {
-			return v1.Descriptor{}, false, fmt.Errorf("%s: %s: %v", b.label, m.Config.Digest, err)
-		}
-		var layers []layerRef
-		for _, l := range m.Layers {
-			var lb *blob
-			if len(l.URLs) == 0 { // a foreign layer is fetched from its URLs, not carried
-				if lb, err = b.blobFor(l); err != nil {
-					return v1.Descriptor{}, false, err
-				}
-			}
-			l.MediaType = ociLayerType(l.MediaType)
-			layers = append(layers, layerRef{blob: lb, desc: l})
-		}
-		img, err := b.bakeImage(cfg, layers)
-		if err != nil {
-			return v1.Descriptor{}, false, err
-		}
-		b.images = append(b.images, img)
-		if b.out.format == Docker {
-			return d, true, nil // docker tarballs hold no manifests
-		}
-		nm, err := b.writeImage(img, m.Annotations)
-		if err != nil {
-			return v1.Descriptor{}, false, err
-		}
-		nd := d
-		nd.MediaType, nd.Digest, nd.Size = nm.MediaType, nm.Digest, nm.Size
-		return nd, true, nil
-	}
-	return v1.Descriptor{}, false, fmt.Errorf("%s: %s is a %s, which bake does not know", b.label, d.Digest, d.MediaType)
-}
-
 func supported(os, arch string) bool { return os == "linux" && machines[arch] != 0 }
 
 func unsupported(label, platform string) error {
 	return fmt.Errorf("%s: the image is for %s; corkd is built for linux/amd64 and linux/arm64", label, platform)
 }
 
-// blobFor returns the input's blob that d names, checking its size.
-func (b *baker) blobFor(d v1.Descriptor) (*blob, error) {
+// blobFor returns the input's blob that d names, checking its size;
+// where names d for messages ("index.json, manifest 2").
+func (b *baker) blobFor(d v1.Descriptor, where string) (*blob, error) {
+	if d.Digest == (v1.Hash{}) {
+		return nil, fmt.Errorf("%s: %s has no digest", b.label, where)
+	}
 	bl := b.files.byDigest(d.Digest)
 	if bl == nil {
-		return nil, fmt.Errorf("%s is incomplete: blob %s (%s) is not in it", b.label, d.Digest, d.MediaType)
+		return nil, fmt.Errorf("%s is incomplete: %s names blob %s (%s), which is not in it", b.label, where, d.Digest, d.MediaType)
 	}
 	if d.Size != bl.size {
-		return nil, fmt.Errorf("%s is corrupt: blob %s has %d bytes, its descriptor says %d", b.label, d.Digest, bl.size, d.Size)
+		return nil, fmt.Errorf("%s is corrupt: blob %s has %d bytes, %s says %d", b.label, d.Digest, bl.size, where, d.Size)
 	}
 	return bl, nil
+}
+
+// diffID returns the digest of a layer's uncompressed bytes: its digest
+// for an uncompressed one; for a compressed one, the hash taken as it
+// was read, or else taken now from where its bytes went.
+func (b *baker) diffID(lb *blob) (v1.Hash, error) {
+	if lb.compression == "" {
+		return lb.digest, nil
+	}
+	if lb.diffID == (v1.Hash{}) && lb.diffErr == nil {
+		r, err := b.reopen(lb)
+		if err != nil {
+			return v1.Hash{}, err
+		}
+		lb.diffID, lb.diffErr = hashUncompressed(lb.compression, ctxReader{b.ctx, r})
+		r.Close()
+	}
+	if lb.diffErr != nil {
+		if err := b.ctx.Err(); err != nil {
+			return v1.Hash{}, err
+		}
+		return v1.Hash{}, fmt.Errorf("%s is corrupt: %s is %v", b.label, lb.name, lb.diffErr)
+	}
+	return lb.diffID, nil
+}
+
+// reopen reads a blob's bytes again, wherever they went.
+func (b *baker) reopen(lb *blob) (io.ReadCloser, error) {
+	if lb.written == "" {
+		return lb.open()
+	}
+	return b.out.reopen(lb.written, lb.size)
 }
 
 // ociLayerType is the OCI media type of a layer of media type t.
@@ -309,6 +242,9 @@ func (b *baker) writeImage(img *platformImage, annotations map[string]string) (v
 	m := v1.Manifest{SchemaVersion: 2, MediaType: types.OCIManifestSchema1, Annotations: annotations,
 		Config: v1.Descriptor{MediaType: types.OCIConfigJSON, Size: cfgDesc.Size, Digest: cfgDesc.Digest}}
 	for _, l := range img.layers {
+		if err := b.ctx.Err(); err != nil {
+			return v1.Descriptor{}, err
+		}
 		if _, err := b.writeLayer(l); err != nil {
 			return v1.Descriptor{}, err
 		}
@@ -327,8 +263,11 @@ func (b *baker) writeLayer(l layerRef) (string, error) {
 		}
 		for _, a := range b.agents {
 			if a.digest == l.desc.Digest {
-				d, err := b.writeBlob(a.layer)
-				return "blobs/sha256/" + d.Digest.Hex, err
+				name := "blobs/sha256/" + a.digest.Hex
+				if b.out.sink.has(name) {
+					return name, nil
+				}
+				return name, put(b.out.sink, name, a.layer)
 			}
 		}
 		return "", fmt.Errorf("layer %s has no bytes", l.desc.Digest)
@@ -389,8 +328,11 @@ func (b *baker) writeJSON(d v1.Descriptor, mt types.MediaType, v any) (v1.Descri
 // OCI layout, manifest.json for a docker tarball.
 func (b *baker) finish(images []*platformImage, tags []string, descs []v1.Descriptor) error {
 	if b.out.format == Docker {
-		if len(images) != 1 {
-			return fmt.Errorf("%s holds images for %d platforms; a docker save tarball holds one: use --format oci or oci-archive", b.label, len(images))
+		switch {
+		case len(images) == 0:
+			return fmt.Errorf("%s names no image", b.label)
+		case len(images) > 1:
+			return b.tooManyForDocker()
 		}
 		img := images[0]
 		cfg, err := b.writeBlob(img.config)
@@ -403,6 +345,9 @@ func (b *baker) finish(images []*platformImage, tags []string, descs []v1.Descri
 			Layers   []string
 		}{Config: "blobs/sha256/" + cfg.Digest.Hex, RepoTags: tags}
 		for _, l := range img.layers {
+			if err := b.ctx.Err(); err != nil {
+				return err
+			}
 			name, err := b.writeLayer(l)
 			if err != nil {
 				return err
@@ -445,7 +390,9 @@ func (b *baker) finish(images []*platformImage, tags []string, descs []v1.Descri
 	return put(b.out.sink, "index.json", data)
 }
 
-// decode reads a JSON file of the input.
+// decode reads a JSON file of the input, refusing one whose decoding
+// would hold far more than its bytes: a 15 MiB file of "{}," decodes to
+// millions of descriptors.
 func (b *baker) decode(bl *blob, v any) error {
 	if bl == nil {
 		return fmt.Errorf("%s is incomplete: a file it names is not in it", b.label)
@@ -454,15 +401,40 @@ func (b *baker) decode(bl *blob, v any) error {
 	if err != nil {
 		return err
 	}
+	if n := jsonValues(data); n > maxJSONValues {
+		return fmt.Errorf("%s: %s holds %d JSON values; image metadata holds far fewer (cork bake takes at most %d)", b.label, bl.name, n, maxJSONValues)
+	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return fmt.Errorf("%s: %s: %v", b.label, bl.name, err)
 	}
 	return nil
 }
 
+// jsonValues counts the values in a JSON text, roughly: each object,
+// array and comma outside strings. What decoding it allocates grows with
+// this count.
+func jsonValues(data []byte) int {
+	n := 0
+	inString, escaped := false, false
+	for _, c := range data {
+		switch {
+		case escaped:
+			escaped = false
+		case inString:
+			escaped = c == '\\'
+			inString = c != '"'
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[' || c == ',':
+			n++
+		}
+	}
+	return n
+}
+
 // read returns a metadata file's bytes.
 func (b *baker) read(bl *blob) ([]byte, error) {
-	if bl.written != "" || bl.size > 16<<20 {
+	if bl.written != "" || bl.size > maxMetadata {
 		return nil, fmt.Errorf("%s: %s has %d bytes, too many for image metadata", b.label, bl.name, bl.size)
 	}
 	r, err := bl.open()

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 )
 
 // An input is read once, front to back, whatever its format: a tar's
@@ -33,11 +35,13 @@ type blob struct {
 	size   int64
 	digest v1.Hash // sha256 of its bytes, as read
 	// compression is "gzip" or "zstd" when the bytes are a compressed
-	// layer, "" otherwise; diffID is the sha256 of a gzip blob's
-	// uncompressed bytes, computed as it passed when its name does not
-	// give its digest.
+	// layer, "" otherwise; diffID is the sha256 of a compressed blob's
+	// uncompressed bytes, or diffErr why they are not valid, computed as
+	// it passed when its name does not give its digest or its bytes go to
+	// stdout, and otherwise only if a docker archive's config needs it.
 	compression string
 	diffID      v1.Hash
+	diffErr     error
 
 	data    []byte // a small file, held in memory
 	spool   string // a large file the output could not take yet
@@ -58,13 +62,16 @@ func (b *blob) open() (io.ReadCloser, error) {
 // Limits on what an input holds in memory.
 const (
 	smallFile   = 1 << 20  // files up to this size are held in memory
-	memoryLimit = 64 << 20 // and no more than this in all
+	memoryLimit = 64 << 20 // and no more than this in all, names included
+	maxName     = 4096     // bytes in a file name or link target
+	entryCost   = 256      // what one file's record costs beside its name
 )
 
 // inputFiles is everything read from an input.
 type inputFiles struct {
 	blobs    map[string]*blob
 	links    map[string]string // symlinks, name -> target (docker save's <id>/layer.tar)
+	declared map[string]int64  // blob sizes, by hex digest, that metadata read so far gives
 	held     int64             // bytes held in memory
 	spoolDir string
 }
@@ -134,6 +141,14 @@ func (rd *reader) add(name string, size int64, r io.Reader) error {
 	if name == "" || name == "." {
 		return nil
 	}
+	if err := rd.retain(name, ""); err != nil {
+		return err
+	}
+	if hex, ok := blobHex(name); ok {
+		if want, ok := rd.files.declared[hex]; ok && want != size {
+			return fmt.Errorf("%s is corrupt: blob %s has %d bytes, its descriptor says %d", rd.label, name, size, want)
+		}
+	}
 	b := &blob{name: name, size: size}
 	var dst io.Writer
 	var finish func() error
@@ -174,39 +189,107 @@ func (rd *reader) add(name string, size int64, r io.Reader) error {
 		return err
 	}
 	rd.files.blobs[name] = b
-	if claimed, ok := blobHex(name); ok && claimed != b.digest.Hex {
+	claimed, named := blobHex(name)
+	if named && claimed != b.digest.Hex {
 		return fmt.Errorf("%s is corrupt: blob %s hashes to %s", rd.label, name, b.digest)
+	}
+	if b.data != nil && (named || name == "index.json") {
+		rd.declare(b.data)
 	}
 	return nil
 }
 
-// copy moves r's bytes to dst, hashing them, noting a compressed layer and
-// hashing its uncompressed bytes too (a docker archive's config names
-// layers by that digest).
+// declare records the sizes a manifest or index gives the blobs it names,
+// so that a blob that comes after it in the archive is refused before a
+// byte of it is copied when its size is another.
+func (rd *reader) declare(data []byte) {
+	if len(data) == 0 || data[0] != '{' || jsonValues(data) > maxJSONValues {
+		return
+	}
+	type sized struct {
+		Digest v1.Hash
+		Size   int64
+	}
+	var m struct {
+		Config            *sized
+		Layers, Manifests []sized
+	}
+	if json.Unmarshal(data, &m) != nil {
+		return
+	}
+	if m.Config != nil {
+		m.Layers = append(m.Layers, *m.Config)
+	}
+	for _, d := range append(m.Layers, m.Manifests...) {
+		if len(rd.files.declared) >= maxTotalDescriptors {
+			return
+		}
+		if _, ok := rd.files.declared[d.Digest.Hex]; !ok && d.Digest.Algorithm == "sha256" {
+			rd.files.declared[d.Digest.Hex] = d.Size
+		}
+	}
+}
+
+// link records a symlink or hard link to target.
+func (rd *reader) link(name, target string) error {
+	name = cleanName(name)
+	if err := rd.retain(name, target); err != nil {
+		return err
+	}
+	rd.files.links[name] = target
+	return nil
+}
+
+// retain admits one more name (and a link's target) to what the input
+// holds in memory: each is counted against memoryLimit, so that an archive
+// of many long names cannot hold more than its files could. An entry that
+// comes twice is refused: which copy the image meant is anyone's guess.
+func (rd *reader) retain(name, target string) error {
+	if len(name) > maxName || len(target) > maxName {
+		return fmt.Errorf("%s: an entry of %d bytes of name and %d of link target (%s); image archives use names of at most %d bytes",
+			rd.label, len(name), len(target), shortName(name), maxName)
+	}
+	_, isBlob := rd.files.blobs[name]
+	_, isLink := rd.files.links[name]
+	if isBlob || isLink {
+		return fmt.Errorf("%s holds %s twice; an image archive names each file once", rd.label, shortName(name))
+	}
+	cost := int64(entryCost + len(name) + len(target))
+	if rd.files.held+cost > memoryLimit {
+		return fmt.Errorf("%s: more files and names than cork bake holds (%d MiB of names and small files)", rd.label, memoryLimit>>20)
+	}
+	rd.files.held += cost
+	return nil
+}
+
+// shortName is name cut to a length that fits in a message.
+func shortName(name string) string {
+	if len(name) > 100 {
+		return fmt.Sprintf("%s... (%d bytes)", name[:100], len(name))
+	}
+	return name
+}
+
+// copy moves r's bytes to dst, hashing them, noting a compressed layer
+// and hashing its uncompressed bytes too when they cannot be read again
+// later (a docker archive's config names layers by that digest).
 func (rd *reader) copy(b *blob, dst io.Writer, r io.Reader) error {
 	h := sha256.New()
 	br := bufio.NewReaderSize(r, 1<<20)
 	head, _ := br.Peek(4)
-	var unz *gzipHasher
-	if bytes.HasPrefix(head, gzipMagic) {
-		b.compression = "gzip"
-		// A blob named by its digest is checked by that name; a gzip'd
-		// layer of another name only by the diff id its config gives.
-		if _, ok := blobHex(b.name); !ok {
-			unz = newGzipHasher()
+	var unz *uncompressedHasher
+	if b.compression = compressionOf(head); b.compression != "" {
+		// A blob named by its digest goes into the output under that
+		// name, where it can be read again: unless that is stdout.
+		if _, named := blobHex(b.name); !named || rd.out.dest == "" {
+			unz = newUncompressedHasher(b.compression)
 			dst = io.MultiWriter(dst, unz)
 		}
-	} else if bytes.HasPrefix(head, zstdMagic) {
-		b.compression = "zstd"
 	}
 	n, err := io.Copy(io.MultiWriter(dst, h, rd.progress), ctxReader{rd.ctx, br})
 	b.size = n
 	if unz != nil {
-		d, zerr := unz.finish()
-		if err == nil && zerr != nil {
-			return fmt.Errorf("%s is corrupt: %s is not valid gzip: %v", rd.label, b.name, zerr)
-		}
-		b.diffID = d
+		b.diffID, b.diffErr = unz.finish()
 	}
 	if err != nil {
 		return err
@@ -222,8 +305,47 @@ var (
 	bz2Magic  = []byte("BZh")
 )
 
-// gzipHasher hashes the uncompressed bytes of a gzip stream written to it.
-type gzipHasher struct {
+// compressionOf names the compression a layer's first bytes show.
+func compressionOf(head []byte) string {
+	switch {
+	case bytes.HasPrefix(head, gzipMagic):
+		return "gzip"
+	case bytes.HasPrefix(head, zstdMagic):
+		return "zstd"
+	}
+	return ""
+}
+
+// hashUncompressed returns the sha256 of what r uncompresses to.
+func hashUncompressed(compression string, r io.Reader) (v1.Hash, error) {
+	h := sha256.New()
+	var err error
+	switch compression {
+	case "gzip":
+		var zr *gzip.Reader
+		if zr, err = gzip.NewReader(r); err == nil {
+			_, err = io.Copy(h, zr)
+		}
+	case "zstd":
+		// A window of more than zstd's --long default is refused
+		// rather than allocated.
+		var zr *zstd.Decoder
+		if zr, err = zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20), zstd.WithDecoderLowmem(true)); err == nil {
+			_, err = io.Copy(h, zr)
+			zr.Close()
+		}
+	default:
+		_, err = io.Copy(h, r)
+	}
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("not valid %s: %v", compression, err)
+	}
+	return v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", h.Sum(nil))}, nil
+}
+
+// uncompressedHasher hashes the uncompressed bytes of a compressed stream
+// written to it, in a goroutine of its own.
+type uncompressedHasher struct {
 	pw   *io.PipeWriter
 	done chan result
 }
@@ -233,24 +355,20 @@ type result struct {
 	err error
 }
 
-func newGzipHasher() *gzipHasher {
+func newUncompressedHasher(compression string) *uncompressedHasher {
 	pr, pw := io.Pipe()
-	g := &gzipHasher{pw: pw, done: make(chan result, 1)}
+	g := &uncompressedHasher{pw: pw, done: make(chan result, 1)}
 	go func() {
-		h := sha256.New()
-		zr, err := gzip.NewReader(pr)
-		if err == nil {
-			_, err = io.Copy(h, zr)
-		}
+		sum, err := hashUncompressed(compression, pr)
 		io.Copy(io.Discard, pr) // let the writer finish whatever happened
-		g.done <- result{v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", h.Sum(nil))}, err}
+		g.done <- result{sum, err}
 	}()
 	return g
 }
 
-func (g *gzipHasher) Write(p []byte) (int, error) { return g.pw.Write(p) }
+func (g *uncompressedHasher) Write(p []byte) (int, error) { return g.pw.Write(p) }
 
-func (g *gzipHasher) finish() (v1.Hash, error) {
+func (g *uncompressedHasher) finish() (v1.Hash, error) {
 	g.pw.Close()
 	r := <-g.done
 	return r.sum, r.err
@@ -273,6 +391,9 @@ func (c ctxReader) Read(p []byte) (int, error) {
 func (rd *reader) readDir(dir string) error {
 	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
+			return err
+		}
+		if err := rd.ctx.Err(); err != nil {
 			return err
 		}
 		if !d.Type().IsRegular() {
@@ -321,6 +442,9 @@ func (rd *reader) readTar(r io.Reader) error {
 	var end int64 // where the last entry's data ended
 	entries := 0
 	for {
+		if err := rd.ctx.Err(); err != nil {
+			return err
+		}
 		h, err := tr.Next()
 		if err == io.EOF {
 			if entries == 0 {
@@ -343,21 +467,49 @@ func (rd *reader) readTar(r io.Reader) error {
 			return fmt.Errorf("%s: after %d entries: %v", rd.label, entries, err)
 		}
 		entries++
-		switch h.Typeflag {
-		case tar.TypeReg:
-			if err := rd.add(h.Name, h.Size, tr); err != nil {
-				return err
-			}
-		case tar.TypeSymlink:
-			rd.files.links[cleanName(h.Name)] = h.Linkname
-		case tar.TypeLink:
-			rd.files.links[cleanName(h.Name)] = "/" + cleanName(h.Linkname)
+		if err := rd.entry(h, tr); err != nil {
+			return err
 		}
 		end = cr.n
 		if pad := end % 512; pad != 0 {
 			end += 512 - pad
 		}
 	}
+}
+
+// entry takes one tar entry: a file, or a link as docker save uses them to
+// share a layer between images. Other entries (directories) carry nothing
+// an image needs.
+func (rd *reader) entry(h *tar.Header, r io.Reader) error {
+	// A sparse entry's size is what it expands to, not what the archive
+	// holds: a few bytes can claim a terabyte of zeros. No image tool
+	// writes them.
+	if isSparse(h) {
+		return fmt.Errorf("%s: %s is a sparse file; image archives hold none", rd.label, shortName(h.Name))
+	}
+	switch h.Typeflag {
+	case tar.TypeReg:
+		return rd.add(h.Name, h.Size, r)
+	case tar.TypeSymlink:
+		return rd.link(h.Name, h.Linkname)
+	case tar.TypeLink:
+		return rd.link(h.Name, "/"+cleanName(h.Linkname))
+	}
+	return nil
+}
+
+// isSparse reports whether h is a GNU sparse file, in the old GNU format
+// or in PAX records.
+func isSparse(h *tar.Header) bool {
+	if h.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }
 
 // countingReader counts the bytes read through it.

@@ -2,6 +2,7 @@ package bake
 
 import (
 	"archive/tar"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -23,8 +24,8 @@ type output struct {
 	format  Format
 	guessed bool
 	sink    sink
-	dest    string // "" for stdout
-	staging string // beside dest; removed when the bake ends, however it ends
+	dest    string   // "" for stdout
+	stage   *staging // beside dest, or in TMPDIR for spool files; removed when the bake ends
 	file    *os.File
 }
 
@@ -65,6 +66,37 @@ func checkOutput(out string, format Format, inDir, force bool) error {
 	case !force:
 		return fmt.Errorf("%s exists; give --force to replace it", out)
 	}
+	return checkReplaceable(out, st.IsDir())
+}
+
+// checkReplaceable refuses, even with force, to replace what bake would not
+// have written: a directory that is not an OCI layout, a file that is not
+// a tar. A mistyped output must not cost a source tree.
+func checkReplaceable(out string, isDir bool) error {
+	if isDir {
+		if st, err := os.Lstat(filepath.Join(out, "oci-layout")); err == nil && st.Mode().IsRegular() {
+			return nil
+		}
+		ents, _ := os.ReadDir(out)
+		var names []string
+		for i, e := range ents {
+			if i == 3 {
+				names = append(names, "...")
+				break
+			}
+			names = append(names, e.Name())
+		}
+		return fmt.Errorf("%s is in the way: a directory that is not an OCI layout (it holds %d entries: %s); --force replaces only an image: move it or name another output",
+			out, len(ents), strings.Join(names, ", "))
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := tar.NewReader(f).Next(); err != nil {
+		return fmt.Errorf("%s is in the way: a file that is not a tar archive; --force replaces only an image: move it or name another output", out)
+	}
 	return nil
 }
 
@@ -75,22 +107,24 @@ func newOutput(out string, format Format, inDir bool, w io.Writer) (*output, err
 	}
 	o := &output{format: format}
 	if out == "-" {
+		cleanStale(os.TempDir())
 		o.sink = newTarSink(w)
 		return o, nil
 	}
 	o.dest = out
-	staging, err := os.MkdirTemp(filepath.Dir(out), ".cork-bake-")
+	cleanStale(os.TempDir()) // where spool files of a bake to stdout go
+	stage, err := newStaging(filepath.Dir(out))
 	if err != nil {
 		return nil, err
 	}
-	o.staging = staging
+	o.stage = stage
 	if format == OCILayout {
-		o.sink = &dirSink{root: filepath.Join(staging, "layout"), names: map[string]bool{}}
+		o.sink = &dirSink{root: filepath.Join(stage.dir, "layout"), names: map[string]bool{}}
 		return o, nil
 	}
-	f, err := os.Create(filepath.Join(staging, "image.tar"))
+	f, err := os.Create(filepath.Join(stage.dir, "image.tar"))
 	if err != nil {
-		os.RemoveAll(staging)
+		stage.remove()
 		return nil, err
 	}
 	o.file = f
@@ -101,24 +135,24 @@ func newOutput(out string, format Format, inDir bool, w io.Writer) (*output, err
 // spoolDir returns a directory for spool files: in the staging area, or
 // in TMPDIR for stdout.
 func (o *output) spoolDir() (string, error) {
-	if o.staging != "" {
-		dir := filepath.Join(o.staging, "spool")
-		return dir, os.MkdirAll(dir, 0o700)
+	if o.stage == nil {
+		stage, err := newStaging(os.TempDir())
+		if err != nil {
+			return "", err
+		}
+		o.stage = stage
 	}
-	dir, err := os.MkdirTemp("", "cork-bake-")
-	if err == nil {
-		o.staging = dir
-	}
-	return dir, err
+	dir := filepath.Join(o.stage.dir, "spool")
+	return dir, os.MkdirAll(dir, 0o700)
 }
 
 // streamName is the name under which an input file goes straight into the
 // output, when it can before the image's metadata is read. A blob of an
 // OCI layout, and a layer named by its digest (podman's and skopeo's docker
 // archives), go in as blobs/sha256/HEX in either format, and the digest is
-// checked when the metadata is read; any other file keeps its name in a
-// docker tarball, whose manifest.json names its files, and is spooled for an
-// OCI layout, which names blobs by digest.
+// checked when the metadata is read; a file named as a docker layer keeps
+// its name in a docker tarball, whose manifest.json names its files; any
+// other file is spooled.
 func (o *output) streamName(name string) (string, bool) {
 	if _, ok := blobHex(name); ok {
 		return name, true
@@ -135,10 +169,20 @@ func (o *output) streamName(name string) (string, bool) {
 		// output in the input's format, is a docker tarball.
 		o.format, o.guessed = Docker, true
 	}
-	if o.format == Docker {
+	// Only a file named as docker save (ID/layer.tar) or
+	// go-containerregistry (HEX.tar.gz) name layers goes in as read: any
+	// other is spooled, and goes in only if the image names it.
+	if o.format == Docker && (isLegacyLayerName(name) || isGzipLayerName(name)) {
 		return name, true
 	}
 	return "", false
+}
+
+// isGzipLayerName reports whether name is HEX.tar.gz, as
+// go-containerregistry's tarballs name layers.
+func isGzipLayerName(name string) bool {
+	hex, ok := strings.CutSuffix(name, ".tar.gz")
+	return ok && isSHA256Hex(hex)
 }
 
 // isLegacyLayerName reports whether name is ID/layer.tar, as docker save
@@ -160,8 +204,9 @@ func (o *output) settle(in Format) error {
 	return nil
 }
 
-// commit finishes the output and moves it into place.
-func (o *output) commit() error {
+// commit finishes the output and moves it into place, unless ctx is
+// cancelled first.
+func (o *output) commit(ctx context.Context) error {
 	if err := o.sink.close(); err != nil {
 		return err
 	}
@@ -172,15 +217,34 @@ func (o *output) commit() error {
 		if err := o.file.Close(); err != nil {
 			return err
 		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		return os.Rename(o.file.Name(), o.dest)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	layout := o.sink.(*dirSink).root
 	if _, err := os.Stat(o.dest); err == nil { // --force
-		if err := os.Rename(o.dest, filepath.Join(o.staging, "replaced")); err != nil {
+		if err := os.Rename(o.dest, filepath.Join(o.stage.dir, "replaced")); err != nil {
 			return err
 		}
 	}
 	return os.Rename(layout, o.dest)
+}
+
+// reopen reads back a file of size bytes already in the output.
+func (o *output) reopen(name string, size int64) (io.ReadCloser, error) {
+	switch s := o.sink.(type) {
+	case *dirSink:
+		return os.Open(filepath.Join(s.root, filepath.FromSlash(name)))
+	case *tarSink:
+		if off, ok := s.offsets[name]; ok && o.file != nil {
+			return io.NopCloser(io.NewSectionReader(o.file, off, size)), nil
+		}
+	}
+	return nil, fmt.Errorf("%s went to stdout as it was read", name)
 }
 
 // cleanup removes whatever the bake left in its staging area.
@@ -188,8 +252,8 @@ func (o *output) cleanup() {
 	if o.file != nil {
 		o.file.Close()
 	}
-	if o.staging != "" {
-		os.RemoveAll(o.staging)
+	if o.stage != nil {
+		o.stage.remove()
 	}
 }
 
@@ -197,12 +261,27 @@ func (o *output) cleanup() {
 // OCI archives have them, every entry root's and undated, so the same
 // image makes the same archive.
 type tarSink struct {
-	tw    *tar.Writer
-	names map[string]bool
+	tw      *tar.Writer
+	names   map[string]bool
+	written *countingWriter
+	offsets map[string]int64 // where each file's bytes start
 }
 
 func newTarSink(w io.Writer) *tarSink {
-	return &tarSink{tw: tar.NewWriter(w), names: map[string]bool{}}
+	cw := &countingWriter{w: w}
+	return &tarSink{tw: tar.NewWriter(cw), names: map[string]bool{}, written: cw, offsets: map[string]int64{}}
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 func (s *tarSink) has(name string) bool { return s.names[name] }
@@ -221,6 +300,7 @@ func (s *tarSink) create(name string, size int64) (io.WriteCloser, error) {
 	if err := s.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644, ModTime: time.Unix(0, 0), Format: tar.FormatPAX}); err != nil {
 		return nil, err
 	}
+	s.offsets[name] = s.written.n
 	return &sized{w: s.tw, name: name, want: size}, nil
 }
 

@@ -83,7 +83,9 @@ func TestOutputPaths(t *testing.T) {
 		t.Fatalf("staging left behind: %v", left)
 	}
 
-	// --force replaces a file and a layout.
+	// --force replaces a tar and a layout.
+	tarball, _ := os.ReadFile(dockerIn)
+	os.WriteFile(filepath.Join(dir, "taken.tar"), tarball, 0o644)
 	if err := bake(dockerIn, filepath.Join(dir, "taken.tar"), Options{Force: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -152,5 +154,40 @@ func TestHistoryDated(t *testing.T) {
 	}
 	if got := last(filepath.Join(dir, "fixed")); !got.Equal(fixed) {
 		t.Errorf("history dated %v, want %v", got, fixed)
+	}
+}
+
+// TestForceReplacesOnlyImages: --force replaces an OCI layout or a tar,
+// and nothing else: a source tree or a text file in the way is named and
+// left as it was (issue 25 item 5: cork bake -f good-oci myproject
+// replaced the project with an image).
+func TestForceReplacesOnlyImages(t *testing.T) {
+	dir := t.TempDir()
+	layoutIn := filepath.Join(dir, "good-oci")
+	writeOCILayout(t, baseImage(t, "amd64", true), layoutIn)
+	dockerIn := filepath.Join(dir, "good.tar")
+	writeDocker(t, baseImage(t, "amd64", false), dockerIn)
+	project := filepath.Join(dir, "myproject")
+	os.MkdirAll(filepath.Join(project, "cmd"), 0o755)
+	os.WriteFile(filepath.Join(project, "go.mod"), []byte("module example.com/p\n"), 0o644)
+	notes := filepath.Join(dir, "notes.txt")
+	os.WriteFile(notes, []byte("keep me\n"), 0o644)
+	for _, tc := range []struct{ in, out, text string }{
+		{layoutIn, project, "a directory that is not an OCI layout (it holds 2 entries: cmd, go.mod)"},
+		{dockerIn, notes, "a file that is not a tar archive"},
+	} {
+		err := bake(tc.in, tc.out, Options{Force: true})
+		if err == nil || !strings.Contains(err.Error(), tc.text) {
+			t.Fatalf("got %v, want %q", err, tc.text)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(project, "go.mod")); err != nil || string(b) != "module example.com/p\n" {
+		t.Fatalf("the project was changed: %q, %v", b, err)
+	}
+	if b, _ := os.ReadFile(notes); string(b) != "keep me\n" {
+		t.Fatal("the file was changed")
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".cork-bake-*")); len(left) > 0 {
+		t.Fatalf("staging left behind: %v", left)
 	}
 }

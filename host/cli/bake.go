@@ -55,33 +55,39 @@ func bakeMain(args []string) int {
 		opts.Progress = os.Stderr
 	}
 
-	// Ctrl-C, SIGTERM or SIGHUP stop the bake, which then removes what it
-	// wrote.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	var caught os.Signal
-	go func() {
-		if s, ok := <-sigs; ok {
-			caught = s
-			cancel()
-		}
-	}()
-
+	ctx, caught, stop := cancelOnSignal()
+	defer stop()
 	err = bake.Bake(ctx, fs.Arg(0), fs.Arg(1), opts)
 	if err != nil && ctx.Err() != nil {
 		fmt.Fprintf(os.Stderr, "cork: bake: %v; nothing was written\n", err)
-		if s, ok := caught.(syscall.Signal); ok {
-			return 128 + int(s)
-		}
-		return ExitCorkError
+		return 128 + int(<-caught)
 	}
 	if err != nil {
 		return fail("bake: %v", err)
 	}
 	return 0
+}
+
+// cancelOnSignal returns a context that Ctrl-C, SIGTERM or SIGHUP cancel,
+// and the signal once one came; the bake then removes what it wrote. A
+// second signal exits at once, for a bake stuck where it cannot notice (a
+// read from a hung file system), removing its staging areas here.
+func cancelOnSignal() (context.Context, <-chan syscall.Signal, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	caught := make(chan syscall.Signal, 1)
+	go func() {
+		s := (<-sigs).(syscall.Signal)
+		caught <- s
+		cancel()
+		fmt.Fprintf(os.Stderr, "cork: bake: stopping (%v again exits at once)\n", s)
+		s = (<-sigs).(syscall.Signal)
+		bake.Abandon()
+		fmt.Fprintf(os.Stderr, "cork: bake: interrupted twice; nothing was written\n")
+		os.Exit(128 + int(s))
+	}()
+	return ctx, caught, func() { signal.Stop(sigs); cancel() }
 }
 
 // sourceDateEpoch is the time SOURCE_DATE_EPOCH sets for reproducible

@@ -44,6 +44,7 @@ const usage = `usage:
   cork kill [--signal SIG] NAME|ID        hang up (or signal) a kept session
   cork rm NAME|ID                         forget an exited kept session
   cork cp [flags] SRC... DEST             copy files in or out (:PATH is in the guest; - is a tar stream)
+  cork forward [flags] LOCAL:REMOTE...    carry host ports and sockets to the guest's (8080:80)
   cork ping [flags]                       check that corkd answers, and how fast
   cork bake [flags] IN OUT                add corkd to a container image
   cork version                            print cork's version
@@ -63,6 +64,8 @@ func Main(args []string) int {
 		return pingMain(args[1:])
 	case "cp":
 		return copyMain(args[1:])
+	case "forward":
+		return forwardMain(args[1:])
 	case "attach":
 		return attachMain(args[1:])
 	case "ls":
@@ -100,8 +103,16 @@ func parseFlags(fs *pflag.FlagSet, args []string) (code int, ok bool) {
 }
 
 func fail(format string, a ...any) int {
-	fmt.Fprintf(os.Stderr, "cork: "+format+"\n", a...)
+	say(format, a...)
 	return ExitCorkError
+}
+
+// say prints one line of cork's on stderr. Its arguments often hold text
+// from the agent (an error's message, a session's name, a takeover's
+// reason): the whole line is made printable, so that none of it can drive
+// the operator's terminal.
+func say(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "cork: %s\n", term.Printable(fmt.Sprintf(format, a...)))
 }
 
 // flagsForMessages spells the target's flags for a command line printed
@@ -168,6 +179,7 @@ type execFlags struct {
 	keep        bool
 	name        string
 	linger      time.Duration
+	orAttach    bool
 	kept        keptFlags
 }
 
@@ -195,8 +207,9 @@ func execMain(args []string) int {
 	fs.StringArrayVar(&f.envFiles, "env-file", nil, "read K=V lines from `FILE` (repeatable)")
 	fs.StringVarP(&f.workdir, "workdir", "w", "", "working directory (default: the user's home)")
 	fs.BoolVar(&f.keep, "keep", false, "keep the session when the connection drops or you detach (needs -t)")
-	fs.StringVar(&f.name, "name", "", "name the kept session (unique in the guest; default: its id)")
+	fs.StringVar(&f.name, "name", "", "name the kept session (unique among your sessions; default: its id)")
 	fs.DurationVar(&f.linger, "linger", 24*time.Hour, "hang a kept session up after this long detached, and forget it this long after it exits detached (0: never)")
+	fs.BoolVar(&f.orAttach, "attach-existing", false, "with --keep --name: attach to your session of that name if there is one, start it if not (tmux new -A)")
 	f.kept.flags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: cork exec [flags] -- COMMAND [ARG...]\n%s", fs.FlagUsages())
@@ -207,8 +220,11 @@ func execMain(args []string) int {
 	if fs.NArg() == 0 {
 		return fail("exec: no command given (cork exec [flags] -- COMMAND [ARG...])")
 	}
-	if !f.keep && (f.name != "" || fs.Changed("linger")) {
-		return fail("exec: --name and --linger are for kept sessions: add --keep")
+	if !f.keep && (f.name != "" || fs.Changed("linger") || f.orAttach) {
+		return fail("exec: --name, --linger and --attach-existing are for kept sessions: add --keep")
+	}
+	if f.orAttach && f.name == "" {
+		return fail("exec: --attach-existing needs --name: the session to attach to if it exists")
 	}
 	env, err := buildEnv(f.envFiles, f.env)
 	if err != nil {
@@ -216,7 +232,7 @@ func execMain(args []string) int {
 	}
 	req := protocol.Exec{
 		Argv: fs.Args(), Env: env, User: f.user, Dir: f.workdir,
-		TTY: f.tty, Stdin: f.interactive, Keep: f.keep, Name: f.name,
+		TTY: f.tty, Stdin: f.interactive, Keep: f.keep, Name: f.name, AttachExisting: f.orAttach,
 	}
 	if f.keep {
 		req.LingerSeconds = int64(f.linger / time.Second)
@@ -280,6 +296,14 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 	if tty && term.IsTerminal(stdoutFd) {
 		screen = term.NewScreen(os.Stdout)
 		sess.Stdout = screen
+		if keep {
+			// corkd leaves out of a restore the history this terminal
+			// got from the session already.
+			req.Terminal = term.Token(stdoutFd)
+			if sess.Attach != nil {
+				sess.Attach.Terminal = req.Terminal
+			}
+		}
 	}
 	stop := make(chan struct{})
 	defer close(stop)
@@ -332,8 +356,8 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 	// Raw mode for the session's life: restored before any message is
 	// printed, and by the deferred call on any other way out.
 	restore := func() {}
-	if tty && term.IsTerminal(stdinFd) {
-		r, err := term.MakeRaw(stdinFd)
+	if tty {
+		r, err := driveTerminal(stdinFd, sizeFd, sess, stop)
 		if err != nil {
 			conn.Close()
 			return fail("putting the terminal in raw mode: %v", err)
@@ -341,17 +365,21 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 		restore = r
 		defer restore()
 	}
-	if sizeFd >= 0 {
-		sess.Sizes = client.NewSizeSlot()
-		term.WatchSize(sizeFd, sess.Sizes.Put, stop)
-	}
 
+	if screen != nil {
+		screen.GuardTitle()
+	}
 	exit, err := sess.Run(ctx, conn)
-	if err != nil && screen != nil {
-		// The program did not exit: leave the terminal as its exit
-		// would have, and print cork's message on a line of its own.
-		screen.Reset()
-		screen.FreshLine()
+	if screen != nil {
+		if err != nil {
+			// The program did not exit: leave the terminal as its
+			// exit would have, and print cork's message on a line of
+			// its own below what the program drew.
+			screen.Leave()
+		} else if keep {
+			screen.FreshLine() // for the [exited N] line
+		}
+		screen.RestoreTitle()
 	}
 	restore()
 	ferr := finish()
@@ -359,12 +387,15 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 	var taken *client.TakenOverError
 	switch {
 	case err == nil:
+		if keep {
+			fmt.Fprintln(os.Stderr, exitedLine(exit))
+		}
 		return exit.Code
 	case errors.Is(err, client.ErrDetached):
-		fmt.Fprintf(os.Stderr, "cork: detached from session %s; %s to return\n", describe(sess), again)
+		say("detached from session %s; %s to return", describe(sess), again)
 		return 0
 	case errors.As(err, &taken):
-		fmt.Fprintf(os.Stderr, "cork: %v; %s to take it back\n", err, again)
+		say("%v; %s to take it back", err, again)
 		return ExitTakenOver
 	case errors.Is(err, client.ErrNoExit):
 		msg := err.Error()
@@ -374,13 +405,37 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 		if keep && sess.ID != "" {
 			msg += fmt.Sprintf("; session %s is kept: %s", describe(sess), again)
 		}
-		fmt.Fprintf(os.Stderr, "cork: %s\n", msg)
+		say("%s", msg)
 		return ExitLost
 	}
 	if ferr != nil {
 		return fail("%v (%v)", err, ferr)
 	}
 	return fail("%v", err)
+}
+
+// driveTerminal sends the session the size changes of sizeFd (when it is
+// at least 0) until stop is closed, and puts stdinFd, when it is a
+// terminal, in raw mode, kept across stops: a continue makes the program
+// repaint. It returns the function that restores the terminal.
+func driveTerminal(stdinFd, sizeFd int, sess *client.Session, stop <-chan struct{}) (restore func(), err error) {
+	if sizeFd >= 0 {
+		sess.Sizes = client.NewSizeSlot()
+		term.WatchSize(sizeFd, sess.Sizes.Put, stop)
+	}
+	if !term.IsTerminal(stdinFd) {
+		return func() {}, nil
+	}
+	raw, err := term.EnterRaw(stdinFd)
+	if err != nil {
+		return nil, err
+	}
+	var redraw func()
+	if sess.Sizes != nil {
+		redraw = func() { term.Redraw(sizeFd, sess.Sizes.Put) }
+	}
+	term.KeepAcrossStops(raw, redraw, stop)
+	return raw.Restore, nil
 }
 
 // terminalInput is the operator's terminal as a kept session's input.
@@ -526,7 +581,7 @@ func pingMain(args []string) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	fmt.Printf("%s, protocol %d, hello in %v\n", h.Software, h.Version, time.Since(start).Round(time.Microsecond))
+	fmt.Printf("%s, protocol %d, hello in %v\n", term.Printable(h.Software), h.Version, time.Since(start).Round(time.Microsecond))
 	for i := range count {
 		start := time.Now()
 		if err := client.Ping(r, w, []byte(fmt.Sprint(i))); err != nil {

@@ -8,11 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 
 	"github.com/spf13/pflag"
 
@@ -63,7 +61,7 @@ func copyMain(args []string) int {
 		mu.Lock()
 		defer mu.Unlock()
 		report.clear()
-		fmt.Fprintf(os.Stderr, "cork: cp: %q: %s\n", p, printable(msg))
+		fmt.Fprintf(os.Stderr, "cork: cp: %q: %s\n", p, term.Printable(msg))
 	}
 	c.Progress = report.update
 
@@ -79,7 +77,7 @@ func copyMain(args []string) int {
 	if err != nil {
 		var perr *protocol.Error
 		if errors.As(err, &perr) && perr.Kind == protocol.KindCopy {
-			fmt.Fprintf(os.Stderr, "cork: cp: %s\n", perr.Message)
+			fmt.Fprintf(os.Stderr, "cork: cp: %s\n", term.Printable(perr.Message))
 			return ExitCopyProblems
 		}
 		return fail("cp: %v", err)
@@ -142,17 +140,6 @@ func runCopy(c *client.Copy, conn io.ReadWriteCloser, srcs []string, dest string
 		sink = client.NewTarSink(os.Stdout)
 	}
 	return c.Out(conn, paths, sink)
-}
-
-// printable escapes the control characters of a message that came from
-// the agent: it reaches the operator's terminal, which an agent must not
-// drive.
-func printable(s string) string {
-	if strings.IndexFunc(s, unicode.IsControl) < 0 {
-		return s
-	}
-	q := strconv.Quote(s)
-	return q[1 : len(q)-1]
 }
 
 // copyProgress shows, on a terminal, a line of what a copy has done once

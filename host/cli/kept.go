@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/corkvm/cork/host/client"
+	"github.com/corkvm/cork/host/term"
 	"github.com/corkvm/cork/protocol"
 )
 
@@ -26,7 +27,7 @@ func attachMain(args []string) int {
 	kf.flags(fs)
 	fs.BoolVarP(&readOnly, "read-only", "r", false, "watch: see the screen as it changes, send no input, never size the session")
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: cork attach [flags] NAME|ID\n%s", fs.FlagUsages())
+		fmt.Fprintf(os.Stderr, "usage: cork attach [flags] NAME|OWNER/NAME|ID\n%s", fs.FlagUsages())
 	}
 	ref, code, ok := parseOneSession(fs, args, "attach")
 	if !ok {
@@ -64,7 +65,7 @@ func peekMain(args []string) int {
 	}
 	if asJSON {
 		b, _ := json.MarshalIndent(snap, "", "  ")
-		fmt.Println(string(b))
+		fmt.Println(string(term.PrintableJSON(b)))
 		return 0
 	}
 	// Trailing blank lines are no part of what the program shows.
@@ -73,6 +74,9 @@ func peekMain(args []string) int {
 		lines = lines[:len(lines)-1]
 	}
 	for _, l := range lines {
+		if !ansi {
+			l = term.Printable(l)
+		}
 		fmt.Println(l)
 	}
 	return 0
@@ -109,15 +113,16 @@ func lsMain(args []string) int {
 	}
 	if asJSON {
 		b, _ := json.MarshalIndent(&protocol.Sessions{Sessions: sessions}, "", "  ")
-		fmt.Println(string(b))
+		fmt.Println(string(term.PrintableJSON(b)))
 		return 0
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tUSER\tPROGRAM\tSTARTED\tSTATE\tSIZE")
+	fmt.Fprintln(tw, "ID\tNAME\tOWNER\tUSER\tPROGRAM\tSTARTED\tSTATE\tSIZE")
 	now := time.Now()
 	for _, s := range sessions {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%s\t%s\n", s.ID, orDash(s.Name), s.User, s.Program,
-			since(now, s.Started), state(now, s), s.Size)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s ago\t%s\t%s\n", term.Printable(s.ID), term.Printable(orDash(s.Name)),
+			term.Printable(orDash(s.Owner)), term.Printable(s.User), term.Printable(s.Program),
+			since(now, s.Started), term.Printable(state(now, s)), s.Size)
 	}
 	tw.Flush()
 	return 0
@@ -166,6 +171,16 @@ func runState(now time.Time, s protocol.SessionInfo) string {
 		return "running, detached " + since(now, *s.DetachedSince)
 	}
 	return "running, detached"
+}
+
+// exitedLine is what cork prints when a kept session's program exits
+// while it is attached, as tmux prints [exited]: the session is over, not
+// detached.
+func exitedLine(e protocol.Exit) string {
+	if e.Signal != "" {
+		return fmt.Sprintf("[exited %d (SIG%s)]", e.Code, e.Signal)
+	}
+	return fmt.Sprintf("[exited %d]", e.Code)
 }
 
 func killMain(args []string) int {

@@ -228,13 +228,14 @@ func (s *Session) Run(ctx context.Context, conn io.ReadWriteCloser) (protocol.Ex
 	wantStdin := s.Stdin != nil && (s.Exec.Stdin || s.Attach != nil)
 	stdinStarted := false
 	startStdin := func(window uint32) {
-		credit.reset(int(window))
+		credit.reset(int(window), l.generation())
 		if wantStdin && !stdinStarted {
 			stdinStarted = true
 			go sendStdin(l, s.Stdin, credit)
 		}
 	}
-	var seen uint64 // output bytes of the session, counted from its start
+	var seen uint64   // output bytes of the session, counted from its start
+	var holder uint64 // the agent's number for this client's hold on a kept session
 	// A kept session counts its output frame by frame to resume from it:
 	// only a plain one's output is spliced.
 	spliceOut := s.Attach == nil && !s.Exec.Keep && splices(conn, s.Stdout)
@@ -270,7 +271,7 @@ func (s *Session) Run(ctx context.Context, conn io.ReadWriteCloser) (protocol.Ex
 			case detaching.Load():
 				return protocol.Exit{}, ErrDetached
 			case l.resumable() && s.Redial != nil:
-				if rerr := s.resume(ctx, l, seen); rerr == nil {
+				if rerr := s.resume(ctx, l, seen, holder); rerr == nil {
 					continue
 				}
 			}
@@ -285,7 +286,7 @@ func (s *Session) Run(ctx context.Context, conn io.ReadWriteCloser) (protocol.Ex
 			if err := protocol.Decode(t, p, &st); err != nil {
 				return protocol.Exit{}, err
 			}
-			s.ID, s.Name = st.Session, st.Name
+			s.ID, s.Name, holder = st.Session, st.Name, st.Holder
 			l.setResumable(st.Kept)
 			startStdin(st.StdinWindow)
 		case protocol.TypeAttached:
@@ -293,7 +294,7 @@ func (s *Session) Run(ctx context.Context, conn io.ReadWriteCloser) (protocol.Ex
 			if err := protocol.Decode(t, p, &at); err != nil {
 				return protocol.Exit{}, err
 			}
-			s.ID, s.Name = at.Session, at.Name
+			s.ID, s.Name, holder = at.Session, at.Name, at.Holder
 			seen = at.From
 			l.setResumable(at.Running && !at.ReadOnly)
 			if !at.ReadOnly {
@@ -341,15 +342,17 @@ func (s *Session) Run(ctx context.Context, conn io.ReadWriteCloser) (protocol.Ex
 }
 
 // resume reconnects to the agent and attaches again from output byte seen,
-// retrying with backoff for up to s.Reconnect.
-func (s *Session) resume(ctx context.Context, l *link, seen uint64) error {
+// as the holder the agent numbered, retrying with backoff for up to
+// s.Reconnect. An agent whose session another client took over meanwhile
+// answers Detached, which ends Run.
+func (s *Session) resume(ctx context.Context, l *link, seen, holder uint64) error {
 	deadline := time.Now().Add(s.Reconnect)
 	backoff := 10 * time.Millisecond
 	for {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		err := s.reattach(ctx, l, seen)
+		err := s.reattach(ctx, l, seen, holder)
 		if err == nil {
 			s.Resumes++
 			return nil
@@ -362,7 +365,7 @@ func (s *Session) resume(ctx context.Context, l *link, seen uint64) error {
 	}
 }
 
-func (s *Session) reattach(ctx context.Context, l *link, seen uint64) error {
+func (s *Session) reattach(ctx context.Context, l *link, seen, holder uint64) error {
 	conn, err := s.Redial(ctx)
 	if err != nil {
 		return err
@@ -372,7 +375,7 @@ func (s *Session) reattach(ctx context.Context, l *link, seen uint64) error {
 		conn.Close()
 		return err
 	}
-	if err := w.WriteJSON(protocol.TypeAttach, &protocol.Attach{Session: s.ID, Resume: &seen, Size: l.currentSize()}); err != nil {
+	if err := w.WriteJSON(protocol.TypeAttach, &protocol.Attach{Session: s.ID, Resume: &seen, Holder: holder, Size: l.currentSize()}); err != nil {
 		conn.Close()
 		return err
 	}
@@ -390,15 +393,15 @@ func sendStdin(l *link, in io.Reader, c *credit) {
 	const chunk = 128 << 10
 	frame := protocol.NewDataFrame(chunk)
 	for {
-		n := c.take(chunk)
+		n, gen := c.take(chunk)
 		if n == 0 {
 			return // the session is over
 		}
 		m, err := in.Read(frame[protocol.HeaderSize : protocol.HeaderSize+n])
-		c.give(n - m)
+		c.putBack(n-m, gen)
 		if m > 0 {
 			protocol.PutHeader(frame, protocol.TypeStdin, m)
-			if l.writeFramed(frame[:protocol.HeaderSize+m]) != nil && !l.resumable() {
+			if !sendInput(l, c, frame[:protocol.HeaderSize+m], gen) {
 				return
 			}
 		}
@@ -407,6 +410,45 @@ func sendStdin(l *link, in io.Reader, c *credit) {
 			return
 		}
 	}
+}
+
+// sendInput sends frame, stdin read on credit from connection gen's
+// window. When the connection was replaced while the input was read (a
+// resume), the input goes on the new one instead, on credit from the new
+// window: the agent treats input beyond its window as a protocol error.
+// It reports false when the session is over.
+func sendInput(l *link, c *credit, frame []byte, gen int) bool {
+	err := l.writeFramedOn(frame, gen)
+	if err != errStale {
+		return err == nil || l.resumable()
+	}
+	stale, data := gen, frame[protocol.HeaderSize:]
+	for len(data) > 0 {
+		n, g := c.take(len(data))
+		if n == 0 {
+			return false
+		}
+		if g == stale {
+			// The new connection's window is not known yet.
+			c.putBack(n, g)
+			if !c.waitPast(stale) {
+				return false
+			}
+			continue
+		}
+		part := make([]byte, protocol.HeaderSize+n)
+		copy(part[protocol.HeaderSize:], data[:n])
+		protocol.PutHeader(part, protocol.TypeStdin, n)
+		switch err := l.writeFramedOn(part, g); {
+		case err == errStale:
+			stale = g
+		case err != nil:
+			return l.resumable()
+		default:
+			data = data[n:]
+		}
+	}
+	return true
 }
 
 func sendSignals(l *link, sigs <-chan string, done <-chan struct{}) {

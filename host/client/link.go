@@ -68,6 +68,31 @@ func (l *link) writeFramed(b []byte) error {
 	return w.WriteFramed(b)
 }
 
+// errStale is writeFramedOn's answer for a connection that was replaced.
+var errStale = errors.New("the connection was replaced")
+
+// writeFramedOn is writeFramed on connection gen only: errStale when the
+// link has moved on to another.
+func (l *link) writeFramedOn(b []byte, gen int) error {
+	l.mu.Lock()
+	w, closed, cur := l.w, l.closed, l.gen
+	l.mu.Unlock()
+	switch {
+	case closed:
+		return errLinkClosed
+	case cur != gen:
+		return errStale
+	}
+	return w.WriteFramed(b)
+}
+
+// generation numbers the link's current connection.
+func (l *link) generation() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.gen
+}
+
 // writeOf writes the frame payload gives, holding the current connection's
 // writer while it is chosen (protocol.Writer.WriteFrameOf).
 func (l *link) writeOf(t protocol.Type, payload func() ([]byte, bool)) error {

@@ -192,3 +192,23 @@ func TestSeveralUIDsNeedAGroup(t *testing.T) {
 		t.Fatalf("corkd with two admitted uids and no group: %v, %q", err, out)
 	}
 }
+
+// TestAllowedUIDCannotPickAnotherEntry: a second passwd entry for the
+// admitted uid, with gid 0 and the shadow group, is not the peer's to
+// name: neither cork exec -u nor cork cp -u reads /etc/shadow through it.
+func TestAllowedUIDCannotPickAnotherEntry(t *testing.T) {
+	u := newTestUser(t)
+	alias := u.name + "x"
+	mustRun(t, "useradd", "-o", "-u", strconv.Itoa(u.uid), "-g", "0", "-G", "shadow", "-M", "-d", "/", "-N", alias)
+	t.Cleanup(func() { exec.Command("userdel", alias).Run() })
+	a := startAgent(t, "--allow-uid", strconv.Itoa(u.uid))
+
+	out, code := corkAs(u.uid, u.gid, nil, corkExec(a, "-u", alias, "--", "sh", "-c", "id -G; cat /etc/shadow")...)
+	if code != 125 || strings.Contains(out, "root:") || !strings.Contains(out, "its own passwd entry") {
+		t.Fatalf("cork exec -u %s: exit %d, %q; want 125 naming the uid's own entry", alias, code, out)
+	}
+	out, code = corkAs(u.uid, u.gid, nil, "cp", "--connect", a.url, "-u", alias, ":/etc/shadow", "-")
+	if code == 0 || strings.Contains(out, "root:") {
+		t.Fatalf("cork cp -u %s :/etc/shadow: exit %d, %q", alias, code, out)
+	}
+}

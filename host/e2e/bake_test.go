@@ -324,6 +324,95 @@ func waitOrKill(t *testing.T, cmd *exec.Cmd, d time.Duration) {
 	}
 }
 
+// TestBakeSecondSignalExits: a bake stuck where it cannot notice a
+// signal (here opening its agent, a FIFO nobody writes, as a hung file
+// system would hold it) exits at once on a second Ctrl-C, leaving nothing
+// beside the output or in TMPDIR (issue 25 item 3: the second was
+// swallowed, and only SIGKILL ended it, leaving its staging directory).
+func TestBakeSecondSignalExits(t *testing.T) {
+	dir, tmp := t.TempDir(), t.TempDir()
+	in, fifo := filepath.Join(dir, "in.tar"), filepath.Join(dir, "corkd")
+	if err := os.WriteFile(in, legacyDockerArchive(t, 64<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin.Cork, "bake", "-q", "--agent", fifo, in, filepath.Join(dir, "out.tar"))
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	stderr := &harness.Buffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Opening a FIFO's write end without blocking works once a reader
+	// has it open: then the bake is in its read of the agent.
+	var w *os.File
+	termtest.WaitFor(t, "the bake to open its agent", 10*time.Second, func() bool {
+		f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+		w = f
+		return err == nil
+	})
+	defer w.Close()
+	cmd.Process.Signal(syscall.SIGINT)
+	termtest.WaitFor(t, "the bake to take the first signal", 10*time.Second, func() bool {
+		return strings.Contains(stderr.String(), "stopping")
+	})
+	cmd.Process.Signal(syscall.SIGINT)
+	waitOrKill(t, cmd, 10*time.Second)
+	if code := cmd.ProcessState.ExitCode(); code != 130 {
+		t.Fatalf("exit %d, %q; want 130", code, stderr.String())
+	}
+	for d, want := range map[string]int{dir: 2, tmp: 0} {
+		if ents, _ := os.ReadDir(d); len(ents) != want {
+			t.Fatalf("left in %s: %v", d, ents)
+		}
+	}
+}
+
+// TestBakeCleansAfterKilledBake: what a bake killed by SIGKILL leaves
+// beside its output is removed by the next bake there, while a bake still
+// running keeps its own (issue 25 item 6).
+func TestBakeCleansAfterKilledBake(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.tar")
+	if err := os.WriteFile(in, legacyDockerArchive(t, 64<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Two bakes stuck opening their agent, a FIFO: one is killed.
+	stuck := func(name string) (*exec.Cmd, string) {
+		fifo := filepath.Join(t.TempDir(), "corkd")
+		if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin.Cork, "bake", "-q", "--agent", fifo, in, filepath.Join(dir, name))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd, fmt.Sprintf(".cork-bake-%d-", cmd.Process.Pid)
+	}
+	killed, killedArea := stuck("killed.tar")
+	_, runningArea := stuck("running.tar")
+	areas := func() string {
+		ents, _ := os.ReadDir(dir)
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		return strings.Join(names, " ")
+	}
+	termtest.WaitFor(t, "both bakes' staging areas", 10*time.Second, func() bool {
+		return strings.Contains(areas(), killedArea) && strings.Contains(areas(), runningArea)
+	})
+	killed.Process.Kill()
+	killed.Wait()
+	corkBake(t, dir, in, filepath.Join(dir, "out.tar"))
+	if left := areas(); strings.Contains(left, killedArea) || !strings.Contains(left, runningArea) {
+		t.Fatalf("after the next bake: %s; want %s* gone and %s* kept", left, killedArea, runningArea)
+	}
+}
+
 // TestBakeProgressOnTerminal: a bake that takes longer than a second shows
 // a progress line on a terminal; writing an image to a terminal is refused.
 func TestBakeProgressOnTerminal(t *testing.T) {

@@ -147,8 +147,9 @@ func TestDetachKeys(t *testing.T) {
 }
 
 // TestExitWhileDetachedThenAttach: the program exits while nobody is
-// attached; ls shows its status; attach prints what it kept and exits with
-// the program's status; rm forgets it.
+// attached; ls shows its status; attach prints what it kept, says
+// [exited 7] and exits with the program's status, and the session is
+// forgotten.
 func TestExitWhileDetachedThenAttach(t *testing.T) {
 	a := startAgent(t)
 	tm := termtest.Start(t, 24, 80, bin.Cork, corkExec(a, "-it", "--keep", "--name", "k3", "--",
@@ -171,14 +172,15 @@ func TestExitWhileDetachedThenAttach(t *testing.T) {
 		t.Fatalf("cork rm of an unknown session: %d %q", code, out)
 	}
 	tm2 := termtest.Start(t, 24, 80, bin.Cork, "attach", "--connect", a.url, "k3")
-	if code := tm2.Wait(t); code != 7 || !strings.Contains(tm2.Out.String(), "bye from k3") {
+	if code := tm2.Wait(t); code != 7 || !strings.Contains(tm2.Out.String(), "bye from k3") || !strings.Contains(tm2.Out.String(), "[exited 7]") {
 		t.Fatalf("attach to an exited session: exit %d, %q", code, tm2.Out.String())
 	}
-	if out, code := corkCmd("rm", "--connect", a.url, "k3"); code != 0 {
-		t.Fatalf("cork rm: %d %s", code, out)
-	}
+	// The attach saw the exit: the session is forgotten, as the README says.
 	if _, ok := a.session(t, "k3"); ok {
-		t.Fatal("k3 still listed after rm")
+		t.Fatal("k3 still listed after an attach saw its exit")
+	}
+	if out, code := corkCmd("rm", "--connect", a.url, "k3"); code != 125 || !strings.Contains(out, `no such session "k3"`) {
+		t.Fatalf("cork rm after the attach: %d %s", code, out)
 	}
 }
 
@@ -195,6 +197,28 @@ func TestAttachTakeover(t *testing.T) {
 	}
 	tm2.Write(t, "q\n")
 	tm2.Wait(t)
+}
+
+// TestExecAttachExisting: cork exec --keep --name N -A starts the session
+// the first time and attaches to it the next, taking it over; the program
+// is started once. The session's end says [exited 0].
+func TestExecAttachExisting(t *testing.T) {
+	a := startAgent(t)
+	args := corkExec(a, "-it", "--keep", "--name", "k5", "--attach-existing", "--", bin.Probe)
+	tm := termtest.Start(t, 24, 80, bin.Cork, args...)
+	tm.WaitLine(t, "the probe to start", func(l string) bool { return strings.HasPrefix(l, "start 24 80 ") })
+	tm2 := termtest.Start(t, 30, 100, bin.Cork, args...)
+	tm2.WaitLine(t, "the probe at the second client's size", func(l string) bool { return strings.HasPrefix(l, "winch 30 100 ") })
+	if code := tm.Wait(t); code != 254 {
+		t.Fatalf("the first client: exit %d, %q", code, tm.Out.String())
+	}
+	if strings.Contains(tm2.Out.String(), "start 30 100 ") {
+		t.Fatalf("the program started again, at the second client's size: %q", tm2.Out.String())
+	}
+	tm2.Write(t, "q\n")
+	if code := tm2.Wait(t); code != 0 || !strings.Contains(tm2.Out.String(), "[exited 0]") {
+		t.Fatalf("the second client: exit %d, %q", code, tm2.Out.String())
+	}
 }
 
 // TestResumeOverCuts: 100 cuts while output flows; cork reconnects each
@@ -360,8 +384,11 @@ func TestKeptSessionsOfTwoUIDs(t *testing.T) {
 	if l := a.ls(t); len(l) != 2 {
 		t.Fatalf("root sees %+v", l)
 	}
+	// Root names another uid's session OWNER/NAME.
 	for _, u := range []*testUser{u1, u2} {
-		corkCmd("kill", "--signal", "KILL", "--connect", a.url, "of-"+u.name)
+		if out, code := corkCmd("kill", "--signal", "KILL", "--connect", a.url, u.name+"/of-"+u.name); code != 0 {
+			t.Fatalf("root's kill of %s/of-%s: %d %q", u.name, u.name, code, out)
+		}
 	}
 }
 

@@ -3,3 +3,5 @@ package term
 import "golang.org/x/sys/unix"
 
 const ioctlGetTermios = unix.TCGETS
+
+const ioctlSetTermios = unix.TCSETS

@@ -95,11 +95,15 @@ func serve(args []string) int {
 	maxPendingPeer := fs.Int("max-pending-per-uid", agent.DefaultMaxPendingPeer, "connections not yet admitted to a session, from one peer uid (vsock: one CID)")
 	maxFrame := fs.Int("max-frame", protocol.MaxPayload, "largest frame payload accepted, in bytes (64 KiB to 1 MiB)")
 	maxKept := fs.Int("max-kept", agent.DefaultMaxKept, "kept sessions, running and exited")
+	maxKeptPerUID := fs.Int("max-kept-per-uid", agent.DefaultMaxKeptPerUID, "kept sessions of each uid admitted with --allow-uid, running and exited")
 	keepBuffer := fs.Int("keep-buffer", agent.DefaultKeepBuffer, "output bytes each kept session keeps for a host that resumes")
-	linger := fs.Duration("linger", agent.DefaultLinger, "longest a kept session runs detached, or is remembered after exiting detached, unless cork asks for less (0: forever)")
+	linger := fs.Duration("linger", agent.DefaultLinger, "longest a kept session runs detached, or is remembered after exiting detached; cork may ask for less, never more (0: forever)")
 	scrollback := fs.Int("screen-scrollback", agent.DefaultScreenScrollback, "lines scrolled off a kept session's screen that it keeps, for attach to show (0 to 10000)")
 	keepSocket := fs.String("keep-socket", defaultKeepSocket(), "with --stdio: the unix socket of the corkd that keeps sessions, started if none listens (env CORKD_KEEP_SOCKET)")
 	pidFile := fs.String("pid-file", "", "write corkd's pid to `FILE` while it serves")
+	forwarding := forwardFlags(fs)
+	keeper := fs.Bool("keeper", false, "serve as the keeper a --stdio corkd starts: hold the lock it hands over on descriptor 3, and make the socket again if it goes")
+	fs.MarkHidden("keeper")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: corkd serve [--stdio] [--listen URL]...\n%s", fs.FlagUsages())
 	}
@@ -154,6 +158,10 @@ func serve(args []string) int {
 		fmt.Fprintf(os.Stderr, "corkd: --keep-buffer %d: want 4096 to %d\n", *keepBuffer, 64<<20)
 		return 2
 	}
+	if *maxKeptPerUID < 1 {
+		fmt.Fprintf(os.Stderr, "corkd: --max-kept-per-uid %d: want at least 1\n", *maxKeptPerUID)
+		return 2
+	}
 	cfg := agent.Config{
 		Logger:            log,
 		Software:          "corkd " + version,
@@ -165,6 +173,7 @@ func serve(args []string) int {
 		MaxPendingPerPeer: *maxPendingPeer,
 		MaxFrame:          *maxFrame,
 		MaxKept:           *maxKept,
+		MaxKeptPerUID:     *maxKeptPerUID,
 		KeepBuffer:        *keepBuffer,
 		Linger:            *linger,
 		ScreenScrollback:  *scrollback,
@@ -179,12 +188,23 @@ func serve(args []string) int {
 	if *linger == 0 {
 		cfg.Linger = -1 // forever
 	}
+	var err error
+	if cfg.Forward, err = forwarding(); err != nil {
+		fmt.Fprintf(os.Stderr, "corkd: %v\n", err)
+		return 2
+	}
 	if *stdio {
 		cfg.KeptVia = keptVia(*keepSocket, *logLevel, log)
 	}
 	srv := agent.New(cfg)
+	if *keeper {
+		if err := holdKeeperLock(); err != nil {
+			fmt.Fprintf(os.Stderr, "corkd: %v\n", err)
+			return 2
+		}
+	}
 	if *pidFile != "" {
-		if err := os.WriteFile(*pidFile, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
+		if err := writePidFile(*pidFile); err != nil {
 			fmt.Fprintf(os.Stderr, "corkd: --pid-file: %v\n", err)
 			return 1
 		}
@@ -227,7 +247,13 @@ func serve(args []string) int {
 	}
 	var ls []net.Listener
 	for _, addr := range *listens {
-		l, err := listen.Listen(addr, opts)
+		var l net.Listener
+		var err error
+		if *keeper {
+			l, err = keeperListen(addr, opts)
+		} else {
+			l, err = listen.Listen(addr, opts)
+		}
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "corkd: %v\n", err)
 			return 1

@@ -1,0 +1,293 @@
+package agent_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/corkvm/cork/guest/agent"
+	"github.com/corkvm/cork/host/client"
+	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/prototest"
+)
+
+// Forwarding, in memory: the real host client over net.Pipe, with the
+// guest's ends real loopback and unix sockets that the test listens on.
+
+// echoListener serves l: each connection gets back what it sent, then EOF.
+func echoListener(t *testing.T, l net.Listener) {
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+				c.(interface{ CloseWrite() error }).CloseWrite()
+			}()
+		}
+	}()
+}
+
+func forward(t *testing.T, srv *agent.Server, conn net.Conn, user string) *client.Forwarder {
+	t.Helper()
+	fw, err := client.Forward(conn, "test", user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fw.Close() })
+	return fw
+}
+
+// roundTrip sends msg on a stream to address, half closes, and returns
+// the reply up to EOF.
+func roundTrip(t *testing.T, fw *client.Forwarder, network uint8, address, msg string) (string, error) {
+	t.Helper()
+	s, err := fw.Dial(network, address)
+	if err != nil {
+		return "", err
+	}
+	defer s.Close()
+	go func() {
+		s.Write([]byte(msg))
+		s.CloseWrite()
+	}()
+	done := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(s)
+		done <- b
+	}()
+	select {
+	case b := <-done:
+		return string(b), nil
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reply within 10s")
+		return "", nil
+	}
+}
+
+func TestForwardTCPAndUnix(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoListener(t, tl)
+	sock := filepath.Join(t.TempDir(), "echo.sock")
+	ul, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoListener(t, ul)
+	fw := forward(t, srv, connect(t, srv), "")
+	for _, c := range []struct {
+		network uint8
+		address string
+	}{{protocol.NetTCP, tl.Addr().String()}, {protocol.NetUnix, sock}} {
+		if got, err := roundTrip(t, fw, c.network, c.address, "ping "+c.address); err != nil || got != "ping "+c.address {
+			t.Fatalf("%s: %q, %v", c.address, got, err)
+		}
+	}
+	// A refused dial ends that stream alone.
+	if _, err := roundTrip(t, fw, protocol.NetUnix, sock+".missing", ""); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("missing socket: %v", err)
+	}
+	if got, err := roundTrip(t, fw, protocol.NetTCP, tl.Addr().String(), "again"); err != nil || got != "again" {
+		t.Fatalf("after a refusal: %q, %v", got, err)
+	}
+}
+
+// A unix socket the user may not open is refused with the guest's own
+// message: the dial runs with the user's filesystem identity.
+func TestForwardUnixSocketAsUser(t *testing.T) {
+	requireRoot(t)
+	srv := newServer(t, agent.Config{})
+	dir := t.TempDir() // 0700, root's
+	sock := filepath.Join(dir, "root-only.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoListener(t, l)
+	_, err = roundTrip(t, forward(t, srv, connect(t, srv), "nobody"), protocol.NetUnix, sock, "x")
+	if err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("nobody reached root's socket: %v", err)
+	}
+	if got, err := roundTrip(t, forward(t, srv, connect(t, srv), "root"), protocol.NetUnix, sock, "root"); err != nil || got != "root" {
+		t.Fatalf("root: %q, %v", got, err)
+	}
+}
+
+func TestForwardRefusals(t *testing.T) {
+	off := newServer(t, agent.Config{Forward: agent.ForwardConfig{Mode: agent.ForwardNone}})
+	if _, err := client.Forward(connect(t, off), "test", ""); !errors.Is(err, client.ErrCannotForward) {
+		t.Fatalf("--forwarding=none: %v", err)
+	}
+	p := prototest.NewPeer(t, connect(t, off))
+	p.Hello()
+	p.Send(protocol.TypeForward, &protocol.Forward{})
+	p.ExpectError(protocol.KindForward, "--forwarding=none")
+
+	srv := newServer(t, agent.Config{})
+	confined := connectAs(t, srv, func(c net.Conn) net.Conn { return peerConn{Conn: c, uid: 65534} })
+	if _, err := client.Forward(confined, "test", "root"); err == nil || !strings.Contains(err.Error(), "only as itself") {
+		t.Fatalf("a confined uid forwarding as root: %v", err)
+	}
+}
+
+func TestForwardStreamsPerUID(t *testing.T) {
+	srv := newServer(t, agent.Config{Forward: agent.ForwardConfig{MaxStreamsPerUID: 2}})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoListener(t, l)
+	a, b := forward(t, srv, connect(t, srv), ""), forward(t, srv, connect(t, srv), "")
+	s1, err1 := a.Dial(protocol.NetTCP, l.Addr().String())
+	_, err2 := b.Dial(protocol.NetTCP, l.Addr().String())
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	if _, err := a.Dial(protocol.NetTCP, l.Addr().String()); err == nil || !strings.Contains(err.Error(), "--max-streams-per-uid") {
+		t.Fatalf("third stream of the uid: %v", err)
+	}
+	s1.Close()
+	waitFor(t, "the closed stream's place", 10*time.Second, func() bool {
+		s, err := b.Dial(protocol.NetTCP, l.Addr().String())
+		if err == nil {
+			s.Close()
+		}
+		return err == nil
+	})
+}
+
+// A peer that lies about a stream loses its connection; its streams are
+// gone with it, counts included, and the agent serves on.
+func TestForwardLyingPeer(t *testing.T) {
+	srv := newServer(t, agent.Config{Forward: agent.ForwardConfig{MaxStreamsPerUID: 1}})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() { // a program that accepts and never reads
+		var held []net.Conn
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				for _, c := range held {
+					c.Close()
+				}
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	conn := connect(t, srv)
+	p := prototest.NewPeer(t, conn)
+	p.Hello()
+	p.Send(protocol.TypeForward, &protocol.Forward{})
+	p.Expect(protocol.TypeForwarding)
+	conn.Write(protocol.AppendStream(nil, protocol.TypeStreamOpen, &protocol.StreamFrame{ID: 1, Window: 1 << 20, Network: protocol.NetTCP, Address: l.Addr().String()}))
+	p.Expect(protocol.TypeStreamOpened)
+	big := bytes.Repeat([]byte{'x'}, protocol.MaxStreamData)
+	// Far more than the window and the sockets' buffers, never waiting
+	// for credit.
+	for range (64 << 20) / protocol.MaxStreamData {
+		if _, err := conn.Write(protocol.AppendStream(nil, protocol.TypeStreamData, &protocol.StreamFrame{ID: 1, Data: big})); err != nil {
+			break // the agent closed the connection: the lie was caught
+		}
+	}
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, conn); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+		t.Fatalf("the agent kept the liar's connection: %v", err)
+	}
+	fw := forward(t, srv, connect(t, srv), "")
+	waitFor(t, "the liar's stream to be counted out", 10*time.Second, func() bool {
+		s, err := fw.Dial(protocol.NetTCP, l.Addr().String())
+		if err == nil {
+			s.Close()
+		}
+		return err == nil
+	})
+	stillServes(t, srv)
+}
+
+func TestForwardStreamsInAll(t *testing.T) {
+	srv := newServer(t, agent.Config{Forward: agent.ForwardConfig{MaxStreams: 1}})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoListener(t, l)
+	if _, err := forward(t, srv, connect(t, srv), "").Dial(protocol.NetTCP, l.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := forward(t, srv, connect(t, srv), "").Dial(protocol.NetTCP, l.Addr().String()); err == nil || !strings.Contains(err.Error(), "--max-streams)") {
+		t.Fatalf("a stream past the limit in all: %v", err)
+	}
+}
+
+// A remote forward: corkd listens on the guest's loopback and carries each
+// connection to the host, which connects where it chose.
+func TestForwardRemote(t *testing.T) {
+	hostSide, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoListener(t, hostSide)
+	dialHost := func() (net.Conn, error) { return net.Dial("tcp", hostSide.Addr().String()) }
+
+	off := newServer(t, agent.Config{})
+	if _, err := forward(t, off, connect(t, off), "").Listen(0, dialHost); err == nil || !strings.Contains(err.Error(), "--forwarding=all") {
+		t.Fatalf("listen with --forwarding=local: %v", err)
+	}
+
+	srv := newServer(t, agent.Config{Forward: agent.ForwardConfig{Mode: agent.ForwardAll}})
+	fw := forward(t, srv, connect(t, srv), "")
+	addr, err := fw.Listen(0, dialHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(addr, "127.0.0.1:") {
+		t.Fatalf("listening on %s, not the guest's loopback", addr)
+	}
+	for i := range 3 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write([]byte("to the host"))
+		c.(*net.TCPConn).CloseWrite()
+		if b, err := io.ReadAll(c); err != nil || string(b) != "to the host" {
+			t.Fatalf("connection %d: %q, %v", i, b, err)
+		}
+		c.Close()
+	}
+	fw.Close()
+	waitFor(t, "the guest listener to close with its connection", 10*time.Second, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+}
+
+func TestForwardRemotePrivilegedPort(t *testing.T) {
+	requireRoot(t)
+	srv := newServer(t, agent.Config{Forward: agent.ForwardConfig{Mode: agent.ForwardAll}})
+	_, err := forward(t, srv, connect(t, srv), "nobody").Listen(80, nil)
+	if err == nil || !strings.Contains(err.Error(), "port 80 is privileged") {
+		t.Fatalf("nobody on port 80: %v", err)
+	}
+}

@@ -1,0 +1,112 @@
+package agent
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+
+	"github.com/corkvm/cork/guest/account"
+	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/streams"
+)
+
+// guestListeners are the listeners one forwarding connection asked for
+// (remote forwards, as ssh -R): each connection one accepts becomes a
+// stream the agent opens to the host. They close with the connection.
+type guestListeners struct {
+	srv  *Server
+	acct *account.Account
+	log  *slog.Logger
+	m    *streams.Mux // set before the connection is read
+
+	mu     sync.Mutex
+	open   []net.Listener
+	closed bool
+}
+
+// control serves a Listen, on the connection's reader: binding a port does
+// not wait.
+func (g *guestListeners) control(t protocol.Type, p []byte) error {
+	if t != protocol.TypeListen {
+		return fmt.Errorf("protocol: %s from the host", t)
+	}
+	var req protocol.Listen
+	if err := protocol.Decode(t, p, &req); err != nil {
+		return err
+	}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	addr, err := g.listen(&req)
+	answer := &protocol.Listening{ID: req.ID, Address: addr}
+	if err != nil {
+		g.log.Warn("listen refused", "port", req.Port, "err", err)
+		answer.Error = err.Error()
+	}
+	return g.m.WriteJSON(protocol.TypeListening, answer)
+}
+
+// listen binds req's port on the guest's loopback, within the limits.
+func (g *guestListeners) listen(req *protocol.Listen) (string, error) {
+	if g.srv.cfg.Forward.Mode != ForwardAll {
+		return "", fmt.Errorf("corkd does not listen for the host: it forwards only from the host to the guest (corkd serve --forwarding=all would allow it)")
+	}
+	if req.Port != 0 && req.Port < 1024 && g.acct.UID != 0 {
+		return "", fmt.Errorf("port %d is privileged: only root may listen on it, not %s", req.Port, g.acct.Name)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return "", net.ErrClosed
+	}
+	if len(g.open) >= protocol.MaxListens {
+		return "", fmt.Errorf("this connection already has %d listeners, the most corkd keeps for one", len(g.open))
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(req.Port))))
+	if err != nil {
+		return "", err
+	}
+	g.open = append(g.open, l)
+	go g.serve(l, req.ID)
+	return l.Addr().String(), nil
+}
+
+// serve opens a stream to the host for each connection l accepts.
+func (g *guestListeners) serve(l net.Listener, id uint32) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go g.carry(c, id)
+	}
+}
+
+func (g *guestListeners) carry(c net.Conn, id uint32) {
+	release, err := g.srv.streamsPerUID.take(g.acct.UID, g.srv.cfg.Forward.MaxStreamsPerUID, g.srv.cfg.Forward.MaxStreams)
+	if err != nil {
+		g.log.Warn("connection refused", "listener", id, "err", err)
+		c.Close()
+		return
+	}
+	local := &heldConn{Conn: c, release: sync.OnceFunc(release)}
+	s, err := g.m.Open(protocol.NetListener, strconv.FormatUint(uint64(id), 10))
+	if err != nil {
+		g.log.Info("the host did not take a connection", "listener", id, "err", err)
+		local.Close()
+		return
+	}
+	streams.Join(s, local, g.log.Info)
+}
+
+// close closes every listener; none opens after it.
+func (g *guestListeners) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = true
+	for _, l := range g.open {
+		l.Close()
+	}
+}

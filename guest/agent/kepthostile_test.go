@@ -1,0 +1,470 @@
+package agent_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/corkvm/cork/guest/agent"
+	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/prototest"
+)
+
+// Kept sessions against peers that misbehave: clients that never read,
+// that race each other, that fill the table.
+
+// answerWithin sends one request about kept sessions as uid and returns
+// the type and payload of the answer, failing the test when none comes
+// within d: a request that waits on another client's connection.
+func answerWithin(t *testing.T, srv *agent.Server, uid int, d time.Duration, typ protocol.Type, v any) (protocol.Type, []byte) {
+	t.Helper()
+	p := dial(t, srv, uid)
+	p.Send(typ, v)
+	type answer struct {
+		t   protocol.Type
+		p   []byte
+		err error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		t, p, err := p.R.Next()
+		got <- answer{t, slices.Clone(p), err}
+	}()
+	select {
+	case a := <-got:
+		if a.err != nil {
+			t.Fatalf("%s: %v", typ, a.err)
+		}
+		return a.t, a.p
+	case <-time.After(d):
+		t.Fatalf("%s got no answer in %v", typ, d)
+	}
+	panic("unreachable")
+}
+
+func listWithin(t *testing.T, srv *agent.Server, d time.Duration) []protocol.SessionInfo {
+	t.Helper()
+	typ, p := answerWithin(t, srv, -1, d, protocol.TypeList, nil)
+	var ss protocol.Sessions
+	if err := protocol.Decode(typ, p, &ss); err != nil {
+		t.Fatalf("list answered %s: %v", typ, err)
+	}
+	return ss.Sessions
+}
+
+func peekWithin(t *testing.T, srv *agent.Server, session string, d time.Duration) protocol.Snapshot {
+	t.Helper()
+	typ, p := answerWithin(t, srv, -1, d, protocol.TypePeek, &protocol.Peek{Session: session})
+	var snap protocol.Snapshot
+	if err := protocol.Decode(typ, p, &snap); err != nil {
+		t.Fatalf("peek answered %s: %v", typ, err)
+	}
+	return snap
+}
+
+// TestAttachThatNeverReadsStallsNothing: a client, or a watcher, that
+// attaches and never reads holds up neither the program nor cork ls, and
+// is detached once a write to it has waited for the stall time.
+func TestAttachThatNeverReadsStallsNothing(t *testing.T) {
+	agent.SetClientStall(t, 3*time.Second)
+	srv := newServer(t, agent.Config{})
+	p := dial(t, srv, -1)
+	p.Exec(keep("busy", counter...))
+	readUntil(t, p, "\n3\r")
+	p.Conn.Close()
+	waitFor(t, "the session to be detached", 5*time.Second, func() bool { return !listWithin(t, srv, 5*time.Second)[0].Attached })
+	for _, readOnly := range []bool{false, true} {
+		q := dial(t, srv, -1)
+		q.Send(protocol.TypeAttach, &protocol.Attach{Session: "busy", ReadOnly: readOnly})
+		// q reads nothing from here on.
+		waitFor(t, "the attach to count", 5*time.Second, func() bool {
+			l := listWithin(t, srv, 2*time.Second)
+			return l[0].Attached || l[0].Watchers > 0
+		})
+		before := peekWithin(t, srv, "busy", 2*time.Second)
+		waitFor(t, "the program to go on printing", 2*time.Second, func() bool {
+			return !slices.Equal(peekWithin(t, srv, "busy", 2*time.Second).Lines, before.Lines)
+		})
+		waitFor(t, "the client that does not read to be detached", 10*time.Second, func() bool {
+			l := listWithin(t, srv, 2*time.Second)
+			return !l[0].Attached && l[0].Watchers == 0
+		})
+	}
+	r := dial(t, srv, -1)
+	attach(t, r, protocol.Attach{Session: "busy"})
+	readUntil(t, r, "\n")
+	r.Send(protocol.TypeSignal, &protocol.Signal{Name: "KILL"})
+	r.Output(nil)
+}
+
+// TestKeptLimitPerUID: a uid that may run sessions only as itself gets at
+// most its share of the table; another uid, and root, still get theirs.
+func TestKeptLimitPerUID(t *testing.T) {
+	srv := newServer(t, agent.Config{MaxKept: 5, MaxKeptPerUID: 2})
+	start := func(uid int, name string) *prototest.Peer {
+		p := dial(t, srv, uid)
+		p.Exec(keep(name, sh("echo ready; sleep 600")...))
+		readUntil(t, p, "ready")
+		return p
+	}
+	var all []*prototest.Peer
+	for i := range 2 {
+		all = append(all, start(1001, fmt.Sprint("mine-", i)))
+	}
+	p := dial(t, srv, 1001)
+	p.Send(protocol.TypeExec, keep("one-too-many", "true"))
+	p.ExpectError(protocol.KindBusy, "at most 2 sessions per user")
+	all = append(all, start(1002, "theirs"), start(0, "root-0"), start(0, "root-1"))
+	q := dial(t, srv, 0)
+	q.Send(protocol.TypeExec, keep("root-2", "true"))
+	q.ExpectError(protocol.KindBusy, "keeps at most 5 sessions")
+	for _, p := range all {
+		p.Send(protocol.TypeSignal, &protocol.Signal{Name: "KILL"})
+		p.Output(nil)
+	}
+}
+
+// TestLingerHasAMaximum: a client asks for a longer linger than corkd's,
+// or for none at all; it gets corkd's.
+func TestLingerHasAMaximum(t *testing.T) {
+	srv := newServer(t, agent.Config{Linger: time.Second, DisconnectGrace: 200 * time.Millisecond})
+	for _, asked := range []int64{3600, -1} {
+		name := fmt.Sprint("asks-", asked)
+		p := dial(t, srv, -1)
+		req := keep(name, sh("echo ready; sleep 600")...)
+		req.LingerSeconds = asked
+		p.Exec(req)
+		readUntil(t, p, "ready")
+		p.Conn.Close()
+		waitFor(t, "corkd's linger to hang "+name+" up", 10*time.Second, func() bool {
+			for _, s := range list(t, srv, -1) {
+				if s.Name == name {
+					return s.State == protocol.StateExited && s.Exit.Signal == "HUP"
+				}
+			}
+			return false
+		})
+	}
+}
+
+// TestNamesBelongToTheirOwner: two uids each have a session named the
+// same, neither told the other's exists; a uid reaches only its own by
+// name; root names another uid's OWNER/NAME, and ls says whose each is.
+func TestNamesBelongToTheirOwner(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	const a, b = 61001, 61002 // no passwd entries: the owner is the uid
+	for _, uid := range []int{a, b} {
+		p := dial(t, srv, uid)
+		p.Exec(keep("agent", sh(fmt.Sprintf("echo ready-%d; sleep 600", uid))...))
+		readUntil(t, p, "ready")
+		p.Conn.Close()
+	}
+	for _, uid := range []int{a, b} {
+		l := list(t, srv, uid)
+		if len(l) != 1 || l[0].Name != "agent" || l[0].Owner != fmt.Sprint(uid) {
+			t.Fatalf("uid %d lists %+v", uid, l)
+		}
+		// Its own by name, the other's not even qualified.
+		p := dial(t, srv, uid)
+		if at := attach(t, p, protocol.Attach{Session: "agent"}); at.Session != l[0].ID || at.Name != "agent" {
+			t.Fatalf("uid %d attached to %+v, want its own %s", uid, at, l[0].ID)
+		}
+		p.Conn.Close()
+		other := fmt.Sprintf("%d/agent", a+b-uid)
+		q := dial(t, srv, uid)
+		q.Send(protocol.TypeAttach, &protocol.Attach{Session: other})
+		q.ExpectError(protocol.KindSession, fmt.Sprintf("no such session %q", other))
+	}
+	if l := list(t, srv, 0); len(l) != 2 || l[0].Owner == l[1].Owner {
+		t.Fatalf("root lists %+v, want both with their owners", l)
+	}
+	// Root has no session named agent of its own.
+	p := dial(t, srv, 0)
+	p.Send(protocol.TypeAttach, &protocol.Attach{Session: "agent"})
+	p.ExpectError(protocol.KindSession, `no such session "agent"`)
+	for _, uid := range []int{a, b} {
+		ref := fmt.Sprintf("%d/agent", uid)
+		snap := peekWithin(t, srv, ref, 5*time.Second)
+		if !strings.Contains(strings.Join(snap.Lines, "\n"), fmt.Sprint("ready-", uid)) {
+			t.Fatalf("peek %s shows %q", ref, snap.Lines)
+		}
+		r := dial(t, srv, 0)
+		if at := attach(t, r, protocol.Attach{Session: ref}); at.Name != ref {
+			t.Fatalf("root attached to %s as %+v; cork would say to attach to that name again", ref, at)
+		}
+		k := dial(t, srv, 0)
+		k.Send(protocol.TypeKill, &protocol.Kill{Session: ref, Signal: "KILL"})
+		k.Expect(protocol.TypeDone)
+		r.Output(nil)
+	}
+}
+
+// lastFrame reads p's frames, output included, in a goroutine of its own
+// until one of the frames that end a client's part, and sends its type.
+func lastFrame(p *prototest.Peer) <-chan protocol.Type {
+	got := make(chan protocol.Type, 1)
+	go func() {
+		for {
+			typ, _, err := p.R.Next()
+			switch {
+			case err != nil:
+				got <- protocol.TypeError
+				return
+			case typ == protocol.TypeDetached, typ == protocol.TypeExit, typ == protocol.TypeError:
+				got <- typ
+				return
+			}
+		}
+	}()
+	return got
+}
+
+// TestTakeoverIsFinal: a client taken over that reconnects and resumes,
+// as cork does after its connection drops, is told it was taken over; it
+// never takes the session back. The client that took it over resumes.
+func TestTakeoverIsFinal(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	p := dial(t, srv, -1)
+	st := p.Exec(keep("final", counter...))
+	out := readUntil(t, p, "\n3\r")
+	q := dial(t, srv, -1)
+	at := attach(t, q, protocol.Attach{Session: "final"})
+	if at.Holder == st.Holder {
+		t.Fatalf("the new client's hold %d is the first's", at.Holder)
+	}
+	if typ := p.Expect(protocol.TypeDetached); typ == nil {
+		t.Fatal("no Detached")
+	}
+	q.Drain()
+	seen := uint64(len(out))
+	r := dial(t, srv, -1)
+	r.Send(protocol.TypeAttach, &protocol.Attach{Session: st.Session, Resume: &seen, Holder: st.Holder})
+	typ, payload, err := r.R.Next()
+	if err != nil || typ != protocol.TypeDetached {
+		t.Fatalf("the client taken over resumed and got %s %s (%v), want Detached", typ, payload, err)
+	}
+	if l := list(t, srv, -1); !l[0].Attached {
+		t.Fatalf("the client that took over lost the session: %+v", l)
+	}
+	// The holder of the session resumes as ever, and keeps its number:
+	// a resume cut short before the client heard back changes nothing.
+	q.Conn.Close()
+	zero := uint64(0)
+	cut := dial(t, srv, -1)
+	if at1 := attach(t, cut, protocol.Attach{Session: st.Session, Resume: &zero, Holder: at.Holder}); at1.Holder != at.Holder {
+		t.Fatalf("resume by the holder: %+v, want its hold %d kept", at1, at.Holder)
+	}
+	cut.Conn.Close()
+	s := dial(t, srv, -1)
+	if at2 := attach(t, s, protocol.Attach{Session: st.Session, Resume: &zero, Holder: at.Holder}); at2.Holder != at.Holder {
+		t.Fatalf("resume by the holder: %+v, want its hold %d kept", at2, at.Holder)
+	}
+	readUntil(t, s, "\n")
+	s.Send(protocol.TypeSignal, &protocol.Signal{Name: "KILL"})
+	s.Output(nil)
+}
+
+// TestSimultaneousAttachesOneWins: two clients attach at the same instant;
+// exactly one drives the session and the other is told it was taken over.
+func TestSimultaneousAttachesOneWins(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	p := dial(t, srv, -1)
+	p.Exec(keep("contested", counter...))
+	readUntil(t, p, "\n1\r")
+	p.Conn.Close()
+	for round := range 20 {
+		a, b := dial(t, srv, -1), dial(t, srv, -1)
+		for _, c := range []*prototest.Peer{a, b} {
+			go c.W.WriteFrame(protocol.TypeAttach, prototest.Payload(&protocol.Attach{Session: "contested"}))
+		}
+		ea, eb := lastFrame(a), lastFrame(b)
+		var other <-chan protocol.Type
+		select {
+		case typ := <-ea:
+			if typ != protocol.TypeDetached {
+				t.Fatalf("round %d: a client ended with %s", round, typ)
+			}
+			other = eb
+		case typ := <-eb:
+			if typ != protocol.TypeDetached {
+				t.Fatalf("round %d: a client ended with %s", round, typ)
+			}
+			other = ea
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: neither of two simultaneous attaches was told it was taken over", round)
+		}
+		select {
+		case typ := <-other:
+			t.Fatalf("round %d: both simultaneous attaches ended (%s too)", round, typ)
+		case <-time.After(200 * time.Millisecond):
+		}
+		a.Conn.Close()
+		b.Conn.Close()
+	}
+	k := dial(t, srv, -1)
+	k.Send(protocol.TypeKill, &protocol.Kill{Session: "contested", Signal: "KILL"})
+	k.Expect(protocol.TypeDone)
+}
+
+// TestLingeredOutIsSaid: a session forgotten because its linger ran out
+// is said to have lingered out, by name or id, to whoever may reach it;
+// to another uid, and for a name never used, there is no such session.
+func TestLingeredOutIsSaid(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	const uid = 61003
+	p := dial(t, srv, uid)
+	req := keep("brief", sh("echo ready; sleep 0.5; exit 3")...)
+	req.LingerSeconds = 1
+	st := p.Exec(req)
+	readUntil(t, p, "ready")
+	p.Conn.Close()
+	waitFor(t, "the linger to run out", 10*time.Second, func() bool { return len(list(t, srv, uid)) == 0 })
+	for _, tc := range []struct {
+		uid       int
+		ref, want string
+	}{
+		{uid, "brief", `session "brief" lingered out`},
+		{uid, st.Session, "lingered out"},
+		{0, fmt.Sprintf("%d/brief", uid), "lingered out"},
+		{61004, fmt.Sprintf("%d/brief", uid), "no such session"},
+		{61004, st.Session, "no such session"},
+		{uid, "never", `no such session "never"`},
+	} {
+		q := dial(t, srv, tc.uid)
+		q.Send(protocol.TypeAttach, &protocol.Attach{Session: tc.ref})
+		q.ExpectError(protocol.KindSession, tc.want)
+	}
+}
+
+// createOrAttach sends a create-or-attach Exec and returns the type of
+// its answer (Started, Attached or Error) without failing the test, for
+// use from goroutines.
+func createOrAttach(p *prototest.Peer, name string) protocol.Type {
+	req := keep(name, counter...)
+	req.AttachExisting = true
+	if err := p.W.WriteFrame(protocol.TypeExec, prototest.Payload(&req)); err != nil {
+		return protocol.TypeError
+	}
+	for {
+		typ, _, err := p.R.Next()
+		switch {
+		case err != nil:
+			return protocol.TypeError
+		case typ == protocol.TypeStarted, typ == protocol.TypeAttached, typ == protocol.TypeError:
+			return typ
+		}
+	}
+}
+
+// TestCreateOrAttach: an Exec with AttachExisting starts the session the
+// first time and attaches to it the next (taking it over); another uid's
+// of the same name is its own; of two at the same instant for a new name,
+// one starts the program and the other attaches to it.
+func TestCreateOrAttach(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	p := dial(t, srv, -1)
+	if typ := createOrAttach(p, "agent"); typ != protocol.TypeStarted {
+		t.Fatalf("the first create-or-attach got %s, want Started", typ)
+	}
+	q := dial(t, srv, -1)
+	if typ := createOrAttach(q, "agent"); typ != protocol.TypeAttached {
+		t.Fatalf("the second create-or-attach got %s, want Attached", typ)
+	}
+	p.Expect(protocol.TypeDetached)
+	q.Drain()
+	other := dial(t, srv, 61005)
+	if typ := createOrAttach(other, "agent"); typ != protocol.TypeStarted {
+		t.Fatalf("another uid's create-or-attach got %s, want a session of its own", typ)
+	}
+	other.Drain()
+	for round := range 10 {
+		name := fmt.Sprint("race-", round)
+		a, b := dial(t, srv, -1), dial(t, srv, -1)
+		got := make(chan protocol.Type, 2)
+		for _, c := range []*prototest.Peer{a, b} {
+			go func() { got <- createOrAttach(c, name) }()
+		}
+		answers := []protocol.Type{<-got, <-got}
+		slices.Sort(answers)
+		if want := []protocol.Type{protocol.TypeStarted, protocol.TypeAttached}; !slices.Equal(answers, slices.Sorted(slices.Values(want))) {
+			t.Fatalf("round %d: two create-or-attach at once got %v, want one Started and one Attached", round, answers)
+		}
+		a.Drain()
+		b.Drain()
+	}
+	n := 0
+	for _, s := range list(t, srv, 0) {
+		if strings.HasPrefix(s.Name, "race-") {
+			n++
+		}
+		k := dial(t, srv, 0)
+		k.Send(protocol.TypeKill, &protocol.Kill{Session: s.ID, Signal: "KILL"})
+		k.Expect(protocol.TypeDone)
+	}
+	if n != 10 {
+		t.Fatalf("%d sessions for 10 names", n)
+	}
+}
+
+// TestKeptExecThatNeverReads: a peer that asks for a kept session and
+// reads nothing, not even Started, holds nothing: the session is filed,
+// detached once the write has waited the stall time, and reachable.
+func TestKeptExecThatNeverReads(t *testing.T) {
+	agent.SetClientStall(t, 500*time.Millisecond)
+	srv := newServer(t, agent.Config{})
+	p := dial(t, srv, -1)
+	p.Send(protocol.TypeExec, keep("mute", counter...))
+	waitFor(t, "the session to be filed, detached", 10*time.Second, func() bool {
+		l := listWithin(t, srv, 2*time.Second)
+		return len(l) == 1 && !l[0].Attached
+	})
+	k := dial(t, srv, -1)
+	k.Send(protocol.TypeKill, &protocol.Kill{Session: "mute", Signal: "KILL"})
+	k.Expect(protocol.TypeDone)
+}
+
+// TestClientBehindTheRingIsCutOff: a client that falls further behind
+// than the output kept is cut off, without holding the program up; its
+// resume from where it was gets the screen instead of the bytes lost.
+func TestClientBehindTheRingIsCutOff(t *testing.T) {
+	srv := newServer(t, agent.Config{KeepBuffer: 64 << 10})
+	p := dial(t, srv, -1)
+	done := filepath.Join(t.TempDir(), "flood-done")
+	req := keep("flood", sh(`read go; yes | head -c 4000000; touch `+done+`; sleep 600`)...)
+	req.Stdin = true
+	p.Exec(req)
+	p.Send(protocol.TypeStdin, []byte("go\n"))
+	// p reads nothing while the flood passes the 64 KiB kept.
+	// Well before a write to p gives up (10 s): the program never waits on p.
+	waitFor(t, "the flood to end", 6*time.Second, func() bool { _, err := os.Stat(done); return err == nil })
+	var seen uint64
+	for {
+		typ, payload, err := p.R.Next()
+		if err != nil {
+			break // cut off: no Detached, no Exit
+		}
+		switch typ {
+		case protocol.TypeStdout:
+			seen += uint64(len(payload))
+		case protocol.TypeDetached, protocol.TypeExit, protocol.TypeError:
+			t.Fatalf("the client behind got %s, want to be cut off", typ)
+		}
+	}
+	if seen >= 4000000 {
+		t.Fatalf("the client got all %d bytes", seen)
+	}
+	q := dial(t, srv, -1)
+	at := attach(t, q, protocol.Attach{Session: "flood", Resume: &seen})
+	if at.Resumed {
+		t.Fatalf("resumed from byte %d, which the ring no longer holds: %+v", seen, at)
+	}
+	q.Expect(protocol.TypeRestore)
+	k := dial(t, srv, -1)
+	k.Send(protocol.TypeKill, &protocol.Kill{Session: "flood", Signal: "KILL"})
+	k.Expect(protocol.TypeDone)
+	q.Output(nil)
+}

@@ -1,0 +1,213 @@
+package bake
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// layerTar is a layer's uncompressed tar: one file per name.
+func layerTar(names ...string) []byte {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, n := range names {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: n, Size: int64(len(n)), Mode: 0o644})
+		tw.Write([]byte(n))
+	}
+	tw.Close()
+	return buf.Bytes()
+}
+
+// bigLayer is a layer of more than 1 MiB, so that it goes into the output
+// as it is read, with the files named too.
+func bigLayer(names ...string) []byte {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	payload := make([]byte, 2<<20)
+	rand.NewChaCha8([32]byte{1}).Read(payload)
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "payload", Size: int64(len(payload)), Mode: 0o644})
+	tw.Write(payload)
+	tw.Close()
+	return append(buf.Bytes()[:buf.Len()-1024], layerTar(names...)...)
+}
+
+func gzipped(b []byte) []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(b)
+	zw.Close()
+	return buf.Bytes()
+}
+
+func zstded(b []byte) []byte {
+	zw, _ := zstd.NewWriter(nil)
+	return zw.EncodeAll(b, nil)
+}
+
+type file struct {
+	name string
+	data []byte
+}
+
+// dockerArchive is a docker save tarball of the files given, in order, then
+// an amd64 config whose diff ids are those given and manifest.json naming
+// the layers.
+func dockerArchive(files []file, layers []string, diffIDs ...[]byte) []byte {
+	var ids []string
+	for _, d := range diffIDs {
+		ids = append(ids, hashOf(d).String())
+	}
+	cfg, _ := json.Marshal(map[string]any{"architecture": "amd64", "os": "linux", "rootfs": map[string]any{"type": "layers", "diff_ids": ids}})
+	cfgName := hashOf(cfg).Hex + ".json"
+	mf, _ := json.Marshal([]map[string]any{{"Config": cfgName, "Layers": layers}})
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, f := range append(files, file{cfgName, cfg}, file{"manifest.json", mf}) {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.name, Size: int64(len(f.data)), Mode: 0o644})
+		tw.Write(f.data)
+	}
+	tw.Close()
+	return buf.Bytes()
+}
+
+// TestEveryLayerChecked: every layer of a docker archive is checked
+// against its config's diff id, whatever its compression and name, to
+// every kind of output, and an archive that holds a file twice is refused
+// (issue 25 item 4: each of these baked with exit 0).
+func TestEveryLayerChecked(t *testing.T) {
+	good, other := layerTar("etc/passwd"), layerTar("etc/passwd", "etc/shadow")
+	big, bigOther := bigLayer("etc/passwd"), bigLayer("etc/passwd", "etc/shadow")
+	legacy := strings.Repeat("ab", 32) + "/layer.tar"
+	byDigest := func(b []byte) file { return file{"blobs/sha256/" + hashOf(b).Hex, b} }
+	junkZstd := append(bytes.Clone(zstdMagic), bytes.Repeat([]byte("junk"), 1000)...)
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		text string // "": the bake succeeds
+	}{
+		{"legacy layer twice", dockerArchive([]file{{legacy, other}, {legacy, good}}, []string{legacy}, good), "twice"},
+		{"zstd junk", dockerArchive([]file{{legacy, junkZstd}}, []string{legacy}, good), "not valid zstd"},
+		{"zstd of another layer", dockerArchive([]file{{legacy, zstded(other)}}, []string{legacy}, good), "its config says"},
+		{"gzip by digest, another layer", dockerArchive([]file{byDigest(gzipped(other))}, []string{byDigest(gzipped(other)).name}, good), "its config says"},
+		{"zstd by digest, another layer", dockerArchive([]file{byDigest(zstded(other))}, []string{byDigest(zstded(other)).name}, good), "its config says"},
+		{"big gzip by digest, another layer", dockerArchive([]file{byDigest(gzipped(bigOther))}, []string{byDigest(gzipped(bigOther)).name}, big), "its config says"},
+		{"big gzip by digest", dockerArchive([]file{byDigest(gzipped(big))}, []string{byDigest(gzipped(big)).name}, big), ""},
+		{"zstd", dockerArchive([]file{{legacy, zstded(good)}}, []string{legacy}, good), ""},
+		{"gzip by digest", dockerArchive([]file{byDigest(gzipped(good))}, []string{byDigest(gzipped(good)).name}, good), ""},
+		{"zstd by digest", dockerArchive([]file{byDigest(zstded(good))}, []string{byDigest(zstded(good)).name}, good), ""},
+	} {
+		for _, to := range []struct {
+			out    string
+			format Format
+		}{{"out.tar", Docker}, {"out-oci", OCILayout}, {"-", OCIArchive}} {
+			t.Run(tc.name+" to "+to.out, func(t *testing.T) {
+				dir := t.TempDir()
+				out := to.out
+				if out != "-" {
+					out = filepath.Join(dir, out)
+				}
+				err := bake("-", out, Options{Stdin: bytes.NewReader(tc.in), Stdout: io.Discard, Format: to.format})
+				if tc.text == "" {
+					if err != nil {
+						t.Fatal(err)
+					}
+					return
+				}
+				if err == nil || !strings.Contains(err.Error(), tc.text) {
+					t.Fatalf("got %v, want an error saying %q", err, tc.text)
+				}
+				if ents, _ := os.ReadDir(dir); len(ents) > 0 {
+					t.Fatalf("left %v", ents)
+				}
+			})
+		}
+	}
+}
+
+// tarNames lists a tar file's entries.
+func tarNames(t *testing.T, path string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var names []string
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return names
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, h.Name)
+	}
+}
+
+// TestUnreferencedNotCarried: a large file no image names is not carried
+// into a docker output, and a large layer under a name no tool uses still
+// is, because the image names it (issue 25 item 6: a 4 GiB entry from a
+// 4 MB .tar.gz went into the output).
+func TestUnreferencedNotCarried(t *testing.T) {
+	layer := bigLayer("etc/passwd")
+	in := dockerArchive([]file{{"junk.bin", make([]byte, 3<<20)}, {"layers/0.tar", layer}}, []string{"layers/0.tar"}, layer)
+	out := filepath.Join(t.TempDir(), "out.tar")
+	if err := bake("-", out, Options{Stdin: bytes.NewReader(in), Format: Docker}); err != nil {
+		t.Fatal(err)
+	}
+	if names := tarNames(t, out); slices.Contains(names, "junk.bin") {
+		t.Fatalf("the output holds %v", names)
+	}
+	agent, _ := os.Stat(agents["amd64"])
+	if st, _ := os.Stat(out); st.Size() > int64(len(layer))+agent.Size()+1<<20 {
+		t.Fatalf("the output has %d bytes for a %d-byte layer and a %d-byte agent", st.Size(), len(layer), agent.Size())
+	}
+	readBaked(t, out, Docker)
+}
+
+// TestSymlinkToLayout: IN may be a symlink to an OCI layout, written
+// without a trailing slash (issue 25 item 6).
+func TestSymlinkToLayout(t *testing.T) {
+	dir := t.TempDir()
+	writeOCILayout(t, baseImage(t, "amd64", true), filepath.Join(dir, "real-oci"))
+	if err := os.Symlink("real-oci", filepath.Join(dir, "link-oci")); err != nil {
+		t.Fatal(err)
+	}
+	if err := bake(filepath.Join(dir, "link-oci"), filepath.Join(dir, "out"), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	readBaked(t, filepath.Join(dir, "out"), OCILayout)
+}
+
+// TestEmptyDescriptorNamed: a descriptor with no digest or media type is
+// refused naming the file that holds it and what it lacks (issue 25 item
+// 6: "blob : () is not in it").
+func TestEmptyDescriptorNamed(t *testing.T) {
+	dir, m := layoutWithIndex(t)
+	md, _ := json.Marshal(m)
+	noType := m
+	noType.MediaType = ""
+	nd, _ := json.Marshal(noType)
+	for _, tc := range []struct{ manifests, text string }{
+		{string(md) + ",{}", "index.json, manifest 2 of 2 has no digest"},
+		{string(nd), "index.json, manifest 1 of 1 has no mediaType"},
+	} {
+		os.WriteFile(filepath.Join(dir, "index.json"), []byte(`{"schemaVersion":2,"manifests":[`+tc.manifests+`]}`), 0o644)
+		err := bake(dir, filepath.Join(t.TempDir(), "out"), Options{})
+		if err == nil || !strings.Contains(err.Error(), tc.text) {
+			t.Fatalf("got %v, want %q", err, tc.text)
+		}
+	}
+}

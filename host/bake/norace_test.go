@@ -1,0 +1,5 @@
+//go:build !race
+
+package bake
+
+const raceEnabled = false

@@ -1,0 +1,225 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/corkvm/cork/host/client"
+	"github.com/corkvm/cork/protocol"
+)
+
+const forwardUsage = `usage: cork forward [flags] LOCAL:REMOTE...
+  Carries connections to a host port or socket to one in the guest, as
+  ssh -L and kubectl port-forward do, until interrupted:
+    cork forward 8080:80            host 127.0.0.1:8080 -> guest 127.0.0.1:80
+    cork forward 5173               the same port on both sides
+    cork forward 8080:db:5432       host 127.0.0.1:8080 -> db:5432, dialled in the guest
+    cork forward /tmp/db.sock:/run/postgresql/.s.PGSQL.5432   unix sockets
+  The guest's side connects as the user (-u): a socket the user may not
+  open is refused with the guest's message.
+  -R GUESTPORT:HOSTADDR:PORT goes the other way, as ssh -R: corkd listens on
+  the guest's loopback (it needs corkd serve --forwarding=all) and cork
+  connects to HOSTADDR:PORT on the host for each connection made there.
+`
+
+// remoteSpec is one -R GUESTPORT:HOSTADDR:PORT.
+type remoteSpec struct {
+	port uint16
+	host string // host:port, dialled on the host
+}
+
+// parseRemote parses GUESTPORT:HOSTADDR:PORT, or GUESTPORT:PORT for the
+// host's 127.0.0.1.
+func parseRemote(spec string) (*remoteSpec, error) {
+	guest, host, ok := strings.Cut(spec, ":")
+	if !ok || !isPort(guest) {
+		return nil, fmt.Errorf("-R %q: want GUESTPORT:HOSTADDR:PORT, for example 9000:127.0.0.1:5000", spec)
+	}
+	if isPort(host) {
+		host = net.JoinHostPort("127.0.0.1", host)
+	}
+	if h, p, err := net.SplitHostPort(host); err != nil || h == "" || !isPort(p) || p == "0" {
+		return nil, fmt.Errorf("-R %q: the host side %q is not HOSTADDR:PORT", spec, host)
+	}
+	port, _ := strconv.ParseUint(guest, 10, 16)
+	return &remoteSpec{port: uint16(port), host: host}, nil
+}
+
+// forwardSpec is one LOCAL:REMOTE.
+type forwardSpec struct {
+	localNet, local   string // "tcp" or "unix"; host:port or a path
+	remoteNet         uint8  // protocol.NetTCP or protocol.NetUnix
+	remote, remoteFor string // the address the guest dials; as printed
+}
+
+// parseForward parses LOCAL:REMOTE, PORT or LOCAL:HOST:PORT. A side that
+// starts with / is a unix socket's path.
+func parseForward(spec, address string) (*forwardSpec, error) {
+	bad := func(why string) error {
+		return fmt.Errorf("forward %q: %s (want LOCAL:REMOTE, for example 8080:80, 5173 or /tmp/db.sock:/run/db.sock)", spec, why)
+	}
+	local, remote, ok := strings.Cut(spec, ":")
+	if !ok {
+		local, remote = spec, spec
+	}
+	f := &forwardSpec{}
+	switch {
+	case strings.HasPrefix(local, "/"):
+		f.localNet, f.local = "unix", local
+	case isPort(local):
+		f.localNet, f.local = "tcp", net.JoinHostPort(address, local)
+	default:
+		return nil, bad(fmt.Sprintf("the local side %q is neither a port nor an absolute path", local))
+	}
+	switch {
+	case strings.HasPrefix(remote, "/"):
+		f.remoteNet, f.remote, f.remoteFor = protocol.NetUnix, remote, remote
+	case isPort(remote) && remote != "0":
+		f.remoteNet, f.remote, f.remoteFor = protocol.NetTCP, net.JoinHostPort("127.0.0.1", remote), remote
+	default:
+		host, port, err := net.SplitHostPort(remote)
+		if err != nil || host == "" || !isPort(port) || port == "0" {
+			return nil, bad(fmt.Sprintf("the guest side %q is neither a port, HOST:PORT nor an absolute path", remote))
+		}
+		f.remoteNet, f.remote, f.remoteFor = protocol.NetTCP, remote, remote
+	}
+	return f, nil
+}
+
+func isPort(s string) bool {
+	n, err := strconv.ParseUint(s, 10, 16)
+	return err == nil && n <= 65535 && s != "" && s[0] != '+'
+}
+
+// listen opens the host's side of f. A unix socket is made for its owner
+// alone (0600), as ssh makes one; one that exists already is not replaced.
+func (f *forwardSpec) listen() (net.Listener, error) {
+	l, err := net.Listen(f.localNet, f.local)
+	if err != nil {
+		return nil, err
+	}
+	if f.localNet == "unix" {
+		if err := os.Chmod(f.local, 0o600); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+func forwardMain(args []string) int {
+	var t target
+	var user, address string
+	var remotes []string
+	fs := pflag.NewFlagSet("cork forward", pflag.ContinueOnError)
+	fs.StringArrayVarP(&remotes, "remote", "R", nil, "listen on `GUESTPORT:HOSTADDR:PORT` in the guest, carried to the host (repeatable)")
+	t.flags(fs)
+	fs.StringVarP(&user, "user", "u", "", "connect in the guest as `NAME|UID` (default: corkd's own user)")
+	fs.StringVar(&address, "address", "127.0.0.1", "host `ADDR` to listen on for ports (0.0.0.0 lets other machines in)")
+	fs.Usage = func() { fmt.Fprintf(os.Stderr, "%s%s", forwardUsage, fs.FlagUsages()) }
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() == 0 && len(remotes) == 0 {
+		fs.Usage()
+		return ExitCorkError
+	}
+	var specs []*forwardSpec
+	for _, a := range fs.Args() {
+		f, err := parseForward(a, address)
+		if err != nil {
+			return fail("%v", err)
+		}
+		specs = append(specs, f)
+	}
+	var rspecs []*remoteSpec
+	for _, a := range remotes {
+		r, err := parseRemote(a)
+		if err != nil {
+			return fail("%v", err)
+		}
+		rspecs = append(rspecs, r)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runForwards(ctx, &t, user, specs, rspecs)
+}
+
+// runForwards listens for every spec and carries their connections until
+// ctx ends or the connection to corkd does.
+func runForwards(ctx context.Context, t *target, user string, specs []*forwardSpec, remotes []*remoteSpec) int {
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+	for _, f := range specs {
+		l, err := f.listen()
+		if err != nil {
+			return fail("forward: %v", err)
+		}
+		listeners = append(listeners, l)
+	}
+	conn, smolvmErr, err := t.dial(ctx)
+	if err != nil {
+		return fail("%v", err)
+	}
+	fw, err := client.Forward(conn, "cork "+Version, user)
+	if err != nil {
+		reportSmolvm(smolvmErr)
+		return fail("forward: %v", err)
+	}
+	defer fw.Close()
+	for i, f := range specs {
+		l := listeners[i]
+		fmt.Printf("Forwarding from %s -> %s\n", l.Addr(), f.remoteFor)
+		go fw.Serve(l, f.remoteNet, f.remote, func(err error) {
+			fmt.Fprintf(os.Stderr, "cork: forward %s -> %s: %v\n", l.Addr(), f.remoteFor, err)
+		})
+	}
+	for _, r := range remotes {
+		addr, err := fw.Listen(r.port, func() (net.Conn, error) {
+			c, err := net.DialTimeout("tcp", r.host, 10*time.Second)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "cork: forward guest port %d -> %s: %v\n", r.port, r.host, err)
+			}
+			return c, err
+		})
+		if err != nil {
+			return fail("forward -R %d:%s: %v", r.port, r.host, err)
+		}
+		fmt.Printf("Forwarding from guest %s -> %s\n", addr, r.host)
+	}
+	select {
+	case <-ctx.Done():
+		return 0
+	case <-fw.Done():
+		err := fw.Err()
+		reportSmolvm(smolvmErr)
+		if errors.Is(err, net.ErrClosed) {
+			err = errors.New("closed")
+		}
+		return fail("forward: the connection to corkd ended: %v", err)
+	}
+}
+
+// reportSmolvm names the smolvm process's failure, when there is one.
+func reportSmolvm(smolvmErr func() error) {
+	if smolvmErr == nil {
+		return
+	}
+	if err := smolvmErr(); err != nil {
+		fmt.Fprintf(os.Stderr, "cork: %v\n", err)
+	}
+}

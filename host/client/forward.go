@@ -1,0 +1,192 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+
+	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/streams"
+)
+
+// ErrCannotForward is returned by an agent without CapForward: one that
+// predates forwarding, or one serving with --forwarding=none.
+var ErrCannotForward = errors.New("this corkd does not forward: update the corkd in the image (cork bake), or it serves with --forwarding=none")
+
+// ForwardWindow is how many bytes cork buffers per stream before the local
+// connection reads them.
+const ForwardWindow = 256 << 10
+
+// Forwarder carries connections to addresses in the guest, each on its own
+// stream of one connection to corkd.
+type Forwarder struct {
+	m *streams.Mux
+
+	mu      sync.Mutex
+	nextID  uint32
+	remotes map[uint32]*remote // by Listen id
+}
+
+// remote is a guest listener cork asked for (a remote forward).
+type remote struct {
+	dial   func() (net.Conn, error)
+	answer chan *protocol.Listening
+}
+
+// Forward asks corkd on conn to carry streams whose guest ends connect as
+// user, and returns the Forwarder that opens them. conn is the
+// Forwarder's: Close closes it.
+func Forward(conn io.ReadWriteCloser, software, user string) (*Forwarder, error) {
+	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
+	fw, err := startForward(r, w, software, user)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	f := &Forwarder{remotes: map[uint32]*remote{}}
+	f.m = streams.New(conn, r, w, streams.Config{Window: ForwardWindow, MaxStreams: fw.MaxStreams, Odd: true,
+		Accept: f.accept, Control: f.control})
+	go f.m.Run()
+	return f, nil
+}
+
+// startForward says hello, sends the Forward request and reads its answer.
+func startForward(r *protocol.Reader, w *protocol.Writer, software, user string) (*protocol.Forwarding, error) {
+	h, err := Hello(r, w, software)
+	if err != nil {
+		return nil, err
+	}
+	if h.Version < 2 || !slices.Contains(h.Capabilities, protocol.CapForward) {
+		return nil, fmt.Errorf("%s: %w", h.Software, ErrCannotForward)
+	}
+	if err := w.WriteJSON(protocol.TypeForward, &protocol.Forward{User: user}); err != nil {
+		return nil, fmt.Errorf("sending the request: %w", err)
+	}
+	t, p, err := r.Next()
+	switch {
+	case err == io.EOF:
+		return nil, errors.New("corkd closed the connection before answering the forward request")
+	case err != nil:
+		return nil, fmt.Errorf("waiting for corkd's answer: %w", err)
+	case t == protocol.TypeError:
+		return nil, decodeError(p)
+	case t != protocol.TypeForwarding:
+		return nil, fmt.Errorf("corkd answered the forward request with %s", t)
+	}
+	var fw protocol.Forwarding
+	if err := protocol.Decode(t, p, &fw); err != nil {
+		return nil, err
+	}
+	if fw.MaxStreams < 1 {
+		return nil, fmt.Errorf("corkd allows %d streams per connection", fw.MaxStreams)
+	}
+	return &fw, nil
+}
+
+// Serve accepts connections on l until it is closed, and carries each to
+// address in the guest (network protocol.NetTCP or protocol.NetUnix). A
+// connection the guest cannot make is closed, and failed is told why; the
+// others go on.
+func (f *Forwarder) Serve(l net.Listener, network uint8, address string, failed func(error)) error {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			s, err := f.Dial(network, address)
+			if err != nil {
+				c.Close()
+				failed(err)
+				return
+			}
+			streams.Join(s, c, nil)
+		}()
+	}
+}
+
+// Dial opens one stream to address in the guest: a connection there, as
+// the Forwarder's user.
+func (f *Forwarder) Dial(network uint8, address string) (*streams.Stream, error) {
+	return f.m.Open(network, address)
+}
+
+// Listen asks corkd to listen on port of the guest's loopback (corkd
+// serve --forwarding=all) and carries each connection made there to what
+// dial connects to on the host. It returns the guest's address.
+func (f *Forwarder) Listen(port uint16, dial func() (net.Conn, error)) (string, error) {
+	f.mu.Lock()
+	f.nextID++
+	id := f.nextID
+	rm := &remote{dial: dial, answer: make(chan *protocol.Listening, 1)}
+	f.remotes[id] = rm
+	f.mu.Unlock()
+	if err := f.m.WriteJSON(protocol.TypeListen, &protocol.Listen{ID: id, Port: port}); err != nil {
+		return "", err
+	}
+	select {
+	case a := <-rm.answer:
+		if a.Error != "" {
+			f.mu.Lock()
+			delete(f.remotes, id)
+			f.mu.Unlock()
+			return "", errors.New(a.Error)
+		}
+		return a.Address, nil
+	case <-f.m.Done():
+		return "", fmt.Errorf("the connection to corkd ended: %w", f.m.Err())
+	}
+}
+
+// control takes corkd's answers to Listen.
+func (f *Forwarder) control(t protocol.Type, p []byte) error {
+	if t != protocol.TypeListening {
+		return fmt.Errorf("protocol: %s from corkd", t)
+	}
+	var a protocol.Listening
+	if err := protocol.Decode(t, p, &a); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	rm := f.remotes[a.ID]
+	f.mu.Unlock()
+	if rm == nil {
+		return fmt.Errorf("protocol: corkd answered listen %d, which cork never sent", a.ID)
+	}
+	select {
+	case rm.answer <- &a:
+		return nil
+	default:
+		return fmt.Errorf("protocol: corkd answered listen %d twice", a.ID)
+	}
+}
+
+// accept connects a stream from a guest listener to where its remote
+// forward goes. The guest names only which listener: it never chooses
+// what the host connects to.
+func (f *Forwarder) accept(network uint8, address string) (io.ReadWriteCloser, error) {
+	id, err := strconv.ParseUint(address, 10, 32)
+	if network != protocol.NetListener || err != nil {
+		return nil, errors.New("cork connects only for the guest listeners it asked for")
+	}
+	f.mu.Lock()
+	rm := f.remotes[uint32(id)]
+	f.mu.Unlock()
+	if rm == nil {
+		return nil, fmt.Errorf("cork asked for no guest listener %d", id)
+	}
+	return rm.dial()
+}
+
+// Done is closed when the connection to corkd has ended; Err then says why.
+func (f *Forwarder) Done() <-chan struct{} { return f.m.Done() }
+
+// Err is why the connection to corkd ended.
+func (f *Forwarder) Err() error { return f.m.Err() }
+
+// Close ends every stream and the connection to corkd.
+func (f *Forwarder) Close() error { return f.m.Close() }

@@ -1,0 +1,67 @@
+package client
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/corkvm/cork/protocol"
+)
+
+// fakeForwardingAgent answers the hello and the Forward, then runs guest
+// on the connection, in memory.
+func fakeForwardingAgent(t *testing.T, guest func(r *protocol.Reader, w *protocol.Writer)) *Forwarder {
+	t.Helper()
+	host, g := net.Pipe()
+	go func() {
+		defer g.Close()
+		r, w := protocol.NewReader(g), protocol.NewWriter(g)
+		r.Next()
+		w.WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: 2, Version: 2, Software: "fake",
+			Capabilities: []string{protocol.CapForward}})
+		if typ, _, err := r.Next(); err != nil || typ != protocol.TypeForward {
+			return
+		}
+		w.WriteJSON(protocol.TypeForwarding, &protocol.Forwarding{MaxStreams: 8})
+		guest(r, w)
+	}()
+	fw, err := Forward(host, "test", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fw.Close() })
+	return fw
+}
+
+// A guest never chooses what the host connects to: a stream it opens
+// naming an address, or a listener cork never asked for, is refused.
+func TestForwardHostConnectsOnlyWhereItChose(t *testing.T) {
+	reasons := make(chan string, 3)
+	fakeForwardingAgent(t, func(r *protocol.Reader, w *protocol.Writer) {
+		for i, open := range []protocol.StreamFrame{
+			{ID: 2, Window: 1024, Network: protocol.NetTCP, Address: "127.0.0.1:22"},
+			{ID: 4, Window: 1024, Network: protocol.NetUnix, Address: "/run/docker.sock"},
+			{ID: 6, Window: 1024, Network: protocol.NetListener, Address: "7"},
+		} {
+			w.WriteFramed(protocol.AppendStream(nil, protocol.TypeStreamOpen, &open))
+			typ, p, err := r.Next()
+			if err != nil || typ != protocol.TypeStreamRefused {
+				reasons <- "open " + string(rune('0'+i)) + " answered with " + typ.String()
+				return
+			}
+			f, _ := protocol.DecodeStream(typ, p)
+			reasons <- f.Reason
+		}
+	})
+	for range 3 {
+		select {
+		case r := <-reasons:
+			if !strings.Contains(r, "cork connects only for the guest listeners it asked for") && !strings.Contains(r, "asked for no guest listener 7") {
+				t.Fatalf("refusal %q", r)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no answer within 10s")
+		}
+	}
+}

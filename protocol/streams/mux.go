@@ -1,0 +1,314 @@
+// Package streams carries byte streams on one protocol connection, after a
+// Forward request: each stream has its own credit window and half close,
+// either side opens them, and one whose consumer stalls holds back only
+// itself. Both cork and corkd use it; it makes no OS calls of its own.
+package streams
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/corkvm/cork/protocol"
+)
+
+// Config is one side's part of a Mux.
+type Config struct {
+	// Window is how many bytes of a stream this side buffers before its
+	// consumer reads them: the credit it gives the peer per stream.
+	Window uint32
+	// MaxStreams bounds the streams open at once, opened by either side
+	// (opens waiting for an answer included).
+	MaxStreams int
+	// Odd is whether this side's stream ids are odd (the host's) or even.
+	Odd bool
+	// Accept serves a stream the peer opens: it returns the local end to
+	// join the stream to, or an error whose text the peer is told. It
+	// runs in its own goroutine. Nil refuses every stream.
+	Accept func(network uint8, address string) (io.ReadWriteCloser, error)
+	// WriteTimeout bounds each frame's write to the connection: a peer
+	// that stops reading loses the connection, never holds a writer.
+	WriteTimeout time.Duration
+	// Log, when set, is told why a stream ended early.
+	Log func(msg string, args ...any)
+	// Control, when set, takes the Listen and Listening frames, on the
+	// connection's reader: it must not wait, and p is valid only until
+	// it returns. An error ends the connection.
+	Control func(t protocol.Type, p []byte) error
+}
+
+// DefaultWriteTimeout is Config.WriteTimeout's default.
+const DefaultWriteTimeout = 30 * time.Second
+
+// Mux is the streams of one connection.
+type Mux struct {
+	cfg  Config
+	conn io.ReadWriteCloser
+	r    *protocol.Reader
+	w    *protocol.Writer
+
+	mu      sync.Mutex
+	streams map[uint32]*Stream
+	nextID  uint32
+	err     error // why the connection ended, once it has
+	done    chan struct{}
+}
+
+// ErrClosed is a stream's error once the peer closed it, or once this
+// side did.
+var ErrClosed = errors.New("stream closed")
+
+// New returns a Mux on conn, whose frames r reads and w writes (the hello
+// and the Forward exchange are done). Run reads the connection.
+func New(conn io.ReadWriteCloser, r *protocol.Reader, w *protocol.Writer, cfg Config) *Mux {
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.Log == nil {
+		cfg.Log = func(string, ...any) {}
+	}
+	m := &Mux{cfg: cfg, conn: conn, r: r, w: w, streams: map[uint32]*Stream{}, done: make(chan struct{})}
+	if cfg.Odd {
+		m.nextID = 1
+	} else {
+		m.nextID = 2
+	}
+	if d, ok := conn.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		m.w = protocol.NewWriter(&deadlineWriter{c: conn, d: d, timeout: cfg.WriteTimeout})
+	}
+	return m
+}
+
+// deadlineWriter gives every write its own deadline; the protocol.Writer
+// above it writes one frame at a time, so the deadlines do not race.
+type deadlineWriter struct {
+	c       io.Writer
+	d       interface{ SetWriteDeadline(time.Time) error }
+	timeout time.Duration
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	d.d.SetWriteDeadline(time.Now().Add(d.timeout))
+	return d.c.Write(p)
+}
+
+// Done is closed when the connection has ended.
+func (m *Mux) Done() <-chan struct{} { return m.done }
+
+// Err is why the connection ended, once Done is closed.
+func (m *Mux) Err() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.err
+}
+
+// Close ends the connection and every stream on it.
+func (m *Mux) Close() error {
+	m.fail(errConnClosed)
+	return nil
+}
+
+var errConnClosed = errors.New("connection closed")
+
+// Run reads frames until the connection ends, and returns why: nil when
+// the peer closed it cleanly. Every stream ends with it.
+func (m *Mux) Run() error {
+	for {
+		t, p, err := m.r.NextShared()
+		if err == nil {
+			err = m.handle(t, p)
+		}
+		if err != nil {
+			if err == io.EOF {
+				m.fail(io.EOF)
+				return nil
+			}
+			m.fail(err)
+			return err
+		}
+	}
+}
+
+// fail ends the connection with err; the first error is kept.
+func (m *Mux) fail(err error) {
+	m.mu.Lock()
+	if m.err != nil {
+		m.mu.Unlock()
+		return
+	}
+	m.err = err
+	streams := m.streams
+	m.streams = map[uint32]*Stream{}
+	close(m.done)
+	m.mu.Unlock()
+	m.conn.Close()
+	for _, s := range streams {
+		s.lost(err)
+	}
+}
+
+// handle acts on one frame. It never waits for a stream's consumer: data
+// goes into the stream's buffer, bounded by the window this side gave.
+func (m *Mux) handle(t protocol.Type, p []byte) error {
+	if !t.IsStream() {
+		if (t == protocol.TypeListen || t == protocol.TypeListening) && m.cfg.Control != nil {
+			return m.cfg.Control(t, p)
+		}
+		return fmt.Errorf("protocol: %s on a connection that carries streams", t)
+	}
+	f, err := protocol.DecodeStream(t, p)
+	if err != nil {
+		return err
+	}
+	if t == protocol.TypeStreamOpen {
+		return m.opened(&f)
+	}
+	m.mu.Lock()
+	s := m.streams[f.ID]
+	m.mu.Unlock()
+	if s == nil {
+		return fmt.Errorf("protocol: %s for stream %d, which is not open", t, f.ID)
+	}
+	switch t {
+	case protocol.TypeStreamOpened:
+		return s.accepted(f.Window)
+	case protocol.TypeStreamRefused:
+		return s.refused(f.Reason)
+	case protocol.TypeStreamData:
+		return s.data(f.Data)
+	case protocol.TypeStreamAck:
+		return s.ack(f.N)
+	case protocol.TypeStreamEOF:
+		return s.eof()
+	default: // TypeStreamClose
+		return s.peerClosed()
+	}
+}
+
+// opened takes a stream the peer opens: past MaxStreams it is refused at
+// once, before anything is taken for it.
+func (m *Mux) opened(f *protocol.StreamFrame) error {
+	if (f.ID%2 == 1) == m.cfg.Odd {
+		return fmt.Errorf("protocol: the peer opened stream %d, an id of this side's", f.ID)
+	}
+	m.mu.Lock()
+	if m.streams[f.ID] != nil {
+		m.mu.Unlock()
+		return fmt.Errorf("protocol: the peer opened stream %d, which is already open", f.ID)
+	}
+	if n := len(m.streams); n >= m.cfg.MaxStreams || m.cfg.Accept == nil {
+		m.mu.Unlock()
+		reason := fmt.Sprintf("at the limit of %d streams on one connection", m.cfg.MaxStreams)
+		if m.cfg.Accept == nil {
+			reason = "this side opens no streams"
+		}
+		return m.send(protocol.TypeStreamRefused, &protocol.StreamFrame{ID: f.ID, Reason: reason})
+	}
+	s := m.newStream(f.ID, f.Window)
+	m.streams[f.ID] = s
+	m.mu.Unlock()
+	go m.accept(s, f.Network, f.Address)
+	return nil
+}
+
+// accept asks Config.Accept for the stream's local end and joins the two,
+// or tells the peer why not.
+func (m *Mux) accept(s *Stream, network uint8, address string) {
+	local, err := m.cfg.Accept(network, address)
+	if err != nil {
+		m.cfg.Log("stream refused", "address", address, "err", err)
+		reason := err.Error()
+		if len(reason) > protocol.MaxStreamReason {
+			reason = reason[:protocol.MaxStreamReason]
+		}
+		m.forget(s.id)
+		m.send(protocol.TypeStreamRefused, &protocol.StreamFrame{ID: s.id, Reason: reason})
+		return
+	}
+	s.mu.Lock()
+	s.open = true
+	s.mu.Unlock()
+	if s.send(protocol.TypeStreamOpened, &protocol.StreamFrame{Window: m.cfg.Window}) != nil {
+		local.Close()
+		return
+	}
+	Join(s, local, m.cfg.Log)
+}
+
+// Open opens a stream to address on the peer's side and waits for the
+// answer: the stream, or an error carrying the peer's reason.
+func (m *Mux) Open(network uint8, address string) (*Stream, error) {
+	m.mu.Lock()
+	if m.err != nil {
+		m.mu.Unlock()
+		return nil, m.err
+	}
+	if len(m.streams) >= m.cfg.MaxStreams {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("at the limit of %d streams on one connection", m.cfg.MaxStreams)
+	}
+	id := m.nextID
+	m.nextID += 2
+	s := m.newStream(id, 0)
+	s.answer = make(chan error, 1)
+	m.streams[id] = s
+	m.mu.Unlock()
+	err := m.send(protocol.TypeStreamOpen, &protocol.StreamFrame{ID: id, Window: m.cfg.Window, Network: network, Address: address})
+	if err != nil {
+		m.forget(id)
+		return nil, err
+	}
+	select {
+	case err = <-s.answer:
+	case <-m.done:
+		err = m.Err()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// send writes one stream frame.
+func (m *Mux) send(t protocol.Type, f *protocol.StreamFrame) error {
+	bp := frames.Get().(*[]byte)
+	defer frames.Put(bp)
+	*bp = protocol.AppendStream((*bp)[:0], t, f)
+	if err := m.w.WriteFramed(*bp); err != nil {
+		m.fail(fmt.Errorf("writing %s: %w", t, err))
+		return err
+	}
+	return nil
+}
+
+// frames are the buffers frames are written from: a data frame each
+// would otherwise be an allocation of its size.
+var frames = sync.Pool{New: func() any {
+	b := make([]byte, 0, protocol.HeaderSize+8+protocol.MaxStreamData)
+	return &b
+}}
+
+// WriteJSON writes a control frame (Listen, Listening).
+func (m *Mux) WriteJSON(t protocol.Type, v any) error {
+	if err := m.w.WriteJSON(t, v); err != nil {
+		m.fail(fmt.Errorf("writing %s: %w", t, err))
+		return err
+	}
+	return nil
+}
+
+// forget drops stream id: the count of open streams goes down.
+func (m *Mux) forget(id uint32) {
+	m.mu.Lock()
+	delete(m.streams, id)
+	m.mu.Unlock()
+}
+
+// Streams reports how many streams are open now.
+func (m *Mux) Streams() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.streams)
+}

@@ -1,0 +1,239 @@
+package streams
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/corkvm/cork/protocol"
+)
+
+// socketPair returns two connected unix sockets: local ends that can be
+// half closed, as the TCP and unix connections forwarded are.
+func socketPair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := func(fd int) *net.UnixConn {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c.(*net.UnixConn)
+	}
+	return conn(fds[0]), conn(fds[1])
+}
+
+// pair returns two Muxes joined in memory, the host's (odd ids) and the
+// guest's, running until the test ends.
+func pair(t *testing.T, host, guest Config) (*Mux, *Mux) {
+	t.Helper()
+	a, b := net.Pipe()
+	host.Odd, guest.Odd = true, false
+	mh := New(a, protocol.NewReader(a), protocol.NewWriter(a), host)
+	mg := New(b, protocol.NewReader(b), protocol.NewWriter(b), guest)
+	go mh.Run()
+	go mg.Run()
+	t.Cleanup(func() { mh.Close(); mg.Close() })
+	return mh, mg
+}
+
+// echo accepts each stream with a local end whose far side echoes what it
+// reads, then half closes.
+func echo(t *testing.T) func(uint8, string) (io.ReadWriteCloser, error) {
+	return func(uint8, string) (io.ReadWriteCloser, error) {
+		local, far := socketPair(t)
+		go func() {
+			io.Copy(far, far)
+			far.CloseWrite()
+		}()
+		return local, nil
+	}
+}
+
+func config(window uint32, accept func(uint8, string) (io.ReadWriteCloser, error)) Config {
+	return Config{Window: window, MaxStreams: 16, Accept: accept}
+}
+
+// readAll reads s to EOF within a deadline.
+func readAll(t *testing.T, r io.Reader) []byte {
+	t.Helper()
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		got <- b
+	}()
+	select {
+	case b := <-got:
+		return b
+	case <-time.After(10 * time.Second):
+		t.Fatal("no EOF within 10s")
+		return nil
+	}
+}
+
+func TestStreamHalfCloseCarriesTheReply(t *testing.T) {
+	mh, _ := pair(t, config(1024, nil), config(1024, echo(t)))
+	s, err := mh.Open(protocol.NetTCP, "127.0.0.1:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 windows' worth
+	go func() {
+		s.Write(want)
+		s.CloseWrite()
+	}()
+	if got := readAll(t, s); !bytes.Equal(got, want) {
+		t.Fatalf("echo has %d bytes, want %d", len(got), len(want))
+	}
+	s.Close()
+	waitFor(t, func() bool { return mh.Streams() == 0 }, "the stream's place to be freed")
+}
+
+func TestStalledStreamHoldsBackOnlyItself(t *testing.T) {
+	stalledFar := make(chan *net.UnixConn, 1)
+	first := true
+	accept := func(n uint8, a string) (io.ReadWriteCloser, error) {
+		if first {
+			first = false
+			local, far := socketPair(t) // far is never read
+			stalledFar <- far
+			return local, nil
+		}
+		return echo(t)(n, a)
+	}
+	// A window of several frames: the stalled stream's buffer holds data
+	// while more arrives for it.
+	mh, _ := pair(t, config(4*protocol.MaxStreamData, nil), config(4*protocol.MaxStreamData, accept))
+	stalled, err := mh.Open(protocol.NetTCP, "stalled:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go stalled.Write(make([]byte, 8<<20)) // far more than the window and the socket buffers
+	<-stalledFar
+	waitFor(t, func() bool {
+		stalled.mu.Lock()
+		defer stalled.mu.Unlock()
+		return stalled.credit == 0
+	}, "the stalled stream to use up its credit")
+	opened := make(chan *Stream, 1)
+	go func() {
+		s, err := mh.Open(protocol.NetTCP, "moving:1")
+		if err != nil {
+			t.Error(err)
+		}
+		opened <- s
+	}()
+	var s *Stream
+	select {
+	case s = <-opened:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a second stream could not open beside the stalled one within 10s")
+	}
+	if s == nil {
+		return
+	}
+	go func() {
+		s.Write([]byte("still moving"))
+		s.CloseWrite()
+	}()
+	if got := readAll(t, s); string(got) != "still moving" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestStreamRefusedWithTheReason(t *testing.T) {
+	accept := func(n uint8, a string) (io.ReadWriteCloser, error) {
+		if a == "/run/secret.sock" {
+			return nil, errors.New("dial unix /run/secret.sock: permission denied")
+		}
+		return echo(t)(n, a)
+	}
+	mh, _ := pair(t, config(1024, nil), config(1024, accept))
+	_, err := mh.Open(protocol.NetUnix, "/run/secret.sock")
+	var re *RefusedError
+	if !errors.As(err, &re) || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("open: %v, want a refusal saying permission denied", err)
+	}
+	s, err := mh.Open(protocol.NetUnix, "/run/ok.sock")
+	if err != nil {
+		t.Fatalf("a refusal ended the connection: %v", err)
+	}
+	s.Close()
+}
+
+func TestStreamLimitPerConnection(t *testing.T) {
+	g := config(1024, echo(t))
+	g.MaxStreams = 2
+	h := config(1024, nil)
+	h.MaxStreams = 10
+	mh, _ := pair(t, h, g)
+	for range 2 {
+		if _, err := mh.Open(protocol.NetTCP, "a:1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := mh.Open(protocol.NetTCP, "a:1"); err == nil || !strings.Contains(err.Error(), "limit of 2 streams") {
+		t.Fatalf("third open: %v, want the limit named", err)
+	}
+}
+
+func TestPeerClosingTheConnectionEndsEveryStream(t *testing.T) {
+	mh, mg := pair(t, config(1024, nil), config(1024, echo(t)))
+	s, err := mh.Open(protocol.NetTCP, "a:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mg.Close()
+	if b := readAll(t, s); len(b) != 0 {
+		t.Fatalf("read %q", b)
+	}
+	if _, err := s.Write([]byte("x")); err == nil {
+		t.Fatal("write on a lost connection succeeded")
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10s for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Acknowledgements race each stream's close: the reader acknowledges what
+// it read while the peer's close is being answered. Nothing may follow a
+// stream's close on the wire, or the peer ends the connection over a
+// frame for a stream it has forgotten.
+func TestNothingFollowsAStreamsClose(t *testing.T) {
+	mh, _ := pair(t, config(64, nil), config(64, echo(t)))
+	for i := range 300 {
+		s, err := mh.Open(protocol.NetTCP, "a:1")
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		go func() {
+			s.Write([]byte("a reply longer than half the window"))
+			s.CloseWrite()
+		}()
+		if got := readAll(t, s); len(got) != 35 {
+			t.Fatalf("stream %d: %q", i, got)
+		}
+		s.Close()
+	}
+}

@@ -1,0 +1,305 @@
+package streams
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/corkvm/cork/protocol"
+)
+
+// Stream is one stream of a Mux: an io.ReadWriteCloser with CloseWrite.
+// Read takes what the peer sent, from a buffer the Mux fills up to the
+// window; Write sends within the credit the peer gave.
+type Stream struct {
+	m  *Mux
+	id uint32
+
+	mu     sync.Mutex
+	cond   *sync.Cond // signalled when buf, credit or the state change
+	buf    bytes.Buffer
+	held   uint32 // bytes received and not yet acknowledged: buffered or being acknowledged
+	credit uint32 // bytes this side may send
+	given  uint32 // the peer's window: credit never exceeds it
+	open   bool   // accepted: data may flow
+	answer chan error
+
+	gotEOF, sentEOF     bool
+	gotClose, sentClose bool
+	err                 error // the connection's end, once it ended
+
+	// sendMu orders the stream's frames on the connection, so that
+	// nothing follows its StreamClose (RFC 4254 section 5.3): an
+	// acknowledgement racing the close would name a stream the peer has
+	// forgotten. It is held for one frame's write, which has a deadline.
+	sendMu    sync.Mutex
+	closeSent bool
+}
+
+// send writes one frame of the stream, unless its StreamClose is sent.
+func (s *Stream) send(t protocol.Type, f *protocol.StreamFrame) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.closeSent {
+		return ErrClosed
+	}
+	s.closeSent = t == protocol.TypeStreamClose
+	f.ID = s.id
+	return s.m.send(t, f)
+}
+
+func (m *Mux) newStream(id, window uint32) *Stream {
+	s := &Stream{m: m, id: id, credit: window, given: window}
+	s.cond = sync.NewCond(&s.mu)
+	return s
+}
+
+// accepted is the peer's StreamOpened for a stream this side opened.
+func (s *Stream) accepted(window uint32) error {
+	s.mu.Lock()
+	if s.answer == nil || s.open {
+		s.mu.Unlock()
+		return fmt.Errorf("protocol: %s for stream %d, which is not waiting for one", protocol.TypeStreamOpened, s.id)
+	}
+	s.open, s.credit, s.given = true, window, window
+	s.mu.Unlock()
+	s.tell(nil)
+	return nil
+}
+
+// refused is the peer's StreamRefused: the open failed with reason.
+func (s *Stream) refused(reason string) error {
+	s.mu.Lock()
+	waiting := s.answer != nil && !s.open
+	s.mu.Unlock()
+	if !waiting {
+		return fmt.Errorf("protocol: %s for stream %d, which is not waiting for an answer", protocol.TypeStreamRefused, s.id)
+	}
+	s.m.forget(s.id)
+	s.tell(&RefusedError{Reason: reason})
+	return nil
+}
+
+// RefusedError is Open's error when the peer refused the stream.
+type RefusedError struct{ Reason string }
+
+func (e *RefusedError) Error() string { return e.Reason }
+
+// data buffers bytes from the peer, which must fit in the window.
+func (s *Stream) data(p []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case !s.open || s.gotEOF || s.gotClose:
+		return fmt.Errorf("protocol: data on stream %d, which is not open for it", s.id)
+	case uint64(s.held)+uint64(len(p)) > uint64(s.m.cfg.Window):
+		return fmt.Errorf("protocol: stream %d overran its window of %d bytes", s.id, s.m.cfg.Window)
+	}
+	s.held += uint32(len(p))
+	if s.sentClose {
+		return nil // closed here: the bytes have no reader, and are dropped
+	}
+	s.buf.Write(p)
+	s.cond.Broadcast()
+	return nil
+}
+
+// ack is the peer's StreamAck: n more bytes may be sent.
+func (s *Stream) ack(n uint32) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.open || uint64(s.credit)+uint64(n) > uint64(s.given) {
+		return fmt.Errorf("protocol: stream %d acknowledged %d bytes it was not sent", s.id, n)
+	}
+	s.credit += n
+	s.cond.Broadcast()
+	return nil
+}
+
+func (s *Stream) eof() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.open || s.gotEOF {
+		return fmt.Errorf("protocol: %s on stream %d, which is not open for it", protocol.TypeStreamEOF, s.id)
+	}
+	s.gotEOF = true
+	s.cond.Broadcast()
+	return nil
+}
+
+// peerClosed is the peer's StreamClose: it is answered with this side's,
+// unless this side sent one already, and the stream is gone.
+func (s *Stream) peerClosed() error {
+	s.mu.Lock()
+	if !s.open {
+		s.mu.Unlock()
+		return fmt.Errorf("protocol: %s on stream %d, which was never accepted", protocol.TypeStreamClose, s.id)
+	}
+	s.gotClose = true
+	reply := !s.sentClose
+	s.sentClose = true
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	s.m.forget(s.id)
+	if reply {
+		if err := s.send(protocol.TypeStreamClose, &protocol.StreamFrame{}); err != nil && err != ErrClosed {
+			return err
+		}
+	}
+	return nil
+}
+
+// lost ends the stream with the connection.
+func (s *Stream) lost(err error) {
+	s.mu.Lock()
+	s.err = err
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	if s.answer != nil {
+		s.tell(err)
+	}
+}
+
+// tell gives Open its answer; only the first counts.
+func (s *Stream) tell(err error) {
+	select {
+	case s.answer <- err:
+	default:
+	}
+}
+
+// Read reads what the peer sent; io.EOF after the peer's half close.
+func (s *Stream) Read(p []byte) (int, error) {
+	s.mu.Lock()
+	for s.buf.Len() == 0 && !s.gotEOF && !s.gotClose && !s.sentClose && s.err == nil {
+		s.cond.Wait()
+	}
+	if s.buf.Len() == 0 {
+		err := io.EOF
+		if !s.gotEOF {
+			err = s.closedErr()
+		}
+		s.mu.Unlock()
+		return 0, err
+	}
+	n, _ := s.buf.Read(p)
+	// Credit goes back once half the window is read, or all that is
+	// buffered: fewer acknowledgements than reads, and never a peer left
+	// waiting for credit on bytes already read.
+	var ack uint32
+	if pending := s.held - uint32(s.buf.Len()); pending >= s.m.cfg.Window/2 || s.buf.Len() == 0 {
+		ack, s.held = pending, s.held-pending
+	}
+	s.mu.Unlock()
+	if ack > 0 {
+		s.send(protocol.TypeStreamAck, &protocol.StreamFrame{N: ack})
+	}
+	return n, nil
+}
+
+// closedErr is the error of a stream that ended without the peer's EOF;
+// s.mu is held.
+func (s *Stream) closedErr() error {
+	if s.err != nil && s.err != io.EOF {
+		return s.err
+	}
+	return ErrClosed
+}
+
+// Write sends p within the credit the peer gives, in frames of at most
+// protocol.MaxStreamData bytes. It waits while the peer's window is full.
+func (s *Stream) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		s.mu.Lock()
+		for s.credit == 0 && !s.sentEOF && !s.gotClose && !s.sentClose && s.err == nil {
+			s.cond.Wait()
+		}
+		if s.sentEOF || s.gotClose || s.sentClose || s.err != nil {
+			err := s.closedErr()
+			s.mu.Unlock()
+			return written, err
+		}
+		n := min(len(p), int(s.credit), protocol.MaxStreamData)
+		s.credit -= uint32(n)
+		s.mu.Unlock()
+		if err := s.send(protocol.TypeStreamData, &protocol.StreamFrame{Data: p[:n]}); err != nil {
+			return written, err
+		}
+		written += n
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// CloseWrite sends the peer EOF: it reads no more from this stream, and
+// may go on sending.
+func (s *Stream) CloseWrite() error {
+	s.mu.Lock()
+	if s.sentEOF || s.sentClose || s.err != nil {
+		s.mu.Unlock()
+		return nil
+	}
+	s.sentEOF = true
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	return s.send(protocol.TypeStreamEOF, &protocol.StreamFrame{})
+}
+
+// Close ends the stream both ways. The peer answers with its own close,
+// which frees the stream's place on the connection.
+func (s *Stream) Close() error {
+	s.mu.Lock()
+	if s.sentClose || s.err != nil {
+		s.mu.Unlock()
+		return nil
+	}
+	s.sentClose = true
+	s.buf.Reset()
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	return s.send(protocol.TypeStreamClose, &protocol.StreamFrame{})
+}
+
+// closeWriter is a local end that can be half closed (*net.TCPConn,
+// *net.UnixConn, *Stream).
+type closeWriter interface{ CloseWrite() error }
+
+// Join copies between a stream and its local end until both directions
+// end, then closes both. A direction's clean end is passed on as a half
+// close; an error in either ends both at once, since a reset or a lost
+// connection leaves nothing more to carry.
+func Join(s *Stream, local io.ReadWriteCloser, log func(string, ...any)) {
+	var once sync.Once
+	abort := func(err error) {
+		once.Do(func() {
+			if log != nil && !errors.Is(err, ErrClosed) {
+				log("stream ended early", "stream", s.id, "err", err)
+			}
+			local.Close()
+			s.Close()
+		})
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if _, err := io.Copy(s, local); err != nil {
+			abort(err)
+			return
+		}
+		s.CloseWrite()
+	}()
+	if _, err := io.Copy(local, s); err != nil {
+		abort(err)
+	} else if cw, ok := local.(closeWriter); ok {
+		cw.CloseWrite()
+	} else {
+		abort(errors.New("the local end cannot be half closed"))
+	}
+	wg.Wait()
+	local.Close()
+	s.Close()
+}
