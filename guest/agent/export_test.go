@@ -7,7 +7,13 @@ var SessionMembers = sessionMembers
 
 // SetTrackingHook has each session started call f with its program's pid
 // before Shutdown can find it, and wait there until f returns.
-func SetTrackingHook(f func(pid int)) { testHookTracking = f }
+func SetTrackingHook(f func(pid int)) {
+	if f == nil {
+		testHookTracking.Store(nil)
+		return
+	}
+	testHookTracking.Store(&f)
+}
 
 // SetClientStall shortens how long a write waits on a client that does
 // not read, for the length of a test.

@@ -443,7 +443,7 @@ func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 // testHookTracking, when set, runs as a started session is about to be
 // tracked, with its program's pid: a test holds it there while Shutdown
 // begins.
-var testHookTracking func(pid int)
+var testHookTracking atomic.Pointer[func(pid int)]
 
 // startSession admits the request, starts its program and tracks the
 // session for Shutdown. It returns a nil session when the request was
@@ -488,8 +488,8 @@ func (s *Server) admitToStart(hs *handshake) (started func(*session), ok bool) {
 			if ss == nil {
 				return
 			}
-			if testHookTracking != nil {
-				testHookTracking(ss.cmd.Process.Pid)
+			if hook := testHookTracking.Load(); hook != nil {
+				(*hook)(ss.cmd.Process.Pid)
 			}
 			// The count of the session's uid ends with the session,
 			// after its program is gone, whatever becomes of the
