@@ -78,7 +78,8 @@
 // the ranges do not overlap, with an Error of kind "version" naming both
 // ranges, and closes. This version of the package speaks versions 1 and 2;
 // version 2 adds kept sessions (below) and announces CapKeep. A version-1
-// peer runs plain sessions with a version-2 one.
+// peer runs plain sessions with a version-2 one. A Hello payload is at most
+// 4 KiB: corkd refuses a larger one before reading it.
 //
 // The host then sends either Ping frames (each answered by a Pong; used to
 // measure round-trip time and to read the agent's version from its Hello) or

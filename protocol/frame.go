@@ -172,7 +172,8 @@ type Reader struct {
 	src    io.Reader // the stream under r
 	hdr    [HeaderSize]byte
 	limit  uint32
-	shared []byte // NextShared's buffer
+	check  func(Type, uint32) error // see SetCheck
+	shared []byte                   // NextShared's buffer
 }
 
 // readBuffer is the Reader's buffer size: enough for a header and a small
@@ -192,6 +193,13 @@ func (r *Reader) SetLimit(n int) {
 		r.limit = uint32(n)
 	}
 }
+
+// SetCheck has r call check with each frame's type and payload length
+// once the header is read, before the payload is allocated or read: an
+// error from check is r's error for the frame. A reader whose peer is not
+// yet trusted charges each payload to a budget this way. A nil check
+// removes it.
+func (r *Reader) SetCheck(check func(Type, uint32) error) { r.check = check }
 
 // Rest is the stream after the frames read so far, the bytes r has
 // buffered first: for a relay that stops reading frames and copies the
@@ -276,6 +284,11 @@ func (r *Reader) header() (Type, uint32, error) {
 	}
 	if n > r.limit {
 		return 0, 0, fmt.Errorf("protocol: %w: %s frame of %d bytes, the limit is %d", ErrTooLarge, t, n, r.limit)
+	}
+	if r.check != nil {
+		if err := r.check(t, n); err != nil {
+			return 0, 0, err
+		}
 	}
 	return t, n, nil
 }

@@ -133,6 +133,30 @@ func TestOversizeRefusedBeforeAllocation(t *testing.T) {
 	}
 }
 
+// TestCheckBeforeAllocation: a check set with SetCheck sees each frame's
+// type and announced length before the payload is allocated, and its error
+// ends the read.
+func TestCheckBeforeAllocation(t *testing.T) {
+	b := make([]byte, HeaderSize)
+	PutHeader(b, TypeExec, MaxPayload)
+	r := NewReader(io.MultiReader(bytes.NewReader(b), zeroReader{}))
+	errOver := errors.New("over budget")
+	var seen []uint32
+	r.SetCheck(func(typ Type, n uint32) error {
+		seen = append(seen, n)
+		return errOver
+	})
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if _, _, err := r.Next(); err != errOver {
+		t.Fatalf("Next: %v, want the check's error", err)
+	}
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<10 || len(seen) != 1 || seen[0] != MaxPayload {
+		t.Fatalf("check saw %v; refusing the frame allocated %d bytes", seen, grew)
+	}
+}
+
 type zeroReader struct{}
 
 func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }

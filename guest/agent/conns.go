@@ -17,15 +17,26 @@ import (
 type conns struct {
 	max, maxPerPeer    int
 	maxSessionsPerPeer int
+	// maxBytes and maxBytesPerPeer bound the payloads of the frames that
+	// pending connections are reading, charged before each is allocated.
+	maxBytes, maxBytesPerPeer int
 
 	mu       sync.Mutex
 	open     map[*conn]bool // true while pending
 	pending  map[string]int // pending connections by peer
 	npending int
+	bytes    map[string]int // payload bytes charged to pending connections, by peer
+	nbytes   int
 	sessions map[string]int // sessions and copies of confined peers
 	closing  bool
-	// Refusals are logged at most once a second per peer, so that a peer
-	// that connects in a loop cannot fill the disk with corkd's log.
+	// starting counts the connections admitted to start a session whose
+	// session is not yet tracked for Shutdown. It is added to under mu
+	// while not closing, so that once shutdown has set closing, Shutdown
+	// can wait for it and find every session admitted before.
+	starting sync.WaitGroup
+	// Warnings about a peer's connections are logged at most once a
+	// second per peer, so that a peer that connects in a loop, or sends
+	// garbage in a loop, cannot fill the disk with corkd's log.
 	loggedAt map[string]time.Time
 	unlogged map[string]int
 }
@@ -37,19 +48,21 @@ type conn struct {
 	peer     string
 	confined bool // the peer runs sessions only as itself (--allow-uid)
 	holds    bool // one of the peer's sessions is counted on this connection
+	charged  int  // payload bytes of the frame it reads, while pending
 }
 
-func newConns(max, maxPerPeer, maxSessionsPerPeer int) *conns {
-	return &conns{max: max, maxPerPeer: maxPerPeer, maxSessionsPerPeer: maxSessionsPerPeer,
-		open: map[*conn]bool{}, pending: map[string]int{}, sessions: map[string]int{},
+func newConns(cfg *Config) *conns {
+	return &conns{max: cfg.MaxPending, maxPerPeer: cfg.MaxPendingPerPeer, maxSessionsPerPeer: cfg.MaxSessionsPerUID,
+		maxBytes: cfg.MaxPendingBytes, maxBytesPerPeer: cfg.MaxPendingBytesPerPeer,
+		open: map[*conn]bool{}, pending: map[string]int{}, bytes: map[string]int{}, sessions: map[string]int{},
 		loggedAt: map[string]time.Time{}, unlogged: map[string]int{}}
 }
 
-// refusalToLog counts a refusal of peer's and reports whether to log it
-// now, and how many refusals the line stands for. The tables hold only
-// peers that were refused, which the listeners admitted: a few uids or
-// CIDs.
-func (t *conns) refusalToLog(peer string) (bool, int) {
+// warningDue counts a warning about peer's connections (a refusal, a
+// handshake timed out) and reports whether to log it now, and how many
+// warnings the line stands for. The tables hold only peers that the
+// listeners admitted: a few uids or CIDs.
+func (t *conns) warningDue(peer string) (bool, int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.unlogged[peer]++
@@ -86,18 +99,26 @@ func (t *conns) add(c io.Closer, peer string, confined bool) (*conn, error) {
 
 var errShuttingDown = fmt.Errorf("corkd is shutting down")
 
-// admit moves c from pending to admitted. It reports false when the agent
-// is shutting down, or c has gone (its handshake deadline closed it).
-func (t *conns) admit(e *conn) bool {
+// admit moves e from pending to admitted. It reports false when the agent
+// is shutting down. When starts is set, e is admitted to start a session,
+// counted in starting: the caller calls started once its session is
+// tracked, or failed to start.
+func (t *conns) admit(e *conn, starts bool) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !t.open[e] || t.closing {
+	if t.closing {
 		return false
+	}
+	if starts {
+		t.starting.Add(1)
 	}
 	t.unpendLocked(e)
 	t.open[e] = false
 	return true
 }
+
+// started ends the count that admit took for a session starting.
+func (t *conns) started() { t.starting.Done() }
 
 // remove forgets e, pending or admitted, and the session counted on it.
 func (t *conns) remove(e *conn) {
@@ -158,6 +179,43 @@ func (t *conns) unpendLocked(e *conn) {
 	if t.pending[e.peer]--; t.pending[e.peer] == 0 {
 		delete(t.pending, e.peer)
 	}
+	t.unchargeLocked(e)
+}
+
+// charge charges the n payload bytes of the frame pending e is about to
+// read, in place of its previous frame's, which it is done with; or
+// returns why it may not: its peer's budget or the total would be
+// exceeded.
+func (t *conns) charge(e *conn, n int) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.open[e] {
+		return nil // admitted: bounded by its session's limits
+	}
+	t.unchargeLocked(e)
+	switch {
+	case t.bytes[e.peer]+n > t.maxBytesPerPeer:
+		return fmt.Errorf("a frame of %d bytes would take the connections from %s that have not finished their handshake "+
+			"past %d bytes, the most corkd holds for one peer", n, e.peer, t.maxBytesPerPeer)
+	case t.nbytes+n > t.maxBytes:
+		return fmt.Errorf("a frame of %d bytes would take the connections that have not finished their handshake "+
+			"past %d bytes, the most corkd holds for them", n, t.maxBytes)
+	}
+	e.charged = n
+	t.bytes[e.peer] += n
+	t.nbytes += n
+	return nil
+}
+
+func (t *conns) unchargeLocked(e *conn) {
+	if e.charged == 0 {
+		return
+	}
+	t.nbytes -= e.charged
+	if t.bytes[e.peer] -= e.charged; t.bytes[e.peer] == 0 {
+		delete(t.bytes, e.peer)
+	}
+	e.charged = 0
 }
 
 // shutdown refuses every connection from now on and closes the pending

@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/corkvm/cork/protocol"
@@ -24,37 +26,76 @@ type handshake struct {
 	// frame and stops must not hold the connection, and closing it is the
 	// one way to interrupt a read on every kind of stream.
 	deadline *time.Timer
+	expired  atomic.Bool // the deadline closed c: the read it cut is no refusal
 }
 
 // startHandshake arms the connection's deadline; the caller stops it.
 func (s *Server) startHandshake(c io.ReadWriteCloser, w *protocol.Writer, entry *conn) *handshake {
 	r := protocol.NewReader(c)
 	r.SetLimit(s.cfg.MaxFrame)
+	h := &handshake{srv: s, c: c, r: r, w: w, entry: entry}
+	r.SetCheck(h.checkFrame)
 	timeout := s.cfg.HandshakeTimeout
-	return &handshake{srv: s, c: c, r: r, w: w, entry: entry, deadline: time.AfterFunc(timeout, func() {
-		s.log.Warn("handshake timed out", "after", timeout)
+	h.deadline = time.AfterFunc(timeout, func() {
+		h.expired.Store(true)
+		s.warnPeer(entry.peer, "handshake timed out", "after", timeout)
 		c.Close()
-	})}
+	})
+	return h
 }
 
 // admitted takes the connection out of the pending ones, into a session:
 // its deadline no longer applies. It reports false, and the connection
 // must end, when the deadline has already closed it or corkd is shutting
 // down.
-func (h *handshake) admitted() bool {
+func (h *handshake) admitted() bool { return h.admit(false) }
+
+// admittedToStart is admitted for a request that starts a session: until
+// the caller calls conns.started, Shutdown waits for the session to be
+// tracked, so that it cannot miss the hang-up.
+func (h *handshake) admittedToStart() bool { return h.admit(true) }
+
+func (h *handshake) admit(starts bool) bool {
 	if !h.deadline.Stop() {
 		return false // the deadline fired and closed the connection as it was admitted
 	}
-	if !h.srv.conns.admit(h.entry) {
+	if !h.srv.conns.admit(h.entry, starts) {
 		h.refuse(protocol.KindBusy, errShuttingDown.Error())
 		return false
 	}
+	h.r.SetCheck(nil) // its session's frames are bounded as a session's
 	return true
+}
+
+// maxHello bounds a hello's payload: a version range, a few capabilities
+// and the software's name. A larger one is refused before it is allocated,
+// so that it takes nothing from the budget of real requests.
+const maxHello = 4 << 10
+
+// checkFrame bounds what a frame read before admission makes the agent
+// allocate: a hello or a ping is small, and every payload is charged to
+// its peer's and to all pending connections' budget before it is
+// allocated. A connection may announce a frame of --max-frame and stop;
+// without the budget, each pending one could hold that much.
+func (h *handshake) checkFrame(t protocol.Type, n uint32) error {
+	switch {
+	case t == protocol.TypeHello && n > maxHello:
+		return &protocol.Error{Kind: protocol.KindProtocol, Message: fmt.Sprintf("hello of %d bytes, the limit is %d", n, maxHello)}
+	case t == protocol.TypePing && n > protocol.MaxPing:
+		return &protocol.Error{Kind: protocol.KindProtocol, Message: fmt.Sprintf("ping of %d bytes, the limit is %d", n, protocol.MaxPing)}
+	}
+	if err := h.srv.conns.charge(h.entry, int(n)); err != nil {
+		return &protocol.Error{Kind: protocol.KindBusy, Message: err.Error()}
+	}
+	return nil
 }
 
 // refuse tells the peer why it is refused; the connection ends after it.
 func (h *handshake) refuse(kind, msg string) {
-	h.srv.log.Warn("refused", "kind", kind, "err", msg)
+	if h.expired.Load() {
+		return // c is closed, and the timeout was logged
+	}
+	h.srv.warnPeer(h.entry.peer, "refused", "kind", kind, "err", msg)
 	h.w.WriteJSON(protocol.TypeError, &protocol.Error{Kind: kind, Message: msg})
 }
 
@@ -79,9 +120,7 @@ func (h *handshake) request(t protocol.Type, p []byte, v any) bool {
 func (h *handshake) run() (protocol.Type, []byte, bool) {
 	t, p, err := h.r.Next()
 	if err != nil {
-		if err != io.EOF {
-			h.refuse(protocol.KindProtocol, fmt.Sprintf("reading hello: %v", err))
-		}
+		h.readFailed("reading hello", err)
 		return 0, nil, false
 	}
 	if t != protocol.TypeHello {
@@ -117,21 +156,28 @@ func (h *handshake) run() (protocol.Type, []byte, bool) {
 	for {
 		t, p, err = h.r.Next()
 		if err != nil {
-			if err != io.EOF {
-				h.refuse(protocol.KindProtocol, fmt.Sprintf("reading the request: %v", err))
-			}
+			h.readFailed("reading the request", err)
 			return 0, nil, false
 		}
 		if t != protocol.TypePing {
 			break
-		}
-		if len(p) > protocol.MaxPing {
-			h.refuse(protocol.KindProtocol, fmt.Sprintf("ping of %d bytes, the limit is %d", len(p), protocol.MaxPing))
-			return 0, nil, false
 		}
 		if h.w.WriteFrame(protocol.TypePong, p) != nil {
 			return 0, nil, false
 		}
 	}
 	return t, p, true
+}
+
+// readFailed refuses a connection whose frame could not be read: with
+// checkFrame's refusal, or naming what was being read.
+func (h *handshake) readFailed(reading string, err error) {
+	var perr *protocol.Error
+	switch {
+	case err == io.EOF:
+	case errors.As(err, &perr):
+		h.refuse(perr.Kind, perr.Message)
+	default:
+		h.refuse(protocol.KindProtocol, fmt.Sprintf("%s: %v", reading, err))
+	}
 }

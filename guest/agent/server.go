@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -34,6 +35,12 @@ type Config struct {
 	// a CID on vsock). A connection past either is told so and closed.
 	MaxPending        int
 	MaxPendingPerPeer int
+	// MaxPendingBytes bounds the payloads of the frames that connections
+	// not yet admitted are reading, in total; MaxPendingBytesPerPeer,
+	// those of one peer. A frame's announced length is charged before
+	// its payload is allocated; a frame past either budget is refused.
+	MaxPendingBytes        int
+	MaxPendingBytesPerPeer int
 	// DisconnectGrace is the time between SIGHUP and SIGKILL when the
 	// connection drops under a running session.
 	DisconnectGrace time.Duration
@@ -96,16 +103,21 @@ const (
 	// in flight while the program's pipe drains: 1 MiB moved 15% more
 	// input per second than 256 KiB (OpenSSH's session window is 2 MiB).
 	// A session that does not read its input holds at most this much.
-	DefaultStdinWindow      = 1 << 20
-	DefaultMaxSessions      = 256
-	DefaultMaxPending       = 512
-	DefaultMaxPendingPeer   = 64
-	DefaultMaxSessionsUID   = 32
-	DefaultTerm             = "xterm-256color"
-	DefaultMaxKept          = 32
-	DefaultKeepBuffer       = 1 << 20
-	DefaultLinger           = 24 * time.Hour
-	DefaultScreenScrollback = 100
+	DefaultStdinWindow    = 1 << 20
+	DefaultMaxSessions    = 256
+	DefaultMaxPending     = 512
+	DefaultMaxPendingPeer = 64
+	// A request may be as large as a frame (an Exec with a large
+	// environment), so that one peer may read four of the largest at
+	// once, and all peers together sixteen.
+	DefaultMaxPendingBytes     = 16 << 20
+	DefaultMaxPendingBytesPeer = 4 << 20
+	DefaultMaxSessionsUID      = 32
+	DefaultTerm                = "xterm-256color"
+	DefaultMaxKept             = 32
+	DefaultKeepBuffer          = 1 << 20
+	DefaultLinger              = 24 * time.Hour
+	DefaultScreenScrollback    = 100
 	// MaxWatchers bounds the read-only clients of a kept session.
 	MaxWatchers = 8
 )
@@ -151,6 +163,8 @@ func New(cfg Config) *Server {
 	setDefault(&cfg.MaxSessions, DefaultMaxSessions)
 	setDefault(&cfg.MaxPending, DefaultMaxPending)
 	setDefault(&cfg.MaxPendingPerPeer, DefaultMaxPendingPeer)
+	setDefault(&cfg.MaxPendingBytes, DefaultMaxPendingBytes)
+	setDefault(&cfg.MaxPendingBytesPerPeer, DefaultMaxPendingBytesPeer)
 	setDefault(&cfg.MaxSessionsPerUID, DefaultMaxSessionsUID)
 	setDefault(&cfg.DefaultTerm, DefaultTerm)
 	setDefault(&cfg.MaxKept, DefaultMaxKept)
@@ -169,7 +183,7 @@ func New(cfg Config) *Server {
 		cfg.Logger.Warn("cannot resolve own account", "err", err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, self: self, kept: newKeptSessions(cfg.MaxKept, cfg.MaxKeptPerUID),
-		conns: newConns(cfg.MaxPending, cfg.MaxPendingPerPeer, cfg.MaxSessionsPerUID), sessions: map[*session]bool{}}
+		conns: newConns(&cfg), sessions: map[*session]bool{}}
 	s.freeMemory = time.AfterFunc(time.Duration(math.MaxInt64), func() {
 		if s.active.Load() == 0 {
 			// Twice: the pooled frame buffers survive the first
@@ -234,7 +248,16 @@ func (s *Server) Wait() { s.wg.Wait() }
 // have ended and, within grace more, the connections that Serve accepted
 // have been served. The listeners are the caller's to close first.
 func (s *Server) Shutdown(grace time.Duration) {
+	// A session ends within the grace and the drain, unless its output
+	// waits on a client that does not read: closing the connections then
+	// ends that wait.
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DisconnectGrace+s.cfg.DrainMax+grace)
+	defer cancel()
 	s.conns.shutdown()
+	// Sessions admitted before are tracked once they have started: a
+	// session that started after running was listed would escape the
+	// hang-up, and corkd would exit and leave its program running.
+	waitOrDone(&s.conns.starting, ctx.Done())
 	s.sessMu.Lock()
 	s.closing = true
 	var running []*session
@@ -246,16 +269,11 @@ func (s *Server) Shutdown(grace time.Duration) {
 	for _, ss := range running {
 		go ss.hangup()
 	}
-	// A session ends within the grace and the drain, unless its output
-	// waits on a client that does not read: closing the connections then
-	// ends that wait.
-	timeout := time.NewTimer(s.cfg.DisconnectGrace + s.cfg.DrainMax + grace)
-	defer timeout.Stop()
 wait:
 	for _, ss := range running {
 		select {
 		case <-ss.done:
-		case <-timeout.C:
+		case <-ctx.Done():
 			break wait
 		}
 	}
@@ -272,15 +290,32 @@ wait:
 	}
 }
 
+// waitOrDone waits for wg, or until stop is closed, whichever is first.
+func waitOrDone(wg *sync.WaitGroup, stop <-chan struct{}) {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-stop:
+	}
+}
+
 // track adds a started session to those Shutdown hangs up, until it ends,
-// and calls end then. It reports false when the agent is shutting down:
-// the session is then the caller's to hang up.
-func (s *Server) track(ss *session, end func()) bool {
+// and calls end then. Shutdown waits for a session admitted before it to
+// be tracked; one that took longer than Shutdown's whole wait to start is
+// hung up here.
+func (s *Server) track(ss *session, end func()) {
 	s.sessMu.Lock()
-	defer s.sessMu.Unlock()
-	tracked := !s.closing
-	if tracked {
+	late := s.closing
+	if !late {
 		s.sessions[ss] = true
+	}
+	s.sessMu.Unlock()
+	if late {
+		go ss.hangup()
 	}
 	go func() {
 		<-ss.done
@@ -289,7 +324,6 @@ func (s *Server) track(ss *session, end func()) bool {
 		delete(s.sessions, ss)
 		s.sessMu.Unlock()
 	}()
-	return tracked
 }
 
 // refuseAtOnce tells a connection refused before its handshake why, when
@@ -305,6 +339,15 @@ func refuseAtOnce(c io.ReadWriteCloser, w *protocol.Writer, err error) {
 // refuseWrite bounds the write of a refusal. A refusal fits in the socket's
 // buffer of a new connection, so the write does not wait in practice.
 const refuseWrite = time.Second
+
+// warnPeer logs a warning about a connection of peer's, at most once a
+// second per peer (conns.warningDue); the line counts the warnings it
+// stands for, this one included.
+func (s *Server) warnPeer(peer, msg string, args ...any) {
+	if ok, n := s.conns.warningDue(peer); ok {
+		s.log.Warn(msg, append([]any{"peer", peer}, append(args, "times", n)...)...)
+	}
+}
 
 // Active reports the number of sessions running now.
 func (s *Server) Active() int { return int(s.active.Load()) }
@@ -322,9 +365,7 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 	w := protocol.NewWriter(c)
 	entry, err := s.conns.add(c, name, !peer.AsAny)
 	if err != nil {
-		if ok, n := s.conns.refusalToLog(name); ok {
-			s.log.Warn("connection refused", "peer", name, "err", err, "refused", n)
-		}
+		s.warnPeer(name, "connection refused", "err", err)
 		refuseAtOnce(c, w, err)
 		return
 	}
@@ -394,37 +435,83 @@ func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 		s.execKept(hs, req, peer)
 		return
 	}
-	if !s.admit(hs) {
-		return
+	if ss, cl := s.startSession(hs, req, peer); ss != nil {
+		ss.serve(cl, hs.r)
 	}
+}
+
+// testHookTracking, when set, runs as a started session is about to be
+// tracked, with its program's pid: a test holds it there while Shutdown
+// begins.
+var testHookTracking atomic.Pointer[func(pid int)]
+
+// startSession admits the request, starts its program and tracks the
+// session for Shutdown. It returns a nil session when the request was
+// refused.
+func (s *Server) startSession(hs *handshake, req *protocol.Exec, peer Peer) (*session, *client) {
+	started, ok := s.admitToStart(hs)
+	if !ok {
+		return nil, nil
+	}
+	defer started(nil) // when the program did not start
 	id := newSessionID()
-	log := s.log.With("session", id)
-	ss, err := s.start(id, req, peer, hs.w, log)
+	ss, err := s.start(id, req, peer, hs.w, s.log.With("session", id))
 	if err != nil {
 		s.sessionEnded()
 		var perr *protocol.Error
 		if errors.As(err, &perr) {
 			hs.refuse(perr.Kind, perr.Message)
 		} // else errExitReported: the program could not be executed
-		return
+		return nil, nil
 	}
 	cl := ss.newClient(hs.c, hs.w)
 	cl.terminal = req.Terminal
 	ss.attach(cl)
 	ss.begin()
-	if !s.track(ss, s.conns.giveSession(hs.entry)) {
-		go ss.hangup() // corkd is shutting down
-	}
-	ss.serve(cl, hs.r)
+	started(ss)
+	return ss, cl
 }
 
-// admit counts a session, or a copy, in; past MaxSessions it refuses the
-// request instead and reports false. A session admitted ends with
-// sessionEnded.
-func (s *Server) admit(hs *handshake) bool {
-	if !hs.admitted() {
-		return false
+// admitToStart admits a request that starts a session and counts the
+// session in (countIn). Until started is called, with the session once
+// it has begun or with nil when none started, Shutdown waits for it: a
+// session that began after Shutdown listed the running ones would escape
+// the hang-up. Calls after the first do nothing.
+func (s *Server) admitToStart(hs *handshake) (started func(*session), ok bool) {
+	if !hs.admittedToStart() {
+		return nil, false
 	}
+	var once sync.Once
+	started = func(ss *session) {
+		once.Do(func() {
+			defer s.conns.started()
+			if ss == nil {
+				return
+			}
+			if hook := testHookTracking.Load(); hook != nil {
+				(*hook)(ss.cmd.Process.Pid)
+			}
+			// The count of the session's uid ends with the session,
+			// after its program is gone, whatever becomes of the
+			// connection.
+			s.track(ss, s.conns.giveSession(hs.entry))
+		})
+	}
+	if !s.countIn(hs) {
+		started(nil)
+		return nil, false
+	}
+	return started, true
+}
+
+// admit admits a copy, or another request that is no session, and counts
+// it in as a session (countIn).
+func (s *Server) admit(hs *handshake) bool { return hs.admitted() && s.countIn(hs) }
+
+// countIn counts a session, or a copy, in; past MaxSessions, or its
+// confined uid's limit, it refuses the request instead and reports false.
+// A session counted in ends with sessionEnded.
+func (s *Server) countIn(hs *handshake) bool {
 	if err := s.conns.takeSession(hs.entry); err != nil {
 		hs.refuse(protocol.KindBusy, err.Error())
 		return false

@@ -124,6 +124,12 @@ func serve(args []string) int {
 		fmt.Fprintf(os.Stderr, "corkd: --max-frame %d: want 65536 to %d\n", *maxFrame, protocol.MaxPayload)
 		return 2
 	}
+	if *handshake <= 0 {
+		// Zero would take the default, and a negative one would cut
+		// every connection at once: neither is what was asked for.
+		fmt.Fprintf(os.Stderr, "corkd: --handshake-timeout %v: want a positive duration, such as 10s\n", *handshake)
+		return 2
+	}
 	if !*stdio && len(*listens) == 0 {
 		fmt.Fprintln(os.Stderr, "corkd: nothing to serve: give --stdio or at least one --listen URL")
 		return 2
