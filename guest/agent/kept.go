@@ -436,9 +436,11 @@ func (s *Server) execKept(hs *handshake, req *protocol.Exec, peer Peer) {
 		return
 	}
 	defer s.kept.release(r) // unless the session is in the table
-	if !s.admit(hs) {
+	started, ok := s.admitToStart(hs)
+	if !ok {
 		return
 	}
+	defer started(nil) // when the program did not start
 	id := newSessionID()
 	log := s.log.With("session", id)
 	// Started has the deadline of every write to a kept session's
@@ -458,9 +460,7 @@ func (s *Server) execKept(hs *handshake, req *protocol.Exec, peer Peer) {
 	ss.attach(cl)
 	s.kept.add(ss, r)
 	ss.begin()
-	if !s.track(ss, s.conns.giveSession(hs.entry)) {
-		go ss.hangup() // corkd is shutting down
-	}
+	started(ss)
 	ss.serve(cl, hs.r)
 }
 
