@@ -189,12 +189,30 @@ func (rd *reader) add(name string, size int64, r io.Reader) error {
 		return err
 	}
 	rd.files.blobs[name] = b
-	claimed, named := blobHex(name)
-	if named && claimed != b.digest.Hex {
-		return fmt.Errorf("%s is corrupt: blob %s hashes to %s", rd.label, name, b.digest)
+	if err := rd.checkNamedDigest(b); err != nil {
+		return err
 	}
-	if b.data != nil && (named || name == "index.json") {
+	if _, named := blobHex(name); b.data != nil && (named || name == "index.json") {
 		rd.declare(b.data)
+	}
+	return nil
+}
+
+// checkNamedDigest refuses a file whose name gives a digest its bytes do
+// not have: blobs/sha256/HEX, HEX.tar, HEX.json, and whatever went into
+// the output as blobs/sha256/HEX. Bytes that reach the output under a
+// digest's name must have that digest, or a stray file read first could
+// stand in for a checked blob or for the corkd layer.
+func (rd *reader) checkNamedDigest(b *blob) error {
+	claimed, named := blobHex(b.name)
+	if !named {
+		claimed, _, named = digestFileName(b.name)
+	}
+	if named && claimed != b.digest.Hex {
+		return fmt.Errorf("%s is corrupt: %s hashes to %s", rd.label, b.name, b.digest)
+	}
+	if hex, ok := blobHex(b.written); ok && hex != b.digest.Hex {
+		return fmt.Errorf("%s is corrupt: %s, another copy of %s, hashes to %s", rd.label, b.name, b.written, b.digest)
 	}
 	return nil
 }

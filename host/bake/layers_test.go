@@ -3,7 +3,9 @@ package bake
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -12,6 +14,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 )
@@ -116,11 +121,13 @@ func TestEveryLayerChecked(t *testing.T) {
 				if out != "-" {
 					out = filepath.Join(dir, out)
 				}
-				err := bake("-", out, Options{Stdin: bytes.NewReader(tc.in), Stdout: io.Discard, Format: to.format})
+				var stdout bytes.Buffer
+				err := bake("-", out, Options{Stdin: bytes.NewReader(tc.in), Stdout: &stdout, Format: to.format})
 				if tc.text == "" {
 					if err != nil {
 						t.Fatal(err)
 					}
+					checkBlobDigests(t, out, &stdout)
 					return
 				}
 				if err == nil || !strings.Contains(err.Error(), tc.text) {
@@ -131,6 +138,51 @@ func TestEveryLayerChecked(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// checkBlobDigests checks that every blobs/sha256/HEX of an output (a
+// layout directory, a tar file, or stdout's tar when out is "-") hashes to
+// HEX.
+func checkBlobDigests(t *testing.T, out string, stdout io.Reader) {
+	t.Helper()
+	check := func(name string, r io.Reader) {
+		h := sha256.New()
+		io.Copy(h, r)
+		if hex, ok := blobHex(name); ok && hex != fmt.Sprintf("%x", h.Sum(nil)) {
+			t.Errorf("the output's %s hashes to %x", name, h.Sum(nil))
+		}
+	}
+	if st, err := os.Stat(out); err == nil && st.IsDir() {
+		ents, _ := os.ReadDir(filepath.Join(out, "blobs", "sha256"))
+		for _, e := range ents {
+			f, err := os.Open(filepath.Join(out, "blobs", "sha256", e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			check("blobs/sha256/"+e.Name(), f)
+			f.Close()
+		}
+		return
+	}
+	if out != "-" {
+		f, err := os.Open(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		stdout = f
+	}
+	tr := tar.NewReader(stdout)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(h.Name, tr)
 	}
 }
 
@@ -209,5 +261,64 @@ func TestEmptyDescriptorNamed(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.text) {
 			t.Fatalf("got %v, want %q", err, tc.text)
 		}
+	}
+}
+
+// TestStandInsRefused: a file named by a digest its bytes do not have is
+// refused, wherever it comes in the input, so that it cannot stand in for
+// the checked blob of that digest, or for the corkd layer, in the output:
+// an OCI archive or layout whose HEX.tar, read before or after
+// blobs/sha256/HEX, held other bytes baked with exit 0, the first one's
+// bytes in the output under the other's name.
+func TestStandInsRefused(t *testing.T) {
+	img, err := random.Image(2<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img = mutate.MediaType(img, types.OCIManifestSchema1)
+	cf, _ := img.ConfigFile()
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	img, _ = mutate.ConfigFile(img, cf)
+	dir := filepath.Join(t.TempDir(), "in")
+	writeOCILayout(t, img, dir)
+	layers, _ := img.Layers()
+	layerDigest, _ := layers[0].Digest()
+	bin, _ := os.ReadFile(agents["amd64"])
+	st, _ := os.Stat(agents["amd64"])
+	agent, err := agentLayer(strings.TrimPrefix(DefaultPath, "/"), bin, st.ModTime())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stray := bigLayer("etc/shadow")
+	for _, hex := range []string{layerDigest.Hex, hashOf(agent).Hex} {
+		name := hex + ".tar"
+		t.Run("archive, "+name[:8], func(t *testing.T) {
+			var archive bytes.Buffer
+			tw := tar.NewWriter(&archive)
+			tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(stray)), Mode: 0o644})
+			tw.Write(stray)
+			tw.Flush()
+			var rest bytes.Buffer
+			tarDir(t, dir, &rest)
+			archive.Write(rest.Bytes())
+			out := filepath.Join(t.TempDir(), "out")
+			err := bake("-", out, Options{Stdin: &archive, Format: OCILayout})
+			if err == nil || !strings.Contains(err.Error(), "hashes to") {
+				checkBlobDigests(t, out, nil)
+				t.Fatalf("got %v, want %s refused", err, name)
+			}
+			checkNothingLeft(t, filepath.Dir(out), out)
+		})
+		t.Run("layout, "+name[:8], func(t *testing.T) {
+			os.WriteFile(filepath.Join(dir, name), stray, 0o644)
+			defer os.Remove(filepath.Join(dir, name))
+			out := filepath.Join(t.TempDir(), "out")
+			err := bake(dir, out, Options{})
+			if err == nil || !strings.Contains(err.Error(), "hashes to") {
+				checkBlobDigests(t, out, nil)
+				t.Fatalf("got %v, want %s refused", err, name)
+			}
+		})
 	}
 }
