@@ -289,3 +289,35 @@ func TestEntrySizeCappedByDescriptor(t *testing.T) {
 type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// configArchive is a docker archive of one image with no layers whose
+// config holds history entries {"a":1} entries times.
+func configArchive(entries int) []byte {
+	hist := bytes.Repeat([]byte(`{"a":1},`), entries)
+	cfg := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"history":[` + string(hist[:len(hist)-1]) + `]}`)
+	cfgName := hashOf(cfg).Hex + ".json"
+	mf, _ := json.Marshal([]map[string]any{{"Config": cfgName, "Layers": []string{}}})
+	var buf bytes.Buffer
+	writeTar(&buf, map[string][]byte{cfgName: cfg, "manifest.json": mf})
+	return buf.Bytes()
+}
+
+// TestConfigBoundsMemory: an image's config is held to the same bound on
+// JSON values as its manifests and indexes: a 15 MiB config of small
+// history entries peaked at 963 MB.
+func TestConfigBoundsMemory(t *testing.T) {
+	for _, tc := range []struct {
+		entries int
+		text    string
+	}{{15 << 17, "JSON values"}, {maxJSONValues/2 - 10, ""}} {
+		in := configArchive(tc.entries)
+		msg, rss := bakeInChild(t, filepath.Join(t.TempDir(), "out.tar"), "", func(w io.Writer) { w.Write(in) })
+		t.Logf("%d-byte config: peak %d MiB: %s", len(in), rss>>20, msg)
+		if rss > 128<<20 {
+			t.Fatalf("the bake peaked at %d MiB", rss>>20)
+		}
+		if !strings.Contains(msg, tc.text) {
+			t.Fatalf("got %q, want %q", msg, tc.text)
+		}
+	}
+}

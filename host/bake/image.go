@@ -61,7 +61,7 @@ func (b *baker) bakeDocker() error {
 	if hex, _, ok := digestFileName(path.Base(e.Config)); ok && hex != cfgBlob.digest.Hex {
 		return fmt.Errorf("%s is corrupt: config %s hashes to %s", b.label, e.Config, cfgBlob.digest)
 	}
-	cfgBytes, err := b.read(cfgBlob)
+	cfgBytes, err := b.readJSON(cfgBlob)
 	if err != nil {
 		return err
 	}
@@ -397,17 +397,27 @@ func (b *baker) decode(bl *blob, v any) error {
 	if bl == nil {
 		return fmt.Errorf("%s is incomplete: a file it names is not in it", b.label)
 	}
-	data, err := b.read(bl)
+	data, err := b.readJSON(bl)
 	if err != nil {
 		return err
-	}
-	if n := jsonValues(data); n > maxJSONValues {
-		return fmt.Errorf("%s: %s holds %d JSON values; image metadata holds far fewer (cork bake takes at most %d)", b.label, bl.name, n, maxJSONValues)
 	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return fmt.Errorf("%s: %s: %v", b.label, bl.name, err)
 	}
 	return nil
+}
+
+// readJSON returns a JSON metadata file's bytes (an index, a manifest, a
+// config), refusing one whose decoding would hold far more than its bytes.
+func (b *baker) readJSON(bl *blob) ([]byte, error) {
+	data, err := b.read(bl)
+	if err != nil {
+		return nil, err
+	}
+	if n := jsonValues(data); n > maxJSONValues {
+		return nil, fmt.Errorf("%s: %s holds %d JSON values; image metadata holds far fewer (cork bake takes at most %d)", b.label, bl.name, n, maxJSONValues)
+	}
+	return data, nil
 }
 
 // jsonValues counts the values in a JSON text, roughly: each object,
