@@ -126,7 +126,7 @@ func Bake(ctx context.Context, in, out string, opts Options) (err error) {
 		return err
 	}
 
-	o, err := newOutput(out, format, inDir, opts.Stdout)
+	o, err := newOutput(out, format, inDir, opts.Force, opts.Stdout)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -25,6 +26,7 @@ type output struct {
 	guessed bool
 	sink    sink
 	dest    string   // "" for stdout
+	force   bool     // an existing dest may be replaced
 	stage   *staging // beside dest, or in TMPDIR for spool files; removed when the bake ends
 	file    *os.File
 }
@@ -101,11 +103,11 @@ func checkReplaceable(out string, isDir bool) error {
 }
 
 // newOutput opens the staging area for out ("-": w).
-func newOutput(out string, format Format, inDir bool, w io.Writer) (*output, error) {
+func newOutput(out string, format Format, inDir, force bool, w io.Writer) (*output, error) {
 	if format == "" && inDir {
 		format = OCILayout
 	}
-	o := &output{format: format}
+	o := &output{format: format, force: force}
 	if out == "-" {
 		cleanStale(os.TempDir())
 		o.sink = newTarSink(w)
@@ -213,25 +215,68 @@ func (o *output) commit(ctx context.Context) error {
 	if o.dest == "" {
 		return nil
 	}
+	staged := ""
 	if o.file != nil {
 		if err := o.file.Close(); err != nil {
 			return err
 		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		return os.Rename(o.file.Name(), o.dest)
+		staged = o.file.Name()
+	} else {
+		staged = o.sink.(*dirSink).root
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	layout := o.sink.(*dirSink).root
-	if _, err := os.Stat(o.dest); err == nil { // --force
+	return o.place(staged)
+}
+
+// place renames staged to the output's destination. What appeared there
+// while the bake ran is replaced only with force, and only if it is what
+// bake would replace at the start: the check and the rename are one step
+// with the kernel's help, so nothing is renamed away or overwritten
+// unchecked.
+func (o *output) place(staged string) error {
+	err := renameNoReplace(staged, o.dest)
+	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) {
+		return o.placeUnchecked(staged) // a filesystem without the flags (NFS)
+	}
+	if !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if !o.force {
+		return fmt.Errorf("%s appeared while the image was baked; give --force to replace it", o.dest)
+	}
+	st, err := os.Lstat(o.dest)
+	if err != nil {
+		return err
+	}
+	if isDir := o.format == OCILayout; st.IsDir() != isDir {
+		return fmt.Errorf("%s appeared while the image was baked, and is not what the output is (a directory for an OCI layout, a file otherwise)", o.dest)
+	}
+	if err := checkReplaceable(o.dest, st.IsDir()); err != nil {
+		return err
+	}
+	// The old output goes where the new one was staged, and is removed
+	// with the staging area.
+	return renameExchange(staged, o.dest)
+}
+
+// placeUnchecked renames staged to the destination where the kernel
+// cannot check and rename in one step: what is there was checked at the
+// start, and is checked again just before.
+func (o *output) placeUnchecked(staged string) error {
+	if st, err := os.Lstat(o.dest); err == nil {
+		if !o.force {
+			return fmt.Errorf("%s appeared while the image was baked; give --force to replace it", o.dest)
+		}
+		if err := checkReplaceable(o.dest, st.IsDir()); err != nil {
+			return err
+		}
 		if err := os.Rename(o.dest, filepath.Join(o.stage.dir, "replaced")); err != nil {
 			return err
 		}
 	}
-	return os.Rename(layout, o.dest)
+	return os.Rename(staged, o.dest)
 }
 
 // reopen reads back a file of size bytes already in the output.
