@@ -354,3 +354,39 @@ func TestManyTinyEntries(t *testing.T) {
 		t.Fatalf("the bake took %v", d)
 	}
 }
+
+// TestDiskBounded: what a bake writes to disk is bounded, however far a
+// gzip'd input expands, and a layout's sparse file is refused before its
+// holes are read (a 4.6 MB docker archive wrote 1 GiB; a 4 GiB sparse
+// blob of a layout was streamed in full before its digest was checked).
+func TestDiskBounded(t *testing.T) {
+	layer := make([]byte, 64<<20)
+	legacy := strings.Repeat("ab", 32) + "/layer.tar"
+	var in bytes.Buffer
+	zw := gzip.NewWriter(&in)
+	zw.Write(dockerArchive([]file{{legacy, layer}}, []string{legacy}, layer))
+	zw.Close()
+	for _, format := range []Format{Docker, OCILayout} {
+		dir := t.TempDir()
+		out := filepath.Join(dir, "out")
+		err := bake("-", out, Options{Stdin: bytes.NewReader(in.Bytes()), Format: format, MaxOutput: 16 << 20})
+		if err == nil || !strings.Contains(err.Error(), "past 16 MiB (--max-output)") {
+			t.Fatalf("%s: got %v, want a refusal naming the bound", format, err)
+		}
+		checkNothingLeft(t, dir, out)
+	}
+
+	layoutDir, _ := layoutWithIndex(t)
+	blob := largestBlob(t, layoutDir)
+	if err := os.Truncate(blob, 4<<30); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err := bake(layoutDir, filepath.Join(t.TempDir(), "out"), Options{})
+	if err == nil || !strings.Contains(err.Error(), "is a sparse file") {
+		t.Fatalf("got %v, want the sparse file refused", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("refused after %v", d)
+	}
+}

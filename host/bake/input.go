@@ -15,6 +15,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
@@ -171,6 +172,9 @@ func (rd *reader) add(name string, size int64, r io.Reader) error {
 			dst, finish = w, func() error { b.written = outName; return w.Close() }
 			break
 		}
+		if err := rd.out.disk.take(size, name); err != nil {
+			return fmt.Errorf("%s: %w", rd.label, err)
+		}
 		dir, err := rd.spoolIn()
 		if err != nil {
 			return err
@@ -186,6 +190,9 @@ func (rd *reader) add(name string, size int64, r io.Reader) error {
 			return fmt.Errorf("%s is truncated: %s ends after %d of its %d bytes", rd.label, name, b.size, size)
 		}
 		return err
+	}
+	if b.size != size {
+		return fmt.Errorf("%s: %s changed while it was read: %d bytes, then %d", rd.label, name, size, b.size)
 	}
 	if err := finish(); err != nil {
 		return err
@@ -436,8 +443,22 @@ func (rd *reader) readDir(dir string) error {
 		if err != nil {
 			return err
 		}
-		return rd.add(filepath.ToSlash(rel), st.Size(), f)
+		if isSparseFile(st) {
+			return fmt.Errorf("%s: %s is a sparse file (%d bytes, far fewer on disk); image layouts hold none", rd.label, rel, st.Size())
+		}
+		// A file that grows while it is read is read no further than one
+		// byte past its size, which add then refuses.
+		return rd.add(filepath.ToSlash(rel), st.Size(), io.LimitReader(f, st.Size()+1))
 	})
+}
+
+// isSparseFile reports whether a file of more than 1 MiB takes less than a
+// sixteenth of its size on disk: its holes would be read as zeros, for as
+// long as it claims. A compressing file system stores image layers at a
+// few times less, not sixteen.
+func isSparseFile(st fs.FileInfo) bool {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	return ok && st.Size() > smallFile && sys.Blocks*512 < st.Size()/16
 }
 
 // readTar reads a tar archive, uncompressing a gzip'd one (docker load

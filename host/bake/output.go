@@ -25,8 +25,9 @@ type output struct {
 	format  Format
 	guessed bool
 	sink    sink
-	dest    string   // "" for stdout
-	force   bool     // an existing dest may be replaced
+	dest    string // "" for stdout
+	force   bool   // an existing dest may be replaced
+	disk    *diskBudget
 	stage   *staging // beside dest, or in TMPDIR for spool files; removed when the bake ends
 	file    *os.File
 }
@@ -103,16 +104,18 @@ func checkReplaceable(out string, isDir bool) error {
 }
 
 // newOutput opens the staging area for out ("-": w).
-func newOutput(out string, format Format, inDir, force bool, w io.Writer) (*output, error) {
+func newOutput(out string, format Format, inDir, force bool, maxDisk int64, w io.Writer) (*output, error) {
 	if format == "" && inDir {
 		format = OCILayout
 	}
 	o := &output{format: format, force: force}
 	if out == "-" {
 		cleanStale(os.TempDir())
-		o.sink = newTarSink(w)
+		o.disk = newDiskBudget(maxDisk, os.TempDir()) // for spool files
+		o.sink = newTarSink(w, nil)
 		return o, nil
 	}
+	o.disk = newDiskBudget(maxDisk, filepath.Dir(out))
 	o.dest = out
 	cleanStale(os.TempDir()) // where spool files of a bake to stdout go
 	stage, err := newStaging(filepath.Dir(out))
@@ -121,7 +124,7 @@ func newOutput(out string, format Format, inDir, force bool, w io.Writer) (*outp
 	}
 	o.stage = stage
 	if format == OCILayout {
-		o.sink = &dirSink{root: filepath.Join(stage.dir, "layout"), names: map[string]bool{}}
+		o.sink = &dirSink{root: filepath.Join(stage.dir, "layout"), names: map[string]bool{}, disk: o.disk}
 		return o, nil
 	}
 	f, err := os.Create(filepath.Join(stage.dir, "image.tar"))
@@ -130,7 +133,7 @@ func newOutput(out string, format Format, inDir, force bool, w io.Writer) (*outp
 		return nil, err
 	}
 	o.file = f
-	o.sink = newTarSink(f)
+	o.sink = newTarSink(f, o.disk)
 	return o, nil
 }
 
@@ -310,11 +313,12 @@ type tarSink struct {
 	names   map[string]bool
 	written *countingWriter
 	offsets map[string]int64 // where each file's bytes start
+	disk    *diskBudget      // nil on stdout
 }
 
-func newTarSink(w io.Writer) *tarSink {
+func newTarSink(w io.Writer, disk *diskBudget) *tarSink {
 	cw := &countingWriter{w: w}
-	return &tarSink{tw: tar.NewWriter(cw), names: map[string]bool{}, written: cw, offsets: map[string]int64{}}
+	return &tarSink{tw: tar.NewWriter(cw), names: map[string]bool{}, written: cw, offsets: map[string]int64{}, disk: disk}
 }
 
 // countingWriter counts the bytes written through it.
@@ -332,6 +336,9 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 func (s *tarSink) has(name string) bool { return s.names[name] }
 
 func (s *tarSink) create(name string, size int64) (io.WriteCloser, error) {
+	if err := s.disk.take(size, name); err != nil {
+		return nil, err
+	}
 	for _, dir := range parents(name) {
 		if s.names[dir+"/"] {
 			continue
@@ -392,11 +399,15 @@ func (s *sized) Close() error {
 type dirSink struct {
 	root  string
 	names map[string]bool
+	disk  *diskBudget
 }
 
 func (s *dirSink) has(name string) bool { return s.names[name] }
 
 func (s *dirSink) create(name string, size int64) (io.WriteCloser, error) {
+	if err := s.disk.take(size, name); err != nil {
+		return nil, err
+	}
 	p := filepath.Join(s.root, filepath.FromSlash(name))
 	if err := os.MkdirAll(filepath.Dir(p), 0o777); err != nil {
 		return nil, err

@@ -25,6 +25,7 @@ func bakeMain(args []string) int {
 	format := fs.String("format", "", "output format: docker, oci or oci-archive (default: the input's)")
 	force := fs.BoolP("force", "f", false, "replace OUT if it exists")
 	quiet := fs.BoolP("quiet", "q", false, "no progress line")
+	maxOutput := fs.String("max-output", "", "most bytes the bake writes to disk, output and spool files together, e.g. 20G (default: the space free there, less a reserve)")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: cork bake [flags] IN OUT\n"+
 			"  IN, OUT: a docker save tarball (plain or gzip'd), an OCI layout directory or an OCI archive; - for stdin/stdout\n%s", fs.FlagUsages())
@@ -47,8 +48,12 @@ func bakeMain(args []string) int {
 	if err != nil {
 		return fail("bake: %v", err)
 	}
+	maxBytes, err := parseByteSize(*maxOutput)
+	if err != nil {
+		return fail("bake: --max-output %q: %v", *maxOutput, err)
+	}
 	opts := bake.Options{
-		Path: *path, Format: bake.Format(*format), Force: *force, Agent: agentLocator(*agent, *agentDir),
+		Path: *path, Format: bake.Format(*format), Force: *force, MaxOutput: maxBytes, Agent: agentLocator(*agent, *agentDir),
 		Stdin: os.Stdin, Stdout: os.Stdout, Log: os.Stderr, Created: created,
 	}
 	if !*quiet && term.IsTerminal(int(os.Stderr.Fd())) {
@@ -127,4 +132,22 @@ func agentLocator(file, dir string) func(arch string) (string, error) {
 		}
 		return "", fmt.Errorf("no corkd for linux/%s (looked at %s): run make, or give --agent FILE", arch, strings.Join(tried, ", "))
 	}
+}
+
+// parseByteSize reads a byte count with an optional binary suffix (K, M,
+// G, T); "" is 0.
+func parseByteSize(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	shift := 0
+	if i := strings.IndexAny(s, "KMGT"); i >= 0 && i == len(s)-1 {
+		shift = 10 * (1 + strings.IndexByte("KMGT", s[i]))
+		s = s[:i]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)>>shift {
+		return 0, fmt.Errorf("want a positive number of bytes, with K, M, G or T after it for KiB, MiB, GiB or TiB")
+	}
+	return n << shift, nil
 }
