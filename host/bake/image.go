@@ -157,7 +157,7 @@ func (b *baker) diffID(lb *blob) (v1.Hash, error) {
 		if err != nil {
 			return v1.Hash{}, err
 		}
-		lb.diffID, lb.diffErr = hashUncompressed(lb.compression, ctxReader{b.ctx, r})
+		lb.diffID, lb.diffErr = hashUncompressed(lb.compression, ctxReader{b.ctx, r}, lb.size)
 		r.Close()
 	}
 	if lb.diffErr != nil {

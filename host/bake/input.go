@@ -155,6 +155,7 @@ func (rd *reader) add(name string, size int64, r io.Reader) error {
 	b := &blob{name: name, size: size}
 	var dst io.Writer
 	var finish func() error
+	streamed := false // into the output as read
 	switch {
 	case size <= smallFile && rd.files.held+size <= memoryLimit:
 		buf := bytes.NewBuffer(make([]byte, 0, size))
@@ -169,6 +170,7 @@ func (rd *reader) add(name string, size int64, r io.Reader) error {
 			if err != nil {
 				return err
 			}
+			streamed = true
 			dst, finish = w, func() error { b.written = outName; return w.Close() }
 			break
 		}
@@ -185,7 +187,7 @@ func (rd *reader) add(name string, size int64, r io.Reader) error {
 		}
 		dst, finish = f, func() error { b.spool = f.Name(); return f.Close() }
 	}
-	if err := rd.copy(b, dst, r); err != nil {
+	if err := rd.copy(b, dst, r, streamed && rd.mayBeDockerLayer()); err != nil {
 		if err == io.ErrUnexpectedEOF {
 			return fmt.Errorf("%s is truncated: %s ends after %d of its %d bytes", rd.label, name, b.size, size)
 		}
@@ -297,10 +299,13 @@ func shortName(name string) string {
 	return name
 }
 
-// copy moves r's bytes to dst, hashing them, noting a compressed layer
-// and hashing its uncompressed bytes too when they cannot be read again
-// later (a docker archive's config names layers by that digest).
-func (rd *reader) copy(b *blob, dst io.Writer, r io.Reader) error {
+// copy moves r's bytes to dst, hashing them and noting a compressed
+// layer. With layer, it hashes a compressed file's uncompressed bytes too:
+// for a docker layer whose bytes cannot be read again (they went to
+// stdout), as its config names it by that digest. Any other file is
+// uncompressed later, only if the image names it as a layer: doing it for
+// every file that looks compressed cost seconds for files no image names.
+func (rd *reader) copy(b *blob, dst io.Writer, r io.Reader, layer bool) error {
 	h := sha256.New()
 	// One buffer serves every file: an archive of many tiny entries must
 	// not cost a buffer each.
@@ -312,13 +317,9 @@ func (rd *reader) copy(b *blob, dst io.Writer, r io.Reader) error {
 	defer br.Reset(nil)
 	head, _ := br.Peek(4)
 	var unz *uncompressedHasher
-	if b.compression = compressionOf(head); b.compression != "" {
-		// A blob named by its digest goes into the output under that
-		// name, where it can be read again: unless that is stdout.
-		if _, named := blobHex(b.name); !named || rd.out.dest == "" {
-			unz = newUncompressedHasher(b.compression)
-			dst = io.MultiWriter(dst, unz)
-		}
+	if b.compression = compressionOf(head); b.compression != "" && layer && rd.out.dest == "" {
+		unz = newUncompressedHasher(b.compression, b.size)
+		dst = io.MultiWriter(dst, unz)
 	}
 	n, err := io.CopyBuffer(io.MultiWriter(dst, h, rd.progress), ctxReader{rd.ctx, br}, rd.copyBuf[:])
 	b.size = n
@@ -330,6 +331,14 @@ func (rd *reader) copy(b *blob, dst io.Writer, r io.Reader) error {
 	}
 	b.digest = v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", h.Sum(nil))}
 	return nil
+}
+
+// mayBeDockerLayer reports whether a file read now can be a docker
+// archive's layer, whose config names it by its uncompressed digest: not
+// once the input shows it is an OCI image, whose layers are checked by
+// their own digests.
+func (rd *reader) mayBeDockerLayer() bool {
+	return rd.files.lookup("manifest.json") != nil || rd.files.lookup("oci-layout") == nil
 }
 
 var (
@@ -350,26 +359,37 @@ func compressionOf(head []byte) string {
 	return ""
 }
 
-// hashUncompressed returns the sha256 of what r uncompresses to.
-func hashUncompressed(compression string, r io.Reader) (v1.Hash, error) {
+// maxExpansion bounds what a compressed layer of n bytes may uncompress
+// to, maxExpansion*n plus a MiB: gzip cannot exceed it (its best is about
+// 1030 to 1), and a zstd layer that does is a bomb, not a layer.
+const maxExpansion = 1032
+
+// hashUncompressed returns the sha256 of what r, size bytes, uncompresses
+// to.
+func hashUncompressed(compression string, r io.Reader, size int64) (v1.Hash, error) {
 	h := sha256.New()
+	limit := size*maxExpansion + 1<<20
+	var n int64
 	var err error
 	switch compression {
 	case "gzip":
 		var zr *gzip.Reader
 		if zr, err = gzip.NewReader(r); err == nil {
-			_, err = io.Copy(h, zr)
+			n, err = io.Copy(h, io.LimitReader(zr, limit+1))
 		}
 	case "zstd":
-		// A window of more than zstd's --long default is refused
-		// rather than allocated.
+		// A window of more than 32 MiB (zstd's default at level 19 is 8) is
+		// refused rather than allocated.
 		var zr *zstd.Decoder
-		if zr, err = zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20), zstd.WithDecoderLowmem(true)); err == nil {
-			_, err = io.Copy(h, zr)
+		if zr, err = zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(32<<20), zstd.WithDecoderLowmem(true)); err == nil {
+			n, err = io.Copy(h, io.LimitReader(zr, limit+1))
 			zr.Close()
 		}
 	default:
 		_, err = io.Copy(h, r)
+	}
+	if err == nil && n > limit {
+		err = fmt.Errorf("it expands to more than %d bytes, %d times its size", limit, maxExpansion)
 	}
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("not valid %s: %v", compression, err)
@@ -389,11 +409,11 @@ type result struct {
 	err error
 }
 
-func newUncompressedHasher(compression string) *uncompressedHasher {
+func newUncompressedHasher(compression string, size int64) *uncompressedHasher {
 	pr, pw := io.Pipe()
 	g := &uncompressedHasher{pw: pw, done: make(chan result, 1)}
 	go func() {
-		sum, err := hashUncompressed(compression, pr)
+		sum, err := hashUncompressed(compression, pr, size)
 		io.Copy(io.Discard, pr) // let the writer finish whatever happened
 		g.done <- result{sum, err}
 	}()

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -320,5 +321,47 @@ func TestStandInsRefused(t *testing.T) {
 				t.Fatalf("got %v, want %s refused", err, name)
 			}
 		})
+	}
+}
+
+// zstdBomb is a zstd stream of n bytes of zeros, as frames of 64 MiB.
+func zstdBomb(t *testing.T, n int64) []byte {
+	t.Helper()
+	var frame bytes.Buffer
+	zw, _ := zstd.NewWriter(&frame)
+	io.CopyN(zw, zeros{}, 64<<20)
+	zw.Close()
+	return bytes.Repeat(frame.Bytes(), int(n/(64<<20)))
+}
+
+// TestCompressedBounded: a file that looks compressed is uncompressed only
+// if the image names it as a docker layer, and no further than a bounded
+// multiple of its size (a 135 KB stray zstd of 4 GiB of zeros, named by no
+// image, cost seconds; so did such a layer).
+func TestCompressedBounded(t *testing.T) {
+	bomb := zstdBomb(t, 2<<30)
+	t.Logf("%d-byte zstd of 2 GiB", len(bomb))
+	dir, _ := layoutWithIndex(t)
+	var archive bytes.Buffer
+	tw := tar.NewWriter(&archive)
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "junk", Size: int64(len(bomb)), Mode: 0o644})
+	tw.Write(bomb)
+	tw.Flush()
+	var rest bytes.Buffer
+	tarDir(t, dir, &rest)
+	archive.Write(rest.Bytes())
+	start := time.Now()
+	if err := bake("-", "-", Options{Stdin: &archive, Stdout: io.Discard, Format: OCIArchive}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("a stray file cost %v", d)
+	}
+
+	legacy := strings.Repeat("ab", 32) + "/layer.tar"
+	in := dockerArchive([]file{{legacy, bomb}}, []string{legacy}, layerTar("etc/passwd"))
+	err := bake("-", "-", Options{Stdin: bytes.NewReader(in), Stdout: io.Discard, Format: OCIArchive})
+	if err == nil || !strings.Contains(err.Error(), "expands to more than") {
+		t.Fatalf("got %v, want the layer refused as a bomb", err)
 	}
 }
