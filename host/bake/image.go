@@ -442,15 +442,17 @@ func jsonValues(data []byte) int {
 	return n
 }
 
-// read returns a metadata file's bytes.
+// read returns a metadata file's bytes, from memory or, for one that went
+// into the output as it was read (once small files filled what bake
+// holds), from there.
 func (b *baker) read(bl *blob) ([]byte, error) {
-	if bl.written != "" || bl.size > maxMetadata {
+	if bl.size > maxMetadata {
 		return nil, fmt.Errorf("%s: %s has %d bytes, too many for image metadata", b.label, bl.name, bl.size)
 	}
-	r, err := bl.open()
+	r, err := b.reopen(bl)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %v; cork bake cannot read it as image metadata", b.label, err)
 	}
 	defer r.Close()
-	return io.ReadAll(r)
+	return io.ReadAll(io.LimitReader(r, maxMetadata))
 }

@@ -365,3 +365,68 @@ func TestCompressedBounded(t *testing.T) {
 		t.Fatalf("got %v, want the layer refused as a bomb", err)
 	}
 }
+
+// TestMetadataAfterManySmallLayers: an OCI archive in skopeo's order, its
+// layers before its config and manifest, bakes when its layers of up to
+// 1 MiB fill what bake holds in memory, so that the config and manifest go
+// into the output as they are read ("has 10435 bytes, too many for image
+// metadata").
+func TestMetadataAfterManySmallLayers(t *testing.T) {
+	img, err := random.Image(2<<20, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img = mutate.MediaType(img, types.OCIManifestSchema1)
+	cf, _ := img.ConfigFile()
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	cf.Config.Labels = map[string]string{"note": strings.Repeat("x", 10000)}
+	img, _ = mutate.ConfigFile(img, cf)
+	dir := filepath.Join(t.TempDir(), "in")
+	writeOCILayout(t, img, dir)
+	m, _ := img.Manifest()
+	md, _ := img.Digest()
+	var archive bytes.Buffer
+	tw := tar.NewWriter(&archive)
+	held := int64(0) // what the bake counts as held, as it reads
+	put := func(name string, data []byte) {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(data)), Mode: 0o644})
+		tw.Write(data)
+		held += int64(entryCost + len(name))
+		if len(data) <= smallFile {
+			held += int64(len(data))
+		}
+	}
+	file := func(name string) {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		put(name, data)
+	}
+	for _, l := range m.Layers {
+		file("blobs/sha256/" + l.Digest.Hex)
+	}
+	// Blobs of at most 1 MiB, as the layers of many images are, until
+	// what the bake holds leaves room for the names to come but not for
+	// the config.
+	rng := rand.NewChaCha8([32]byte{2})
+	for i := 0; held < memoryLimit-4096; i++ {
+		n := min(smallFile, memoryLimit-4096-held-int64(entryCost+len("blobs/sha256/")+64))
+		data := make([]byte, max(n, 0))
+		rng.Read(data)
+		put("blobs/sha256/"+hashOf(data).Hex, data)
+	}
+	for _, name := range []string{"blobs/sha256/" + m.Config.Digest.Hex, "blobs/sha256/" + md.Hex, "index.json", "oci-layout"} {
+		file(name)
+	}
+	tw.Close()
+	out := filepath.Join(t.TempDir(), "out.tar")
+	if err := bake("-", out, Options{Stdin: &archive, Format: OCIArchive}); err != nil {
+		t.Fatal(err)
+	}
+	if layers, err := readBaked(t, out, OCIArchive).img.Layers(); err != nil || len(layers) != 3 {
+		t.Fatalf("baked %d layers, %v; want 3", len(layers), err)
+	}
+	checkBlobDigests(t, out, nil)
+}
