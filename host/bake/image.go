@@ -149,8 +149,13 @@ func (b *baker) blobFor(d v1.Descriptor, where string) (*blob, error) {
 // for an uncompressed one; for a compressed one, the hash taken as it
 // was read, or else taken now from where its bytes went.
 func (b *baker) diffID(lb *blob) (v1.Hash, error) {
-	if lb.compression == "" {
+	switch lb.compression {
+	case "":
 		return lb.digest, nil
+	case "xz", "bzip2":
+		// Checked as they are, such a layer's bytes would pass for its
+		// uncompressed ones: no image tool writes them.
+		return v1.Hash{}, fmt.Errorf("%s: layer %s is %s-compressed; cork bake takes docker layers plain, gzip'd or zstd-compressed", b.label, lb.name, lb.compression)
 	}
 	if lb.diffID == (v1.Hash{}) && lb.diffErr == nil {
 		r, err := b.reopen(lb)

@@ -315,9 +315,10 @@ func (rd *reader) copy(b *blob, dst io.Writer, r io.Reader, layer bool) error {
 	br := rd.buf
 	br.Reset(r)
 	defer br.Reset(nil)
-	head, _ := br.Peek(4)
+	head, _ := br.Peek(10)
 	var unz *uncompressedHasher
-	if b.compression = compressionOf(head); b.compression != "" && layer && rd.out.dest == "" {
+	b.compression = compressionOf(head)
+	if (b.compression == "gzip" || b.compression == "zstd") && layer && rd.out.dest == "" {
 		unz = newUncompressedHasher(b.compression, b.size)
 		dst = io.MultiWriter(dst, unz)
 	}
@@ -346,15 +347,23 @@ var (
 	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
 	xzMagic   = []byte{0xfd, '7', 'z', 'X', 'Z', 0}
 	bz2Magic  = []byte("BZh")
+	// A bzip2 stream's first block starts with the digits of pi, after
+	// its header "BZh" and a block size digit.
+	bz2Block = []byte{0x31, 0x41, 0x59, 0x26, 0x53, 0x59}
 )
 
-// compressionOf names the compression a layer's first bytes show.
+// compressionOf names the compression a layer's first bytes show: gzip,
+// zstd, xz, bzip2 or "" for none.
 func compressionOf(head []byte) string {
 	switch {
 	case bytes.HasPrefix(head, gzipMagic):
 		return "gzip"
 	case bytes.HasPrefix(head, zstdMagic):
 		return "zstd"
+	case bytes.HasPrefix(head, xzMagic):
+		return "xz"
+	case len(head) >= 10 && bytes.HasPrefix(head, bz2Magic) && head[3] >= '1' && head[3] <= '9' && bytes.Equal(head[4:10], bz2Block):
+		return "bzip2"
 	}
 	return ""
 }

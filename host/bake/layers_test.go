@@ -96,6 +96,10 @@ func TestEveryLayerChecked(t *testing.T) {
 	legacy := strings.Repeat("ab", 32) + "/layer.tar"
 	byDigest := func(b []byte) file { return file{"blobs/sha256/" + hashOf(b).Hex, b} }
 	junkZstd := append(bytes.Clone(zstdMagic), bytes.Repeat([]byte("junk"), 1000)...)
+	// Layers whose config gives their compressed bytes' digest as the
+	// diff id: uncompressed, they would be other bytes.
+	xzLike := append(bytes.Clone(xzMagic), bytes.Repeat([]byte("junk"), 1000)...)
+	bz2Like := append([]byte("BZh9"), append([]byte{0x31, 0x41, 0x59, 0x26, 0x53, 0x59}, bytes.Repeat([]byte("junk"), 1000)...)...)
 	for _, tc := range []struct {
 		name string
 		in   []byte
@@ -108,6 +112,8 @@ func TestEveryLayerChecked(t *testing.T) {
 		{"zstd by digest, another layer", dockerArchive([]file{byDigest(zstded(other))}, []string{byDigest(zstded(other)).name}, good), "its config says"},
 		{"big gzip by digest, another layer", dockerArchive([]file{byDigest(gzipped(bigOther))}, []string{byDigest(gzipped(bigOther)).name}, big), "its config says"},
 		{"big gzip by digest", dockerArchive([]file{byDigest(gzipped(big))}, []string{byDigest(gzipped(big)).name}, big), ""},
+		{"xz named by its own digest", dockerArchive([]file{{legacy, xzLike}}, []string{legacy}, xzLike), "xz-compressed"},
+		{"bzip2 named by its own digest", dockerArchive([]file{{legacy, bz2Like}}, []string{legacy}, bz2Like), "bzip2-compressed"},
 		{"zstd", dockerArchive([]file{{legacy, zstded(good)}}, []string{legacy}, good), ""},
 		{"gzip by digest", dockerArchive([]file{byDigest(gzipped(good))}, []string{byDigest(gzipped(good)).name}, good), ""},
 		{"zstd by digest", dockerArchive([]file{byDigest(zstded(good))}, []string{byDigest(zstded(good)).name}, good), ""},
