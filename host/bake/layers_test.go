@@ -60,6 +60,14 @@ func zstded(b []byte) []byte {
 	return zw.EncodeAll(b, nil)
 }
 
+// zstdWindow is a zstd frame of b (up to 128 KiB) as one raw block,
+// whose header asks for a window of 1<<log bytes.
+func zstdWindow(b []byte, log int) []byte {
+	frame := append(bytes.Clone(zstdMagic), 0, byte(log-10)<<3)
+	h := 1 | len(b)<<3 // the last block, raw
+	return append(append(frame, byte(h), byte(h>>8), byte(h>>16)), b...)
+}
+
 type file struct {
 	name string
 	data []byte
@@ -114,6 +122,8 @@ func TestEveryLayerChecked(t *testing.T) {
 		{"big gzip by digest", dockerArchive([]file{byDigest(gzipped(big))}, []string{byDigest(gzipped(big)).name}, big), ""},
 		{"xz named by its own digest", dockerArchive([]file{{legacy, xzLike}}, []string{legacy}, xzLike), "xz-compressed"},
 		{"bzip2 named by its own digest", dockerArchive([]file{{legacy, bz2Like}}, []string{legacy}, bz2Like), "bzip2-compressed"},
+		{"zstd with a 64 MiB window", dockerArchive([]file{{legacy, zstdWindow(good, 26)}}, []string{legacy}, good), "not valid zstd"},
+		{"zstd with a 32 MiB window", dockerArchive([]file{{legacy, zstdWindow(good, 25)}}, []string{legacy}, good), ""},
 		{"zstd", dockerArchive([]file{{legacy, zstded(good)}}, []string{legacy}, good), ""},
 		{"gzip by digest", dockerArchive([]file{byDigest(gzipped(good))}, []string{byDigest(gzipped(good)).name}, good), ""},
 		{"zstd by digest", dockerArchive([]file{byDigest(zstded(good))}, []string{byDigest(zstded(good)).name}, good), ""},
