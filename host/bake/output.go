@@ -227,11 +227,29 @@ func (o *output) commit(ctx context.Context) error {
 	} else {
 		staged = o.sink.(*dirSink).root
 	}
+	// A signal's handler takes the same lock to remove staging areas: it
+	// sees the output either not renamed or renamed, never halfway.
+	inProgress.Lock()
+	defer inProgress.Unlock()
+	if testHookCommit != nil {
+		testHookCommit()
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return o.place(staged)
+	if inProgress.abandoned {
+		return errors.New("abandoned")
+	}
+	if err := o.place(staged); err != nil {
+		return err
+	}
+	inProgress.committed = true
+	return nil
 }
+
+// testHookCommit, when set, runs as a commit holds its lock, before its
+// last check of the context.
+var testHookCommit func()
 
 // place renames staged to the output's destination. What appeared there
 // while the bake ran is replaced only with force, and only if it is what

@@ -70,6 +70,10 @@ func bakeMain(args []string) int {
 	if err != nil {
 		return fail("bake: %v", err)
 	}
+	if ctx.Err() != nil {
+		// The signal came as the output was renamed into place.
+		fmt.Fprintf(os.Stderr, "cork: bake: %v came after the output was complete and in place\n", <-caught)
+	}
 	return 0
 }
 
@@ -88,8 +92,11 @@ func cancelOnSignal() (context.Context, <-chan syscall.Signal, func()) {
 		cancel()
 		fmt.Fprintf(os.Stderr, "cork: bake: stopping (%v again exits at once)\n", s)
 		s = (<-sigs).(syscall.Signal)
-		bake.Abandon()
-		fmt.Fprintf(os.Stderr, "cork: bake: interrupted twice; nothing was written\n")
+		if bake.Abandon() {
+			fmt.Fprintf(os.Stderr, "cork: bake: interrupted twice, after the output was complete and in place\n")
+		} else {
+			fmt.Fprintf(os.Stderr, "cork: bake: interrupted twice; nothing was written\n")
+		}
 		os.Exit(128 + int(s))
 	}()
 	return ctx, caught, func() { signal.Stop(sigs); cancel() }
