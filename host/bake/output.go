@@ -97,10 +97,32 @@ func checkReplaceable(out string, isDir bool) error {
 		return err
 	}
 	defer f.Close()
-	if _, err := tar.NewReader(f).Next(); err != nil {
+	h, err := tar.NewReader(f).Next()
+	if err != nil {
 		return fmt.Errorf("%s is in the way: a file that is not a tar archive; --force replaces only an image: move it or name another output", out)
 	}
+	if !imageEntryName(h.Name) {
+		return fmt.Errorf("%s is in the way: a tar archive that is not an image (its first entry is %s); --force replaces only an image: move it or name another output", out, shortName(h.Name))
+	}
 	return nil
+}
+
+// imageEntryName reports whether an archive whose first entry is name can
+// be an image archive, as docker, podman, skopeo, go-containerregistry or
+// cork bake write them.
+func imageEntryName(name string) bool {
+	name = cleanName(name)
+	first, _, _ := strings.Cut(name, "/")
+	switch {
+	case first == "blobs", isSHA256Hex(first):
+		return true
+	case name == "manifest.json", name == "index.json", name == "oci-layout", name == "repositories":
+		return true
+	case strings.HasPrefix(name, "sha256:") && isSHA256Hex(name[len("sha256:"):]): // go-containerregistry's config
+		return true
+	}
+	hex, _, _ := strings.Cut(name, ".")
+	return isSHA256Hex(hex) && (strings.HasSuffix(name, ".json") || strings.HasSuffix(name, ".tar") || strings.HasSuffix(name, ".tar.gz"))
 }
 
 // newOutput opens the staging area for out ("-": w).

@@ -172,9 +172,15 @@ func TestForceReplacesOnlyImages(t *testing.T) {
 	os.WriteFile(filepath.Join(project, "go.mod"), []byte("module example.com/p\n"), 0o644)
 	notes := filepath.Join(dir, "notes.txt")
 	os.WriteFile(notes, []byte("keep me\n"), 0o644)
+	source := filepath.Join(dir, "src.tar")
+	f, _ := os.Create(source)
+	writeTar(f, map[string][]byte{"src/main.go": []byte("package main\n")})
+	f.Close()
+	sourceData, _ := os.ReadFile(source)
 	for _, tc := range []struct{ in, out, text string }{
 		{layoutIn, project, "a directory that is not an OCI layout (it holds 2 entries: cmd, go.mod)"},
 		{dockerIn, notes, "a file that is not a tar archive"},
+		{dockerIn, source, "a tar archive that is not an image (its first entry is src/main.go)"},
 	} {
 		err := bake(tc.in, tc.out, Options{Force: true})
 		if err == nil || !strings.Contains(err.Error(), tc.text) {
@@ -186,6 +192,9 @@ func TestForceReplacesOnlyImages(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(notes); string(b) != "keep me\n" {
 		t.Fatal("the file was changed")
+	}
+	if b, _ := os.ReadFile(source); !bytes.Equal(b, sourceData) {
+		t.Fatal("the source tarball was changed")
 	}
 	if left, _ := filepath.Glob(filepath.Join(dir, ".cork-bake-*")); len(left) > 0 {
 		t.Fatalf("staging left behind: %v", left)
