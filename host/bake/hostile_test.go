@@ -390,3 +390,33 @@ func TestDiskBounded(t *testing.T) {
 		t.Fatalf("refused after %v", d)
 	}
 }
+
+// TestStagingLockedWhileBaking: a bake holds its staging area's lock for
+// as long as it runs, so that a bake in another pid namespace, to whom the
+// pid means nothing, leaves it alone (TestStaleStagingCleaned holds such a
+// lock itself, so it holds only the reading side).
+func TestStagingLockedWhileBaking(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(t.TempDir(), "in.tar")
+	writeDocker(t, baseImage(t, "amd64", false), in)
+	checked := false
+	err := bake(in, filepath.Join(dir, "out.tar"), Options{Agent: func(arch string) (string, error) {
+		areas, _ := filepath.Glob(filepath.Join(dir, fmt.Sprintf("%s%d-*", stagingPrefix, os.Getpid())))
+		if len(areas) != 1 {
+			t.Fatalf("staging areas %v", areas)
+		}
+		f, err := os.Open(areas[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != syscall.EWOULDBLOCK {
+			t.Errorf("locking %s while its bake runs: %v, want EWOULDBLOCK", areas[0], err)
+		}
+		checked = true
+		return agents[arch], nil
+	}})
+	if err != nil || !checked {
+		t.Fatalf("%v, checked %v", err, checked)
+	}
+}
