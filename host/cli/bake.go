@@ -64,7 +64,11 @@ func bakeMain(args []string) int {
 	defer stop()
 	err = bake.Bake(ctx, fs.Arg(0), fs.Arg(1), opts)
 	if err != nil && ctx.Err() != nil {
-		fmt.Fprintf(os.Stderr, "cork: bake: %v; nothing was written\n", err)
+		left := "nothing was written"
+		if fs.Arg(1) == "-" {
+			left = "the archive on stdout names no image, so no tool loads it"
+		}
+		fmt.Fprintf(os.Stderr, "cork: bake: %v; %s\n", err, left)
 		return 128 + int(<-caught)
 	}
 	if err != nil {
@@ -95,7 +99,7 @@ func cancelOnSignal() (context.Context, <-chan syscall.Signal, func()) {
 		if bake.Abandon() {
 			fmt.Fprintf(os.Stderr, "cork: bake: interrupted twice, after the output was complete and in place\n")
 		} else {
-			fmt.Fprintf(os.Stderr, "cork: bake: interrupted twice; nothing was written\n")
+			fmt.Fprintf(os.Stderr, "cork: bake: interrupted twice; nothing was left beside the output or in TMPDIR\n")
 		}
 		os.Exit(128 + int(s))
 	}()
