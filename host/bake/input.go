@@ -153,39 +153,9 @@ func (rd *reader) add(name string, size int64, r io.Reader) error {
 		}
 	}
 	b := &blob{name: name, size: size}
-	var dst io.Writer
-	var finish func() error
-	streamed := false // into the output as read
-	switch {
-	case size <= smallFile && rd.files.held+size <= memoryLimit:
-		buf := bytes.NewBuffer(make([]byte, 0, size))
-		dst, finish = buf, func() error { b.data = buf.Bytes(); rd.files.held += size; return nil }
-	default:
-		if outName, ok := rd.out.streamName(name); ok {
-			if rd.out.sink.has(outName) { // the same blob under two names
-				dst, finish = io.Discard, func() error { b.written = outName; return nil }
-				break
-			}
-			w, err := rd.out.sink.create(outName, size)
-			if err != nil {
-				return err
-			}
-			streamed = true
-			dst, finish = w, func() error { b.written = outName; return w.Close() }
-			break
-		}
-		if err := rd.out.disk.take(size, name); err != nil {
-			return fmt.Errorf("%s: %w", rd.label, err)
-		}
-		dir, err := rd.spoolIn()
-		if err != nil {
-			return err
-		}
-		f, err := os.CreateTemp(dir, "spool-")
-		if err != nil {
-			return err
-		}
-		dst, finish = f, func() error { b.spool = f.Name(); return f.Close() }
+	dst, finish, streamed, err := rd.destination(b)
+	if err != nil {
+		return err
 	}
 	if err := rd.copy(b, dst, r, streamed && rd.mayBeDockerLayer()); err != nil {
 		if err == io.ErrUnexpectedEOF {
@@ -207,6 +177,40 @@ func (rd *reader) add(name string, size int64, r io.Reader) error {
 		rd.declare(b.data)
 	}
 	return nil
+}
+
+// destination is where a file's bytes go as they are read: memory for a
+// small file while there is room, the output when its name there is
+// known (streamed), a spool file otherwise. finish records where they
+// went once they are all there.
+func (rd *reader) destination(b *blob) (dst io.Writer, finish func() error, streamed bool, err error) {
+	name, size := b.name, b.size
+	if size <= smallFile && rd.files.held+size <= memoryLimit {
+		buf := bytes.NewBuffer(make([]byte, 0, size))
+		return buf, func() error { b.data = buf.Bytes(); rd.files.held += size; return nil }, false, nil
+	}
+	if outName, ok := rd.out.streamName(name); ok {
+		if rd.out.sink.has(outName) { // the same blob under two names: checkNamedDigest compares them
+			return io.Discard, func() error { b.written = outName; return nil }, false, nil
+		}
+		w, err := rd.out.sink.create(outName, size)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		return w, func() error { b.written = outName; return w.Close() }, true, nil
+	}
+	if err := rd.out.disk.take(size, name); err != nil {
+		return nil, nil, false, fmt.Errorf("%s: %w", rd.label, err)
+	}
+	dir, err := rd.spoolIn()
+	if err != nil {
+		return nil, nil, false, err
+	}
+	f, err := os.CreateTemp(dir, "spool-")
+	if err != nil {
+		return nil, nil, false, err
+	}
+	return f, func() error { b.spool = f.Name(); return f.Close() }, false, nil
 }
 
 // checkNamedDigest refuses a file whose name gives a digest its bytes do
