@@ -48,6 +48,9 @@ type Options struct {
 	Format Format
 	// Force replaces an existing output.
 	Force bool
+	// MaxOutput bounds the bytes the bake writes to disk, its output and
+	// spool files together; 0: the space free there, less a reserve.
+	MaxOutput int64
 	// Stdin and Stdout stand for "-".
 	Stdin  io.Reader
 	Stdout io.Writer
@@ -126,7 +129,7 @@ func Bake(ctx context.Context, in, out string, opts Options) (err error) {
 		return err
 	}
 
-	o, err := newOutput(out, format, inDir, opts.Stdout)
+	o, err := newOutput(out, format, inDir, opts.Force, opts.MaxOutput, opts.Stdout)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -289,3 +292,131 @@ func TestEntrySizeCappedByDescriptor(t *testing.T) {
 type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// configArchive is a docker archive of one image with no layers whose
+// config holds history entries {"a":1} entries times.
+func configArchive(entries int) []byte {
+	hist := bytes.Repeat([]byte(`{"a":1},`), entries)
+	cfg := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"history":[` + string(hist[:len(hist)-1]) + `]}`)
+	cfgName := hashOf(cfg).Hex + ".json"
+	mf, _ := json.Marshal([]map[string]any{{"Config": cfgName, "Layers": []string{}}})
+	var buf bytes.Buffer
+	writeTar(&buf, map[string][]byte{cfgName: cfg, "manifest.json": mf})
+	return buf.Bytes()
+}
+
+// TestConfigBoundsMemory: an image's config is held to the same bound on
+// JSON values as its manifests and indexes: a 15 MiB config of small
+// history entries peaked at 963 MB.
+func TestConfigBoundsMemory(t *testing.T) {
+	for _, tc := range []struct {
+		entries int
+		text    string
+	}{{15 << 17, "JSON values"}, {maxJSONValues/2 - 10, ""}} {
+		in := configArchive(tc.entries)
+		msg, rss := bakeInChild(t, filepath.Join(t.TempDir(), "out.tar"), "", func(w io.Writer) { w.Write(in) })
+		t.Logf("%d-byte config: peak %d MiB: %s", len(in), rss>>20, msg)
+		if rss > 128<<20 {
+			t.Fatalf("the bake peaked at %d MiB", rss>>20)
+		}
+		if !strings.Contains(msg, tc.text) {
+			t.Fatalf("got %q, want %q", msg, tc.text)
+		}
+	}
+}
+
+// TestManyTinyEntries: an archive of many empty files with short names is
+// refused when their records fill the memory bound, quickly and with the
+// bake's memory near that bound (a 2.3 MB .tar.gz of 250,000 empty files
+// ran 51 s to 726 MB: each entry cost a 1 MiB read buffer, and its record
+// more than was counted).
+func TestManyTinyEntries(t *testing.T) {
+	start := time.Now()
+	msg, rss := bakeInChild(t, filepath.Join(t.TempDir(), "out"), "", func(w io.Writer) {
+		zw := gzip.NewWriter(w)
+		tw := tar.NewWriter(zw)
+		for i := range 250000 {
+			if tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: strconv.FormatInt(int64(i), 36), Mode: 0o644}) != nil {
+				return // the bake stopped reading
+			}
+		}
+		tw.Close()
+		zw.Close()
+	})
+	t.Logf("%v, peak %d MiB: %s", time.Since(start), rss>>20, msg)
+	if rss > 200<<20 {
+		t.Fatalf("the bake peaked at %d MiB", rss>>20)
+	}
+	if !strings.Contains(msg, "more files and names") {
+		t.Fatalf("got %q, want a refusal saying the files are too many", msg)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Fatalf("the bake took %v", d)
+	}
+}
+
+// TestDiskBounded: what a bake writes to disk is bounded, however far a
+// gzip'd input expands, and a layout's sparse file is refused before its
+// holes are read (a 4.6 MB docker archive wrote 1 GiB; a 4 GiB sparse
+// blob of a layout was streamed in full before its digest was checked).
+func TestDiskBounded(t *testing.T) {
+	layer := make([]byte, 64<<20)
+	legacy := strings.Repeat("ab", 32) + "/layer.tar"
+	var in bytes.Buffer
+	zw := gzip.NewWriter(&in)
+	zw.Write(dockerArchive([]file{{legacy, layer}}, []string{legacy}, layer))
+	zw.Close()
+	for _, format := range []Format{Docker, OCILayout} {
+		dir := t.TempDir()
+		out := filepath.Join(dir, "out")
+		err := bake("-", out, Options{Stdin: bytes.NewReader(in.Bytes()), Format: format, MaxOutput: 16 << 20})
+		if err == nil || !strings.Contains(err.Error(), "past 16 MiB (--max-output)") {
+			t.Fatalf("%s: got %v, want a refusal naming the bound", format, err)
+		}
+		checkNothingLeft(t, dir, out)
+	}
+
+	layoutDir, _ := layoutWithIndex(t)
+	blob := largestBlob(t, layoutDir)
+	if err := os.Truncate(blob, 4<<30); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err := bake(layoutDir, filepath.Join(t.TempDir(), "out"), Options{})
+	if err == nil || !strings.Contains(err.Error(), "is a sparse file") {
+		t.Fatalf("got %v, want the sparse file refused", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("refused after %v", d)
+	}
+}
+
+// TestStagingLockedWhileBaking: a bake holds its staging area's lock for
+// as long as it runs, so that a bake in another pid namespace, to whom the
+// pid means nothing, leaves it alone (TestStaleStagingCleaned holds such a
+// lock itself, so it holds only the reading side).
+func TestStagingLockedWhileBaking(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(t.TempDir(), "in.tar")
+	writeDocker(t, baseImage(t, "amd64", false), in)
+	checked := false
+	err := bake(in, filepath.Join(dir, "out.tar"), Options{Agent: func(arch string) (string, error) {
+		areas, _ := filepath.Glob(filepath.Join(dir, fmt.Sprintf("%s%d-*", stagingPrefix, os.Getpid())))
+		if len(areas) != 1 {
+			t.Fatalf("staging areas %v", areas)
+		}
+		f, err := os.Open(areas[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != syscall.EWOULDBLOCK {
+			t.Errorf("locking %s while its bake runs: %v, want EWOULDBLOCK", areas[0], err)
+		}
+		checked = true
+		return agents[arch], nil
+	}})
+	if err != nil || !checked {
+		t.Fatalf("%v, checked %v", err, checked)
+	}
+}

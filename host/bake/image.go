@@ -61,7 +61,7 @@ func (b *baker) bakeDocker() error {
 	if hex, _, ok := digestFileName(path.Base(e.Config)); ok && hex != cfgBlob.digest.Hex {
 		return fmt.Errorf("%s is corrupt: config %s hashes to %s", b.label, e.Config, cfgBlob.digest)
 	}
-	cfgBytes, err := b.read(cfgBlob)
+	cfgBytes, err := b.readJSON(cfgBlob)
 	if err != nil {
 		return err
 	}
@@ -149,15 +149,20 @@ func (b *baker) blobFor(d v1.Descriptor, where string) (*blob, error) {
 // for an uncompressed one; for a compressed one, the hash taken as it
 // was read, or else taken now from where its bytes went.
 func (b *baker) diffID(lb *blob) (v1.Hash, error) {
-	if lb.compression == "" {
+	switch lb.compression {
+	case "":
 		return lb.digest, nil
+	case "xz", "bzip2":
+		// Checked as they are, such a layer's bytes would pass for its
+		// uncompressed ones: no image tool writes them.
+		return v1.Hash{}, fmt.Errorf("%s: layer %s is %s-compressed; cork bake takes docker layers plain, gzip'd or zstd-compressed", b.label, lb.name, lb.compression)
 	}
 	if lb.diffID == (v1.Hash{}) && lb.diffErr == nil {
 		r, err := b.reopen(lb)
 		if err != nil {
 			return v1.Hash{}, err
 		}
-		lb.diffID, lb.diffErr = hashUncompressed(lb.compression, ctxReader{b.ctx, r})
+		lb.diffID, lb.diffErr = hashUncompressed(lb.compression, ctxReader{b.ctx, r}, lb.size)
 		r.Close()
 	}
 	if lb.diffErr != nil {
@@ -397,17 +402,27 @@ func (b *baker) decode(bl *blob, v any) error {
 	if bl == nil {
 		return fmt.Errorf("%s is incomplete: a file it names is not in it", b.label)
 	}
-	data, err := b.read(bl)
+	data, err := b.readJSON(bl)
 	if err != nil {
 		return err
-	}
-	if n := jsonValues(data); n > maxJSONValues {
-		return fmt.Errorf("%s: %s holds %d JSON values; image metadata holds far fewer (cork bake takes at most %d)", b.label, bl.name, n, maxJSONValues)
 	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return fmt.Errorf("%s: %s: %v", b.label, bl.name, err)
 	}
 	return nil
+}
+
+// readJSON returns a JSON metadata file's bytes (an index, a manifest, a
+// config), refusing one whose decoding would hold far more than its bytes.
+func (b *baker) readJSON(bl *blob) ([]byte, error) {
+	data, err := b.read(bl)
+	if err != nil {
+		return nil, err
+	}
+	if n := jsonValues(data); n > maxJSONValues {
+		return nil, fmt.Errorf("%s: %s holds %d JSON values; image metadata holds far fewer (cork bake takes at most %d)", b.label, bl.name, n, maxJSONValues)
+	}
+	return data, nil
 }
 
 // jsonValues counts the values in a JSON text, roughly: each object,
@@ -432,15 +447,17 @@ func jsonValues(data []byte) int {
 	return n
 }
 
-// read returns a metadata file's bytes.
+// read returns a metadata file's bytes, from memory or, for one that went
+// into the output as it was read (once small files filled what bake
+// holds), from there.
 func (b *baker) read(bl *blob) ([]byte, error) {
-	if bl.written != "" || bl.size > maxMetadata {
+	if bl.size > maxMetadata {
 		return nil, fmt.Errorf("%s: %s has %d bytes, too many for image metadata", b.label, bl.name, bl.size)
 	}
-	r, err := bl.open()
+	r, err := b.reopen(bl)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %v; cork bake cannot read it as image metadata", b.label, err)
 	}
 	defer r.Close()
-	return io.ReadAll(r)
+	return io.ReadAll(io.LimitReader(r, maxMetadata))
 }

@@ -197,7 +197,7 @@ func (b *baker) bakeManifest(bl *blob) (bakedRef, error) {
 	if err != nil {
 		return bakedRef{}, err
 	}
-	cfgBytes, err := b.read(cfgBlob)
+	cfgBytes, err := b.readJSON(cfgBlob)
 	if err != nil {
 		return bakedRef{}, err
 	}

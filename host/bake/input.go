@@ -15,6 +15,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
@@ -64,7 +65,7 @@ const (
 	smallFile   = 1 << 20  // files up to this size are held in memory
 	memoryLimit = 64 << 20 // and no more than this in all, names included
 	maxName     = 4096     // bytes in a file name or link target
-	entryCost   = 256      // what one file's record costs beside its name
+	entryCost   = 384      // what one file's record costs beside its name: about 310 bytes live, and its map's growth
 )
 
 // inputFiles is everything read from an input.
@@ -113,6 +114,8 @@ type reader struct {
 	out      *output
 	progress *progress
 	spoolIn  func() (string, error) // the directory for spool files, made on first use
+	buf      *bufio.Reader          // reads each file in turn
+	copyBuf  [32 << 10]byte
 }
 
 // blobHex returns the digest in a name an OCI layout gives a blob,
@@ -150,51 +153,81 @@ func (rd *reader) add(name string, size int64, r io.Reader) error {
 		}
 	}
 	b := &blob{name: name, size: size}
-	var dst io.Writer
-	var finish func() error
-	switch {
-	case size <= smallFile && rd.files.held+size <= memoryLimit:
-		buf := bytes.NewBuffer(make([]byte, 0, size))
-		dst, finish = buf, func() error { b.data = buf.Bytes(); rd.files.held += size; return nil }
-	default:
-		if outName, ok := rd.out.streamName(name); ok {
-			if rd.out.sink.has(outName) { // the same blob under two names
-				dst, finish = io.Discard, func() error { b.written = outName; return nil }
-				break
-			}
-			w, err := rd.out.sink.create(outName, size)
-			if err != nil {
-				return err
-			}
-			dst, finish = w, func() error { b.written = outName; return w.Close() }
-			break
-		}
-		dir, err := rd.spoolIn()
-		if err != nil {
-			return err
-		}
-		f, err := os.CreateTemp(dir, "spool-")
-		if err != nil {
-			return err
-		}
-		dst, finish = f, func() error { b.spool = f.Name(); return f.Close() }
+	dst, finish, streamed, err := rd.destination(b)
+	if err != nil {
+		return err
 	}
-	if err := rd.copy(b, dst, r); err != nil {
+	if err := rd.copy(b, dst, r, streamed && rd.mayBeDockerLayer()); err != nil {
 		if err == io.ErrUnexpectedEOF {
 			return fmt.Errorf("%s is truncated: %s ends after %d of its %d bytes", rd.label, name, b.size, size)
 		}
 		return err
 	}
+	if b.size != size {
+		return fmt.Errorf("%s: %s changed while it was read: %d bytes, then %d", rd.label, name, size, b.size)
+	}
 	if err := finish(); err != nil {
 		return err
 	}
 	rd.files.blobs[name] = b
-	claimed, named := blobHex(name)
-	if named && claimed != b.digest.Hex {
-		return fmt.Errorf("%s is corrupt: blob %s hashes to %s", rd.label, name, b.digest)
+	if err := rd.checkNamedDigest(b); err != nil {
+		return err
 	}
-	if b.data != nil && (named || name == "index.json") {
+	if _, named := blobHex(name); b.data != nil && (named || name == "index.json") {
 		rd.declare(b.data)
+	}
+	return nil
+}
+
+// destination is where a file's bytes go as they are read: memory for a
+// small file while there is room, the output when its name there is
+// known (streamed), a spool file otherwise. finish records where they
+// went once they are all there.
+func (rd *reader) destination(b *blob) (dst io.Writer, finish func() error, streamed bool, err error) {
+	name, size := b.name, b.size
+	if size <= smallFile && rd.files.held+size <= memoryLimit {
+		buf := bytes.NewBuffer(make([]byte, 0, size))
+		return buf, func() error { b.data = buf.Bytes(); rd.files.held += size; return nil }, false, nil
+	}
+	if outName, ok := rd.out.streamName(name); ok {
+		if rd.out.sink.has(outName) { // the same blob under two names: checkNamedDigest compares them
+			return io.Discard, func() error { b.written = outName; return nil }, false, nil
+		}
+		w, err := rd.out.sink.create(outName, size)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		return w, func() error { b.written = outName; return w.Close() }, true, nil
+	}
+	if err := rd.out.disk.take(size, name); err != nil {
+		return nil, nil, false, fmt.Errorf("%s: %w", rd.label, err)
+	}
+	dir, err := rd.spoolIn()
+	if err != nil {
+		return nil, nil, false, err
+	}
+	f, err := os.CreateTemp(dir, "spool-")
+	if err != nil {
+		return nil, nil, false, err
+	}
+	return f, func() error { b.spool = f.Name(); return f.Close() }, false, nil
+}
+
+// checkNamedDigest refuses a file whose name gives a digest its bytes do
+// not have: blobs/sha256/HEX, HEX.tar, HEX.json, and whatever went into
+// the output as blobs/sha256/HEX. Bytes that reach the output under a
+// digest's name must have that digest, or a stray file read first could
+// stand in for a checked blob or for the corkd layer.
+func (rd *reader) checkNamedDigest(b *blob) error {
+	claimed, named := blobHex(b.name)
+	if !named {
+		claimed, _, named = digestFileName(b.name)
+	}
+	if named && claimed != b.digest.Hex {
+		return fmt.Errorf("%s is corrupt: %s hashes to %s", rd.label, b.name, b.digest)
+	}
+	if hex, ok := blobHex(b.written); ok && hex != b.digest.Hex {
+		return fmt.Errorf("%s is corrupt: %s, another copy of %s, hashes to %s", rd.label, b.name, b.written, b.digest)
 	}
 	return nil
 }
@@ -270,23 +303,30 @@ func shortName(name string) string {
 	return name
 }
 
-// copy moves r's bytes to dst, hashing them, noting a compressed layer
-// and hashing its uncompressed bytes too when they cannot be read again
-// later (a docker archive's config names layers by that digest).
-func (rd *reader) copy(b *blob, dst io.Writer, r io.Reader) error {
+// copy moves r's bytes to dst, hashing them and noting a compressed
+// layer. With layer, it hashes a compressed file's uncompressed bytes too:
+// for a docker layer whose bytes cannot be read again (they went to
+// stdout), as its config names it by that digest. Any other file is
+// uncompressed later, only if the image names it as a layer: doing it for
+// every file that looks compressed cost seconds for files no image names.
+func (rd *reader) copy(b *blob, dst io.Writer, r io.Reader, layer bool) error {
 	h := sha256.New()
-	br := bufio.NewReaderSize(r, 1<<20)
-	head, _ := br.Peek(4)
-	var unz *uncompressedHasher
-	if b.compression = compressionOf(head); b.compression != "" {
-		// A blob named by its digest goes into the output under that
-		// name, where it can be read again: unless that is stdout.
-		if _, named := blobHex(b.name); !named || rd.out.dest == "" {
-			unz = newUncompressedHasher(b.compression)
-			dst = io.MultiWriter(dst, unz)
-		}
+	// One buffer serves every file: an archive of many tiny entries must
+	// not cost a buffer each.
+	if rd.buf == nil {
+		rd.buf = bufio.NewReaderSize(r, 1<<20)
 	}
-	n, err := io.Copy(io.MultiWriter(dst, h, rd.progress), ctxReader{rd.ctx, br})
+	br := rd.buf
+	br.Reset(r)
+	defer br.Reset(nil)
+	head, _ := br.Peek(10)
+	var unz *uncompressedHasher
+	b.compression = compressionOf(head)
+	if (b.compression == "gzip" || b.compression == "zstd") && layer && rd.out.dest == "" {
+		unz = newUncompressedHasher(b.compression, b.size)
+		dst = io.MultiWriter(dst, unz)
+	}
+	n, err := io.CopyBuffer(io.MultiWriter(dst, h, rd.progress), ctxReader{rd.ctx, br}, rd.copyBuf[:])
 	b.size = n
 	if unz != nil {
 		b.diffID, b.diffErr = unz.finish()
@@ -298,44 +338,71 @@ func (rd *reader) copy(b *blob, dst io.Writer, r io.Reader) error {
 	return nil
 }
 
+// mayBeDockerLayer reports whether a file read now can be a docker
+// archive's layer, whose config names it by its uncompressed digest: not
+// once the input shows it is an OCI image, whose layers are checked by
+// their own digests.
+func (rd *reader) mayBeDockerLayer() bool {
+	return rd.files.lookup("manifest.json") != nil || rd.files.lookup("oci-layout") == nil
+}
+
 var (
 	gzipMagic = []byte{0x1f, 0x8b}
 	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
 	xzMagic   = []byte{0xfd, '7', 'z', 'X', 'Z', 0}
 	bz2Magic  = []byte("BZh")
+	// A bzip2 stream's first block starts with the digits of pi, after
+	// its header "BZh" and a block size digit.
+	bz2Block = []byte{0x31, 0x41, 0x59, 0x26, 0x53, 0x59}
 )
 
-// compressionOf names the compression a layer's first bytes show.
+// compressionOf names the compression a layer's first bytes show: gzip,
+// zstd, xz, bzip2 or "" for none.
 func compressionOf(head []byte) string {
 	switch {
 	case bytes.HasPrefix(head, gzipMagic):
 		return "gzip"
 	case bytes.HasPrefix(head, zstdMagic):
 		return "zstd"
+	case bytes.HasPrefix(head, xzMagic):
+		return "xz"
+	case len(head) >= 10 && bytes.HasPrefix(head, bz2Magic) && head[3] >= '1' && head[3] <= '9' && bytes.Equal(head[4:10], bz2Block):
+		return "bzip2"
 	}
 	return ""
 }
 
-// hashUncompressed returns the sha256 of what r uncompresses to.
-func hashUncompressed(compression string, r io.Reader) (v1.Hash, error) {
+// maxExpansion bounds what a compressed layer of n bytes may uncompress
+// to, maxExpansion*n plus a MiB: gzip cannot exceed it (its best is about
+// 1030 to 1), and a zstd layer that does is a bomb, not a layer.
+const maxExpansion = 1032
+
+// hashUncompressed returns the sha256 of what r, size bytes, uncompresses
+// to.
+func hashUncompressed(compression string, r io.Reader, size int64) (v1.Hash, error) {
 	h := sha256.New()
+	limit := size*maxExpansion + 1<<20
+	var n int64
 	var err error
 	switch compression {
 	case "gzip":
 		var zr *gzip.Reader
 		if zr, err = gzip.NewReader(r); err == nil {
-			_, err = io.Copy(h, zr)
+			n, err = io.Copy(h, io.LimitReader(zr, limit+1))
 		}
 	case "zstd":
-		// A window of more than zstd's --long default is refused
-		// rather than allocated.
+		// A window of more than 32 MiB (zstd's default at level 19 is 8) is
+		// refused rather than allocated.
 		var zr *zstd.Decoder
-		if zr, err = zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20), zstd.WithDecoderLowmem(true)); err == nil {
-			_, err = io.Copy(h, zr)
+		if zr, err = zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(32<<20), zstd.WithDecoderLowmem(true)); err == nil {
+			n, err = io.Copy(h, io.LimitReader(zr, limit+1))
 			zr.Close()
 		}
 	default:
 		_, err = io.Copy(h, r)
+	}
+	if err == nil && n > limit {
+		err = fmt.Errorf("it expands to more than %d bytes, %d times its size", limit, maxExpansion)
 	}
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("not valid %s: %v", compression, err)
@@ -355,11 +422,11 @@ type result struct {
 	err error
 }
 
-func newUncompressedHasher(compression string) *uncompressedHasher {
+func newUncompressedHasher(compression string, size int64) *uncompressedHasher {
 	pr, pw := io.Pipe()
 	g := &uncompressedHasher{pw: pw, done: make(chan result, 1)}
 	go func() {
-		sum, err := hashUncompressed(compression, pr)
+		sum, err := hashUncompressed(compression, pr, size)
 		io.Copy(io.Discard, pr) // let the writer finish whatever happened
 		g.done <- result{sum, err}
 	}()
@@ -409,8 +476,22 @@ func (rd *reader) readDir(dir string) error {
 		if err != nil {
 			return err
 		}
-		return rd.add(filepath.ToSlash(rel), st.Size(), f)
+		if isSparseFile(st) {
+			return fmt.Errorf("%s: %s is a sparse file (%d bytes, far fewer on disk); image layouts hold none", rd.label, rel, st.Size())
+		}
+		// A file that grows while it is read is read no further than one
+		// byte past its size, which add then refuses.
+		return rd.add(filepath.ToSlash(rel), st.Size(), io.LimitReader(f, st.Size()+1))
 	})
+}
+
+// isSparseFile reports whether a file of more than 1 MiB takes less than a
+// sixteenth of its size on disk: its holes would be read as zeros, for as
+// long as it claims. A compressing file system stores image layers at a
+// few times less, not sixteen.
+func isSparseFile(st fs.FileInfo) bool {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	return ok && st.Size() > smallFile && sys.Blocks*512 < st.Size()/16
 }
 
 // readTar reads a tar archive, uncompressing a gzip'd one (docker load

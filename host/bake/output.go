@@ -11,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -24,7 +25,9 @@ type output struct {
 	format  Format
 	guessed bool
 	sink    sink
-	dest    string   // "" for stdout
+	dest    string // "" for stdout
+	force   bool   // an existing dest may be replaced
+	disk    *diskBudget
 	stage   *staging // beside dest, or in TMPDIR for spool files; removed when the bake ends
 	file    *os.File
 }
@@ -94,23 +97,47 @@ func checkReplaceable(out string, isDir bool) error {
 		return err
 	}
 	defer f.Close()
-	if _, err := tar.NewReader(f).Next(); err != nil {
+	h, err := tar.NewReader(f).Next()
+	if err != nil {
 		return fmt.Errorf("%s is in the way: a file that is not a tar archive; --force replaces only an image: move it or name another output", out)
+	}
+	if !imageEntryName(h.Name) {
+		return fmt.Errorf("%s is in the way: a tar archive that is not an image (its first entry is %s); --force replaces only an image: move it or name another output", out, shortName(h.Name))
 	}
 	return nil
 }
 
+// imageEntryName reports whether an archive whose first entry is name can
+// be an image archive, as docker, podman, skopeo, go-containerregistry or
+// cork bake write them.
+func imageEntryName(name string) bool {
+	name = cleanName(name)
+	first, _, _ := strings.Cut(name, "/")
+	switch {
+	case first == "blobs", isSHA256Hex(first):
+		return true
+	case name == "manifest.json", name == "index.json", name == "oci-layout", name == "repositories":
+		return true
+	case strings.HasPrefix(name, "sha256:") && isSHA256Hex(name[len("sha256:"):]): // go-containerregistry's config
+		return true
+	}
+	hex, _, _ := strings.Cut(name, ".")
+	return isSHA256Hex(hex) && (strings.HasSuffix(name, ".json") || strings.HasSuffix(name, ".tar") || strings.HasSuffix(name, ".tar.gz"))
+}
+
 // newOutput opens the staging area for out ("-": w).
-func newOutput(out string, format Format, inDir bool, w io.Writer) (*output, error) {
+func newOutput(out string, format Format, inDir, force bool, maxDisk int64, w io.Writer) (*output, error) {
 	if format == "" && inDir {
 		format = OCILayout
 	}
-	o := &output{format: format}
+	o := &output{format: format, force: force}
 	if out == "-" {
 		cleanStale(os.TempDir())
-		o.sink = newTarSink(w)
+		o.disk = newDiskBudget(maxDisk, os.TempDir()) // for spool files
+		o.sink = newTarSink(w, nil)
 		return o, nil
 	}
+	o.disk = newDiskBudget(maxDisk, filepath.Dir(out))
 	o.dest = out
 	cleanStale(os.TempDir()) // where spool files of a bake to stdout go
 	stage, err := newStaging(filepath.Dir(out))
@@ -119,7 +146,7 @@ func newOutput(out string, format Format, inDir bool, w io.Writer) (*output, err
 	}
 	o.stage = stage
 	if format == OCILayout {
-		o.sink = &dirSink{root: filepath.Join(stage.dir, "layout"), names: map[string]bool{}}
+		o.sink = &dirSink{root: filepath.Join(stage.dir, "layout"), names: map[string]bool{}, disk: o.disk}
 		return o, nil
 	}
 	f, err := os.Create(filepath.Join(stage.dir, "image.tar"))
@@ -128,7 +155,7 @@ func newOutput(out string, format Format, inDir bool, w io.Writer) (*output, err
 		return nil, err
 	}
 	o.file = f
-	o.sink = newTarSink(f)
+	o.sink = newTarSink(f, o.disk)
 	return o, nil
 }
 
@@ -213,25 +240,86 @@ func (o *output) commit(ctx context.Context) error {
 	if o.dest == "" {
 		return nil
 	}
+	staged := ""
 	if o.file != nil {
 		if err := o.file.Close(); err != nil {
 			return err
 		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		return os.Rename(o.file.Name(), o.dest)
+		staged = o.file.Name()
+	} else {
+		staged = o.sink.(*dirSink).root
+	}
+	// A signal's handler takes the same lock to remove staging areas: it
+	// sees the output either not renamed or renamed, never halfway.
+	inProgress.Lock()
+	defer inProgress.Unlock()
+	if testHookCommit != nil {
+		testHookCommit()
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	layout := o.sink.(*dirSink).root
-	if _, err := os.Stat(o.dest); err == nil { // --force
+	if inProgress.abandoned {
+		return errors.New("abandoned")
+	}
+	if err := o.place(staged); err != nil {
+		return err
+	}
+	inProgress.committed = true
+	return nil
+}
+
+// testHookCommit, when set, runs as a commit holds its lock, before its
+// last check of the context.
+var testHookCommit func()
+
+// place renames staged to the output's destination. What appeared there
+// while the bake ran is replaced only with force, and only if it is what
+// bake would replace at the start: the check and the rename are one step
+// with the kernel's help, so nothing is renamed away or overwritten
+// unchecked.
+func (o *output) place(staged string) error {
+	err := renameNoReplace(staged, o.dest)
+	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) {
+		return o.placeUnchecked(staged) // a filesystem without the flags (NFS)
+	}
+	if !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if !o.force {
+		return fmt.Errorf("%s appeared while the image was baked; give --force to replace it", o.dest)
+	}
+	st, err := os.Lstat(o.dest)
+	if err != nil {
+		return err
+	}
+	if isDir := o.format == OCILayout; st.IsDir() != isDir {
+		return fmt.Errorf("%s appeared while the image was baked, and is not what the output is (a directory for an OCI layout, a file otherwise)", o.dest)
+	}
+	if err := checkReplaceable(o.dest, st.IsDir()); err != nil {
+		return err
+	}
+	// The old output goes where the new one was staged, and is removed
+	// with the staging area.
+	return renameExchange(staged, o.dest)
+}
+
+// placeUnchecked renames staged to the destination where the kernel
+// cannot check and rename in one step: what is there was checked at the
+// start, and is checked again just before.
+func (o *output) placeUnchecked(staged string) error {
+	if st, err := os.Lstat(o.dest); err == nil {
+		if !o.force {
+			return fmt.Errorf("%s appeared while the image was baked; give --force to replace it", o.dest)
+		}
+		if err := checkReplaceable(o.dest, st.IsDir()); err != nil {
+			return err
+		}
 		if err := os.Rename(o.dest, filepath.Join(o.stage.dir, "replaced")); err != nil {
 			return err
 		}
 	}
-	return os.Rename(layout, o.dest)
+	return os.Rename(staged, o.dest)
 }
 
 // reopen reads back a file of size bytes already in the output.
@@ -265,11 +353,12 @@ type tarSink struct {
 	names   map[string]bool
 	written *countingWriter
 	offsets map[string]int64 // where each file's bytes start
+	disk    *diskBudget      // nil on stdout
 }
 
-func newTarSink(w io.Writer) *tarSink {
+func newTarSink(w io.Writer, disk *diskBudget) *tarSink {
 	cw := &countingWriter{w: w}
-	return &tarSink{tw: tar.NewWriter(cw), names: map[string]bool{}, written: cw, offsets: map[string]int64{}}
+	return &tarSink{tw: tar.NewWriter(cw), names: map[string]bool{}, written: cw, offsets: map[string]int64{}, disk: disk}
 }
 
 // countingWriter counts the bytes written through it.
@@ -287,6 +376,9 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 func (s *tarSink) has(name string) bool { return s.names[name] }
 
 func (s *tarSink) create(name string, size int64) (io.WriteCloser, error) {
+	if err := s.disk.take(size, name); err != nil {
+		return nil, err
+	}
 	for _, dir := range parents(name) {
 		if s.names[dir+"/"] {
 			continue
@@ -347,11 +439,15 @@ func (s *sized) Close() error {
 type dirSink struct {
 	root  string
 	names map[string]bool
+	disk  *diskBudget
 }
 
 func (s *dirSink) has(name string) bool { return s.names[name] }
 
 func (s *dirSink) create(name string, size int64) (io.WriteCloser, error) {
+	if err := s.disk.take(size, name); err != nil {
+		return nil, err
+	}
 	p := filepath.Join(s.root, filepath.FromSlash(name))
 	if err := os.MkdirAll(filepath.Dir(p), 0o777); err != nil {
 		return nil, err

@@ -172,9 +172,15 @@ func TestForceReplacesOnlyImages(t *testing.T) {
 	os.WriteFile(filepath.Join(project, "go.mod"), []byte("module example.com/p\n"), 0o644)
 	notes := filepath.Join(dir, "notes.txt")
 	os.WriteFile(notes, []byte("keep me\n"), 0o644)
+	source := filepath.Join(dir, "src.tar")
+	f, _ := os.Create(source)
+	writeTar(f, map[string][]byte{"src/main.go": []byte("package main\n")})
+	f.Close()
+	sourceData, _ := os.ReadFile(source)
 	for _, tc := range []struct{ in, out, text string }{
 		{layoutIn, project, "a directory that is not an OCI layout (it holds 2 entries: cmd, go.mod)"},
 		{dockerIn, notes, "a file that is not a tar archive"},
+		{dockerIn, source, "a tar archive that is not an image (its first entry is src/main.go)"},
 	} {
 		err := bake(tc.in, tc.out, Options{Force: true})
 		if err == nil || !strings.Contains(err.Error(), tc.text) {
@@ -187,7 +193,73 @@ func TestForceReplacesOnlyImages(t *testing.T) {
 	if b, _ := os.ReadFile(notes); string(b) != "keep me\n" {
 		t.Fatal("the file was changed")
 	}
+	if b, _ := os.ReadFile(source); !bytes.Equal(b, sourceData) {
+		t.Fatal("the source tarball was changed")
+	}
 	if left, _ := filepath.Glob(filepath.Join(dir, ".cork-bake-*")); len(left) > 0 {
 		t.Fatalf("staging left behind: %v", left)
+	}
+}
+
+// TestCommitKeepsWhatAppeared: an output that appears while the image is
+// baked (its input a slow pipe) is not replaced without --force, and with
+// it only when it is an image, as at the start: the commit renamed a
+// directory away and deleted it, or overwrote a file, whatever it was.
+func TestCommitKeepsWhatAppeared(t *testing.T) {
+	dir := t.TempDir()
+	layoutIn := filepath.Join(dir, "good-oci")
+	writeOCILayout(t, baseImage(t, "amd64", true), layoutIn)
+	dockerIn := filepath.Join(dir, "good.tar")
+	writeDocker(t, baseImage(t, "amd64", false), dockerIn)
+	project := func(p string) {
+		os.MkdirAll(filepath.Join(p, "cmd"), 0o755)
+		os.WriteFile(filepath.Join(p, "go.mod"), []byte("keep me\n"), 0o644)
+	}
+	notes := func(p string) { os.WriteFile(p, []byte("keep me\n"), 0o644) }
+	image := func(p string) {
+		data, _ := os.ReadFile(dockerIn)
+		os.WriteFile(p, data, 0o644)
+	}
+	for _, tc := range []struct {
+		name   string
+		in     string
+		force  bool
+		appear func(string)
+		kept   string // the file that must still say "keep me", "" if replaced
+		text   string
+	}{
+		{"layout, no force", layoutIn, false, project, "go.mod", "appeared while the image was baked; give --force"},
+		{"file, no force", dockerIn, false, notes, ".", "appeared while the image was baked; give --force"},
+		{"layout, force, not an image", layoutIn, true, project, "go.mod", "not an OCI layout"},
+		{"file, force, not an image", dockerIn, true, notes, ".", "not a tar archive"},
+		{"file, force, an image", dockerIn, true, image, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out")
+			err := bake(tc.in, out, Options{Force: tc.force, Agent: func(arch string) (string, error) {
+				tc.appear(out) // as the image's metadata is read, after the start's checks
+				return agents[arch], nil
+			}})
+			if tc.text == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				readBaked(t, out, Docker)
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.text) {
+				t.Fatalf("got %v, want %q", err, tc.text)
+			}
+			kept := out
+			if tc.kept != "." {
+				kept = filepath.Join(out, tc.kept)
+			}
+			if b, _ := os.ReadFile(kept); string(b) != "keep me\n" {
+				t.Fatalf("what appeared was changed: %q", b)
+			}
+			if left, _ := filepath.Glob(filepath.Join(filepath.Dir(out), ".cork-bake-*")); len(left) > 0 {
+				t.Fatalf("staging left behind: %v", left)
+			}
+		})
 	}
 }

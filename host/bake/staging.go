@@ -24,10 +24,13 @@ type staging struct {
 	lock *os.File // the directory, flocked
 }
 
-// inProgress holds this process's staging areas, for Abandon.
+// inProgress holds this process's staging areas, for Abandon. Its lock is
+// held across a commit's last check of its context and its renames.
 var inProgress struct {
 	sync.Mutex
-	areas map[*staging]bool
+	areas     map[*staging]bool
+	committed bool // an output was renamed into place
+	abandoned bool // Abandon ran: no output is renamed into place after it
 }
 
 // newStaging makes a staging area in parent, after removing stale ones.
@@ -67,13 +70,18 @@ func (s *staging) remove() {
 }
 
 // Abandon removes the staging areas of every bake in progress, for a
-// process that exits without waiting for them (a second Ctrl-C).
-func Abandon() {
+// process that exits without waiting for them (a second Ctrl-C), and
+// reports whether an output was already renamed into place: a commit in
+// progress finishes first. After it, no bake commits.
+func Abandon() (committed bool) {
 	inProgress.Lock()
 	defer inProgress.Unlock()
 	for s := range inProgress.areas {
 		os.RemoveAll(s.dir)
 	}
+	inProgress.areas = nil
+	inProgress.abandoned = true
+	return inProgress.committed
 }
 
 // cleanStale removes the staging areas in dir whose owner is gone: its pid

@@ -190,6 +190,51 @@ func TestNoCommitAfterSignal(t *testing.T) {
 		t.Fatalf("got %v, want interrupted", err)
 	}
 	checkNothingLeft(t, filepath.Dir(out), out)
+
+	// A signal as late as the commit, after every copy, is seen too.
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	testHookCommit = cancel
+	defer func() { testHookCommit = nil }()
+	err = Bake(ctx, dir, out, Options{Agent: agentFor})
+	if err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("cancelled at the commit: got %v, want interrupted", err)
+	}
+	checkNothingLeft(t, filepath.Dir(out), out)
+}
+
+// TestAbandonWaitsForCommit: the lock Abandon (a second Ctrl-C) takes is
+// held across the commit's renames, so that it never removes an output
+// halfway into place, and Abandon says whether one was put there: a
+// second signal could race the rename, and its message said nothing was
+// written when it was.
+func TestAbandonWaitsForCommit(t *testing.T) {
+	t.Cleanup(func() {
+		inProgress.Lock()
+		inProgress.committed, inProgress.abandoned = false, false
+		inProgress.Unlock()
+		testHookCommit = nil
+	})
+	dir, _ := layoutWithIndex(t)
+	out := filepath.Join(t.TempDir(), "out")
+	testHookCommit = func() {
+		if inProgress.TryLock() {
+			inProgress.Unlock()
+			t.Error("the commit renames without the lock Abandon takes")
+		}
+	}
+	if err := bake(dir, out, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if !Abandon() {
+		t.Fatal("Abandon after a commit says nothing was written")
+	}
+	readBaked(t, out, OCILayout)
+	// After Abandon, nothing more is committed.
+	err := bake(dir, filepath.Join(t.TempDir(), "out2"), Options{})
+	if err == nil {
+		t.Fatal("a bake committed after Abandon")
+	}
 }
 
 // TestDescriptorsBoundMemory: metadata that decodes to far more than its

@@ -25,6 +25,7 @@ func bakeMain(args []string) int {
 	format := fs.String("format", "", "output format: docker, oci or oci-archive (default: the input's)")
 	force := fs.BoolP("force", "f", false, "replace OUT if it exists")
 	quiet := fs.BoolP("quiet", "q", false, "no progress line")
+	maxOutput := fs.String("max-output", "", "most bytes the bake writes to disk, output and spool files together, e.g. 20G (default: the space free there, less a reserve)")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: cork bake [flags] IN OUT\n"+
 			"  IN, OUT: a docker save tarball (plain or gzip'd), an OCI layout directory or an OCI archive; - for stdin/stdout\n%s", fs.FlagUsages())
@@ -47,8 +48,12 @@ func bakeMain(args []string) int {
 	if err != nil {
 		return fail("bake: %v", err)
 	}
+	maxBytes, err := parseByteSize(*maxOutput)
+	if err != nil {
+		return fail("bake: --max-output %q: %v", *maxOutput, err)
+	}
 	opts := bake.Options{
-		Path: *path, Format: bake.Format(*format), Force: *force, Agent: agentLocator(*agent, *agentDir),
+		Path: *path, Format: bake.Format(*format), Force: *force, MaxOutput: maxBytes, Agent: agentLocator(*agent, *agentDir),
 		Stdin: os.Stdin, Stdout: os.Stdout, Log: os.Stderr, Created: created,
 	}
 	if !*quiet && term.IsTerminal(int(os.Stderr.Fd())) {
@@ -59,11 +64,19 @@ func bakeMain(args []string) int {
 	defer stop()
 	err = bake.Bake(ctx, fs.Arg(0), fs.Arg(1), opts)
 	if err != nil && ctx.Err() != nil {
-		fmt.Fprintf(os.Stderr, "cork: bake: %v; nothing was written\n", err)
+		left := "nothing was written"
+		if fs.Arg(1) == "-" {
+			left = "the archive on stdout names no image, so no tool loads it"
+		}
+		fmt.Fprintf(os.Stderr, "cork: bake: %v; %s\n", err, left)
 		return 128 + int(<-caught)
 	}
 	if err != nil {
 		return fail("bake: %v", err)
+	}
+	if ctx.Err() != nil {
+		// The signal came as the output was renamed into place.
+		fmt.Fprintf(os.Stderr, "cork: bake: %v came after the output was complete and in place\n", <-caught)
 	}
 	return 0
 }
@@ -83,8 +96,11 @@ func cancelOnSignal() (context.Context, <-chan syscall.Signal, func()) {
 		cancel()
 		fmt.Fprintf(os.Stderr, "cork: bake: stopping (%v again exits at once)\n", s)
 		s = (<-sigs).(syscall.Signal)
-		bake.Abandon()
-		fmt.Fprintf(os.Stderr, "cork: bake: interrupted twice; nothing was written\n")
+		if bake.Abandon() {
+			fmt.Fprintf(os.Stderr, "cork: bake: interrupted twice, after the output was complete and in place\n")
+		} else {
+			fmt.Fprintf(os.Stderr, "cork: bake: interrupted twice; nothing was left beside the output or in TMPDIR\n")
+		}
 		os.Exit(128 + int(s))
 	}()
 	return ctx, caught, func() { signal.Stop(sigs); cancel() }
@@ -127,4 +143,22 @@ func agentLocator(file, dir string) func(arch string) (string, error) {
 		}
 		return "", fmt.Errorf("no corkd for linux/%s (looked at %s): run make, or give --agent FILE", arch, strings.Join(tried, ", "))
 	}
+}
+
+// parseByteSize reads a byte count with an optional binary suffix (K, M,
+// G, T); "" is 0.
+func parseByteSize(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	shift := 0
+	if i := strings.IndexAny(s, "KMGT"); i >= 0 && i == len(s)-1 {
+		shift = 10 * (1 + strings.IndexByte("KMGT", s[i]))
+		s = s[:i]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)>>shift {
+		return 0, fmt.Errorf("want a positive number of bytes, with K, M, G or T after it for KiB, MiB, GiB or TiB")
+	}
+	return n << shift, nil
 }

@@ -5,6 +5,7 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
@@ -504,5 +505,30 @@ func TestBakeMultiPlatformWithSkopeo(t *testing.T) {
 	}
 	if strings.Join(platforms, " ") != "linux/amd64 linux/arm64" {
 		t.Fatalf("baked index lists %v: %s", platforms, raw)
+	}
+}
+
+// TestBakeMaxOutput: --max-output bounds what cork bake writes, however
+// far a gzip'd input expands, with an error naming the bound and nothing
+// left; a value it cannot read is refused before anything is read.
+func TestBakeMaxOutput(t *testing.T) {
+	var in bytes.Buffer
+	zw := gzip.NewWriter(&in)
+	zw.Write(legacyDockerArchive(t, 8<<20))
+	zw.Close()
+	for _, tc := range []struct{ max, text string }{
+		{"4M", "past 4 MiB (--max-output)"},
+		{"4X", `--max-output "4X": want a positive number of bytes`},
+	} {
+		dir := t.TempDir()
+		cmd := exec.Command(bin.Cork, "bake", "-q", "--agent-dir", agentDir(t), "--max-output", tc.max, "-", filepath.Join(dir, "out.tar"))
+		cmd.Stdin = bytes.NewReader(in.Bytes())
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.text) {
+			t.Fatalf("--max-output %s: %v, %s; want %q", tc.max, err, out, tc.text)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) > 0 {
+			t.Fatalf("left %v", ents)
+		}
 	}
 }
