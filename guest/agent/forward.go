@@ -1,17 +1,13 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
-	"runtime"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/corkvm/cork/guest/account"
 	"github.com/corkvm/cork/protocol"
@@ -95,12 +91,14 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 		return
 	}
 	log.Info("forwarding", "uid", acct.UID)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel() // a dial still waiting ends with the connection
 	listeners := &guestListeners{srv: s, acct: acct, log: log}
 	defer listeners.close()
 	m := streams.New(hs.c, hs.r, hs.w, streams.Config{
 		Window: fc.Window, MaxStreams: fc.MaxStreamsPerConn,
 		Accept: func(network uint8, address string) (io.ReadWriteCloser, error) {
-			return s.dialStream(acct, network, address)
+			return s.dialStream(ctx, acct, network, address)
 		},
 		Control: listeners.control,
 		Log:     log.Info,
@@ -111,20 +109,17 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 }
 
 // dialStream connects to address in the guest for a stream, as acct, within
-// acct's limit of streams.
-func (s *Server) dialStream(acct *account.Account, network uint8, address string) (io.ReadWriteCloser, error) {
+// acct's limit of streams; ctx ends with the forwarding connection.
+func (s *Server) dialStream(ctx context.Context, acct *account.Account, network uint8, address string) (io.ReadWriteCloser, error) {
 	release, err := s.streamsPerUID.take(acct.UID, s.cfg.Forward.MaxStreamsPerUID, s.cfg.Forward.MaxStreams)
 	if err != nil {
 		return nil, err
 	}
-	var c net.Conn
-	switch network {
-	case protocol.NetUnix:
-		c, err = dialUnixAs(address, acct)
-	case protocol.NetTCP:
-		c, err = net.DialTimeout("tcp", address, s.cfg.Forward.DialTimeout)
-	default:
-		err = fmt.Errorf("corkd connects only to TCP addresses and unix sockets, not network %d", network)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Forward.DialTimeout)
+	defer cancel()
+	c, err := dialAs(ctx, acct, network, address)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("%s: no connection within %v (corkd serve's dial timeout)", address, s.cfg.Forward.DialTimeout)
 	}
 	if err != nil {
 		release()
@@ -149,54 +144,6 @@ func (h *heldConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return errors.New("cannot half close")
-}
-
-// dialUnixAs connects to the unix socket at path with acct's permissions:
-// connect(2) needs write permission on the socket and search permission on
-// the directories above it, which the kernel checks against the thread's
-// filesystem uid. The thread that takes acct's identity is never unlocked,
-// so it ends with its goroutine and runs nothing else (see copyRequest).
-func dialUnixAs(path string, acct *account.Account) (net.Conn, error) {
-	if !filepath.IsAbs(path) {
-		return nil, fmt.Errorf("unix socket %q: the path must be absolute", path)
-	}
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := actAs(acct); err != nil {
-			done <- result{err: err}
-			return
-		}
-		c, err := connectUnix(path)
-		done <- result{c, err}
-	}()
-	r := <-done
-	return r.c, r.err
-}
-
-// connectUnix connects without waiting: a listener whose backlog is full
-// is an error at once (EAGAIN), not a thread held until it accepts.
-func connectUnix(path string) (net.Conn, error) {
-	opErr := func(call string, err error) error {
-		return &net.OpError{Op: "dial", Net: "unix", Addr: &net.UnixAddr{Name: path, Net: "unix"}, Err: os.NewSyscallError(call, err)}
-	}
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
-	if err != nil {
-		return nil, opErr("socket", err)
-	}
-	f := os.NewFile(uintptr(fd), path)
-	defer f.Close()
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		if err == unix.EAGAIN {
-			return nil, opErr("connect", errors.New("the listener's backlog is full"))
-		}
-		return nil, opErr("connect", err)
-	}
-	return net.FileConn(f)
 }
 
 // uidStreams counts the streams open, in all and as each uid.
