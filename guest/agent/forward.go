@@ -52,11 +52,21 @@ const (
 	DefaultDialTimeout       = 10 * time.Second
 )
 
+// StreamMemory is about the most of corkd's memory one stream holds: its
+// window of buffered bytes, the two copy buffers joining it to its guest
+// end, and a frame being written.
+const StreamMemory = DefaultStreamWindow + 2*(32<<10) + protocol.MaxStreamData
+
+// MostStreams caps MaxStreams, so that the memory all streams hold
+// (MostStreams * StreamMemory) stays bounded whatever corkd is told.
+const MostStreams = 4096
+
 func (c *ForwardConfig) setDefaults() {
 	setDefault(&c.Mode, ForwardLocal)
 	setDefault(&c.MaxStreamsPerConn, DefaultMaxStreamsPerConn)
 	setDefault(&c.MaxStreamsPerUID, DefaultMaxStreamsPerUID)
 	setDefault(&c.MaxStreams, DefaultMaxStreams)
+	c.MaxStreams = min(c.MaxStreams, MostStreams)
 	setDefault(&c.Window, DefaultStreamWindow)
 	setDefault(&c.DialTimeout, DefaultDialTimeout)
 }
@@ -128,16 +138,16 @@ func (s *Server) dialStream(ctx context.Context, acct *account.Account, network 
 	return &heldConn{Conn: c, release: sync.OnceFunc(release)}, nil
 }
 
-// heldConn is a connection counted against its uid's streams until closed.
+// heldConn is a connection counted against its uid's streams until its
+// stream is off the connection (streams.Releaser): closing it is not
+// enough, since a peer that never answers the stream's close keeps the
+// stream open on its connection.
 type heldConn struct {
 	net.Conn
 	release func()
 }
 
-func (h *heldConn) Close() error {
-	h.release()
-	return h.Conn.Close()
-}
+func (h *heldConn) Release() { h.release() }
 
 func (h *heldConn) CloseWrite() error {
 	if cw, ok := h.Conn.(interface{ CloseWrite() error }); ok {

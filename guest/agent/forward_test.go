@@ -488,3 +488,49 @@ func TestForwardDialTimeout(t *testing.T) {
 		t.Fatalf("a connect that never ends: %v", err)
 	}
 }
+
+// A stream whose close the host never answers stays on its connection,
+// and so in its uid's count of streams until the host does: closing the
+// guest's end does not give its place away.
+func TestForwardUnansweredCloseStillCounts(t *testing.T) {
+	srv := newServer(t, agent.Config{Forward: agent.ForwardConfig{MaxStreamsPerUID: 1}})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() { // a program that hangs up at once
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	conn := connect(t, srv)
+	p := prototest.NewPeer(t, conn)
+	p.Hello()
+	p.Send(protocol.TypeForward, &protocol.Forward{})
+	p.Expect(protocol.TypeForwarding)
+	conn.Write(protocol.AppendStream(nil, protocol.TypeStreamOpen, &protocol.StreamFrame{ID: 1, Window: 1 << 16, Network: protocol.NetTCP, Address: l.Addr().String()}))
+	p.Expect(protocol.TypeStreamOpened)
+	conn.Write(protocol.AppendStream(nil, protocol.TypeStreamEOF, &protocol.StreamFrame{ID: 1}))
+	p.Expect(protocol.TypeStreamClose) // and never answered
+
+	other := forward(t, srv, connect(t, srv), "")
+	if s, err := other.Dial(protocol.NetTCP, l.Addr().String()); err == nil || !strings.Contains(err.Error(), "--max-streams-per-uid") {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("a second stream while the first awaits the host's close: %v", err)
+	}
+	conn.Write(protocol.AppendStream(nil, protocol.TypeStreamClose, &protocol.StreamFrame{ID: 1}))
+	waitFor(t, "the answered stream's place", 10*time.Second, func() bool {
+		s, err := other.Dial(protocol.NetTCP, l.Addr().String())
+		if err == nil {
+			s.Close()
+		}
+		return err == nil
+	})
+}

@@ -91,14 +91,15 @@ func (g *guestListeners) carry(c net.Conn, id uint32) {
 		c.Close()
 		return
 	}
-	local := &heldConn{Conn: c, release: sync.OnceFunc(release)}
 	s, err := g.m.Open(protocol.NetListener, strconv.FormatUint(uint64(id), 10))
 	if err != nil {
 		g.log.Info("the host did not take a connection", "listener", id, "err", err)
-		local.Close()
+		release()
+		c.Close()
 		return
 	}
-	streams.Join(s, local, g.log.Info)
+	s.WhenGone(release)
+	streams.Join(s, c, g.log.Info)
 }
 
 // close closes every listener; none opens after it.

@@ -39,6 +39,11 @@ type Config struct {
 	Control func(t protocol.Type, p []byte) error
 }
 
+// Releaser is a local end that Config.Accept returns with something held
+// for the stream: Release is called once the stream is off the connection
+// (see Stream.WhenGone), whenever the local end is closed.
+type Releaser interface{ Release() }
+
 // DefaultWriteTimeout is Config.WriteTimeout's default.
 const DefaultWriteTimeout = 30 * time.Second
 
@@ -217,6 +222,9 @@ func (m *Mux) opened(f *protocol.StreamFrame) error {
 // or tells the peer why not.
 func (m *Mux) accept(s *Stream, network uint8, address string) {
 	local, err := m.cfg.Accept(network, address)
+	if r, ok := local.(Releaser); ok && err == nil {
+		s.WhenGone(r.Release)
+	}
 	if err != nil {
 		m.cfg.Log("stream refused", "address", address, "err", err)
 		reason := err.Error()
@@ -299,11 +307,16 @@ func (m *Mux) WriteJSON(t protocol.Type, v any) error {
 	return nil
 }
 
-// forget drops stream id: the count of open streams goes down.
+// forget drops stream id: the count of open streams goes down, and what
+// was held for it is released.
 func (m *Mux) forget(id uint32) {
 	m.mu.Lock()
+	s := m.streams[id]
 	delete(m.streams, id)
 	m.mu.Unlock()
+	if s != nil {
+		s.goneFromConn()
+	}
 }
 
 // Streams reports how many streams are open now.

@@ -237,3 +237,51 @@ func TestNothingFollowsAStreamsClose(t *testing.T) {
 		s.Close()
 	}
 }
+
+// A stream this side closed keeps nothing of what the peer sent while the
+// peer's close is awaited: a peer that never answers does not pin a
+// window's worth of memory per stream.
+func TestClosedStreamDropsItsBuffer(t *testing.T) {
+	host, _ := pair(t, config(1<<16, nil), config(1<<16, echo(t)))
+	s, err := host.Open(protocol.NetUnix, "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write(bytes.Repeat([]byte{'x'}, 1<<15)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.buf.Len() == 1<<15
+	}, "the echo to be buffered")
+	s.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.buf.Cap(); c != 0 {
+		t.Fatalf("a closed stream keeps a buffer of %d bytes", c)
+	}
+}
+
+// What a caller holds for a stream is released once both sides have
+// closed it, not at this side's close.
+func TestWhenGoneAfterBothCloses(t *testing.T) {
+	host, _ := pair(t, config(1<<16, nil), config(1<<16, echo(t)))
+	s, err := host.Open(protocol.NetUnix, "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan struct{})
+	s.WhenGone(func() { close(released) })
+	s.Close()
+	select {
+	case <-released:
+	case <-time.After(10 * time.Second):
+		t.Fatal("not released after both closes")
+	}
+	ran := false
+	s.WhenGone(func() { ran = true })
+	if !ran {
+		t.Fatal("WhenGone on a gone stream did not run at once")
+	}
+}
