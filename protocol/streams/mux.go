@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/corkvm/cork/protocol"
 )
@@ -226,13 +228,9 @@ func (m *Mux) accept(s *Stream, network uint8, address string) {
 		s.WhenGone(r.Release)
 	}
 	if err != nil {
-		m.cfg.Log("stream refused", "address", address, "err", err)
-		reason := err.Error()
-		if len(reason) > protocol.MaxStreamReason {
-			reason = reason[:protocol.MaxStreamReason]
-		}
+		m.cfg.Log("stream refused", "err", Clip(err.Error(), maxLogged))
 		m.forget(s.id)
-		m.send(protocol.TypeStreamRefused, &protocol.StreamFrame{ID: s.id, Reason: reason})
+		m.send(protocol.TypeStreamRefused, &protocol.StreamFrame{ID: s.id, Reason: Clip(err.Error(), protocol.MaxStreamReason)})
 		return
 	}
 	s.mu.Lock()
@@ -243,6 +241,24 @@ func (m *Mux) accept(s *Stream, network uint8, address string) {
 		return
 	}
 	Join(s, local, m.cfg.Log)
+}
+
+// maxLogged bounds the text of a peer's that goes into one log line (an
+// address, an error naming one).
+const maxLogged = 256
+
+// Clip returns s as valid UTF-8 of at most n bytes, cut on a rune
+// boundary: a peer's reason or address fit for a frame that must be
+// UTF-8, or for a log line.
+func Clip(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // Open opens a stream to address on the peer's side and waits for the

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
@@ -283,5 +284,44 @@ func TestWhenGoneAfterBothCloses(t *testing.T) {
 	s.WhenGone(func() { ran = true })
 	if !ran {
 		t.Fatal("WhenGone on a gone stream did not run at once")
+	}
+}
+
+// A refusal whose reason is longer than a frame allows, or not UTF-8
+// (an address of the peer's, quoted back), is cut on a rune boundary and
+// made valid: the peer gets a reason, not a broken connection.
+func TestRefusalReasonIsValidUTF8(t *testing.T) {
+	refuse := func(_ uint8, address string) (io.ReadWriteCloser, error) {
+		return nil, errors.New("dial unix " + address + ": connect: no such file or directory")
+	}
+	host, _ := pair(t, config(1024, nil), config(1024, refuse))
+	for _, address := range []string{"/" + strings.Repeat("é", 600), "/tmp/\xff\xfe.sock"} {
+		_, err := host.Open(protocol.NetUnix, address)
+		var refused *RefusedError
+		if !errors.As(err, &refused) {
+			t.Fatalf("%.20q: %v, want a refusal", address, err)
+		}
+		if !utf8.ValidString(refused.Reason) || len(refused.Reason) > protocol.MaxStreamReason {
+			t.Fatalf("%.20q: a reason of %d bytes, valid UTF-8 %v", address, len(refused.Reason), utf8.ValidString(refused.Reason))
+		}
+	}
+}
+
+func TestClip(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"abc", 5, "abc"},
+		{"abc", 2, "ab"},
+		{"aé", 2, "a"},
+		{"aé", 3, "aé"},
+		{"a\xffb", 10, "a\uFFFDb"},
+		{"ééé", 0, ""},
+	} {
+		if got := Clip(c.in, c.n); got != c.want {
+			t.Errorf("Clip(%q, %d) = %q, want %q", c.in, c.n, got, c.want)
+		}
 	}
 }

@@ -309,7 +309,7 @@ func Join(s *Stream, local io.ReadWriteCloser, log func(string, ...any)) {
 	abort := func(err error) {
 		once.Do(func() {
 			if log != nil && !errors.Is(err, ErrClosed) {
-				log("stream ended early", "stream", s.id, "err", err)
+				log("stream ended early", "stream", s.id, "err", Clip(err.Error(), maxLogged))
 			}
 			local.Close()
 			s.Close()
