@@ -103,7 +103,7 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 	log.Info("forwarding", "uid", acct.UID)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel() // a dial still waiting ends with the connection
-	listeners := &guestListeners{srv: s, acct: acct, log: log}
+	listeners := &guestListeners{srv: s, acct: acct, warn: s.limitLog(log.Warn, acct.UID), info: s.limitLog(log.Info, acct.UID)}
 	defer listeners.close()
 	m := streams.New(hs.c, hs.r, hs.w, streams.Config{
 		Window: fc.Window, MaxStreams: fc.MaxStreamsPerConn,
@@ -111,11 +111,23 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 			return s.dialStream(ctx, acct, network, address)
 		},
 		Control: listeners.control,
-		Log:     log.Info,
+		Log:     listeners.info,
 	})
 	listeners.m = m
 	err := m.Run()
 	log.Info("forwarding ended", "err", err)
+}
+
+// limitLog returns logf logging each message of uid's forwards at most
+// once a second, with how many times it happened since: a peer's streams
+// and listens, refused or cut short, would otherwise fill the guest's log
+// as fast as it can ask.
+func (s *Server) limitLog(logf func(string, ...any), uid uint32) func(string, ...any) {
+	return func(msg string, args ...any) {
+		if ok, n := s.conns.refusalToLog(fmt.Sprintf("forwarding uid %d: %s", uid, msg)); ok {
+			logf(msg, append(args, "times", n)...)
+		}
+	}
 }
 
 // dialStream connects to address in the guest for a stream, as acct, within

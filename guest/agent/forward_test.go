@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -533,4 +535,54 @@ func TestForwardUnansweredCloseStillCounts(t *testing.T) {
 		}
 		return err == nil
 	})
+}
+
+// logLines is a log that keeps its lines, for a test to count.
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, string(p))
+	return len(p), nil
+}
+
+func (l *logLines) matching(s string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var m []string
+	for _, line := range l.lines {
+		if strings.Contains(line, s) {
+			m = append(m, line)
+		}
+	}
+	return m
+}
+
+// A host that asks for stream after stream that corkd refuses, each
+// naming a long address, gets a log line a second, of bounded length, not
+// two copies of its address per refusal.
+func TestForwardRefusalsLoggedOncePerSecond(t *testing.T) {
+	logs := &logLines{}
+	srv := newServer(t, agent.Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	fw := forward(t, srv, connect(t, srv), "")
+	missing := "/" + strings.Repeat("x", protocol.MaxStreamAddress-1)
+	start := time.Now()
+	for range 50 {
+		if _, err := fw.Dial(protocol.NetUnix, missing); err == nil {
+			t.Fatal("a stream to a missing socket was opened")
+		}
+	}
+	refused := logs.matching("stream refused")
+	if max := int(time.Since(start)/time.Second) + 1; len(refused) == 0 || len(refused) > max {
+		t.Fatalf("%d lines for 50 refusals in %v", len(refused), time.Since(start))
+	}
+	for _, line := range refused {
+		if len(line) > 1024 {
+			t.Fatalf("a line of %d bytes: %.200s", len(line), line)
+		}
+	}
 }

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"fmt"
-	"log/slog"
 	"net"
 	"strconv"
 	"sync"
@@ -16,9 +15,9 @@ import (
 // (remote forwards, as ssh -R): each connection one accepts becomes a
 // stream the agent opens to the host. They close with the connection.
 type guestListeners struct {
-	srv  *Server
-	acct *account.Account
-	log  *slog.Logger
+	srv        *Server
+	acct       *account.Account
+	warn, info func(string, ...any) // limited to a line a second per message (limitLog)
 	m    *streams.Mux // set before the connection is read
 
 	mu     sync.Mutex
@@ -42,7 +41,7 @@ func (g *guestListeners) control(t protocol.Type, p []byte) error {
 	addr, err := g.listen(&req)
 	answer := &protocol.Listening{ID: req.ID, Address: addr}
 	if err != nil {
-		g.log.Warn("listen refused", "port", req.Port, "err", err)
+		g.warn("listen refused", "port", req.Port, "err", err)
 		answer.Error = err.Error()
 	}
 	return g.m.WriteJSON(protocol.TypeListening, answer)
@@ -87,19 +86,19 @@ func (g *guestListeners) serve(l net.Listener, id uint32) {
 func (g *guestListeners) carry(c net.Conn, id uint32) {
 	release, err := g.srv.streamsPerUID.take(g.acct.UID, g.srv.cfg.Forward.MaxStreamsPerUID, g.srv.cfg.Forward.MaxStreams)
 	if err != nil {
-		g.log.Warn("connection refused", "listener", id, "err", err)
+		g.warn("connection refused", "listener", id, "err", err)
 		c.Close()
 		return
 	}
 	s, err := g.m.Open(protocol.NetListener, strconv.FormatUint(uint64(id), 10))
 	if err != nil {
-		g.log.Info("the host did not take a connection", "listener", id, "err", err)
+		g.info("the host did not take a connection", "listener", id, "err", err)
 		release()
 		c.Close()
 		return
 	}
 	s.WhenGone(release)
-	streams.Join(s, c, g.log.Info)
+	streams.Join(s, c, g.info)
 }
 
 // close closes every listener; none opens after it.
