@@ -18,7 +18,7 @@ type guestListeners struct {
 	srv        *Server
 	acct       *account.Account
 	warn, info func(string, ...any) // limited to a line a second per message (limitLog)
-	m    *streams.Mux // set before the connection is read
+	m          *streams.Mux         // set before the connection is read
 
 	mu     sync.Mutex
 	open   []net.Listener
