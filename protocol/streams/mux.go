@@ -67,9 +67,16 @@ type Mux struct {
 // side did.
 var ErrClosed = errors.New("stream closed")
 
+// MaxPayload is the largest frame payload a connection carrying streams
+// needs, a full StreamData's; the control frames are far smaller. New
+// lowers r's limit to it, so that a padded frame cannot make the
+// connection keep a reading buffer of protocol.MaxPayload.
+const MaxPayload = 4 + protocol.MaxStreamData
+
 // New returns a Mux on conn, whose frames r reads and w writes (the hello
 // and the Forward exchange are done). Run reads the connection.
 func New(conn io.ReadWriteCloser, r *protocol.Reader, w *protocol.Writer, cfg Config) *Mux {
+	r.SetLimit(MaxPayload)
 	if cfg.WriteTimeout == 0 {
 		cfg.WriteTimeout = DefaultWriteTimeout
 	}

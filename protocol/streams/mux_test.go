@@ -325,3 +325,28 @@ func TestClip(t *testing.T) {
 		}
 	}
 }
+
+// A frame larger than any a stream connection carries ends the
+// connection, however valid its content: the reader's buffer never grows
+// past a StreamData.
+func TestPaddedFrameEndsTheConnection(t *testing.T) {
+	a, b := net.Pipe()
+	listens := make(chan protocol.Type, 1)
+	m := New(a, protocol.NewReader(a), protocol.NewWriter(a), Config{Window: 1024, MaxStreams: 1,
+		Control: func(t protocol.Type, p []byte) error { listens <- t; return nil }})
+	done := make(chan error, 1)
+	go func() { done <- m.Run() }()
+	t.Cleanup(func() { m.Close(); b.Close() })
+	padded := append([]byte(`{"id":1,"port":0}`), bytes.Repeat([]byte{' '}, 64<<10)...)
+	go protocol.NewWriter(b).WriteFrame(protocol.TypeListen, padded)
+	select {
+	case err := <-done:
+		if !errors.Is(err, protocol.ErrTooLarge) {
+			t.Fatalf("the connection ended with %v, want ErrTooLarge", err)
+		}
+	case typ := <-listens:
+		t.Fatalf("a %d-byte %s was served", len(padded), typ)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer within 10s")
+	}
+}
