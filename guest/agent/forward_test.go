@@ -438,15 +438,16 @@ func stalledListener(t *testing.T) string {
 	}
 	sa, _ := unix.Getsockname(fd)
 	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
-	for range 8 {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err != nil {
-			return addr
+	// For a listener, TCP_INFO's unacked is the accept queue's length and
+	// sacked its limit.
+	waitFor(t, "the accept queue to fill", 10*time.Second, func() bool {
+		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
+			t.Cleanup(func() { c.Close() })
 		}
-		t.Cleanup(func() { c.Close() })
-	}
-	t.Skip("the kernel kept accepting connections on a listener with backlog 0")
-	return ""
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		return err == nil && info.Unacked > info.Sacked
+	})
+	return addr
 }
 
 // A connect still waiting when the forward ends is given up with it: its

@@ -194,11 +194,9 @@ func startConnect(ap netip.AddrPort) (fd int, call string, err error) {
 	return fd, "", nil
 }
 
-// waitConnected waits until f's connect ends, or ctx does.
+// waitConnected waits until f's connect ends, or ctx does. Only ctx's end
+// sets f's deadline, so a wait cut short always has ctx.Err to report.
 func waitConnected(ctx context.Context, f *os.File) error {
-	if d, ok := ctx.Deadline(); ok {
-		f.SetWriteDeadline(d)
-	}
 	stop := context.AfterFunc(ctx, func() { f.SetWriteDeadline(time.Unix(1, 0)) })
 	defer stop()
 	rc, err := f.SyscallConn()
