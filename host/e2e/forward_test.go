@@ -126,18 +126,23 @@ func counter(c net.Conn) {
 	fmt.Fprintf(c, "read %d bytes", n)
 }
 
-// echoOrStall echoes, unless the first byte is 'S': then it stops reading.
-func echoOrStall(c net.Conn) {
-	var first [1]byte
-	if _, err := io.ReadFull(c, first[:]); err != nil {
-		return
+// echoOrStall returns a handler that echoes, unless the first byte is
+// 'S': then it stops reading until the test ends.
+func echoOrStall(t *testing.T) func(net.Conn) {
+	ended := make(chan struct{})
+	t.Cleanup(func() { close(ended) })
+	return func(c net.Conn) {
+		var first [1]byte
+		if _, err := io.ReadFull(c, first[:]); err != nil {
+			return
+		}
+		if first[0] == 'S' {
+			<-ended
+			return
+		}
+		c.Write(first[:])
+		io.Copy(c, c)
 	}
-	if first[0] == 'S' {
-		time.Sleep(time.Minute)
-		return
-	}
-	c.Write(first[:])
-	io.Copy(c, c)
 }
 
 func listenTCP(t *testing.T) (net.Listener, string) {
@@ -193,7 +198,7 @@ func TestForwardHalfCloseTCPAndUnix(t *testing.T) {
 func TestForwardManyConnectionsAndAStalledOne(t *testing.T) {
 	a := startAgent(t)
 	l, port := listenTCP(t)
-	serve(t, l, echoOrStall)
+	serve(t, l, echoOrStall(t))
 	f := startForward(t, "--connect", a.url, "0:"+port)
 	stalled := dialFrom(t, f.from[0])
 	go stalled.Write(append([]byte{'S'}, make([]byte, 32<<20)...)) // never read in the guest
