@@ -99,7 +99,7 @@ func TestForwardTCPAndUnix(t *testing.T) {
 	for _, c := range []struct {
 		network uint8
 		address string
-	}{{protocol.NetTCP, tl.Addr().String()}, {protocol.NetUnix, sock}} {
+	}{{protocol.NetTCP, tl.Addr().String()}, {protocol.NetUnix, sock}, {protocol.NetTCP, ":" + strconv.Itoa(tl.Addr().(*net.TCPAddr).Port)}, {protocol.NetTCP, "localhost:" + strconv.Itoa(tl.Addr().(*net.TCPAddr).Port)}} {
 		if got, err := roundTrip(t, fw, c.network, c.address, "ping "+c.address); err != nil || got != "ping "+c.address {
 			t.Fatalf("%s: %q, %v", c.address, got, err)
 		}

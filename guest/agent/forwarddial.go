@@ -124,6 +124,9 @@ func dialTCPAs(ctx context.Context, acct *account.Account, address string) (net.
 	if err != nil {
 		return nil, err
 	}
+	if host == "" {
+		host = "127.0.0.1" // as net.Dial takes ":80": the local system
+	}
 	pn, err := net.DefaultResolver.LookupPort(ctx, "tcp", port)
 	if err != nil {
 		return nil, err
