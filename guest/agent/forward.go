@@ -147,19 +147,34 @@ func (s *Server) dialStream(ctx context.Context, acct *account.Account, network 
 		release()
 		return nil, err
 	}
-	return &heldConn{Conn: c, release: sync.OnceFunc(release)}, nil
+	return &heldConn{Conn: c, release: release}, nil
 }
 
-// heldConn is a connection counted against its uid's streams until its
-// stream is off the connection (streams.Releaser): closing it is not
-// enough, since a peer that never answers the stream's close keeps the
-// stream open on its connection.
+// heldConn is a connection counted against its uid's streams until it is
+// closed, or, once a stream took the release (streams.Releaser), until
+// the stream is off its connection: a peer that never answers the
+// stream's close keeps the stream open after the connection's close.
 type heldConn struct {
 	net.Conn
-	release func()
+	mu      sync.Mutex
+	release func() // nil once taken or done
 }
 
-func (h *heldConn) Release() { h.release() }
+// TakeRelease hands the release to the caller: Close no longer does it.
+func (h *heldConn) TakeRelease() func() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.release
+	h.release = nil
+	return r
+}
+
+func (h *heldConn) Close() error {
+	if release := h.TakeRelease(); release != nil {
+		release()
+	}
+	return h.Conn.Close()
+}
 
 func (h *heldConn) CloseWrite() error {
 	if cw, ok := h.Conn.(interface{ CloseWrite() error }); ok {

@@ -42,9 +42,10 @@ type Config struct {
 }
 
 // Releaser is a local end that Config.Accept returns with something held
-// for the stream: Release is called once the stream is off the connection
-// (see Stream.WhenGone), whenever the local end is closed.
-type Releaser interface{ Release() }
+// for the stream, which it would release on its Close: TakeRelease hands
+// that release to the Mux, which calls it once the stream is off the
+// connection (see Stream.WhenGone), whenever the local end is closed.
+type Releaser interface{ TakeRelease() func() }
 
 // DefaultWriteTimeout is Config.WriteTimeout's default.
 const DefaultWriteTimeout = 30 * time.Second
@@ -232,7 +233,9 @@ func (m *Mux) opened(f *protocol.StreamFrame) error {
 func (m *Mux) accept(s *Stream, network uint8, address string) {
 	local, err := m.cfg.Accept(network, address)
 	if r, ok := local.(Releaser); ok && err == nil {
-		s.WhenGone(r.Release)
+		if release := r.TakeRelease(); release != nil {
+			s.WhenGone(release)
+		}
 	}
 	if err != nil {
 		m.cfg.Log("stream refused", "err", Clip(err.Error(), maxLogged))
