@@ -1,17 +1,13 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
-	"runtime"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/corkvm/cork/guest/account"
 	"github.com/corkvm/cork/protocol"
@@ -56,11 +52,21 @@ const (
 	DefaultDialTimeout       = 10 * time.Second
 )
 
+// StreamMemory is about the most of corkd's memory one stream holds: its
+// window of buffered bytes, the two copy buffers joining it to its guest
+// end, and a frame being written.
+const StreamMemory = DefaultStreamWindow + 2*(32<<10) + protocol.MaxStreamData
+
+// MostStreams caps MaxStreams, so that the memory all streams hold
+// (MostStreams * StreamMemory) stays bounded whatever corkd is told.
+const MostStreams = 4096
+
 func (c *ForwardConfig) setDefaults() {
 	setDefault(&c.Mode, ForwardLocal)
 	setDefault(&c.MaxStreamsPerConn, DefaultMaxStreamsPerConn)
 	setDefault(&c.MaxStreamsPerUID, DefaultMaxStreamsPerUID)
 	setDefault(&c.MaxStreams, DefaultMaxStreams)
+	c.MaxStreams = min(c.MaxStreams, MostStreams)
 	setDefault(&c.Window, DefaultStreamWindow)
 	setDefault(&c.DialTimeout, DefaultDialTimeout)
 }
@@ -95,52 +101,78 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 		return
 	}
 	log.Info("forwarding", "uid", acct.UID)
-	listeners := &guestListeners{srv: s, acct: acct, log: log}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel() // a dial still waiting ends with the connection
+	listeners := &guestListeners{srv: s, acct: acct, warn: s.limitLog(log.Warn, acct.UID), info: s.limitLog(log.Info, acct.UID)}
 	defer listeners.close()
 	m := streams.New(hs.c, hs.r, hs.w, streams.Config{
 		Window: fc.Window, MaxStreams: fc.MaxStreamsPerConn,
 		Accept: func(network uint8, address string) (io.ReadWriteCloser, error) {
-			return s.dialStream(acct, network, address)
+			return s.dialStream(ctx, acct, network, address)
 		},
 		Control: listeners.control,
-		Log:     log.Info,
+		Log:     listeners.info,
 	})
 	listeners.m = m
 	err := m.Run()
 	log.Info("forwarding ended", "err", err)
 }
 
+// limitLog returns logf logging each message of uid's forwards at most
+// once a second, with how many times it happened since: a peer's streams
+// and listens, refused or cut short, would otherwise fill the guest's log
+// as fast as it can ask.
+func (s *Server) limitLog(logf func(string, ...any), uid uint32) func(string, ...any) {
+	return func(msg string, args ...any) {
+		if ok, n := s.conns.refusalToLog(fmt.Sprintf("forwarding uid %d: %s", uid, msg)); ok {
+			logf(msg, append(args, "times", n)...)
+		}
+	}
+}
+
 // dialStream connects to address in the guest for a stream, as acct, within
-// acct's limit of streams.
-func (s *Server) dialStream(acct *account.Account, network uint8, address string) (io.ReadWriteCloser, error) {
+// acct's limit of streams; ctx ends with the forwarding connection.
+func (s *Server) dialStream(ctx context.Context, acct *account.Account, network uint8, address string) (io.ReadWriteCloser, error) {
 	release, err := s.streamsPerUID.take(acct.UID, s.cfg.Forward.MaxStreamsPerUID, s.cfg.Forward.MaxStreams)
 	if err != nil {
 		return nil, err
 	}
-	var c net.Conn
-	switch network {
-	case protocol.NetUnix:
-		c, err = dialUnixAs(address, acct)
-	case protocol.NetTCP:
-		c, err = net.DialTimeout("tcp", address, s.cfg.Forward.DialTimeout)
-	default:
-		err = fmt.Errorf("corkd connects only to TCP addresses and unix sockets, not network %d", network)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Forward.DialTimeout)
+	defer cancel()
+	c, err := dialAs(ctx, acct, network, address)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("%s: no connection within %v (corkd serve's dial timeout)", address, s.cfg.Forward.DialTimeout)
 	}
 	if err != nil {
 		release()
 		return nil, err
 	}
-	return &heldConn{Conn: c, release: sync.OnceFunc(release)}, nil
+	return &heldConn{Conn: c, release: release}, nil
 }
 
-// heldConn is a connection counted against its uid's streams until closed.
+// heldConn is a connection counted against its uid's streams until it is
+// closed, or, once a stream took the release (streams.Releaser), until
+// the stream is off its connection: a peer that never answers the
+// stream's close keeps the stream open after the connection's close.
 type heldConn struct {
 	net.Conn
-	release func()
+	mu      sync.Mutex
+	release func() // nil once taken or done
+}
+
+// TakeRelease hands the release to the caller: Close no longer does it.
+func (h *heldConn) TakeRelease() func() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.release
+	h.release = nil
+	return r
 }
 
 func (h *heldConn) Close() error {
-	h.release()
+	if release := h.TakeRelease(); release != nil {
+		release()
+	}
 	return h.Conn.Close()
 }
 
@@ -149,54 +181,6 @@ func (h *heldConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return errors.New("cannot half close")
-}
-
-// dialUnixAs connects to the unix socket at path with acct's permissions:
-// connect(2) needs write permission on the socket and search permission on
-// the directories above it, which the kernel checks against the thread's
-// filesystem uid. The thread that takes acct's identity is never unlocked,
-// so it ends with its goroutine and runs nothing else (see copyRequest).
-func dialUnixAs(path string, acct *account.Account) (net.Conn, error) {
-	if !filepath.IsAbs(path) {
-		return nil, fmt.Errorf("unix socket %q: the path must be absolute", path)
-	}
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := actAs(acct); err != nil {
-			done <- result{err: err}
-			return
-		}
-		c, err := connectUnix(path)
-		done <- result{c, err}
-	}()
-	r := <-done
-	return r.c, r.err
-}
-
-// connectUnix connects without waiting: a listener whose backlog is full
-// is an error at once (EAGAIN), not a thread held until it accepts.
-func connectUnix(path string) (net.Conn, error) {
-	opErr := func(call string, err error) error {
-		return &net.OpError{Op: "dial", Net: "unix", Addr: &net.UnixAddr{Name: path, Net: "unix"}, Err: os.NewSyscallError(call, err)}
-	}
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
-	if err != nil {
-		return nil, opErr("socket", err)
-	}
-	f := os.NewFile(uintptr(fd), path)
-	defer f.Close()
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		if err == unix.EAGAIN {
-			return nil, opErr("connect", errors.New("the listener's backlog is full"))
-		}
-		return nil, opErr("connect", err)
-	}
-	return net.FileConn(f)
 }
 
 // uidStreams counts the streams open, in all and as each uid.

@@ -3,12 +3,20 @@ package agent_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/corkvm/cork/guest/agent"
 	"github.com/corkvm/cork/host/client"
@@ -91,7 +99,7 @@ func TestForwardTCPAndUnix(t *testing.T) {
 	for _, c := range []struct {
 		network uint8
 		address string
-	}{{protocol.NetTCP, tl.Addr().String()}, {protocol.NetUnix, sock}} {
+	}{{protocol.NetTCP, tl.Addr().String()}, {protocol.NetUnix, sock}, {protocol.NetTCP, ":" + strconv.Itoa(tl.Addr().(*net.TCPAddr).Port)}, {protocol.NetTCP, "localhost:" + strconv.Itoa(tl.Addr().(*net.TCPAddr).Port)}} {
 		if got, err := roundTrip(t, fw, c.network, c.address, "ping "+c.address); err != nil || got != "ping "+c.address {
 			t.Fatalf("%s: %q, %v", c.address, got, err)
 		}
@@ -289,5 +297,293 @@ func TestForwardRemotePrivilegedPort(t *testing.T) {
 	_, err := forward(t, srv, connect(t, srv), "nobody").Listen(80, nil)
 	if err == nil || !strings.Contains(err.Error(), "port 80 is privileged") {
 		t.Fatalf("nobody on port 80: %v", err)
+	}
+}
+
+// nobodyIDs is the uid and primary gid of the user nobody.
+func nobodyIDs(t *testing.T) (uid, gid uint32) {
+	t.Helper()
+	u, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skipf("no user nobody: %v", err)
+	}
+	uid64, _ := strconv.ParseUint(u.Uid, 10, 32)
+	gid64, _ := strconv.ParseUint(u.Gid, 10, 32)
+	return uint32(uid64), uint32(gid64)
+}
+
+// The program behind a unix socket sees the session user as its peer,
+// not root: SO_PEERCRED reports the connecting thread's effective uid,
+// which a filesystem uid alone leaves at 0.
+func TestForwardUnixPeerIsTheUser(t *testing.T) {
+	requireRoot(t)
+	uid, gid := nobodyIDs(t)
+	srv := newServer(t, agent.Config{})
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} { // nobody may reach the socket
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sock := filepath.Join(dir, "peer.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	os.Chmod(sock, 0o777)
+	creds := make(chan *unix.Ucred, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		var cred *unix.Ucred
+		raw, _ := c.(*net.UnixConn).SyscallConn()
+		raw.Control(func(fd uintptr) { cred, _ = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
+		creds <- cred
+	}()
+	s, err := forward(t, srv, connect(t, srv), "nobody").Dial(protocol.NetUnix, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	select {
+	case cred := <-creds:
+		if cred == nil || cred.Uid != uid || cred.Gid != gid {
+			t.Fatalf("the socket's peer is %+v, want uid %d gid %d (nobody)", cred, uid, gid)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection within 10s")
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("the agent's process is no longer root")
+	}
+}
+
+// A TCP connection the guest makes for a stream is owned by the session
+// user, as a uid-owner firewall rule sees it: /proc/net/tcp's uid column.
+func TestForwardTCPOwnedByTheUser(t *testing.T) {
+	requireRoot(t)
+	uid, _ := nobodyIDs(t)
+	srv := newServer(t, agent.Config{})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	ports := make(chan int, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		ports <- c.RemoteAddr().(*net.TCPAddr).Port
+		io.Copy(io.Discard, c) // held open until the stream closes
+		c.Close()
+	}()
+	s, err := forward(t, srv, connect(t, srv), "nobody").Dial(protocol.NetTCP, l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var port int
+	select {
+	case port = <-ports:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection within 10s")
+	}
+	if got := tcpSocketUID(t, port, l.Addr().(*net.TCPAddr).Port); got != uid {
+		t.Fatalf("the guest's end of the connection is owned by uid %d, want %d (nobody)", got, uid)
+	}
+}
+
+// tcpSocketUID reads the owner of the IPv4 socket from local port lport
+// to remote port rport from /proc/net/tcp.
+func tcpSocketUID(t *testing.T, lport, rport int) uint32 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Skip(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 7 && strings.HasSuffix(f[1], fmt.Sprintf(":%04X", lport)) && strings.HasSuffix(f[2], fmt.Sprintf(":%04X", rport)) {
+			uid, err := strconv.ParseUint(f[7], 10, 32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return uint32(uid)
+		}
+	}
+	t.Fatalf("no socket from port %d to port %d in /proc/net/tcp", lport, rport)
+	return 0
+}
+
+// stalledListener returns a loopback address whose connects hang: its
+// accept queue is full and it never accepts, so the kernel drops the SYNs.
+func stalledListener(t *testing.T) string {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := unix.Getsockname(fd)
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
+	// For a listener, TCP_INFO's unacked is the accept queue's length and
+	// sacked its limit.
+	waitFor(t, "the accept queue to fill", 10*time.Second, func() bool {
+		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		return err == nil && info.Unacked > info.Sacked
+	})
+	return addr
+}
+
+// A connect still waiting when the forward ends is given up with it: its
+// place among the streams is not held for the dial timeout.
+func TestForwardDialEndsWithTheForward(t *testing.T) {
+	srv := newServer(t, agent.Config{Forward: agent.ForwardConfig{MaxStreams: 1, DialTimeout: time.Minute}})
+	stalled := stalledListener(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoListener(t, l)
+	fw, err := client.Forward(connect(t, srv), "test", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go fw.Dial(protocol.NetTCP, stalled)
+	other := forward(t, srv, connect(t, srv), "")
+	waitFor(t, "the stalled dial to take the one stream", 10*time.Second, func() bool {
+		s, err := other.Dial(protocol.NetTCP, l.Addr().String())
+		if err == nil {
+			s.Close()
+		}
+		return err != nil && strings.Contains(err.Error(), "--max-streams)")
+	})
+	fw.Close()
+	waitFor(t, "the stalled dial's place", 10*time.Second, func() bool {
+		s, err := other.Dial(protocol.NetTCP, l.Addr().String())
+		if err == nil {
+			s.Close()
+		}
+		return err == nil
+	})
+}
+
+func TestForwardDialTimeout(t *testing.T) {
+	srv := newServer(t, agent.Config{Forward: agent.ForwardConfig{DialTimeout: 100 * time.Millisecond}})
+	stalled := stalledListener(t)
+	_, err := forward(t, srv, connect(t, srv), "").Dial(protocol.NetTCP, stalled)
+	if err == nil || !strings.Contains(err.Error(), "no connection within 100ms") {
+		t.Fatalf("a connect that never ends: %v", err)
+	}
+}
+
+// A stream whose close the host never answers stays on its connection,
+// and so in its uid's count of streams until the host does: closing the
+// guest's end does not give its place away.
+func TestForwardUnansweredCloseStillCounts(t *testing.T) {
+	srv := newServer(t, agent.Config{Forward: agent.ForwardConfig{MaxStreamsPerUID: 1}})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() { // a program that hangs up at once
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	conn := connect(t, srv)
+	p := prototest.NewPeer(t, conn)
+	p.Hello()
+	p.Send(protocol.TypeForward, &protocol.Forward{})
+	p.Expect(protocol.TypeForwarding)
+	conn.Write(protocol.AppendStream(nil, protocol.TypeStreamOpen, &protocol.StreamFrame{ID: 1, Window: 1 << 16, Network: protocol.NetTCP, Address: l.Addr().String()}))
+	p.Expect(protocol.TypeStreamOpened)
+	conn.Write(protocol.AppendStream(nil, protocol.TypeStreamEOF, &protocol.StreamFrame{ID: 1}))
+	p.Expect(protocol.TypeStreamClose) // and never answered
+
+	other := forward(t, srv, connect(t, srv), "")
+	if s, err := other.Dial(protocol.NetTCP, l.Addr().String()); err == nil || !strings.Contains(err.Error(), "--max-streams-per-uid") {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("a second stream while the first awaits the host's close: %v", err)
+	}
+	conn.Write(protocol.AppendStream(nil, protocol.TypeStreamClose, &protocol.StreamFrame{ID: 1}))
+	waitFor(t, "the answered stream's place", 10*time.Second, func() bool {
+		s, err := other.Dial(protocol.NetTCP, l.Addr().String())
+		if err == nil {
+			s.Close()
+		}
+		return err == nil
+	})
+}
+
+// logLines is a log that keeps its lines, for a test to count.
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, string(p))
+	return len(p), nil
+}
+
+func (l *logLines) matching(s string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var m []string
+	for _, line := range l.lines {
+		if strings.Contains(line, s) {
+			m = append(m, line)
+		}
+	}
+	return m
+}
+
+// A host that asks for stream after stream that corkd refuses, each
+// naming a long address, gets a log line a second, of bounded length, not
+// two copies of its address per refusal.
+func TestForwardRefusalsLoggedOncePerSecond(t *testing.T) {
+	logs := &logLines{}
+	srv := newServer(t, agent.Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	fw := forward(t, srv, connect(t, srv), "")
+	missing := "/" + strings.Repeat("x", protocol.MaxStreamAddress-1)
+	start := time.Now()
+	for range 50 {
+		if _, err := fw.Dial(protocol.NetUnix, missing); err == nil {
+			t.Fatal("a stream to a missing socket was opened")
+		}
+	}
+	refused := logs.matching("stream refused")
+	if max := int(time.Since(start)/time.Second) + 1; len(refused) == 0 || len(refused) > max {
+		t.Fatalf("%d lines for 50 refusals in %v", len(refused), time.Since(start))
+	}
+	for _, line := range refused {
+		if len(line) > 1024 {
+			t.Fatalf("a line of %d bytes: %.200s", len(line), line)
+		}
 	}
 }

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"fmt"
-	"log/slog"
 	"net"
 	"strconv"
 	"sync"
@@ -16,10 +15,10 @@ import (
 // (remote forwards, as ssh -R): each connection one accepts becomes a
 // stream the agent opens to the host. They close with the connection.
 type guestListeners struct {
-	srv  *Server
-	acct *account.Account
-	log  *slog.Logger
-	m    *streams.Mux // set before the connection is read
+	srv        *Server
+	acct       *account.Account
+	warn, info func(string, ...any) // limited to a line a second per message (limitLog)
+	m          *streams.Mux         // set before the connection is read
 
 	mu     sync.Mutex
 	open   []net.Listener
@@ -42,7 +41,7 @@ func (g *guestListeners) control(t protocol.Type, p []byte) error {
 	addr, err := g.listen(&req)
 	answer := &protocol.Listening{ID: req.ID, Address: addr}
 	if err != nil {
-		g.log.Warn("listen refused", "port", req.Port, "err", err)
+		g.warn("listen refused", "port", req.Port, "err", err)
 		answer.Error = err.Error()
 	}
 	return g.m.WriteJSON(protocol.TypeListening, answer)
@@ -87,18 +86,19 @@ func (g *guestListeners) serve(l net.Listener, id uint32) {
 func (g *guestListeners) carry(c net.Conn, id uint32) {
 	release, err := g.srv.streamsPerUID.take(g.acct.UID, g.srv.cfg.Forward.MaxStreamsPerUID, g.srv.cfg.Forward.MaxStreams)
 	if err != nil {
-		g.log.Warn("connection refused", "listener", id, "err", err)
+		g.warn("connection refused", "listener", id, "err", err)
 		c.Close()
 		return
 	}
-	local := &heldConn{Conn: c, release: sync.OnceFunc(release)}
 	s, err := g.m.Open(protocol.NetListener, strconv.FormatUint(uint64(id), 10))
 	if err != nil {
-		g.log.Info("the host did not take a connection", "listener", id, "err", err)
-		local.Close()
+		g.info("the host did not take a connection", "listener", id, "err", err)
+		release()
+		c.Close()
 		return
 	}
-	streams.Join(s, local, g.log.Info)
+	s.WhenGone(release)
+	streams.Join(s, c, g.info)
 }
 
 // close closes every listener; none opens after it.

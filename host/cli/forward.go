@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/corkvm/cork/host/client"
+	"github.com/corkvm/cork/host/term"
 	"github.com/corkvm/cork/protocol"
 )
 
@@ -175,8 +176,14 @@ func runForwards(ctx context.Context, t *target, user string, specs []*forwardSp
 	if err != nil {
 		return fail("%v", err)
 	}
+	// Closing the connection is what ends a wait for corkd's answers (the
+	// hello, the Forward, each Listen) when the operator interrupts it.
+	defer context.AfterFunc(ctx, func() { conn.Close() })()
 	fw, err := client.Forward(conn, "cork "+Version, user)
 	if err != nil {
+		if ctx.Err() != nil {
+			return fail("forward: interrupted while waiting for corkd")
+		}
 		reportSmolvm(smolvmErr)
 		return fail("forward: %v", err)
 	}
@@ -185,7 +192,7 @@ func runForwards(ctx context.Context, t *target, user string, specs []*forwardSp
 		l := listeners[i]
 		fmt.Printf("Forwarding from %s -> %s\n", l.Addr(), f.remoteFor)
 		go fw.Serve(l, f.remoteNet, f.remote, func(err error) {
-			fmt.Fprintf(os.Stderr, "cork: forward %s -> %s: %v\n", l.Addr(), f.remoteFor, err)
+			say("forward %s -> %s: %v", l.Addr(), f.remoteFor, err) // the guest's reason, made printable
 		})
 	}
 	for _, r := range remotes {
@@ -196,10 +203,13 @@ func runForwards(ctx context.Context, t *target, user string, specs []*forwardSp
 			}
 			return c, err
 		})
+		if ctx.Err() != nil {
+			return fail("forward: interrupted while waiting for corkd")
+		}
 		if err != nil {
 			return fail("forward -R %d:%s: %v", r.port, r.host, err)
 		}
-		fmt.Printf("Forwarding from guest %s -> %s\n", addr, r.host)
+		fmt.Printf("Forwarding from guest %s -> %s\n", term.Printable(addr), r.host)
 	}
 	select {
 	case <-ctx.Done():

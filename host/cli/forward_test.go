@@ -1,8 +1,15 @@
 package cli
 
 import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/corkvm/cork/protocol"
 )
@@ -50,4 +57,116 @@ func TestParseRemote(t *testing.T) {
 			t.Errorf("%q: %v, want an error naming -R", bad, err)
 		}
 	}
+}
+
+// fakeCorkd listens on a unix socket and runs serve on each connection.
+func fakeCorkd(t *testing.T, serve func(r *protocol.Reader, w *protocol.Writer)) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "corkd.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				serve(protocol.NewReader(c), protocol.NewWriter(c))
+				io.Copy(io.Discard, c) // never answers more
+			}()
+		}
+	}()
+	return "unix://" + sock
+}
+
+// An interrupt ends cork forward while it waits for corkd: for its hello,
+// or for the answer to a -R.
+func TestForwardInterruptedWhileWaiting(t *testing.T) {
+	silent := func(r *protocol.Reader, w *protocol.Writer) {}
+	noListening := func(r *protocol.Reader, w *protocol.Writer) {
+		r.Next()
+		w.WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: 2, Version: 2, Software: "fake",
+			Capabilities: []string{protocol.CapForward}})
+		r.Next()
+		w.WriteJSON(protocol.TypeForwarding, &protocol.Forwarding{MaxStreams: 8})
+	}
+	for name, serve := range map[string]func(*protocol.Reader, *protocol.Writer){"hello": silent, "listen": noListening} {
+		t.Run(name, func(t *testing.T) {
+			waiting := make(chan struct{})
+			url := fakeCorkd(t, func(r *protocol.Reader, w *protocol.Writer) {
+				serve(r, w)
+				close(waiting)
+			})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan int, 1)
+			go func() {
+				done <- runForwards(ctx, &target{connect: url, timeout: 10 * time.Second}, "", nil, []*remoteSpec{{port: 0, host: "127.0.0.1:1"}})
+			}()
+			<-waiting
+			cancel()
+			select {
+			case code := <-done:
+				if code != ExitCorkError {
+					t.Fatalf("exit %d", code)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("cork forward still waiting for corkd 10s after the interrupt")
+			}
+		})
+	}
+}
+
+// What the guest says reaches the operator's terminal made printable: a
+// listener's address with an escape sequence in it is not sent raw.
+func TestForwardGuestTextPrintable(t *testing.T) {
+	listened := make(chan struct{})
+	url := fakeCorkd(t, func(r *protocol.Reader, w *protocol.Writer) {
+		r.Next()
+		w.WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: 2, Version: 2, Software: "fake",
+			Capabilities: []string{protocol.CapForward}})
+		r.Next()
+		w.WriteJSON(protocol.TypeForwarding, &protocol.Forwarding{MaxStreams: 8})
+		r.Next()
+		w.WriteJSON(protocol.TypeListening, &protocol.Listening{ID: 1, Address: "127.0.0.1:1\x1b]0;title\x07"})
+		close(listened)
+	})
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout := os.Stdout
+	os.Stdout = pw
+	defer func() { os.Stdout = stdout }()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- runForwards(ctx, &target{connect: url, timeout: 10 * time.Second}, "", nil, []*remoteSpec{{port: 0, host: "127.0.0.1:1"}})
+		pw.Close()
+	}()
+	<-listened
+	line := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "Forwarding from guest") {
+				line <- sc.Text()
+			}
+		}
+	}()
+	select {
+	case l := <-line:
+		if strings.ContainsAny(l, "\x1b\x07") || !strings.HasPrefix(l, "Forwarding from guest 127.0.0.1:1") {
+			t.Fatalf("printed %q", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no Forwarding line within 10s")
+	}
+	cancel()
+	<-done
 }

@@ -21,6 +21,11 @@ var ErrCannotForward = errors.New("this corkd does not forward: update the corkd
 // connection reads them.
 const ForwardWindow = 256 << 10
 
+// MaxForwardStreams bounds the streams cork keeps open on one connection,
+// whatever corkd says it allows: a guest must not decide how much of the
+// host's memory its streams take.
+const MaxForwardStreams = 1024
+
 // Forwarder carries connections to addresses in the guest, each on its own
 // stream of one connection to corkd.
 type Forwarder struct {
@@ -48,7 +53,7 @@ func Forward(conn io.ReadWriteCloser, software, user string) (*Forwarder, error)
 		return nil, err
 	}
 	f := &Forwarder{remotes: map[uint32]*remote{}}
-	f.m = streams.New(conn, r, w, streams.Config{Window: ForwardWindow, MaxStreams: fw.MaxStreams, Odd: true,
+	f.m = streams.New(conn, r, w, streams.Config{Window: ForwardWindow, MaxStreams: min(fw.MaxStreams, MaxForwardStreams), Odd: true,
 		Accept: f.accept, Control: f.control})
 	go f.m.Run()
 	return f, nil

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -13,6 +14,13 @@ import (
 // on the connection, in memory.
 func fakeForwardingAgent(t *testing.T, guest func(r *protocol.Reader, w *protocol.Writer)) *Forwarder {
 	t.Helper()
+	return fakeAgentAllowing(t, 8, guest)
+}
+
+// fakeAgentAllowing is fakeForwardingAgent advertising maxStreams streams
+// per connection.
+func fakeAgentAllowing(t *testing.T, maxStreams int, guest func(r *protocol.Reader, w *protocol.Writer)) *Forwarder {
+	t.Helper()
 	host, g := net.Pipe()
 	go func() {
 		defer g.Close()
@@ -23,7 +31,7 @@ func fakeForwardingAgent(t *testing.T, guest func(r *protocol.Reader, w *protoco
 		if typ, _, err := r.Next(); err != nil || typ != protocol.TypeForward {
 			return
 		}
-		w.WriteJSON(protocol.TypeForwarding, &protocol.Forwarding{MaxStreams: 8})
+		w.WriteJSON(protocol.TypeForwarding, &protocol.Forwarding{MaxStreams: maxStreams})
 		guest(r, w)
 	}()
 	fw, err := Forward(host, "test", "")
@@ -63,5 +71,47 @@ func TestForwardHostConnectsOnlyWhereItChose(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("no answer within 10s")
 		}
+	}
+}
+
+// A guest cannot raise how many streams cork takes from it: its
+// Forwarding's MaxStreams is clamped to cork's own limit.
+func TestForwardHostLimitsTheGuestsStreams(t *testing.T) {
+	result := make(chan string, 1)
+	fw := fakeAgentAllowing(t, 1<<30, func(r *protocol.Reader, w *protocol.Writer) {
+		if typ, _, err := r.Next(); err != nil || typ != protocol.TypeListen {
+			result <- fmt.Sprintf("want a Listen, got %s, %v", typ, err)
+			return
+		}
+		w.WriteJSON(protocol.TypeListening, &protocol.Listening{ID: 1, Address: "127.0.0.1:1"})
+		for i := range MaxForwardStreams + 1 {
+			open := protocol.StreamFrame{ID: uint32(2 * (i + 1)), Window: 1024, Network: protocol.NetListener, Address: "1"}
+			w.WriteFramed(protocol.AppendStream(nil, protocol.TypeStreamOpen, &open))
+			typ, p, err := r.Next()
+			if err != nil {
+				result <- err.Error()
+				return
+			}
+			if typ == protocol.TypeStreamRefused {
+				f, _ := protocol.DecodeStream(typ, p)
+				result <- fmt.Sprintf("refused stream %d: %s", i+1, f.Reason)
+				return
+			}
+		}
+		result <- fmt.Sprintf("cork took %d streams", MaxForwardStreams+1)
+	})
+	if _, err := fw.Listen(0, func() (net.Conn, error) {
+		c, _ := net.Pipe()
+		return c, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-result:
+		if want := fmt.Sprintf("refused stream %d: at the limit of %d", MaxForwardStreams+1, MaxForwardStreams); !strings.HasPrefix(r, want) {
+			t.Fatalf("%s; want %q", r, want)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no answer within 30s")
 	}
 }

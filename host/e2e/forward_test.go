@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,7 +37,14 @@ type forwarder struct {
 // forward; the test's end interrupts it and expects exit 0.
 func startForward(t *testing.T, args ...string) *forwarder {
 	t.Helper()
+	return startForwardAs(t, nil, args...)
+}
+
+// startForwardAs is startForward run with cred, when not nil.
+func startForwardAs(t *testing.T, cred *syscall.Credential, args ...string) *forwarder {
+	t.Helper()
 	f := &forwarder{cmd: exec.Command(bin.Cork, append([]string{"forward"}, args...)...), stderr: &harness.Buffer{}}
+	f.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	f.cmd.Stderr = f.stderr
 	out, err := f.cmd.StdoutPipe()
 	if err != nil {
@@ -126,18 +134,23 @@ func counter(c net.Conn) {
 	fmt.Fprintf(c, "read %d bytes", n)
 }
 
-// echoOrStall echoes, unless the first byte is 'S': then it stops reading.
-func echoOrStall(c net.Conn) {
-	var first [1]byte
-	if _, err := io.ReadFull(c, first[:]); err != nil {
-		return
+// echoOrStall returns a handler that echoes, unless the first byte is
+// 'S': then it stops reading until the test ends.
+func echoOrStall(t *testing.T) func(net.Conn) {
+	ended := make(chan struct{})
+	t.Cleanup(func() { close(ended) })
+	return func(c net.Conn) {
+		var first [1]byte
+		if _, err := io.ReadFull(c, first[:]); err != nil {
+			return
+		}
+		if first[0] == 'S' {
+			<-ended
+			return
+		}
+		c.Write(first[:])
+		io.Copy(c, c)
 	}
-	if first[0] == 'S' {
-		time.Sleep(time.Minute)
-		return
-	}
-	c.Write(first[:])
-	io.Copy(c, c)
 }
 
 func listenTCP(t *testing.T) (net.Listener, string) {
@@ -193,7 +206,7 @@ func TestForwardHalfCloseTCPAndUnix(t *testing.T) {
 func TestForwardManyConnectionsAndAStalledOne(t *testing.T) {
 	a := startAgent(t)
 	l, port := listenTCP(t)
-	serve(t, l, echoOrStall)
+	serve(t, l, echoOrStall(t))
 	f := startForward(t, "--connect", a.url, "0:"+port)
 	stalled := dialFrom(t, f.from[0])
 	go stalled.Write(append([]byte{'S'}, make([]byte, 32<<20)...)) // never read in the guest
@@ -292,4 +305,24 @@ func exitCode(err error) int {
 		return -1
 	}
 	return 0
+}
+
+// A uid admitted with --allow-uid that forwards a socket to corkd's own
+// reaches corkd as itself, not as root: corkd dials with the user's
+// effective uid, which is what SO_PEERCRED reports to the listener.
+func TestForwardToCorkdItselfStaysTheUser(t *testing.T) {
+	u := newTestUser(t)
+	a := startAgent(t, "--allow-uid", strconv.Itoa(u.uid))
+	groups := []uint32{uint32(u.gid), uint32(u.groupGID)}
+	through := filepath.Join(u.home, "corkd.sock")
+	startForwardAs(t, &syscall.Credential{Uid: uint32(u.uid), Gid: uint32(u.gid), Groups: groups},
+		"--connect", a.url, through+":"+a.sock())
+	out, code := corkAs(u.uid, u.gid, groups, "exec", "--connect", "unix://"+through, "-u", "root", "--", "id", "-u")
+	if code != 125 || !strings.Contains(out, "only as itself") {
+		t.Fatalf("-u root through a forward to corkd's socket: exit %d, %q; want 125, only as itself", code, out)
+	}
+	out, code = corkAs(u.uid, u.gid, groups, "exec", "--connect", "unix://"+through, "--", "id", "-u")
+	if code != 0 || strings.TrimSpace(out) != strconv.Itoa(u.uid) {
+		t.Fatalf("through the forward as itself: exit %d, %q", code, out)
+	}
 }

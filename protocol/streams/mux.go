@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/corkvm/cork/protocol"
 )
@@ -39,6 +41,12 @@ type Config struct {
 	Control func(t protocol.Type, p []byte) error
 }
 
+// Releaser is a local end that Config.Accept returns with something held
+// for the stream, which it would release on its Close: TakeRelease hands
+// that release to the Mux, which calls it once the stream is off the
+// connection (see Stream.WhenGone), whenever the local end is closed.
+type Releaser interface{ TakeRelease() func() }
+
 // DefaultWriteTimeout is Config.WriteTimeout's default.
 const DefaultWriteTimeout = 30 * time.Second
 
@@ -60,9 +68,16 @@ type Mux struct {
 // side did.
 var ErrClosed = errors.New("stream closed")
 
+// MaxPayload is the largest frame payload a connection carrying streams
+// needs, a full StreamData's; the control frames are far smaller. New
+// lowers r's limit to it, so that a padded frame cannot make the
+// connection keep a reading buffer of protocol.MaxPayload.
+const MaxPayload = 4 + protocol.MaxStreamData
+
 // New returns a Mux on conn, whose frames r reads and w writes (the hello
 // and the Forward exchange are done). Run reads the connection.
 func New(conn io.ReadWriteCloser, r *protocol.Reader, w *protocol.Writer, cfg Config) *Mux {
+	r.SetLimit(MaxPayload)
 	if cfg.WriteTimeout == 0 {
 		cfg.WriteTimeout = DefaultWriteTimeout
 	}
@@ -217,14 +232,15 @@ func (m *Mux) opened(f *protocol.StreamFrame) error {
 // or tells the peer why not.
 func (m *Mux) accept(s *Stream, network uint8, address string) {
 	local, err := m.cfg.Accept(network, address)
-	if err != nil {
-		m.cfg.Log("stream refused", "address", address, "err", err)
-		reason := err.Error()
-		if len(reason) > protocol.MaxStreamReason {
-			reason = reason[:protocol.MaxStreamReason]
+	if r, ok := local.(Releaser); ok && err == nil {
+		if release := r.TakeRelease(); release != nil {
+			s.WhenGone(release)
 		}
+	}
+	if err != nil {
+		m.cfg.Log("stream refused", "err", Clip(err.Error(), maxLogged))
 		m.forget(s.id)
-		m.send(protocol.TypeStreamRefused, &protocol.StreamFrame{ID: s.id, Reason: reason})
+		m.send(protocol.TypeStreamRefused, &protocol.StreamFrame{ID: s.id, Reason: Clip(err.Error(), protocol.MaxStreamReason)})
 		return
 	}
 	s.mu.Lock()
@@ -235,6 +251,24 @@ func (m *Mux) accept(s *Stream, network uint8, address string) {
 		return
 	}
 	Join(s, local, m.cfg.Log)
+}
+
+// maxLogged bounds the text of a peer's that goes into one log line (an
+// address, an error naming one).
+const maxLogged = 256
+
+// Clip returns s as valid UTF-8 of at most n bytes, cut on a rune
+// boundary: a peer's reason or address fit for a frame that must be
+// UTF-8, or for a log line.
+func Clip(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // Open opens a stream to address on the peer's side and waits for the
@@ -299,11 +333,16 @@ func (m *Mux) WriteJSON(t protocol.Type, v any) error {
 	return nil
 }
 
-// forget drops stream id: the count of open streams goes down.
+// forget drops stream id: the count of open streams goes down, and what
+// was held for it is released.
 func (m *Mux) forget(id uint32) {
 	m.mu.Lock()
+	s := m.streams[id]
 	delete(m.streams, id)
 	m.mu.Unlock()
+	if s != nil {
+		s.goneFromConn()
+	}
 }
 
 // Streams reports how many streams are open now.

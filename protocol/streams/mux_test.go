@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
@@ -235,5 +236,117 @@ func TestNothingFollowsAStreamsClose(t *testing.T) {
 			t.Fatalf("stream %d: %q", i, got)
 		}
 		s.Close()
+	}
+}
+
+// A stream this side closed keeps nothing of what the peer sent while the
+// peer's close is awaited: a peer that never answers does not pin a
+// window's worth of memory per stream.
+func TestClosedStreamDropsItsBuffer(t *testing.T) {
+	host, _ := pair(t, config(1<<16, nil), config(1<<16, echo(t)))
+	s, err := host.Open(protocol.NetUnix, "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write(bytes.Repeat([]byte{'x'}, 1<<15)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.buf.Len() == 1<<15
+	}, "the echo to be buffered")
+	s.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.buf.Cap(); c != 0 {
+		t.Fatalf("a closed stream keeps a buffer of %d bytes", c)
+	}
+}
+
+// What a caller holds for a stream is released once both sides have
+// closed it, not at this side's close.
+func TestWhenGoneAfterBothCloses(t *testing.T) {
+	host, _ := pair(t, config(1<<16, nil), config(1<<16, echo(t)))
+	s, err := host.Open(protocol.NetUnix, "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan struct{})
+	s.WhenGone(func() { close(released) })
+	s.Close()
+	select {
+	case <-released:
+	case <-time.After(10 * time.Second):
+		t.Fatal("not released after both closes")
+	}
+	ran := false
+	s.WhenGone(func() { ran = true })
+	if !ran {
+		t.Fatal("WhenGone on a gone stream did not run at once")
+	}
+}
+
+// A refusal whose reason is longer than a frame allows, or not UTF-8
+// (an address of the peer's, quoted back), is cut on a rune boundary and
+// made valid: the peer gets a reason, not a broken connection.
+func TestRefusalReasonIsValidUTF8(t *testing.T) {
+	refuse := func(_ uint8, address string) (io.ReadWriteCloser, error) {
+		return nil, errors.New("dial unix " + address + ": connect: no such file or directory")
+	}
+	host, _ := pair(t, config(1024, nil), config(1024, refuse))
+	for _, address := range []string{"/" + strings.Repeat("é", 600), "/tmp/\xff\xfe.sock"} {
+		_, err := host.Open(protocol.NetUnix, address)
+		var refused *RefusedError
+		if !errors.As(err, &refused) {
+			t.Fatalf("%.20q: %v, want a refusal", address, err)
+		}
+		if !utf8.ValidString(refused.Reason) || len(refused.Reason) > protocol.MaxStreamReason {
+			t.Fatalf("%.20q: a reason of %d bytes, valid UTF-8 %v", address, len(refused.Reason), utf8.ValidString(refused.Reason))
+		}
+	}
+}
+
+func TestClip(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"abc", 5, "abc"},
+		{"abc", 2, "ab"},
+		{"aé", 2, "a"},
+		{"aé", 3, "aé"},
+		{"a\xffb", 10, "a\uFFFDb"},
+		{"ééé", 0, ""},
+	} {
+		if got := Clip(c.in, c.n); got != c.want {
+			t.Errorf("Clip(%q, %d) = %q, want %q", c.in, c.n, got, c.want)
+		}
+	}
+}
+
+// A frame larger than any a stream connection carries ends the
+// connection, however valid its content: the reader's buffer never grows
+// past a StreamData.
+func TestPaddedFrameEndsTheConnection(t *testing.T) {
+	a, b := net.Pipe()
+	listens := make(chan protocol.Type, 1)
+	m := New(a, protocol.NewReader(a), protocol.NewWriter(a), Config{Window: 1024, MaxStreams: 1,
+		Control: func(t protocol.Type, p []byte) error { listens <- t; return nil }})
+	done := make(chan error, 1)
+	go func() { done <- m.Run() }()
+	t.Cleanup(func() { m.Close(); b.Close() })
+	padded := append([]byte(`{"id":1,"port":0}`), bytes.Repeat([]byte{' '}, 64<<10)...)
+	go protocol.NewWriter(b).WriteFrame(protocol.TypeListen, padded)
+	select {
+	case err := <-done:
+		if !errors.Is(err, protocol.ErrTooLarge) {
+			t.Fatalf("the connection ended with %v, want ErrTooLarge", err)
+		}
+	case typ := <-listens:
+		t.Fatalf("a %d-byte %s was served", len(padded), typ)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer within 10s")
 	}
 }

@@ -29,6 +29,8 @@ type Stream struct {
 	gotEOF, sentEOF     bool
 	gotClose, sentClose bool
 	err                 error // the connection's end, once it ended
+	gone                bool  // off the connection: both closes done, or the connection ended
+	release             func()
 
 	// sendMu orders the stream's frames on the connection, so that
 	// nothing follows its StreamClose (RFC 4254 section 5.3): an
@@ -160,6 +162,37 @@ func (s *Stream) lost(err error) {
 	if s.answer != nil {
 		s.tell(err)
 	}
+	s.goneFromConn()
+}
+
+// WhenGone has release called once the stream is off the connection: when
+// both sides have closed it, or the connection ended. That can be long
+// after this side's Close, for a peer that never answers it, and until
+// then the stream counts against MaxStreams: what a caller holds for the
+// stream (a place among a user's streams) should be released here, not on
+// Close. release runs at once when the stream is gone already; only one
+// release is kept.
+func (s *Stream) WhenGone(release func()) {
+	s.mu.Lock()
+	gone := s.gone
+	if !gone {
+		s.release = release
+	}
+	s.mu.Unlock()
+	if gone {
+		release()
+	}
+}
+
+// goneFromConn runs the release WhenGone was given, once.
+func (s *Stream) goneFromConn() {
+	s.mu.Lock()
+	release := s.release
+	s.gone, s.release = true, nil
+	s.mu.Unlock()
+	if release != nil {
+		release()
+	}
 }
 
 // tell gives Open its answer; only the first counts.
@@ -257,7 +290,7 @@ func (s *Stream) Close() error {
 		return nil
 	}
 	s.sentClose = true
-	s.buf.Reset()
+	s.buf = bytes.Buffer{} // nothing reads it now: its memory goes before the peer answers
 	s.cond.Broadcast()
 	s.mu.Unlock()
 	return s.send(protocol.TypeStreamClose, &protocol.StreamFrame{})
@@ -276,7 +309,7 @@ func Join(s *Stream, local io.ReadWriteCloser, log func(string, ...any)) {
 	abort := func(err error) {
 		once.Do(func() {
 			if log != nil && !errors.Is(err, ErrClosed) {
-				log("stream ended early", "stream", s.id, "err", err)
+				log("stream ended early", "stream", s.id, "err", Clip(err.Error(), maxLogged))
 			}
 			local.Close()
 			s.Close()
