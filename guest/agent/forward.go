@@ -124,7 +124,7 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 // as fast as it can ask.
 func (s *Server) limitLog(logf func(string, ...any), uid uint32) func(string, ...any) {
 	return func(msg string, args ...any) {
-		if ok, n := s.conns.refusalToLog(fmt.Sprintf("forwarding uid %d: %s", uid, msg)); ok {
+		if ok, n := s.conns.warningDue(fmt.Sprintf("forwarding uid %d: %s", uid, msg)); ok {
 			logf(msg, append(args, "times", n)...)
 		}
 	}
