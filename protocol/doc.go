@@ -254,7 +254,8 @@
 // (address host:port), 2 a unix socket (address its path), 3 a connection
 // to one of the opener's listeners (address the id of the Listen that
 // made it, in decimal: the other side connects where it chose when it
-// asked, and refuses any id it did not ask for); the address
+// asked, and refuses any id it did not ask for), 4 a connection to the
+// guest's agent socket (below), which only the guest opens; the address
 // has 1 to 4096 bytes and no NUL. The other side answers StreamOpened
 // once it has connected, or StreamRefused with why not (the reason is
 // for the user: "dial unix /run/x.sock: permission denied"); a refused
@@ -289,4 +290,17 @@
 // it accepts there. A guest keeps at most 16 listeners per connection;
 // they close when the connection ends. Listen, Listening and the stream
 // frames are the frames that may follow Forwarding.
+//
+// Agent forwarding (CapForwardAgent), as ssh -A: a Forward with Agent set
+// asks the guest for an agent socket. The guest makes a new directory,
+// mode 0700 and owned by Forward.User, with a socket in it, and answers
+// its path in Forwarding.AgentSocket; the host puts it in the
+// SSH_AUTH_SOCK of the session it then starts on another connection. A
+// connection to the socket from a process of another uid than the user's
+// or root's is closed unread; each other one becomes a stream the guest
+// opens (network 4, the socket's path as the address), which the host
+// connects to its own agent. The socket and its directory go when the
+// forwarding connection ends: a host keeps that connection for as long
+// as the session it serves. A guest that cannot make the socket answers
+// an Error of kind "forward".
 package protocol

@@ -16,6 +16,10 @@ import (
 // CapForward announces Forward and the stream frames.
 const CapForward = "forward"
 
+// CapForwardAgent announces Forward.Agent: the guest serves an agent
+// socket whose connections it opens as streams to the host (ssh -A).
+const CapForwardAgent = "forward-agent"
+
 // KindForward is an Error refusing a Forward: the agent does not forward
 // (corkd serve --forwarding=none).
 const KindForward = "forward"
@@ -24,6 +28,10 @@ const KindForward = "forward"
 // side of each stream runs as User (the same checks as an Exec's user).
 type Forward struct {
 	User string `json:"user,omitempty"`
+	// Agent asks for an agent socket in the guest (CapForwardAgent), as
+	// ssh -A: each connection made to it becomes a stream the guest
+	// opens to the host (NetAgent), which connects it to its own agent.
+	Agent bool `json:"agent,omitempty"`
 }
 
 // Validate reports what is wrong with a Forward.
@@ -38,6 +46,9 @@ func (f *Forward) Validate() error {
 // streams, at most MaxStreams open at once.
 type Forwarding struct {
 	MaxStreams int `json:"max_streams"`
+	// AgentSocket is the agent socket's path in the guest, when
+	// Forward.Agent asked for one: the session's SSH_AUTH_SOCK.
+	AgentSocket string `json:"agent_socket,omitempty"`
 }
 
 // Limits on stream frames.
@@ -62,6 +73,10 @@ const (
 	// decimal. The other side connects where it decided when it asked,
 	// never where the opener says.
 	NetListener = 3
+	// NetAgent is a connection to the agent socket the guest made for
+	// Forward.Agent: the other side connects to its own agent, and
+	// Address (the socket's path in the guest) only names it.
+	NetAgent = 4
 )
 
 // Listen asks the guest, on a connection that carries streams and with
@@ -193,8 +208,8 @@ func decodeOpen(f *StreamFrame, p []byte) error {
 	if err := checkWindow(TypeStreamOpen, f.Window); err != nil {
 		return err
 	}
-	if f.Network < NetTCP || f.Network > NetListener {
-		return fmt.Errorf("protocol: %s names network %d; 1 (tcp), 2 (unix) and 3 (a listener) are known", TypeStreamOpen, f.Network)
+	if f.Network < NetTCP || f.Network > NetAgent {
+		return fmt.Errorf("protocol: %s names network %d; 1 (tcp), 2 (unix), 3 (a listener) and 4 (the agent) are known", TypeStreamOpen, f.Network)
 	}
 	if n != len(p) || n == 0 || n > MaxStreamAddress {
 		return fmt.Errorf("protocol: %s address of %d bytes with %d present; 1 to %d are allowed", TypeStreamOpen, n, len(p), MaxStreamAddress)

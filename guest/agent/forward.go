@@ -91,10 +91,21 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 	defer s.sessionEnded()
 	log := s.log.With("forward", newSessionID(), "user", acct.Name)
 	fc := &s.cfg.Forward
-	if hs.w.WriteJSON(protocol.TypeForwarding, &protocol.Forwarding{MaxStreams: fc.MaxStreamsPerConn}) != nil {
+	answer := &protocol.Forwarding{MaxStreams: fc.MaxStreamsPerConn}
+	var agent *agentSocket
+	if req.Agent {
+		var err error
+		if agent, err = makeAgentSocket(s, acct, log); err != nil {
+			hs.refuse(protocol.KindForward, err.Error())
+			return
+		}
+		defer agent.close()
+		answer.AgentSocket = agent.path
+	}
+	if hs.w.WriteJSON(protocol.TypeForwarding, answer) != nil {
 		return
 	}
-	log.Info("forwarding", "uid", acct.UID)
+	log.Info("forwarding", "uid", acct.UID, "agent", answer.AgentSocket)
 	listeners := &guestListeners{srv: s, acct: acct, log: log}
 	defer listeners.close()
 	m := streams.New(hs.c, hs.r, hs.w, streams.Config{
@@ -106,6 +117,9 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 		Log:     log.Info,
 	})
 	listeners.m = m
+	if agent != nil {
+		go agent.serve(m)
+	}
 	err := m.Run()
 	log.Info("forwarding ended", "err", err)
 }

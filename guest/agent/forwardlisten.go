@@ -85,20 +85,27 @@ func (g *guestListeners) serve(l net.Listener, id uint32) {
 }
 
 func (g *guestListeners) carry(c net.Conn, id uint32) {
-	release, err := g.srv.streamsPerUID.take(g.acct.UID, g.srv.cfg.Forward.MaxStreamsPerUID, g.srv.cfg.Forward.MaxStreams)
+	g.srv.carryToHost(g.m, g.acct, g.log, c, protocol.NetListener, strconv.FormatUint(uint64(id), 10))
+}
+
+// carryToHost carries c, a connection made to one of the agent's
+// listeners in the guest, on a stream it opens to the host, counted
+// against acct's streams.
+func (s *Server) carryToHost(m *streams.Mux, acct *account.Account, log *slog.Logger, c net.Conn, network uint8, address string) {
+	release, err := s.streamsPerUID.take(acct.UID, s.cfg.Forward.MaxStreamsPerUID, s.cfg.Forward.MaxStreams)
 	if err != nil {
-		g.log.Warn("connection refused", "listener", id, "err", err)
+		log.Warn("connection refused", "to", address, "err", err)
 		c.Close()
 		return
 	}
 	local := &heldConn{Conn: c, release: sync.OnceFunc(release)}
-	s, err := g.m.Open(protocol.NetListener, strconv.FormatUint(uint64(id), 10))
+	st, err := m.Open(network, address)
 	if err != nil {
-		g.log.Info("the host did not take a connection", "listener", id, "err", err)
+		log.Info("the host did not take a connection", "to", address, "err", err)
 		local.Close()
 		return
 	}
-	streams.Join(s, local, g.log.Info)
+	streams.Join(st, local, log.Info)
 }
 
 // close closes every listener; none opens after it.

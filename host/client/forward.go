@@ -26,6 +26,9 @@ const ForwardWindow = 256 << 10
 type Forwarder struct {
 	m *streams.Mux
 
+	agent       func() (net.Conn, error) // dials the host's agent, for ForwardAgent
+	agentSocket string
+
 	mu      sync.Mutex
 	nextID  uint32
 	remotes map[uint32]*remote // by Listen id
@@ -41,13 +44,25 @@ type remote struct {
 // user, and returns the Forwarder that opens them. conn is the
 // Forwarder's: Close closes it.
 func Forward(conn io.ReadWriteCloser, software, user string) (*Forwarder, error) {
+	return forward(conn, software, &protocol.Forward{User: user}, nil)
+}
+
+// ForwardAgent is Forward that also asks corkd for an agent socket in the
+// guest, as ssh -A: each connection made to it there is carried to what
+// agent dials on the host. AgentSocket is the socket's path, for the
+// SSH_AUTH_SOCK of a session; it lasts as long as the Forwarder.
+func ForwardAgent(conn io.ReadWriteCloser, software, user string, agent func() (net.Conn, error)) (*Forwarder, error) {
+	return forward(conn, software, &protocol.Forward{User: user, Agent: true}, agent)
+}
+
+func forward(conn io.ReadWriteCloser, software string, req *protocol.Forward, agent func() (net.Conn, error)) (*Forwarder, error) {
 	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
-	fw, err := startForward(r, w, software, user)
+	fw, err := startForward(r, w, software, req)
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
-	f := &Forwarder{remotes: map[uint32]*remote{}}
+	f := &Forwarder{remotes: map[uint32]*remote{}, agent: agent, agentSocket: fw.AgentSocket}
 	f.m = streams.New(conn, r, w, streams.Config{Window: ForwardWindow, MaxStreams: fw.MaxStreams, Odd: true,
 		Accept: f.accept, Control: f.control})
 	go f.m.Run()
@@ -55,7 +70,7 @@ func Forward(conn io.ReadWriteCloser, software, user string) (*Forwarder, error)
 }
 
 // startForward says hello, sends the Forward request and reads its answer.
-func startForward(r *protocol.Reader, w *protocol.Writer, software, user string) (*protocol.Forwarding, error) {
+func startForward(r *protocol.Reader, w *protocol.Writer, software string, req *protocol.Forward) (*protocol.Forwarding, error) {
 	h, err := Hello(r, w, software)
 	if err != nil {
 		return nil, err
@@ -63,7 +78,10 @@ func startForward(r *protocol.Reader, w *protocol.Writer, software, user string)
 	if h.Version < 2 || !slices.Contains(h.Capabilities, protocol.CapForward) {
 		return nil, fmt.Errorf("%s: %w", h.Software, ErrCannotForward)
 	}
-	if err := w.WriteJSON(protocol.TypeForward, &protocol.Forward{User: user}); err != nil {
+	if req.Agent && !slices.Contains(h.Capabilities, protocol.CapForwardAgent) {
+		return nil, fmt.Errorf("%s does not forward the ssh agent: update the corkd in the image (cork bake)", h.Software)
+	}
+	if err := w.WriteJSON(protocol.TypeForward, req); err != nil {
 		return nil, fmt.Errorf("sending the request: %w", err)
 	}
 	t, p, err := r.Next()
@@ -83,6 +101,9 @@ func startForward(r *protocol.Reader, w *protocol.Writer, software, user string)
 	}
 	if fw.MaxStreams < 1 {
 		return nil, fmt.Errorf("corkd allows %d streams per connection", fw.MaxStreams)
+	}
+	if req.Agent && fw.AgentSocket == "" {
+		return nil, errors.New("corkd answered the request for agent forwarding with no socket")
 	}
 	return &fw, nil
 }
@@ -169,6 +190,12 @@ func (f *Forwarder) control(t protocol.Type, p []byte) error {
 // forward goes. The guest names only which listener: it never chooses
 // what the host connects to.
 func (f *Forwarder) accept(network uint8, address string) (io.ReadWriteCloser, error) {
+	if network == protocol.NetAgent {
+		if f.agent == nil {
+			return nil, errors.New("cork was not asked to forward the ssh agent (cork exec -A)")
+		}
+		return f.agent()
+	}
 	id, err := strconv.ParseUint(address, 10, 32)
 	if network != protocol.NetListener || err != nil {
 		return nil, errors.New("cork connects only for the guest listeners it asked for")
@@ -181,6 +208,9 @@ func (f *Forwarder) accept(network uint8, address string) (io.ReadWriteCloser, e
 	}
 	return rm.dial()
 }
+
+// AgentSocket is the agent socket's path in the guest, after ForwardAgent.
+func (f *Forwarder) AgentSocket() string { return f.agentSocket }
 
 // Done is closed when the connection to corkd has ended; Err then says why.
 func (f *Forwarder) Done() <-chan struct{} { return f.m.Done() }
