@@ -69,6 +69,7 @@
 //	0x88  StreamClose    both      binary: id (CapForward)
 //	0x89  Listen     host->guest   JSON Listen (CapForward, --forwarding=all)
 //	0x8a  Listening  guest->host   JSON Listening, the answer to Listen (CapForward)
+//	0x8b  Ports      guest->host   JSON Ports, the guest's listening ports (CapForwardWatch)
 //
 // # A session
 //
@@ -288,8 +289,17 @@
 // Listening with the address it listens on, or with Error set, and
 // then opens a stream (network 3, the Listen's id) for each connection
 // it accepts there. A guest keeps at most 16 listeners per connection;
-// they close when the connection ends. Listen, Listening and the stream
-// frames are the frames that may follow Forwarding.
+// they close when the connection ends. Listen, Listening, Ports and the
+// stream frames are the frames that may follow Forwarding.
+//
+// Following the guest's listeners (CapForwardWatch), as lima does: after a
+// Forward with Watch set, the guest sends Ports at once and again whenever
+// the set changes: every TCP port that a program listens on, on the
+// loopback address or on every address, each with the loopback address
+// that reaches it (127.0.0.1, or ::1 for a port only IPv6 listens on), at
+// most 1024 of them. A Forward.User other than root is told only of the
+// ports its own uid's sockets listen on. The host decides which to carry
+// and opens streams to them as to any address.
 //
 // Agent forwarding (CapForwardAgent), as ssh -A: a Forward with Agent set
 // asks the guest for an agent socket. The guest makes a new directory,

@@ -20,6 +20,10 @@ const CapForward = "forward"
 // socket whose connections it opens as streams to the host (ssh -A).
 const CapForwardAgent = "forward-agent"
 
+// CapForwardWatch announces Forward.Watch: the guest reports the TCP
+// ports its programs listen on (Ports), as lima's guest agent does.
+const CapForwardWatch = "forward-watch"
+
 // KindForward is an Error refusing a Forward: the agent does not forward
 // (corkd serve --forwarding=none).
 const KindForward = "forward"
@@ -32,6 +36,9 @@ type Forward struct {
 	// ssh -A: each connection made to it becomes a stream the guest
 	// opens to the host (NetAgent), which connects it to its own agent.
 	Agent bool `json:"agent,omitempty"`
+	// Watch asks for Ports frames (CapForwardWatch): the TCP ports that
+	// programs in the guest listen on, sent again whenever they change.
+	Watch bool `json:"watch,omitempty"`
 }
 
 // Validate reports what is wrong with a Forward.
@@ -103,6 +110,22 @@ type Listening struct {
 	Address string `json:"address,omitempty"`
 	Error   string `json:"error,omitempty"`
 }
+
+// Ports reports the TCP ports programs in the guest listen on, on its
+// loopback or on every address, each with the loopback address that
+// reaches it; a guest sends the whole set each time.
+type Ports struct {
+	Ports []Port `json:"ports"`
+}
+
+// Port is one listening port of a Ports report.
+type Port struct {
+	Port uint16 `json:"port"`
+	Host string `json:"host"` // 127.0.0.1 or ::1
+}
+
+// MaxPorts bounds the ports of one Ports report.
+const MaxPorts = 1024
 
 // MaxListens bounds the Listens a guest keeps for one connection.
 const MaxListens = 16

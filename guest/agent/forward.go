@@ -120,6 +120,9 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 	if agent != nil {
 		go agent.serve(m)
 	}
+	if req.Watch {
+		go watchPorts(m, acct, log)
+	}
 	err := m.Run()
 	log.Info("forwarding ended", "err", err)
 }

@@ -32,6 +32,12 @@ type Forwarder struct {
 	mu      sync.Mutex
 	nextID  uint32
 	remotes map[uint32]*remote // by Listen id
+
+	// ports is corkd's latest Ports report not yet taken by WatchPorts's
+	// goroutine, which portsReady wakes: a report replaces one pending,
+	// and corkd's reader never waits for cork's listeners.
+	ports      *protocol.Ports
+	portsReady chan struct{}
 }
 
 // remote is a guest listener cork asked for (a remote forward).
@@ -45,6 +51,12 @@ type remote struct {
 // Forwarder's: Close closes it.
 func Forward(conn io.ReadWriteCloser, software, user string) (*Forwarder, error) {
 	return forward(conn, software, &protocol.Forward{User: user}, nil)
+}
+
+// ForwardWatching is Forward that also asks corkd for the guest's
+// listening ports (cork forward --auto): WatchPorts takes them.
+func ForwardWatching(conn io.ReadWriteCloser, software, user string) (*Forwarder, error) {
+	return forward(conn, software, &protocol.Forward{User: user, Watch: true}, nil)
 }
 
 // ForwardAgent is Forward that also asks corkd for an agent socket in the
@@ -62,7 +74,7 @@ func forward(conn io.ReadWriteCloser, software string, req *protocol.Forward, ag
 		conn.Close()
 		return nil, err
 	}
-	f := &Forwarder{remotes: map[uint32]*remote{}, agent: agent, agentSocket: fw.AgentSocket}
+	f := &Forwarder{remotes: map[uint32]*remote{}, agent: agent, agentSocket: fw.AgentSocket, portsReady: make(chan struct{}, 1)}
 	f.m = streams.New(conn, r, w, streams.Config{Window: ForwardWindow, MaxStreams: fw.MaxStreams, Odd: true,
 		Accept: f.accept, Control: f.control})
 	go f.m.Run()
@@ -77,6 +89,9 @@ func startForward(r *protocol.Reader, w *protocol.Writer, software string, req *
 	}
 	if h.Version < 2 || !slices.Contains(h.Capabilities, protocol.CapForward) {
 		return nil, fmt.Errorf("%s: %w", h.Software, ErrCannotForward)
+	}
+	if req.Watch && !slices.Contains(h.Capabilities, protocol.CapForwardWatch) {
+		return nil, fmt.Errorf("%s does not report the guest's listening ports: update the corkd in the image (cork bake)", h.Software)
 	}
 	if req.Agent && !slices.Contains(h.Capabilities, protocol.CapForwardAgent) {
 		return nil, fmt.Errorf("%s does not forward the ssh agent: update the corkd in the image (cork bake)", h.Software)
@@ -165,6 +180,9 @@ func (f *Forwarder) Listen(port uint16, dial func() (net.Conn, error)) (string, 
 
 // control takes corkd's answers to Listen.
 func (f *Forwarder) control(t protocol.Type, p []byte) error {
+	if t == protocol.TypePorts {
+		return f.portsReport(p)
+	}
 	if t != protocol.TypeListening {
 		return fmt.Errorf("protocol: %s from corkd", t)
 	}
@@ -207,6 +225,48 @@ func (f *Forwarder) accept(network uint8, address string) (io.ReadWriteCloser, e
 		return nil, fmt.Errorf("cork asked for no guest listener %d", id)
 	}
 	return rm.dial()
+}
+
+// portsReport keeps corkd's latest Ports for WatchPorts.
+func (f *Forwarder) portsReport(p []byte) error {
+	var ports protocol.Ports
+	if err := protocol.Decode(protocol.TypePorts, p, &ports); err != nil {
+		return err
+	}
+	if len(ports.Ports) > protocol.MaxPorts {
+		return fmt.Errorf("protocol: corkd reported %d ports, more than %d", len(ports.Ports), protocol.MaxPorts)
+	}
+	f.mu.Lock()
+	f.ports = &ports
+	f.mu.Unlock()
+	select {
+	case f.portsReady <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// WatchPorts calls fn with the guest's listening ports, after
+// ForwardWatching: the latest report at once if there is one, then each
+// later one, in order, from one goroutine, until the connection ends. A
+// report that comes while fn runs replaces any still waiting.
+func (f *Forwarder) WatchPorts(fn func([]protocol.Port)) {
+	go func() {
+		for {
+			select {
+			case <-f.portsReady:
+			case <-f.m.Done():
+				return
+			}
+			f.mu.Lock()
+			ports := f.ports
+			f.ports = nil
+			f.mu.Unlock()
+			if ports != nil {
+				fn(ports.Ports)
+			}
+		}
+	}()
 }
 
 // AgentSocket is the agent socket's path in the guest, after ForwardAgent.

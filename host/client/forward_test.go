@@ -67,3 +67,34 @@ func TestForwardHostConnectsOnlyWhereItChose(t *testing.T) {
 		}
 	}
 }
+
+// Reports that come before WatchPorts, or while its function runs, give
+// way to the latest: cork's listeners follow the guest's current ports,
+// and corkd's reader never waits for them.
+func TestWatchPortsLatestWins(t *testing.T) {
+	sent := make(chan struct{})
+	fw := fakeForwardingAgent(t, func(r *protocol.Reader, w *protocol.Writer) {
+		w.WriteJSON(protocol.TypePorts, &protocol.Ports{Ports: []protocol.Port{{Port: 3000, Host: "127.0.0.1"}}})
+		w.WriteJSON(protocol.TypePorts, &protocol.Ports{Ports: []protocol.Port{{Port: 5173, Host: "::1"}}})
+		// The refusal of a stream opened after them: both were read.
+		w.WriteFramed(protocol.AppendStream(nil, protocol.TypeStreamOpen, &protocol.StreamFrame{ID: 2, Window: 1024, Network: protocol.NetTCP, Address: "127.0.0.1:22"}))
+		r.Next()
+		close(sent)
+		r.Next()
+	})
+	select {
+	case <-sent:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the fake agent's reports were not read within 10s")
+	}
+	got := make(chan []protocol.Port, 2)
+	fw.WatchPorts(func(p []protocol.Port) { got <- p })
+	select {
+	case p := <-got:
+		if len(p) != 1 || p[0].Port != 5173 || p[0].Host != "::1" {
+			t.Fatalf("first report taken: %v, want the latest", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no report within 10s")
+	}
+}
