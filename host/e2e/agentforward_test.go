@@ -179,6 +179,14 @@ while [ ! -e %s ]; do sleep 0.05; done`, w.port, w.user, release)
 		_, err := os.Lstat(filepath.Dir(sock))
 		return os.IsNotExist(err)
 	})
+
+	// In-band, through the smolvm stand-in: the agent's connection is a
+	// second smolvm machine exec beside the session's.
+	machine := exec.Command(bin.Cork, machineExec("-A", "-u", w.user, "--", "ssh-add", "-l")...)
+	machine.Env = cmd.Env
+	if out, err := machine.CombinedOutput(); err != nil || !strings.Contains(string(out), w.fingerprint) {
+		t.Fatalf("--machine -A: %v: %s", err, out)
+	}
 }
 
 // Without an agent on the host, -A says so instead of starting a session
