@@ -312,5 +312,12 @@
 // connects to its own agent. The socket and its directory go when the
 // forwarding connection ends: a host keeps that connection for as long
 // as the session it serves. A guest that cannot make the socket answers
-// an Error of kind "forward".
+// an Error of kind "forward". For a kept session the host attaches to
+// again, Forward.AgentSession names it (as Attach.Session does, with the
+// same rule on who may reach it, and an Error of kind "session" when the
+// peer may not): the guest makes the directory and the socket again at
+// the path the session's SSH_AUTH_SOCK names, as the session's user,
+// provided that path is one it makes (a cork-agent- directory of the
+// guest's temporary directory) and that a directory already there is the
+// user's alone.
 package protocol

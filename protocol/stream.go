@@ -36,6 +36,11 @@ type Forward struct {
 	// ssh -A: each connection made to it becomes a stream the guest
 	// opens to the host (NetAgent), which connects it to its own agent.
 	Agent bool `json:"agent,omitempty"`
+	// AgentSession, with Agent, names a kept session (an id or a name)
+	// whose SSH_AUTH_SOCK is an agent socket corkd made for it before:
+	// the socket is made again there, as the session's user (cork
+	// attach -A). User is then the session's.
+	AgentSession string `json:"agent_session,omitempty"`
 	// Watch asks for Ports frames (CapForwardWatch): the TCP ports that
 	// programs in the guest listen on, sent again whenever they change.
 	Watch bool `json:"watch,omitempty"`

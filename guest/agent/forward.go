@@ -80,7 +80,12 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 		hs.refuse(protocol.KindForward, "corkd does not forward ports or sockets (corkd serve --forwarding=none)")
 		return
 	}
-	acct, perr := s.account(req.User, peer)
+	user, agentPath, perr := s.agentSession(&req, peer)
+	if perr != nil {
+		hs.refuse(perr.Kind, perr.Message)
+		return
+	}
+	acct, perr := s.account(user, peer)
 	if perr != nil {
 		hs.refuse(perr.Kind, perr.Message)
 		return
@@ -95,7 +100,7 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 	var agent *agentSocket
 	if req.Agent {
 		var err error
-		if agent, err = makeAgentSocket(s, acct, log); err != nil {
+		if agent, err = makeAgentSocket(s, acct, log, agentPath); err != nil {
 			hs.refuse(protocol.KindForward, err.Error())
 			return
 		}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -24,6 +25,7 @@ type agentSocket struct {
 	log  *slog.Logger
 	dir  string
 	path string
+	ino  uint64 // the socket's inode: a later client's socket at path is not removed
 	l    *net.UnixListener
 }
 
@@ -44,18 +46,48 @@ func asUser(acct *account.Account, fn func() error) error {
 	return <-done
 }
 
-// makeAgentSocket makes a fresh directory in the guest's temporary
-// directory and listens in it, both as acct: mkdir(2) makes a new entry or
-// fails, so nothing planted beforehand is followed, and the directory
-// (0700) keeps other users away from the socket.
-func makeAgentSocket(srv *Server, acct *account.Account, log *slog.Logger) (*agentSocket, error) {
+// agentSession resolves a Forward's user and, for cork attach -A, the
+// agent socket's path: the SSH_AUTH_SOCK of the kept session it names,
+// which runs as the session's user. The peer reaches the session as
+// Attach does.
+func (s *Server) agentSession(req *protocol.Forward, peer Peer) (user, path string, perr *protocol.Error) {
+	if !req.Agent || req.AgentSession == "" {
+		return req.User, "", nil
+	}
+	ss := s.kept.find(req.AgentSession, peer)
+	if ss == nil {
+		return "", "", &protocol.Error{Kind: protocol.KindSession, Message: noSuchSession(req.AgentSession)}
+	}
+	path = lookupEnv(ss.cmd.Env, "SSH_AUTH_SOCK")
+	if !isAgentPath(path) {
+		return "", "", &protocol.Error{Kind: protocol.KindForward,
+			Message: fmt.Sprintf("session %s has no agent socket of corkd's (start it with cork exec -A)", req.AgentSession)}
+	}
+	return ss.user, path, nil
+}
+
+// isAgentPath reports whether path is where makeAgentSocket puts sockets:
+// only there does corkd make one again.
+func isAgentPath(path string) bool {
+	dir := filepath.Dir(path)
+	return filepath.IsAbs(path) && filepath.Base(path) == "agent" &&
+		filepath.Dir(dir) == filepath.Clean(os.TempDir()) && strings.HasPrefix(filepath.Base(dir), "cork-agent-")
+}
+
+// makeAgentSocket listens in a directory of acct's alone, as acct: a fresh
+// one in the guest's temporary directory, or the one of path (cork attach
+// -A). mkdir(2) makes a new entry or fails, so nothing planted beforehand
+// is followed, and the directory (0700) keeps other users away from the
+// socket.
+func makeAgentSocket(srv *Server, acct *account.Account, log *slog.Logger, path string) (*agentSocket, error) {
 	a := &agentSocket{srv: srv, acct: acct, log: log}
 	err := asUser(acct, func() error {
-		dir, err := os.MkdirTemp(os.TempDir(), "cork-agent-")
+		dir, err := agentDir(acct, path)
 		if err != nil {
 			return err
 		}
 		path := filepath.Join(dir, "agent")
+		os.Remove(path) // one left by an earlier client: the user's to remove
 		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 		if err != nil {
 			os.Remove(dir)
@@ -65,12 +97,37 @@ func makeAgentSocket(srv *Server, acct *account.Account, log *slog.Logger) (*age
 		// user's: remove does it, as the user.
 		l.SetUnlinkOnClose(false)
 		a.dir, a.path, a.l = dir, path, l
+		var st unix.Stat_t
+		if err := unix.Lstat(path, &st); err == nil {
+			a.ino = st.Ino
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("making the agent socket for %s: %w", acct.Name, err)
 	}
 	return a, nil
+}
+
+// agentDir makes the socket's directory, as the user: a fresh one, or
+// path's again. A directory already at path's must be acct's, mode 0700:
+// another user may have taken the name, and gets nothing from it.
+func agentDir(acct *account.Account, path string) (string, error) {
+	if path == "" {
+		return os.MkdirTemp(os.TempDir(), "cork-agent-")
+	}
+	dir := filepath.Dir(path)
+	if err := os.Mkdir(dir, 0o700); err != nil && !os.IsExist(err) {
+		return "", err
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return "", err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != acct.UID || st.Mode&0o077 != 0 {
+		return "", fmt.Errorf("%s is not a directory of %s's alone", dir, acct.Name)
+	}
+	return dir, nil
 }
 
 // serve opens a stream to the host on m for each connection to the
@@ -115,6 +172,10 @@ func peerUID(c *net.UnixConn) (uint32, error) {
 func (a *agentSocket) close() {
 	a.l.Close()
 	err := asUser(a.acct, func() error {
+		var st unix.Stat_t
+		if unix.Lstat(a.path, &st) == nil && st.Ino != a.ino {
+			return nil // a later cork attach -A's socket
+		}
 		if err := os.Remove(a.path); err != nil && !os.IsNotExist(err) {
 			return err
 		}

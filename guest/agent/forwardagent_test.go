@@ -214,3 +214,77 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// cork attach -A: the kept session's SSH_AUTH_SOCK, removed when cork exec
+// -A's connection went, works again, at the same path, for whoever may
+// attach to the session; a directory another user put at its name is not
+// used.
+func TestForwardAgentAgainForAKeptSession(t *testing.T) {
+	requireRoot(t)
+	srv := newServer(t, agent.Config{})
+	h := startHostAgent(t)
+	first, err := client.ForwardAgent(connect(t, srv), "test", "nobody", h.dial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := first.AgentSocket()
+	p := dial(t, srv, -1)
+	ex := keep("agented", "sleep", "60")
+	ex.User, ex.Env = "nobody", []string{"SSH_AUTH_SOCK=" + sock}
+	p.Exec(ex)
+	first.Close()
+	waitFor(t, "the first socket removed", 10*time.Second, func() bool {
+		_, err := os.Lstat(filepath.Dir(sock))
+		return os.IsNotExist(err)
+	})
+
+	// Another uid may not reach the session, nor learn its socket.
+	confined := connectAs(t, srv, func(c net.Conn) net.Conn { return peerConn{Conn: c, uid: 1234} })
+	if _, err := client.ForwardAgentTo(confined, "test", "agented", h.dial); err == nil || !strings.Contains(err.Error(), "no such session") {
+		t.Fatalf("uid 1234: %v", err)
+	}
+	again, err := client.ForwardAgentTo(connect(t, srv), "test", "agented", h.dial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.AgentSocket() != sock {
+		t.Fatalf("socket made again at %s, want %s", again.AgentSocket(), sock)
+	}
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := askAgent(t, c, "again"); got != "agent:again" {
+		t.Fatalf("through the socket made again: %q", got)
+	}
+	// A second attach -A takes the socket over; the first one's end
+	// leaves it alone.
+	third, err := client.ForwardAgentTo(connect(t, srv), "test", "agented", h.dial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := srv.Active()
+	again.Close()
+	waitFor(t, "the first attach's forwarding to end", 10*time.Second, func() bool { return srv.Active() < before })
+	c, err = net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("after the first attach -A ended: %v", err)
+	}
+	if got := askAgent(t, c, "third"); got != "agent:third" {
+		t.Fatalf("through the second attach's socket: %q", got)
+	}
+	third.Close()
+	waitFor(t, "the second socket removed", 10*time.Second, func() bool {
+		_, err := os.Lstat(filepath.Dir(sock))
+		return os.IsNotExist(err)
+	})
+
+	// A directory of root's at the name: corkd will not use it for nobody.
+	if err := os.Mkdir(filepath.Dir(sock), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(filepath.Dir(sock))
+	if _, err := client.ForwardAgentTo(connect(t, srv), "test", "agented", h.dial); err == nil || !strings.Contains(err.Error(), "not a directory of nobody's alone") {
+		t.Fatalf("a directory of root's at the socket's: %v", err)
+	}
+}

@@ -230,7 +230,7 @@ func execMain(args []string) int {
 		}
 	}
 	if f.sshAgent {
-		sock, stop, err := forwardAgent(&f.target, f.user)
+		sock, stop, err := forwardAgent(&f.target, f.user, "")
 		if err != nil {
 			return fail("exec -A: %v", err)
 		}

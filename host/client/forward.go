@@ -67,6 +67,13 @@ func ForwardAgent(conn io.ReadWriteCloser, software, user string, agent func() (
 	return forward(conn, software, &protocol.Forward{User: user, Agent: true}, agent)
 }
 
+// ForwardAgentTo is ForwardAgent for the kept session named session (an
+// id or a name) that cork exec -A started (cork attach -A): corkd makes
+// the socket again where the session's SSH_AUTH_SOCK says.
+func ForwardAgentTo(conn io.ReadWriteCloser, software, session string, agent func() (net.Conn, error)) (*Forwarder, error) {
+	return forward(conn, software, &protocol.Forward{Agent: true, AgentSession: session}, agent)
+}
+
 func forward(conn io.ReadWriteCloser, software string, req *protocol.Forward, agent func() (net.Conn, error)) (*Forwarder, error) {
 	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
 	fw, err := startForward(r, w, software, req)

@@ -8,10 +8,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/corkvm/cork/host/e2e/harness"
+	"github.com/corkvm/cork/host/e2e/termtest"
 )
 
 // cork exec -A with the real tools: an ssh-agent on the host holding a
@@ -199,4 +201,29 @@ func TestExecForwardAgentWithoutAgent(t *testing.T) {
 	if code := exitCode(err); code != 125 || !strings.Contains(string(out), "SSH_AUTH_SOCK is not set") {
 		t.Fatalf("exit %d: %s", code, out)
 	}
+}
+
+// cork attach -A gives a kept session started with cork exec -A its agent
+// back, at the SSH_AUTH_SOCK it started with, after the first cork died.
+func TestAttachForwardAgent(t *testing.T) {
+	w := newSSHWorld(t)
+	a := startAgent(t)
+	t.Setenv("SSH_AUTH_SOCK", w.agentSock)
+	name := fmt.Sprintf("agented%d", time.Now().UnixNano()%1e6)
+	release := filepath.Join(w.dir, "home", "go")
+	script := fmt.Sprintf(`echo "sock=$SSH_AUTH_SOCK"; while [ ! -e %s ]; do sleep 0.05; done; ssh-add -l; sleep 600`, release)
+	first := termtest.Start(t, 24, 100, bin.Cork, corkExec(a, "-t", "--keep", "--name", name, "-A", "-u", w.user, "--", "sh", "-c", script)...)
+	line := first.WaitLine(t, "the session's SSH_AUTH_SOCK", func(l string) bool { return strings.HasPrefix(l, "sock=/") })
+	sock := strings.TrimPrefix(line, "sock=")
+	syscall.Kill(first.Pid(), syscall.SIGKILL)
+	t.Cleanup(func() { exec.Command(bin.Cork, "kill", "--connect", a.url, "--signal", "KILL", name).Run() })
+	waitUntil(t, "the agent socket removed with the first cork", func() bool {
+		_, err := os.Lstat(filepath.Dir(sock))
+		return os.IsNotExist(err)
+	})
+
+	again := termtest.Start(t, 24, 100, bin.Cork, "attach", "--connect", a.url, "-A", name)
+	waitUntil(t, "the socket made again", func() bool { _, err := os.Lstat(sock); return err == nil })
+	os.WriteFile(release, nil, 0o644)
+	again.WaitLine(t, "ssh-add -l listing the host's key", func(l string) bool { return strings.Contains(l, w.fingerprint) })
 }
