@@ -133,18 +133,14 @@ func agentDir(acct *account.Account, path string) (string, error) {
 // serve opens a stream to the host on m for each connection to the
 // socket, until close.
 func (a *agentSocket) serve(m *streams.Mux) {
-	for {
-		c, err := a.l.AcceptUnix()
-		if err != nil {
-			return
-		}
-		if uid, err := peerUID(c); err != nil || (uid != a.acct.UID && uid != 0) {
+	acceptEach(a.l, a.log, func(c net.Conn) {
+		if uid, err := peerUID(c.(*net.UnixConn)); err != nil || (uid != a.acct.UID && uid != 0) {
 			a.log.Warn("agent socket: connection from another user refused", "uid", uid, "err", err)
 			c.Close()
-			continue
+			return
 		}
 		go a.srv.carryToHost(m, a.acct, a.log, c, protocol.NetAgent, a.path)
-	}
+	})
 }
 
 // peerUID is the uid of the process that connected c (SO_PEERCRED).

@@ -1,11 +1,13 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/corkvm/cork/guest/account"
 	"github.com/corkvm/cork/protocol"
@@ -75,12 +77,28 @@ func (g *guestListeners) listen(req *protocol.Listen) (string, error) {
 
 // serve opens a stream to the host for each connection l accepts.
 func (g *guestListeners) serve(l net.Listener, id uint32) {
+	acceptEach(l, g.log, func(c net.Conn) { go g.carry(c, id) })
+}
+
+// acceptEach calls handle for each connection l accepts, until l is
+// closed. A failed accept (out of file descriptors) is tried again after
+// a pause that doubles from 5 ms to a second, as net/http's Server does:
+// a burst of connections must not end a listener for good.
+func acceptEach(l net.Listener, log *slog.Logger, handle func(net.Conn)) {
+	var pause time.Duration
 	for {
 		c, err := l.Accept()
 		if err != nil {
-			return
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			log.Warn("accepting a connection failed; trying again", "err", err, "pause", pause)
+			time.Sleep(pause)
+			continue
 		}
-		go g.carry(c, id)
+		pause = 0
+		handle(c)
 	}
 }
 
