@@ -70,10 +70,10 @@ vm-demo: vm-image bin/linux-amd64/cork
 
 # bench measures resize latency, throughput, start-up and footprint, side
 # by side with the floor and the fork-per-resize workaround; the README's
-# table is its output.
+# table is its output. BENCH_FLAGS=-only=forward runs one section.
 .PHONY: bench
 bench:
-	$(GO) run ./host/e2e/bench -v
+	$(GO) run ./host/e2e/bench -v $(BENCH_FLAGS)
 
 # fuzz runs every fuzz target of the protocol for FUZZTIME each. A count
 # (Nx), not a duration: with a duration Go 1.26's fuzzing coordinator can

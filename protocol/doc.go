@@ -69,6 +69,7 @@
 //	0x88  StreamClose    both      binary: id (CapForward)
 //	0x89  Listen     host->guest   JSON Listen (CapForward, --forwarding=all)
 //	0x8a  Listening  guest->host   JSON Listening, the answer to Listen (CapForward)
+//	0x8b  Ports      guest->host   JSON Ports, the guest's listening ports (CapForwardWatch)
 //
 // # A session
 //
@@ -274,7 +275,8 @@
 // (address host:port), 2 a unix socket (address its path), 3 a connection
 // to one of the opener's listeners (address the id of the Listen that
 // made it, in decimal: the other side connects where it chose when it
-// asked, and refuses any id it did not ask for); the address
+// asked, and refuses any id it did not ask for), 4 a connection to the
+// guest's agent socket (below), which only the guest opens; the address
 // has 1 to 4096 bytes and no NUL. The other side answers StreamOpened
 // once it has connected, or StreamRefused with why not (the reason is
 // for the user: "dial unix /run/x.sock: permission denied"); a refused
@@ -307,6 +309,35 @@
 // Listening with the address it listens on, or with Error set, and
 // then opens a stream (network 3, the Listen's id) for each connection
 // it accepts there. A guest keeps at most 16 listeners per connection;
-// they close when the connection ends. Listen, Listening and the stream
-// frames are the frames that may follow Forwarding.
+// they close when the connection ends. Listen, Listening, Ports and the
+// stream frames are the frames that may follow Forwarding.
+//
+// Following the guest's listeners (CapForwardWatch), as lima does: after a
+// Forward with Watch set, the guest sends Ports at once and again whenever
+// the set changes: every TCP port that a program listens on, on the
+// loopback address or on every address, each with the loopback address
+// that reaches it (127.0.0.1, or ::1 for a port only IPv6 listens on), at
+// most 1024 of them. A Forward.User other than root is told only of the
+// ports its own uid's sockets listen on. The host decides which to carry
+// and opens streams to them as to any address.
+//
+// Agent forwarding (CapForwardAgent), as ssh -A: a Forward with Agent set
+// asks the guest for an agent socket. The guest makes a new directory,
+// mode 0700 and owned by Forward.User, with a socket in it, and answers
+// its path in Forwarding.AgentSocket; the host puts it in the
+// SSH_AUTH_SOCK of the session it then starts on another connection. A
+// connection to the socket from a process of another uid than the user's
+// or root's is closed unread; each other one becomes a stream the guest
+// opens (network 4, the socket's path as the address), which the host
+// connects to its own agent. The socket and its directory go when the
+// forwarding connection ends: a host keeps that connection for as long
+// as the session it serves. A guest that cannot make the socket answers
+// an Error of kind "forward". For a kept session the host attaches to
+// again, Forward.AgentSession names it (as Attach.Session does, with the
+// same rule on who may reach it, and an Error of kind "session" when the
+// peer may not): the guest makes the directory and the socket again at
+// the path the session's SSH_AUTH_SOCK names, as the session's user,
+// provided that path is one it makes (a cork-agent- directory of the
+// guest's temporary directory) and that a directory already there is the
+// user's alone.
 package protocol

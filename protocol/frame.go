@@ -64,6 +64,7 @@ const (
 	TypeStreamClose   Type = 0x88
 	TypeListen        Type = 0x89
 	TypeListening     Type = 0x8a
+	TypePorts         Type = 0x8b
 )
 
 var typeNames = map[Type]string{
@@ -113,6 +114,7 @@ var typeNames = map[Type]string{
 	TypeStreamClose:   "stream-close",
 	TypeListen:        "listen",
 	TypeListening:     "listening",
+	TypePorts:         "ports",
 }
 
 // Known reports whether t is a frame type of this protocol.

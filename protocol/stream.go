@@ -16,6 +16,14 @@ import (
 // CapForward announces Forward and the stream frames.
 const CapForward = "forward"
 
+// CapForwardAgent announces Forward.Agent: the guest serves an agent
+// socket whose connections it opens as streams to the host (ssh -A).
+const CapForwardAgent = "forward-agent"
+
+// CapForwardWatch announces Forward.Watch: the guest reports the TCP
+// ports its programs listen on (Ports), as lima's guest agent does.
+const CapForwardWatch = "forward-watch"
+
 // KindForward is an Error refusing a Forward: the agent does not forward
 // (corkd serve --forwarding=none).
 const KindForward = "forward"
@@ -24,6 +32,18 @@ const KindForward = "forward"
 // side of each stream runs as User (the same checks as an Exec's user).
 type Forward struct {
 	User string `json:"user,omitempty"`
+	// Agent asks for an agent socket in the guest (CapForwardAgent), as
+	// ssh -A: each connection made to it becomes a stream the guest
+	// opens to the host (NetAgent), which connects it to its own agent.
+	Agent bool `json:"agent,omitempty"`
+	// AgentSession, with Agent, names a kept session (an id or a name)
+	// whose SSH_AUTH_SOCK is an agent socket corkd made for it before:
+	// the socket is made again there, as the session's user (cork
+	// attach -A). User is then the session's.
+	AgentSession string `json:"agent_session,omitempty"`
+	// Watch asks for Ports frames (CapForwardWatch): the TCP ports that
+	// programs in the guest listen on, sent again whenever they change.
+	Watch bool `json:"watch,omitempty"`
 }
 
 // Validate reports what is wrong with a Forward.
@@ -38,6 +58,9 @@ func (f *Forward) Validate() error {
 // streams, at most MaxStreams open at once.
 type Forwarding struct {
 	MaxStreams int `json:"max_streams"`
+	// AgentSocket is the agent socket's path in the guest, when
+	// Forward.Agent asked for one: the session's SSH_AUTH_SOCK.
+	AgentSocket string `json:"agent_socket,omitempty"`
 }
 
 // Limits on stream frames.
@@ -62,6 +85,10 @@ const (
 	// decimal. The other side connects where it decided when it asked,
 	// never where the opener says.
 	NetListener = 3
+	// NetAgent is a connection to the agent socket the guest made for
+	// Forward.Agent: the other side connects to its own agent, and
+	// Address (the socket's path in the guest) only names it.
+	NetAgent = 4
 )
 
 // Listen asks the guest, on a connection that carries streams and with
@@ -88,6 +115,22 @@ type Listening struct {
 	Address string `json:"address,omitempty"`
 	Error   string `json:"error,omitempty"`
 }
+
+// Ports reports the TCP ports programs in the guest listen on, on its
+// loopback or on every address, each with the loopback address that
+// reaches it; a guest sends the whole set each time.
+type Ports struct {
+	Ports []Port `json:"ports"`
+}
+
+// Port is one listening port of a Ports report.
+type Port struct {
+	Port uint16 `json:"port"`
+	Host string `json:"host"` // 127.0.0.1 or ::1
+}
+
+// MaxPorts bounds the ports of one Ports report.
+const MaxPorts = 1024
 
 // MaxListens bounds the Listens a guest keeps for one connection.
 const MaxListens = 16
@@ -193,8 +236,8 @@ func decodeOpen(f *StreamFrame, p []byte) error {
 	if err := checkWindow(TypeStreamOpen, f.Window); err != nil {
 		return err
 	}
-	if f.Network < NetTCP || f.Network > NetListener {
-		return fmt.Errorf("protocol: %s names network %d; 1 (tcp), 2 (unix) and 3 (a listener) are known", TypeStreamOpen, f.Network)
+	if f.Network < NetTCP || f.Network > NetAgent {
+		return fmt.Errorf("protocol: %s names network %d; 1 (tcp), 2 (unix), 3 (a listener) and 4 (the agent) are known", TypeStreamOpen, f.Network)
 	}
 	if n != len(p) || n == 0 || n > MaxStreamAddress {
 		return fmt.Errorf("protocol: %s address of %d bytes with %d present; 1 to %d are allowed", TypeStreamOpen, n, len(p), MaxStreamAddress)

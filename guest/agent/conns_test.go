@@ -251,8 +251,13 @@ func TestShutdownFindsSessionsStartingMeanwhile(t *testing.T) {
 			if syscall.Kill(pid, 0) == nil {
 				t.Fatalf("program %d, started as Shutdown began, still runs after it returned", pid)
 			}
-			if exit := <-exited; exit.Signal != "KILL" {
-				t.Fatalf("exit %+v, want killed by SIGKILL", exit)
+			select {
+			case exit := <-exited:
+				if exit.Signal != "KILL" {
+					t.Fatalf("exit %+v, want killed by SIGKILL", exit)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("the client got no Exit")
 			}
 		})
 	}

@@ -86,7 +86,12 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 		hs.refuse(protocol.KindForward, "corkd does not forward ports or sockets (corkd serve --forwarding=none)")
 		return
 	}
-	acct, perr := s.account(req.User, peer)
+	user, agentPath, perr := s.agentSession(&req, peer)
+	if perr != nil {
+		hs.refuse(perr.Kind, perr.Message)
+		return
+	}
+	acct, perr := s.account(user, peer)
 	if perr != nil {
 		hs.refuse(perr.Kind, perr.Message)
 		return
@@ -97,10 +102,21 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 	defer s.sessionEnded()
 	log := s.log.With("forward", newSessionID(), "user", acct.Name)
 	fc := &s.cfg.Forward
-	if hs.w.WriteJSON(protocol.TypeForwarding, &protocol.Forwarding{MaxStreams: fc.MaxStreamsPerConn}) != nil {
+	answer := &protocol.Forwarding{MaxStreams: fc.MaxStreamsPerConn}
+	var agent *agentSocket
+	if req.Agent {
+		var err error
+		if agent, err = makeAgentSocket(s, acct, log, agentPath); err != nil {
+			hs.refuse(protocol.KindForward, err.Error())
+			return
+		}
+		defer agent.close()
+		answer.AgentSocket = agent.path
+	}
+	if hs.w.WriteJSON(protocol.TypeForwarding, answer) != nil {
 		return
 	}
-	log.Info("forwarding", "uid", acct.UID)
+	log.Info("forwarding", "uid", acct.UID, "agent", answer.AgentSocket)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel() // a dial still waiting ends with the connection
 	listeners := &guestListeners{srv: s, acct: acct, warn: s.limitLog(log.Warn, acct.UID), info: s.limitLog(log.Info, acct.UID)}
@@ -114,6 +130,12 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 		Log:     listeners.info,
 	})
 	listeners.m = m
+	if agent != nil {
+		go agent.serve(m)
+	}
+	if req.Watch {
+		go watchPorts(m, acct, log)
+	}
 	err := m.Run()
 	log.Info("forwarding ended", "err", err)
 }

@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/corkvm/cork/guest/account"
 	"github.com/corkvm/cork/protocol"
@@ -74,31 +76,54 @@ func (g *guestListeners) listen(req *protocol.Listen) (string, error) {
 
 // serve opens a stream to the host for each connection l accepts.
 func (g *guestListeners) serve(l net.Listener, id uint32) {
+	acceptEach(l, g.warn, func(c net.Conn) { go g.carry(c, id) })
+}
+
+// acceptEach calls handle for each connection l accepts, until l is
+// closed. A failed accept (out of file descriptors) is tried again after
+// a pause that doubles from 5 ms to a second, as net/http's Server does:
+// a burst of connections must not end a listener for good.
+func acceptEach(l net.Listener, warn func(string, ...any), handle func(net.Conn)) {
+	var pause time.Duration
 	for {
 		c, err := l.Accept()
 		if err != nil {
-			return
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			warn("accepting a connection failed; trying again", "err", err, "pause", pause)
+			time.Sleep(pause)
+			continue
 		}
-		go g.carry(c, id)
+		pause = 0
+		handle(c)
 	}
 }
 
 func (g *guestListeners) carry(c net.Conn, id uint32) {
-	release, err := g.srv.streamsPerUID.take(g.acct.UID, g.srv.cfg.Forward.MaxStreamsPerUID, g.srv.cfg.Forward.MaxStreams)
+	g.srv.carryToHost(g.m, g.acct, g.warn, g.info, c, protocol.NetListener, strconv.FormatUint(uint64(id), 10))
+}
+
+// carryToHost carries c, a connection made to one of the agent's
+// listeners in the guest, on a stream it opens to the host, counted
+// against acct's streams.
+func (s *Server) carryToHost(m *streams.Mux, acct *account.Account, warn, info func(string, ...any), c net.Conn, network uint8, address string) {
+	release, err := s.streamsPerUID.take(acct.UID, s.cfg.Forward.MaxStreamsPerUID, s.cfg.Forward.MaxStreams)
 	if err != nil {
-		g.warn("connection refused", "listener", id, "err", err)
+		warn("connection refused", "to", address, "err", err)
 		c.Close()
 		return
 	}
-	s, err := g.m.Open(protocol.NetListener, strconv.FormatUint(uint64(id), 10))
+	st, err := m.Open(network, address)
 	if err != nil {
-		g.info("the host did not take a connection", "listener", id, "err", err)
+		info("the host did not take a connection", "to", address, "err", err)
 		release()
 		c.Close()
 		return
 	}
-	s.WhenGone(release)
-	streams.Join(s, c, g.info)
+	st.WhenGone(release)
+	streams.Join(st, c, info)
 }
 
 // close closes every listener; none opens after it.

@@ -276,6 +276,14 @@ wait:
 		case <-ctx.Done():
 			break wait
 		}
+		// A kept session's client gets its Exit from its own feed,
+		// after the session is done: it must have it before the
+		// connection is closed.
+		select {
+		case <-ss.exitGiven():
+		case <-ctx.Done():
+			break wait
+		}
 	}
 	s.conns.closeAdmitted()
 	served := make(chan struct{})

@@ -64,8 +64,9 @@ type session struct {
 	screen     *sessionScreen // kept sessions: the screen, for attach, watchers and peek
 	exited     bool           // the program has exited and its output was read
 	detachedAt time.Time
-	detachGen  int    // counts detaches, so that a stale linger timer does nothing
-	holder     uint64 // counts the clients that held the session: the latest's hold (Attach.Holder)
+	exitClient *client // the client attached when the program exited
+	detachGen  int     // counts detaches, so that a stale linger timer does nothing
+	holder     uint64  // counts the clients that held the session: the latest's hold (Attach.Holder)
 	// The host terminal of the last client that left, and the output
 	// written when it left: that terminal holds the session's history up
 	// to there (an attach from it leaves the scrollback out).
@@ -134,6 +135,20 @@ func (cl *client) leave() {
 		close(cl.gone)
 	})
 }
+
+// exitGiven is closed, once the session has ended, when the client
+// attached at its exit, if any, has left: after its Exit, which a kept
+// session's client gets from its own feed.
+func (ss *session) exitGiven() <-chan struct{} {
+	ss.outMu.Lock()
+	defer ss.outMu.Unlock()
+	if ss.exitClient == nil {
+		return closedChan
+	}
+	return ss.exitClient.gone
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // last writes the last frame the client gets, once.
 func (cl *client) last(t protocol.Type, v any) {
@@ -400,7 +415,7 @@ func (ss *session) finish() {
 	ss.outMu.Lock()
 	ss.exited = true
 	cl := ss.client
-	ss.client = nil
+	ss.client, ss.exitClient = nil, cl
 	ss.attached.Store(false)
 	if cl == nil && ss.detachedAt.IsZero() {
 		ss.detachedAt = time.Now()

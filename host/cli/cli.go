@@ -177,6 +177,7 @@ type execFlags struct {
 	envFiles    []string
 	workdir     string
 	keep        bool
+	sshAgent    bool
 	name        string
 	linger      time.Duration
 	orAttach    bool
@@ -206,6 +207,7 @@ func execMain(args []string) int {
 	fs.StringArrayVarP(&f.env, "env", "e", nil, "set `K=V`; K alone passes the host's value (repeatable)")
 	fs.StringArrayVar(&f.envFiles, "env-file", nil, "read K=V lines from `FILE` (repeatable)")
 	fs.StringVarP(&f.workdir, "workdir", "w", "", "working directory (default: the user's home)")
+	fs.BoolVarP(&f.sshAgent, "forward-agent", "A", false, "carry the host's ssh agent into the session (SSH_AUTH_SOCK), as ssh -A")
 	fs.BoolVar(&f.keep, "keep", false, "keep the session when the connection drops or you detach (needs -t)")
 	fs.StringVar(&f.name, "name", "", "name the kept session (unique among your sessions; default: its id)")
 	fs.DurationVar(&f.linger, "linger", 24*time.Hour, "hang a kept session up after this long detached, and forget it this long after it exits detached (0: never)")
@@ -239,6 +241,14 @@ func execMain(args []string) int {
 		if f.linger == 0 {
 			req.LingerSeconds = -1
 		}
+	}
+	if f.sshAgent {
+		sock, stop, err := forwardAgent(&f.target, f.user, "")
+		if err != nil {
+			return fail("exec -A: %v", err)
+		}
+		defer stop()
+		req.Env = append(req.Env, "SSH_AUTH_SOCK="+sock)
 	}
 	if err := req.Validate(); err != nil {
 		return fail("%v", err)

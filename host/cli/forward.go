@@ -31,6 +31,9 @@ const forwardUsage = `usage: cork forward [flags] LOCAL:REMOTE...
   -R GUESTPORT:HOSTADDR:PORT goes the other way, as ssh -R: corkd listens on
   the guest's loopback (it needs corkd serve --forwarding=all) and cork
   connects to HOSTADDR:PORT on the host for each connection made there.
+  --auto follows the ports the guest's programs listen on (the user's, or
+  everyone's for root), as lima does: each gets the same port on the host
+  when it is free, the next free one otherwise, and goes when it closes.
 `
 
 // remoteSpec is one -R GUESTPORT:HOSTADDR:PORT.
@@ -122,7 +125,12 @@ func forwardMain(args []string) int {
 	var t target
 	var user, address string
 	var remotes []string
+	var auto bool
+	var autoPorts, autoIgnore string
 	fs := pflag.NewFlagSet("cork forward", pflag.ContinueOnError)
+	fs.BoolVar(&auto, "auto", false, "follow the guest's listening TCP ports, as lima does")
+	fs.StringVar(&autoPorts, "auto-ports", "1024-65535", "with --auto, carry only these guest `PORTS` (PORT or FROM-TO, comma-separated)")
+	fs.StringVar(&autoIgnore, "auto-ignore", "", "with --auto, never carry these guest `PORTS`")
 	fs.StringArrayVarP(&remotes, "remote", "R", nil, "listen on `GUESTPORT:HOSTADDR:PORT` in the guest, carried to the host (repeatable)")
 	t.flags(fs)
 	fs.StringVarP(&user, "user", "u", "", "connect in the guest as `NAME|UID` (default: corkd's own user)")
@@ -131,7 +139,7 @@ func forwardMain(args []string) int {
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
-	if fs.NArg() == 0 && len(remotes) == 0 {
+	if fs.NArg() == 0 && len(remotes) == 0 && !auto {
 		fs.Usage()
 		return ExitCorkError
 	}
@@ -151,14 +159,23 @@ func forwardMain(args []string) int {
 		}
 		rspecs = append(rspecs, r)
 	}
+	var af *autoForwards
+	if auto {
+		var err error
+		if af, err = newAutoForwards(address, autoPorts, autoIgnore); err != nil {
+			return fail("%v", err)
+		}
+	} else if fs.Changed("auto-ports") || fs.Changed("auto-ignore") {
+		return fail("forward: --auto-ports and --auto-ignore are rules for --auto: add it")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return runForwards(ctx, &t, user, specs, rspecs)
+	return runForwards(ctx, &t, user, specs, rspecs, af)
 }
 
 // runForwards listens for every spec and carries their connections until
 // ctx ends or the connection to corkd does.
-func runForwards(ctx context.Context, t *target, user string, specs []*forwardSpec, remotes []*remoteSpec) int {
+func runForwards(ctx context.Context, t *target, user string, specs []*forwardSpec, remotes []*remoteSpec, auto *autoForwards) int {
 	var listeners []net.Listener
 	defer func() {
 		for _, l := range listeners {
@@ -179,7 +196,11 @@ func runForwards(ctx context.Context, t *target, user string, specs []*forwardSp
 	// Closing the connection is what ends a wait for corkd's answers (the
 	// hello, the Forward, each Listen) when the operator interrupts it.
 	defer context.AfterFunc(ctx, func() { conn.Close() })()
-	fw, err := client.Forward(conn, "cork "+Version, user)
+	start := client.Forward
+	if auto != nil {
+		start = client.ForwardWatching
+	}
+	fw, err := start(conn, "cork "+Version, user)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fail("forward: interrupted while waiting for corkd")
@@ -188,6 +209,11 @@ func runForwards(ctx context.Context, t *target, user string, specs []*forwardSp
 		return fail("forward: %v", err)
 	}
 	defer fw.Close()
+	if auto != nil {
+		auto.fw = fw
+		defer auto.close()
+		fw.WatchPorts(auto.apply)
+	}
 	for i, f := range specs {
 		l := listeners[i]
 		fmt.Printf("Forwarding from %s -> %s\n", l.Addr(), f.remoteFor)

@@ -106,7 +106,7 @@ func TestForwardInterruptedWhileWaiting(t *testing.T) {
 			defer cancel()
 			done := make(chan int, 1)
 			go func() {
-				done <- runForwards(ctx, &target{connect: url, timeout: 10 * time.Second}, "", nil, []*remoteSpec{{port: 0, host: "127.0.0.1:1"}})
+				done <- runForwards(ctx, &target{connect: url, timeout: 10 * time.Second}, "", nil, []*remoteSpec{{port: 0, host: "127.0.0.1:1"}}, nil)
 			}()
 			<-waiting
 			cancel()
@@ -146,7 +146,7 @@ func TestForwardGuestTextPrintable(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {
-		done <- runForwards(ctx, &target{connect: url, timeout: 10 * time.Second}, "", nil, []*remoteSpec{{port: 0, host: "127.0.0.1:1"}})
+		done <- runForwards(ctx, &target{connect: url, timeout: 10 * time.Second}, "", nil, []*remoteSpec{{port: 0, host: "127.0.0.1:1"}}, nil)
 		pw.Close()
 	}()
 	<-listened
@@ -169,4 +169,21 @@ func TestForwardGuestTextPrintable(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+func TestAutoPortRules(t *testing.T) {
+	a, err := newAutoForwards("127.0.0.1", "1024-65535", "5432,6000-6010")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for port, want := range map[uint16]bool{22: false, 1023: false, 1024: true, 5173: true, 5432: false, 6005: false, 6011: true, 65535: true} {
+		if got := a.rules.allow(port); got != want {
+			t.Errorf("port %d allowed %v, want %v", port, got, want)
+		}
+	}
+	for _, bad := range []string{"", "0", "80-22", "http", "1-70000", "5173,"} {
+		if _, err := newAutoForwards("127.0.0.1", bad, ""); err == nil || !strings.Contains(err.Error(), "--auto-ports") {
+			t.Errorf("--auto-ports %q: %v", bad, err)
+		}
+	}
 }

@@ -21,10 +21,11 @@ import (
 func attachMain(args []string) int {
 	var t target
 	var kf keptFlags
-	readOnly := false
+	readOnly, sshAgent := false, false
 	fs := pflag.NewFlagSet("cork attach", pflag.ContinueOnError)
 	t.flags(fs)
 	kf.flags(fs)
+	fs.BoolVarP(&sshAgent, "forward-agent", "A", false, "carry the host's ssh agent to the session's SSH_AUTH_SOCK again (one cork exec -A made)")
 	fs.BoolVarP(&readOnly, "read-only", "r", false, "watch: see the screen as it changes, send no input, never size the session")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: cork attach [flags] NAME|OWNER/NAME|ID\n%s", fs.FlagUsages())
@@ -32,6 +33,13 @@ func attachMain(args []string) int {
 	ref, code, ok := parseOneSession(fs, args, "attach")
 	if !ok {
 		return code
+	}
+	if sshAgent {
+		_, stop, err := forwardAgent(&t, "", ref)
+		if err != nil {
+			return fail("attach -A: %v", err)
+		}
+		defer stop()
 	}
 	return runSession(&t, &client.Session{Attach: &protocol.Attach{Session: ref, ReadOnly: readOnly}}, kf)
 }

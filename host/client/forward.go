@@ -31,9 +31,18 @@ const MaxForwardStreams = 1024
 type Forwarder struct {
 	m *streams.Mux
 
+	agent       func() (net.Conn, error) // dials the host's agent, for ForwardAgent
+	agentSocket string
+
 	mu      sync.Mutex
 	nextID  uint32
 	remotes map[uint32]*remote // by Listen id
+
+	// ports is corkd's latest Ports report not yet taken by WatchPorts's
+	// goroutine, which portsReady wakes: a report replaces one pending,
+	// and corkd's reader never waits for cork's listeners.
+	ports      *protocol.Ports
+	portsReady chan struct{}
 }
 
 // remote is a guest listener cork asked for (a remote forward).
@@ -46,13 +55,38 @@ type remote struct {
 // user, and returns the Forwarder that opens them. conn is the
 // Forwarder's: Close closes it.
 func Forward(conn io.ReadWriteCloser, software, user string) (*Forwarder, error) {
+	return forward(conn, software, &protocol.Forward{User: user}, nil)
+}
+
+// ForwardWatching is Forward that also asks corkd for the guest's
+// listening ports (cork forward --auto): WatchPorts takes them.
+func ForwardWatching(conn io.ReadWriteCloser, software, user string) (*Forwarder, error) {
+	return forward(conn, software, &protocol.Forward{User: user, Watch: true}, nil)
+}
+
+// ForwardAgent is Forward that also asks corkd for an agent socket in the
+// guest, as ssh -A: each connection made to it there is carried to what
+// agent dials on the host. AgentSocket is the socket's path, for the
+// SSH_AUTH_SOCK of a session; it lasts as long as the Forwarder.
+func ForwardAgent(conn io.ReadWriteCloser, software, user string, agent func() (net.Conn, error)) (*Forwarder, error) {
+	return forward(conn, software, &protocol.Forward{User: user, Agent: true}, agent)
+}
+
+// ForwardAgentTo is ForwardAgent for the kept session named session (an
+// id or a name) that cork exec -A started (cork attach -A): corkd makes
+// the socket again where the session's SSH_AUTH_SOCK says.
+func ForwardAgentTo(conn io.ReadWriteCloser, software, session string, agent func() (net.Conn, error)) (*Forwarder, error) {
+	return forward(conn, software, &protocol.Forward{Agent: true, AgentSession: session}, agent)
+}
+
+func forward(conn io.ReadWriteCloser, software string, req *protocol.Forward, agent func() (net.Conn, error)) (*Forwarder, error) {
 	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
-	fw, err := startForward(r, w, software, user)
+	fw, err := startForward(r, w, software, req)
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
-	f := &Forwarder{remotes: map[uint32]*remote{}}
+	f := &Forwarder{remotes: map[uint32]*remote{}, agent: agent, agentSocket: fw.AgentSocket, portsReady: make(chan struct{}, 1)}
 	f.m = streams.New(conn, r, w, streams.Config{Window: ForwardWindow, MaxStreams: min(fw.MaxStreams, MaxForwardStreams), Odd: true,
 		Accept: f.accept, Control: f.control})
 	go f.m.Run()
@@ -60,7 +94,7 @@ func Forward(conn io.ReadWriteCloser, software, user string) (*Forwarder, error)
 }
 
 // startForward says hello, sends the Forward request and reads its answer.
-func startForward(r *protocol.Reader, w *protocol.Writer, software, user string) (*protocol.Forwarding, error) {
+func startForward(r *protocol.Reader, w *protocol.Writer, software string, req *protocol.Forward) (*protocol.Forwarding, error) {
 	h, err := Hello(r, w, software)
 	if err != nil {
 		return nil, err
@@ -68,7 +102,13 @@ func startForward(r *protocol.Reader, w *protocol.Writer, software, user string)
 	if h.Version < 2 || !slices.Contains(h.Capabilities, protocol.CapForward) {
 		return nil, fmt.Errorf("%s: %w", h.Software, ErrCannotForward)
 	}
-	if err := w.WriteJSON(protocol.TypeForward, &protocol.Forward{User: user}); err != nil {
+	if req.Watch && !slices.Contains(h.Capabilities, protocol.CapForwardWatch) {
+		return nil, fmt.Errorf("%s does not report the guest's listening ports: update the corkd in the image (cork bake)", h.Software)
+	}
+	if req.Agent && !slices.Contains(h.Capabilities, protocol.CapForwardAgent) {
+		return nil, fmt.Errorf("%s does not forward the ssh agent: update the corkd in the image (cork bake)", h.Software)
+	}
+	if err := w.WriteJSON(protocol.TypeForward, req); err != nil {
 		return nil, fmt.Errorf("sending the request: %w", err)
 	}
 	t, p, err := r.Next()
@@ -88,6 +128,9 @@ func startForward(r *protocol.Reader, w *protocol.Writer, software, user string)
 	}
 	if fw.MaxStreams < 1 {
 		return nil, fmt.Errorf("corkd allows %d streams per connection", fw.MaxStreams)
+	}
+	if req.Agent && fw.AgentSocket == "" {
+		return nil, errors.New("corkd answered the request for agent forwarding with no socket")
 	}
 	return &fw, nil
 }
@@ -149,6 +192,9 @@ func (f *Forwarder) Listen(port uint16, dial func() (net.Conn, error)) (string, 
 
 // control takes corkd's answers to Listen.
 func (f *Forwarder) control(t protocol.Type, p []byte) error {
+	if t == protocol.TypePorts {
+		return f.portsReport(p)
+	}
 	if t != protocol.TypeListening {
 		return fmt.Errorf("protocol: %s from corkd", t)
 	}
@@ -174,6 +220,12 @@ func (f *Forwarder) control(t protocol.Type, p []byte) error {
 // forward goes. The guest names only which listener: it never chooses
 // what the host connects to.
 func (f *Forwarder) accept(network uint8, address string) (io.ReadWriteCloser, error) {
+	if network == protocol.NetAgent {
+		if f.agent == nil {
+			return nil, errors.New("cork was not asked to forward the ssh agent (cork exec -A)")
+		}
+		return f.agent()
+	}
 	id, err := strconv.ParseUint(address, 10, 32)
 	if network != protocol.NetListener || err != nil {
 		return nil, errors.New("cork connects only for the guest listeners it asked for")
@@ -186,6 +238,51 @@ func (f *Forwarder) accept(network uint8, address string) (io.ReadWriteCloser, e
 	}
 	return rm.dial()
 }
+
+// portsReport keeps corkd's latest Ports for WatchPorts.
+func (f *Forwarder) portsReport(p []byte) error {
+	var ports protocol.Ports
+	if err := protocol.Decode(protocol.TypePorts, p, &ports); err != nil {
+		return err
+	}
+	if len(ports.Ports) > protocol.MaxPorts {
+		return fmt.Errorf("protocol: corkd reported %d ports, more than %d", len(ports.Ports), protocol.MaxPorts)
+	}
+	f.mu.Lock()
+	f.ports = &ports
+	f.mu.Unlock()
+	select {
+	case f.portsReady <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// WatchPorts calls fn with the guest's listening ports, after
+// ForwardWatching: the latest report at once if there is one, then each
+// later one, in order, from one goroutine, until the connection ends. A
+// report that comes while fn runs replaces any still waiting.
+func (f *Forwarder) WatchPorts(fn func([]protocol.Port)) {
+	go func() {
+		for {
+			select {
+			case <-f.portsReady:
+			case <-f.m.Done():
+				return
+			}
+			f.mu.Lock()
+			ports := f.ports
+			f.ports = nil
+			f.mu.Unlock()
+			if ports != nil {
+				fn(ports.Ports)
+			}
+		}
+	}()
+}
+
+// AgentSocket is the agent socket's path in the guest, after ForwardAgent.
+func (f *Forwarder) AgentSocket() string { return f.agentSocket }
 
 // Done is closed when the connection to corkd has ended; Err then says why.
 func (f *Forwarder) Done() <-chan struct{} { return f.m.Done() }

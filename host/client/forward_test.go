@@ -45,12 +45,13 @@ func fakeAgentAllowing(t *testing.T, maxStreams int, guest func(r *protocol.Read
 // A guest never chooses what the host connects to: a stream it opens
 // naming an address, or a listener cork never asked for, is refused.
 func TestForwardHostConnectsOnlyWhereItChose(t *testing.T) {
-	reasons := make(chan string, 3)
+	reasons := make(chan string, 4)
 	fakeForwardingAgent(t, func(r *protocol.Reader, w *protocol.Writer) {
 		for i, open := range []protocol.StreamFrame{
 			{ID: 2, Window: 1024, Network: protocol.NetTCP, Address: "127.0.0.1:22"},
 			{ID: 4, Window: 1024, Network: protocol.NetUnix, Address: "/run/docker.sock"},
 			{ID: 6, Window: 1024, Network: protocol.NetListener, Address: "7"},
+			{ID: 8, Window: 1024, Network: protocol.NetAgent, Address: "/tmp/cork-agent-1/agent"},
 		} {
 			w.WriteFramed(protocol.AppendStream(nil, protocol.TypeStreamOpen, &open))
 			typ, p, err := r.Next()
@@ -62,10 +63,11 @@ func TestForwardHostConnectsOnlyWhereItChose(t *testing.T) {
 			reasons <- f.Reason
 		}
 	})
-	for range 3 {
+	for range 4 {
 		select {
 		case r := <-reasons:
-			if !strings.Contains(r, "cork connects only for the guest listeners it asked for") && !strings.Contains(r, "asked for no guest listener 7") {
+			if !strings.Contains(r, "cork connects only for the guest listeners it asked for") && !strings.Contains(r, "asked for no guest listener 7") &&
+				!strings.Contains(r, "not asked to forward the ssh agent") {
 				t.Fatalf("refusal %q", r)
 			}
 		case <-time.After(10 * time.Second):
@@ -113,5 +115,36 @@ func TestForwardHostLimitsTheGuestsStreams(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("no answer within 30s")
+	}
+}
+
+// Reports that come before WatchPorts, or while its function runs, give
+// way to the latest: cork's listeners follow the guest's current ports,
+// and corkd's reader never waits for them.
+func TestWatchPortsLatestWins(t *testing.T) {
+	sent := make(chan struct{})
+	fw := fakeForwardingAgent(t, func(r *protocol.Reader, w *protocol.Writer) {
+		w.WriteJSON(protocol.TypePorts, &protocol.Ports{Ports: []protocol.Port{{Port: 3000, Host: "127.0.0.1"}}})
+		w.WriteJSON(protocol.TypePorts, &protocol.Ports{Ports: []protocol.Port{{Port: 5173, Host: "::1"}}})
+		// The refusal of a stream opened after them: both were read.
+		w.WriteFramed(protocol.AppendStream(nil, protocol.TypeStreamOpen, &protocol.StreamFrame{ID: 2, Window: 1024, Network: protocol.NetTCP, Address: "127.0.0.1:22"}))
+		r.Next()
+		close(sent)
+		r.Next()
+	})
+	select {
+	case <-sent:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the fake agent's reports were not read within 10s")
+	}
+	got := make(chan []protocol.Port, 2)
+	fw.WatchPorts(func(p []protocol.Port) { got <- p })
+	select {
+	case p := <-got:
+		if len(p) != 1 || p[0].Port != 5173 || p[0].Host != "::1" {
+			t.Fatalf("first report taken: %v, want the latest", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no report within 10s")
 	}
 }

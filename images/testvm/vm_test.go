@@ -8,12 +8,14 @@
 package testvm
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/md5"
 	"crypto/rand"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -184,7 +186,71 @@ func TestVM(t *testing.T) {
 			t.Fatalf("left on the full disk: %q, %v", left, err)
 		}
 	})
+	t.Run("host/serial-forward-to-guest-listener", func(t *testing.T) { forwardThrough(t, cork, serial) })
 	t.Logf("VM test took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// forwardThrough starts an echo service on the guest's loopback (busybox
+// nc, a cat per connection), carries host connections to it with cork
+// forward over the serial port, and compares what comes back, several
+// connections at once on the one forward.
+func forwardThrough(t *testing.T, cork, serial string) {
+	// 9000 is 0x2328: wait until /proc/net/tcp or tcp6 lists it listening (0A).
+	start := `setsid nc -ll -p 9000 -e cat </dev/null >/dev/null 2>&1 &
+for i in $(seq 200); do grep -q ':2328 0*:0000 0A' /proc/net/tcp /proc/net/tcp6 && exit 0; sleep 0.05; done; echo no listener on 9000; exit 1`
+	if out, err := exec.Command(cork, "exec", "--connect", serial, "-u", "node", "--", "sh", "-c", start).CombinedOutput(); err != nil {
+		t.Fatalf("starting the guest's echo service: %v: %s", err, out)
+	}
+	fw := exec.Command(cork, "forward", "--connect", serial, "0:9000")
+	stderr := &harness.Buffer{}
+	fw.Stderr = stderr
+	stdout, _ := fw.StdoutPipe()
+	if err := fw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	from, _, ok := strings.Cut(strings.TrimPrefix(line, "Forwarding from "), " -> ")
+	if err != nil || !ok {
+		fw.Process.Kill()
+		t.Fatalf("cork forward: %q, %v; stderr: %s", line, err, stderr.String())
+	}
+	began := time.Now()
+	errs := make(chan error, 4)
+	for i := range 4 {
+		go func() { errs <- echoThrough(from, 2<<20, i) }()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	t.Logf("4 connections of 2 MiB each way through cork forward in %v", time.Since(began).Round(time.Millisecond))
+	fw.Process.Signal(syscall.SIGINT)
+	if err := fw.Wait(); err != nil {
+		t.Errorf("cork forward after SIGINT: %v; stderr: %s", err, stderr.String())
+	}
+}
+
+// echoThrough sends n random bytes to addr, half closes, and checks that
+// the same bytes come back.
+func echoThrough(addr string, n, i int) error {
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	msg := make([]byte, n)
+	rand.Read(msg)
+	go func() {
+		c.Write(msg)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(got, msg) {
+		return fmt.Errorf("connection %d: %d bytes back of %d, equal %v, %v", i, len(got), n, bytes.Equal(got, msg), err)
+	}
+	return nil
 }
 
 // copyTreeThrough copies a tree into the guest as node with cork cp, and

@@ -35,7 +35,7 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Log, when set, is told why a stream ended early.
 	Log func(msg string, args ...any)
-	// Control, when set, takes the Listen and Listening frames, on the
+	// Control, when set, takes the Listen, Listening and Ports frames, on the
 	// connection's reader: it must not wait, and p is valid only until
 	// it returns. An error ends the connection.
 	Control func(t protocol.Type, p []byte) error
@@ -168,7 +168,7 @@ func (m *Mux) fail(err error) {
 // goes into the stream's buffer, bounded by the window this side gave.
 func (m *Mux) handle(t protocol.Type, p []byte) error {
 	if !t.IsStream() {
-		if (t == protocol.TypeListen || t == protocol.TypeListening) && m.cfg.Control != nil {
+		if (t == protocol.TypeListen || t == protocol.TypeListening || t == protocol.TypePorts) && m.cfg.Control != nil {
 			return m.cfg.Control(t, p)
 		}
 		return fmt.Errorf("protocol: %s on a connection that carries streams", t)

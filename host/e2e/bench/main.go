@@ -44,7 +44,7 @@ var (
 	// agentProcs runs the agent with another GOMAXPROCS, to compare
 	// schedulings side by side.
 	agentProcs = flag.String("agent-gomaxprocs", "", "GOMAXPROCS for the agent (default: Go's)")
-	only       = flag.String("only", "", "run only these sections, comma-separated: resize, throughput, startup, footprint, peers, kept, screen, copy, bake")
+	only       = flag.String("only", "", "run only these sections, comma-separated: resize, throughput, startup, footprint, peers, forward, kept, screen, copy, bake")
 )
 
 // section reports whether -only lets a section run.
@@ -106,6 +106,9 @@ func main() {
 	}
 	if section("peers") {
 		printPeers(&out, b, agent)
+	}
+	if section("forward") {
+		printForward(&out, b, agent)
 	}
 	if section("kept") {
 		printKept(&out, b, agent)
