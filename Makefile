@@ -24,14 +24,27 @@ bin/%/cork: FORCE
 
 FORCE:
 
+# The static checks' versions are pinned here; go run fetches them through
+# the module proxy without adding them to go.mod.
+STATICCHECK = $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+DEADCODE    = $(GO) run golang.org/x/tools/cmd/deadcode@v0.52.0
+
 # test also vets cork's macOS build and compiles its tests for macOS (they
 # cannot run here: -exec true stands in for running them).
-test:
-	@test -z "$$(gofmt -l .)" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
-	$(GO) vet ./...
+test: check
 	GOOS=darwin GOARCH=arm64 $(GO) vet ./host/... ./protocol/...
 	GOOS=darwin GOARCH=arm64 $(GO) test -count=1 -exec true ./host/... ./protocol/... >/dev/null
 	$(GO) test -race -count=1 ./...
+
+# check is the static part of test: formatting, go mod tidy, vet,
+# staticcheck (every check) and no unreachable code outside tests.
+.PHONY: check
+check:
+	@test -z "$$(gofmt -l .)" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
+	$(GO) mod tidy -diff
+	$(GO) vet ./...
+	$(STATICCHECK) -checks all ./...
+	@out=$$($(DEADCODE) -test ./...); test -z "$$out" || { echo "unreachable code:"; echo "$$out"; exit 1; }
 
 # demo starts corkd on a temporary unix socket on this machine and opens an
 # interactive shell through it. Drag the terminal and run `stty size`.

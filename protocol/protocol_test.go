@@ -228,7 +228,7 @@ func TestExecValidate(t *testing.T) {
 		{"too much env", Exec{Argv: []string{"x"}, Env: make([]string, MaxEnv+1)}, "environment entries"},
 		{"too many modes", Exec{Argv: []string{"x"}, Modes: manyModes(MaxModes + 1)}, "129 terminal modes"},
 		{"long terminal token", Exec{Argv: []string{"x"}, Terminal: strings.Repeat("t", MaxTerminal+1)}, "65 bytes"},
-		{"terminal token with a control", Exec{Argv: []string{"x"}, Terminal: "t"}, "not printable"},
+		{"terminal token with a control", Exec{Argv: []string{"x"}, Terminal: "t\x1b"}, "not printable"},
 	}
 	for _, tt := range tests {
 		err := tt.e.Validate()

@@ -144,7 +144,7 @@ func (ss *session) screenBacklogLocked() (backlog []byte, end uint64, lost bool)
 	a, b, ok := ss.ring.since(fed)
 	if !ok {
 		a, b, _ = ss.ring.since(ss.ring.start)
-		fed, lost = ss.ring.start, true
+		lost = true
 	}
 	backlog = make([]byte, 0, len(a)+len(b))
 	return append(append(backlog, a...), b...), ss.ring.end, lost

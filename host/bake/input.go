@@ -74,7 +74,6 @@ type inputFiles struct {
 	links    map[string]string // symlinks, name -> target (docker save's <id>/layer.tar)
 	declared map[string]int64  // blob sizes, by hex digest, that metadata read so far gives
 	held     int64             // bytes held in memory
-	spoolDir string
 }
 
 // lookup returns the blob at name, following symlinks.

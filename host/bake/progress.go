@@ -15,7 +15,6 @@ type progress struct {
 	start   time.Time
 	mu      sync.Mutex
 	bytes   int64
-	files   int
 	shown   bool
 	stopped bool
 	done    chan struct{}

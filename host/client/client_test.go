@@ -193,9 +193,9 @@ func TestPing(t *testing.T) {
 	go func() {
 		defer guest.Close()
 		r, w := protocol.NewReader(guest), protocol.NewWriter(guest)
-		typ, p, _ := r.Next()
+		_, p, _ := r.Next()
 		w.WriteFrame(protocol.TypePong, p)
-		typ, p, _ = r.Next()
+		typ, p, _ := r.Next()
 		if typ == protocol.TypePing {
 			w.WriteFrame(protocol.TypePong, append(p, 'x')) // a wrong echo
 		}

@@ -56,22 +56,10 @@ func (l *link) write(t protocol.Type, p []byte, retry bool) error {
 	}
 }
 
-// writeFramed writes b, one whole frame, on the current connection
-// (protocol.Writer.WriteFramed); it is not retried across a reconnection.
-func (l *link) writeFramed(b []byte) error {
-	l.mu.Lock()
-	w, closed := l.w, l.closed
-	l.mu.Unlock()
-	if closed {
-		return errLinkClosed
-	}
-	return w.WriteFramed(b)
-}
-
 // errStale is writeFramedOn's answer for a connection that was replaced.
 var errStale = errors.New("the connection was replaced")
 
-// writeFramedOn is writeFramed on connection gen only: errStale when the
+// writeFramedOn writes b, one whole frame, on connection gen only: errStale when the
 // link has moved on to another.
 func (l *link) writeFramedOn(b []byte, gen int) error {
 	l.mu.Lock()

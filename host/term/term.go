@@ -16,17 +16,8 @@ import (
 // IsTerminal reports whether fd is a terminal.
 func IsTerminal(fd int) bool { return xterm.IsTerminal(fd) }
 
-// MakeRaw puts fd in raw mode and returns the function that restores it.
-func MakeRaw(fd int) (restore func(), err error) {
-	st, err := xterm.MakeRaw(fd)
-	if err != nil {
-		return nil, err
-	}
-	return func() { xterm.Restore(fd, st) }, nil
-}
-
 // Modes returns fd's terminal modes for an exec request. Read them before
-// MakeRaw: they are the operator's settings, not raw mode's.
+// raw mode is set: they are the operator's settings, not raw mode's.
 func Modes(fd int) (map[string]uint32, error) {
 	t, err := unix.IoctlGetTermios(fd, ioctlGetTermios)
 	if err != nil {

@@ -69,10 +69,6 @@ type figures struct {
 	threads, fds, goroutines, rssKiB int
 }
 
-func (f figures) String() string {
-	return fmt.Sprintf("threads %d, fds %d, goroutines %d, RSS %.1f MiB", f.threads, f.fds, f.goroutines, float64(f.rssKiB)/1024)
-}
-
 func (f figures) max(g figures) figures {
 	return figures{max(f.threads, g.threads), max(f.fds, g.fds), max(f.goroutines, g.goroutines), max(f.rssKiB, g.rssKiB)}
 }
