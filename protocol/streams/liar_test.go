@@ -34,7 +34,7 @@ func TestLyingPeer(t *testing.T) {
 		after []byte // sent once the stream is accepted
 		error string
 	}{
-		{"overruns its window", open(1, 64), cat(data(1, 600), data(1, 600)), "overran its window"},
+		{"overruns its window", open(1, 64), data(1, 1025), "overran its window"},
 		{"sends data after its EOF", open(1, 64), cat(protocol.AppendStream(nil, protocol.TypeStreamEOF, &protocol.StreamFrame{ID: 1}), data(1, 1)), "not open for it"},
 		{"data on a stream never opened", data(7, 10), nil, "not open"},
 		{"acknowledges bytes never sent", open(1, 64), ack(1, 1), "acknowledged 1 bytes it was not sent"},
