@@ -142,6 +142,9 @@ type Server struct {
 	// freeMemory returns memory to the system once no session has run
 	// for cfg.FreeMemoryAfter.
 	freeMemory *time.Timer
+	// freeForgotten returns memory to the system cfg.FreeMemoryAfter
+	// after a kept session is forgotten, sessions running or not.
+	freeForgotten *time.Timer
 	// streamsPerUID counts forwarded streams by the uid they run as.
 	streamsPerUID uidStreams
 }
@@ -186,13 +189,10 @@ func New(cfg Config) *Server {
 		conns: newConns(&cfg), sessions: map[*session]bool{}}
 	s.freeMemory = time.AfterFunc(time.Duration(math.MaxInt64), func() {
 		if s.active.Load() == 0 {
-			// Twice: the pooled frame buffers survive the first
-			// collection in their pool's victim cache, and only the
-			// second frees them.
-			debug.FreeOSMemory()
-			debug.FreeOSMemory()
+			freeOSMemory()
 		}
 	})
+	s.freeForgotten = time.AfterFunc(time.Duration(math.MaxInt64), freeOSMemory)
 	return s
 }
 
@@ -546,13 +546,21 @@ func (s *Server) sessionEnded() {
 }
 
 // forgotten notes that a kept session's memory (its screen and output)
-// is let go: once no session runs, it goes back to the system as a busy
-// spell's does. Without it, what the kept sessions held stayed in corkd's
-// RSS after they were removed.
+// is let go: it goes back to the system a little later, whatever else
+// runs. Without it, what the kept sessions held stayed in corkd's RSS
+// after they were removed, for as long as any session ran. Forgetting is
+// rare (rm, a linger's end, an exit seen), so the full collection it
+// costs is not paid per command as a session's end would be.
 func (s *Server) forgotten() {
-	if s.active.Load() == 0 {
-		s.freeMemory.Reset(s.cfg.FreeMemoryAfter)
-	}
+	s.freeForgotten.Reset(s.cfg.FreeMemoryAfter)
+}
+
+// freeOSMemory returns the heap's free memory to the system. Twice: the
+// pooled frame buffers survive the first collection in their pool's
+// victim cache, and only the second frees them.
+func freeOSMemory() {
+	debug.FreeOSMemory()
+	debug.FreeOSMemory()
 }
 
 func newSessionID() string {
