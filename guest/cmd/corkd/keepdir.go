@@ -8,6 +8,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -122,4 +123,19 @@ func writePidFile(path string) error {
 		err = err2
 	}
 	return err
+}
+
+// removePidFile removes path if it still holds corkd's pid: a keeper that
+// retired shares the path with the keeper that took its place.
+func removePidFile(path string) {
+	f, err := openPrivate(path, os.O_RDONLY, 0)
+	if err != nil {
+		return
+	}
+	b := make([]byte, 32)
+	n, _ := f.Read(b)
+	f.Close()
+	if strings.TrimSpace(string(b[:n])) == strconv.Itoa(os.Getpid()) {
+		os.Remove(path)
+	}
 }
