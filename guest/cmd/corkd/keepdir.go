@@ -31,13 +31,22 @@ func defaultKeepSocket() string {
 }
 
 func keepSocketFor(uid int, runUser string) string {
+	return keepSocketsFor(uid, runUser)[0]
+}
+
+// keepSocketsFor returns every default place of uid's keeper, the one a
+// new keeper takes first: a keeper started while /run/user/UID did not
+// exist listens under /tmp for its life, and relays must still find it.
+func keepSocketsFor(uid int, runUser string) []string {
 	if uid == 0 {
-		return "/run/corkd/kept.sock"
+		return []string{"/run/corkd/kept.sock"}
 	}
-	if dir := filepath.Join(runUser, strconv.Itoa(uid)); checkPrivateDir(dir, uid) == nil {
-		return filepath.Join(dir, "corkd", "kept.sock")
+	run := filepath.Join(runUser, strconv.Itoa(uid), "corkd", "kept.sock")
+	tmp := fmt.Sprintf("/tmp/corkd-%d/kept.sock", uid)
+	if checkPrivateDir(filepath.Dir(filepath.Dir(run)), uid) == nil {
+		return []string{run, tmp}
 	}
-	return fmt.Sprintf("/tmp/corkd-%d/kept.sock", uid)
+	return []string{tmp, run}
 }
 
 // ensurePrivateDir makes dir, mode 0700, unless it exists, and checks that

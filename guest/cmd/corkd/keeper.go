@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -41,6 +42,12 @@ func keptVia(sock, logLevel string, log *slog.Logger) func() (io.ReadWriteCloser
 		if err := ensurePrivateDir(filepath.Dir(sock), os.Geteuid()); err != nil {
 			return nil, err
 		}
+		if c, err := dialKeeper(sock); err == nil || errors.Is(err, errNotKeeper) {
+			return c, err
+		}
+		if c := dialElsewhere(sock, "/run/user"); c != nil {
+			return c, nil
+		}
 		deadline := time.Now().Add(keeperStart)
 		for {
 			c, err := dialKeeper(sock)
@@ -61,6 +68,27 @@ func keptVia(sock, logLevel string, log *slog.Logger) func() (io.ReadWriteCloser
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+}
+
+// dialElsewhere returns a connection to this user's keeper at another of
+// its default places than sock, when sock is one and a keeper listens
+// there, in a directory that passes the same checks as sock's.
+func dialElsewhere(sock, runUser string) net.Conn {
+	uid := os.Geteuid()
+	places := keepSocketsFor(uid, runUser)
+	if !slices.Contains(places, sock) {
+		return nil
+	}
+	for _, other := range places {
+		dir := filepath.Dir(other)
+		if other == sock || checkParent(filepath.Dir(dir), uid) != nil || checkPrivateDir(dir, uid) != nil {
+			continue
+		}
+		if c, err := dialKeeper(other); err == nil {
+			return c
+		}
+	}
+	return nil
 }
 
 // dialKeeper connects to sock and checks, before a byte is sent, that the

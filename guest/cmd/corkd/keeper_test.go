@@ -628,3 +628,30 @@ func TestKeeperRaceLoserLeavesWinner(t *testing.T) {
 		t.Fatalf("the second keeper's socket: %v", err)
 	}
 }
+
+// TestKeeperFoundAtTheOtherPlace: a keeper started while /run/user/UID
+// did not exist listens under /tmp; once the user's runtime directory
+// exists, a relay still reaches that keeper rather than start a second.
+func TestKeeperFoundAtTheOtherPlace(t *testing.T) {
+	victim := newUser(t)
+	runDir := fmt.Sprintf("/run/user/%d", victim.uid)
+	if _, err := os.Stat("/run/user"); err != nil {
+		t.Skip("no /run/user")
+	}
+	var seen []int
+	stopKeepers(t, victim.sock()+".pid", &seen)
+	stopKeepers(t, filepath.Join(runDir, "corkd", "kept.sock.pid"), &seen)
+	first := connectedPid(t, relayAs(t, victim), victim)
+	seen = append(seen, first)
+
+	if err := os.Mkdir(runDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(runDir) })
+	os.Chown(runDir, victim.uid, victim.gid)
+	pid := connectedPid(t, relayAs(t, victim), victim)
+	seen = append(seen, pid)
+	if pid != first {
+		t.Fatalf("with /run/user/%d made, the relay reached keeper %d, not the one under /tmp (%d)", victim.uid, pid, first)
+	}
+}
