@@ -72,9 +72,10 @@ func checkPrivateDir(dir string, uid int) error {
 	owner := int(st.Sys().(*syscall.Stat_t).Uid)
 	switch {
 	case st.Mode()&fs.ModeSymlink != 0:
-		return fmt.Errorf("keeper directory %s is a symbolic link, not a directory of uid %d's own: remove it, or give --keep-socket a path in a directory of your own", dir, uid)
+		return fmt.Errorf("keeper directory %s is a symbolic link of %s, not a directory of uid %d's own: remove it, or give --keep-socket a path in a directory of your own",
+			dir, describeUID(owner), uid)
 	case !st.IsDir():
-		return fmt.Errorf("keeper directory %s is not a directory: remove it, or give --keep-socket another path", dir)
+		return fmt.Errorf("keeper directory %s is a file of %s, not a directory: remove it, or give --keep-socket another path", dir, describeUID(owner))
 	case owner != uid:
 		return fmt.Errorf("keeper directory %s belongs to %s, not to uid %d: another user may have made it to receive your sessions; "+
 			"remove it (as root), or give --keep-socket a path in a directory of your own", dir, describeUID(owner), uid)

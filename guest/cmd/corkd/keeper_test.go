@@ -496,13 +496,19 @@ func TestKeeperDirChecks(t *testing.T) {
 		return p
 	}
 	os.Symlink(mk("real", 0o700, 4242), filepath.Join(base, "link"))
+	os.Lchown(filepath.Join(base, "link"), 4243, 4243)
+	os.WriteFile(filepath.Join(base, "file"), nil, 0o600)
+	os.Chown(filepath.Join(base, "file"), 4243, 4243)
 	for _, c := range []struct {
 		dir, want string
 	}{
 		{mk("mine", 0o700, 4242), ""},
 		{mk("open", 0o755, 4242), "mode 0755"},
 		{mk("theirs", 0o700, 4243), "belongs to uid 4243"},
-		{filepath.Join(base, "link"), "symbolic link"},
+		// A squatter's link or file is named with its owner, as a
+		// directory is.
+		{filepath.Join(base, "link"), "symbolic link of uid 4243"},
+		{filepath.Join(base, "file"), "file of uid 4243"},
 	} {
 		err := checkPrivateDir(c.dir, 4242)
 		if (c.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), c.want) {
