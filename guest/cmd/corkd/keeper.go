@@ -92,8 +92,10 @@ func dialElsewhere(sock, runUser string) net.Conn {
 }
 
 // dialKeeper connects to sock and checks, before a byte is sent, that the
-// listener is this user's (or root's): a socket put in the keeper's place
-// would otherwise receive the session's Exec, environment and keystrokes.
+// listener is this user's: a socket put in the keeper's place would
+// otherwise receive the session's Exec, environment and keystrokes. Root's
+// is refused too: the keeper of a user is that user's, and a root process
+// at that path is not one.
 func dialKeeper(sock string) (net.Conn, error) {
 	c, err := net.Dial("unix", sock)
 	if err != nil {
@@ -104,9 +106,9 @@ func dialKeeper(sock string) (net.Conn, error) {
 		c.Close()
 		return nil, fmt.Errorf("%s: reading the listener's credentials: %w", sock, err)
 	}
-	if euid := uint32(os.Geteuid()); cred.Uid != euid && cred.Uid != 0 {
+	if euid := uint32(os.Geteuid()); cred.Uid != euid {
 		c.Close()
-		return nil, fmt.Errorf("%w: %s is served by %s (pid %d), not by uid %d or root: refusing to send it the session",
+		return nil, fmt.Errorf("%w: %s is served by %s (pid %d), not by uid %d: refusing to send it the session",
 			errNotKeeper, sock, describeUID(int(cred.Uid)), cred.Pid, euid)
 	}
 	return c, nil

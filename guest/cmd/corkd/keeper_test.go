@@ -661,3 +661,33 @@ func TestKeeperFoundAtTheOtherPlace(t *testing.T) {
 		t.Fatalf("with /run/user/%d made, the relay reached keeper %d, not the one under /tmp (%d)", victim.uid, pid, first)
 	}
 }
+
+// TestKeeperRootListenerRefusedByUser: a user's relay sends nothing to a
+// root process listening at its keeper's path: the user's keeper is the
+// user's own.
+func TestKeeperRootListenerRefusedByUser(t *testing.T) {
+	victim := newUser(t)
+	dir := filepath.Dir(victim.sock())
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(dir, victim.uid, victim.gid)
+	l, err := net.Listen("unix", victim.sock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	os.Chmod(victim.sock(), 0o666)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if out := relayAs(t, victim); !strings.Contains(out, "served by uid 0") {
+		t.Fatalf("relay with root listening at its keeper's path: %q; want a refusal naming uid 0", out)
+	}
+}
