@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"log/slog"
 	"net"
 	"os"
@@ -168,6 +169,12 @@ func startKeeper(sock string, lock *os.File, logLevel string, log *slog.Logger) 
 		return nil, err
 	}
 	defer logf.Close()
+	// Descriptors this process inherited without close-on-exec (the
+	// exec's own pipes, say) would live on in the keeper and keep the
+	// exec from ending; Go's own are close-on-exec already.
+	if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		log.Warn("cannot mark inherited descriptors close-on-exec; the keeper may hold them", "err", err)
+	}
 	cmd := exec.Command(self, "serve", "--keeper", "--listen", "unix://"+sock, "--pid-file", sock+".pid", "--log-level", logLevel)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{lock} // keeperLockFD

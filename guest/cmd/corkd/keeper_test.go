@@ -691,3 +691,27 @@ func TestKeeperRootListenerRefusedByUser(t *testing.T) {
 		t.Fatalf("relay with root listening at its keeper's path: %q; want a refusal naming uid 0", out)
 	}
 }
+
+// TestKeeperHoldsNoInheritedDescriptor: a descriptor the relay inherited
+// (here the write end of a pipe, as an exec's output may be) does not
+// live on in the keeper it starts, so the pipe ends with the relay.
+func TestKeeperHoldsNoInheritedDescriptor(t *testing.T) {
+	victim := newUser(t)
+	var seen []int
+	stopKeepers(t, victim.sock()+".pid", &seen)
+	testBinary(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd := victim.command("relay")
+	cmd.ExtraFiles = []*os.File{nil, w} // descriptor 4: 3 is the keeper's lock in the keeper
+	out, err := cmd.Output()
+	w.Close()
+	seen = append(seen, connectedPid(t, strings.TrimSpace(string(out)), victim))
+	r.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := r.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("the pipe the relay inherited: read %d, %v; want EOF (no process left holding it)", n, err)
+	}
+}
