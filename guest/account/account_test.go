@@ -142,3 +142,18 @@ func TestSystemAgreesWithOSUser(t *testing.T) {
 		t.Skip("no /etc/passwd here")
 	}
 }
+
+// TestOverLongLineSkipped: a line longer than maxLine is skipped, as
+// os/user skips it; the entries after it still count.
+func TestOverLongLineSkipped(t *testing.T) {
+	long := "big:x:7:" + strings.Repeat("someone,", maxLine/8) + "node\n"
+	f := files("junk:"+strings.Repeat("x", maxLine)+"\nnode:x:1000:1000::/:/bin/sh\n",
+		long+"small:x:8:node\n")
+	a, err := f.Lookup("node")
+	if err != nil || a.UID != 1000 || !reflect.DeepEqual(a.Groups, []uint32{1000, 8}) {
+		t.Fatalf("Lookup(node) after over-long lines = %+v, %v; want uid 1000, groups [1000 8]", a, err)
+	}
+	if gid, ok := f.groupID("small"); !ok || gid != 8 {
+		t.Errorf("groupID(small) after an over-long line = %d, %v", gid, ok)
+	}
+}

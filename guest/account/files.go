@@ -24,7 +24,8 @@ type passwdEntry struct {
 }
 
 // maxLine bounds a line of /etc/passwd or /etc/group; a group with many
-// members makes a long one.
+// members makes a long one. A longer line is skipped, as os/user skips
+// it, and the entries after it still read.
 const maxLine = 1 << 20
 
 // eachLine calls fn with the colon-separated fields of each entry of the
@@ -36,15 +37,35 @@ func (f Files) eachLine(name string, fn func(fields []string) bool) {
 		return
 	}
 	defer r.Close()
-	s := bufio.NewScanner(r)
-	s.Buffer(nil, maxLine)
-	for s.Scan() {
-		line := strings.TrimSpace(s.Text())
-		if line == "" || line[0] == '#' || line[0] == '+' || line[0] == '-' {
-			continue
-		}
-		if fn(strings.Split(line, ":")) {
+	br := bufio.NewReader(r)
+	for {
+		b, err := readLine(br)
+		line := strings.TrimSpace(string(b))
+		if line != "" && line[0] != '#' && line[0] != '+' && line[0] != '-' && fn(strings.Split(line, ":")) {
 			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// readLine returns the next line of r, or nothing for a line longer than
+// maxLine, which is read to its end but not kept; err is r's error (io.EOF
+// at its end), with the last line, if any, before it.
+func readLine(r *bufio.Reader) ([]byte, error) {
+	var line []byte
+	tooLong := false
+	for {
+		part, err := r.ReadSlice('\n')
+		if !tooLong && len(line)+len(part) > maxLine+1 { // +1: the newline
+			tooLong, line = true, nil
+		}
+		if !tooLong {
+			line = append(line, part...)
+		}
+		if err != bufio.ErrBufferFull {
+			return line, err
 		}
 	}
 }

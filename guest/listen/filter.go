@@ -34,3 +34,11 @@ func (l *peerFilter) Accept() (net.Conn, error) {
 		return admitted, nil
 	}
 }
+
+// SetUnlinkOnClose is net.UnixListener's, for a unix socket's filter: a
+// corkd that no longer owns its socket's path closes without removing it.
+func (l *peerFilter) SetUnlinkOnClose(unlink bool) {
+	if u, ok := l.Listener.(*net.UnixListener); ok {
+		u.SetUnlinkOnClose(unlink)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -30,13 +31,22 @@ func defaultKeepSocket() string {
 }
 
 func keepSocketFor(uid int, runUser string) string {
+	return keepSocketsFor(uid, runUser)[0]
+}
+
+// keepSocketsFor returns every default place of uid's keeper, the one a
+// new keeper takes first: a keeper started while /run/user/UID did not
+// exist listens under /tmp for its life, and relays must still find it.
+func keepSocketsFor(uid int, runUser string) []string {
 	if uid == 0 {
-		return "/run/corkd/kept.sock"
+		return []string{"/run/corkd/kept.sock"}
 	}
-	if dir := filepath.Join(runUser, strconv.Itoa(uid)); checkPrivateDir(dir, uid) == nil {
-		return filepath.Join(dir, "corkd", "kept.sock")
+	run := filepath.Join(runUser, strconv.Itoa(uid), "corkd", "kept.sock")
+	tmp := fmt.Sprintf("/tmp/corkd-%d/kept.sock", uid)
+	if checkPrivateDir(filepath.Dir(filepath.Dir(run)), uid) == nil {
+		return []string{run, tmp}
 	}
-	return fmt.Sprintf("/tmp/corkd-%d/kept.sock", uid)
+	return []string{tmp, run}
 }
 
 // ensurePrivateDir makes dir, mode 0700, unless it exists, and checks that
@@ -62,9 +72,10 @@ func checkPrivateDir(dir string, uid int) error {
 	owner := int(st.Sys().(*syscall.Stat_t).Uid)
 	switch {
 	case st.Mode()&fs.ModeSymlink != 0:
-		return fmt.Errorf("keeper directory %s is a symbolic link, not a directory of uid %d's own: remove it, or give --keep-socket a path in a directory of your own", dir, uid)
+		return fmt.Errorf("keeper directory %s is a symbolic link of %s, not a directory of uid %d's own: remove it, or give --keep-socket a path in a directory of your own",
+			dir, describeUID(owner), uid)
 	case !st.IsDir():
-		return fmt.Errorf("keeper directory %s is not a directory: remove it, or give --keep-socket another path", dir)
+		return fmt.Errorf("keeper directory %s is a file of %s, not a directory: remove it, or give --keep-socket another path", dir, describeUID(owner))
 	case owner != uid:
 		return fmt.Errorf("keeper directory %s belongs to %s, not to uid %d: another user may have made it to receive your sessions; "+
 			"remove it (as root), or give --keep-socket a path in a directory of your own", dir, describeUID(owner), uid)
@@ -122,4 +133,19 @@ func writePidFile(path string) error {
 		err = err2
 	}
 	return err
+}
+
+// removePidFile removes path if it still holds corkd's pid: a keeper that
+// retired shares the path with the keeper that took its place.
+func removePidFile(path string) {
+	f, err := openPrivate(path, os.O_RDONLY, 0)
+	if err != nil {
+		return
+	}
+	b := make([]byte, 32)
+	n, _ := f.Read(b)
+	f.Close()
+	if strings.TrimSpace(string(b[:n])) == strconv.Itoa(os.Getpid()) {
+		os.Remove(path)
+	}
 }

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -41,6 +43,12 @@ func keptVia(sock, logLevel string, log *slog.Logger) func() (io.ReadWriteCloser
 		if err := ensurePrivateDir(filepath.Dir(sock), os.Geteuid()); err != nil {
 			return nil, err
 		}
+		if c, err := dialKeeper(sock); err == nil || errors.Is(err, errNotKeeper) {
+			return c, err
+		}
+		if c := dialElsewhere(sock, "/run/user"); c != nil {
+			return c, nil
+		}
 		deadline := time.Now().Add(keeperStart)
 		for {
 			c, err := dialKeeper(sock)
@@ -63,9 +71,32 @@ func keptVia(sock, logLevel string, log *slog.Logger) func() (io.ReadWriteCloser
 	}
 }
 
+// dialElsewhere returns a connection to this user's keeper at another of
+// its default places than sock, when sock is one and a keeper listens
+// there, in a directory that passes the same checks as sock's.
+func dialElsewhere(sock, runUser string) net.Conn {
+	uid := os.Geteuid()
+	places := keepSocketsFor(uid, runUser)
+	if !slices.Contains(places, sock) {
+		return nil
+	}
+	for _, other := range places {
+		dir := filepath.Dir(other)
+		if other == sock || checkParent(filepath.Dir(dir), uid) != nil || checkPrivateDir(dir, uid) != nil {
+			continue
+		}
+		if c, err := dialKeeper(other); err == nil {
+			return c
+		}
+	}
+	return nil
+}
+
 // dialKeeper connects to sock and checks, before a byte is sent, that the
-// listener is this user's (or root's): a socket put in the keeper's place
-// would otherwise receive the session's Exec, environment and keystrokes.
+// listener is this user's: a socket put in the keeper's place would
+// otherwise receive the session's Exec, environment and keystrokes. Root's
+// is refused too: the keeper of a user is that user's, and a root process
+// at that path is not one.
 func dialKeeper(sock string) (net.Conn, error) {
 	c, err := net.Dial("unix", sock)
 	if err != nil {
@@ -76,9 +107,9 @@ func dialKeeper(sock string) (net.Conn, error) {
 		c.Close()
 		return nil, fmt.Errorf("%s: reading the listener's credentials: %w", sock, err)
 	}
-	if euid := uint32(os.Geteuid()); cred.Uid != euid && cred.Uid != 0 {
+	if euid := uint32(os.Geteuid()); cred.Uid != euid {
 		c.Close()
-		return nil, fmt.Errorf("%w: %s is served by %s (pid %d), not by uid %d or root: refusing to send it the session",
+		return nil, fmt.Errorf("%w: %s is served by %s (pid %d), not by uid %d: refusing to send it the session",
 			errNotKeeper, sock, describeUID(int(cred.Uid)), cred.Pid, euid)
 	}
 	return c, nil
@@ -138,6 +169,12 @@ func startKeeper(sock string, lock *os.File, logLevel string, log *slog.Logger) 
 		return nil, err
 	}
 	defer logf.Close()
+	// Descriptors this process inherited without close-on-exec (the
+	// exec's own pipes, say) would live on in the keeper and keep the
+	// exec from ending; Go's own are close-on-exec already.
+	if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		log.Warn("cannot mark inherited descriptors close-on-exec; the keeper may hold them", "err", err)
+	}
 	cmd := exec.Command(self, "serve", "--keeper", "--listen", "unix://"+sock, "--pid-file", sock+".pid", "--log-level", logLevel)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{lock} // keeperLockFD

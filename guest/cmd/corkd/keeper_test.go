@@ -19,6 +19,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/prototest"
 )
 
 // The keeper's boundary is between users of the guest, so these tests run
@@ -493,13 +496,19 @@ func TestKeeperDirChecks(t *testing.T) {
 		return p
 	}
 	os.Symlink(mk("real", 0o700, 4242), filepath.Join(base, "link"))
+	os.Lchown(filepath.Join(base, "link"), 4243, 4243)
+	os.WriteFile(filepath.Join(base, "file"), nil, 0o600)
+	os.Chown(filepath.Join(base, "file"), 4243, 4243)
 	for _, c := range []struct {
 		dir, want string
 	}{
 		{mk("mine", 0o700, 4242), ""},
 		{mk("open", 0o755, 4242), "mode 0755"},
 		{mk("theirs", 0o700, 4243), "belongs to uid 4243"},
-		{filepath.Join(base, "link"), "symbolic link"},
+		// A squatter's link or file is named with its owner, as a
+		// directory is.
+		{filepath.Join(base, "link"), "symbolic link of uid 4243"},
+		{filepath.Join(base, "file"), "file of uid 4243"},
 	} {
 		err := checkPrivateDir(c.dir, 4242)
 		if (c.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), c.want) {
@@ -517,5 +526,192 @@ func TestKeeperDirChecks(t *testing.T) {
 	os.Chown(own, 4243, 4243)
 	if got, want := keepSocketFor(4242, runUser), "/tmp/corkd-4242/kept.sock"; got != want {
 		t.Errorf("with /run/user/4242 another's: %s, want %s", got, want)
+	}
+}
+
+// keptCat connects to the keeper at sock as root and starts a kept cat on
+// it, returning the attached connection, the keeper's pid and cat's.
+func keptCat(t *testing.T, sock string) (c net.Conn, keeper, cat int) {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	cred, err := peerCred(c.(*net.UnixConn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := prototest.NewPeer(t, c)
+	p.Hello()
+	st := p.Exec(protocol.Exec{Argv: []string{"cat"}, TTY: true, Keep: true, Name: "cat", Size: protocol.WindowSize{Cols: 80, Rows: 24}})
+	t.Cleanup(func() { syscall.Kill(st.PID, syscall.SIGKILL) })
+	return c, int(cred.Pid), st.PID
+}
+
+// keeperLog returns what the keeper pid logged so far, through its own
+// descriptor: the log file may have gone with its directory.
+func keeperLog(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/fd/2", pid))
+	return string(b)
+}
+
+// TestKeeperRuntimeDirRemovedKeepsSessions: logind removes /run/user/UID
+// at logout, and the keeper cannot make its directory again. It stops
+// listening but serves the sessions it has, until SIGTERM.
+func TestKeeperRuntimeDirRemovedKeepsSessions(t *testing.T) {
+	victim := newUser(t)
+	runDir, err := os.MkdirTemp("", "corkrun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(runDir) })
+	os.Chown(runDir, victim.uid, victim.gid)
+	sock := filepath.Join(runDir, "corkd", "kept.sock")
+	var seen []int
+	stopKeepers(t, sock+".pid", &seen)
+	testBinary(t)
+	out, _ := victim.command("relay", "CORKD_KEEP_SOCKET="+sock).Output()
+	keeper := connectedPid(t, strings.TrimSpace(string(out)), victim)
+	seen = append(seen, keeper)
+	_, pid, cat := keptCat(t, sock)
+	if pid != keeper {
+		t.Fatalf("reached keeper %d, not %d", pid, keeper)
+	}
+
+	if err := os.RemoveAll(runDir); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the keeper to retire or exit", 10*time.Second, func() bool {
+		return !alive(keeper) || strings.Contains(keeperLog(keeper), "accepts no more connections")
+	})
+	if !alive(keeper) || !alive(cat) {
+		t.Fatalf("when its directory went: keeper alive %v, its session's program alive %v", alive(keeper), alive(cat))
+	}
+
+	syscall.Kill(keeper, syscall.SIGTERM)
+	waitFor(t, "the retired keeper to stop on SIGTERM", 10*time.Second, func() bool { return !alive(keeper) && !alive(cat) })
+}
+
+// TestKeeperRaceLoserLeavesWinner: a /tmp cleaner removes the directory
+// and a relay starts a second keeper before the first makes it again. The
+// first retires without removing the second's socket or pid file, and
+// keeps its session.
+func TestKeeperRaceLoserLeavesWinner(t *testing.T) {
+	victim := newUser(t)
+	var seen []int
+	stopKeepers(t, victim.sock()+".pid", &seen)
+	first := connectedPid(t, relayAs(t, victim), victim)
+	seen = append(seen, first)
+	_, _, cat := keptCat(t, victim.sock())
+
+	// The relay runs while the first keeper is stopped, so it surely wins.
+	syscall.Kill(first, syscall.SIGSTOP)
+	os.RemoveAll(filepath.Dir(victim.sock()))
+	second := connectedPid(t, relayAs(t, victim), victim)
+	seen = append(seen, second)
+	syscall.Kill(first, syscall.SIGCONT)
+	if second == first {
+		t.Fatal("the relay reached the stopped keeper")
+	}
+	waitFor(t, "the first keeper to retire or exit", 10*time.Second, func() bool {
+		return !alive(first) || strings.Contains(keeperLog(first), "accepts no more connections")
+	})
+	if !alive(first) || !alive(cat) {
+		t.Fatalf("the first keeper alive %v, its session's program alive %v", alive(first), alive(cat))
+	}
+	b, err := os.ReadFile(victim.sock() + ".pid")
+	if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(second) {
+		t.Fatalf("pid file: %q, %v; want the second keeper's, %d", b, err, second)
+	}
+	for range 3 { // the second keeper would make a removed socket again
+		if pid := connectedPid(t, relayAs(t, victim), victim); pid != second {
+			t.Fatalf("the relay reached keeper %d, not the second (%d)", pid, second)
+		}
+	}
+	if _, err := os.Lstat(victim.sock()); err != nil {
+		t.Fatalf("the second keeper's socket: %v", err)
+	}
+}
+
+// TestKeeperFoundAtTheOtherPlace: a keeper started while /run/user/UID
+// did not exist listens under /tmp; once the user's runtime directory
+// exists, a relay still reaches that keeper rather than start a second.
+func TestKeeperFoundAtTheOtherPlace(t *testing.T) {
+	victim := newUser(t)
+	runDir := fmt.Sprintf("/run/user/%d", victim.uid)
+	if _, err := os.Stat("/run/user"); err != nil {
+		t.Skip("no /run/user")
+	}
+	var seen []int
+	stopKeepers(t, victim.sock()+".pid", &seen)
+	stopKeepers(t, filepath.Join(runDir, "corkd", "kept.sock.pid"), &seen)
+	first := connectedPid(t, relayAs(t, victim), victim)
+	seen = append(seen, first)
+
+	if err := os.Mkdir(runDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(runDir) })
+	os.Chown(runDir, victim.uid, victim.gid)
+	pid := connectedPid(t, relayAs(t, victim), victim)
+	seen = append(seen, pid)
+	if pid != first {
+		t.Fatalf("with /run/user/%d made, the relay reached keeper %d, not the one under /tmp (%d)", victim.uid, pid, first)
+	}
+}
+
+// TestKeeperRootListenerRefusedByUser: a user's relay sends nothing to a
+// root process listening at its keeper's path: the user's keeper is the
+// user's own.
+func TestKeeperRootListenerRefusedByUser(t *testing.T) {
+	victim := newUser(t)
+	dir := filepath.Dir(victim.sock())
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(dir, victim.uid, victim.gid)
+	l, err := net.Listen("unix", victim.sock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	os.Chmod(victim.sock(), 0o666)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if out := relayAs(t, victim); !strings.Contains(out, "served by uid 0") {
+		t.Fatalf("relay with root listening at its keeper's path: %q; want a refusal naming uid 0", out)
+	}
+}
+
+// TestKeeperHoldsNoInheritedDescriptor: a descriptor the relay inherited
+// (here the write end of a pipe, as an exec's output may be) does not
+// live on in the keeper it starts, so the pipe ends with the relay.
+func TestKeeperHoldsNoInheritedDescriptor(t *testing.T) {
+	victim := newUser(t)
+	var seen []int
+	stopKeepers(t, victim.sock()+".pid", &seen)
+	testBinary(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd := victim.command("relay")
+	cmd.ExtraFiles = []*os.File{nil, w} // descriptor 4: 3 is the keeper's lock in the keeper
+	out, err := cmd.Output()
+	w.Close()
+	seen = append(seen, connectedPid(t, strings.TrimSpace(string(out)), victim))
+	r.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := r.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("the pipe the relay inherited: read %d, %v; want EOF (no process left holding it)", n, err)
 	}
 }

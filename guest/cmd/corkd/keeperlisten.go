@@ -21,8 +21,11 @@ import (
 // and keeps its socket where relays look for it. A socket removed (by the
 // user, or a /tmp cleaner with the directory) or replaced would otherwise
 // make the next relay start a second keeper and orphan every session of
-// the first. A lock file removed is taken again; if another keeper took
-// it first, this one stops rather than fight over the socket.
+// the first. A lock file removed is taken again. If another keeper took it
+// first, or the directory cannot be made again (logind removes
+// /run/user/UID at logout), this one retires: it stops listening, never
+// touching the path (now maybe the other keeper's), and serves the
+// sessions it has until they end.
 
 // keeperLockFD is the descriptor on which a keeper finds the lock its
 // relay took (exec.Cmd.ExtraFiles[0]).
@@ -30,6 +33,10 @@ const keeperLockFD = 3
 
 // keeperCheck is how often the keeper looks at its socket.
 const keeperCheck = time.Second
+
+// errRetired is wrapped, with net.ErrClosed, by Accept's error once the
+// keeper has lost its place and retired.
+var errRetired = errors.New("the keeper lost its socket's place and retired")
 
 // holdKeeperLock checks that the keeper was handed the lock, and keeps it
 // from the programs the keeper starts: one of them holding it after the
@@ -84,6 +91,13 @@ func (l *keeperListener) Accept() (net.Conn, error) {
 	}
 }
 
+// retired reports whether the listener retired (see retire).
+func (l *keeperListener) retired() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return errors.Is(l.err, errRetired)
+}
+
 func (l *keeperListener) Close() error { return l.stop(net.ErrClosed) }
 
 func (l *keeperListener) Addr() net.Addr { return &net.UnixAddr{Name: l.path, Net: "unix"} }
@@ -104,6 +118,28 @@ func (l *keeperListener) stop(err error) error {
 		return l.cur.Close()
 	}
 	return nil
+}
+
+// retire stops the listener for good, leaving whatever is at its path
+// (another keeper's socket, by now) where it is; Accept then returns an
+// error wrapping errRetired and net.ErrClosed.
+func (l *keeperListener) retire(reason error) {
+	l.log.Error("the keeper cannot keep its socket; it accepts no more connections and serves the sessions it has until they end",
+		"socket", l.path, "err", reason)
+	l.mu.Lock()
+	if l.cur != nil {
+		keepPath(l.cur)
+	}
+	l.mu.Unlock()
+	l.stop(fmt.Errorf("%w (%w): %v", net.ErrClosed, errRetired, reason))
+}
+
+// keepPath makes closing l leave its socket file: Go's UnixListener
+// removes it by path, whoever's it has become.
+func keepPath(l net.Listener) {
+	if u, ok := l.(interface{ SetUnlinkOnClose(bool) }); ok {
+		u.SetUnlinkOnClose(false)
+	}
 }
 
 // relisten closes the current socket, if any, and listens anew at the
@@ -158,7 +194,7 @@ func (l *keeperListener) serve(nl net.Listener) {
 }
 
 // watch makes the socket again when its path no longer names it, and
-// stops the listener (and so the keeper) when it cannot.
+// retires the listener when it cannot.
 func (l *keeperListener) watch() {
 	t := time.NewTicker(keeperCheck)
 	defer t.Stop()
@@ -169,8 +205,7 @@ func (l *keeperListener) watch() {
 		case <-t.C:
 		}
 		if err := keepLock(l.path + ".lock"); err != nil {
-			l.log.Error("the keeper lost its lock; stopping", "err", err)
-			l.stop(fmt.Errorf("%w: %v", net.ErrClosed, err))
+			l.retire(err)
 			return
 		}
 		l.mu.Lock()
@@ -181,8 +216,7 @@ func (l *keeperListener) watch() {
 		}
 		l.log.Warn("the keeper's socket was removed or replaced; making it again", "socket", l.path)
 		if err := l.relisten(); err != nil && !errors.Is(err, net.ErrClosed) {
-			l.log.Error("cannot make the keeper's socket again; stopping", "socket", l.path, "err", err)
-			l.stop(fmt.Errorf("%w: keeper socket %s: %v", net.ErrClosed, l.path, err))
+			l.retire(err)
 			return
 		}
 	}

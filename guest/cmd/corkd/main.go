@@ -208,7 +208,7 @@ func serve(args []string) int {
 			fmt.Fprintf(os.Stderr, "corkd: --pid-file: %v\n", err)
 			return 1
 		}
-		defer os.Remove(*pidFile)
+		defer removePidFile(*pidFile)
 	}
 	// kill -USR1 corkd logs its figures: what a soak test or an operator
 	// watches for leaks.
@@ -276,7 +276,8 @@ const maxSessionsLimit = 4096
 const shutdownGrace = 5 * time.Second
 
 // serveListeners serves the listeners until a signal in stop or one of
-// them fails, then hangs up every session before it returns.
+// them fails, then hangs up every session before it returns. A keeper
+// that retired (keeperlisten.go) first serves its sessions until they end.
 func serveListeners(srv *agent.Server, ls []net.Listener, stop <-chan os.Signal, log *slog.Logger) int {
 	closed := make(chan net.Listener, len(ls))
 	var wg sync.WaitGroup
@@ -292,6 +293,13 @@ func serveListeners(srv *agent.Server, ls []net.Listener, stop <-chan os.Signal,
 	case sig := <-stop:
 		log.Info("stopping", "signal", sig.String())
 	case l := <-closed:
+		if kl, ok := l.(*keeperListener); ok && kl.retired() {
+			for _, l := range ls {
+				l.Close()
+			}
+			awaitSessions(srv, stop, log)
+			break
+		}
 		log.Error("a listener closed; stopping", "addr", l.Addr().String())
 	}
 	for _, l := range ls {
@@ -300,6 +308,21 @@ func serveListeners(srv *agent.Server, ls []net.Listener, stop <-chan os.Signal,
 	wg.Wait()
 	srv.Shutdown(shutdownGrace)
 	return 0
+}
+
+// awaitSessions returns once srv runs no session, or on a signal in stop.
+func awaitSessions(srv *agent.Server, stop <-chan os.Signal, log *slog.Logger) {
+	t := time.NewTicker(keeperCheck)
+	defer t.Stop()
+	for srv.Active() > 0 {
+		select {
+		case sig := <-stop:
+			log.Info("stopping", "signal", sig.String())
+			return
+		case <-t.C:
+		}
+	}
+	log.Info("the retired keeper's last session ended; stopping")
 }
 
 // serveStdio serves one session on corkd's stdin and stdout; a signal in
