@@ -709,6 +709,9 @@ func TestKeeperHoldsNoInheritedDescriptor(t *testing.T) {
 	cmd.ExtraFiles = []*os.File{nil, w} // descriptor 4: 3 is the keeper's lock in the keeper
 	out, err := cmd.Output()
 	w.Close()
+	if err != nil {
+		t.Fatalf("relay: %v", err)
+	}
 	seen = append(seen, connectedPid(t, strings.TrimSpace(string(out)), victim))
 	r.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if n, err := r.Read(make([]byte, 1)); err != io.EOF {
