@@ -432,7 +432,11 @@ func (s *Server) execKept(hs *handshake, req *protocol.Exec, peer Peer) {
 		hs.refuse(perr.Kind, perr.Message)
 		return
 	case existing != nil:
-		s.attachTo(hs, &protocol.Attach{Session: existing.id, Size: req.Size}, peer)
+		// The attach holds the connection as any attach does: admitted,
+		// out of the pending ones and their deadline.
+		if hs.admitted() {
+			s.attachTo(hs, &protocol.Attach{Session: existing.id, Size: req.Size, Terminal: req.Terminal}, peer)
+		}
 		return
 	}
 	defer s.kept.release(r) // unless the session is in the table

@@ -468,3 +468,39 @@ func TestClientBehindTheRingIsCutOff(t *testing.T) {
 	k.Expect(protocol.TypeDone)
 	q.Output(nil)
 }
+
+// TestCreateOrAttachOutlivesHandshakeDeadline: a create-or-attach that
+// attaches is admitted as an attach is; the handshake's deadline, which
+// bounds connections not yet in a session, does not close it later.
+func TestCreateOrAttachOutlivesHandshakeDeadline(t *testing.T) {
+	const timeout = 500 * time.Millisecond
+	srv := newServer(t, agent.Config{HandshakeTimeout: timeout})
+	p := dial(t, srv, -1)
+	if typ := createOrAttach(p, "late"); typ != protocol.TypeStarted {
+		t.Fatalf("the first create-or-attach got %s, want Started", typ)
+	}
+	q := dial(t, srv, -1)
+	if typ := createOrAttach(q, "late"); typ != protocol.TypeAttached {
+		t.Fatalf("the second create-or-attach got %s, want Attached", typ)
+	}
+	p.Drain()
+	// Past the deadline, which would have closed it by now.
+	time.Sleep(3 * timeout)
+	// Sent beside the reads: the pipe holds nothing, and corkd writes the
+	// screen before it reads.
+	go q.W.WriteFrame(protocol.TypePing, nil)
+	for {
+		typ, _, err := q.R.Next()
+		if err != nil {
+			t.Fatalf("the attached connection ended past the handshake deadline: %v", err)
+		}
+		if typ == protocol.TypePong {
+			break
+		}
+		if typ != protocol.TypeStdout && typ != protocol.TypeRestore {
+			t.Fatalf("%s while waiting for Pong", typ)
+		}
+	}
+	q.Send(protocol.TypeSignal, &protocol.Signal{Name: "KILL"})
+	q.Drain()
+}
