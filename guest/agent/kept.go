@@ -485,10 +485,9 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 		h.refuse(protocol.KindRequest, fmt.Sprintf("resume from output byte %d: the session has written only %d", *a.Resume, sent))
 		return
 	}
-	if a.ReadOnly && !exited {
-		s.watch(h, ss, a, peer)
+	if a.ReadOnly && !exited && s.watch(h, ss, a, peer) {
 		return
-	}
+	} // else it exited meanwhile: it is answered as an exited session is
 	cl := ss.newClient(h.c, h.w)
 	cl.terminal = a.Terminal
 	// The screen catches up outside the lock live output takes.

@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -503,4 +504,40 @@ func TestCreateOrAttachOutlivesHandshakeDeadline(t *testing.T) {
 	}
 	q.Send(protocol.TypeSignal, &protocol.Signal{Name: "KILL"})
 	q.Drain()
+}
+
+// TestWatchersRaceTheExit: watchers attaching while a session exits never
+// find it half ended (a watcher registered after finish let its watchers
+// go); corkd stays up and answers.
+func TestWatchersRaceTheExit(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	for round := range 15 {
+		p := dial(t, srv, -1)
+		st := p.Exec(keep("", "sleep", "0.2"))
+		p.Drain()
+		done := make(chan struct{})
+		for range 4 {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				for {
+					w := connectAs(t, srv, func(c net.Conn) net.Conn { return c })
+					q := prototest.NewPeer(t, w)
+					q.Hello()
+					q.Send(protocol.TypeAttach, &protocol.Attach{Session: st.Session, ReadOnly: true})
+					typ, _, err := q.R.Next()
+					w.Close()
+					if err != nil || typ != protocol.TypeAttached {
+						return // the session was forgotten, or corkd is gone
+					}
+				}
+			}()
+		}
+		for range 4 {
+			<-done
+		}
+		p.Conn.Close()
+		if l := listWithin(t, srv, 5*time.Second); len(l) > 0 && l[0].State == protocol.StateRunning {
+			t.Fatalf("round %d: %+v", round, l)
+		}
+	}
 }
