@@ -257,13 +257,27 @@ func (k *keptSessions) remove(ss *session) {
 	ss.srv.forgotten()
 }
 
-// exited files a session whose program has ended: a client saw its exit,
-// so it goes; otherwise its status and output wait for its linger.
-func (k *keptSessions) exited(ss *session, seen bool) {
-	if seen {
-		k.remove(ss)
+// gaveExit forgets an exited session once a client was given its exit
+// (err, the write's outcome, is nil): as tmux forgets a session whose
+// program ended. A client that did not get it leaves the status to its
+// linger, for the next attach.
+func (ss *session) gaveExit(err error) {
+	if err != nil {
+		ss.log.Info("client did not get the exit; the session waits for its linger", "err", err)
+		ss.outMu.Lock()
+		defer ss.outMu.Unlock()
+		if ss.detachedAt.IsZero() {
+			ss.detachedAt = time.Now()
+		}
 		return
 	}
+	ss.log.Info("client given the exit; forgetting the session", "code", ss.exit.Code)
+	ss.srv.kept.remove(ss)
+}
+
+// exited files a session whose program has ended: its status and output
+// wait for its linger, unless a client is given its exit before.
+func (k *keptSessions) exited(ss *session) {
 	if ss.linger > 0 {
 		// The timer must not keep a session removed before its linger
 		// ends (cork rm) in memory for the rest of the linger.
@@ -508,12 +522,7 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 	}
 	if !at.Running {
 		if err == nil {
-			// The client is given the exit: the session is forgotten,
-			// as one that exits while attached is, and before, so
-			// that a client that has the exit finds it gone.
-			ss.log.Info("attached to an exited session; forgetting it", "code", ss.exit.Code)
-			s.kept.remove(ss)
-			cl.last(protocol.TypeExit, &ss.exit)
+			ss.gaveExit(cl.last(protocol.TypeExit, &ss.exit))
 		}
 		return
 	}

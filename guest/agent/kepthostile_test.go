@@ -541,3 +541,32 @@ func TestWatchersRaceTheExit(t *testing.T) {
 		}
 	}
 }
+
+// TestExitKeptForAClientThatMissedIt: a client attached at the exit that
+// stops reading does not get it; the session stays, exited, and the next
+// attach gets the status.
+func TestExitKeptForAClientThatMissedIt(t *testing.T) {
+	agent.SetClientStall(t, 300*time.Millisecond)
+	srv := newServer(t, agent.Config{})
+	p := dial(t, srv, -1)
+	req := keep("missed", sh(`read x; exit 3`)...)
+	req.Stdin = true
+	p.Exec(req)
+	p.W.WriteFrame(protocol.TypeStdin, []byte("go\n")) // and reads nothing more
+	waitFor(t, "the session to be listed as exited", 10*time.Second, func() bool {
+		l := listWithin(t, srv, 2*time.Second)
+		return len(l) == 1 && l[0].State == protocol.StateExited && !l[0].Attached
+	})
+	q := dial(t, srv, -1)
+	at := attach(t, q, protocol.Attach{Session: "missed"})
+	if at.Running {
+		t.Fatalf("attached %+v", at)
+	}
+	_, _, exit := q.Output(nil)
+	if exit.Code != 3 {
+		t.Fatalf("exit %+v, want code 3", exit)
+	}
+	waitFor(t, "a session whose exit a client got to be forgotten", 5*time.Second, func() bool {
+		return len(listWithin(t, srv, 2*time.Second)) == 0
+	})
+}

@@ -150,18 +150,23 @@ func (ss *session) exitGiven() <-chan struct{} {
 
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-// last writes the last frame the client gets, once.
-func (cl *client) last(t protocol.Type, v any) {
+// errHadLast is last's answer for a client that was sent its last frame
+// before.
+var errHadLast = errors.New("the client was sent its last frame before")
+
+// last writes the last frame the client gets, once, and reports whether
+// the write succeeded.
+func (cl *client) last(t protocol.Type, v any) error {
 	cl.lastMu.Lock()
 	defer cl.lastMu.Unlock()
 	if cl.ended {
-		return
+		return errHadLast
 	}
 	cl.ended = true
 	if s, ok := cl.conn.(InputStopper); ok {
 		s.StopInput()
 	}
-	cl.w.WriteJSON(t, v)
+	return cl.w.WriteJSON(t, v)
 }
 
 // hadLast reports whether the client was sent its last frame: its input
@@ -446,12 +451,12 @@ func (ss *session) finish() {
 		ss.stdin.Close()
 	}
 	if ss.keep {
-		ss.srv.kept.exited(ss, cl != nil)
+		// Its linger starts now; a client that is given the exit
+		// (gaveExit) forgets it sooner.
+		ss.srv.kept.exited(ss)
 	}
 	if cl != nil && ss.keep {
-		// Its feed sends the output it has yet to get, then the exit:
-		// last, so that a client that has the exit finds the session
-		// where the exit leaves it.
+		// Its feed sends the output it has yet to get, then the exit.
 		ss.outMu.Lock()
 		cl.end = &ending{t: protocol.TypeExit, v: &ss.exit}
 		cl.nudge()
