@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -569,4 +570,66 @@ func TestExitKeptForAClientThatMissedIt(t *testing.T) {
 	waitFor(t, "a session whose exit a client got to be forgotten", 5*time.Second, func() bool {
 		return len(listWithin(t, srv, 2*time.Second)) == 0
 	})
+}
+
+// TestAbandonedStdinLeavesNothing: clients that fill their stdin window
+// for a program that never reads, then leave, leave neither a goroutine
+// nor their queued input behind: a write blocked on the terminal is the
+// session's, one at a time.
+func TestAbandonedStdinLeavesNothing(t *testing.T) {
+	const window = 256 << 10
+	srv := newServer(t, agent.Config{StdinWindow: window})
+	p := dial(t, srv, -1)
+	// Raw mode: a terminal in canonical mode drops what does not fit
+	// rather than holding the writer.
+	req := keep("deaf", sh(`stty raw -echo; exec sleep 600`)...)
+	req.Stdin = true
+	st := p.Exec(req)
+	t.Cleanup(func() {
+		k := dial(t, srv, -1)
+		k.Send(protocol.TypeKill, &protocol.Kill{Session: st.Session, Signal: "KILL"})
+		k.Expect(protocol.TypeDone)
+	})
+	chunk := make([]byte, 16<<10)
+	fill := func(c *prototest.Peer) {
+		for range window / len(chunk) {
+			if err := c.W.WriteFrame(protocol.TypeStdin, chunk); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	p.Drain()
+	fill(p)
+	p.Conn.Close()
+	waitFor(t, "the session to be detached", 10*time.Second, func() bool {
+		l := listWithin(t, srv, 2*time.Second)
+		return len(l) == 1 && !l[0].Attached
+	})
+	before, heapBefore := runtime.NumGoroutine(), heapInUse()
+	const rounds = 30
+	for round := range rounds {
+		q := dial(t, srv, -1)
+		attach(t, q, protocol.Attach{Session: "deaf"})
+		q.Drain()
+		fill(q)
+		q.Conn.Close()
+		waitFor(t, fmt.Sprint("round ", round, ": the session to be detached"), 10*time.Second, func() bool {
+			l := listWithin(t, srv, 2*time.Second)
+			return len(l) == 1 && !l[0].Attached
+		})
+	}
+	waitFor(t, "the clients' goroutines to end", 10*time.Second, func() bool {
+		return runtime.NumGoroutine() < before+rounds/3
+	})
+	if grew := int64(heapInUse()) - int64(heapBefore); grew > rounds*window/4 {
+		t.Fatalf("the heap grew by %d bytes after %d clients left %d bytes of stdin each", grew, rounds, window)
+	}
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC() // the pool's buffers go on the second
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
 }

@@ -43,6 +43,7 @@ type session struct {
 	cmd    *exec.Cmd
 	master *os.File       // the PTY master; nil for a pipe session
 	stdin  io.WriteCloser // the program's input: the master, a pipe, or nil
+	input  *inputWriter   // a kept session's: writes stdin for its clients
 	wanted bool           // the host sends stdin
 	outs   []*output
 
@@ -116,8 +117,10 @@ func (ss *session) newClient(conn io.ReadWriteCloser, w *protocol.Writer) *clien
 		// that stops reading is detached, never waited for.
 		w = protocol.NewWriter(stallWriter{conn})
 	}
-	return &client{conn: conn, w: w, gone: make(chan struct{}), wake: make(chan struct{}, 1),
+	cl := &client{conn: conn, w: w, gone: make(chan struct{}), wake: make(chan struct{}, 1),
 		in: newInputQueue(int(ss.srv.cfg.StdinWindow), ss.stdin, ss.wanted, !ss.keep)}
+	cl.in.via = ss.input
+	return cl
 }
 
 // nudge tells the client's feed that there is more for it; it never waits.
@@ -236,6 +239,9 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 		return nil, &protocol.Error{Kind: protocol.KindStart, Message: fmt.Sprintf("starting %q: %v", req.Argv[0], err)}
 	}
 	ss.stdin = stdin
+	if req.Keep && stdin != nil {
+		ss.input = newInputWriter(stdin, ss.done)
+	}
 	log.Info("started", "argv0", req.Argv[0], "pid", cmd.Process.Pid, "uid", acct.UID, "tty", req.TTY, "kept", req.Keep)
 	st := &protocol.Started{Session: id, PID: cmd.Process.Pid, StdinWindow: s.cfg.StdinWindow, Kept: req.Keep, Name: req.Name}
 	if req.Keep {
