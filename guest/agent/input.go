@@ -59,6 +59,10 @@ var inputBufs = sync.Pool{New: func() any { return new([]byte) }}
 func (q *inputQueue) push(p []byte, buf *[]byte) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.closed {
+		inputBufs.Put(buf) // its client drives the session no more
+		return nil
+	}
 	if q.eof {
 		return &protocol.Error{Kind: protocol.KindProtocol, Message: "stdin data after stdin EOF"}
 	}

@@ -633,3 +633,33 @@ func heapInUse() uint64 {
 	runtime.ReadMemStats(&ms)
 	return ms.HeapInuse
 }
+
+// TestTakenOverClientDrivesNothing: from the moment another client takes
+// the session over, the old one's frames (here, resizes) are not applied,
+// even while it has not yet read that it was detached.
+func TestTakenOverClientDrivesNothing(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	p := dial(t, srv, -1)
+	st := p.Exec(keep("taken", "sleep", "600")) // p reads nothing more
+	t.Cleanup(func() {
+		k := dial(t, srv, -1)
+		k.Send(protocol.TypeKill, &protocol.Kill{Session: st.Session, Signal: "KILL"})
+		k.Expect(protocol.TypeDone)
+	})
+	q := dial(t, srv, -1)
+	attach(t, q, protocol.Attach{Session: "taken", Size: protocol.WindowSize{Cols: 80, Rows: 24}})
+	q.Drain()
+	waitFor(t, "the redraw for the new client to end", 10*time.Second, func() bool {
+		l := listWithin(t, srv, 2*time.Second)
+		return len(l) == 1 && l[0].Size == protocol.WindowSize{Cols: 80, Rows: 24}
+	})
+	for _, s := range []protocol.WindowSize{{Cols: 33, Rows: 11}, {Cols: 34, Rows: 12}} {
+		// The second write returns once corkd has read past the first.
+		if err := p.W.WriteFrame(protocol.TypeResize, protocol.EncodeResize(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l := listWithin(t, srv, 2*time.Second); len(l) != 1 || l[0].Size.Cols != 80 {
+		t.Fatalf("the client taken over resized the session: %+v", l)
+	}
+}

@@ -97,6 +97,9 @@ type client struct {
 	ended  bool // the client was sent its last frame
 
 	terminal string // the host terminal it shows the session on, if it said
+	// takenOver is set when another client takes the session over: from
+	// then on its frames drive nothing, before it hears so.
+	takenOver atomic.Bool
 	// A kept session's client is a cursor into the session's output,
 	// which its feed copies to the connection; outMu guards these.
 	next uint64        // the number of the next output byte it gets
@@ -489,6 +492,8 @@ func (ss *session) attach(cl *client) {
 func (ss *session) attachLocked(cl *client, from uint64) {
 	if old := ss.client; old != nil && old != cl {
 		ss.log.Info("another client attached; detaching the current one")
+		old.takenOver.Store(true)
+		old.in.close() // its input, queued or to come, goes nowhere
 		old.end = &ending{t: protocol.TypeDetached, v: takenOver, atOnce: true}
 		old.nudge()
 	}
@@ -600,6 +605,10 @@ func (ss *session) readFrames(cl *client, r *protocol.Reader) error {
 		}
 		if tc != nil {
 			tc.noteFrame(t == protocol.TypeStdin)
+		}
+		if cl.takenOver.Load() && t != protocol.TypePing {
+			inputBufs.Put(buf) // it drives the session no more
+			continue
 		}
 		switch t {
 		case protocol.TypeStdin:
