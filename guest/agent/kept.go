@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os/user"
@@ -559,7 +561,7 @@ func (ss *session) join(cl *client, a *protocol.Attach, window uint32) (*protoco
 	ss.outMu.Lock()
 	defer ss.outMu.Unlock()
 	returning := a.Resume != nil && a.Holder != 0
-	if returning && a.Holder != ss.holder {
+	if returning && a.Holder != ss.holder && a.Holder != ss.heldBefore {
 		return nil, nil
 	}
 	from, resumed := ss.sent, false
@@ -577,17 +579,29 @@ func (ss *session) join(cl *client, a *protocol.Attach, window uint32) (*protoco
 		restore = ss.restoreLocked(a.Terminal, size)
 	}
 	if !ss.exited {
-		if !returning {
-			// A new hold: the client it takes over, should it
-			// resume, is told it was taken over. A client that
-			// resumes keeps its number, though it never heard back
-			// from a resume cut short.
-			ss.holder++
+		// A new hold: the client it takes over, should it resume, is
+		// told it was taken over; a client that resumes may resume
+		// again with the hold it gave, in case it never heard back.
+		ss.heldBefore = 0
+		if returning {
+			ss.heldBefore = a.Holder
 		}
+		ss.holder = newHolder()
 		ss.attachLocked(cl, from)
 		at.Holder = ss.holder
 	}
 	return at, restore
+}
+
+// newHolder returns a new hold: random, never 0 (no hold).
+func newHolder() uint64 {
+	var b [8]byte
+	for {
+		rand.Read(b[:])
+		if h := binary.LittleEndian.Uint64(b[:]); h != 0 {
+			return h
+		}
+	}
 }
 
 // peek answers a Peek with the session's screen; it never sizes the

@@ -252,18 +252,20 @@ func TestTakeoverIsFinal(t *testing.T) {
 	if l := list(t, srv, -1); !l[0].Attached {
 		t.Fatalf("the client that took over lost the session: %+v", l)
 	}
-	// The holder of the session resumes as ever, and keeps its number:
-	// a resume cut short before the client heard back changes nothing.
+	// The holder of the session resumes as ever, and gets a new hold
+	// each time; a resume cut short before the client heard back may be
+	// made again with the hold it gave.
 	q.Conn.Close()
 	zero := uint64(0)
 	cut := dial(t, srv, -1)
-	if at1 := attach(t, cut, protocol.Attach{Session: st.Session, Resume: &zero, Holder: at.Holder}); at1.Holder != at.Holder {
-		t.Fatalf("resume by the holder: %+v, want its hold %d kept", at1, at.Holder)
+	at1 := attach(t, cut, protocol.Attach{Session: st.Session, Resume: &zero, Holder: at.Holder})
+	if at1.Holder == at.Holder || at1.Holder == 0 {
+		t.Fatalf("resume by the holder: hold %d after %d, want a new one", at1.Holder, at.Holder)
 	}
 	cut.Conn.Close()
 	s := dial(t, srv, -1)
-	if at2 := attach(t, s, protocol.Attach{Session: st.Session, Resume: &zero, Holder: at.Holder}); at2.Holder != at.Holder {
-		t.Fatalf("resume by the holder: %+v, want its hold %d kept", at2, at.Holder)
+	if at2 := attach(t, s, protocol.Attach{Session: st.Session, Resume: &zero, Holder: at.Holder}); at2.Holder == at1.Holder || at2.Holder == 0 {
+		t.Fatalf("resume by the holder, again with its hold %d: %+v", at.Holder, at2)
 	}
 	readUntil(t, s, "\n")
 	s.Send(protocol.TypeSignal, &protocol.Signal{Name: "KILL"})
@@ -646,6 +648,7 @@ func TestTakenOverClientDrivesNothing(t *testing.T) {
 		k.Send(protocol.TypeKill, &protocol.Kill{Session: st.Session, Signal: "KILL"})
 		k.Expect(protocol.TypeDone)
 	})
+	waitFor(t, "the session to be filed", 10*time.Second, func() bool { return len(listWithin(t, srv, 2*time.Second)) == 1 })
 	q := dial(t, srv, -1)
 	attach(t, q, protocol.Attach{Session: "taken", Size: protocol.WindowSize{Cols: 80, Rows: 24}})
 	q.Drain()
@@ -661,5 +664,35 @@ func TestTakenOverClientDrivesNothing(t *testing.T) {
 	}
 	if l := listWithin(t, srv, 2*time.Second); len(l) != 1 || l[0].Size.Cols != 80 {
 		t.Fatalf("the client taken over resized the session: %+v", l)
+	}
+}
+
+// TestHoldIsNotGuessable: holds are random, so that a client that did not
+// hold the session cannot resume it by counting: after a takeover, the
+// holds 1 to 3, which counting gave, resume nothing.
+func TestHoldIsNotGuessable(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	p := dial(t, srv, -1)
+	st := p.Exec(keep("guess", "sleep", "600"))
+	t.Cleanup(func() {
+		k := dial(t, srv, -1)
+		k.Send(protocol.TypeKill, &protocol.Kill{Session: st.Session, Signal: "KILL"})
+		k.Expect(protocol.TypeDone)
+	})
+	p.Drain()
+	waitFor(t, "the session to be filed", 10*time.Second, func() bool { return len(listWithin(t, srv, 2*time.Second)) == 1 })
+	q := dial(t, srv, -1)
+	at := attach(t, q, protocol.Attach{Session: "guess"})
+	q.Drain()
+	zero := uint64(0)
+	for guess := uint64(1); guess <= 3; guess++ {
+		if guess == at.Holder || guess == st.Holder {
+			t.Fatalf("hold %d, %d: counted", st.Holder, at.Holder)
+		}
+		r := dial(t, srv, -1)
+		r.Send(protocol.TypeAttach, &protocol.Attach{Session: st.Session, Resume: &zero, Holder: guess})
+		if typ, payload, err := r.R.Next(); err != nil || typ != protocol.TypeDetached {
+			t.Fatalf("a resume with the guessed hold %d got %s %s (%v), want Detached", guess, typ, payload, err)
+		}
 	}
 }

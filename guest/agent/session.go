@@ -67,7 +67,12 @@ type session struct {
 	detachedAt time.Time
 	exitClient *client // the client attached when the program exited
 	detachGen  int     // counts detaches, so that a stale linger timer does nothing
-	holder     uint64  // counts the clients that held the session: the latest's hold (Attach.Holder)
+	// holder is the latest client's hold (Attach.Holder), random and new
+	// on every join so that no other client can guess it; heldBefore is
+	// the hold its resume gave, which the same client, should it never
+	// have heard back, resumes with again. A takeover clears it.
+	holder     uint64
+	heldBefore uint64
 	// The host terminal of the last client that left, and the output
 	// written when it left: that terminal holds the session's history up
 	// to there (an attach from it leaves the scrollback out).
@@ -248,7 +253,8 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 	log.Info("started", "argv0", req.Argv[0], "pid", cmd.Process.Pid, "uid", acct.UID, "tty", req.TTY, "kept", req.Keep)
 	st := &protocol.Started{Session: id, PID: cmd.Process.Pid, StdinWindow: s.cfg.StdinWindow, Kept: req.Keep, Name: req.Name}
 	if req.Keep {
-		st.Holder = 1 // the first attach's, which this client's is
+		ss.holder = newHolder() // the first attach's, which this client's is
+		st.Holder = ss.holder
 	}
 	if err := w.WriteJSON(protocol.TypeStarted, st); err != nil {
 		log.Warn("host gone before the session started", "err", err)
@@ -477,7 +483,6 @@ func (ss *session) finish() {
 // attach makes cl the first client of a session that has just started.
 func (ss *session) attach(cl *client) {
 	ss.outMu.Lock()
-	ss.holder = 1 // as Started says
 	ss.attachLocked(cl, ss.sent)
 	ss.outMu.Unlock()
 	if ss.keep {
