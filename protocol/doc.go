@@ -165,9 +165,11 @@
 //     last screen (Restore) and Exit. A second client attaching takes the
 //     session over: the first gets a Detached frame, its last. Of two
 //     attaches at once, one takes the session over from the other. A
-//     takeover is final: Started and Attached number the client's hold
-//     (Holder), and a resume (Attach.Resume) that gives a Holder other
-//     than the session's latest is answered with Detached. With
+//     takeover is final: Started and Attached give the client's hold
+//     (Holder), random and new on every attach and resume, and a resume
+//     (Attach.Resume) that gives a Holder other than the session's latest
+//     (or the one the latest resume gave, should its client not have
+//     heard back) is answered with Detached. With
 //     Attach.ReadOnly the client watches instead: it gets Attached and
 //     Restore frames that redraw the screen for its own size (Attach.Size,
 //     then its Resize frames) as the screen changes, sends nothing else

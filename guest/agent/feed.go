@@ -46,7 +46,10 @@ func (ss *session) feed(cl *client) {
 				continue
 			}
 			if end != nil {
-				cl.last(end.t, end.v)
+				err := cl.last(end.t, end.v)
+				if end.t == protocol.TypeExit {
+					ss.gaveExit(err)
+				}
 				if end.atOnce {
 					cl.conn.Close()
 				}

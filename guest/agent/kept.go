@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os/user"
@@ -257,13 +259,27 @@ func (k *keptSessions) remove(ss *session) {
 	ss.srv.forgotten()
 }
 
-// exited files a session whose program has ended: a client saw its exit,
-// so it goes; otherwise its status and output wait for its linger.
-func (k *keptSessions) exited(ss *session, seen bool) {
-	if seen {
-		k.remove(ss)
+// gaveExit forgets an exited session once a client was given its exit
+// (err, the write's outcome, is nil): as tmux forgets a session whose
+// program ended. A client that did not get it leaves the status to its
+// linger, for the next attach.
+func (ss *session) gaveExit(err error) {
+	if err != nil {
+		ss.log.Info("client did not get the exit; the session waits for its linger", "err", err)
+		ss.outMu.Lock()
+		defer ss.outMu.Unlock()
+		if ss.detachedAt.IsZero() {
+			ss.detachedAt = time.Now()
+		}
 		return
 	}
+	ss.log.Info("client given the exit; forgetting the session", "code", ss.exit.Code)
+	ss.srv.kept.remove(ss)
+}
+
+// exited files a session whose program has ended: its status and output
+// wait for its linger, unless a client is given its exit before.
+func (k *keptSessions) exited(ss *session) {
 	if ss.linger > 0 {
 		// The timer must not keep a session removed before its linger
 		// ends (cork rm) in memory for the rest of the linger.
@@ -432,7 +448,11 @@ func (s *Server) execKept(hs *handshake, req *protocol.Exec, peer Peer) {
 		hs.refuse(perr.Kind, perr.Message)
 		return
 	case existing != nil:
-		s.attachTo(hs, &protocol.Attach{Session: existing.id, Size: req.Size}, peer)
+		// The attach holds the connection as any attach does: admitted,
+		// out of the pending ones and their deadline.
+		if hs.admitted() {
+			s.attachTo(hs, &protocol.Attach{Session: existing.id, Size: req.Size, Terminal: req.Terminal}, peer)
+		}
 		return
 	}
 	defer s.kept.release(r) // unless the session is in the table
@@ -481,10 +501,9 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 		h.refuse(protocol.KindRequest, fmt.Sprintf("resume from output byte %d: the session has written only %d", *a.Resume, sent))
 		return
 	}
-	if a.ReadOnly && !exited {
-		s.watch(h, ss, a, peer)
+	if a.ReadOnly && !exited && s.watch(h, ss, a, peer) {
 		return
-	}
+	} // else it exited meanwhile: it is answered as an exited session is
 	cl := ss.newClient(h.c, h.w)
 	cl.terminal = a.Terminal
 	// The screen catches up outside the lock live output takes.
@@ -505,12 +524,7 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 	}
 	if !at.Running {
 		if err == nil {
-			// The client is given the exit: the session is forgotten,
-			// as one that exits while attached is, and before, so
-			// that a client that has the exit finds it gone.
-			ss.log.Info("attached to an exited session; forgetting it", "code", ss.exit.Code)
-			s.kept.remove(ss)
-			cl.last(protocol.TypeExit, &ss.exit)
+			ss.gaveExit(cl.last(protocol.TypeExit, &ss.exit))
 		}
 		return
 	}
@@ -547,7 +561,7 @@ func (ss *session) join(cl *client, a *protocol.Attach, window uint32) (*protoco
 	ss.outMu.Lock()
 	defer ss.outMu.Unlock()
 	returning := a.Resume != nil && a.Holder != 0
-	if returning && a.Holder != ss.holder {
+	if returning && a.Holder != ss.holder && a.Holder != ss.heldBefore {
 		return nil, nil
 	}
 	from, resumed := ss.sent, false
@@ -565,17 +579,29 @@ func (ss *session) join(cl *client, a *protocol.Attach, window uint32) (*protoco
 		restore = ss.restoreLocked(a.Terminal, size)
 	}
 	if !ss.exited {
-		if !returning {
-			// A new hold: the client it takes over, should it
-			// resume, is told it was taken over. A client that
-			// resumes keeps its number, though it never heard back
-			// from a resume cut short.
-			ss.holder++
+		// A new hold: the client it takes over, should it resume, is
+		// told it was taken over; a client that resumes may resume
+		// again with the hold it gave, in case it never heard back.
+		ss.heldBefore = 0
+		if returning {
+			ss.heldBefore = a.Holder
 		}
+		ss.holder = newHolder()
 		ss.attachLocked(cl, from)
 		at.Holder = ss.holder
 	}
 	return at, restore
+}
+
+// newHolder returns a new hold: random, never 0 (no hold).
+func newHolder() uint64 {
+	var b [8]byte
+	for {
+		rand.Read(b[:])
+		if h := binary.LittleEndian.Uint64(b[:]); h != 0 {
+			return h
+		}
+	}
 }
 
 // peek answers a Peek with the session's screen; it never sizes the

@@ -2,8 +2,10 @@ package agent_test
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -250,18 +252,20 @@ func TestTakeoverIsFinal(t *testing.T) {
 	if l := list(t, srv, -1); !l[0].Attached {
 		t.Fatalf("the client that took over lost the session: %+v", l)
 	}
-	// The holder of the session resumes as ever, and keeps its number:
-	// a resume cut short before the client heard back changes nothing.
+	// The holder of the session resumes as ever, and gets a new hold
+	// each time; a resume cut short before the client heard back may be
+	// made again with the hold it gave.
 	q.Conn.Close()
 	zero := uint64(0)
 	cut := dial(t, srv, -1)
-	if at1 := attach(t, cut, protocol.Attach{Session: st.Session, Resume: &zero, Holder: at.Holder}); at1.Holder != at.Holder {
-		t.Fatalf("resume by the holder: %+v, want its hold %d kept", at1, at.Holder)
+	at1 := attach(t, cut, protocol.Attach{Session: st.Session, Resume: &zero, Holder: at.Holder})
+	if at1.Holder == at.Holder || at1.Holder == 0 {
+		t.Fatalf("resume by the holder: hold %d after %d, want a new one", at1.Holder, at.Holder)
 	}
 	cut.Conn.Close()
 	s := dial(t, srv, -1)
-	if at2 := attach(t, s, protocol.Attach{Session: st.Session, Resume: &zero, Holder: at.Holder}); at2.Holder != at.Holder {
-		t.Fatalf("resume by the holder: %+v, want its hold %d kept", at2, at.Holder)
+	if at2 := attach(t, s, protocol.Attach{Session: st.Session, Resume: &zero, Holder: at.Holder}); at2.Holder == at1.Holder || at2.Holder == 0 {
+		t.Fatalf("resume by the holder, again with its hold %d: %+v", at.Holder, at2)
 	}
 	readUntil(t, s, "\n")
 	s.Send(protocol.TypeSignal, &protocol.Signal{Name: "KILL"})
@@ -467,4 +471,229 @@ func TestClientBehindTheRingIsCutOff(t *testing.T) {
 	k.Send(protocol.TypeKill, &protocol.Kill{Session: "flood", Signal: "KILL"})
 	k.Expect(protocol.TypeDone)
 	q.Output(nil)
+}
+
+// TestCreateOrAttachOutlivesHandshakeDeadline: a create-or-attach that
+// attaches is admitted as an attach is; the handshake's deadline, which
+// bounds connections not yet in a session, does not close it later.
+func TestCreateOrAttachOutlivesHandshakeDeadline(t *testing.T) {
+	const timeout = 500 * time.Millisecond
+	srv := newServer(t, agent.Config{HandshakeTimeout: timeout})
+	p := dial(t, srv, -1)
+	if typ := createOrAttach(p, "late"); typ != protocol.TypeStarted {
+		t.Fatalf("the first create-or-attach got %s, want Started", typ)
+	}
+	q := dial(t, srv, -1)
+	if typ := createOrAttach(q, "late"); typ != protocol.TypeAttached {
+		t.Fatalf("the second create-or-attach got %s, want Attached", typ)
+	}
+	p.Drain()
+	// Past the deadline, which would have closed it by now.
+	time.Sleep(3 * timeout)
+	// Sent beside the reads: the pipe holds nothing, and corkd writes the
+	// screen before it reads.
+	go q.W.WriteFrame(protocol.TypePing, nil)
+	for {
+		typ, _, err := q.R.Next()
+		if err != nil {
+			t.Fatalf("the attached connection ended past the handshake deadline: %v", err)
+		}
+		if typ == protocol.TypePong {
+			break
+		}
+		if typ != protocol.TypeStdout && typ != protocol.TypeRestore {
+			t.Fatalf("%s while waiting for Pong", typ)
+		}
+	}
+	q.Send(protocol.TypeSignal, &protocol.Signal{Name: "KILL"})
+	q.Drain()
+}
+
+// TestWatchersRaceTheExit: watchers attaching while a session exits never
+// find it half ended (a watcher registered after finish let its watchers
+// go); corkd stays up and answers.
+func TestWatchersRaceTheExit(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	for round := range 15 {
+		p := dial(t, srv, -1)
+		st := p.Exec(keep("", "sleep", "0.2"))
+		p.Drain()
+		done := make(chan struct{})
+		for range 4 {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				for {
+					w := connectAs(t, srv, func(c net.Conn) net.Conn { return c })
+					q := prototest.NewPeer(t, w)
+					q.Hello()
+					q.Send(protocol.TypeAttach, &protocol.Attach{Session: st.Session, ReadOnly: true})
+					typ, payload, err := q.R.Next()
+					w.Close()
+					if err != nil || typ == protocol.TypeError && strings.Contains(string(payload), "no such session") {
+						return // the session was forgotten, or corkd is gone
+					} // else attached, or busy with the watchers that just left
+
+				}
+			}()
+		}
+		for range 4 {
+			<-done
+		}
+		p.Conn.Close()
+		if l := listWithin(t, srv, 5*time.Second); len(l) > 0 && l[0].State == protocol.StateRunning {
+			t.Fatalf("round %d: %+v", round, l)
+		}
+	}
+}
+
+// TestExitKeptForAClientThatMissedIt: a client attached at the exit that
+// stops reading does not get it; the session stays, exited, and the next
+// attach gets the status.
+func TestExitKeptForAClientThatMissedIt(t *testing.T) {
+	agent.SetClientStall(t, 300*time.Millisecond)
+	srv := newServer(t, agent.Config{})
+	p := dial(t, srv, -1)
+	req := keep("missed", sh(`read x; exit 3`)...)
+	req.Stdin = true
+	p.Exec(req)
+	p.W.WriteFrame(protocol.TypeStdin, []byte("go\n")) // and reads nothing more
+	waitFor(t, "the session to be listed as exited", 10*time.Second, func() bool {
+		l := listWithin(t, srv, 2*time.Second)
+		return len(l) == 1 && l[0].State == protocol.StateExited && !l[0].Attached
+	})
+	q := dial(t, srv, -1)
+	at := attach(t, q, protocol.Attach{Session: "missed"})
+	if at.Running {
+		t.Fatalf("attached %+v", at)
+	}
+	_, _, exit := q.Output(nil)
+	if exit.Code != 3 {
+		t.Fatalf("exit %+v, want code 3", exit)
+	}
+	waitFor(t, "a session whose exit a client got to be forgotten", 5*time.Second, func() bool {
+		return len(listWithin(t, srv, 2*time.Second)) == 0
+	})
+}
+
+// TestAbandonedStdinLeavesNothing: clients that fill their stdin window
+// for a program that never reads, then leave, leave neither a goroutine
+// nor their queued input behind: a write blocked on the terminal is the
+// session's, one at a time.
+func TestAbandonedStdinLeavesNothing(t *testing.T) {
+	const window = 256 << 10
+	srv := newServer(t, agent.Config{StdinWindow: window})
+	p := dial(t, srv, -1)
+	// Raw mode: a terminal in canonical mode drops what does not fit
+	// rather than holding the writer.
+	req := keep("deaf", sh(`stty raw -echo; exec sleep 600`)...)
+	req.Stdin = true
+	st := p.Exec(req)
+	t.Cleanup(func() {
+		k := dial(t, srv, -1)
+		k.Send(protocol.TypeKill, &protocol.Kill{Session: st.Session, Signal: "KILL"})
+		k.Expect(protocol.TypeDone)
+	})
+	chunk := make([]byte, 16<<10)
+	fill := func(c *prototest.Peer) {
+		for range window / len(chunk) {
+			if err := c.W.WriteFrame(protocol.TypeStdin, chunk); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	p.Drain()
+	fill(p)
+	p.Conn.Close()
+	waitFor(t, "the session to be detached", 10*time.Second, func() bool {
+		l := listWithin(t, srv, 2*time.Second)
+		return len(l) == 1 && !l[0].Attached
+	})
+	before, heapBefore := runtime.NumGoroutine(), heapInUse()
+	const rounds = 30
+	for round := range rounds {
+		q := dial(t, srv, -1)
+		attach(t, q, protocol.Attach{Session: "deaf"})
+		q.Drain()
+		fill(q)
+		q.Conn.Close()
+		waitFor(t, fmt.Sprint("round ", round, ": the session to be detached"), 10*time.Second, func() bool {
+			l := listWithin(t, srv, 2*time.Second)
+			return len(l) == 1 && !l[0].Attached
+		})
+	}
+	waitFor(t, "the clients' goroutines to end", 10*time.Second, func() bool {
+		return runtime.NumGoroutine() < before+rounds/3
+	})
+	if grew := int64(heapInUse()) - int64(heapBefore); grew > rounds*window/4 {
+		t.Fatalf("the heap grew by %d bytes after %d clients left %d bytes of stdin each", grew, rounds, window)
+	}
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC() // the pool's buffers go on the second
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
+}
+
+// TestTakenOverClientDrivesNothing: from the moment another client takes
+// the session over, the old one's frames (here, resizes) are not applied,
+// even while it has not yet read that it was detached.
+func TestTakenOverClientDrivesNothing(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	p := dial(t, srv, -1)
+	st := p.Exec(keep("taken", "sleep", "600")) // p reads nothing more
+	t.Cleanup(func() {
+		k := dial(t, srv, -1)
+		k.Send(protocol.TypeKill, &protocol.Kill{Session: st.Session, Signal: "KILL"})
+		k.Expect(protocol.TypeDone)
+	})
+	waitFor(t, "the session to be filed", 10*time.Second, func() bool { return len(listWithin(t, srv, 2*time.Second)) == 1 })
+	q := dial(t, srv, -1)
+	attach(t, q, protocol.Attach{Session: "taken", Size: protocol.WindowSize{Cols: 80, Rows: 24}})
+	q.Drain()
+	waitFor(t, "the redraw for the new client to end", 10*time.Second, func() bool {
+		l := listWithin(t, srv, 2*time.Second)
+		return len(l) == 1 && l[0].Size == protocol.WindowSize{Cols: 80, Rows: 24}
+	})
+	for _, s := range []protocol.WindowSize{{Cols: 33, Rows: 11}, {Cols: 34, Rows: 12}} {
+		// The second write returns once corkd has read past the first.
+		if err := p.W.WriteFrame(protocol.TypeResize, protocol.EncodeResize(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l := listWithin(t, srv, 2*time.Second); len(l) != 1 || l[0].Size.Cols != 80 {
+		t.Fatalf("the client taken over resized the session: %+v", l)
+	}
+}
+
+// TestHoldIsNotGuessable: holds are random, so that a client that did not
+// hold the session cannot resume it by counting: after a takeover, the
+// holds 1 to 3, which counting gave, resume nothing.
+func TestHoldIsNotGuessable(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	p := dial(t, srv, -1)
+	st := p.Exec(keep("guess", "sleep", "600"))
+	t.Cleanup(func() {
+		k := dial(t, srv, -1)
+		k.Send(protocol.TypeKill, &protocol.Kill{Session: st.Session, Signal: "KILL"})
+		k.Expect(protocol.TypeDone)
+	})
+	p.Drain()
+	waitFor(t, "the session to be filed", 10*time.Second, func() bool { return len(listWithin(t, srv, 2*time.Second)) == 1 })
+	q := dial(t, srv, -1)
+	at := attach(t, q, protocol.Attach{Session: "guess"})
+	q.Drain()
+	zero := uint64(0)
+	for guess := uint64(1); guess <= 3; guess++ {
+		if guess == at.Holder || guess == st.Holder {
+			t.Fatalf("hold %d, %d: counted", st.Holder, at.Holder)
+		}
+		r := dial(t, srv, -1)
+		r.Send(protocol.TypeAttach, &protocol.Attach{Session: st.Session, Resume: &zero, Holder: guess})
+		if typ, payload, err := r.R.Next(); err != nil || typ != protocol.TypeDetached {
+			t.Fatalf("a resume with the guessed hold %d got %s %s (%v), want Detached", guess, typ, payload, err)
+		}
+	}
 }

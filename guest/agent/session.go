@@ -43,6 +43,7 @@ type session struct {
 	cmd    *exec.Cmd
 	master *os.File       // the PTY master; nil for a pipe session
 	stdin  io.WriteCloser // the program's input: the master, a pipe, or nil
+	input  *inputWriter   // a kept session's: writes stdin for its clients
 	wanted bool           // the host sends stdin
 	outs   []*output
 
@@ -66,7 +67,12 @@ type session struct {
 	detachedAt time.Time
 	exitClient *client // the client attached when the program exited
 	detachGen  int     // counts detaches, so that a stale linger timer does nothing
-	holder     uint64  // counts the clients that held the session: the latest's hold (Attach.Holder)
+	// holder is the latest client's hold (Attach.Holder), random and new
+	// on every join so that no other client can guess it; heldBefore is
+	// the hold its resume gave, which the same client, should it never
+	// have heard back, resumes with again. A takeover clears it.
+	holder     uint64
+	heldBefore uint64
 	// The host terminal of the last client that left, and the output
 	// written when it left: that terminal holds the session's history up
 	// to there (an attach from it leaves the scrollback out).
@@ -96,6 +102,9 @@ type client struct {
 	ended  bool // the client was sent its last frame
 
 	terminal string // the host terminal it shows the session on, if it said
+	// takenOver is set when another client takes the session over: from
+	// then on its frames drive nothing, before it hears so.
+	takenOver atomic.Bool
 	// A kept session's client is a cursor into the session's output,
 	// which its feed copies to the connection; outMu guards these.
 	next uint64        // the number of the next output byte it gets
@@ -116,8 +125,10 @@ func (ss *session) newClient(conn io.ReadWriteCloser, w *protocol.Writer) *clien
 		// that stops reading is detached, never waited for.
 		w = protocol.NewWriter(stallWriter{conn})
 	}
-	return &client{conn: conn, w: w, gone: make(chan struct{}), wake: make(chan struct{}, 1),
+	cl := &client{conn: conn, w: w, gone: make(chan struct{}), wake: make(chan struct{}, 1),
 		in: newInputQueue(int(ss.srv.cfg.StdinWindow), ss.stdin, ss.wanted, !ss.keep)}
+	cl.in.via = ss.input
+	return cl
 }
 
 // nudge tells the client's feed that there is more for it; it never waits.
@@ -150,18 +161,23 @@ func (ss *session) exitGiven() <-chan struct{} {
 
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-// last writes the last frame the client gets, once.
-func (cl *client) last(t protocol.Type, v any) {
+// errHadLast is last's answer for a client that was sent its last frame
+// before.
+var errHadLast = errors.New("the client was sent its last frame before")
+
+// last writes the last frame the client gets, once, and reports whether
+// the write succeeded.
+func (cl *client) last(t protocol.Type, v any) error {
 	cl.lastMu.Lock()
 	defer cl.lastMu.Unlock()
 	if cl.ended {
-		return
+		return errHadLast
 	}
 	cl.ended = true
 	if s, ok := cl.conn.(InputStopper); ok {
 		s.StopInput()
 	}
-	cl.w.WriteJSON(t, v)
+	return cl.w.WriteJSON(t, v)
 }
 
 // hadLast reports whether the client was sent its last frame: its input
@@ -231,10 +247,14 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 		return nil, &protocol.Error{Kind: protocol.KindStart, Message: fmt.Sprintf("starting %q: %v", req.Argv[0], err)}
 	}
 	ss.stdin = stdin
+	if req.Keep && stdin != nil {
+		ss.input = newInputWriter(stdin, ss.done)
+	}
 	log.Info("started", "argv0", req.Argv[0], "pid", cmd.Process.Pid, "uid", acct.UID, "tty", req.TTY, "kept", req.Keep)
 	st := &protocol.Started{Session: id, PID: cmd.Process.Pid, StdinWindow: s.cfg.StdinWindow, Kept: req.Keep, Name: req.Name}
 	if req.Keep {
-		st.Holder = 1 // the first attach's, which this client's is
+		ss.holder = newHolder() // the first attach's, which this client's is
+		st.Holder = ss.holder
 	}
 	if err := w.WriteJSON(protocol.TypeStarted, st); err != nil {
 		log.Warn("host gone before the session started", "err", err)
@@ -446,12 +466,12 @@ func (ss *session) finish() {
 		ss.stdin.Close()
 	}
 	if ss.keep {
-		ss.srv.kept.exited(ss, cl != nil)
+		// Its linger starts now; a client that is given the exit
+		// (gaveExit) forgets it sooner.
+		ss.srv.kept.exited(ss)
 	}
 	if cl != nil && ss.keep {
-		// Its feed sends the output it has yet to get, then the exit:
-		// last, so that a client that has the exit finds the session
-		// where the exit leaves it.
+		// Its feed sends the output it has yet to get, then the exit.
 		ss.outMu.Lock()
 		cl.end = &ending{t: protocol.TypeExit, v: &ss.exit}
 		cl.nudge()
@@ -463,7 +483,6 @@ func (ss *session) finish() {
 // attach makes cl the first client of a session that has just started.
 func (ss *session) attach(cl *client) {
 	ss.outMu.Lock()
-	ss.holder = 1 // as Started says
 	ss.attachLocked(cl, ss.sent)
 	ss.outMu.Unlock()
 	if ss.keep {
@@ -478,6 +497,8 @@ func (ss *session) attach(cl *client) {
 func (ss *session) attachLocked(cl *client, from uint64) {
 	if old := ss.client; old != nil && old != cl {
 		ss.log.Info("another client attached; detaching the current one")
+		old.takenOver.Store(true)
+		old.in.close() // its input, queued or to come, goes nowhere
 		old.end = &ending{t: protocol.TypeDetached, v: takenOver, atOnce: true}
 		old.nudge()
 	}
@@ -589,6 +610,10 @@ func (ss *session) readFrames(cl *client, r *protocol.Reader) error {
 		}
 		if tc != nil {
 			tc.noteFrame(t == protocol.TypeStdin)
+		}
+		if cl.takenOver.Load() && t != protocol.TypePing {
+			inputBufs.Put(buf) // it drives the session no more
+			continue
 		}
 		switch t {
 		case protocol.TypeStdin:

@@ -61,15 +61,11 @@ func (w *watcher) end(exit *protocol.Exit) {
 	w.leave()
 }
 
-// watch serves a watcher until it leaves or the session ends.
-func (s *Server) watch(h *handshake, ss *session, a *protocol.Attach, peer Peer) {
+// watch serves a watcher until it leaves or the session ends. It reports
+// false, having written nothing, when the session exited before the
+// watcher could join it: the caller answers as for an exited session.
+func (s *Server) watch(h *handshake, ss *session, a *protocol.Attach, peer Peer) bool {
 	ss.catchUpScreen()
-	ss.outMu.Lock()
-	if len(ss.watchers) >= MaxWatchers {
-		ss.outMu.Unlock()
-		h.refuse(protocol.KindBusy, fmt.Sprintf("session %q has %d watchers, the most it takes", a.Session, MaxWatchers))
-		return
-	}
 	size := a.Size.Clamped()
 	if !size.Valid() {
 		size = ss.currentSize()
@@ -78,12 +74,14 @@ func (s *Server) watch(h *handshake, ss *session, a *protocol.Attach, peer Peer)
 	// reading is let go.
 	w := &watcher{ss: ss, conn: h.c, w: protocol.NewWriter(stallWriter{h.c}), size: size,
 		resized: make(chan struct{}, 1), gone: make(chan struct{})}
-	ss.watchers[w] = true
-	ss.watched.Add(1)
-	at := &protocol.Attached{Session: ss.id, Name: ss.refFor(peer), From: ss.sent, Running: true, ReadOnly: true}
-	restore := ss.screenNowLocked().Render(int(size.Cols), int(size.Rows))
-	drawn := ss.sent
-	ss.outMu.Unlock()
+	at, restore, drawn, perr := ss.addWatcher(w, a, peer)
+	switch {
+	case perr != nil:
+		h.refuse(perr.Kind, perr.Message)
+		return true
+	case at == nil:
+		return false
+	}
 	// Written without the session's lock, which the program's output
 	// takes.
 	err := w.w.WriteJSON(protocol.TypeAttached, at)
@@ -100,11 +98,38 @@ func (s *Server) watch(h *handshake, ss *session, a *protocol.Attach, peer Peer)
 		w.leave()
 	}()
 	if err != nil {
-		return
+		return true
 	}
 	ss.log.Info("watcher attached", "watchers", ss.watched.Load())
 	go w.readFrames(h.r)
+	w.follow(drawn)
+	return true
+}
 
+// addWatcher registers w and returns what it is told first and the output
+// its screen shows; nil when the session has exited (finish gave its
+// watchers the end and keeps no more), perr when it has its most.
+func (ss *session) addWatcher(w *watcher, a *protocol.Attach, peer Peer) (at *protocol.Attached, restore []byte, drawn uint64, perr *protocol.Error) {
+	ss.outMu.Lock()
+	defer ss.outMu.Unlock()
+	if ss.exited {
+		return nil, nil, 0, nil
+	}
+	if len(ss.watchers) >= MaxWatchers {
+		return nil, nil, 0, &protocol.Error{Kind: protocol.KindBusy,
+			Message: fmt.Sprintf("session %q has %d watchers, the most it takes", a.Session, MaxWatchers)}
+	}
+	ss.watchers[w] = true
+	ss.watched.Add(1)
+	at = &protocol.Attached{Session: ss.id, Name: ss.refFor(peer), From: ss.sent, Running: true, ReadOnly: true}
+	restore = ss.screenNowLocked().Render(int(w.size.Cols), int(w.size.Rows))
+	return at, restore, ss.sent, nil
+}
+
+// follow redraws the watcher's view as the screen changes, until it leaves
+// or the session ends.
+func (w *watcher) follow(drawn uint64) {
+	ss := w.ss
 	timer := time.NewTimer(watchEvery)
 	defer timer.Stop()
 	for {
@@ -116,22 +141,11 @@ func (s *Server) watch(h *handshake, ss *session, a *protocol.Attach, peer Peer)
 		case <-w.gone:
 			return
 		}
-		// The screen catches up from a copy of the output, not under the
-		// lock the program's output takes: a watcher never slows it.
-		ss.outMu.Lock()
-		if ss.exited {
-			ss.outMu.Unlock()
+		sent, backlog, end, lost, exited := ss.watchBacklog(drawn)
+		if exited {
 			<-w.gone // finish gives it the end
 			return
 		}
-		sent := ss.sent
-		var backlog []byte
-		var end uint64
-		var lost bool
-		if sent != drawn {
-			backlog, end, lost = ss.screenBacklogLocked()
-		}
-		ss.outMu.Unlock()
 		if sent == drawn && !redraw {
 			timer.Reset(watchEvery)
 			continue
@@ -150,6 +164,23 @@ func (s *Server) watch(h *handshake, ss *session, a *protocol.Attach, peer Peer)
 			return
 		}
 	}
+}
+
+// watchBacklog returns the output so far and, when a watcher's view drawn
+// up to output byte drawn is behind, a copy of what its screen has yet to
+// catch up with: the screen catches up from the copy, not under the lock
+// the program's output takes, so that a watcher never slows it.
+func (ss *session) watchBacklog(drawn uint64) (sent uint64, backlog []byte, end uint64, lost, exited bool) {
+	ss.outMu.Lock()
+	defer ss.outMu.Unlock()
+	if ss.exited {
+		return 0, nil, 0, false, true
+	}
+	sent = ss.sent
+	if sent != drawn {
+		backlog, end, lost = ss.screenBacklogLocked()
+	}
+	return sent, backlog, end, lost, false
 }
 
 // readFrames takes the watcher's frames: its own terminal's size, pings,
