@@ -89,7 +89,7 @@ func listenUnix(path string, opts Options) (net.Listener, error) {
 		if !ok {
 			return nil, "refused unix peer: not a unix socket", nil
 		}
-		cred, err := peerCred(uc)
+		cred, err := PeerCred(uc)
 		if err != nil {
 			return nil, "refused unix peer: no credentials", []any{"err", err}
 		}
@@ -101,7 +101,9 @@ func listenUnix(path string, opts Options) (net.Listener, error) {
 	}}, nil
 }
 
-func peerCred(uc *net.UnixConn) (*unix.Ucred, error) {
+// PeerCred returns the credentials of the process that connected uc, as
+// the kernel recorded them at connect (SO_PEERCRED).
+func PeerCred(uc *net.UnixConn) (*unix.Ucred, error) {
 	rc, err := uc.SyscallConn()
 	if err != nil {
 		return nil, err

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/corkvm/cork/guest/listen"
 )
 
 // corkd serve --stdio (what cork --machine runs through smolvm machine
@@ -102,7 +104,7 @@ func dialKeeper(sock string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	cred, err := peerCred(c.(*net.UnixConn))
+	cred, err := listen.PeerCred(c.(*net.UnixConn))
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("%s: reading the listener's credentials: %w", sock, err)
@@ -113,21 +115,6 @@ func dialKeeper(sock string) (net.Conn, error) {
 			errNotKeeper, sock, describeUID(int(cred.Uid)), cred.Pid, euid)
 	}
 	return c, nil
-}
-
-func peerCred(uc *net.UnixConn) (*unix.Ucred, error) {
-	rc, err := uc.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := rc.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return nil, err
-	}
-	return cred, cerr
 }
 
 // tryLock takes the keeper lock without waiting: nil, nil when another

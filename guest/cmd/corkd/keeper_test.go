@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/corkvm/cork/guest/listen"
 	"github.com/corkvm/cork/protocol"
 	"github.com/corkvm/cork/protocol/prototest"
 )
@@ -57,7 +58,7 @@ func relayRole() int {
 		return 1
 	}
 	defer c.Close()
-	cred, err := peerCred(c.(*net.UnixConn))
+	cred, err := listen.PeerCred(c.(*net.UnixConn))
 	if err != nil {
 		fmt.Println("error:", err)
 		return 1
@@ -539,7 +540,7 @@ func keptCat(t *testing.T, sock string) (c net.Conn, keeper, cat int) {
 	}
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(30 * time.Second))
-	cred, err := peerCred(c.(*net.UnixConn))
+	cred, err := listen.PeerCred(c.(*net.UnixConn))
 	if err != nil {
 		t.Fatal(err)
 	}
