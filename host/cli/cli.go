@@ -93,6 +93,8 @@ func Main(args []string) int {
 // returns code: 0 after --help, ExitCorkError after a bad flag, which it
 // names on stderr.
 func parseFlags(fs *pflag.FlagSet, args []string) (code int, ok bool) {
+	own := fs.Usage
+	fs.Usage = func() { flagHelp(fs, own) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0, false
@@ -100,6 +102,27 @@ func parseFlags(fs *pflag.FlagSet, args []string) (code int, ok bool) {
 		return fail("%v", err), false
 	}
 	return 0, true
+}
+
+// docPages names the page of docs/ that tells the whole of each command.
+var docPages = map[string]string{
+	"cork exec": "docs/sessions.md", "cork ping": "docs/sessions.md",
+	"cork attach": "docs/kept-sessions.md", "cork peek": "docs/kept-sessions.md", "cork ls": "docs/kept-sessions.md",
+	"cork kill": "docs/kept-sessions.md", "cork rm": "docs/kept-sessions.md",
+	"cork cp": "docs/copying.md", "cork forward": "docs/forwarding.md", "cork bake": "docs/bake.md",
+}
+
+// flagHelp is a command's --help: its own usage (or its flags), then
+// where its page is.
+func flagHelp(fs *pflag.FlagSet, own func()) {
+	if own != nil {
+		own()
+	} else {
+		fmt.Fprintf(fs.Output(), "Usage of %s:\n%s", fs.Name(), fs.FlagUsages())
+	}
+	if page := docPages[fs.Name()]; page != "" {
+		fmt.Fprintf(fs.Output(), "\nThe whole of %s: %s in cork's source.\n", fs.Name(), page)
+	}
 }
 
 func fail(format string, a ...any) int {
