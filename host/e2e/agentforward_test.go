@@ -80,7 +80,7 @@ func (w *sshWorld) startAgent(t *testing.T, key string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitUntil(t, "ssh-agent listening", func() bool { _, err := os.Stat(w.agentSock); return err == nil })
+	termtest.WaitFor(t, "ssh-agent listening", 20*time.Second, func() bool { _, err := os.Stat(w.agentSock); return err == nil })
 	add := exec.Command("ssh-add", key)
 	add.Env = append(os.Environ(), "SSH_AUTH_SOCK="+w.agentSock)
 	if out, err := add.CombinedOutput(); err != nil {
@@ -123,22 +123,13 @@ StrictModes no
 			t.Logf("sshd log:\n%s", logs.String())
 		}
 	})
-	waitUntil(t, "sshd listening", func() bool {
+	termtest.WaitFor(t, "sshd listening", 20*time.Second, func() bool {
 		c, err := net.Dial("tcp", "127.0.0.1:"+w.port)
 		if err == nil {
 			c.Close()
 		}
 		return err == nil
 	})
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 20s: %s", what)
-		}
-	}
 }
 
 func TestExecForwardAgent(t *testing.T) {
@@ -179,7 +170,7 @@ while [ ! -e %s ]; do sleep 0.05; done`, w.port, w.user, release)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("cork exec -A: %v; stderr:\n%s", err, stderr.String())
 	}
-	waitUntil(t, "the agent socket's directory removed", func() bool {
+	termtest.WaitFor(t, "the agent socket's directory removed", 20*time.Second, func() bool {
 		_, err := os.Lstat(filepath.Dir(sock))
 		return os.IsNotExist(err)
 	})
@@ -219,13 +210,13 @@ func TestAttachForwardAgent(t *testing.T) {
 	sock := strings.TrimPrefix(line, "sock=")
 	syscall.Kill(first.Pid(), syscall.SIGKILL)
 	t.Cleanup(func() { exec.Command(bin.Cork, "kill", "--connect", a.url, "--signal", "KILL", name).Run() })
-	waitUntil(t, "the agent socket removed with the first cork", func() bool {
+	termtest.WaitFor(t, "the agent socket removed with the first cork", 20*time.Second, func() bool {
 		_, err := os.Lstat(filepath.Dir(sock))
 		return os.IsNotExist(err)
 	})
 
 	again := termtest.Start(t, 24, 100, bin.Cork, "attach", "--connect", a.url, "-A", name)
-	waitUntil(t, "the socket made again", func() bool { _, err := os.Lstat(sock); return err == nil })
+	termtest.WaitFor(t, "the socket made again", 20*time.Second, func() bool { _, err := os.Lstat(sock); return err == nil })
 	os.WriteFile(release, nil, 0o644)
 	again.WaitLine(t, "ssh-add -l listing the host's key", func(l string) bool { return strings.Contains(l, w.fingerprint) })
 }
