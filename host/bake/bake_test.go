@@ -57,6 +57,31 @@ func TestMain(m *testing.M) {
 
 func agentFor(arch string) (string, error) { return agents[arch], nil }
 
+// ociImage is a random linux/amd64 image with an OCI manifest: n layers of
+// size bytes each; edit, if given, changes its config first.
+func ociImage(t *testing.T, size int64, n int64, edit func(*v1.ConfigFile)) v1.Image {
+	t.Helper()
+	img, err := random.Image(size, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img = mutate.MediaType(img, types.OCIManifestSchema1)
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	if edit != nil {
+		edit(cf)
+	}
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
 // baseImage is a synthetic image with two layers and a config worth keeping.
 func baseImage(t *testing.T, arch string, oci bool) v1.Image {
 	t.Helper()

@@ -15,9 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/types"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 )
@@ -288,15 +286,7 @@ func TestEmptyDescriptorNamed(t *testing.T) {
 // blobs/sha256/HEX, held other bytes baked with exit 0, the first one's
 // bytes in the output under the other's name.
 func TestStandInsRefused(t *testing.T) {
-	img, err := random.Image(2<<20, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img = mutate.MediaType(img, types.OCIManifestSchema1)
-	cf, _ := img.ConfigFile()
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", "amd64"
-	img, _ = mutate.ConfigFile(img, cf)
+	img := ociImage(t, 2<<20, 1, nil)
 	dir := filepath.Join(t.TempDir(), "in")
 	writeOCILayout(t, img, dir)
 	layers, _ := img.Layers()
@@ -388,16 +378,9 @@ func TestCompressedBounded(t *testing.T) {
 // into the output as they are read ("has 10435 bytes, too many for image
 // metadata").
 func TestMetadataAfterManySmallLayers(t *testing.T) {
-	img, err := random.Image(2<<20, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img = mutate.MediaType(img, types.OCIManifestSchema1)
-	cf, _ := img.ConfigFile()
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", "amd64"
-	cf.Config.Labels = map[string]string{"note": strings.Repeat("x", 10000)}
-	img, _ = mutate.ConfigFile(img, cf)
+	img := ociImage(t, 2<<20, 2, func(cf *v1.ConfigFile) {
+		cf.Config.Labels = map[string]string{"note": strings.Repeat("x", 10000)}
+	})
 	dir := filepath.Join(t.TempDir(), "in")
 	writeOCILayout(t, img, dir)
 	m, _ := img.Manifest()

@@ -14,8 +14,6 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -168,21 +166,13 @@ func TestWorkBounded(t *testing.T) {
 func TestNoCommitAfterSignal(t *testing.T) {
 	// Layers over 1 MiB go into the output as they are read, so that no
 	// copy after the signal notices it.
-	img, err := random.Image(2<<20, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img = mutate.MediaType(img, types.OCIManifestSchema1)
-	cf, _ := img.ConfigFile()
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", "amd64"
-	img, _ = mutate.ConfigFile(img, cf)
+	img := ociImage(t, 2<<20, 1, nil)
 	dir := filepath.Join(t.TempDir(), "in")
 	writeOCILayout(t, img, dir)
 	out := filepath.Join(t.TempDir(), "out")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	err = Bake(ctx, dir, out, Options{Agent: func(arch string) (string, error) {
+	err := Bake(ctx, dir, out, Options{Agent: func(arch string) (string, error) {
 		cancel() // Ctrl-C, as the agent is looked up
 		return agents[arch], nil
 	}})
