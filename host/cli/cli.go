@@ -325,9 +325,9 @@ func runSession(t *target, sess *client.Session, kf keptFlags) int {
 	}
 
 	sess.Stdout, sess.Stderr, sess.Software = os.Stdout, os.Stderr, "cork "+Version
-	var screen *term.Screen
+	var screen *term.Stdout
 	if tty && term.IsTerminal(stdoutFd) {
-		screen = term.NewScreen(os.Stdout)
+		screen = term.NewStdout(os.Stdout)
 		sess.Stdout = screen
 		if keep {
 			// corkd leaves out of a restore the history this terminal

@@ -1,5 +1,5 @@
-// Package term is the operator's terminal: raw mode, its size, and its
-// size changes.
+// Package term is the operator's terminal: raw mode, its size, its size
+// changes, and its output left tidy when a session ends (Stdout).
 package term
 
 import (

@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// Screen is the operator's terminal as a session's output stream. It
+// Stdout is the operator's terminal as a session's output stream. It
 // follows, from the program's output, what cork needs to leave the
 // terminal tidy when a session ends without the program's own exit (a
 // detach, a takeover, the agent lost): the last byte written, whether the
@@ -14,7 +14,7 @@ import (
 // or to a position on the main screen, so that cork's message goes on a
 // line of its own below everything the program drew, not wherever the
 // program left the cursor.
-type Screen struct {
+type Stdout struct {
 	w     io.Writer
 	wrote bool
 	last  byte
@@ -29,10 +29,10 @@ type Screen struct {
 	partial []byte
 }
 
-// NewScreen returns a Screen writing to w.
-func NewScreen(w io.Writer) *Screen { return &Screen{w: w} }
+// NewStdout returns a Stdout writing to w.
+func NewStdout(w io.Writer) *Stdout { return &Stdout{w: w} }
 
-func (s *Screen) Write(p []byte) (int, error) {
+func (s *Stdout) Write(p []byte) (int, error) {
 	s.track(p)
 	if s.osc && s.guard && !s.pushed {
 		io.WriteString(s.w, saveTitle)
@@ -64,7 +64,7 @@ const belowAll = "\x1b[?6l\x1b[r\x1b[999;1H\r\n"
 // screen, cursor visible, no mouse reporting, bracketed paste, focus events
 // or application keys, default colours. Nothing is written when the session
 // wrote nothing.
-func (s *Screen) Reset() {
+func (s *Stdout) Reset() {
 	if s.wrote {
 		io.WriteString(s.w, resetModes)
 	}
@@ -72,7 +72,7 @@ func (s *Screen) Reset() {
 
 // FreshLine starts a new line unless the last byte the session wrote ended
 // one.
-func (s *Screen) FreshLine() {
+func (s *Stdout) FreshLine() {
 	if s.wrote && s.last != '\n' {
 		io.WriteString(s.w, "\r\n")
 		s.last = '\n'
@@ -87,7 +87,7 @@ func (s *Screen) FreshLine() {
 // with the cursor moved about (the claude TUI does, and leaves the cursor
 // in the middle of its drawing); after the last line of a program that
 // only wrote lines.
-func (s *Screen) Leave() {
+func (s *Stdout) Leave() {
 	if !s.wrote {
 		return
 	}
@@ -109,7 +109,7 @@ const maxSeq = 32
 // track follows the alternate screen and cursor moves in p, the next bytes
 // the program wrote. Bytes between escapes are skipped with IndexByte, so
 // that plain output costs next to nothing.
-func (s *Screen) track(p []byte) {
+func (s *Stdout) track(p []byte) {
 	if len(s.partial) > 0 {
 		buf := append(s.partial, p[:min(len(p), maxSeq)]...)
 		s.partial = s.partial[:0]
@@ -141,7 +141,7 @@ func (s *Screen) track(p []byte) {
 // escape follows the escape sequence at the start of p (p[0] is ESC) and
 // returns its length, or 0 when p ends before it does. A sequence that is
 // none of those tracked counts as its first byte.
-func (s *Screen) escape(p []byte) int {
+func (s *Stdout) escape(p []byte) int {
 	if len(p) < 2 {
 		return 0
 	}
@@ -180,7 +180,7 @@ func (s *Screen) escape(p []byte) int {
 	return i + 1
 }
 
-func (s *Screen) moveOnMain() {
+func (s *Stdout) moveOnMain() {
 	if !s.alt {
 		s.moved = true
 	}
@@ -188,7 +188,7 @@ func (s *Screen) moveOnMain() {
 
 // setModes follows DEC private modes params (47, 1047, 1049: the
 // alternate screen) set or reset.
-func (s *Screen) setModes(params []byte, on bool) {
+func (s *Stdout) setModes(params []byte, on bool) {
 	for _, m := range bytes.Split(params, []byte{';'}) {
 		switch string(m) {
 		case "47", "1047", "1049":
@@ -209,12 +209,12 @@ const (
 	restoreTitle = "\x1b[23;0t"
 )
 
-// GuardTitle makes the Screen push the terminal's titles before the
-// program's first OSC sequence.
-func (s *Screen) GuardTitle() { s.guard = true }
+// GuardTitle makes s push the terminal's titles before the program's
+// first OSC sequence.
+func (s *Stdout) GuardTitle() { s.guard = true }
 
 // RestoreTitle pops the titles pushed, if they were.
-func (s *Screen) RestoreTitle() {
+func (s *Stdout) RestoreTitle() {
 	if s.pushed {
 		io.WriteString(s.w, restoreTitle)
 		s.pushed = false

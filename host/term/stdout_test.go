@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-func TestScreenFreshLine(t *testing.T) {
+func TestStdoutFreshLine(t *testing.T) {
 	for _, tt := range []struct{ wrote, want string }{
 		{"", ""},                      // nothing on the screen: nothing to end
 		{"prompt$ ", "\r\n"},          // mid-line
@@ -15,7 +15,7 @@ func TestScreenFreshLine(t *testing.T) {
 		{"\x1b[?1049h\x1b[H", "\r\n"}, // a full-screen program's last bytes
 	} {
 		var b bytes.Buffer
-		s := NewScreen(&b)
+		s := NewStdout(&b)
 		s.Write([]byte(tt.wrote))
 		s.FreshLine()
 		s.FreshLine() // a second call adds nothing
@@ -25,9 +25,9 @@ func TestScreenFreshLine(t *testing.T) {
 	}
 }
 
-func TestScreenReset(t *testing.T) {
+func TestStdoutReset(t *testing.T) {
 	var b bytes.Buffer
-	s := NewScreen(&b)
+	s := NewStdout(&b)
 	s.Reset()
 	if b.Len() != 0 {
 		t.Fatalf("Reset of an untouched screen wrote %q", b.String())
@@ -45,12 +45,12 @@ func TestScreenReset(t *testing.T) {
 	}
 }
 
-// TestScreenLeave: cork's message goes on a line of its own below
+// TestStdoutLeave: cork's message goes on a line of its own below
 // everything the program drew: where the shell's screen left the cursor
 // after an alternate screen program, below the last row after a program
 // that drew on the main screen with the cursor moved about (the claude
 // TUI), after the last line of a program that only wrote lines.
-func TestScreenLeave(t *testing.T) {
+func TestStdoutLeave(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
 		writes []string
@@ -69,7 +69,7 @@ func TestScreenLeave(t *testing.T) {
 		{"other sequences", []string{"\x1b[31mred\x1b[0m\x1b[?2004h\x1b]0;t\x07"}, "\r\n"},
 	} {
 		var b bytes.Buffer
-		s := NewScreen(&b)
+		s := NewStdout(&b)
 		for _, w := range tt.writes {
 			s.Write([]byte(w))
 		}
@@ -81,16 +81,16 @@ func TestScreenLeave(t *testing.T) {
 		}
 	}
 	var b bytes.Buffer
-	NewScreen(&b).Leave()
+	NewStdout(&b).Leave()
 	if b.Len() != 0 {
 		t.Errorf("Leave of an untouched screen wrote %q", b.String())
 	}
 }
 
-// TestScreenTrackBounded: a sequence longer than any tracked one, cut
+// TestStdoutTrackBounded: a sequence longer than any tracked one, cut
 // across writes, is not kept.
-func TestScreenTrackBounded(t *testing.T) {
-	s := NewScreen(io.Discard)
+func TestStdoutTrackBounded(t *testing.T) {
+	s := NewStdout(io.Discard)
 	s.Write([]byte("\x1b[?" + strings.Repeat("1", 100)))
 	if len(s.partial) != 0 {
 		t.Fatalf("kept %d bytes of a sequence", len(s.partial))
@@ -103,21 +103,21 @@ func TestScreenTrackBounded(t *testing.T) {
 	}
 }
 
-func BenchmarkScreenWrite(b *testing.B) {
+func BenchmarkStdoutWrite(b *testing.B) {
 	line := []byte("\x1b[32mok\x1b[0m  some words of a build log, and a path/to/a/file.go:123\r\n")
 	p := bytes.Repeat(line, 32<<10/len(line))
-	s := NewScreen(io.Discard)
+	s := NewStdout(io.Discard)
 	b.SetBytes(int64(len(p)))
 	for b.Loop() {
 		s.Write(p)
 	}
 }
 
-// TestScreenTitleGuard: the host's titles are pushed before the first
+// TestStdoutTitleGuard: the host's titles are pushed before the first
 // write that may set a title (an OSC, or an ESC that may begin one), never
 // in the middle of the sequence, and popped once at the end; a program that
 // sets no title gets neither.
-func TestScreenTitleGuard(t *testing.T) {
+func TestStdoutTitleGuard(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
 		writes []string
@@ -130,7 +130,7 @@ func TestScreenTitleGuard(t *testing.T) {
 			saveTitle + "a\x1b]2;t\x07" + restoreTitle},
 	} {
 		var b bytes.Buffer
-		s := NewScreen(&b)
+		s := NewStdout(&b)
 		s.GuardTitle()
 		for _, w := range tt.writes {
 			s.Write([]byte(w))
@@ -142,7 +142,7 @@ func TestScreenTitleGuard(t *testing.T) {
 		}
 	}
 	var b bytes.Buffer
-	s := NewScreen(&b)
+	s := NewStdout(&b)
 	s.Write([]byte("\x1b]2;t\x07"))
 	s.RestoreTitle()
 	if b.String() != "\x1b]2;t\x07" {
