@@ -26,11 +26,10 @@ func fakeAgent(t *testing.T, handle func(r *protocol.Reader, w *protocol.Writer,
 func serveFake(guest net.Conn, handle func(r *protocol.Reader, w *protocol.Writer, req protocol.Exec)) {
 	go func() {
 		defer guest.Close()
-		r, w := protocol.NewReader(guest), protocol.NewWriter(guest)
-		if typ, _, err := r.Next(); err != nil || typ != protocol.TypeHello {
+		r, w, ok := answerHello(guest, 1)
+		if !ok {
 			return
 		}
-		w.WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: 1, Version: 1, Software: "fake"})
 		typ, p, err := r.Next()
 		if err != nil || typ != protocol.TypeExec {
 			return
@@ -39,6 +38,18 @@ func serveFake(guest net.Conn, handle func(r *protocol.Reader, w *protocol.Write
 		protocol.Decode(typ, p, &req)
 		handle(r, w, req)
 	}()
+}
+
+// answerHello reads the host's hello on guest and answers it as an agent
+// of protocol versions 1 to version; ok is false when the host sent
+// something else.
+func answerHello(guest net.Conn, version int) (r *protocol.Reader, w *protocol.Writer, ok bool) {
+	r, w = protocol.NewReader(guest), protocol.NewWriter(guest)
+	if typ, _, err := r.Next(); err != nil || typ != protocol.TypeHello {
+		return r, w, false
+	}
+	w.WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: version, Version: version, Software: "fake"})
+	return r, w, true
 }
 
 func runFake(t *testing.T, s *Session, handle func(*protocol.Reader, *protocol.Writer, protocol.Exec)) (protocol.Exit, error) {

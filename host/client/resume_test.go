@@ -38,11 +38,10 @@ func (f *keptFake) dial() net.Conn {
 	host, guest := net.Pipe()
 	go func() {
 		defer guest.Close()
-		r, w := protocol.NewReader(guest), protocol.NewWriter(guest)
-		if typ, _, err := r.Next(); err != nil || typ != protocol.TypeHello {
+		r, w, ok := answerHello(guest, 2)
+		if !ok {
 			return
 		}
-		w.WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: 2, Version: 2, Software: "fake"})
 		typ, p, err := r.Next()
 		if err != nil || h == nil {
 			return
