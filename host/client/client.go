@@ -77,72 +77,35 @@ type Session struct {
 	Resumes int
 }
 
-// Hello exchanges Hello frames and returns the agent's.
-func Hello(r *protocol.Reader, w *protocol.Writer, software string) (*protocol.Hello, error) {
-	if err := sendHello(w, software); err != nil {
-		return nil, err
-	}
-	return readHello(r)
-}
-
-func hello(software string) *protocol.Hello {
-	return &protocol.Hello{
-		MinVersion: protocol.MinVersion, MaxVersion: protocol.MaxVersion,
-		Capabilities: []string{protocol.CapTTY, protocol.CapPipes, protocol.CapSignal, protocol.CapPing, protocol.CapKeep},
-		Software:     software,
-	}
-}
-
-func sendHello(w *protocol.Writer, software string) error {
-	if err := w.WriteJSON(protocol.TypeHello, hello(software)); err != nil {
-		return fmt.Errorf("sending hello: %w", err)
-	}
-	return nil
-}
-
-// readHello reads the agent's answer to the hello and checks that a
-// version was agreed.
-func readHello(r *protocol.Reader) (*protocol.Hello, error) {
-	t, p, err := r.Next()
-	if err != nil {
-		if err == io.EOF {
-			return nil, errors.New("corkd closed the connection before its hello")
-		}
-		return nil, fmt.Errorf("reading corkd's hello: %w", err)
-	}
-	switch t {
-	case protocol.TypeHello:
-	case protocol.TypeError:
-		return nil, decodeError(p)
-	default:
-		return nil, fmt.Errorf("corkd sent %s before its hello", t)
-	}
-	var h protocol.Hello
-	if err := protocol.Decode(t, p, &h); err != nil {
-		return nil, err
-	}
-	if _, err := protocol.Negotiate(h, protocol.MinVersion, protocol.MaxVersion); err != nil {
-		return nil, err
-	}
-	return &h, nil
-}
-
 // Ping sends payload (at most protocol.MaxPing bytes) after the hello
 // exchange and waits for its echo.
 func Ping(r *protocol.Reader, w *protocol.Writer, payload []byte) error {
 	if err := w.WriteFrame(protocol.TypePing, payload); err != nil {
 		return fmt.Errorf("sending ping: %w", err)
 	}
-	t, p, err := r.Next()
-	switch {
-	case err != nil:
-		return fmt.Errorf("waiting for pong: %w", err)
-	case t == protocol.TypeError:
-		return decodeError(p)
-	case t != protocol.TypePong || !bytes.Equal(p, payload):
-		return fmt.Errorf("corkd answered a ping with %s %q", t, p)
+	p, err := answer(r, protocol.TypePing, protocol.TypePong)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(p, payload) {
+		return fmt.Errorf("corkd answered a ping with pong %q", p)
 	}
 	return nil
+}
+
+// answer reads the agent's answer to a request of type t, which must be
+// of type want, and returns its payload. An Error is the agent's refusal.
+func answer(r *protocol.Reader, t, want protocol.Type) ([]byte, error) {
+	at, p, err := r.Next()
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("waiting for corkd's answer: %w", err)
+	case at == protocol.TypeError:
+		return nil, decodeError(p)
+	case at != want:
+		return nil, fmt.Errorf("corkd answered %s with %s", t, at)
+	}
+	return p, nil
 }
 
 func decodeError(p []byte) error {
@@ -168,287 +131,224 @@ func (s *Session) Run(ctx context.Context, conn io.ReadWriteCloser) (protocol.Ex
 		size = s.Attach.Size
 	}
 	l.setSize(size)
-	if s.Attach == nil && !s.Exec.Keep {
-		// Every version runs a plain Exec, so it goes with the hello,
-		// in one write, instead of a round trip later: the agent reads
-		// it once it has answered, and a refusal of the hello still
-		// comes first.
-		b, err := protocol.AppendJSON(nil, protocol.TypeHello, hello(s.Software))
-		if err == nil {
-			b, err = protocol.AppendJSON(b, protocol.TypeExec, &s.Exec)
-		}
-		if err == nil {
-			err = l.w.WriteFramed(b)
-		}
-		if err != nil {
-			return protocol.Exit{}, fmt.Errorf("sending the request: %w", err)
-		}
-		if _, err := readHello(l.r); err != nil {
-			return protocol.Exit{}, err
-		}
-	} else {
-		h, err := Hello(l.r, l.w, s.Software)
-		if err != nil {
-			return protocol.Exit{}, err
-		}
-		if h.Version < 2 {
-			return protocol.Exit{}, &CannotKeepError{Software: h.Software}
-		}
-		if s.Attach != nil {
-			err = l.w.WriteJSON(protocol.TypeAttach, s.Attach)
-		} else {
-			err = l.w.WriteJSON(protocol.TypeExec, &s.Exec)
-		}
-		if err != nil {
-			return protocol.Exit{}, fmt.Errorf("sending the request: %w", err)
-		}
+	if err := s.open(l.r, l.w); err != nil {
+		return protocol.Exit{}, err
 	}
-
+	r := &run{s: s, l: l, credit: newCredit(),
+		wantStdin: s.Stdin != nil && (s.Exec.Stdin || s.Attach != nil),
+		// A kept session counts its output frame by frame to resume
+		// from it: only a plain one's output is spliced.
+		splice: s.plain() && splices(conn, s.Stdout),
+	}
 	done := make(chan struct{})
 	defer close(done)
+	r.startSenders(size, done)
+	defer r.credit.close()
+	return r.loop(ctx)
+}
+
+// plain reports whether s runs a program that is not kept, whose session
+// ends with its connection.
+func (s *Session) plain() bool { return s.Attach == nil && !s.Exec.Keep }
+
+// run is one Run of a session: its link to the agent, the stdin credit,
+// and what a resume starts from.
+type run struct {
+	s         *Session
+	l         *link
+	credit    *credit
+	detaching atomic.Bool // the user detached: the connection's end is no loss
+	wantStdin bool
+	stdinOn   bool   // sendStdin was started
+	splice    bool   // output goes into s.Stdout by splices
+	seen      uint64 // output bytes of the session, counted from its start
+	holder    uint64 // the agent's number for this client's hold on a kept session
+}
+
+// startSenders starts what writes to the agent beside Run's reads, until
+// done is closed: sizes, signals, and the detach, which closes the
+// connection under the read.
+func (r *run) startSenders(size protocol.WindowSize, done <-chan struct{}) {
+	s := r.s
 	if s.Sizes != nil {
-		go sendSizes(l, s.Sizes, size, done)
+		go sendSizes(r.l, s.Sizes, size, done)
 	}
 	if s.Signals != nil {
-		go sendSignals(l, s.Signals, done)
+		go sendSignals(r.l, s.Signals, done)
 	}
-	var detaching atomic.Bool
 	if s.Detach != nil {
 		go func() {
 			select {
 			case <-s.Detach:
-				detaching.Store(true)
-				l.closeConn()
+				r.detaching.Store(true)
+				r.l.closeConn()
 			case <-done:
 			}
 		}()
 	}
-	credit := newCredit()
-	defer credit.close()
-	wantStdin := s.Stdin != nil && (s.Exec.Stdin || s.Attach != nil)
-	stdinStarted := false
-	startStdin := func(window uint32) {
-		credit.reset(int(window), l.generation())
-		if wantStdin && !stdinStarted {
-			stdinStarted = true
-			go sendStdin(l, s.Stdin, credit)
-		}
-	}
-	var seen uint64   // output bytes of the session, counted from its start
-	var holder uint64 // the agent's number for this client's hold on a kept session
-	// A kept session counts its output frame by frame to resume from it:
-	// only a plain one's output is spliced.
-	spliceOut := s.Attach == nil && !s.Exec.Keep && splices(conn, s.Stdout)
+}
 
+// loop reads the agent's frames until the session's outcome.
+func (r *run) loop(ctx context.Context) (protocol.Exit, error) {
 	for {
 		// Every frame is consumed before the next is read: output goes
 		// out at once, so its buffer can be reused.
-		var t protocol.Type
-		var p []byte
-		var err error
-		if spliceOut {
-			t, p, _, err = l.r.NextCopying(protocol.TypeStdout, s.Stdout)
-			if t == protocol.TypeStdout {
-				if errors.Is(err, syscall.EPIPE) {
-					// Nobody reads the pipe any more. A write fails the
-					// same way and does what a write would have done
-					// here: Go ends a program whose stdout it is with
-					// SIGPIPE, as cat ends, and reports it otherwise.
-					_, err = s.Stdout.Write([]byte{0})
-					return protocol.Exit{}, fmt.Errorf("writing output: %w", err)
-				}
-				if err == nil {
-					continue
-				}
-			}
-		} else {
-			t, p, err = l.r.NextShared()
-		}
-		if err != nil {
-			switch {
-			case ctx.Err() != nil:
-				return protocol.Exit{}, ctx.Err()
-			case detaching.Load():
-				return protocol.Exit{}, ErrDetached
-			case l.resumable() && s.Redial != nil:
-				if rerr := s.resume(ctx, l, seen, holder); rerr == nil {
-					continue
-				}
-			}
-			if err == io.EOF || errors.Is(err, protocol.ErrTruncated) {
-				return protocol.Exit{}, ErrNoExit
-			}
-			return protocol.Exit{}, fmt.Errorf("%w: %v", ErrNoExit, err)
-		}
-		switch t {
-		case protocol.TypeStarted:
-			var st protocol.Started
-			if err := protocol.Decode(t, p, &st); err != nil {
+		t, p, err := r.next()
+		var out *outputError
+		switch {
+		case errors.As(err, &out):
+			return protocol.Exit{}, err
+		case err != nil:
+			if err := r.lost(ctx, err); err != nil {
 				return protocol.Exit{}, err
-			}
-			s.ID, s.Name, holder = st.Session, st.Name, st.Holder
-			l.setResumable(st.Kept)
-			startStdin(st.StdinWindow)
-		case protocol.TypeAttached:
-			var at protocol.Attached
-			if err := protocol.Decode(t, p, &at); err != nil {
-				return protocol.Exit{}, err
-			}
-			s.ID, s.Name, holder = at.Session, at.Name, at.Holder
-			seen = at.From
-			l.setResumable(at.Running && !at.ReadOnly)
-			if !at.ReadOnly {
-				startStdin(at.StdinWindow)
-			}
-		case protocol.TypeStdout:
-			seen += uint64(len(p))
-			if _, err := s.Stdout.Write(p); err != nil {
-				return protocol.Exit{}, fmt.Errorf("writing output: %w", err)
-			}
-		case protocol.TypeRestore:
-			// The session's screen drawn for this terminal: not output,
-			// so not counted.
-			if _, err := s.Stdout.Write(p); err != nil {
-				return protocol.Exit{}, fmt.Errorf("writing output: %w", err)
-			}
-		case protocol.TypeStderr:
-			seen += uint64(len(p))
-			if _, err := s.Stderr.Write(p); err != nil {
-				return protocol.Exit{}, fmt.Errorf("writing error output: %w", err)
-			}
-		case protocol.TypeStdinAck:
-			n, err := protocol.DecodeStdinAck(p)
-			if err != nil {
-				return protocol.Exit{}, err
-			}
-			credit.give(int(n))
-		case protocol.TypePong:
-		case protocol.TypeExit:
-			var e protocol.Exit
-			if err := protocol.Decode(t, p, &e); err != nil {
-				return protocol.Exit{}, err
-			}
-			return e, nil
-		case protocol.TypeError:
-			return protocol.Exit{}, decodeError(p)
-		case protocol.TypeDetached:
-			var d protocol.Detached
-			protocol.Decode(t, p, &d)
-			return protocol.Exit{}, &TakenOverError{Reason: d.Reason}
-		default:
-			return protocol.Exit{}, fmt.Errorf("protocol: corkd sent an unexpected %s frame", t)
-		}
-	}
-}
-
-// resume reconnects to the agent and attaches again from output byte seen,
-// as the holder the agent numbered, retrying with backoff for up to
-// s.Reconnect. An agent whose session another client took over meanwhile
-// answers Detached, which ends Run.
-func (s *Session) resume(ctx context.Context, l *link, seen, holder uint64) error {
-	deadline := time.Now().Add(s.Reconnect)
-	backoff := 10 * time.Millisecond
-	for {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		err := s.reattach(ctx, l, seen, holder)
-		if err == nil {
-			s.Resumes++
-			return nil
-		}
-		if time.Now().Add(backoff).After(deadline) {
-			return err
-		}
-		time.Sleep(backoff)
-		backoff = min(2*backoff, time.Second)
-	}
-}
-
-func (s *Session) reattach(ctx context.Context, l *link, seen, holder uint64) error {
-	conn, err := s.Redial(ctx)
-	if err != nil {
-		return err
-	}
-	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
-	if _, err := Hello(r, w, s.Software); err != nil {
-		conn.Close()
-		return err
-	}
-	if err := w.WriteJSON(protocol.TypeAttach, &protocol.Attach{Session: s.ID, Resume: &seen, Holder: holder, Size: l.currentSize()}); err != nil {
-		conn.Close()
-		return err
-	}
-	l.swap(conn, r, w)
-	return nil
-}
-
-// sendStdin copies in to the session within the stdin window, then sends
-// StdinEOF when in ends. Input typed while a kept session reconnects is
-// dropped, as over any connection that breaks.
-func sendStdin(l *link, in io.Reader, c *credit) {
-	// Input is read straight after a frame header and goes out in one
-	// write without a copy. Frames as large as the agent's output frames
-	// keep the acks and wake-ups per byte as few as output's.
-	const chunk = 128 << 10
-	frame := protocol.NewDataFrame(chunk)
-	for {
-		n, gen := c.take(chunk)
-		if n == 0 {
-			return // the session is over
-		}
-		m, err := in.Read(frame[protocol.HeaderSize : protocol.HeaderSize+n])
-		c.putBack(n-m, gen)
-		if m > 0 {
-			protocol.PutHeader(frame, protocol.TypeStdin, m)
-			if !sendInput(l, c, frame[:protocol.HeaderSize+m], gen) {
-				return
-			}
-		}
-		if err != nil {
-			l.write(protocol.TypeStdinEOF, nil, true)
-			return
-		}
-	}
-}
-
-// sendInput sends frame, stdin read on credit from connection gen's
-// window. When the connection was replaced while the input was read (a
-// resume), the input goes on the new one instead, on credit from the new
-// window: the agent treats input beyond its window as a protocol error.
-// It reports false when the session is over.
-func sendInput(l *link, c *credit, frame []byte, gen int) bool {
-	err := l.writeFramedOn(frame, gen)
-	if err != errStale {
-		return err == nil || l.resumable()
-	}
-	stale, data := gen, frame[protocol.HeaderSize:]
-	for len(data) > 0 {
-		n, g := c.take(len(data))
-		if n == 0 {
-			return false
-		}
-		if g == stale {
-			// The new connection's window is not known yet.
-			c.putBack(n, g)
-			if !c.waitPast(stale) {
-				return false
 			}
 			continue
 		}
-		part := make([]byte, protocol.HeaderSize+n)
-		copy(part[protocol.HeaderSize:], data[:n])
-		protocol.PutHeader(part, protocol.TypeStdin, n)
-		switch err := l.writeFramedOn(part, g); {
-		case err == errStale:
-			stale = g
-		case err != nil:
-			return l.resumable()
-		default:
-			data = data[n:]
+		exit, err := r.handle(t, p)
+		if err != nil {
+			return protocol.Exit{}, err
+		}
+		if exit != nil {
+			return *exit, nil
 		}
 	}
-	return true
+}
+
+// outputError is a failure to write output that has ended the session.
+type outputError struct{ err error }
+
+func (e *outputError) Error() string { return fmt.Sprintf("writing output: %v", e.err) }
+func (e *outputError) Unwrap() error { return e.err }
+
+// next reads the agent's next frame. When output is spliced, next writes
+// each Stdout frame into s.Stdout as it reads it, and reads on.
+func (r *run) next() (protocol.Type, []byte, error) {
+	if !r.splice {
+		return r.l.r.NextShared()
+	}
+	for {
+		t, p, _, err := r.l.r.NextCopying(protocol.TypeStdout, r.s.Stdout)
+		switch {
+		case t != protocol.TypeStdout:
+			return t, p, err
+		case errors.Is(err, syscall.EPIPE):
+			// Nobody reads the pipe any more. A write fails the same
+			// way and does what a write would have done here: Go ends
+			// a program whose stdout it is with SIGPIPE, as cat ends,
+			// and reports it otherwise.
+			_, err = r.s.Stdout.Write([]byte{0})
+			return t, nil, &outputError{err}
+		case err != nil:
+			return t, p, err
+		}
+	}
+}
+
+// lost is what a connection that failed with err means: nil when the
+// session is back on a new one, else Run's error.
+func (r *run) lost(ctx context.Context, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case r.detaching.Load():
+		return ErrDetached
+	case r.l.resumable() && r.s.Redial != nil:
+		if r.s.resume(ctx, r.l, r.seen, r.holder) == nil {
+			return nil
+		}
+	}
+	if err == io.EOF || errors.Is(err, protocol.ErrTruncated) {
+		return ErrNoExit
+	}
+	return fmt.Errorf("%w: %v", ErrNoExit, err)
+}
+
+// handle acts on one frame from the agent. An exit or an error ends the
+// session.
+func (r *run) handle(t protocol.Type, p []byte) (*protocol.Exit, error) {
+	s := r.s
+	switch t {
+	case protocol.TypeStarted:
+		return nil, r.started(p)
+	case protocol.TypeAttached:
+		return nil, r.attached(p)
+	case protocol.TypeStdout:
+		r.seen += uint64(len(p))
+		if _, err := s.Stdout.Write(p); err != nil {
+			return nil, fmt.Errorf("writing output: %w", err)
+		}
+	case protocol.TypeRestore:
+		// The session's screen drawn for this terminal: not output, so
+		// not counted.
+		if _, err := s.Stdout.Write(p); err != nil {
+			return nil, fmt.Errorf("writing output: %w", err)
+		}
+	case protocol.TypeStderr:
+		r.seen += uint64(len(p))
+		if _, err := s.Stderr.Write(p); err != nil {
+			return nil, fmt.Errorf("writing error output: %w", err)
+		}
+	case protocol.TypeStdinAck:
+		n, err := protocol.DecodeStdinAck(p)
+		if err != nil {
+			return nil, err
+		}
+		r.credit.give(int(n))
+	case protocol.TypePong:
+	case protocol.TypeExit:
+		var e protocol.Exit
+		if err := protocol.Decode(t, p, &e); err != nil {
+			return nil, err
+		}
+		return &e, nil
+	case protocol.TypeError:
+		return nil, decodeError(p)
+	case protocol.TypeDetached:
+		var d protocol.Detached
+		protocol.Decode(t, p, &d)
+		return nil, &TakenOverError{Reason: d.Reason}
+	default:
+		return nil, fmt.Errorf("protocol: corkd sent an unexpected %s frame", t)
+	}
+	return nil, nil
+}
+
+// started takes the agent's answer to an Exec.
+func (r *run) started(p []byte) error {
+	var st protocol.Started
+	if err := protocol.Decode(protocol.TypeStarted, p, &st); err != nil {
+		return err
+	}
+	r.s.ID, r.s.Name, r.holder = st.Session, st.Name, st.Holder
+	r.l.setResumable(st.Kept)
+	r.startStdin(st.StdinWindow)
+	return nil
+}
+
+// attached takes the agent's answer to an Attach, the first or a
+// resume's.
+func (r *run) attached(p []byte) error {
+	var at protocol.Attached
+	if err := protocol.Decode(protocol.TypeAttached, p, &at); err != nil {
+		return err
+	}
+	r.s.ID, r.s.Name, r.holder = at.Session, at.Name, at.Holder
+	r.seen = at.From
+	r.l.setResumable(at.Running && !at.ReadOnly)
+	if !at.ReadOnly {
+		r.startStdin(at.StdinWindow)
+	}
+	return nil
+}
+
+// startStdin takes the stdin window of the link's current connection,
+// and starts sending stdin the first time.
+func (r *run) startStdin(window uint32) {
+	r.credit.reset(int(window), r.l.generation())
+	if r.wantStdin && !r.stdinOn {
+		r.stdinOn = true
+		go sendStdin(r.l, r.s.Stdin, r.credit)
+	}
 }
 
 func sendSignals(l *link, sigs <-chan string, done <-chan struct{}) {

@@ -37,12 +37,8 @@ func Remove(conn io.ReadWriteCloser, software, session string) error {
 func request(conn io.ReadWriteCloser, software string, t protocol.Type, req any, want protocol.Type, v any) error {
 	defer conn.Close()
 	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
-	h, err := Hello(r, w, software)
-	if err != nil {
+	if err := keptHello(r, w, software); err != nil {
 		return err
-	}
-	if h.Version < 2 {
-		return &CannotKeepError{Software: h.Software}
 	}
 	var p []byte
 	if req != nil {
@@ -51,16 +47,11 @@ func request(conn io.ReadWriteCloser, software string, t protocol.Type, req any,
 	if err := w.WriteFrame(t, p); err != nil {
 		return fmt.Errorf("sending %s: %w", t, err)
 	}
-	rt, rp, err := r.Next()
-	switch {
-	case err != nil:
-		return fmt.Errorf("waiting for corkd's answer: %w", err)
-	case rt == protocol.TypeError:
-		return decodeError(rp)
-	case rt != want:
-		return fmt.Errorf("corkd answered %s with %s", t, rt)
+	p, err := answer(r, t, want)
+	if err != nil {
+		return err
 	}
-	return protocol.Decode(rt, rp, v)
+	return protocol.Decode(want, p, v)
 }
 
 // Peek returns a kept session's screen, without attaching to it.
