@@ -20,9 +20,6 @@ import (
 	"github.com/corkvm/cork/protocol/copytree"
 )
 
-// ExitCopyProblems is cork cp's status when something was not copied.
-const ExitCopyProblems = 1
-
 const copyUsage = `usage: cork cp [flags] SRC... DEST
   One side is in the guest, written with a leading colon:
     cork cp ./prompt.md :/home/node/       a file into a guest directory

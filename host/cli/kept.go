@@ -181,16 +181,6 @@ func runState(now time.Time, s protocol.SessionInfo) string {
 	return "running, detached"
 }
 
-// exitedLine is what cork prints when a kept session's program exits
-// while it is attached, as tmux prints [exited]: the session is over, not
-// detached.
-func exitedLine(e protocol.Exit) string {
-	if e.Signal != "" {
-		return fmt.Sprintf("[exited %d (SIG%s)]", e.Code, e.Signal)
-	}
-	return fmt.Sprintf("[exited %d]", e.Code)
-}
-
 func killMain(args []string) int {
 	var t target
 	sig := ""
