@@ -177,6 +177,19 @@ func (t *target) dial(ctx context.Context) (io.ReadWriteCloser, func() error, er
 	return nil, nil, errors.New("no agent given: use --connect URL or --machine NAME")
 }
 
+// call dials the agent and gives do the connection, which do closes,
+// then waits for the transport to end. Its failure then (smolvm's) is
+// not do's: the request has had its answer.
+func (t *target) call(do func(conn io.ReadWriteCloser) error) error {
+	conn, finish, err := t.dial(context.Background())
+	if err != nil {
+		return err
+	}
+	err = do(conn)
+	finish()
+	return err
+}
+
 type execFlags struct {
 	target
 	interactive bool
@@ -326,25 +339,29 @@ func pingMain(args []string) int {
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
-	conn, finish, err := t.dial(context.Background())
-	if err != nil {
+	if err := t.call(func(conn io.ReadWriteCloser) error { return ping(conn, count) }); err != nil {
 		return fail("%v", err)
 	}
-	defer finish()
+	return 0
+}
+
+// ping says hello on conn, which it closes, then pings count times, and
+// prints how long each answer took.
+func ping(conn io.ReadWriteCloser, count int) error {
 	defer conn.Close()
 	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
 	start := time.Now()
 	h, err := client.Hello(r, w, "cork "+Version)
 	if err != nil {
-		return fail("%v", err)
+		return err
 	}
 	fmt.Printf("%s, protocol %d, hello in %v\n", term.Printable(h.Software), h.Version, time.Since(start).Round(time.Microsecond))
 	for i := range count {
 		start := time.Now()
 		if err := client.Ping(r, w, []byte(fmt.Sprint(i))); err != nil {
-			return fail("ping %d: %v", i, err)
+			return fmt.Errorf("ping %d: %w", i, err)
 		}
 		fmt.Printf("pong %d: %v\n", i, time.Since(start).Round(time.Microsecond))
 	}
-	return 0
+	return nil
 }

@@ -1,9 +1,9 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -62,12 +62,11 @@ func peekMain(args []string) int {
 	if ansi && text {
 		return fail("peek: --ansi and --text: give one")
 	}
-	conn, finish, err := t.dial(context.Background())
-	if err != nil {
-		return fail("%v", err)
-	}
-	snap, err := client.Peek(conn, "cork "+Version, ref, ansi)
-	finish()
+	var snap *protocol.Snapshot
+	err := t.call(func(conn io.ReadWriteCloser) (err error) {
+		snap, err = client.Peek(conn, "cork "+Version, ref, ansi)
+		return err
+	})
 	if err != nil {
 		return fail("peek: %v", err)
 	}
@@ -110,12 +109,11 @@ func lsMain(args []string) int {
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
-	conn, finish, err := t.dial(context.Background())
-	if err != nil {
-		return fail("%v", err)
-	}
-	sessions, err := client.List(conn, "cork "+Version)
-	finish()
+	var sessions []protocol.SessionInfo
+	err := t.call(func(conn io.ReadWriteCloser) (err error) {
+		sessions, err = client.List(conn, "cork "+Version)
+		return err
+	})
 	if err != nil {
 		return fail("ls: %v", err)
 	}
@@ -192,12 +190,9 @@ func killMain(args []string) int {
 		return code
 	}
 	sig = strings.TrimPrefix(strings.ToUpper(sig), "SIG")
-	conn, finish, err := t.dial(context.Background())
-	if err != nil {
-		return fail("%v", err)
-	}
-	err = client.Kill(conn, "cork "+Version, ref, sig)
-	finish()
+	err := t.call(func(conn io.ReadWriteCloser) error {
+		return client.Kill(conn, "cork "+Version, ref, sig)
+	})
 	if err != nil {
 		return fail("kill: %v", err)
 	}
@@ -212,12 +207,9 @@ func rmMain(args []string) int {
 	if !ok {
 		return code
 	}
-	conn, finish, err := t.dial(context.Background())
-	if err != nil {
-		return fail("%v", err)
-	}
-	err = client.Remove(conn, "cork "+Version, ref)
-	finish()
+	err := t.call(func(conn io.ReadWriteCloser) error {
+		return client.Remove(conn, "cork "+Version, ref)
+	})
 	if err != nil {
 		return fail("rm: %v", err)
 	}
