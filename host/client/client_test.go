@@ -24,32 +24,31 @@ func fakeAgent(t *testing.T, handle func(r *protocol.Reader, w *protocol.Writer,
 
 // serveFake is fakeAgent on the guest end of a connection given.
 func serveFake(guest net.Conn, handle func(r *protocol.Reader, w *protocol.Writer, req protocol.Exec)) {
-	go func() {
-		defer guest.Close()
-		r, w, ok := answerHello(guest, 1)
-		if !ok {
-			return
-		}
-		typ, p, err := r.Next()
-		if err != nil || typ != protocol.TypeExec {
+	serveAgent(guest, 1, func(r *protocol.Reader, w *protocol.Writer, typ protocol.Type, p []byte) {
+		if typ != protocol.TypeExec {
 			return
 		}
 		var req protocol.Exec
 		protocol.Decode(typ, p, &req)
 		handle(r, w, req)
-	}()
+	})
 }
 
-// answerHello reads the host's hello on guest and answers it as an agent
-// of protocol versions 1 to version; ok is false when the host sent
-// something else.
-func answerHello(guest net.Conn, version int) (r *protocol.Reader, w *protocol.Writer, ok bool) {
-	r, w = protocol.NewReader(guest), protocol.NewWriter(guest)
-	if typ, _, err := r.Next(); err != nil || typ != protocol.TypeHello {
-		return r, w, false
-	}
-	w.WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: version, Version: version, Software: "fake"})
-	return r, w, true
+// serveAgent serves guest as an agent of protocol versions 1 to version:
+// it answers the host's hello, then hands the request that follows to
+// handle.
+func serveAgent(guest net.Conn, version int, handle func(r *protocol.Reader, w *protocol.Writer, typ protocol.Type, p []byte)) {
+	go func() {
+		defer guest.Close()
+		r, w := protocol.NewReader(guest), protocol.NewWriter(guest)
+		if typ, _, err := r.Next(); err != nil || typ != protocol.TypeHello {
+			return
+		}
+		w.WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: version, Version: version, Software: "fake"})
+		if typ, p, err := r.Next(); err == nil {
+			handle(r, w, typ, p)
+		}
+	}()
 }
 
 func runFake(t *testing.T, s *Session, handle func(*protocol.Reader, *protocol.Writer, protocol.Exec)) (protocol.Exit, error) {

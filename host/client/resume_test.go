@@ -36,18 +36,11 @@ func (f *keptFake) dial() net.Conn {
 	f.next++
 	f.mu.Unlock()
 	host, guest := net.Pipe()
-	go func() {
-		defer guest.Close()
-		r, w, ok := answerHello(guest, 2)
-		if !ok {
-			return
+	serveAgent(guest, 2, func(r *protocol.Reader, w *protocol.Writer, typ protocol.Type, p []byte) {
+		if h != nil {
+			h(r, w, typ, p)
 		}
-		typ, p, err := r.Next()
-		if err != nil || h == nil {
-			return
-		}
-		h(r, w, typ, p)
-	}()
+	})
 	return host
 }
 
