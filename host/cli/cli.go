@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"slices"
@@ -36,14 +37,20 @@ const (
 // Version is cork's version, set by the main package.
 var Version = "dev"
 
-// A command is one of cork's subcommands. Main dispatches on the table
-// and the usage lists it.
+// A command is one of cork's subcommands. Main dispatches on the table,
+// the usage lists it, and cork completion learns each command's flags by
+// running its main up to parseFlags (see flagsOnly).
 type command struct {
 	name    string
 	args    string // what follows the command in its usage line
 	summary string
 	main    func(args []string) int
 	doc     string // the page of docs/ that tells the whole of it
+
+	// How TAB completes the command's arguments: as host files, or from
+	// words; with neither, nothing is offered.
+	fileArgs bool
+	argWords []string
 }
 
 // commands is filled in init: the commands' mains read the table (their
@@ -66,13 +73,15 @@ func init() {
 		{name: "rm", args: "NAME|ID", summary: "forget an exited kept session",
 			main: rmMain, doc: "docs/kept-sessions.md"},
 		{name: "cp", args: "[flags] SRC... DEST", summary: "copy files in or out (:PATH is in the guest; - is a tar stream)",
-			main: copyMain, doc: "docs/copying.md"},
+			main: copyMain, doc: "docs/copying.md", fileArgs: true},
 		{name: "forward", args: "[flags] LOCAL:REMOTE...", summary: "carry host ports and sockets to the guest's (8080:80)",
 			main: forwardMain, doc: "docs/forwarding.md"},
 		{name: "ping", args: "[flags]", summary: "check that corkd answers, and how fast",
 			main: pingMain, doc: "docs/sessions.md"},
 		{name: "bake", args: "[flags] IN OUT", summary: "add corkd to a container image",
-			main: bakeMain, doc: "docs/bake.md"},
+			main: bakeMain, doc: "docs/bake.md", fileArgs: true},
+		{name: "completion", args: "bash|zsh|fish", summary: "print the script that completes cork's commands in your shell",
+			main: completionMain, doc: "docs/host-tools.md", argWords: slices.Sorted(maps.Keys(completionScripts))},
 		{name: "version", summary: "print cork's version", main: versionMain},
 	}
 }
@@ -125,10 +134,20 @@ func versionMain(args []string) int {
 	return 0
 }
 
+// flagsOnly, when set, takes each FlagSet that parseFlags is given in
+// place of parsing it, and the command returns before doing anything:
+// this is how cork completion reads every command's flags from the
+// definitions the command itself parses with.
+var flagsOnly func(*pflag.FlagSet)
+
 // parseFlags parses args into fs. When it reports false the command
 // returns code: 0 after --help, ExitCorkError after a bad flag, which it
 // names on stderr.
 func parseFlags(fs *pflag.FlagSet, args []string) (code int, ok bool) {
+	if flagsOnly != nil {
+		flagsOnly(fs)
+		return 0, false
+	}
 	own := fs.Usage
 	fs.Usage = func() { flagHelp(fs, own) }
 	if err := fs.Parse(args); err != nil {
