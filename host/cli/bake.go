@@ -19,8 +19,8 @@ import (
 
 func bakeMain(args []string) int {
 	fs := pflag.NewFlagSet("cork bake", pflag.ContinueOnError)
-	agent := fs.String("agent", "", "the corkd binary to add (default: the one make built for the image's architecture)")
-	agentDir := fs.String("agent-dir", os.Getenv("CORK_AGENT_DIR"), "where make's linux-ARCH/corkd binaries are (env CORK_AGENT_DIR; default: beside cork's own directory)")
+	agent := fs.String("agent", "", "add the corkd binary in `FILE` (default: the one make built for the image's architecture)")
+	agentDir := fs.String("agent-dir", os.Getenv("CORK_AGENT_DIR"), "`DIR` that holds make's linux-ARCH/corkd binaries (env CORK_AGENT_DIR; default: beside cork's own directory)")
 	path := fs.String("path", bake.DefaultPath, "corkd's path in the image")
 	format := fs.String("format", "", "output format: docker, oci or oci-archive (default: the input's)")
 	force := fs.BoolP("force", "f", false, "replace OUT if it exists")

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"strings"
 	"time"
@@ -22,63 +23,117 @@ import (
 // Version is cork's version, set by the main package.
 var Version = "dev"
 
-const usage = `usage:
-  cork exec [flags] -- COMMAND [ARG...]   run a program in the VM (--keep: a session that outlives cork)
-  cork attach [flags] NAME|ID             attach to a kept session (--read-only: watch it)
-  cork peek [--ansi|--text] [--json] NAME|ID   print a kept session's screen
-  cork ls [--json]                        list kept sessions
-  cork kill [--signal SIG] NAME|ID        hang up (or signal) a kept session
-  cork rm NAME|ID                         forget an exited kept session
-  cork cp [flags] SRC... DEST             copy files in or out (:PATH is in the guest; - is a tar stream)
-  cork forward [flags] LOCAL:REMOTE...    carry host ports and sockets to the guest's (8080:80)
-  cork ping [flags]                       check that corkd answers, and how fast
-  cork bake [flags] IN OUT                add corkd to a container image
-  cork version                            print cork's version
-`
+// A command is one of cork's subcommands. Main dispatches on the table,
+// the usage lists it, and cork completion learns each command's flags by
+// running its main up to parseFlags (see flagsOnly).
+type command struct {
+	name    string
+	args    string // what follows the command in its usage line
+	summary string
+	main    func(args []string) int
+	doc     string // the page of docs/ that tells the whole of it
+
+	// How TAB completes the command's arguments: as host files, or from
+	// words; with neither, nothing is offered.
+	fileArgs bool
+	argWords []string
+}
+
+// commands is filled in init: the commands' mains read the table (their
+// --help names the docs page), so a variable's initializer would be a
+// cycle.
+var commands []command
+
+func init() {
+	commands = []command{
+		{name: "exec", args: "[flags] -- COMMAND [ARG...]", summary: "run a program in the VM (--keep: a session that outlives cork)",
+			main: execMain, doc: "docs/sessions.md"},
+		{name: "attach", args: "[flags] NAME|ID", summary: "attach to a kept session (--read-only: watch it)",
+			main: attachMain, doc: "docs/kept-sessions.md"},
+		{name: "peek", args: "[--ansi|--text] [--json] NAME|ID", summary: "print a kept session's screen",
+			main: peekMain, doc: "docs/kept-sessions.md"},
+		{name: "ls", args: "[--json]", summary: "list kept sessions",
+			main: lsMain, doc: "docs/kept-sessions.md"},
+		{name: "kill", args: "[--signal SIG] NAME|ID", summary: "hang up (or signal) a kept session",
+			main: killMain, doc: "docs/kept-sessions.md"},
+		{name: "rm", args: "NAME|ID", summary: "forget an exited kept session",
+			main: rmMain, doc: "docs/kept-sessions.md"},
+		{name: "cp", args: "[flags] SRC... DEST", summary: "copy files in or out (:PATH is in the guest; - is a tar stream)",
+			main: copyMain, doc: "docs/copying.md", fileArgs: true},
+		{name: "forward", args: "[flags] LOCAL:REMOTE...", summary: "carry host ports and sockets to the guest's (8080:80)",
+			main: forwardMain, doc: "docs/forwarding.md"},
+		{name: "ping", args: "[flags]", summary: "check that corkd answers, and how fast",
+			main: pingMain, doc: "docs/sessions.md"},
+		{name: "bake", args: "[flags] IN OUT", summary: "add corkd to a container image",
+			main: bakeMain, doc: "docs/bake.md", fileArgs: true},
+		{name: "completion", args: "bash|zsh|fish", summary: "print the script that completes cork's commands in your shell",
+			main: completionMain, doc: "docs/host-tools.md", argWords: slices.Sorted(maps.Keys(completionScripts))},
+		{name: "version", summary: "print cork's version", main: versionMain},
+	}
+}
+
+func lookupCommand(name string) *command {
+	for i := range commands {
+		if commands[i].name == name {
+			return &commands[i]
+		}
+	}
+	return nil
+}
+
+// usage lists the commands, one line each.
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-37s   %s\n", strings.TrimSpace("cork "+c.name+" "+c.args), c.summary)
+	}
+}
 
 // Main runs cork with args (without the program name) and returns the exit
 // status.
 func Main(args []string) int {
 	if len(args) == 0 {
-		fmt.Fprint(os.Stderr, usage)
+		usage(os.Stderr)
 		return ExitCorkError
 	}
 	switch args[0] {
-	case "exec":
-		return execMain(args[1:])
-	case "ping":
-		return pingMain(args[1:])
-	case "cp":
-		return copyMain(args[1:])
-	case "forward":
-		return forwardMain(args[1:])
-	case "attach":
-		return attachMain(args[1:])
-	case "ls":
-		return lsMain(args[1:])
-	case "peek":
-		return peekMain(args[1:])
-	case "kill":
-		return killMain(args[1:])
-	case "rm":
-		return rmMain(args[1:])
-	case "bake":
-		return bakeMain(args[1:])
-	case "version", "--version":
-		fmt.Printf("cork %s (protocol %d)\n", Version, protocol.MaxVersion)
-		return 0
+	case "--version":
+		return versionMain(args[1:])
 	case "help", "-h", "--help":
-		fmt.Print(usage)
+		usage(os.Stdout)
 		return 0
 	}
-	fmt.Fprintf(os.Stderr, "cork: unknown command %q\n%s", args[0], usage)
+	if c := lookupCommand(args[0]); c != nil {
+		return c.main(args[1:])
+	}
+	fmt.Fprintf(os.Stderr, "cork: unknown command %q\n", args[0])
+	usage(os.Stderr)
 	return ExitCorkError
 }
+
+func versionMain(args []string) int {
+	fs := pflag.NewFlagSet("cork version", pflag.ContinueOnError)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	fmt.Printf("cork %s (protocol %d)\n", Version, protocol.MaxVersion)
+	return 0
+}
+
+// flagsOnly, when set, takes each FlagSet that parseFlags is given in
+// place of parsing it, and the command returns before doing anything:
+// this is how cork completion reads every command's flags from the
+// definitions the command itself parses with.
+var flagsOnly func(*pflag.FlagSet)
 
 // parseFlags parses args into fs. When it reports false the command
 // returns code: 0 after --help, ExitCorkError after a bad flag, which it
 // names on stderr.
 func parseFlags(fs *pflag.FlagSet, args []string) (code int, ok bool) {
+	if flagsOnly != nil {
+		flagsOnly(fs)
+		return 0, false
+	}
 	own := fs.Usage
 	fs.Usage = func() { flagHelp(fs, own) }
 	if err := fs.Parse(args); err != nil {
@@ -90,14 +145,6 @@ func parseFlags(fs *pflag.FlagSet, args []string) (code int, ok bool) {
 	return 0, true
 }
 
-// docPages names the page of docs/ that tells the whole of each command.
-var docPages = map[string]string{
-	"cork exec": "docs/sessions.md", "cork ping": "docs/sessions.md",
-	"cork attach": "docs/kept-sessions.md", "cork peek": "docs/kept-sessions.md", "cork ls": "docs/kept-sessions.md",
-	"cork kill": "docs/kept-sessions.md", "cork rm": "docs/kept-sessions.md",
-	"cork cp": "docs/copying.md", "cork forward": "docs/forwarding.md", "cork bake": "docs/bake.md",
-}
-
 // flagHelp is a command's --help: its own usage (or its flags), then
 // where its page is.
 func flagHelp(fs *pflag.FlagSet, own func()) {
@@ -106,8 +153,8 @@ func flagHelp(fs *pflag.FlagSet, own func()) {
 	} else {
 		fmt.Fprintf(fs.Output(), "Usage of %s:\n%s", fs.Name(), fs.FlagUsages())
 	}
-	if page := docPages[fs.Name()]; page != "" {
-		fmt.Fprintf(fs.Output(), "\nThe whole of %s: %s in cork's source.\n", fs.Name(), page)
+	if c := lookupCommand(strings.TrimPrefix(fs.Name(), "cork ")); c != nil && c.doc != "" {
+		fmt.Fprintf(fs.Output(), "\nThe whole of %s: %s in cork's source.\n", fs.Name(), c.doc)
 	}
 }
 
