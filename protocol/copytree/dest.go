@@ -189,13 +189,13 @@ func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
 		return nil, errors.New("not a directory")
 	case !at.exists && slash:
 		return nil, errors.New("no such directory (a destination ending in / must be an existing directory)")
-	case e.Kind == protocol.KindDir && at.exists && !isDir:
+	case e.Kind == protocol.EntryDir && at.exists && !isDir:
 		return nil, errors.New("cannot copy a directory over this file")
 	case isDir:
 		if d.base, err = unix.Openat(at.dir, at.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
 			return nil, errors.New(describe(err))
 		}
-		if !e.Contents || e.Kind != protocol.KindDir {
+		if !e.Contents || e.Kind != protocol.EntryDir {
 			d.top = bytes.Clone(e.Path)
 		}
 	default:
@@ -205,9 +205,9 @@ func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
 		at.dir = -1 // the base now
 	}
 	switch e.Kind {
-	case protocol.KindDir:
+	case protocol.EntryDir:
 		return nil, d.mkdir(d.top, e)
-	case protocol.KindSymlink:
+	case protocol.EntrySymlink:
 		return nil, d.symlink(d.top, e)
 	}
 	return d.file(d.top, e)
