@@ -9,8 +9,6 @@ import (
 	"runtime"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/corkvm/cork/guest/account"
 	"github.com/corkvm/cork/protocol"
 	"github.com/corkvm/cork/protocol/copytree"
@@ -133,35 +131,4 @@ func inHome(p []byte, acct *account.Account) []byte {
 		return home
 	}
 	return append(append(append([]byte{}, bytes.TrimRight(home, "/")...), '/'), p...)
-}
-
-// actAs gives the calling thread acct's identity for the filesystem: its
-// groups, then its filesystem gid and uid (setfsuid(2)). Changing the
-// filesystem uid from 0 drops the capabilities that bypass permission
-// checks, so the thread reads and writes only what acct may. These calls
-// affect this thread alone; the caller has locked it.
-func actAs(acct *account.Account) error {
-	if uint32(os.Geteuid()) != 0 {
-		return nil // corkd serves only its own user (canServe)
-	}
-	if acct.UID == 0 {
-		return nil
-	}
-	groups := make([]int, len(acct.Groups))
-	for i, g := range acct.Groups {
-		groups[i] = int(g)
-	}
-	if err := unix.Setgroups(groups); err != nil {
-		return fmt.Errorf("setting the groups of %s: %w", acct.Name, err)
-	}
-	unix.Setfsgid(int(acct.GID))
-	unix.Setfsuid(int(acct.UID))
-	// setfsuid reports no failure; reading the values back does.
-	if gid, _ := unix.SetfsgidRetGid(-1); gid != int(acct.GID) {
-		return fmt.Errorf("taking gid %d for %s: still %d", acct.GID, acct.Name, gid)
-	}
-	if uid, _ := unix.SetfsuidRetUid(-1); uid != int(acct.UID) {
-		return fmt.Errorf("taking uid %d for %s: still %d", acct.UID, acct.Name, uid)
-	}
-	return nil
 }

@@ -201,7 +201,6 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 	if perr != nil {
 		return nil, perr
 	}
-	switching := acct.UID != uint32(os.Geteuid())
 	dir, perr := workdir(req.Dir, acct)
 	if perr != nil {
 		return nil, perr
@@ -214,13 +213,7 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 	}
 
 	cmd := &exec.Cmd{Path: path, Args: req.Argv, Env: env, Dir: dir,
-		SysProcAttr: &syscall.SysProcAttr{Setsid: true}}
-	if switching {
-		// The user switch: in the child, between fork and exec, the Go
-		// runtime calls setgroups (the user's groups, listed explicitly),
-		// then setgid, then setuid, in that order.
-		cmd.SysProcAttr.Credential = acct.Credential()
-	}
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Credential: programCredential(acct)}}
 	ss := &session{srv: s, log: log, id: id, name: req.Name, argv0: req.Argv[0], user: acct.Name, watchers: map[*watcher]bool{},
 		owner: peer, started: time.Now(), keep: req.Keep, cmd: cmd, wanted: req.Stdin,
 		reaped: make(chan struct{}), done: make(chan struct{})}
