@@ -62,8 +62,8 @@ type session struct {
 	sentNow    atomic.Uint64
 	attached   atomic.Bool
 	watched    atomic.Int32
-	screen     *sessionScreen // kept sessions: the screen, for attach, watchers and peek
-	exited     bool           // the program has exited and its output was read
+	screen     *keptScreen // kept sessions: the screen, for attach, watchers and peek
+	exited     bool        // the program has exited and its output was read
 	detachedAt time.Time
 	exitClient *client // the client attached when the program exited
 	detachGen  int     // counts detaches, so that a stale linger timer does nothing
@@ -336,7 +336,7 @@ type InputStopper interface {
 // attached; finish runs when both are done.
 func (ss *session) begin() {
 	if ss.screen != nil {
-		go ss.keepScreen()
+		go ss.feedScreen()
 	}
 	var pumps sync.WaitGroup
 	for _, o := range ss.outs {
