@@ -466,7 +466,7 @@ func (s *Server) execKept(hs *handshake, req *protocol.Exec, peer Peer) {
 	// Started has the deadline of every write to a kept session's
 	// client: a peer that does not read it holds neither the reservation
 	// nor the session.
-	ss, err := s.start(id, req, peer, protocol.NewWriter(stallWriter{hs.c}), log)
+	ss, err := s.startProgram(id, req, peer, protocol.NewWriter(stallWriter{hs.c}), log)
 	if err != nil {
 		s.sessionEnded()
 		var perr *protocol.Error
@@ -479,9 +479,9 @@ func (s *Server) execKept(hs *handshake, req *protocol.Exec, peer Peer) {
 	cl.terminal = req.Terminal
 	ss.attach(cl)
 	s.kept.add(ss, r)
-	ss.begin()
+	ss.pumpAndReap()
 	started(ss)
-	ss.serve(cl, hs.r)
+	ss.runClient(cl, hs.r)
 }
 
 // attachTo attaches the connection to a kept session: Attached, then
@@ -541,7 +541,7 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 		// What the screen got wrong, the program's own repaint mends.
 		ss.redraw(a.Size)
 	}
-	ss.serve(cl, h.r)
+	ss.runClient(cl, h.r)
 }
 
 // takenOver is what a client taken over is told.

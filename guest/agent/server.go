@@ -444,7 +444,7 @@ func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 		return
 	}
 	if ss, cl := s.startSession(hs, req, peer); ss != nil {
-		ss.serve(cl, hs.r)
+		ss.runClient(cl, hs.r)
 	}
 }
 
@@ -463,7 +463,7 @@ func (s *Server) startSession(hs *handshake, req *protocol.Exec, peer Peer) (*se
 	}
 	defer started(nil) // when the program did not start
 	id := newSessionID()
-	ss, err := s.start(id, req, peer, hs.w, s.log.With("session", id))
+	ss, err := s.startProgram(id, req, peer, hs.w, s.log.With("session", id))
 	if err != nil {
 		s.sessionEnded()
 		var perr *protocol.Error
@@ -475,14 +475,14 @@ func (s *Server) startSession(hs *handshake, req *protocol.Exec, peer Peer) (*se
 	cl := ss.newClient(hs.c, hs.w)
 	cl.terminal = req.Terminal
 	ss.attach(cl)
-	ss.begin()
+	ss.pumpAndReap()
 	started(ss)
 	return ss, cl
 }
 
 // admitToStart admits a request that starts a session and counts the
 // session in (countIn). Until started is called, with the session once
-// it has begun or with nil when none started, Shutdown waits for it: a
+// its program runs or with nil when none started, Shutdown waits for it: a
 // session that began after Shutdown listed the running ones would escape
 // the hang-up. Calls after the first do nothing.
 func (s *Server) admitToStart(hs *handshake) (started func(*session), ok bool) {

@@ -189,14 +189,15 @@ func (cl *client) hadLast() bool {
 	return cl.ended
 }
 
-// errExitReported is start's answer for a program that was not found or
+// errExitReported is startProgram's answer for a program that was not found or
 // not executable: that is no refusal but the session's outcome, reported
 // to the host as output and Exit, as a shell reports it.
 var errExitReported = errors.New("the program could not be executed; its exit was reported")
 
-// start resolves the request and starts the program. Its error is a
-// *protocol.Error to refuse the request with, or errExitReported.
-func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Writer, log *slog.Logger) (*session, error) {
+// startProgram resolves the request into a session and starts its
+// program. Its error is a *protocol.Error to refuse the request with, or
+// errExitReported.
+func (s *Server) startProgram(id string, req *protocol.Exec, peer Peer, w *protocol.Writer, log *slog.Logger) (*session, error) {
 	acct, perr := s.account(req.User, peer)
 	if perr != nil {
 		return nil, perr
@@ -332,9 +333,10 @@ type InputStopper interface {
 	StopInput()
 }
 
-// begin reads the program's output and waits for its end, whoever is
-// attached; finish runs when both are done.
-func (ss *session) begin() {
+// pumpAndReap starts reading the program's output (its pumps) and waiting
+// for its end (the reaper), whoever is attached; finish runs when both are
+// done.
+func (ss *session) pumpAndReap() {
 	if ss.screen != nil {
 		go ss.feedScreen()
 	}
@@ -543,10 +545,10 @@ func (ss *session) detach(cl *client) {
 	cl.leave()
 }
 
-// serve applies cl's frames until it leaves: the program's end, another
+// runClient applies cl's frames until it leaves: the program's end, another
 // client taking over, a protocol error or the connection's end. A plain
 // session is hung up when its client goes; a kept one is detached.
-func (ss *session) serve(cl *client, r *protocol.Reader) {
+func (ss *session) runClient(cl *client, r *protocol.Reader) {
 	go cl.in.run(ss, cl.w)
 	readErr := make(chan error, 1)
 	go func() {
