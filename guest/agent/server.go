@@ -100,8 +100,8 @@ const (
 	DefaultDrainMax         = 2 * time.Second
 	DefaultFreeMemoryAfter  = 2 * time.Second
 	// DefaultStdinWindow lets a host keep several 128 KiB stdin frames
-	// in flight while the program's pipe drains: 1 MiB moved 15% more
-	// input per second than 256 KiB (OpenSSH's session window is 2 MiB).
+	// in flight while the program's pipe drains, so that input does not
+	// wait for each acknowledgement (OpenSSH's session window is 2 MiB).
 	// A session that does not read its input holds at most this much.
 	DefaultStdinWindow    = 1 << 20
 	DefaultMaxSessions    = 256
@@ -537,8 +537,7 @@ func (s *Server) countIn(hs *handshake) bool {
 // later, when the Go runtime would. Not at once: a host that runs one
 // short command after another ends a session just before starting the
 // next, and a full collection and scavenge each time took more CPU than
-// the session itself (perf: over a third of corkd's time across a run of
-// `cork exec -- true`).
+// the session itself.
 func (s *Server) sessionEnded() {
 	if s.active.Add(-1) == 0 {
 		s.freeMemory.Reset(s.cfg.FreeMemoryAfter)

@@ -66,10 +66,9 @@ func main() {
 // minProcs is the fewest Ps (Go's run slots) corkd runs with. A session's
 // frames are read by a thread that sleeps in poll(2) (agent.threadConn);
 // woken with a resize, it needs a P to go on, and with one P per core
-// the relays of other streaming sessions hold them all: under 16 streams
-// on two cores, a resize took p50 1.0 ms with 2 Ps, 0.4-0.6 with 16 to
-// 64, against 0.16 idle. Ps beyond the cores cost a little memory each;
-// the kernel still shares the cores among the threads that run.
+// the relays of other streaming sessions hold them all, so the resize
+// waits for one. Ps beyond the cores cost a little memory each; the
+// kernel still shares the cores among the threads that run.
 const minProcs = 32
 
 // serve is corkd serve: it checks its flags, sets up, and serves until a
