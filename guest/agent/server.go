@@ -443,7 +443,7 @@ func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 		s.execKept(hs, req, peer)
 		return
 	}
-	if ss, cl := s.startSession(hs, req, peer); ss != nil {
+	if ss, cl := s.startSession(hs, req, peer, nil); ss != nil {
 		ss.runClient(cl, hs.r)
 	}
 }
@@ -453,17 +453,24 @@ func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 // begins.
 var testHookTracking atomic.Pointer[func(pid int)]
 
-// startSession admits the request, starts its program and tracks the
-// session for Shutdown. It returns a nil session when the request was
-// refused.
-func (s *Server) startSession(hs *handshake, req *protocol.Exec, peer Peer) (*session, *client) {
+// startSession admits the request, starts its program, puts a kept
+// session in the table on its reservation r, and tracks the session for
+// Shutdown. It returns a nil session when the request was refused.
+func (s *Server) startSession(hs *handshake, req *protocol.Exec, peer Peer, r *reservation) (*session, *client) {
 	started, ok := s.admitToStart(hs)
 	if !ok {
 		return nil, nil
 	}
 	defer started(nil) // when the program did not start
 	id := newSessionID()
-	ss, err := s.startProgram(id, req, peer, hs.w, s.log.With("session", id))
+	w := hs.w
+	if req.Keep {
+		// Started has the deadline of every write to a kept session's
+		// client: a peer that does not read it holds neither the
+		// reservation nor the session.
+		w = protocol.NewWriter(stallWriter{hs.c})
+	}
+	ss, err := s.startProgram(id, req, peer, w, s.log.With("session", id))
 	if err != nil {
 		s.sessionEnded()
 		var perr *protocol.Error
@@ -475,6 +482,9 @@ func (s *Server) startSession(hs *handshake, req *protocol.Exec, peer Peer) (*se
 	cl := ss.newClient(hs.c, hs.w)
 	cl.terminal = req.Terminal
 	ss.attach(cl)
+	if r != nil {
+		s.kept.add(ss, r)
+	}
 	ss.pumpAndReap()
 	started(ss)
 	return ss, cl
