@@ -372,25 +372,22 @@ func (s *Server) keptRequest(h *handshake, t protocol.Type, p []byte, peer Peer)
 	case protocol.TypeList:
 		h.w.WriteJSON(protocol.TypeSessions, &protocol.Sessions{Sessions: s.kept.list(peer)})
 	case protocol.TypeAttach:
-		var a protocol.Attach
-		if h.request(t, p, &a) {
-			s.attachTo(h, &a, peer)
-		}
+		serveKept(h, t, p, peer, s.attachTo)
 	case protocol.TypePeek:
-		var pk protocol.Peek
-		if h.request(t, p, &pk) {
-			s.peek(h, &pk, peer)
-		}
+		serveKept(h, t, p, peer, s.peek)
 	case protocol.TypeKill:
-		var k protocol.Kill
-		if h.request(t, p, &k) {
-			s.kill(h, &k, peer)
-		}
+		serveKept(h, t, p, peer, s.kill)
 	case protocol.TypeRemove:
-		var rm protocol.Remove
-		if h.request(t, p, &rm) {
-			s.remove(h, &rm, peer)
-		}
+		serveKept(h, t, p, peer, s.remove)
+	}
+}
+
+// serveKept decodes a request of type t and serves it with serve, or
+// refuses it as malformed.
+func serveKept[R any](h *handshake, t protocol.Type, p []byte, peer Peer, serve func(*handshake, *R, Peer)) {
+	var req R
+	if h.request(t, p, &req) {
+		serve(h, &req, peer)
 	}
 }
 
