@@ -285,12 +285,7 @@ func (r *Receiver) senderProblem(p []byte) error {
 	if err := protocol.Decode(protocol.TypeCopyProblem, p, &pr); err != nil {
 		return err
 	}
-	if !pr.Skipped {
-		r.Problems++
-	}
-	if r.Problem != nil {
-		r.Problem(pr.Path, pr.Message, pr.Skipped)
-	}
+	tellProblem(r.Problem, &r.Problems, pr.Path, pr.Message, pr.Skipped)
 	return nil
 }
 
@@ -339,15 +334,8 @@ func (r *Receiver) count(size int64) {
 	r.progress()
 }
 
-func (r *Receiver) progress() {
-	if r.Progress != nil {
-		r.Progress(r.Files, r.received)
-	}
-}
+func (r *Receiver) progress() { tellProgress(r.Progress, r.Files, r.received) }
 
 func (r *Receiver) fail(where []byte, err error) {
-	r.Problems++
-	if r.Problem != nil {
-		r.Problem(where, err.Error(), false)
-	}
+	tellProblem(r.Problem, &r.Problems, where, err.Error(), false)
 }

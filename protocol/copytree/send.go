@@ -277,9 +277,7 @@ func (s *Sender) sendFile(t protocol.Type, e *protocol.Entry, f io.Reader, shown
 		chunk = 64 << 10
 	}
 	if len(s.buf) < protocol.HeaderSize+chunk {
-		// The data starts on a 64-byte boundary: the kernel copies into
-		// an aligned buffer faster.
-		s.buf = make([]byte, 64+chunk)[64-protocol.HeaderSize:]
+		s.buf = protocol.NewDataFrame(chunk)
 	}
 	var end protocol.CopyEnd
 	for left := e.Size; left > 0; {
@@ -343,23 +341,14 @@ func (s *Sender) write(t protocol.Type, e *protocol.Entry) error {
 	return nil
 }
 
-func (s *Sender) progress() {
-	if s.Progress != nil {
-		s.Progress(s.Files, s.Bytes)
-	}
-}
+func (s *Sender) progress() { tellProgress(s.Progress, s.Files, s.Bytes) }
 
 func (s *Sender) fail(shown []byte, msg string) {
-	s.Problems++
-	if s.Problem != nil {
-		s.Problem(shown, msg, false)
-	}
+	tellProblem(s.Problem, &s.Problems, shown, msg, false)
 }
 
 func (s *Sender) skip(shown []byte, what string) {
-	if s.Problem != nil {
-		s.Problem(shown, "skipped: "+what+" (cork cp copies files, directories and symbolic links)", true)
-	}
+	tellProblem(s.Problem, &s.Problems, shown, "skipped: "+what+" (cork cp copies files, directories and symbolic links)", true)
 }
 
 // openFile opens a regular file for reading without following a link in
