@@ -3,7 +3,6 @@ package agent
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"runtime"
@@ -88,13 +87,11 @@ func tellProblem(hs *handshake, pr *protocol.CopyProblem) {
 func (s *Server) copyIn(hs *handshake, req *protocol.CopyIn, acct *account.Account, problem func([]byte, string, bool), log *slog.Logger) {
 	dest := inHome(req.Dest, acct)
 	log.Info("copy in", "dest", string(dest), "user", acct.Name, "uid", acct.UID, "sources", req.Sources)
-	if req.Sources > 1 {
-		if fi, err := os.Stat(string(dest)); err != nil || !fi.IsDir() {
-			hs.refuse(protocol.KindCopy, fmt.Sprintf("destination %q must be an existing directory to copy %d sources into", req.Dest, req.Sources))
-			return
-		}
+	if err := copytree.CheckSources(dest, req.Sources); err != nil {
+		hs.refuse(protocol.KindCopy, err.Error())
+		return
 	}
-	r := &copytree.Receiver{R: hs.r, Sink: &copytree.Dest{Path: dest, Multi: req.Sources > 1, KeepOwners: req.KeepOwners}, Problem: problem}
+	r := &copytree.Receiver{R: hs.r, Sink: &copytree.Dest{Path: dest, Sources: req.Sources, KeepOwners: req.KeepOwners}, Problem: problem}
 	if _, err := r.Receive(); err != nil {
 		log.Warn("copy in ended early", "files", r.Files, "bytes", r.Bytes, "err", err)
 		var perr *protocol.Error

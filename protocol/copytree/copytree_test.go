@@ -181,11 +181,11 @@ func TestSeveralSources(t *testing.T) {
 	write(t, filepath.Join(dir, "b"), "b", 0o644)
 	into := filepath.Join(dir, "into")
 	os.Mkdir(into, 0o755)
-	noProblems(t, copyLocal(t, false, &Dest{Path: []byte(into), Multi: true}, filepath.Join(dir, "a"), filepath.Join(dir, "b")))
+	noProblems(t, copyLocal(t, false, &Dest{Path: []byte(into), Sources: 2}, filepath.Join(dir, "a"), filepath.Join(dir, "b")))
 	if read(t, filepath.Join(into, "a")) != "a" || read(t, filepath.Join(into, "b")) != "b" {
 		t.Fatal("several sources")
 	}
-	problems := copyLocal(t, false, &Dest{Path: []byte(filepath.Join(dir, "missing")), Multi: true}, filepath.Join(dir, "a"), filepath.Join(dir, "b"))
+	problems := copyLocal(t, false, &Dest{Path: []byte(filepath.Join(dir, "missing")), Sources: 2}, filepath.Join(dir, "a"), filepath.Join(dir, "b"))
 	if len(problems) != 2 || !strings.Contains(problems[0].msg, "existing directory") {
 		t.Fatalf("%+v", problems)
 	}
@@ -201,7 +201,7 @@ func TestSourceProblems(t *testing.T) {
 	}
 	into := filepath.Join(dir, "into")
 	os.Mkdir(into, 0o755)
-	problems := copyLocal(t, false, &Dest{Path: []byte(into), Multi: true}, filepath.Join(dir, "nope"), filepath.Join(dir, "src"))
+	problems := copyLocal(t, false, &Dest{Path: []byte(into), Sources: 2}, filepath.Join(dir, "nope"), filepath.Join(dir, "src"))
 	if len(problems) != 2 || !strings.Contains(problems[0].msg, "no such file") || problems[0].skipped ||
 		!problems[1].skipped || !strings.Contains(problems[1].msg, "a FIFO") || !strings.HasSuffix(problems[1].path, "src/fifo") {
 		t.Fatalf("%+v", problems)
@@ -860,7 +860,7 @@ func TestStickyDestinationLinks(t *testing.T) {
 			for _, s := range c.srcs {
 				srcs = append(srcs, dir+"/"+s)
 			}
-			problems := copyLocal(t, false, &Dest{Path: []byte(filepath.Join(d, "dest")), Multi: c.multi}, srcs...)
+			problems := copyLocal(t, false, &Dest{Path: []byte(filepath.Join(d, "dest")), Sources: len(c.srcs)}, srcs...)
 			landed, _ := os.ReadDir(victim)
 			if owner == 0 {
 				if len(problems) > 0 || len(landed) == 0 {
@@ -1036,7 +1036,7 @@ func TestMergedDirectoriesRememberedOnce(t *testing.T) {
 // problems are told at the end, not as the next root's.
 func TestDirectoryNotFinishedIsNamed(t *testing.T) {
 	out := t.TempDir()
-	problems, err := hostile(t, &Dest{Path: []byte(out), Multi: true}, func(w *protocol.Writer) {
+	problems, err := hostile(t, &Dest{Path: []byte(out), Sources: 2}, func(w *protocol.Writer) {
 		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.EntryDir, Mode: 0o755, Path: []byte("t")}))
 		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.EntryDir, Mode: 0o755, Path: []byte("sub")}))
 		// Once the next entry is read, sub is made; then it goes, and its
