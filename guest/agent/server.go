@@ -402,8 +402,7 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 		}
 		s.execSession(hs, &req, peer)
 	case protocol.TypeAttach, protocol.TypeList, protocol.TypeKill, protocol.TypeRemove, protocol.TypePeek:
-		if hs.version < 2 {
-			hs.refuse(protocol.KindProtocol, fmt.Sprintf("%s needs protocol version 2; this connection speaks version 1", t))
+		if !hs.speaks2(t) {
 			return
 		}
 		if s.cfg.KeptVia != nil {
@@ -420,17 +419,13 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 		}
 		s.keptRequest(hs, t, p, peer)
 	case protocol.TypeCopyIn, protocol.TypeCopyOut:
-		if hs.version < 2 {
-			hs.refuse(protocol.KindProtocol, fmt.Sprintf("%s needs protocol version 2; this connection speaks version 1", t))
-			return
+		if hs.speaks2(t) {
+			s.copyRequest(hs, t, p, peer)
 		}
-		s.copyRequest(hs, t, p, peer)
 	case protocol.TypeForward:
-		if hs.version < 2 {
-			hs.refuse(protocol.KindProtocol, "forward needs protocol version 2; this connection speaks version 1")
-			return
+		if hs.speaks2(t) {
+			s.forwardRequest(hs, p, peer)
 		}
-		s.forwardRequest(hs, p, peer)
 	default:
 		hs.refuse(protocol.KindProtocol, fmt.Sprintf("expected exec, attach, list, peek, kill, remove, copy-in, copy-out or forward, got %s", t))
 	}
