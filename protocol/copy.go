@@ -15,7 +15,7 @@ import (
 // CapCopy announces CopyIn and CopyOut.
 const CapCopy = "copy"
 
-// CapCopyHardlinks announces that the guest takes KindHardlink entries in
+// CapCopyHardlinks announces that the guest takes EntryHardlink entries in
 // a CopyIn, and sends them in a CopyOut that asks for them.
 const CapCopyHardlinks = "copy-hardlinks"
 
@@ -41,7 +41,7 @@ type CopyOut struct {
 	// Follow sends what a path that is a symbolic link points to instead
 	// of the link (cork cp -L); links beneath it are sent as links.
 	Follow bool `json:"follow,omitempty"`
-	// Hardlinks asks for KindHardlink entries (CapCopyHardlinks): a file
+	// Hardlinks asks for EntryHardlink entries (CapCopyHardlinks): a file
 	// met again under another name in the same tree is sent as a link to
 	// the first.
 	Hardlinks bool `json:"hardlinks,omitempty"`
@@ -80,23 +80,23 @@ func (c *CopyOut) Validate() error {
 type EntryKind uint8
 
 const (
-	KindFile    EntryKind = 1
-	KindDir     EntryKind = 2
-	KindSymlink EntryKind = 3
-	// KindHardlink is another name for a file sent earlier in the same
+	EntryFile    EntryKind = 1
+	EntryDir     EntryKind = 2
+	EntrySymlink EntryKind = 3
+	// EntryHardlink is another name for a file sent earlier in the same
 	// tree: Link is that file's path beneath the root (CapCopyHardlinks).
-	KindHardlink EntryKind = 4
+	EntryHardlink EntryKind = 4
 )
 
 func (k EntryKind) String() string {
 	switch k {
-	case KindFile:
+	case EntryFile:
 		return "file"
-	case KindDir:
+	case EntryDir:
 		return "directory"
-	case KindSymlink:
+	case EntrySymlink:
 		return "symbolic link"
-	case KindHardlink:
+	case EntryHardlink:
 		return "hard link"
 	}
 	return fmt.Sprintf("kind %d", uint8(k))
@@ -215,17 +215,17 @@ func DecodeEntry(p []byte, root bool) (*Entry, error) {
 	e.Path = p[entryFixed : entryFixed+pathLen : entryFixed+pathLen]
 	e.Link = p[entryFixed+pathLen:]
 	switch e.Kind {
-	case KindFile:
+	case EntryFile:
 		if size > 1<<62 {
 			return nil, fmt.Errorf("copy: %q: a size of %d bytes", e.Path, size)
 		}
 		e.Size = int64(size)
-	case KindDir:
-	case KindSymlink:
+	case EntryDir:
+	case EntrySymlink:
 		if len(e.Link) == 0 || bytes.IndexByte(e.Link, 0) >= 0 {
 			return nil, fmt.Errorf("copy: link %q: its target is empty or holds a NUL byte", e.Path)
 		}
-	case KindHardlink:
+	case EntryHardlink:
 		if root {
 			return nil, fmt.Errorf("copy: %q: a hard link cannot be a root", e.Path)
 		}
@@ -235,10 +235,10 @@ func DecodeEntry(p []byte, root bool) (*Entry, error) {
 	default:
 		return nil, fmt.Errorf("copy: %q: unknown entry kind %d", e.Path, p[0])
 	}
-	if e.Kind != KindFile && size != 0 {
+	if e.Kind != EntryFile && size != 0 {
 		return nil, fmt.Errorf("copy: %q: a %s with a size", e.Path, e.Kind)
 	}
-	if e.Kind != KindSymlink && e.Kind != KindHardlink && len(e.Link) != 0 {
+	if e.Kind != EntrySymlink && e.Kind != EntryHardlink && len(e.Link) != 0 {
 		return nil, fmt.Errorf("copy: %q: a %s with a link target", e.Path, e.Kind)
 	}
 	if root {
@@ -254,7 +254,7 @@ func checkRootName(e *Entry) error {
 	switch {
 	case len(e.Path) == 0 && !e.Contents:
 		return errors.New("copy: a root with no name")
-	case e.Contents && e.Kind != KindDir:
+	case e.Contents && e.Kind != EntryDir:
 		return fmt.Errorf("copy: %q: the contents of a %s", e.Path, e.Kind)
 	case len(e.Path) == 0:
 		return nil

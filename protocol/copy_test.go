@@ -11,9 +11,9 @@ import (
 
 func TestEntryRoundTrip(t *testing.T) {
 	for _, e := range []*Entry{
-		{Kind: KindFile, Mode: 0o644 | fs.ModeSetuid, UID: 1000, GID: 1000, ModTime: time.Unix(1700000000, 123456789), Size: 1 << 40, Path: []byte("a/b/c.txt")},
-		{Kind: KindDir, Mode: 0o755 | fs.ModeSticky | fs.ModeSetgid, ModTime: time.Unix(-5, 0), Path: []byte("dir")},
-		{Kind: KindSymlink, Mode: 0o777, Path: []byte("new\nline/\xff\xfe"), Link: []byte("../../etc/passwd")},
+		{Kind: EntryFile, Mode: 0o644 | fs.ModeSetuid, UID: 1000, GID: 1000, ModTime: time.Unix(1700000000, 123456789), Size: 1 << 40, Path: []byte("a/b/c.txt")},
+		{Kind: EntryDir, Mode: 0o755 | fs.ModeSticky | fs.ModeSetgid, ModTime: time.Unix(-5, 0), Path: []byte("dir")},
+		{Kind: EntrySymlink, Mode: 0o777, Path: []byte("new\nline/\xff\xfe"), Link: []byte("../../etc/passwd")},
 	} {
 		b, err := EncodeEntry(e)
 		if err != nil {
@@ -31,7 +31,7 @@ func TestEntryRoundTrip(t *testing.T) {
 			t.Fatalf("got %+v, want %+v", got, e)
 		}
 	}
-	root := &Entry{Kind: KindDir, Contents: true, Mode: 0o700}
+	root := &Entry{Kind: EntryDir, Contents: true, Mode: 0o700}
 	b, _ := EncodeEntry(root)
 	if got, err := DecodeEntry(b, true); err != nil || !got.Contents {
 		t.Fatalf("a contents root: %+v, %v", got, err)
@@ -53,31 +53,31 @@ func TestEntryRefused(t *testing.T) {
 		root bool
 		want string
 	}{
-		"absolute":             {entry(KindFile, "/etc/passwd", ""), false, "absolute"},
-		"dot dot":              {entry(KindFile, "a/../../x", ""), false, `".."`},
-		"dot":                  {entry(KindFile, "./x", ""), false, `"."`},
-		"empty element":        {entry(KindFile, "a//b", ""), false, "empty element"},
-		"trailing slash":       {entry(KindDir, "a/", ""), false, "empty element"},
-		"empty":                {entry(KindFile, "", ""), false, "empty path"},
-		"NUL":                  {entry(KindFile, "a\x00b", ""), false, "NUL"},
-		"link without target":  {entry(KindSymlink, "l", ""), false, "target is empty"},
-		"file with target":     {entry(KindFile, "f", "x"), false, "link target"},
-		"root with a slash":    {entry(KindDir, "a/b", ""), true, "not one path element"},
-		"root dot dot":         {entry(KindDir, "..", ""), true, "not one path element"},
-		"root without a name":  {entry(KindDir, "", ""), true, "no name"},
+		"absolute":             {entry(EntryFile, "/etc/passwd", ""), false, "absolute"},
+		"dot dot":              {entry(EntryFile, "a/../../x", ""), false, `".."`},
+		"dot":                  {entry(EntryFile, "./x", ""), false, `"."`},
+		"empty element":        {entry(EntryFile, "a//b", ""), false, "empty element"},
+		"trailing slash":       {entry(EntryDir, "a/", ""), false, "empty element"},
+		"empty":                {entry(EntryFile, "", ""), false, "empty path"},
+		"NUL":                  {entry(EntryFile, "a\x00b", ""), false, "NUL"},
+		"link without target":  {entry(EntrySymlink, "l", ""), false, "target is empty"},
+		"file with target":     {entry(EntryFile, "f", "x"), false, "link target"},
+		"root with a slash":    {entry(EntryDir, "a/b", ""), true, "not one path element"},
+		"root dot dot":         {entry(EntryDir, "..", ""), true, "not one path element"},
+		"root without a name":  {entry(EntryDir, "", ""), true, "no name"},
 		"short":                {[]byte{1, 0, 0}, false, "shorter"},
-		"unknown kind":         {append([]byte{9}, entry(KindFile, "f", "")[1:]...), false, "unknown entry kind"},
-		"length lies":          {append(entry(KindFile, "f", ""), 'x'), false, "its fields say"},
-		"mode beyond 07777":    {func() []byte { b := entry(KindFile, "f", ""); b[2] = 1; return b }(), false, "beyond 07777"},
-		"unknown flags":        {func() []byte { b := entry(KindFile, "f", ""); b[1] = 2; return b }(), false, "flags"},
-		"contents not at root": {func() []byte { b := entry(KindDir, "d", ""); b[1] = 1; return b }(), false, "only a root"},
+		"unknown kind":         {append([]byte{9}, entry(EntryFile, "f", "")[1:]...), false, "unknown entry kind"},
+		"length lies":          {append(entry(EntryFile, "f", ""), 'x'), false, "its fields say"},
+		"mode beyond 07777":    {func() []byte { b := entry(EntryFile, "f", ""); b[2] = 1; return b }(), false, "beyond 07777"},
+		"unknown flags":        {func() []byte { b := entry(EntryFile, "f", ""); b[1] = 2; return b }(), false, "flags"},
+		"contents not at root": {func() []byte { b := entry(EntryDir, "d", ""); b[1] = 1; return b }(), false, "only a root"},
 	} {
 		_, err := DecodeEntry(c.p, c.root)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error saying %q", name, err, c.want)
 		}
 	}
-	if _, err := EncodeEntry(&Entry{Kind: KindFile, Path: bytes.Repeat([]byte("a"), MaxPathBytes+1)}); err == nil {
+	if _, err := EncodeEntry(&Entry{Kind: EntryFile, Path: bytes.Repeat([]byte("a"), MaxPathBytes+1)}); err == nil {
 		t.Error("a path over MaxPathBytes encoded")
 	}
 }

@@ -104,10 +104,10 @@ func FuzzDecodeStdinAck(f *testing.F) {
 // encodes back to the same bytes, with a path that stays beneath its root.
 func FuzzDecodeEntry(f *testing.F) {
 	for _, e := range []*Entry{
-		{Kind: KindFile, Mode: 0o644, Size: 10, Path: []byte("a/b")},
-		{Kind: KindSymlink, Mode: 0o777, Path: []byte("l"), Link: []byte("../x")},
-		{Kind: KindDir, Contents: true},
-		{Kind: KindHardlink, Path: []byte("b/c"), Link: []byte("a/b")},
+		{Kind: EntryFile, Mode: 0o644, Size: 10, Path: []byte("a/b")},
+		{Kind: EntrySymlink, Mode: 0o777, Path: []byte("l"), Link: []byte("../x")},
+		{Kind: EntryDir, Contents: true},
+		{Kind: EntryHardlink, Path: []byte("b/c"), Link: []byte("a/b")},
 	} {
 		b, _ := EncodeEntry(e)
 		f.Add(b, e.Contents)
@@ -124,7 +124,7 @@ func FuzzDecodeEntry(f *testing.F) {
 		if !root && (bytes.HasPrefix(e.Path, []byte("/")) || bytes.Contains(append(append([]byte("/"), e.Path...), '/'), []byte("/../"))) {
 			t.Fatalf("accepted path %q", e.Path)
 		}
-		if e.Kind == KindHardlink && (root || CheckRelative(e.Link) != nil) {
+		if e.Kind == EntryHardlink && (root || CheckRelative(e.Link) != nil) {
 			t.Fatalf("accepted hard link %q to %q (root %v)", e.Path, e.Link, root)
 		}
 	})

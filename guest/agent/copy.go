@@ -3,13 +3,10 @@ package agent
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"runtime"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/corkvm/cork/guest/account"
 	"github.com/corkvm/cork/protocol"
@@ -90,13 +87,11 @@ func tellProblem(hs *handshake, pr *protocol.CopyProblem) {
 func (s *Server) copyIn(hs *handshake, req *protocol.CopyIn, acct *account.Account, problem func([]byte, string, bool), log *slog.Logger) {
 	dest := inHome(req.Dest, acct)
 	log.Info("copy in", "dest", string(dest), "user", acct.Name, "uid", acct.UID, "sources", req.Sources)
-	if req.Sources > 1 {
-		if fi, err := os.Stat(string(dest)); err != nil || !fi.IsDir() {
-			hs.refuse(protocol.KindCopy, fmt.Sprintf("destination %q must be an existing directory to copy %d sources into", req.Dest, req.Sources))
-			return
-		}
+	if err := copytree.CheckSources(dest, req.Sources); err != nil {
+		hs.refuse(protocol.KindCopy, err.Error())
+		return
 	}
-	r := &copytree.Receiver{R: hs.r, Sink: &copytree.Dest{Path: dest, Multi: req.Sources > 1, KeepOwners: req.KeepOwners}, Problem: problem}
+	r := &copytree.Receiver{R: hs.r, Sink: &copytree.Dest{Path: dest, Sources: req.Sources, KeepOwners: req.KeepOwners}, Problem: problem}
 	if _, err := r.Receive(); err != nil {
 		log.Warn("copy in ended early", "files", r.Files, "bytes", r.Bytes, "err", err)
 		var perr *protocol.Error
@@ -133,35 +128,4 @@ func inHome(p []byte, acct *account.Account) []byte {
 		return home
 	}
 	return append(append(append([]byte{}, bytes.TrimRight(home, "/")...), '/'), p...)
-}
-
-// actAs gives the calling thread acct's identity for the filesystem: its
-// groups, then its filesystem gid and uid (setfsuid(2)). Changing the
-// filesystem uid from 0 drops the capabilities that bypass permission
-// checks, so the thread reads and writes only what acct may. These calls
-// affect this thread alone; the caller has locked it.
-func actAs(acct *account.Account) error {
-	if uint32(os.Geteuid()) != 0 {
-		return nil // corkd serves only its own user (canServe)
-	}
-	if acct.UID == 0 {
-		return nil
-	}
-	groups := make([]int, len(acct.Groups))
-	for i, g := range acct.Groups {
-		groups[i] = int(g)
-	}
-	if err := unix.Setgroups(groups); err != nil {
-		return fmt.Errorf("setting the groups of %s: %w", acct.Name, err)
-	}
-	unix.Setfsgid(int(acct.GID))
-	unix.Setfsuid(int(acct.UID))
-	// setfsuid reports no failure; reading the values back does.
-	if gid, _ := unix.SetfsgidRetGid(-1); gid != int(acct.GID) {
-		return fmt.Errorf("taking gid %d for %s: still %d", acct.GID, acct.Name, gid)
-	}
-	if uid, _ := unix.SetfsuidRetUid(-1); uid != int(acct.UID) {
-		return fmt.Errorf("taking uid %d for %s: still %d", acct.UID, acct.Name, uid)
-	}
-	return nil
 }

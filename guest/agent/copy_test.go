@@ -38,8 +38,8 @@ func TestMalformedCopyInsLeaveNothing(t *testing.T) {
 		p := prototest.NewPeer(t, connect(t, srv))
 		p.Hello()
 		p.Send(protocol.TypeCopyIn, &protocol.CopyIn{Dest: []byte(dest), Sources: 1})
-		p.Send(protocol.TypeCopyRoot, entry(protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("t")}))
-		p.Send(protocol.TypeCopyEntry, entry(protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Size: 10, Path: []byte("f")}))
+		p.Send(protocol.TypeCopyRoot, entry(protocol.Entry{Kind: protocol.EntryDir, Mode: 0o755, Path: []byte("t")}))
+		p.Send(protocol.TypeCopyEntry, entry(protocol.Entry{Kind: protocol.EntryFile, Mode: 0o644, Size: 10, Path: []byte("f")}))
 		p.Send(protocol.TypeCopyData, data)
 		if end {
 			p.Send(protocol.TypeCopyEnd, &protocol.CopyEnd{})
@@ -72,8 +72,8 @@ func TestCopyProblemsToAStalledClient(t *testing.T) {
 	p := prototest.NewPeer(t, conn)
 	p.Hello()
 	p.Send(protocol.TypeCopyIn, &protocol.CopyIn{Dest: []byte(t.TempDir()), Sources: 1})
-	root, _ := protocol.EncodeEntry(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("t")})
-	link, _ := protocol.EncodeEntry(&protocol.Entry{Kind: protocol.KindHardlink, Path: []byte("h"), Link: []byte("nothing")})
+	root, _ := protocol.EncodeEntry(&protocol.Entry{Kind: protocol.EntryDir, Mode: 0o755, Path: []byte("t")})
+	link, _ := protocol.EncodeEntry(&protocol.Entry{Kind: protocol.EntryHardlink, Path: []byte("h"), Link: []byte("nothing")})
 	p.Send(protocol.TypeCopyRoot, root)
 	p.Send(protocol.TypeCopyEntry, link) // a problem the agent tells, which this client never reads
 	cut := make(chan error, 1)

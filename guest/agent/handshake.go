@@ -114,6 +114,16 @@ func (h *handshake) request(t protocol.Type, p []byte, v any) bool {
 	return true
 }
 
+// speaks2 reports whether the connection speaks protocol version 2, which
+// a request of type t needs, or refuses it.
+func (h *handshake) speaks2(t protocol.Type) bool {
+	if h.version < 2 {
+		h.refuse(protocol.KindProtocol, fmt.Sprintf("%s needs protocol version 2; this connection speaks version 1", t))
+		return false
+	}
+	return true
+}
+
 // run exchanges hellos, answers pings, and returns the first other frame:
 // the request. It reports false when the connection ended or was refused
 // (the refusal sent).

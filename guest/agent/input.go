@@ -48,9 +48,9 @@ type queued struct {
 	buf *[]byte
 }
 
-// inputBufs pools the buffers stdin frames are read into: at hundreds of
-// MiB/s, a buffer allocated per frame kept the garbage collector busy (a
-// third of the agent's time in perf, clearing and sweeping).
+// inputBufs pools the buffers stdin frames are read into: at full speed, a
+// buffer allocated per frame keeps the garbage collector busy clearing and
+// sweeping.
 var inputBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // push queues p, read into buf (from inputBufs), for the program. It

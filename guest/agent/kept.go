@@ -3,7 +3,6 @@ package agent
 import (
 	"crypto/rand"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"os/user"
 	"path"
@@ -366,71 +365,89 @@ func (ss *session) info() protocol.SessionInfo {
 	return in
 }
 
-// keptRequest serves a request about kept sessions: attach, list, kill,
-// remove.
+// keptRequest serves a request about kept sessions: attach, list, peek,
+// kill, remove.
 func (s *Server) keptRequest(h *handshake, t protocol.Type, p []byte, peer Peer) {
 	switch t {
 	case protocol.TypeList:
 		h.w.WriteJSON(protocol.TypeSessions, &protocol.Sessions{Sessions: s.kept.list(peer)})
 	case protocol.TypeAttach:
-		var a protocol.Attach
-		if !h.request(t, p, &a) {
-			return
-		}
-		s.attachTo(h, &a, peer)
-	case protocol.TypeKill:
-		var k protocol.Kill
-		if !h.request(t, p, &k) {
-			return
-		}
-		ss := s.kept.find(k.Session, peer)
-		if ss == nil {
-			h.refuse(protocol.KindSession, s.kept.missing(k.Session, peer))
-			return
-		}
-		if k.Signal != "" {
-			if _, ok := signalNumber(k.Signal); !ok {
-				h.refuse(protocol.KindRequest, fmt.Sprintf("signal %q is not one corkd sends (%s)", k.Signal, strings.Join(protocol.Signals, ", ")))
-				return
-			}
-		}
-		select {
-		case <-ss.done:
-			h.refuse(protocol.KindSession, fmt.Sprintf("session %q has already exited", k.Session))
-			return
-		default:
-		}
-		if k.Signal == "" {
-			go ss.hangup()
-			h.w.WriteJSON(protocol.TypeDone, &protocol.Done{Message: "hung up"})
-			return
-		}
-		ss.signal(k.Signal)
-		h.w.WriteJSON(protocol.TypeDone, &protocol.Done{Message: "sent SIG" + strings.ToUpper(strings.TrimPrefix(k.Signal, "SIG"))})
+		serveKept(h, t, p, peer, s.attachTo)
 	case protocol.TypePeek:
-		var pk protocol.Peek
-		if !h.request(t, p, &pk) {
-			return
-		}
-		s.peek(h, &pk, peer)
+		serveKept(h, t, p, peer, s.peek)
+	case protocol.TypeKill:
+		serveKept(h, t, p, peer, s.kill)
 	case protocol.TypeRemove:
-		var rm protocol.Remove
-		if !h.request(t, p, &rm) {
+		serveKept(h, t, p, peer, s.remove)
+	}
+}
+
+// serveKept decodes a request of type t and serves it with serve, or
+// refuses it as malformed.
+func serveKept[R any](h *handshake, t protocol.Type, p []byte, peer Peer, serve func(*handshake, *R, Peer)) {
+	var req R
+	if h.request(t, p, &req) {
+		serve(h, &req, peer)
+	}
+}
+
+// findKept returns the kept session ref names, if peer may reach it, or
+// refuses the request.
+func (s *Server) findKept(h *handshake, ref string, peer Peer) *session {
+	ss := s.kept.find(ref, peer)
+	if ss == nil {
+		h.refuse(protocol.KindSession, s.kept.missing(ref, peer))
+	}
+	return ss
+}
+
+// kill hangs a running kept session up, or sends it the signal asked for.
+func (s *Server) kill(h *handshake, k *protocol.Kill, peer Peer) {
+	ss := s.findKept(h, k.Session, peer)
+	if ss == nil {
+		return
+	}
+	if k.Signal != "" {
+		if _, ok := signalNumber(k.Signal); !ok {
+			h.refuse(protocol.KindRequest, fmt.Sprintf("signal %q is not one corkd sends (%s)", k.Signal, strings.Join(protocol.Signals, ", ")))
 			return
 		}
-		ss := s.kept.find(rm.Session, peer)
-		if ss == nil {
-			h.refuse(protocol.KindSession, s.kept.missing(rm.Session, peer))
-			return
-		}
-		select {
-		case <-ss.done:
-		default:
-			h.refuse(protocol.KindSession, fmt.Sprintf("session %q is running; cork kill it first", rm.Session))
-			return
-		}
-		s.kept.remove(ss)
-		h.w.WriteJSON(protocol.TypeDone, &protocol.Done{Message: "removed"})
+	}
+	if ss.ended() {
+		h.refuse(protocol.KindSession, fmt.Sprintf("session %q has already exited", k.Session))
+		return
+	}
+	if k.Signal == "" {
+		go ss.hangup()
+		h.w.WriteJSON(protocol.TypeDone, &protocol.Done{Message: "hung up"})
+		return
+	}
+	ss.signal(k.Signal)
+	h.w.WriteJSON(protocol.TypeDone, &protocol.Done{Message: "sent SIG" + strings.ToUpper(strings.TrimPrefix(k.Signal, "SIG"))})
+}
+
+// remove forgets an exited kept session.
+func (s *Server) remove(h *handshake, rm *protocol.Remove, peer Peer) {
+	ss := s.findKept(h, rm.Session, peer)
+	if ss == nil {
+		return
+	}
+	if !ss.ended() {
+		h.refuse(protocol.KindSession, fmt.Sprintf("session %q is running; cork kill it first", rm.Session))
+		return
+	}
+	s.kept.remove(ss)
+	h.w.WriteJSON(protocol.TypeDone, &protocol.Done{Message: "removed"})
+}
+
+// ended reports whether the session is over: its program exited and its
+// output was read.
+func (ss *session) ended() bool {
+	select {
+	case <-ss.done:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -456,32 +473,9 @@ func (s *Server) execKept(hs *handshake, req *protocol.Exec, peer Peer) {
 		return
 	}
 	defer s.kept.release(r) // unless the session is in the table
-	started, ok := s.admitToStart(hs)
-	if !ok {
-		return
+	if ss, cl := s.startSession(hs, req, peer, r); ss != nil {
+		ss.runClient(cl, hs.r)
 	}
-	defer started(nil) // when the program did not start
-	id := newSessionID()
-	log := s.log.With("session", id)
-	// Started has the deadline of every write to a kept session's
-	// client: a peer that does not read it holds neither the reservation
-	// nor the session.
-	ss, err := s.start(id, req, peer, protocol.NewWriter(stallWriter{hs.c}), log)
-	if err != nil {
-		s.sessionEnded()
-		var perr *protocol.Error
-		if errors.As(err, &perr) {
-			hs.refuse(perr.Kind, perr.Message)
-		} // else errExitReported: the program could not be executed
-		return
-	}
-	cl := ss.newClient(hs.c, hs.w)
-	cl.terminal = req.Terminal
-	ss.attach(cl)
-	s.kept.add(ss, r)
-	ss.begin()
-	started(ss)
-	ss.serve(cl, hs.r)
 }
 
 // attachTo attaches the connection to a kept session: Attached, then
@@ -489,9 +483,8 @@ func (s *Server) execKept(hs *handshake, req *protocol.Exec, peer Peer) {
 // host's terminal (a Restore frame), then the live session; for an exited
 // session, the screen and the exit. A read-only attach watches instead.
 func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
-	ss := s.kept.find(a.Session, peer)
+	ss := s.findKept(h, a.Session, peer)
 	if ss == nil {
-		h.refuse(protocol.KindSession, s.kept.missing(a.Session, peer))
 		return
 	}
 	ss.outMu.Lock()
@@ -541,7 +534,7 @@ func (s *Server) attachTo(h *handshake, a *protocol.Attach, peer Peer) {
 		// What the screen got wrong, the program's own repaint mends.
 		ss.redraw(a.Size)
 	}
-	ss.serve(cl, h.r)
+	ss.runClient(cl, h.r)
 }
 
 // takenOver is what a client taken over is told.
@@ -607,9 +600,8 @@ func newHolder() uint64 {
 // peek answers a Peek with the session's screen; it never sizes the
 // session nor sends it input.
 func (s *Server) peek(h *handshake, pk *protocol.Peek, peer Peer) {
-	ss := s.kept.find(pk.Session, peer)
+	ss := s.findKept(h, pk.Session, peer)
 	if ss == nil {
-		h.refuse(protocol.KindSession, s.kept.missing(pk.Session, peer))
 		return
 	}
 	ss.catchUpScreen()

@@ -100,8 +100,8 @@ const (
 	DefaultDrainMax         = 2 * time.Second
 	DefaultFreeMemoryAfter  = 2 * time.Second
 	// DefaultStdinWindow lets a host keep several 128 KiB stdin frames
-	// in flight while the program's pipe drains: 1 MiB moved 15% more
-	// input per second than 256 KiB (OpenSSH's session window is 2 MiB).
+	// in flight while the program's pipe drains, so that input does not
+	// wait for each acknowledgement (OpenSSH's session window is 2 MiB).
 	// A session that does not read its input holds at most this much.
 	DefaultStdinWindow    = 1 << 20
 	DefaultMaxSessions    = 256
@@ -402,8 +402,7 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 		}
 		s.execSession(hs, &req, peer)
 	case protocol.TypeAttach, protocol.TypeList, protocol.TypeKill, protocol.TypeRemove, protocol.TypePeek:
-		if hs.version < 2 {
-			hs.refuse(protocol.KindProtocol, fmt.Sprintf("%s needs protocol version 2; this connection speaks version 1", t))
+		if !hs.speaks2(t) {
 			return
 		}
 		if s.cfg.KeptVia != nil {
@@ -420,17 +419,13 @@ func (s *Server) ServeConn(c io.ReadWriteCloser) {
 		}
 		s.keptRequest(hs, t, p, peer)
 	case protocol.TypeCopyIn, protocol.TypeCopyOut:
-		if hs.version < 2 {
-			hs.refuse(protocol.KindProtocol, fmt.Sprintf("%s needs protocol version 2; this connection speaks version 1", t))
-			return
+		if hs.speaks2(t) {
+			s.copyRequest(hs, t, p, peer)
 		}
-		s.copyRequest(hs, t, p, peer)
 	case protocol.TypeForward:
-		if hs.version < 2 {
-			hs.refuse(protocol.KindProtocol, "forward needs protocol version 2; this connection speaks version 1")
-			return
+		if hs.speaks2(t) {
+			s.forwardRequest(hs, p, peer)
 		}
-		s.forwardRequest(hs, p, peer)
 	default:
 		hs.refuse(protocol.KindProtocol, fmt.Sprintf("expected exec, attach, list, peek, kill, remove, copy-in, copy-out or forward, got %s", t))
 	}
@@ -443,8 +438,8 @@ func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 		s.execKept(hs, req, peer)
 		return
 	}
-	if ss, cl := s.startSession(hs, req, peer); ss != nil {
-		ss.serve(cl, hs.r)
+	if ss, cl := s.startSession(hs, req, peer, nil); ss != nil {
+		ss.runClient(cl, hs.r)
 	}
 }
 
@@ -453,17 +448,24 @@ func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 // begins.
 var testHookTracking atomic.Pointer[func(pid int)]
 
-// startSession admits the request, starts its program and tracks the
-// session for Shutdown. It returns a nil session when the request was
-// refused.
-func (s *Server) startSession(hs *handshake, req *protocol.Exec, peer Peer) (*session, *client) {
+// startSession admits the request, starts its program, puts a kept
+// session in the table on its reservation r, and tracks the session for
+// Shutdown. It returns a nil session when the request was refused.
+func (s *Server) startSession(hs *handshake, req *protocol.Exec, peer Peer, r *reservation) (*session, *client) {
 	started, ok := s.admitToStart(hs)
 	if !ok {
 		return nil, nil
 	}
 	defer started(nil) // when the program did not start
 	id := newSessionID()
-	ss, err := s.start(id, req, peer, hs.w, s.log.With("session", id))
+	w := hs.w
+	if req.Keep {
+		// Started has the deadline of every write to a kept session's
+		// client: a peer that does not read it holds neither the
+		// reservation nor the session.
+		w = protocol.NewWriter(stallWriter{hs.c})
+	}
+	ss, err := s.startProgram(id, req, peer, w, s.log.With("session", id))
 	if err != nil {
 		s.sessionEnded()
 		var perr *protocol.Error
@@ -475,14 +477,17 @@ func (s *Server) startSession(hs *handshake, req *protocol.Exec, peer Peer) (*se
 	cl := ss.newClient(hs.c, hs.w)
 	cl.terminal = req.Terminal
 	ss.attach(cl)
-	ss.begin()
+	if r != nil {
+		s.kept.add(ss, r)
+	}
+	ss.pumpAndReap()
 	started(ss)
 	return ss, cl
 }
 
 // admitToStart admits a request that starts a session and counts the
 // session in (countIn). Until started is called, with the session once
-// it has begun or with nil when none started, Shutdown waits for it: a
+// its program runs or with nil when none started, Shutdown waits for it: a
 // session that began after Shutdown listed the running ones would escape
 // the hang-up. Calls after the first do nothing.
 func (s *Server) admitToStart(hs *handshake) (started func(*session), ok bool) {
@@ -537,8 +542,7 @@ func (s *Server) countIn(hs *handshake) bool {
 // later, when the Go runtime would. Not at once: a host that runs one
 // short command after another ends a session just before starting the
 // next, and a full collection and scavenge each time took more CPU than
-// the session itself (perf: over a third of corkd's time across a run of
-// `cork exec -- true`).
+// the session itself.
 func (s *Server) sessionEnded() {
 	if s.active.Add(-1) == 0 {
 		s.freeMemory.Reset(s.cfg.FreeMemoryAfter)

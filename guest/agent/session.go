@@ -62,8 +62,8 @@ type session struct {
 	sentNow    atomic.Uint64
 	attached   atomic.Bool
 	watched    atomic.Int32
-	screen     *sessionScreen // kept sessions: the screen, for attach, watchers and peek
-	exited     bool           // the program has exited and its output was read
+	screen     *keptScreen // kept sessions: the screen, for attach, watchers and peek
+	exited     bool        // the program has exited and its output was read
 	detachedAt time.Time
 	exitClient *client // the client attached when the program exited
 	detachGen  int     // counts detaches, so that a stale linger timer does nothing
@@ -189,19 +189,19 @@ func (cl *client) hadLast() bool {
 	return cl.ended
 }
 
-// errExitReported is start's answer for a program that was not found or
+// errExitReported is startProgram's answer for a program that was not found or
 // not executable: that is no refusal but the session's outcome, reported
 // to the host as output and Exit, as a shell reports it.
 var errExitReported = errors.New("the program could not be executed; its exit was reported")
 
-// start resolves the request and starts the program. Its error is a
-// *protocol.Error to refuse the request with, or errExitReported.
-func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Writer, log *slog.Logger) (*session, error) {
+// startProgram resolves the request into a session and starts its
+// program. Its error is a *protocol.Error to refuse the request with, or
+// errExitReported.
+func (s *Server) startProgram(id string, req *protocol.Exec, peer Peer, w *protocol.Writer, log *slog.Logger) (*session, error) {
 	acct, perr := s.account(req.User, peer)
 	if perr != nil {
 		return nil, perr
 	}
-	switching := acct.UID != uint32(os.Geteuid())
 	dir, perr := workdir(req.Dir, acct)
 	if perr != nil {
 		return nil, perr
@@ -214,13 +214,7 @@ func (s *Server) start(id string, req *protocol.Exec, peer Peer, w *protocol.Wri
 	}
 
 	cmd := &exec.Cmd{Path: path, Args: req.Argv, Env: env, Dir: dir,
-		SysProcAttr: &syscall.SysProcAttr{Setsid: true}}
-	if switching {
-		// The user switch: in the child, between fork and exec, the Go
-		// runtime calls setgroups (the user's groups, listed explicitly),
-		// then setgid, then setuid, in that order.
-		cmd.SysProcAttr.Credential = acct.Credential()
-	}
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Credential: programCredential(acct)}}
 	ss := &session{srv: s, log: log, id: id, name: req.Name, argv0: req.Argv[0], user: acct.Name, watchers: map[*watcher]bool{},
 		owner: peer, started: time.Now(), keep: req.Keep, cmd: cmd, wanted: req.Stdin,
 		reaped: make(chan struct{}), done: make(chan struct{})}
@@ -339,11 +333,12 @@ type InputStopper interface {
 	StopInput()
 }
 
-// begin reads the program's output and waits for its end, whoever is
-// attached; finish runs when both are done.
-func (ss *session) begin() {
+// pumpAndReap starts reading the program's output (its pumps) and waiting
+// for its end (the reaper), whoever is attached; finish runs when both are
+// done.
+func (ss *session) pumpAndReap() {
 	if ss.screen != nil {
-		go ss.keepScreen()
+		go ss.feedScreen()
 	}
 	var pumps sync.WaitGroup
 	for _, o := range ss.outs {
@@ -550,10 +545,10 @@ func (ss *session) detach(cl *client) {
 	cl.leave()
 }
 
-// serve applies cl's frames until it leaves: the program's end, another
+// runClient applies cl's frames until it leaves: the program's end, another
 // client taking over, a protocol error or the connection's end. A plain
 // session is hung up when its client goes; a kept one is detached.
-func (ss *session) serve(cl *client, r *protocol.Reader) {
+func (ss *session) runClient(cl *client, r *protocol.Reader) {
 	go cl.in.run(ss, cl.w)
 	readErr := make(chan error, 1)
 	go func() {

@@ -49,14 +49,7 @@ func (ss *session) startPTY(req *protocol.Exec, acct *account.Account) (io.Write
 			return nil, err
 		}
 	}
-	// The terminal belongs to the user, as login(1) leaves it: owner the
-	// user, group tty, mode 0620. corkd not running as root can only
-	// chown to itself, which it already is.
-	if err := slave.Chown(int(acct.UID), int(acct.TTYGroup())); err != nil && os.Geteuid() == 0 {
-		master.Close()
-		return nil, err
-	}
-	if err := slave.Chmod(0o620); err != nil {
+	if err := ownTerminal(slave, acct); err != nil {
 		master.Close()
 		return nil, err
 	}

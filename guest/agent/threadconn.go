@@ -13,12 +13,11 @@ import (
 // threadConn reads a socket in the thread of the goroutine that reads it,
 // waiting in poll(2), instead of through Go's poller, once that goroutine
 // made it its own (preferWakeups). A session's frames are read this way, by
-// a goroutine locked to its thread: while other
-// sessions keep every thread of the agent busy relaying output, the
-// kernel wakes that thread, which has slept and so is due to run, with the
-// resize in hand, as it wakes the process sshd gives each session. Through
-// the poller, the same frame waited for a thread that had run the relays
-// (resize p50 1-4 ms under 16 streaming sessions, against 0.15 for sshd).
+// a goroutine locked to its thread: while other sessions keep every thread
+// of the agent busy relaying output, the kernel wakes that thread, which
+// has slept and so is due to run, with the resize in hand, as it wakes the
+// process sshd gives each session. Through the poller, the same frame
+// waited for a thread that had run the relays.
 //
 // Until then it reads through the poller: a thread waiting in poll(2) is a
 // thread the Go runtime cannot use for anything else, and a connection not
@@ -120,28 +119,26 @@ func (t *threadConn) SetWriteDeadline(d time.Time) error {
 
 // A thread woken with a frame still waits for the CPU behind every thread
 // of its scheduling group, and autogroup puts all of the agent's threads
-// in one: with 16 sessions streaming output through the agent, an idle
-// session's resize waited behind their relays (p99 4-5 ms, against about
-// 1 ms through sshd, whose sessions are processes of their own). A thread
-// in SCHED_FIFO runs as soon as it wakes, whatever group it is in.
-//
-// A wait that follows stdin data starts in SCHED_NORMAL and turns to
-// SCHED_FIFO only once it has lasted quietAfter: a stdin stream's frames
-// come sooner than that, and a reader that woke in SCHED_FIFO for each of
-// them, switching policy twice a wait and preempting the program it fed,
-// cost the agent 10-25% more CPU (1 GiB into cat, 13 alternations:
-// 104-204 clock ticks so, 108-171 with this wait; 434-762 against 486-754
-// MiB/s). A wait after anything else, a resize among them, is in
-// SCHED_FIFO from its start: a drag's resizes come less than a
-// millisecond apart.
+// in one: an idle session's resize waited behind the relays of the
+// sessions streaming output, where sshd's sessions are processes of their
+// own. A thread in SCHED_FIFO runs as soon as it wakes, whatever group it
+// is in.
+
+// quietAfter is how long a wait that follows stdin data stays in
+// SCHED_NORMAL before it turns to SCHED_FIFO: a stdin stream's frames come
+// sooner than that, and a reader woken in SCHED_FIFO for each of them,
+// switching policy twice a wait and preempting the program it fed, cost
+// the agent more CPU for no more throughput. A wait after anything else, a
+// resize among them, is in SCHED_FIFO from its start: a drag's resizes
+// come less than a millisecond apart.
 const quietAfter = time.Millisecond
 
-// Only the reads that end a wait run in SCHED_FIFO: the one that brings
-// the frame, and one more for a frame that arrives in two pieces. A third
-// read in a row that finds data waiting drops the thread to SCHED_NORMAL,
-// so that a host that floods its connection, or sends burst after burst,
-// gets at most a buffer's worth of frames handled ahead of the guest's
-// other work per wait.
+// maxUnwaitedReads is how many reads in a row run in SCHED_FIFO: the one
+// that ends a wait and brings the frame, and one more for a frame that
+// arrives in two pieces. The next read that finds data waiting drops the
+// thread to SCHED_NORMAL, so that a host that floods its connection, or
+// sends burst after burst, gets at most a buffer's worth of frames handled
+// ahead of the guest's other work per wait.
 const maxUnwaitedReads = 2
 
 // preferWakeups makes the calling thread, which must be locked to the

@@ -51,7 +51,7 @@ func (w *watcher) end(exit *protocol.Exit) {
 		w.mu.Lock()
 		size := w.size
 		w.mu.Unlock()
-		writeRestore(w.w, w.ss.screen.scr.Repaint(int(size.Cols), int(size.Rows)))
+		writeRestore(w.w, w.ss.screen.emu.Repaint(int(size.Cols), int(size.Rows)))
 		w.w.WriteJSON(protocol.TypeExit, exit)
 	}()
 	select {
@@ -158,7 +158,7 @@ func (w *watcher) follow(drawn uint64) {
 		w.mu.Lock()
 		size := w.size
 		w.mu.Unlock()
-		frame := ss.screen.scr.Repaint(int(size.Cols), int(size.Rows))
+		frame := ss.screen.emu.Repaint(int(size.Cols), int(size.Rows))
 		timer.Reset(min(max(watchEvery, 10*time.Since(began)), watchSlowest))
 		if err := writeRestore(w.w, frame); err != nil {
 			return

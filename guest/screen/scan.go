@@ -91,13 +91,13 @@ var mouseModes = [6]int{1000, 1002, 1003, 1005, 1006, 1015}
 func (s *scanner) feed(p []byte, out []byte, emit bool) []byte {
 	for i := 0; i < len(p); i++ {
 		c := p[i]
+		again := false // c ended a state and is read again in the next
 		switch s.state {
 		case ground:
 			switch {
 			case c == 0x1b:
 				out = s.endCluster(out, emit)
 				s.state = escape
-				continue
 			case c < 0x80:
 				out = s.endCluster(out, emit)
 				if emit {
@@ -110,135 +110,172 @@ func (s *scanner) feed(p []byte, out []byte, emit bool) []byte {
 					out = append(out, p[i:j]...)
 					i = j - 1
 				}
-			case c < 0xc0 && len(s.cp) > 0: // a continuation byte
-				s.cp = append(s.cp, c)
-				if len(s.cp) == s.cpLen {
-					out = s.endChar(out, emit)
-				}
-			case c < 0xa0:
-				// A C1 control (0x9b is an 8-bit CSI): UTF-8 programs
-				// do not send them, and they would get past the clamp.
-				// Dropped.
-			case c >= 0xc2 && c <= 0xf4: // a UTF-8 lead byte
-				if len(s.cp) > 0 { // the one before was cut short
-					out = s.endCluster(out, emit)
-				}
-				s.cp, s.cpLen = append(s.cp[:0], c), 2
-				if c >= 0xe0 {
-					s.cpLen = 3
-				}
-				if c >= 0xf0 {
-					s.cpLen = 4
-				}
-			default: // a byte no UTF-8 character holds here
-				out = s.endCluster(out, emit)
-				if emit {
-					out = append(out, c)
-				}
+			default:
+				out = s.highByte(c, out, emit)
 			}
 		case escape:
-			if c >= 0x80 {
-				// As in a sequence: the emulator's parser drops the
-				// ESC, and a C1 byte after it (0x9b is CSI) must not
-				// get past the clamp.
-				s.state = ground
-				i--
-				continue
-			}
-			switch c {
-			case '[':
-				s.state, s.seq, s.long = csi, append(s.seq[:0], 0x1b, '['), false
-				continue
-			case ']', 'P', '_', '^', 'X':
-				s.state, s.str, s.strLong = str, append(s.str[:0], 0x1b, c), false
-				continue
-			case '=':
-				s.modes.appKeypad, s.state = true, ground
-			case '>':
-				s.modes.appKeypad, s.state = false, ground
-			case 'c': // RIS: the terminal's full reset
-				s.modes, s.state = modes{}, ground
-			case 0x1b:
-				// ESC ESC: the first one stands alone.
-				if emit {
-					out = append(out, 0x1b)
-				}
-				continue
-			default:
-				s.state = ground
-			}
-			if emit {
-				out = append(out, 0x1b, c)
-			}
+			out, again = s.escapeByte(c, out, emit)
 		case csi:
-			if c == 0x7f {
-				continue // DEL is ignored inside a sequence, as terminals do
-			}
-			if c >= 0x80 {
-				// A C1 control or a UTF-8 byte cancels the sequence in
-				// the emulator's parser; it is read again in ground.
-				s.state = ground
-				i--
-				continue
-			}
-			if len(s.seq) < maxCSI {
-				s.seq = append(s.seq, c)
-			} else {
-				s.long = true
-			}
-			if c >= 0x40 && c <= 0x7e { // the final byte
-				s.state = ground
-				if !s.long {
-					out = s.finishCSI(out, emit)
-				}
-			} else if c == 0x18 || c == 0x1a { // CAN, SUB: the sequence is cancelled
-				s.seq = s.seq[:len(s.seq)-1]
-				s.state = ground
-				if emit {
-					out = append(out, c)
-				}
-			} else if c < 0x20 && c != 0x1b {
-				// A control character inside a CSI sequence is acted
-				// on as usual; the sequence goes on.
-				s.seq = s.seq[:len(s.seq)-1]
-				if emit {
-					out = append(out, c)
-				}
-			} else if c == 0x1b {
-				s.state = escape // the sequence is cancelled
-			}
+			out, again = s.csiByte(c, out, emit)
 		case str:
-			switch {
-			case c == 0x07: // BEL ends it
-				s.state = ground
-				out = s.endString(out, emit, "\x07")
-			case c == 0x18, c == 0x1a: // CAN and SUB cancel it
-				s.state = ground
-				if emit {
-					out = append(out, c)
-				}
-			case c == 0x1b:
-				// ST is ESC \; any other escape sequence ends the
-				// string and begins, as a terminal's parser reads it.
-				s.state = strEsc
-			case c >= 0x80 && c < 0xa0:
-				// C1 bytes, as in ground: dropped
-			case len(s.str) < maxString:
-				s.str = append(s.str, c)
-			default:
-				s.strLong = true
-			}
+			out = s.strByte(c, out, emit)
 		case strEsc:
-			out = s.endString(out, emit, "\x1b\\")
-			if c == '\\' {
-				s.state = ground
-				continue
-			}
-			s.state = escape
-			i-- // c begins the escape sequence
+			out, again = s.strEscByte(c, out, emit)
+		}
+		if again {
+			i--
 		}
 	}
 	return out
+}
+
+// highByte reads a byte of 0x80 or more in ground: part of a UTF-8
+// character, or a byte no character holds here.
+func (s *scanner) highByte(c byte, out []byte, emit bool) []byte {
+	switch {
+	case c < 0xc0 && len(s.cp) > 0: // a continuation byte
+		s.cp = append(s.cp, c)
+		if len(s.cp) == s.cpLen {
+			out = s.endChar(out, emit)
+		}
+	case c < 0xa0:
+		// A C1 control (0x9b is an 8-bit CSI): UTF-8 programs do not
+		// send them, and they would get past the clamp. Dropped.
+	case c >= 0xc2 && c <= 0xf4: // a UTF-8 lead byte
+		if len(s.cp) > 0 { // the one before was cut short
+			out = s.endCluster(out, emit)
+		}
+		s.cp, s.cpLen = append(s.cp[:0], c), 2
+		if c >= 0xe0 {
+			s.cpLen = 3
+		}
+		if c >= 0xf0 {
+			s.cpLen = 4
+		}
+	default: // a byte no UTF-8 character holds here
+		out = s.endCluster(out, emit)
+		if emit {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// escapeByte reads the byte after an ESC; again reports that it is to be
+// read again, in ground.
+func (s *scanner) escapeByte(c byte, out []byte, emit bool) (_ []byte, again bool) {
+	if c >= 0x80 {
+		// As in a sequence: the emulator's parser drops the ESC, and a
+		// C1 byte after it (0x9b is CSI) must not get past the clamp.
+		s.state = ground
+		return out, true
+	}
+	switch c {
+	case '[':
+		s.state, s.seq, s.long = csi, append(s.seq[:0], 0x1b, '['), false
+		return out, false
+	case ']', 'P', '_', '^', 'X':
+		s.state, s.str, s.strLong = str, append(s.str[:0], 0x1b, c), false
+		return out, false
+	case '=':
+		s.modes.appKeypad, s.state = true, ground
+	case '>':
+		s.modes.appKeypad, s.state = false, ground
+	case 'c': // RIS: the terminal's full reset
+		s.modes, s.state = modes{}, ground
+	case 0x1b:
+		// ESC ESC: the first one stands alone.
+		if emit {
+			out = append(out, 0x1b)
+		}
+		return out, false
+	default:
+		s.state = ground
+	}
+	if emit {
+		out = append(out, 0x1b, c)
+	}
+	return out, false
+}
+
+// csiByte reads a byte of a CSI sequence; again reports that it is to be
+// read again, in ground.
+func (s *scanner) csiByte(c byte, out []byte, emit bool) (_ []byte, again bool) {
+	if c == 0x7f {
+		return out, false // DEL is ignored inside a sequence, as terminals do
+	}
+	if c >= 0x80 {
+		// A C1 control or a UTF-8 byte cancels the sequence in the
+		// emulator's parser; it is read again in ground.
+		s.state = ground
+		return out, true
+	}
+	if len(s.seq) < maxCSI {
+		s.seq = append(s.seq, c)
+	} else {
+		s.long = true
+	}
+	switch {
+	case c >= 0x40 && c <= 0x7e: // the final byte
+		s.state = ground
+		if !s.long {
+			out = s.finishCSI(out, emit)
+		}
+	case c == 0x18 || c == 0x1a: // CAN, SUB: the sequence is cancelled
+		s.seq = s.seq[:len(s.seq)-1]
+		s.state = ground
+		if emit {
+			out = append(out, c)
+		}
+	case c < 0x20 && c != 0x1b:
+		// A control character inside a CSI sequence is acted on as
+		// usual; the sequence goes on.
+		s.seq = s.seq[:len(s.seq)-1]
+		if emit {
+			out = append(out, c)
+		}
+	case c == 0x1b:
+		s.state = escape // the sequence is cancelled
+	}
+	return out, false
+}
+
+// strByte reads a byte of a string sequence (OSC, DCS, APC, PM, SOS).
+func (s *scanner) strByte(c byte, out []byte, emit bool) []byte {
+	switch {
+	case c == 0x07: // BEL ends it
+		s.state = ground
+		out = s.endString(out, emit, "\x07")
+	case c == 0x18, c == 0x1a: // CAN and SUB cancel it
+		s.state = ground
+		if emit {
+			out = append(out, c)
+		}
+	case c == 0x1b:
+		// ST is ESC \; any other escape sequence ends the string and
+		// begins, as a terminal's parser reads it.
+		s.state = strEsc
+	case c >= 0x80 && c < 0xa0:
+		// C1 bytes, as in ground: dropped
+	case len(s.str) < maxString:
+		s.str = append(s.str, c)
+	default:
+		s.strLong = true
+	}
+	return out
+}
+
+// strEscByte reads the byte after an ESC in a string sequence, which the
+// ESC ends; again reports that it is to be read again, beginning an escape
+// sequence.
+func (s *scanner) strEscByte(c byte, out []byte, emit bool) (_ []byte, again bool) {
+	out = s.endString(out, emit, "\x1b\\")
+	if c == '\\' {
+		s.state = ground
+		return out, false
+	}
+	s.state = escape
+	return out, true
 }
 
 // endChar takes the UTF-8 character held in s.cp, now whole: it joins the

@@ -103,9 +103,9 @@ func checkCopyArgs(srcs []string, dest string) (int, bool) {
 	if !in && dest == "-" && term.IsTerminal(int(os.Stdout.Fd())) {
 		return fail("cp: not writing a tar stream to a terminal; redirect stdout"), false
 	}
-	if !in && len(srcs) > 1 && dest != "-" {
-		if fi, err := os.Stat(dest); err != nil || !fi.IsDir() {
-			fmt.Fprintf(os.Stderr, "cork: cp: destination %q must be an existing directory to copy %d sources into\n", dest, len(srcs))
+	if !in && dest != "-" {
+		if err := copytree.CheckSources([]byte(dest), len(srcs)); err != nil {
+			fmt.Fprintf(os.Stderr, "cork: cp: %v\n", err)
 			return ExitCopyProblems, false
 		}
 	}
@@ -132,7 +132,7 @@ func runCopy(c *client.Copy, conn io.ReadWriteCloser, srcs []string, dest string
 	for i, s := range srcs {
 		paths[i] = []byte(s[1:])
 	}
-	var sink copytree.Sink = &copytree.Dest{Path: []byte(dest), Multi: len(srcs) > 1, KeepOwners: c.KeepOwners}
+	var sink copytree.Sink = &copytree.Dest{Path: []byte(dest), Sources: len(srcs), KeepOwners: c.KeepOwners}
 	if dest == "-" {
 		sink = client.NewTarSink(os.Stdout)
 	}

@@ -35,7 +35,7 @@ type CopyResult struct {
 // ErrCannotCopy is returned by an agent without CapCopy.
 var ErrCannotCopy = errors.New("this corkd cannot copy files: update the corkd in the image (cork bake)")
 
-// copyHello says hello and checks that the agent can copy; it returns
+// hello says hello and checks that the agent can copy; it returns
 // the agent's hello.
 func (c *Copy) hello(r *protocol.Reader, w *protocol.Writer) (*protocol.Hello, error) {
 	h, err := Hello(r, w, c.Software)

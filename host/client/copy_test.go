@@ -95,7 +95,7 @@ func TestCopyInSourceFails(t *testing.T) {
 // bigFile sends one file larger than any pipe holds.
 func bigFile(s *copytree.Sender) error {
 	const size = 8 << 20
-	e := &protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Size: size, Path: []byte("big")}
+	e := &protocol.Entry{Kind: protocol.EntryFile, Mode: 0o644, Size: size, Path: []byte("big")}
 	return s.Put(e, true, io.LimitReader(zeros{}, size), []byte("big"))
 }
 

@@ -22,7 +22,7 @@ import (
 // they hold are made, as tar makes them.
 func SendTar(s *copytree.Sender, r io.Reader) error {
 	t := &tarSender{s: s, now: time.Now(), made: map[string]bool{}, files: map[string]bool{}}
-	if err := s.Put(&protocol.Entry{Kind: protocol.KindDir, Contents: true, Mode: 0o755, ModTime: t.now}, true, nil, nil); err != nil {
+	if err := s.Put(&protocol.Entry{Kind: protocol.EntryDir, Contents: true, Mode: 0o755, ModTime: t.now}, true, nil, nil); err != nil {
 		return err
 	}
 	tr := tar.NewReader(r)
@@ -92,7 +92,7 @@ func (t *tarSender) parents(name string, shown []byte) (bool, error) {
 	}
 	for i := len(missing) - 1; i >= 0; i-- {
 		t.made[missing[i]] = true
-		if err := t.s.Put(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, ModTime: t.now, Path: []byte(missing[i])}, false, nil, nil); err != nil {
+		if err := t.s.Put(&protocol.Entry{Kind: protocol.EntryDir, Mode: 0o755, ModTime: t.now, Path: []byte(missing[i])}, false, nil, nil); err != nil {
 			return false, err
 		}
 	}
@@ -108,14 +108,14 @@ func (t *tarSender) convert(hdr *tar.Header, name string, shown []byte) (*protoc
 	}
 	switch hdr.Typeflag {
 	case tar.TypeReg:
-		e.Kind, e.Size = protocol.KindFile, hdr.Size
+		e.Kind, e.Size = protocol.EntryFile, hdr.Size
 		t.made[name], t.files[name] = false, true
 	case tar.TypeDir:
-		e.Kind = protocol.KindDir
+		e.Kind = protocol.EntryDir
 		t.made[name] = true
 		delete(t.files, name)
 	case tar.TypeSymlink:
-		e.Kind, e.Link = protocol.KindSymlink, []byte(hdr.Linkname)
+		e.Kind, e.Link = protocol.EntrySymlink, []byte(hdr.Linkname)
 		t.made[name] = false
 		delete(t.files, name)
 	case tar.TypeLink:
@@ -124,7 +124,7 @@ func (t *tarSender) convert(hdr *tar.Header, name string, shown []byte) (*protoc
 			t.s.Fail(shown, fmt.Sprintf("not copied: a hard link to %q, %s", hdr.Linkname, why))
 			return nil, false
 		}
-		e.Kind, e.Link = protocol.KindHardlink, []byte(target)
+		e.Kind, e.Link = protocol.EntryHardlink, []byte(target)
 		t.made[name], t.files[name] = false, true
 	case tar.TypeChar:
 		t.s.Skip(shown, "a character device")
@@ -201,13 +201,13 @@ func (t *TarSink) Where(e *protocol.Entry) []byte {
 func (t *TarSink) Root(e *protocol.Entry) (copytree.FileSink, error) {
 	t.root, t.prefix = e, ""
 	switch e.Kind {
-	case protocol.KindDir:
+	case protocol.EntryDir:
 		if e.Contents {
 			return nil, nil
 		}
 		t.prefix = string(e.Path) + "/"
 		return nil, t.Dir(e)
-	case protocol.KindSymlink:
+	case protocol.EntrySymlink:
 		return nil, t.Symlink(e)
 	}
 	return t.File(e)

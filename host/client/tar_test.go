@@ -61,12 +61,12 @@ func frameEntry(t *testing.T, w *protocol.Writer, typ protocol.Type, e protocol.
 // to a file of the directory it extracts into.
 func TestTarSinkHardLinksOnlyToWhatCame(t *testing.T) {
 	entries, problems := receiveTar(t, func(w *protocol.Writer) {
-		frameEntry(t, w, protocol.TypeCopyRoot, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("t")})
-		frameEntry(t, w, protocol.TypeCopyEntry, protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Size: 1, Path: []byte("a")})
+		frameEntry(t, w, protocol.TypeCopyRoot, protocol.Entry{Kind: protocol.EntryDir, Mode: 0o755, Path: []byte("t")})
+		frameEntry(t, w, protocol.TypeCopyEntry, protocol.Entry{Kind: protocol.EntryFile, Mode: 0o644, Size: 1, Path: []byte("a")})
 		w.WriteFrame(protocol.TypeCopyData, []byte("x"))
 		w.WriteJSON(protocol.TypeCopyEnd, &protocol.CopyEnd{})
-		frameEntry(t, w, protocol.TypeCopyEntry, protocol.Entry{Kind: protocol.KindHardlink, Path: []byte("b"), Link: []byte("a")})
-		frameEntry(t, w, protocol.TypeCopyEntry, protocol.Entry{Kind: protocol.KindHardlink, Path: []byte("leak"), Link: []byte("private/secret")})
+		frameEntry(t, w, protocol.TypeCopyEntry, protocol.Entry{Kind: protocol.EntryHardlink, Path: []byte("b"), Link: []byte("a")})
+		frameEntry(t, w, protocol.TypeCopyEntry, protocol.Entry{Kind: protocol.EntryHardlink, Path: []byte("leak"), Link: []byte("private/secret")})
 		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
 	})
 	if got := strings.Join(entries, " "); got != "t/ t/a t/b=>t/a" {

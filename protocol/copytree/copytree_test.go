@@ -181,11 +181,11 @@ func TestSeveralSources(t *testing.T) {
 	write(t, filepath.Join(dir, "b"), "b", 0o644)
 	into := filepath.Join(dir, "into")
 	os.Mkdir(into, 0o755)
-	noProblems(t, copyLocal(t, false, &Dest{Path: []byte(into), Multi: true}, filepath.Join(dir, "a"), filepath.Join(dir, "b")))
+	noProblems(t, copyLocal(t, false, &Dest{Path: []byte(into), Sources: 2}, filepath.Join(dir, "a"), filepath.Join(dir, "b")))
 	if read(t, filepath.Join(into, "a")) != "a" || read(t, filepath.Join(into, "b")) != "b" {
 		t.Fatal("several sources")
 	}
-	problems := copyLocal(t, false, &Dest{Path: []byte(filepath.Join(dir, "missing")), Multi: true}, filepath.Join(dir, "a"), filepath.Join(dir, "b"))
+	problems := copyLocal(t, false, &Dest{Path: []byte(filepath.Join(dir, "missing")), Sources: 2}, filepath.Join(dir, "a"), filepath.Join(dir, "b"))
 	if len(problems) != 2 || !strings.Contains(problems[0].msg, "existing directory") {
 		t.Fatalf("%+v", problems)
 	}
@@ -201,7 +201,7 @@ func TestSourceProblems(t *testing.T) {
 	}
 	into := filepath.Join(dir, "into")
 	os.Mkdir(into, 0o755)
-	problems := copyLocal(t, false, &Dest{Path: []byte(into), Multi: true}, filepath.Join(dir, "nope"), filepath.Join(dir, "src"))
+	problems := copyLocal(t, false, &Dest{Path: []byte(into), Sources: 2}, filepath.Join(dir, "nope"), filepath.Join(dir, "src"))
 	if len(problems) != 2 || !strings.Contains(problems[0].msg, "no such file") || problems[0].skipped ||
 		!problems[1].skipped || !strings.Contains(problems[1].msg, "a FIFO") || !strings.HasSuffix(problems[1].path, "src/fifo") {
 		t.Fatalf("%+v", problems)
@@ -307,9 +307,9 @@ func TestHostileTrees(t *testing.T) {
 	outside := filepath.Join(dir, "outside")
 	os.Mkdir(out, 0o755)
 	os.Mkdir(outside, 0o755)
-	root := entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("evil")})
+	root := entry(t, protocol.Entry{Kind: protocol.EntryDir, Mode: 0o755, Path: []byte("evil")})
 	file := func(p string) []byte {
-		return entry(t, protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Size: 1, Path: []byte(p)})
+		return entry(t, protocol.Entry{Kind: protocol.EntryFile, Mode: 0o644, Size: 1, Path: []byte(p)})
 	}
 
 	for name, p := range map[string][]byte{"dot dot": file("../../outside/x"), "absolute": file(outside + "/x")} {
@@ -327,7 +327,7 @@ func TestHostileTrees(t *testing.T) {
 	// A link made by the copy, then a file through it.
 	problems, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
 		w.WriteFrame(protocol.TypeCopyRoot, root)
-		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindSymlink, Mode: 0o777, Path: []byte("l"), Link: []byte(outside)}))
+		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.EntrySymlink, Mode: 0o777, Path: []byte("l"), Link: []byte(outside)}))
 		w.WriteFrame(protocol.TypeCopyEntry, file("l/x"))
 		w.WriteFrame(protocol.TypeCopyData, []byte("x"))
 		w.WriteJSON(protocol.TypeCopyEnd, &protocol.CopyEnd{})
@@ -338,7 +338,7 @@ func TestHostileTrees(t *testing.T) {
 	}
 	// A root named to climb out.
 	_, err = hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
-		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.KindFile, Size: 1, Path: []byte("../x")}))
+		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.EntryFile, Size: 1, Path: []byte("../x")}))
 	})
 	if err == nil {
 		t.Error("a root named ../x accepted")
@@ -353,7 +353,7 @@ func TestHostileTrees(t *testing.T) {
 func TestCutOffLeavesNoPart(t *testing.T) {
 	out := t.TempDir()
 	_, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
-		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Size: 100, Path: []byte("big")}))
+		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.EntryFile, Mode: 0o644, Size: 100, Path: []byte("big")}))
 		w.WriteFrame(protocol.TypeCopyData, bytes.Repeat([]byte("x"), 50))
 	})
 	if err == nil {
@@ -364,7 +364,7 @@ func TestCutOffLeavesNoPart(t *testing.T) {
 	}
 	// A sender that says the file went wrong: dropped, no error.
 	problems, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
-		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Size: 100, Path: []byte("big")}))
+		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.EntryFile, Mode: 0o644, Size: 100, Path: []byte("big")}))
 		w.WriteFrame(protocol.TypeCopyData, bytes.Repeat([]byte("x"), 50))
 		w.WriteJSON(protocol.TypeCopyEnd, &protocol.CopyEnd{Error: "it shrank"})
 		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
@@ -393,9 +393,9 @@ func openFds(t *testing.T) int {
 // opened, leaves no temporary file, and gives the directories it made
 // their modes.
 func TestMalformedCopiesReleaseEverything(t *testing.T) {
-	root := entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("t")})
-	sub := entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o750, Path: []byte("sub")})
-	file := entry(t, protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Size: 10, Path: []byte("sub/f")})
+	root := entry(t, protocol.Entry{Kind: protocol.EntryDir, Mode: 0o755, Path: []byte("t")})
+	sub := entry(t, protocol.Entry{Kind: protocol.EntryDir, Mode: 0o750, Path: []byte("sub")})
+	file := entry(t, protocol.Entry{Kind: protocol.EntryFile, Mode: 0o644, Size: 10, Path: []byte("sub/f")})
 	for _, c := range []struct {
 		name   string
 		frames func(w *protocol.Writer)
@@ -458,9 +458,9 @@ func TestShrunkFileIsDroppedAndTheCopyGoesOn(t *testing.T) {
 			w.WriteJSON(protocol.TypeCopyProblem, &protocol.CopyProblem{Path: p, Message: msg, Skipped: skipped})
 		}}
 		now := time.Now()
-		s.Put(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, ModTime: now, Path: []byte("sys")}, true, nil, nil)
-		s.Put(&protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, ModTime: now, Size: 4096, Path: []byte("shrank")}, false, strings.NewReader("short"), []byte("/sys/shrank"))
-		s.Put(&protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, ModTime: now, Size: 2, Path: []byte("ok")}, false, strings.NewReader("ok"), nil)
+		s.Put(&protocol.Entry{Kind: protocol.EntryDir, Mode: 0o755, ModTime: now, Path: []byte("sys")}, true, nil, nil)
+		s.Put(&protocol.Entry{Kind: protocol.EntryFile, Mode: 0o644, ModTime: now, Size: 4096, Path: []byte("shrank")}, false, strings.NewReader("short"), []byte("/sys/shrank"))
+		s.Put(&protocol.Entry{Kind: protocol.EntryFile, Mode: 0o644, ModTime: now, Size: 2, Path: []byte("ok")}, false, strings.NewReader("ok"), nil)
 		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
 		pw.Close()
 	}()
@@ -557,9 +557,9 @@ func TestProblemsNameTheDestination(t *testing.T) {
 		{"its contents", out, true, out},
 	} {
 		problems, err := hostile(t, &Dest{Path: []byte(c.dest)}, func(w *protocol.Writer) {
-			w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("tree"), Contents: c.contents}))
-			w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindSymlink, Mode: 0o777, Path: []byte("l"), Link: []byte("/")}))
-			w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Path: []byte("l/x")}))
+			w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.EntryDir, Mode: 0o755, Path: []byte("tree"), Contents: c.contents}))
+			w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.EntrySymlink, Mode: 0o777, Path: []byte("l"), Link: []byte("/")}))
+			w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.EntryFile, Mode: 0o644, Path: []byte("l/x")}))
 			w.WriteJSON(protocol.TypeCopyEnd, &protocol.CopyEnd{})
 			w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
 		})
@@ -779,11 +779,11 @@ func TestHardLinkToADroppedFile(t *testing.T) {
 	out := t.TempDir()
 	write(t, filepath.Join(out, "t", "a"), "old", 0o644)
 	problems, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
-		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("t")}))
-		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Size: 10, Path: []byte("a")}))
+		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.EntryDir, Mode: 0o755, Path: []byte("t")}))
+		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.EntryFile, Mode: 0o644, Size: 10, Path: []byte("a")}))
 		w.WriteFrame(protocol.TypeCopyData, []byte("new"))
 		w.WriteJSON(protocol.TypeCopyEnd, &protocol.CopyEnd{Error: "it shrank"})
-		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindHardlink, Path: []byte("b"), Link: []byte("a")}))
+		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.EntryHardlink, Path: []byte("b"), Link: []byte("a")}))
 		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
 	})
 	if err != nil {
@@ -802,9 +802,9 @@ func TestHostileHardLinks(t *testing.T) {
 	out := filepath.Join(dir, "out")
 	os.Mkdir(out, 0o755)
 	write(t, filepath.Join(dir, "secret"), "s", 0o600)
-	root := entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("evil")})
+	root := entry(t, protocol.Entry{Kind: protocol.EntryDir, Mode: 0o755, Path: []byte("evil")})
 	hard := func(p, to string) []byte {
-		return entry(t, protocol.Entry{Kind: protocol.KindHardlink, Path: []byte(p), Link: []byte(to)})
+		return entry(t, protocol.Entry{Kind: protocol.EntryHardlink, Path: []byte(p), Link: []byte(to)})
 	}
 	for name, link := range map[string][]byte{"dot dot": hard("h", "../../secret"), "absolute": hard("h", filepath.Join(dir, "secret"))} {
 		_, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
@@ -818,7 +818,7 @@ func TestHostileHardLinks(t *testing.T) {
 	}
 	problems, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
 		w.WriteFrame(protocol.TypeCopyRoot, root)
-		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindSymlink, Mode: 0o777, Path: []byte("l"), Link: []byte(dir)}))
+		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.EntrySymlink, Mode: 0o777, Path: []byte("l"), Link: []byte(dir)}))
 		w.WriteFrame(protocol.TypeCopyEntry, hard("h", "l/secret"))
 		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
 	})
@@ -860,7 +860,7 @@ func TestStickyDestinationLinks(t *testing.T) {
 			for _, s := range c.srcs {
 				srcs = append(srcs, dir+"/"+s)
 			}
-			problems := copyLocal(t, false, &Dest{Path: []byte(filepath.Join(d, "dest")), Multi: c.multi}, srcs...)
+			problems := copyLocal(t, false, &Dest{Path: []byte(filepath.Join(d, "dest")), Sources: len(c.srcs)}, srcs...)
 			landed, _ := os.ReadDir(victim)
 			if owner == 0 {
 				if len(problems) > 0 || len(landed) == 0 {
@@ -888,13 +888,13 @@ func TestHardLinksOnlyToWhatLanded(t *testing.T) {
 	write(t, filepath.Join(out, "t", "private", "secret"), "s", 0o600)
 	write(t, filepath.Join(out, "t", "top"), "top", 0o600)
 	hard := func(p, to string) protocol.Entry {
-		return protocol.Entry{Kind: protocol.KindHardlink, Path: []byte(p), Link: []byte(to)}
+		return protocol.Entry{Kind: protocol.EntryHardlink, Path: []byte(p), Link: []byte(to)}
 	}
 	dirEntry := func(p string) protocol.Entry {
-		return protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte(p)}
+		return protocol.Entry{Kind: protocol.EntryDir, Mode: 0o755, Path: []byte(p)}
 	}
 	file := func(p string) protocol.Entry {
-		return protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Size: 1, Path: []byte(p)}
+		return protocol.Entry{Kind: protocol.EntryFile, Mode: 0o644, Size: 1, Path: []byte(p)}
 	}
 	for _, c := range []struct {
 		name    string
@@ -904,13 +904,13 @@ func TestHardLinksOnlyToWhatLanded(t *testing.T) {
 		{"a file there before", []protocol.Entry{dirEntry("public"), hard("public/leak", "private/secret")}, "public/leak"},
 		{"in a merged directory", []protocol.Entry{dirEntry("private"), hard("private/leak", "private/secret")}, "private/leak"},
 		{"at the top", []protocol.Entry{hard("leak", "top")}, "leak"},
-		{"a name a link took", []protocol.Entry{file("a"), {Kind: protocol.KindSymlink, Mode: 0o777, Path: []byte("a"), Link: []byte("private/secret")}, hard("leak", "a")}, "leak"},
+		{"a name a link took", []protocol.Entry{file("a"), {Kind: protocol.EntrySymlink, Mode: 0o777, Path: []byte("a"), Link: []byte("private/secret")}, hard("leak", "a")}, "leak"},
 	} {
 		problems, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
 			w.WriteFrame(protocol.TypeCopyRoot, entry(t, dirEntry("t")))
 			for _, e := range c.entries {
 				w.WriteFrame(protocol.TypeCopyEntry, entry(t, e))
-				if e.Kind == protocol.KindFile {
+				if e.Kind == protocol.EntryFile {
 					w.WriteFrame(protocol.TypeCopyData, []byte("x"))
 					w.WriteJSON(protocol.TypeCopyEnd, &protocol.CopyEnd{})
 				}
@@ -938,17 +938,17 @@ func TestHardLinkToAReplacedFile(t *testing.T) {
 	out := t.TempDir()
 	write(t, filepath.Join(out, "other"), "other", 0o600)
 	d := &Dest{Path: []byte(out)}
-	if _, err := d.Root(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("t")}); err != nil {
+	if _, err := d.Root(&protocol.Entry{Kind: protocol.EntryDir, Mode: 0o755, Path: []byte("t")}); err != nil {
 		t.Fatal(err)
 	}
-	f, err := d.File(&protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, Path: []byte("a")})
+	f, err := d.File(&protocol.Entry{Kind: protocol.EntryFile, Mode: 0o644, Path: []byte("a")})
 	if err != nil || f.Commit() != nil {
 		t.Fatalf("the file: %v", err)
 	}
 	if err := os.Rename(filepath.Join(out, "other"), filepath.Join(out, "t", "a")); err != nil {
 		t.Fatal(err)
 	}
-	err = d.Hardlink(&protocol.Entry{Kind: protocol.KindHardlink, Path: []byte("b"), Link: []byte("a")}, f.(*destFile).identity())
+	err = d.Hardlink(&protocol.Entry{Kind: protocol.EntryHardlink, Path: []byte("b"), Link: []byte("a")}, f.(*destFile).identity())
 	if err == nil || !strings.Contains(err.Error(), "no longer the file this copy wrote") {
 		t.Fatalf("%v, want a refusal", err)
 	}
@@ -1004,11 +1004,11 @@ func TestMergedModes(t *testing.T) {
 func TestMergedDirectoriesRememberedOnce(t *testing.T) {
 	out := t.TempDir()
 	d := &Dest{Path: []byte(out)}
-	if _, err := d.Root(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("t")}); err != nil {
+	if _, err := d.Root(&protocol.Entry{Kind: protocol.EntryDir, Mode: 0o755, Path: []byte("t")}); err != nil {
 		t.Fatal(err)
 	}
 	for range 10000 {
-		if err := d.Dir(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("a")}); err != nil {
+		if err := d.Dir(&protocol.Entry{Kind: protocol.EntryDir, Mode: 0o755, Path: []byte("a")}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -1017,12 +1017,12 @@ func TestMergedDirectoriesRememberedOnce(t *testing.T) {
 	}
 	long := strings.Repeat("x", 240) // fewer directories to make to reach the bound
 	for i := 0; d.dirMem+len(long)+8+madeDirCost <= maxMadeDirBytes; i++ {
-		if err := d.Dir(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: fmt.Appendf(nil, "%s%07d", long, i)}); err != nil {
+		if err := d.Dir(&protocol.Entry{Kind: protocol.EntryDir, Mode: 0o755, Path: fmt.Appendf(nil, "%s%07d", long, i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	n := len(d.dirs)
-	d.Dir(&protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("past-the-bound")})
+	d.Dir(&protocol.Entry{Kind: protocol.EntryDir, Mode: 0o755, Path: []byte("past-the-bound")})
 	if len(d.dirs) != n || d.dirMem > maxMadeDirBytes {
 		t.Fatalf("%d directories, %d bytes remembered, past the bound of %d", len(d.dirs), d.dirMem, maxMadeDirBytes)
 	}
@@ -1036,14 +1036,14 @@ func TestMergedDirectoriesRememberedOnce(t *testing.T) {
 // problems are told at the end, not as the next root's.
 func TestDirectoryNotFinishedIsNamed(t *testing.T) {
 	out := t.TempDir()
-	problems, err := hostile(t, &Dest{Path: []byte(out), Multi: true}, func(w *protocol.Writer) {
-		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("t")}))
-		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("sub")}))
+	problems, err := hostile(t, &Dest{Path: []byte(out), Sources: 2}, func(w *protocol.Writer) {
+		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.EntryDir, Mode: 0o755, Path: []byte("t")}))
+		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.EntryDir, Mode: 0o755, Path: []byte("sub")}))
 		// Once the next entry is read, sub is made; then it goes, and its
 		// mode cannot be set at the end.
-		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.KindDir, Mode: 0o755, Path: []byte("sub2")}))
+		w.WriteFrame(protocol.TypeCopyEntry, entry(t, protocol.Entry{Kind: protocol.EntryDir, Mode: 0o755, Path: []byte("sub2")}))
 		os.Remove(filepath.Join(out, "t", "sub"))
-		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.KindSymlink, Mode: 0o777, Path: []byte("l"), Link: []byte("x")}))
+		w.WriteFrame(protocol.TypeCopyRoot, entry(t, protocol.Entry{Kind: protocol.EntrySymlink, Mode: 0o777, Path: []byte("l"), Link: []byte("x")}))
 		w.WriteJSON(protocol.TypeCopyDone, &protocol.CopyDone{})
 	})
 	if err != nil || len(problems) != 1 || problems[0].path != filepath.Join(out, "t", "sub") {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"strings"
 	"time"
 
@@ -26,8 +27,10 @@ import (
 // made, or found there, never takes an entry outside. A file is written
 // under a temporary name and renamed into place only when whole.
 type Dest struct {
-	Path  []byte // as the user wrote it: a trailing slash means "a directory"
-	Multi bool   // several sources: Path must be an existing directory
+	Path []byte // as the user wrote it: a trailing slash means "a directory"
+	// Sources is how many sources the copy has: several go only into an
+	// existing directory (CheckSources).
+	Sources int
 	// KeepOwners (cork cp -a) gives entries the owners they carry, and a
 	// directory merged into the source's mode as it is.
 	KeepOwners bool
@@ -167,6 +170,28 @@ func joinRel(top, p []byte) []byte {
 	return join(top, string(p))
 }
 
+// CheckSources refuses dest for a copy of this many sources when the rule
+// for several sources does not hold: they go only into an existing
+// directory, as cp(1) takes them. Each end checks it before the copy
+// begins, so that the copy is refused whole; Dest checks it again as each
+// tree lands, for a destination replaced meanwhile.
+func CheckSources(dest []byte, sources int) error {
+	if sources < 2 {
+		return nil
+	}
+	fi, err := os.Stat(string(dest))
+	return sourcesInto(dest, sources, err == nil && fi.IsDir())
+}
+
+// sourcesInto is the rule for several sources, dest being a directory or
+// not.
+func sourcesInto(dest []byte, sources int, isDir bool) error {
+	if sources > 1 && !isDir {
+		return fmt.Errorf("destination %q must be an existing directory to copy %d sources into", dest, sources)
+	}
+	return nil
+}
+
 // Root resolves the destination for a new tree.
 func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
 	d.endTree()
@@ -182,20 +207,21 @@ func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
 	defer at.close()
 	slash := strings.HasSuffix(string(d.Path), "/")
 	isDir := at.exists && at.st.Mode&unix.S_IFMT == unix.S_IFDIR
+	if err := sourcesInto(d.Path, d.Sources, isDir); err != nil {
+		return nil, err
+	}
 	switch {
-	case d.Multi && !isDir:
-		return nil, errors.New("the destination must be an existing directory to copy several sources into")
 	case at.exists && !isDir && slash:
 		return nil, errors.New("not a directory")
 	case !at.exists && slash:
 		return nil, errors.New("no such directory (a destination ending in / must be an existing directory)")
-	case e.Kind == protocol.KindDir && at.exists && !isDir:
+	case e.Kind == protocol.EntryDir && at.exists && !isDir:
 		return nil, errors.New("cannot copy a directory over this file")
 	case isDir:
 		if d.base, err = unix.Openat(at.dir, at.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
 			return nil, errors.New(describe(err))
 		}
-		if !e.Contents || e.Kind != protocol.KindDir {
+		if !e.Contents || e.Kind != protocol.EntryDir {
 			d.top = bytes.Clone(e.Path)
 		}
 	default:
@@ -205,9 +231,9 @@ func (d *Dest) Root(e *protocol.Entry) (FileSink, error) {
 		at.dir = -1 // the base now
 	}
 	switch e.Kind {
-	case protocol.KindDir:
+	case protocol.EntryDir:
 		return nil, d.mkdir(d.top, e)
-	case protocol.KindSymlink:
+	case protocol.EntrySymlink:
 		return nil, d.symlink(d.top, e)
 	}
 	return d.file(d.top, e)

@@ -147,19 +147,19 @@ func (r *Receiver) root(p []byte) error {
 	if err != nil {
 		return err
 	}
-	r.inTree, r.skipDir = e.Kind == protocol.KindDir, nil
+	r.inTree, r.skipDir = e.Kind == protocol.EntryDir, nil
 	r.landed.reset()
 	f, err := r.Sink.Root(e)
 	if err != nil {
-		if e.Kind == protocol.KindDir {
+		if e.Kind == protocol.EntryDir {
 			err = fmt.Errorf("%w (nothing in it is copied)", err)
 		}
 		r.fail(r.Sink.Where(e), err)
 		r.inTree, r.skipDir = false, []byte{} // a failed root: all beneath it is skipped, named by it
-	} else if e.Kind == protocol.KindSymlink {
+	} else if e.Kind == protocol.EntrySymlink {
 		r.count(0)
 	}
-	if e.Kind == protocol.KindFile {
+	if e.Kind == protocol.EntryFile {
 		r.file = &incoming{e: e, sink: f, left: e.Size}
 	}
 	return nil
@@ -174,7 +174,7 @@ func (r *Receiver) entry(p []byte) error {
 		return fmt.Errorf("copy: entry %q outside a directory tree", e.Path)
 	}
 	if r.skipDir != nil && beneath(e.Path, r.skipDir) {
-		if e.Kind == protocol.KindFile {
+		if e.Kind == protocol.EntryFile {
 			r.file = &incoming{e: e, left: e.Size} // its data is read and dropped
 		}
 		if len(r.skipDir) > 0 {
@@ -187,23 +187,23 @@ func (r *Receiver) entry(p []byte) error {
 	}
 	var f FileSink
 	switch e.Kind {
-	case protocol.KindDir:
+	case protocol.EntryDir:
 		if err = r.Sink.Dir(e); err != nil {
 			r.skipDir = e.Path
 		}
-	case protocol.KindSymlink:
+	case protocol.EntrySymlink:
 		if err = r.Sink.Symlink(e); err == nil {
 			r.landed.remove(e.Path) // a link now has the name
 		}
-	case protocol.KindHardlink:
+	case protocol.EntryHardlink:
 		err = r.hardlink(e)
-	case protocol.KindFile:
+	case protocol.EntryFile:
 		f, err = r.Sink.File(e)
 		r.file = &incoming{e: e, sink: f, left: e.Size}
 	}
 	if err != nil {
 		r.fail(r.Sink.Where(e), err)
-	} else if e.Kind == protocol.KindSymlink || e.Kind == protocol.KindHardlink {
+	} else if e.Kind == protocol.EntrySymlink || e.Kind == protocol.EntryHardlink {
 		r.count(0)
 	}
 	return nil
@@ -285,12 +285,7 @@ func (r *Receiver) senderProblem(p []byte) error {
 	if err := protocol.Decode(protocol.TypeCopyProblem, p, &pr); err != nil {
 		return err
 	}
-	if !pr.Skipped {
-		r.Problems++
-	}
-	if r.Problem != nil {
-		r.Problem(pr.Path, pr.Message, pr.Skipped)
-	}
+	tellProblem(r.Problem, &r.Problems, pr.Path, pr.Message, pr.Skipped)
 	return nil
 }
 
@@ -339,15 +334,8 @@ func (r *Receiver) count(size int64) {
 	r.progress()
 }
 
-func (r *Receiver) progress() {
-	if r.Progress != nil {
-		r.Progress(r.Files, r.received)
-	}
-}
+func (r *Receiver) progress() { tellProgress(r.Progress, r.Files, r.received) }
 
 func (r *Receiver) fail(where []byte, err error) {
-	r.Problems++
-	if r.Problem != nil {
-		r.Problem(where, err.Error(), false)
-	}
+	tellProblem(r.Problem, &r.Problems, where, err.Error(), false)
 }

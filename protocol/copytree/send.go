@@ -27,7 +27,7 @@ type Sender struct {
 	// beneath a source are always sent as links.
 	Follow bool
 	// Hardlinks sends a file met again under another name in the same
-	// tree as a hard link to the first (protocol.KindHardlink): only to a
+	// tree as a hard link to the first (protocol.EntryHardlink): only to a
 	// receiver that takes them.
 	Hardlinks bool
 	// Chunk is the most file data per frame; 0 means 64 KiB, what every
@@ -132,19 +132,19 @@ func (s *Sender) Send(src string) error {
 	if !ok {
 		return nil
 	}
-	if e.Kind != protocol.KindDir {
+	if e.Kind != protocol.EntryDir {
 		contents = false
 	}
 	e.Contents = contents
 	s.linked = linkedFiles{}
-	if e.Kind == protocol.KindSymlink {
+	if e.Kind == protocol.EntrySymlink {
 		if e.Link, err = readlink(clean); err != nil {
 			s.fail([]byte(src), describe(err))
 			return nil
 		}
 	}
 	switch e.Kind {
-	case protocol.KindFile:
+	case protocol.EntryFile:
 		f, err := openFile(clean, s.Follow)
 		if err != nil {
 			s.fail([]byte(src), describe(err))
@@ -152,7 +152,7 @@ func (s *Sender) Send(src string) error {
 		}
 		defer f.Close()
 		return s.sendFile(protocol.TypeCopyRoot, e, f, []byte(src))
-	case protocol.KindDir:
+	case protocol.EntryDir:
 		if err := s.write(protocol.TypeCopyRoot, e); err != nil {
 			return err
 		}
@@ -202,12 +202,12 @@ func (s *Sender) sendDir(dir string, rel []byte, shown []byte) error {
 func (s *Sender) sendEntry(p string, fi fs.FileInfo, e *protocol.Entry, shown []byte) error {
 	var err error
 	switch e.Kind {
-	case protocol.KindDir:
+	case protocol.EntryDir:
 		if err := s.write(protocol.TypeCopyEntry, e); err != nil {
 			return err
 		}
 		return s.sendDir(p, e.Path, shown)
-	case protocol.KindSymlink:
+	case protocol.EntrySymlink:
 		if e.Link, err = readlink(p); err != nil {
 			s.fail(shown, describe(err))
 			return nil
@@ -215,7 +215,7 @@ func (s *Sender) sendEntry(p string, fi fs.FileInfo, e *protocol.Entry, shown []
 		return s.write(protocol.TypeCopyEntry, e)
 	}
 	if first := s.linked.sentAs(fi); first != nil {
-		e.Kind, e.Size, e.Link = protocol.KindHardlink, 0, first
+		e.Kind, e.Size, e.Link = protocol.EntryHardlink, 0, first
 		return s.write(protocol.TypeCopyEntry, e)
 	}
 	f, err := openFile(p, false)
@@ -239,11 +239,11 @@ func (s *Sender) entryOf(fi fs.FileInfo, shown, rel []byte) (*protocol.Entry, bo
 	}
 	switch t := fi.Mode().Type(); {
 	case t == 0:
-		e.Kind, e.Size = protocol.KindFile, fi.Size()
+		e.Kind, e.Size = protocol.EntryFile, fi.Size()
 	case t == fs.ModeDir:
-		e.Kind = protocol.KindDir
+		e.Kind = protocol.EntryDir
 	case t == fs.ModeSymlink:
-		e.Kind = protocol.KindSymlink
+		e.Kind = protocol.EntrySymlink
 	default:
 		s.skip(shown, kindName(t))
 		return nil, false
@@ -277,9 +277,7 @@ func (s *Sender) sendFile(t protocol.Type, e *protocol.Entry, f io.Reader, shown
 		chunk = 64 << 10
 	}
 	if len(s.buf) < protocol.HeaderSize+chunk {
-		// The data starts on a 64-byte boundary: the kernel copies into
-		// an aligned buffer faster.
-		s.buf = make([]byte, 64+chunk)[64-protocol.HeaderSize:]
+		s.buf = protocol.NewDataFrame(chunk)
 	}
 	var end protocol.CopyEnd
 	for left := e.Size; left > 0; {
@@ -316,7 +314,7 @@ func (s *Sender) Put(e *protocol.Entry, root bool, data io.Reader, shown []byte)
 	if root {
 		t = protocol.TypeCopyRoot
 	}
-	if e.Kind == protocol.KindFile {
+	if e.Kind == protocol.EntryFile {
 		return s.sendFile(t, e, data, shown)
 	}
 	return s.write(t, e)
@@ -336,30 +334,21 @@ func (s *Sender) write(t protocol.Type, e *protocol.Entry) error {
 	if err := s.W.WriteFrame(t, b); err != nil {
 		return err
 	}
-	if e.Kind != protocol.KindDir {
+	if e.Kind != protocol.EntryDir {
 		s.Files++
 	}
 	s.progress()
 	return nil
 }
 
-func (s *Sender) progress() {
-	if s.Progress != nil {
-		s.Progress(s.Files, s.Bytes)
-	}
-}
+func (s *Sender) progress() { tellProgress(s.Progress, s.Files, s.Bytes) }
 
 func (s *Sender) fail(shown []byte, msg string) {
-	s.Problems++
-	if s.Problem != nil {
-		s.Problem(shown, msg, false)
-	}
+	tellProblem(s.Problem, &s.Problems, shown, msg, false)
 }
 
 func (s *Sender) skip(shown []byte, what string) {
-	if s.Problem != nil {
-		s.Problem(shown, "skipped: "+what+" (cork cp copies files, directories and symbolic links)", true)
-	}
+	tellProblem(s.Problem, &s.Problems, shown, "skipped: "+what+" (cork cp copies files, directories and symbolic links)", true)
 }
 
 // openFile opens a regular file for reading without following a link in

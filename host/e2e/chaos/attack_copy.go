@@ -65,7 +65,7 @@ func badCopy(a attackArgs, name string, announce int64, send int, end func(*peer
 	if err := p.send(protocol.TypeCopyIn, &protocol.CopyIn{Dest: []byte(a.home), Sources: 1}); err != nil {
 		return "", err
 	}
-	root, err := protocol.EncodeEntry(&protocol.Entry{Kind: protocol.KindFile, Mode: 0o644, ModTime: time.Now(), Size: announce, Path: []byte(name)})
+	root, err := protocol.EncodeEntry(&protocol.Entry{Kind: protocol.EntryFile, Mode: 0o644, ModTime: time.Now(), Size: announce, Path: []byte(name)})
 	if err != nil {
 		return "", err
 	}

@@ -9,17 +9,19 @@ import (
 	"github.com/corkvm/cork/protocol"
 )
 
-// A kept session keeps its screen (guest/screen) from its output, for a
-// client that attaches after output it did not see, for watchers and for
-// cork peek. The screen is never on the output path: the pump only copies
-// output into the ring and nudges the screen's goroutine, which reads the
-// ring at its own pace; when it falls behind the ring, it starts again from
-// the output it still has.
+// A kept session's screen, fed here from its output: the terminal
+// emulator (guest/screen) that draws it for a client that attaches after
+// output it did not see, for watchers and for cork peek. The screen is
+// never on the output path: the pump only copies output into the ring and
+// nudges the screen's goroutine (feedScreen), which reads the ring at its
+// own pace; when it falls behind the ring, it starts again from the output
+// it still has.
 
-// sessionScreen is a kept session's screen and how far it has read.
-type sessionScreen struct {
+// keptScreen is a kept session's screen: the emulator and how far it has
+// read of the output.
+type keptScreen struct {
 	mu   sync.Mutex // held while catching up
-	scr  *screen.Screen
+	emu  *screen.Screen
 	fed  atomic.Uint64 // output bytes the screen has read; set under mu, read without
 	wake chan struct{}
 
@@ -48,8 +50,8 @@ const (
 )
 
 func (ss *session) newScreen(size protocol.WindowSize) {
-	sc := &sessionScreen{wake: make(chan struct{}, 1), replies: make(chan []byte, 32)}
-	sc.scr = screen.New(int(size.Cols), int(size.Rows), ss.srv.cfg.ScreenScrollback, func(p []byte) {
+	sc := &keptScreen{wake: make(chan struct{}, 1), replies: make(chan []byte, 32)}
+	sc.emu = screen.New(int(size.Cols), int(size.Rows), ss.srv.cfg.ScreenScrollback, func(p []byte) {
 		select {
 		case sc.replies <- p:
 		default: // a program flooding queries loses answers, never the screen
@@ -60,14 +62,14 @@ func (ss *session) newScreen(size protocol.WindowSize) {
 
 // close ends the screen's goroutine once the session is over: the screen
 // is still drawn for attaches and peeks until the session is forgotten.
-func (sc *sessionScreen) close() {
+func (sc *keptScreen) close() {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	sc.scr.Close()
+	sc.emu.Close()
 }
 
 // nudge tells the screen output came; it never waits.
-func (sc *sessionScreen) nudge() {
+func (sc *keptScreen) nudge() {
 	select {
 	case sc.wake <- struct{}{}:
 	default:
@@ -75,7 +77,7 @@ func (sc *sessionScreen) nudge() {
 }
 
 // noteSize records a resize for the screen, after output byte at.
-func (sc *sessionScreen) noteSize(at uint64, s protocol.WindowSize) {
+func (sc *keptScreen) noteSize(at uint64, s protocol.WindowSize) {
 	sc.sizeMu.Lock()
 	defer sc.sizeMu.Unlock()
 	if n := len(sc.sizes); n > 0 && sc.sizes[n-1].at == at {
@@ -88,10 +90,10 @@ func (sc *sessionScreen) noteSize(at uint64, s protocol.WindowSize) {
 	}
 }
 
-// keepScreen catches the screen up after output, once it pauses, until
-// the session ends; and answers the program's queries of its terminal
-// while no client is attached to answer them.
-func (ss *session) keepScreen() {
+// feedScreen feeds the screen the output, once it pauses, until the
+// session ends; and answers the program's queries of its terminal while
+// no client is attached to answer them.
+func (ss *session) feedScreen() {
 	sc := ss.screen
 	for {
 		select {
@@ -152,7 +154,7 @@ func (ss *session) screenBacklogLocked() (backlog []byte, end uint64, lost bool)
 
 // catchUp feeds the screen a backlog of output ending at byte end, with the
 // resizes made along the way.
-func (sc *sessionScreen) catchUp(backlog []byte, end uint64, lost bool) {
+func (sc *keptScreen) catchUp(backlog []byte, end uint64, lost bool) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if end <= sc.fed.Load() && !lost {
@@ -166,12 +168,12 @@ func (sc *sessionScreen) catchUp(backlog []byte, end uint64, lost bool) {
 	pos := start
 	for _, s := range sizes {
 		if s.at > pos && s.at <= end {
-			sc.scr.CatchUp(backlog[pos-start:s.at-start], lost)
+			sc.emu.CatchUp(backlog[pos-start:s.at-start], lost)
 			lost, pos = false, s.at
 		}
-		sc.scr.Resize(int(s.size.Cols), int(s.size.Rows))
+		sc.emu.Resize(int(s.size.Cols), int(s.size.Rows))
 	}
-	sc.scr.CatchUp(backlog[pos-start:], lost)
+	sc.emu.CatchUp(backlog[pos-start:], lost)
 	sc.fed.Store(end)
 }
 
@@ -183,7 +185,7 @@ func (sc *sessionScreen) catchUp(backlog []byte, end uint64, lost bool) {
 func (ss *session) screenNowLocked() *screen.Screen {
 	backlog, end, lost := ss.screenBacklogLocked()
 	ss.screen.catchUp(backlog, end, lost)
-	return ss.screen.scr
+	return ss.screen.emu
 }
 
 // restoreLocked draws the screen for a terminal of size that attaches. The
