@@ -26,7 +26,10 @@ import (
 )
 
 // These tests run a real agent in memory, one tiny program per behaviour,
-// over net.Pipe, with the real host client as its peer. They run as root
+// with the real host client as its peer. The two are joined by a unix
+// socket pair, not net.Pipe: the agent reads a socket through Go's poller
+// until a session takes it over and then in the session's own thread
+// (threadconn.go), and only a socket takes that path. They run as root
 // (CI does) so that the user switch is real.
 
 func requireRoot(t *testing.T) {
@@ -56,12 +59,26 @@ func connect(t *testing.T, srv *agent.Server) net.Conn {
 // listener identified, say).
 func connectAs(t *testing.T, srv *agent.Server, wrap func(net.Conn) net.Conn) net.Conn {
 	t.Helper()
+	host, guest := prototest.SocketPair(t)
+	return serveConn(t, srv, host, wrap(guest))
+}
+
+// connectPipe is connect over net.Pipe, for a test of a client that reads
+// nothing: the agent's first write to it waits at once, where a socket's
+// buffer would take that write and many after it.
+func connectPipe(t *testing.T, srv *agent.Server) net.Conn {
+	t.Helper()
 	host, guest := net.Pipe()
-	conn := wrap(guest)
+	return serveConn(t, srv, host, guest)
+}
+
+// serveConn has srv serve guest until the test ends, and returns host.
+func serveConn(t *testing.T, srv *agent.Server, host, guest net.Conn) net.Conn {
+	t.Helper()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		srv.ServeConn(conn)
+		srv.ServeConn(guest)
 	}()
 	t.Cleanup(func() {
 		host.Close()

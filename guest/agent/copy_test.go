@@ -68,7 +68,7 @@ func TestMalformedCopyInsLeaveNothing(t *testing.T) {
 func TestCopyProblemsToAStalledClient(t *testing.T) {
 	agent.SetClientStall(t, 300*time.Millisecond)
 	srv := newServer(t, agent.Config{})
-	conn := connect(t, srv)
+	conn := connectPipe(t, srv) // a write that waits for the agent to read it
 	p := prototest.NewPeer(t, conn)
 	p.Hello()
 	p.Send(protocol.TypeCopyIn, &protocol.CopyIn{Dest: []byte(t.TempDir()), Sources: 1})
