@@ -30,20 +30,10 @@ import (
 
 // echoListener serves l: each connection gets back what it sent, then EOF.
 func echoListener(t *testing.T, l net.Listener) {
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-				c.(interface{ CloseWrite() error }).CloseWrite()
-			}()
-		}
-	}()
+	prototest.Serve(t, l, func(c net.Conn) {
+		io.Copy(c, c)
+		c.(interface{ CloseWrite() error }).CloseWrite()
+	})
 }
 
 func forward(t *testing.T, srv *agent.Server, conn net.Conn, user string) *client.Forwarder {

@@ -40,3 +40,23 @@ func SocketPair(t testing.TB) (*net.UnixConn, *net.UnixConn) {
 	}
 	return conn(fds[0]), conn(fds[1])
 }
+
+// Serve accepts connections on l until the test ends and runs handle on
+// each in a goroutine of its own, closing the connection when handle
+// returns: the accept loop of a fake peer (a corkd, a VMM, a service
+// forwarded to).
+func Serve(t testing.TB, l net.Listener, handle func(net.Conn)) {
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+}
