@@ -24,20 +24,33 @@ func fakeAgent(t *testing.T, handle func(r *protocol.Reader, w *protocol.Writer,
 
 // serveFake is fakeAgent on the guest end of a connection given.
 func serveFake(guest net.Conn, handle func(r *protocol.Reader, w *protocol.Writer, req protocol.Exec)) {
+	hello := protocol.Hello{MinVersion: 1, MaxVersion: 1, Version: 1, Software: "fake"}
+	serveHello(guest, hello, func(r *protocol.Reader, w *protocol.Writer, typ protocol.Type, p []byte) {
+		if typ != protocol.TypeExec {
+			return
+		}
+		var req protocol.Exec
+		protocol.Decode(typ, p, &req)
+		handle(r, w, req)
+	})
+}
+
+// serveHello is a fake agent on guest: it answers the host's hello with
+// hello, then hands the request that follows to handle, and closes guest
+// when handle returns.
+func serveHello(guest net.Conn, hello protocol.Hello, handle func(r *protocol.Reader, w *protocol.Writer, t protocol.Type, p []byte)) {
 	go func() {
 		defer guest.Close()
 		r, w := protocol.NewReader(guest), protocol.NewWriter(guest)
 		if typ, _, err := r.Next(); err != nil || typ != protocol.TypeHello {
 			return
 		}
-		w.WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: 1, Version: 1, Software: "fake"})
+		w.WriteJSON(protocol.TypeHello, &hello)
 		typ, p, err := r.Next()
-		if err != nil || typ != protocol.TypeExec {
+		if err != nil {
 			return
 		}
-		var req protocol.Exec
-		protocol.Decode(typ, p, &req)
-		handle(r, w, req)
+		handle(r, w, typ, p)
 	}()
 }
 

@@ -36,19 +36,12 @@ func (f *keptFake) dial() net.Conn {
 	f.next++
 	f.mu.Unlock()
 	host, guest := net.Pipe()
-	go func() {
-		defer guest.Close()
-		r, w := protocol.NewReader(guest), protocol.NewWriter(guest)
-		if typ, _, err := r.Next(); err != nil || typ != protocol.TypeHello {
-			return
-		}
-		w.WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: 2, Version: 2, Software: "fake"})
-		typ, p, err := r.Next()
-		if err != nil || h == nil {
-			return
-		}
-		h(r, w, typ, p)
-	}()
+	serveHello(guest, protocol.Hello{MinVersion: 1, MaxVersion: 2, Version: 2, Software: "fake"},
+		func(r *protocol.Reader, w *protocol.Writer, typ protocol.Type, p []byte) {
+			if h != nil {
+				h(r, w, typ, p)
+			}
+		})
 	return host
 }
 
