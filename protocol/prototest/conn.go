@@ -60,3 +60,15 @@ func Serve(t testing.TB, l net.Listener, handle func(net.Conn)) {
 		}
 	}()
 }
+
+// OpenFds counts this process's open file descriptors, for a test that a
+// peer who cuts or lies leaves none open; it skips the test where /proc
+// cannot tell.
+func OpenFds(t testing.TB) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("counting fds: %v", err)
+	}
+	return len(fds)
+}
