@@ -23,6 +23,20 @@ import (
 // Connections before their session: idle ones hold no thread, are bounded
 // per peer and in total, and have an absolute deadline.
 
+// serveUnix has srv serve a unix socket, as corkd serve --listen does,
+// until the test ends, and returns the socket's path.
+func serveUnix(t *testing.T, srv *agent.Server) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "corkd.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { l.Close() })
+	return sock
+}
+
 // TestIdleConnectionsHoldNoThreads: thousands of connections that send
 // nothing leave corkd's thread count where it was (each held a thread
 // waiting in poll(2), and about 10,000 of them killed corkd with "thread
@@ -30,12 +44,7 @@ import (
 func TestIdleConnectionsHoldNoThreads(t *testing.T) {
 	const idle = 2000
 	srv := newServer(t, agent.Config{MaxPending: idle + 10, MaxPendingPerPeer: idle + 10, HandshakeTimeout: time.Minute})
-	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "corkd.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	t.Cleanup(func() { l.Close() })
+	sock := serveUnix(t, srv)
 	before := srv.ReadStats().Threads
 
 	conns := make([]net.Conn, 0, idle)
@@ -45,7 +54,7 @@ func TestIdleConnectionsHoldNoThreads(t *testing.T) {
 		}
 	})
 	for range idle {
-		c, err := net.Dial("unix", l.Addr().String())
+		c, err := net.Dial("unix", sock)
 		if err != nil {
 			t.Fatalf("connection %d: %v", len(conns), err)
 		}
@@ -59,7 +68,7 @@ func TestIdleConnectionsHoldNoThreads(t *testing.T) {
 		t.Fatalf("%d idle connections took corkd from %d threads to %d", idle, before, st.Threads)
 	}
 
-	c, err := net.Dial("unix", l.Addr().String())
+	c, err := net.Dial("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,15 +415,10 @@ func TestPendingBytesBounded(t *testing.T) {
 func TestThreadsPerSession(t *testing.T) {
 	const sessions = 32
 	srv := newServer(t, agent.Config{DisconnectGrace: 100 * time.Millisecond})
-	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "corkd.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	t.Cleanup(func() { l.Close() })
+	sock := serveUnix(t, srv)
 	before := srv.ReadStats().Threads
 	for i := range sessions {
-		c, err := net.Dial("unix", l.Addr().String())
+		c, err := net.Dial("unix", sock)
 		if err != nil {
 			t.Fatal(err)
 		}
