@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"net"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -168,7 +166,7 @@ func dialAsUID(path string, uid int) (net.Conn, error) {
 // must not delete what is there.
 func TestForwardAgentRemovalFollowsNoPlantedLink(t *testing.T) {
 	requireRoot(t)
-	logs := &syncBuffer{}
+	logs := &lockedBuffer{}
 	srv := newServer(t, agent.Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	fw := startHostAgent(t).forward(t, srv)
 	dir := filepath.Dir(fw.AgentSocket())
@@ -191,23 +189,6 @@ func TestForwardAgentRemovalFollowsNoPlantedLink(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(victim, "agent")); err != nil {
 		t.Fatalf("root's file behind the planted link: %v", err)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // cork attach -A: the kept session's SSH_AUTH_SOCK, removed when cork exec
