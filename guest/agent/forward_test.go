@@ -36,6 +36,15 @@ func echoListener(t *testing.T, l net.Listener) {
 	})
 }
 
+// tryDial opens a stream to addr through fw and closes it at once.
+func tryDial(fw *client.Forwarder, addr string) error {
+	s, err := fw.Dial(protocol.NetTCP, addr)
+	if err == nil {
+		s.Close()
+	}
+	return err
+}
+
 func forward(t *testing.T, srv *agent.Server, conn net.Conn, user string) *client.Forwarder {
 	t.Helper()
 	fw, err := client.Forward(conn, "test", user)
@@ -159,13 +168,7 @@ func TestForwardStreamsPerUID(t *testing.T) {
 		t.Fatalf("third stream of the uid: %v", err)
 	}
 	s1.Close()
-	waitFor(t, "the closed stream's place", 10*time.Second, func() bool {
-		s, err := b.Dial(protocol.NetTCP, l.Addr().String())
-		if err == nil {
-			s.Close()
-		}
-		return err == nil
-	})
+	waitFor(t, "the closed stream's place", 10*time.Second, func() bool { return tryDial(b, l.Addr().String()) == nil })
 }
 
 // A peer that lies about a stream loses its connection; its streams are
@@ -211,13 +214,7 @@ func TestForwardLyingPeer(t *testing.T) {
 		t.Fatalf("the agent kept the liar's connection: %v", err)
 	}
 	fw := forward(t, srv, connect(t, srv), "")
-	waitFor(t, "the liar's stream to be counted out", 10*time.Second, func() bool {
-		s, err := fw.Dial(protocol.NetTCP, l.Addr().String())
-		if err == nil {
-			s.Close()
-		}
-		return err == nil
-	})
+	waitFor(t, "the liar's stream to be counted out", 10*time.Second, func() bool { return tryDial(fw, l.Addr().String()) == nil })
 	stillServes(t, srv)
 }
 
@@ -459,20 +456,11 @@ func TestForwardDialEndsWithTheForward(t *testing.T) {
 	go fw.Dial(protocol.NetTCP, stalled)
 	other := forward(t, srv, connect(t, srv), "")
 	waitFor(t, "the stalled dial to take the one stream", 10*time.Second, func() bool {
-		s, err := other.Dial(protocol.NetTCP, l.Addr().String())
-		if err == nil {
-			s.Close()
-		}
+		err := tryDial(other, l.Addr().String())
 		return err != nil && strings.Contains(err.Error(), "--max-streams)")
 	})
 	fw.Close()
-	waitFor(t, "the stalled dial's place", 10*time.Second, func() bool {
-		s, err := other.Dial(protocol.NetTCP, l.Addr().String())
-		if err == nil {
-			s.Close()
-		}
-		return err == nil
-	})
+	waitFor(t, "the stalled dial's place", 10*time.Second, func() bool { return tryDial(other, l.Addr().String()) == nil })
 }
 
 func TestForwardDialTimeout(t *testing.T) {
@@ -521,13 +509,7 @@ func TestForwardUnansweredCloseStillCounts(t *testing.T) {
 		t.Fatalf("a second stream while the first awaits the host's close: %v", err)
 	}
 	conn.Write(protocol.AppendStream(nil, protocol.TypeStreamClose, &protocol.StreamFrame{ID: 1}))
-	waitFor(t, "the answered stream's place", 10*time.Second, func() bool {
-		s, err := other.Dial(protocol.NetTCP, l.Addr().String())
-		if err == nil {
-			s.Close()
-		}
-		return err == nil
-	})
+	waitFor(t, "the answered stream's place", 10*time.Second, func() bool { return tryDial(other, l.Addr().String()) == nil })
 }
 
 // logLines is a log that keeps its lines, for a test to count.
