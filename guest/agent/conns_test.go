@@ -23,6 +23,20 @@ import (
 // Connections before their session: idle ones hold no thread, are bounded
 // per peer and in total, and have an absolute deadline.
 
+// serveUnix has srv serve a unix socket, as corkd serve --listen does,
+// until the test ends, and returns the socket's path.
+func serveUnix(t *testing.T, srv *agent.Server) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "corkd.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { l.Close() })
+	return sock
+}
+
 // TestIdleConnectionsHoldNoThreads: thousands of connections that send
 // nothing leave corkd's thread count where it was (each held a thread
 // waiting in poll(2), and about 10,000 of them killed corkd with "thread
@@ -30,12 +44,7 @@ import (
 func TestIdleConnectionsHoldNoThreads(t *testing.T) {
 	const idle = 2000
 	srv := newServer(t, agent.Config{MaxPending: idle + 10, MaxPendingPerPeer: idle + 10, HandshakeTimeout: time.Minute})
-	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "corkd.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	t.Cleanup(func() { l.Close() })
+	sock := serveUnix(t, srv)
 	before := srv.ReadStats().Threads
 
 	conns := make([]net.Conn, 0, idle)
@@ -45,7 +54,7 @@ func TestIdleConnectionsHoldNoThreads(t *testing.T) {
 		}
 	})
 	for range idle {
-		c, err := net.Dial("unix", l.Addr().String())
+		c, err := net.Dial("unix", sock)
 		if err != nil {
 			t.Fatalf("connection %d: %v", len(conns), err)
 		}
@@ -59,7 +68,7 @@ func TestIdleConnectionsHoldNoThreads(t *testing.T) {
 		t.Fatalf("%d idle connections took corkd from %d threads to %d", idle, before, st.Threads)
 	}
 
-	c, err := net.Dial("unix", l.Addr().String())
+	c, err := net.Dial("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,15 +415,10 @@ func TestPendingBytesBounded(t *testing.T) {
 func TestThreadsPerSession(t *testing.T) {
 	const sessions = 32
 	srv := newServer(t, agent.Config{DisconnectGrace: 100 * time.Millisecond})
-	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "corkd.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	t.Cleanup(func() { l.Close() })
+	sock := serveUnix(t, srv)
 	before := srv.ReadStats().Threads
 	for i := range sessions {
-		c, err := net.Dial("unix", l.Addr().String())
+		c, err := net.Dial("unix", sock)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -430,38 +434,4 @@ func TestThreadsPerSession(t *testing.T) {
 			st.Sessions, before, st.Threads, runtime.GOMAXPROCS(0))
 	}
 	t.Logf("%d sessions: threads %d -> %d", sessions, before, st.Threads)
-}
-
-// TestSessionsPerConfinedUID: a uid admitted to run only as itself gets at
-// most MaxSessionsPerUID sessions at once, a kept one that runs detached
-// included, and the next is refused naming the flag, while root still
-// gets sessions; a session that ends gives its place back. Such a uid
-// could take every session of the agent before.
-func TestSessionsPerConfinedUID(t *testing.T) {
-	requireRoot(t)
-	srv := newServer(t, agent.Config{MaxSessionsPerUID: 2, DisconnectGrace: 100 * time.Millisecond})
-	t.Cleanup(func() { srv.Shutdown(time.Second) }) // the kept session too
-	const nobody = 65534
-	kept := dial(t, srv, nobody)
-	kept.Exec(keep("nobody-kept", "sleep", "600"))
-	kept.Conn.Close() // detached, still running
-	plain := dial(t, srv, nobody)
-	plain.Exec(protocol.Exec{Argv: []string{"sleep", "600"}})
-
-	refused := dial(t, srv, nobody)
-	refused.Send(protocol.TypeExec, &protocol.Exec{Argv: []string{"true"}})
-	refused.ExpectError(protocol.KindBusy, "uid 65534 already has 2 sessions")
-	root := dial(t, srv, 0)
-	root.Exec(protocol.Exec{Argv: []string{"true"}})
-	if _, _, exit := root.Output(nil); exit.Code != 0 {
-		t.Fatalf("root's session beside a confined uid at its limit: %+v", exit)
-	}
-
-	plain.Conn.Close() // hung up: its place is free once it has ended
-	waitFor(t, "the confined uid's place to come back", 10*time.Second, func() bool {
-		p := dial(t, srv, nobody)
-		p.Send(protocol.TypeExec, &protocol.Exec{Argv: []string{"true"}})
-		typ, _, err := p.R.Next()
-		return err == nil && typ == protocol.TypeStarted
-	})
 }

@@ -12,15 +12,6 @@ import (
 	"github.com/corkvm/cork/protocol/prototest"
 )
 
-func openFds(t *testing.T) int {
-	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("counting fds: %v", err)
-	}
-	return len(fds)
-}
-
 // TestMalformedCopyInsLeaveNothing: copies whose data does not match the
 // sizes they announce, each answered with an error, leave the agent no
 // more fds than before and no temporary file, however many come.
@@ -48,12 +39,12 @@ func TestMalformedCopyInsLeaveNothing(t *testing.T) {
 		p.Conn.Close()
 	}
 	copyIn(make([]byte, 20), false) // the agent's first copy may open what it keeps
-	before := openFds(t)
+	before := prototest.OpenFds(t)
 	for range 50 {
 		copyIn(make([]byte, 20), false) // more than the file's size
 		copyIn(make([]byte, 5), true)   // less
 	}
-	waitFor(t, "the agent's fds to be back where they were", 10*time.Second, func() bool { return openFds(t) <= before })
+	waitFor(t, "the agent's fds to be back where they were", 10*time.Second, func() bool { return prototest.OpenFds(t) <= before })
 	filepath.Walk(dest, func(p string, fi os.FileInfo, err error) error {
 		if err == nil && strings.HasPrefix(fi.Name(), ".cork-cp-") {
 			t.Errorf("temporary file left: %s", p)
@@ -68,7 +59,7 @@ func TestMalformedCopyInsLeaveNothing(t *testing.T) {
 func TestCopyProblemsToAStalledClient(t *testing.T) {
 	agent.SetClientStall(t, 300*time.Millisecond)
 	srv := newServer(t, agent.Config{})
-	conn := connect(t, srv)
+	conn := connectPipe(t, srv) // a write that waits for the agent to read it
 	p := prototest.NewPeer(t, conn)
 	p.Hello()
 	p.Send(protocol.TypeCopyIn, &protocol.CopyIn{Dest: []byte(t.TempDir()), Sources: 1})

@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"net"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/corkvm/cork/guest/agent"
 	"github.com/corkvm/cork/host/client"
+	"github.com/corkvm/cork/protocol/prototest"
 )
 
 // hostAgent stands in for the host's ssh-agent: it answers each
@@ -35,30 +34,44 @@ func startHostAgent(t *testing.T) *hostAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			h.conns.Add(1)
-			go func() {
-				defer c.Close()
-				b, _ := io.ReadAll(c)
-				c.Write(append([]byte("agent:"), b...))
-			}()
-		}
-	}()
+	prototest.Serve(t, l, func(c net.Conn) {
+		h.conns.Add(1)
+		b, _ := io.ReadAll(c)
+		c.Write(append([]byte("agent:"), b...))
+	})
 	return h
 }
 
 func (h *hostAgent) dial() (net.Conn, error) { return net.Dial("unix", h.path) }
 
-// askAgent sends msg to the guest's agent socket at path, half closes and
-// returns the reply up to EOF.
-func askAgent(t *testing.T, c net.Conn, msg string) string {
+// forward forwards h to a session of nobody's on srv.
+func (h *hostAgent) forward(t *testing.T, srv *agent.Server) *client.Forwarder {
 	t.Helper()
+	fw, err := client.ForwardAgent(connect(t, srv), "test", "nobody", h.dial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fw
+}
+
+// waitRemoved waits until nothing is at path.
+func waitRemoved(t *testing.T, what, path string) {
+	t.Helper()
+	waitFor(t, what, 10*time.Second, func() bool {
+		_, err := os.Lstat(path)
+		return os.IsNotExist(err)
+	})
+}
+
+// askAgent sends msg to the guest's agent socket at path, as root, half
+// closes and returns the reply up to EOF.
+func askAgent(t *testing.T, path, msg string) string {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	c.Write([]byte(msg))
 	c.(*net.UnixConn).CloseWrite()
@@ -75,10 +88,7 @@ func TestForwardAgentSocket(t *testing.T) {
 	requireRoot(t)
 	srv := newServer(t, agent.Config{})
 	h := startHostAgent(t)
-	fw, err := client.ForwardAgent(connect(t, srv), "test", "nobody", h.dial)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fw := h.forward(t, srv)
 	sock := fw.AgentSocket()
 	dir := filepath.Dir(sock)
 	for _, p := range []string{dir, sock} {
@@ -93,18 +103,11 @@ func TestForwardAgentSocket(t *testing.T) {
 			t.Errorf("%s has mode %o, want 0700", p, st.Mode&0o7777)
 		}
 	}
-	c, err := net.Dial("unix", sock) // root may connect
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := askAgent(t, c, "list keys"); got != "agent:list keys" {
+	if got := askAgent(t, sock, "list keys"); got != "agent:list keys" {
 		t.Fatalf("through the agent socket: %q", got)
 	}
 	fw.Close()
-	waitFor(t, "the agent socket's directory removed", 10*time.Second, func() bool {
-		_, err := os.Lstat(dir)
-		return os.IsNotExist(err)
-	})
+	waitRemoved(t, "the agent socket's directory removed", dir)
 }
 
 // A process of another user than the session's (or root) is turned away
@@ -113,10 +116,7 @@ func TestForwardAgentOtherUserRefused(t *testing.T) {
 	requireRoot(t)
 	srv := newServer(t, agent.Config{})
 	h := startHostAgent(t)
-	fw, err := client.ForwardAgent(connect(t, srv), "test", "nobody", h.dial)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fw := h.forward(t, srv)
 	defer fw.Close()
 	sock := fw.AgentSocket()
 	os.Chmod(filepath.Dir(sock), 0o755)
@@ -131,11 +131,7 @@ func TestForwardAgentOtherUserRefused(t *testing.T) {
 	if got, err := io.ReadAll(c); len(got) != 0 || os.IsTimeout(err) {
 		t.Fatalf("uid 12345 got %q (%v) from nobody's agent", got, err)
 	}
-	c, err = net.Dial("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := askAgent(t, c, "root"); got != "agent:root" {
+	if got := askAgent(t, sock, "root"); got != "agent:root" {
 		t.Fatalf("root after the refusal: %q", got)
 	}
 	if n := h.conns.Load(); n != 1 {
@@ -170,12 +166,9 @@ func dialAsUID(path string, uid int) (net.Conn, error) {
 // must not delete what is there.
 func TestForwardAgentRemovalFollowsNoPlantedLink(t *testing.T) {
 	requireRoot(t)
-	logs := &syncBuffer{}
+	logs := &lockedBuffer{}
 	srv := newServer(t, agent.Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	fw, err := client.ForwardAgent(connect(t, srv), "test", "nobody", startHostAgent(t).dial)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fw := startHostAgent(t).forward(t, srv)
 	dir := filepath.Dir(fw.AgentSocket())
 	victim := t.TempDir()
 	os.Chmod(victim, 0o755)
@@ -198,23 +191,6 @@ func TestForwardAgentRemovalFollowsNoPlantedLink(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // cork attach -A: the kept session's SSH_AUTH_SOCK, removed when cork exec
 // -A's connection went, works again, at the same path, for whoever may
 // attach to the session; a directory another user put at its name is not
@@ -223,20 +199,14 @@ func TestForwardAgentAgainForAKeptSession(t *testing.T) {
 	requireRoot(t)
 	srv := newServer(t, agent.Config{})
 	h := startHostAgent(t)
-	first, err := client.ForwardAgent(connect(t, srv), "test", "nobody", h.dial)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := h.forward(t, srv)
 	sock := first.AgentSocket()
 	p := dial(t, srv, -1)
 	ex := keep("agented", "sleep", "60")
 	ex.User, ex.Env = "nobody", []string{"SSH_AUTH_SOCK=" + sock}
 	p.Exec(ex)
 	first.Close()
-	waitFor(t, "the first socket removed", 10*time.Second, func() bool {
-		_, err := os.Lstat(filepath.Dir(sock))
-		return os.IsNotExist(err)
-	})
+	waitRemoved(t, "the first socket removed", filepath.Dir(sock))
 
 	// Another uid may not reach the session, nor learn its socket.
 	confined := connectAs(t, srv, func(c net.Conn) net.Conn { return peerConn{Conn: c, uid: 1234} })
@@ -250,11 +220,7 @@ func TestForwardAgentAgainForAKeptSession(t *testing.T) {
 	if again.AgentSocket() != sock {
 		t.Fatalf("socket made again at %s, want %s", again.AgentSocket(), sock)
 	}
-	c, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := askAgent(t, c, "again"); got != "agent:again" {
+	if got := askAgent(t, sock, "again"); got != "agent:again" {
 		t.Fatalf("through the socket made again: %q", got)
 	}
 	// A second attach -A takes the socket over; the first one's end
@@ -266,18 +232,11 @@ func TestForwardAgentAgainForAKeptSession(t *testing.T) {
 	before := srv.Active()
 	again.Close()
 	waitFor(t, "the first attach's forwarding to end", 10*time.Second, func() bool { return srv.Active() < before })
-	c, err = net.Dial("unix", sock)
-	if err != nil {
-		t.Fatalf("after the first attach -A ended: %v", err)
-	}
-	if got := askAgent(t, c, "third"); got != "agent:third" {
+	if got := askAgent(t, sock, "third"); got != "agent:third" {
 		t.Fatalf("through the second attach's socket: %q", got)
 	}
 	third.Close()
-	waitFor(t, "the second socket removed", 10*time.Second, func() bool {
-		_, err := os.Lstat(filepath.Dir(sock))
-		return os.IsNotExist(err)
-	})
+	waitRemoved(t, "the second socket removed", filepath.Dir(sock))
 
 	// A directory of root's at the name: corkd will not use it for nobody.
 	if err := os.Mkdir(filepath.Dir(sock), 0o700); err != nil {

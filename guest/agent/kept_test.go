@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,7 +16,7 @@ import (
 )
 
 // Kept sessions, in memory: each test drives corkd's side with a hand-made
-// host (prototest.Peer) over net.Pipe.
+// host (prototest.Peer) over a socket pair (connectAs).
 
 // peerConn is a connection whose listener said who the peer is, as a unix
 // socket's does.
@@ -26,6 +27,12 @@ type peerConn struct {
 }
 
 func (c peerConn) Peer() (uint32, bool) { return c.uid, c.asAny }
+
+// SyscallConn is the socket's, as listen.PeerConn's is, so that the agent
+// reads it as it reads a real peer's.
+func (c peerConn) SyscallConn() (syscall.RawConn, error) {
+	return c.Conn.(syscall.Conn).SyscallConn()
+}
 
 // dial connects a peer to srv and says hello; uid < 0 is the host (vsock,
 // serial), which may do anything.
@@ -38,6 +45,15 @@ func dial(t *testing.T, srv *agent.Server, uid int) *prototest.Peer {
 		return peerConn{Conn: guest, uid: uint32(uid), asAny: uid == 0}
 	})
 	p := prototest.NewPeer(t, host)
+	p.Hello()
+	return p
+}
+
+// dialPipe is dial for the host over net.Pipe (connectPipe), for a client
+// that reads nothing.
+func dialPipe(t *testing.T, srv *agent.Server) *prototest.Peer {
+	t.Helper()
+	p := prototest.NewPeer(t, connectPipe(t, srv))
 	p.Hello()
 	return p
 }

@@ -80,7 +80,7 @@ func TestAttachThatNeverReadsStallsNothing(t *testing.T) {
 	p.Conn.Close()
 	waitFor(t, "the session to be detached", 5*time.Second, func() bool { return !listWithin(t, srv, 5*time.Second)[0].Attached })
 	for _, readOnly := range []bool{false, true} {
-		q := dial(t, srv, -1)
+		q := dialPipe(t, srv)
 		q.Send(protocol.TypeAttach, &protocol.Attach{Session: "busy", ReadOnly: readOnly})
 		// q reads nothing from here on.
 		waitFor(t, "the attach to count", 5*time.Second, func() bool {
@@ -516,8 +516,13 @@ func TestWatchersRaceTheExit(t *testing.T) {
 	srv := newServer(t, agent.Config{})
 	for round := range 15 {
 		p := dial(t, srv, -1)
-		st := p.Exec(keep("", "sleep", "0.2"))
+		req := keep("", "head", "-c1") // ends with the line p sends below
+		req.Stdin = true
+		st := p.Exec(req)
 		p.Drain()
+		// The agent writes Started before it files the session: until ls
+		// lists it, an attach may find no such session.
+		waitFor(t, "the session to be filed", 10*time.Second, func() bool { return len(listWithin(t, srv, 2*time.Second)) == 1 })
 		done := make(chan struct{})
 		for range 4 {
 			go func() {
@@ -536,6 +541,7 @@ func TestWatchersRaceTheExit(t *testing.T) {
 				}
 			}()
 		}
+		p.Send(protocol.TypeStdin, []byte("x\n"))
 		for range 4 {
 			<-done
 		}
@@ -552,7 +558,7 @@ func TestWatchersRaceTheExit(t *testing.T) {
 func TestExitKeptForAClientThatMissedIt(t *testing.T) {
 	agent.SetClientStall(t, 300*time.Millisecond)
 	srv := newServer(t, agent.Config{})
-	p := dial(t, srv, -1)
+	p := dialPipe(t, srv)
 	req := keep("missed", sh(`read x; exit 3`)...)
 	req.Stdin = true
 	p.Exec(req)
@@ -642,7 +648,7 @@ func heapInUse() uint64 {
 // even while it has not yet read that it was detached.
 func TestTakenOverClientDrivesNothing(t *testing.T) {
 	srv := newServer(t, agent.Config{})
-	p := dial(t, srv, -1)
+	p := dialPipe(t, srv)
 	st := p.Exec(keep("taken", "sleep", "600")) // p reads nothing more
 	t.Cleanup(func() {
 		k := dial(t, srv, -1)

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -14,32 +12,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-func unixPair(t *testing.T) (server, client net.Conn) {
-	t.Helper()
-	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := l.Accept()
-		accepted <- c
-	}()
-	client, err = net.Dial("unix", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
-	return <-accepted, client
-}
+	"github.com/corkvm/cork/protocol/prototest"
+)
 
 // TestThreadConnReads: a socket read in the caller's thread gives the
 // bytes sent, in order, then EOF when the peer closes.
 func TestThreadConnReads(t *testing.T) {
-	server, client := unixPair(t)
+	server, client := prototest.SocketPair(t)
 	c := newThreadConn(server)
 	defer c.Close()
 	if _, ok := c.(*threadConn); !ok {
@@ -78,7 +58,7 @@ func TestThreadConnReads(t *testing.T) {
 // TestThreadConnCloseEndsRead: closing the connection ends a Read waiting
 // in poll, which holds the descriptor open.
 func TestThreadConnCloseEndsRead(t *testing.T) {
-	server, _ := unixPair(t) // the peer writes nothing
+	server, _ := prototest.SocketPair(t) // the peer writes nothing
 	c := newThreadConn(server)
 	tids, done := make(chan int, 1), make(chan error, 1)
 	go func() {
@@ -138,7 +118,7 @@ func schedPolicy(tid int) int {
 // found data waiting (a flooding host gets no priority), and is in
 // SCHED_FIFO again once it has waited.
 func TestThreadConnWaitsInFIFO(t *testing.T) {
-	server, client := unixPair(t)
+	server, client := prototest.SocketPair(t)
 	c := newThreadConn(server).(*threadConn)
 	defer c.Close()
 	const queued = 2 * maxUnwaitedReads
@@ -200,7 +180,7 @@ func TestThreadConnWaitsInFIFO(t *testing.T) {
 // waits in SCHED_NORMAL (a stream's next frame is due), after any other
 // frame in SCHED_FIFO from the start of the wait.
 func TestThreadConnWaitsInNormalAfterStdin(t *testing.T) {
-	server, client := unixPair(t)
+	server, client := prototest.SocketPair(t)
 	c := newThreadConn(server).(*threadConn)
 	defer c.Close()
 	c.quietAfter = time.Hour // the wait after stdin never turns to FIFO here

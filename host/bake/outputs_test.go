@@ -35,15 +35,22 @@ func TestOutputReadableByOthers(t *testing.T) {
 	})
 }
 
+// goodInputs writes a base image to dir as an OCI layout (good-oci) and
+// as a docker archive (good.tar), the inputs the tests of outputs bake.
+func goodInputs(t *testing.T, dir string) (layout, docker string) {
+	t.Helper()
+	layout, docker = filepath.Join(dir, "good-oci"), filepath.Join(dir, "good.tar")
+	writeOCILayout(t, baseImage(t, "amd64", true), layout)
+	writeDocker(t, baseImage(t, "amd64", false), docker)
+	return layout, docker
+}
+
 // TestOutputPaths: trailing slashes (cork bake a-oci/ b-oci/), outputs that
 // exist, directories where files go and the other way round, a missing
 // output directory: each decided before the input is read.
 func TestOutputPaths(t *testing.T) {
 	dir := t.TempDir()
-	layoutIn := filepath.Join(dir, "in-oci")
-	writeOCILayout(t, baseImage(t, "amd64", true), layoutIn)
-	dockerIn := filepath.Join(dir, "in.tar")
-	writeDocker(t, baseImage(t, "amd64", false), dockerIn)
+	layoutIn, dockerIn := goodInputs(t, dir)
 
 	if err := bake(layoutIn+"/", filepath.Join(dir, "out-oci")+"/", Options{}); err != nil {
 		t.Fatalf("trailing slashes: %v", err)
@@ -163,10 +170,7 @@ func TestHistoryDated(t *testing.T) {
 // replaced the project with an image).
 func TestForceReplacesOnlyImages(t *testing.T) {
 	dir := t.TempDir()
-	layoutIn := filepath.Join(dir, "good-oci")
-	writeOCILayout(t, baseImage(t, "amd64", true), layoutIn)
-	dockerIn := filepath.Join(dir, "good.tar")
-	writeDocker(t, baseImage(t, "amd64", false), dockerIn)
+	layoutIn, dockerIn := goodInputs(t, dir)
 	project := filepath.Join(dir, "myproject")
 	os.MkdirAll(filepath.Join(project, "cmd"), 0o755)
 	os.WriteFile(filepath.Join(project, "go.mod"), []byte("module example.com/p\n"), 0o644)
@@ -207,10 +211,7 @@ func TestForceReplacesOnlyImages(t *testing.T) {
 // directory away and deleted it, or overwrote a file, whatever it was.
 func TestCommitKeepsWhatAppeared(t *testing.T) {
 	dir := t.TempDir()
-	layoutIn := filepath.Join(dir, "good-oci")
-	writeOCILayout(t, baseImage(t, "amd64", true), layoutIn)
-	dockerIn := filepath.Join(dir, "good.tar")
-	writeDocker(t, baseImage(t, "amd64", false), dockerIn)
+	layoutIn, dockerIn := goodInputs(t, dir)
 	project := func(p string) {
 		os.MkdirAll(filepath.Join(p, "cmd"), 0o755)
 		os.WriteFile(filepath.Join(p, "go.mod"), []byte("keep me\n"), 0o644)

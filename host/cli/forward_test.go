@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/prototest"
 )
 
 func TestParseForward(t *testing.T) {
@@ -67,20 +68,10 @@ func fakeCorkd(t *testing.T, serve func(r *protocol.Reader, w *protocol.Writer))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				serve(protocol.NewReader(c), protocol.NewWriter(c))
-				io.Copy(io.Discard, c) // never answers more
-			}()
-		}
-	}()
+	prototest.Serve(t, l, func(c net.Conn) {
+		serve(protocol.NewReader(c), protocol.NewWriter(c))
+		io.Copy(io.Discard, c) // never answers more
+	})
 	return "unix://" + sock
 }
 

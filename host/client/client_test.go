@@ -24,7 +24,8 @@ func fakeAgent(t *testing.T, handle func(r *protocol.Reader, w *protocol.Writer,
 
 // serveFake is fakeAgent on the guest end of a connection given.
 func serveFake(guest net.Conn, handle func(r *protocol.Reader, w *protocol.Writer, req protocol.Exec)) {
-	serveAgent(guest, 1, func(r *protocol.Reader, w *protocol.Writer, typ protocol.Type, p []byte) {
+	hello := protocol.Hello{MinVersion: 1, MaxVersion: 1, Version: 1, Software: "fake"}
+	serveHello(guest, hello, func(r *protocol.Reader, w *protocol.Writer, typ protocol.Type, p []byte) {
 		if typ != protocol.TypeExec {
 			return
 		}
@@ -34,20 +35,22 @@ func serveFake(guest net.Conn, handle func(r *protocol.Reader, w *protocol.Write
 	})
 }
 
-// serveAgent serves guest as an agent of protocol versions 1 to version:
-// it answers the host's hello, then hands the request that follows to
-// handle.
-func serveAgent(guest net.Conn, version int, handle func(r *protocol.Reader, w *protocol.Writer, typ protocol.Type, p []byte)) {
+// serveHello is a fake agent on guest: it answers the host's hello with
+// hello, then hands the request that follows to handle, and closes guest
+// when handle returns.
+func serveHello(guest net.Conn, hello protocol.Hello, handle func(r *protocol.Reader, w *protocol.Writer, t protocol.Type, p []byte)) {
 	go func() {
 		defer guest.Close()
 		r, w := protocol.NewReader(guest), protocol.NewWriter(guest)
 		if typ, _, err := r.Next(); err != nil || typ != protocol.TypeHello {
 			return
 		}
-		w.WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: version, Version: version, Software: "fake"})
-		if typ, p, err := r.Next(); err == nil {
-			handle(r, w, typ, p)
+		w.WriteJSON(protocol.TypeHello, &hello)
+		typ, p, err := r.Next()
+		if err != nil {
+			return
 		}
+		handle(r, w, typ, p)
 	}()
 }
 

@@ -17,18 +17,8 @@ import (
 func fakeCopyAgent(t *testing.T, handle func(r *protocol.Reader, w *protocol.Writer)) net.Conn {
 	t.Helper()
 	host, guest := net.Pipe()
-	go func() {
-		defer guest.Close()
-		r, w := protocol.NewReader(guest), protocol.NewWriter(guest)
-		if _, _, err := r.Next(); err != nil {
-			return
-		}
-		w.WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: 2, Version: 2, Capabilities: []string{protocol.CapCopy}})
-		if _, _, err := r.Next(); err != nil {
-			return
-		}
-		handle(r, w)
-	}()
+	hello := protocol.Hello{MinVersion: 1, MaxVersion: 2, Version: 2, Capabilities: []string{protocol.CapCopy}}
+	serveHello(guest, hello, func(r *protocol.Reader, w *protocol.Writer, _ protocol.Type, _ []byte) { handle(r, w) })
 	t.Cleanup(func() { host.Close() })
 	return host
 }

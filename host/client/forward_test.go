@@ -22,18 +22,14 @@ func fakeForwardingAgent(t *testing.T, guest func(r *protocol.Reader, w *protoco
 func fakeAgentAllowing(t *testing.T, maxStreams int, guest func(r *protocol.Reader, w *protocol.Writer)) *Forwarder {
 	t.Helper()
 	host, g := net.Pipe()
-	go func() {
-		defer g.Close()
-		r, w := protocol.NewReader(g), protocol.NewWriter(g)
-		r.Next()
-		w.WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: 2, Version: 2, Software: "fake",
-			Capabilities: []string{protocol.CapForward}})
-		if typ, _, err := r.Next(); err != nil || typ != protocol.TypeForward {
+	hello := protocol.Hello{MinVersion: 1, MaxVersion: 2, Version: 2, Software: "fake", Capabilities: []string{protocol.CapForward}}
+	serveHello(g, hello, func(r *protocol.Reader, w *protocol.Writer, typ protocol.Type, _ []byte) {
+		if typ != protocol.TypeForward {
 			return
 		}
 		w.WriteJSON(protocol.TypeForwarding, &protocol.Forwarding{MaxStreams: maxStreams})
 		guest(r, w)
-	}()
+	})
 	fw, err := Forward(host, "test", "")
 	if err != nil {
 		t.Fatal(err)

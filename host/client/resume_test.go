@@ -36,11 +36,12 @@ func (f *keptFake) dial() net.Conn {
 	f.next++
 	f.mu.Unlock()
 	host, guest := net.Pipe()
-	serveAgent(guest, 2, func(r *protocol.Reader, w *protocol.Writer, typ protocol.Type, p []byte) {
-		if h != nil {
-			h(r, w, typ, p)
-		}
-	})
+	serveHello(guest, protocol.Hello{MinVersion: 1, MaxVersion: 2, Version: 2, Software: "fake"},
+		func(r *protocol.Reader, w *protocol.Writer, typ protocol.Type, p []byte) {
+			if h != nil {
+				h(r, w, typ, p)
+			}
+		})
 	return host
 }
 

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"testing"
 	"time"
@@ -16,34 +15,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/prototest"
 )
-
-// unixConnPair is a connected pair of unix stream sockets, as the unix
-// transport gives cork: the host's end is a *net.UnixConn.
-func unixConnPair(t *testing.T) (host, guest net.Conn) {
-	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "socket")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	return conn(fds[0]), conn(fds[1])
-}
 
 // TestOutputIntoAPipe: a plain session's output into a pipe (spliced from
 // the socket on Linux) arrives whole and in order, frames of every size
 // among the other frames, before the exit status.
 func TestOutputIntoAPipe(t *testing.T) {
-	host, guest := unixConnPair(t)
+	host, guest := prototest.SocketPair(t)
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +66,7 @@ func TestOutputIntoAPipe(t *testing.T) {
 // TestOutputIntoAClosedPipe: output into a pipe nobody reads any more ends
 // the session with an error that says so, as a write would.
 func TestOutputIntoAClosedPipe(t *testing.T) {
-	host, guest := unixConnPair(t)
+	host, guest := prototest.SocketPair(t)
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

@@ -35,15 +35,6 @@ import (
 // they already have: skopeo, umoci and podman (Debian packages; a test
 // whose tool is missing says so and skips).
 
-func needTools(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (apt-get install %s)", tool, tool)
-		}
-	}
-}
-
 // podman runs podman with its own storage under the test's directory, so
 // nothing is left in the machine's image store; the flags are the ones
 // podman needs to run containers on these machines.
@@ -308,21 +299,6 @@ func legacyDockerArchive(t *testing.T, size int) []byte {
 	}
 	tw.Close()
 	return out.Bytes()
-}
-
-// waitOrKill waits for cmd to exit, and fails the test, killing it, when
-// it has not within d.
-func waitOrKill(t *testing.T, cmd *exec.Cmd, d time.Duration) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(d):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("%v did not exit within %v", cmd.Args, d)
-	}
 }
 
 // TestBakeSecondSignalExits: a bake stuck where it cannot notice a

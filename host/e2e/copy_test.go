@@ -439,13 +439,7 @@ func TestCopyBadTarEnds(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	select {
-	case <-exited:
-	case <-time.After(20 * time.Second):
-		cmd.Process.Kill()
-		<-exited
+	if !exitsWithin(cmd, 20*time.Second) {
 		t.Fatalf("cork cp still running 20 s after its stdin ended: %s", out.String())
 	}
 	if code := cmd.ProcessState.ExitCode(); code != 125 || !strings.Contains(out.String(), "reading the tar stream") {
@@ -519,13 +513,7 @@ func TestCopyRefusedWhileStdinWaits(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Close()
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	select {
-	case <-exited:
-	case <-time.After(20 * time.Second):
-		cmd.Process.Kill()
-		<-exited
+	if !exitsWithin(cmd, 20*time.Second) {
 		t.Fatalf("cork cp still waiting for stdin 20 s after the agent refused: %s", out.String())
 	}
 	if code := cmd.ProcessState.ExitCode(); code != 125 || !strings.Contains(out.String(), "no-such-user-here") {

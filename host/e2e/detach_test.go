@@ -5,7 +5,6 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,9 +20,7 @@ import (
 // drew; a program on the alternate screen gives the shell's screen back,
 // with the message under the shell's last line, as tmux's own detach.
 func TestDetachMessageBelowDrawing(t *testing.T) {
-	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Skip("tmux is not installed (apt-get install tmux)")
-	}
+	needTools(t, "tmux")
 	for _, tt := range []struct {
 		name, draw string
 		want       []string // the pane's lines, in order, from the first
@@ -35,7 +32,7 @@ func TestDetachMessageBelowDrawing(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			a := startAgent(t)
-			tm := tmux{t: t, socket: fmt.Sprintf("cork-test-%d", time.Now().UnixNano())}
+			tm := newTmux(t)
 			dir := t.TempDir()
 			draw, wrapper := filepath.Join(dir, "draw.sh"), filepath.Join(dir, "run.sh")
 			os.WriteFile(draw, []byte(fmt.Sprintf("printf '%s'\nsleep 60\n", tt.draw)), 0o755)
@@ -43,7 +40,6 @@ func TestDetachMessageBelowDrawing(t *testing.T) {
 			cork := strings.Join(append([]string{bin.Cork}, corkExec(a, "-it", "--keep", "--name", name, "--", "sh", draw)...), " ")
 			os.WriteFile(wrapper, []byte("echo before-cork\n"+cork+"\necho CORK_RC=$?\nsleep 60\n"), 0o755)
 			tm.run("new-session", "-d", "-s", "det", "-x", "80", "-y", "24", "sh "+wrapper)
-			t.Cleanup(func() { exec.Command("tmux", "-L", tm.socket, "kill-server").Run() })
 			screen := func() string { return tm.run("capture-pane", "-p", "-J", "-S", "-", "-t", "det") }
 			ready := "status line"
 			if tt.name == "alternate screen" {

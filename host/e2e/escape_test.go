@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/prototest"
 )
 
 // Text that came from the agent reaches the operator's terminal with its
@@ -32,35 +33,25 @@ func lyingAgent(t *testing.T, answer func(protocol.Type, *protocol.Writer)) stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
+	prototest.Serve(t, l, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		r, w := protocol.NewReader(c), protocol.NewWriter(c)
+		if t, _, err := r.Next(); err != nil || t != protocol.TypeHello {
+			return
+		}
+		w.WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: 2, Version: 2, Software: "corkd " + hostile})
+		rt, _, err := r.Next()
+		if err != nil {
+			return
+		}
+		answer(rt, w)
+		// Wait for cork to hang up: it reads the answer first.
 		for {
-			c, err := l.Accept()
-			if err != nil {
+			if _, _, err := r.Next(); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				r, w := protocol.NewReader(c), protocol.NewWriter(c)
-				if t, _, err := r.Next(); err != nil || t != protocol.TypeHello {
-					return
-				}
-				w.WriteJSON(protocol.TypeHello, &protocol.Hello{MinVersion: 1, MaxVersion: 2, Version: 2, Software: "corkd " + hostile})
-				rt, _, err := r.Next()
-				if err != nil {
-					return
-				}
-				answer(rt, w)
-				// Wait for cork to hang up: it reads the answer first.
-				for {
-					if _, _, err := r.Next(); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 	return "unix://" + sock
 }
 

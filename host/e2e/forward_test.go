@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/corkvm/cork/host/e2e/harness"
+	"github.com/corkvm/cork/protocol/prototest"
 )
 
 // cork forward across real processes: cork listens, corkd dials, and the
@@ -110,23 +111,6 @@ func dialFrom(t *testing.T, addr string) net.Conn {
 	return c
 }
 
-// serve runs handle for each connection to l until the test ends.
-func serve(t *testing.T, l net.Listener, handle func(net.Conn)) {
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-}
-
 // counter reads to EOF, then answers how many bytes it read: a reply that
 // exists only if the host's half close reached the guest's listener.
 func counter(c net.Conn) {
@@ -181,14 +165,14 @@ func halfClose(t *testing.T, c net.Conn, msg []byte) string {
 func TestForwardHalfCloseTCPAndUnix(t *testing.T) {
 	a := startAgent(t)
 	tl, port := listenTCP(t)
-	serve(t, tl, counter)
+	prototest.Serve(t, tl, counter)
 	dir := t.TempDir()
 	guestSock, hostSock := filepath.Join(dir, "guest.sock"), filepath.Join(dir, "host.sock")
 	ul, err := net.Listen("unix", guestSock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	serve(t, ul, counter)
+	prototest.Serve(t, ul, counter)
 	// 127.0.0.2 on the host: the guest's port is on this machine too.
 	f := startForward(t, "--connect", a.url, "--address", "127.0.0.2", port, "0:"+port, hostSock+":"+guestSock, "0:"+guestSock)
 	if f.from[0] != "127.0.0.2:"+port || f.from[2] != hostSock {
@@ -206,7 +190,7 @@ func TestForwardHalfCloseTCPAndUnix(t *testing.T) {
 func TestForwardManyConnectionsAndAStalledOne(t *testing.T) {
 	a := startAgent(t)
 	l, port := listenTCP(t)
-	serve(t, l, echoOrStall(t))
+	prototest.Serve(t, l, echoOrStall(t))
 	f := startForward(t, "--connect", a.url, "0:"+port)
 	stalled := dialFrom(t, f.from[0])
 	go stalled.Write(append([]byte{'S'}, make([]byte, 32<<20)...)) // never read in the guest
@@ -245,9 +229,9 @@ func TestForwardRefusedSocketEndsOnlyItsConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serve(t, ul, counter)
+	prototest.Serve(t, ul, counter)
 	l, port := listenTCP(t)
-	serve(t, l, counter)
+	prototest.Serve(t, l, counter)
 	f := startForward(t, "--connect", a.url, "-u", "nobody", filepath.Join(t.TempDir(), "h.sock")+":"+guestSock, "0:"+port)
 	c := dialFrom(t, f.from[0])
 	if b, _ := io.ReadAll(c); len(b) != 0 {
@@ -266,7 +250,7 @@ func TestForwardRefusedSocketEndsOnlyItsConnection(t *testing.T) {
 
 func TestForwardMachineStandin(t *testing.T) {
 	l, port := listenTCP(t)
-	serve(t, l, counter)
+	prototest.Serve(t, l, counter)
 	f := startForward(t, "--machine", "bottle", "--smolvm", bin.Standin, "--agent", bin.Corkd, "0:"+port)
 	msg := make([]byte, 1<<20)
 	rand.Read(msg)
@@ -279,7 +263,7 @@ func TestForwardMachineStandin(t *testing.T) {
 // the host; refused unless corkd serves with --forwarding=all.
 func TestForwardRemote(t *testing.T) {
 	l, port := listenTCP(t)
-	serve(t, l, counter)
+	prototest.Serve(t, l, counter)
 	local := startAgent(t)
 	out, err := exec.Command(bin.Cork, "forward", "--connect", local.url, "-R", "0:127.0.0.1:"+port).CombinedOutput()
 	if code := exitCode(err); code != 125 || !strings.Contains(string(out), "--forwarding=all") {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/corkvm/cork/host/e2e/harness"
+	"github.com/corkvm/cork/protocol/prototest"
 )
 
 // listenAsUID listens on a free port of 127.0.0.1 with a socket of uid's,
@@ -91,7 +92,7 @@ func TestForwardAuto(t *testing.T) {
 		}
 	}
 	l := listenAsUID(t, 65534)
-	serve(t, l, counter)
+	prototest.Serve(t, l, counter)
 	_, port, _ := net.SplitHostPort(l.Addr().String())
 	line := next(" -> " + port)
 	from, _, _ := strings.Cut(strings.TrimPrefix(line, "Forwarding from "), " -> ")

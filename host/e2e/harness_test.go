@@ -72,6 +72,41 @@ func startAgentAt(t *testing.T, sock string, args ...string) *agent {
 	return a
 }
 
+// needTools skips the test, naming what to install, where one of tools is
+// not installed.
+func needTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed (apt-get install %s)", tool, tool)
+		}
+	}
+}
+
+// exitsWithin waits for cmd, started, to exit and reports whether it did
+// within d; past d it kills cmd, and waits for that.
+func exitsWithin(cmd *exec.Cmd, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		cmd.Process.Kill()
+		<-done
+		return false
+	}
+}
+
+// waitOrKill waits for cmd to exit, and fails the test, killing it, when
+// it has not within d.
+func waitOrKill(t *testing.T, cmd *exec.Cmd, d time.Duration) {
+	t.Helper()
+	if !exitsWithin(cmd, d) {
+		t.Fatalf("%v did not exit within %v", cmd.Args, d)
+	}
+}
+
 func termios(t *testing.T, f *os.File) *unix.Termios {
 	t.Helper()
 	tio, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)

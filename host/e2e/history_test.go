@@ -5,7 +5,6 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,12 +18,9 @@ import (
 // scrolled-off lines in the pane's history, not one per attach; another
 // pane gets them once.
 func TestAttachHistoryOnce(t *testing.T) {
-	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Skip("tmux is not installed (apt-get install tmux)")
-	}
+	needTools(t, "tmux")
 	a := startAgent(t)
-	tm := tmux{t: t, socket: fmt.Sprintf("cork-test-%d", time.Now().UnixNano())}
-	t.Cleanup(func() { exec.Command("tmux", "-L", tm.socket, "kill-server").Run() })
+	tm := newTmux(t)
 	dir := t.TempDir()
 	prog := filepath.Join(dir, "prog.sh")
 	os.WriteFile(prog, []byte("for i in $(seq 1 60); do echo \"L$i.\"; done\necho ready\nwhile :; do sleep 1; done\n"), 0o755)

@@ -85,14 +85,11 @@ func TestKeptSurvivesCorkKilled(t *testing.T) {
 // TestKeptSurvivesPaneKilled: tmux kill-pane closes cork's terminal
 // (SIGHUP): the session is detached, not hung up.
 func TestKeptSurvivesPaneKilled(t *testing.T) {
-	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Skip("tmux is not installed (apt-get install tmux)")
-	}
+	needTools(t, "tmux")
 	a := startAgent(t)
-	tm := tmux{t: t, socket: fmt.Sprintf("cork-test-%d", time.Now().UnixNano())}
+	tm := newTmux(t)
 	cork := strings.Join(append([]string{bin.Cork}, corkExec(a, "-it", "--keep", "--name", "k2", "--", bin.Probe)...), " ")
 	tm.run("new-session", "-d", "-s", "kept", "-x", "80", "-y", "24", cork)
-	t.Cleanup(func() { exec.Command("tmux", "-L", tm.socket, "kill-server").Run() })
 	termtest.WaitFor(t, "the probe to start", 20*time.Second, func() bool {
 		return strings.Contains(tm.run("capture-pane", "-p", "-t", "kept"), "start ")
 	})

@@ -29,11 +29,7 @@ func paneState(tm tmux, pane string) (screen, flags string) {
 }
 
 func TestRestoreMatchesDirect(t *testing.T) {
-	for _, tool := range []string{"tmux", "less", "vim"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (apt-get install %s)", tool, tool)
-		}
-	}
+	needTools(t, "tmux", "less", "vim")
 	dir := t.TempDir()
 	long := filepath.Join(dir, "long.txt")
 	var text strings.Builder
@@ -64,8 +60,7 @@ func TestRestoreMatchesDirect(t *testing.T) {
 				t.Skip("htop is not installed (apt-get install htop)")
 			}
 			a := startAgent(t)
-			tm := tmux{t: t, socket: fmt.Sprintf("cork-test-%d", time.Now().UnixNano())}
-			t.Cleanup(func() { exec.Command("tmux", "-L", tm.socket, "kill-server").Run() })
+			tm := newTmux(t)
 			quote := func(args []string) string { return "'" + strings.Join(args, "' '") + "'" }
 			name := fmt.Sprintf("r%d", time.Now().UnixNano()%100000)
 			tm.run("new-session", "-d", "-s", "direct", "-x", "80", "-y", "24", quote(tc.argv))

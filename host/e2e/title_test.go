@@ -3,9 +3,7 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -80,12 +78,9 @@ func inOrder(t *testing.T, out string, want ...string) {
 // TestTitleBackAfterDetach: in a real tmux pane, the pane's title is the
 // host's again after a detach from a program that set its own.
 func TestTitleBackAfterDetach(t *testing.T) {
-	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Skip("tmux is not installed (apt-get install tmux)")
-	}
+	needTools(t, "tmux")
 	a := startAgent(t)
-	tm := tmux{t: t, socket: fmt.Sprintf("cork-test-%d", time.Now().UnixNano())}
-	t.Cleanup(func() { exec.Command("tmux", "-L", tm.socket, "kill-server").Run() })
+	tm := newTmux(t)
 	dir := t.TempDir()
 	wrapper := filepath.Join(dir, "run.sh")
 	cork := strings.Join(append([]string{bin.Cork}, corkExec(a, "-it", "--keep", "--name", "tb", "--",

@@ -21,6 +21,14 @@ type tmux struct {
 	socket string
 }
 
+// newTmux names a private tmux server for the test, killed when the test
+// ends; the first run starts it.
+func newTmux(t *testing.T) tmux {
+	tm := tmux{t: t, socket: fmt.Sprintf("cork-test-%d", time.Now().UnixNano())}
+	t.Cleanup(func() { exec.Command("tmux", "-L", tm.socket, "kill-server").Run() })
+	return tm
+}
+
 func (tm tmux) run(args ...string) string {
 	tm.t.Helper()
 	out, err := exec.Command("tmux", append([]string{"-L", tm.socket}, args...)...).CombinedOutput()
@@ -34,14 +42,11 @@ func (tm tmux) run(args ...string) string {
 // burst while cork runs the probe in it: the program must end at the size
 // of the pane it is drawn in.
 func TestTmuxDragEndsAtPaneSize(t *testing.T) {
-	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Skip("tmux is not installed (apt-get install tmux)")
-	}
+	needTools(t, "tmux")
 	a := startAgent(t)
-	tm := tmux{t: t, socket: fmt.Sprintf("cork-test-%d", time.Now().UnixNano())}
+	tm := newTmux(t)
 	cmd := strings.Join(append([]string{bin.Cork}, corkExec(a, "-it", "--", bin.Probe)...), " ")
 	tm.run("new-session", "-d", "-s", "drag", "-x", "80", "-y", "24", cmd)
-	t.Cleanup(func() { exec.Command("tmux", "-L", tm.socket, "kill-server").Run() })
 
 	screen := func() string { return tm.run("capture-pane", "-p", "-J", "-S", "-", "-t", "drag") }
 	termtest.WaitFor(t, "the probe to start", 20*time.Second, func() bool { return strings.Contains(screen(), "start ") })
@@ -73,9 +78,7 @@ func TestTmuxDragEndsAtPaneSize(t *testing.T) {
 // cork must leave the pane as the program's own exit would, and print its
 // message at the start of a line.
 func TestLostAgentLeavesTerminalUsable(t *testing.T) {
-	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Skip("tmux is not installed (apt-get install tmux)")
-	}
+	needTools(t, "tmux")
 	for _, tt := range []struct {
 		name, draw string
 	}{
@@ -84,14 +87,13 @@ func TestLostAgentLeavesTerminalUsable(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			a := startAgent(t)
-			tm := tmux{t: t, socket: fmt.Sprintf("cork-test-%d", time.Now().UnixNano())}
+			tm := newTmux(t)
 			dir := t.TempDir()
 			draw, wrapper := filepath.Join(dir, "draw.sh"), filepath.Join(dir, "run.sh")
 			os.WriteFile(draw, []byte(fmt.Sprintf("printf '%s'\nsleep 60\n", tt.draw)), 0o755)
 			cork := strings.Join(append([]string{bin.Cork}, corkExec(a, "-it", "--", "sh", draw)...), " ")
 			os.WriteFile(wrapper, []byte(cork+"\necho CORK_RC=$?\nsleep 60\n"), 0o755)
 			tm.run("new-session", "-d", "-s", "lost", "-x", "80", "-y", "24", "sh "+wrapper)
-			t.Cleanup(func() { exec.Command("tmux", "-L", tm.socket, "kill-server").Run() })
 			screen := func() string { return tm.run("capture-pane", "-p", "-t", "lost") }
 			termtest.WaitFor(t, "the program to draw", 20*time.Second, func() bool { return strings.Contains(screen(), "drawing") })
 
@@ -120,11 +122,7 @@ func TestLostAgentLeavesTerminalUsable(t *testing.T) {
 // size (no screen restore is needed for a program that redraws on
 // SIGWINCH).
 func TestKeptVimRedrawsOnAttach(t *testing.T) {
-	for _, tool := range []string{"tmux", "vim"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (apt-get install %s)", tool, tool)
-		}
-	}
+	needTools(t, "tmux", "vim")
 	a := startAgent(t)
 	file := filepath.Join(t.TempDir(), "lines.txt")
 	var text strings.Builder
@@ -132,8 +130,7 @@ func TestKeptVimRedrawsOnAttach(t *testing.T) {
 		fmt.Fprintf(&text, "line-%d\n", i)
 	}
 	os.WriteFile(file, []byte(text.String()), 0o644)
-	tm := tmux{t: t, socket: fmt.Sprintf("cork-test-%d", time.Now().UnixNano())}
-	t.Cleanup(func() { exec.Command("tmux", "-L", tm.socket, "kill-server").Run() })
+	tm := newTmux(t)
 	cork := strings.Join(append([]string{bin.Cork}, corkExec(a, "-it", "--keep", "--name", "vimk", "--", "vim", "-u", "NONE", "-n", file)...), " ")
 	tm.run("new-session", "-d", "-s", "one", "-x", "80", "-y", "20", cork+"; sleep 60")
 	screen := func(s string) string { return tm.run("capture-pane", "-p", "-t", s) }

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/corkvm/cork/protocol/prototest"
 )
 
 // fakeVMM listens where a VMM's hybrid vsock socket would be and answers
@@ -20,30 +22,20 @@ func fakeVMM(t *testing.T, path string, handle func(c net.Conn, request string))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
+	prototest.Serve(t, l, func(c net.Conn) {
+		var req []byte
+		b := make([]byte, 1)
 		for {
-			c, err := l.Accept()
-			if err != nil {
+			if _, err := c.Read(b); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				var req []byte
-				b := make([]byte, 1)
-				for {
-					if _, err := c.Read(b); err != nil {
-						return
-					}
-					if b[0] == '\n' {
-						break
-					}
-					req = append(req, b[0])
-				}
-				handle(c, string(req))
-			}()
+			if b[0] == '\n' {
+				break
+			}
+			req = append(req, b[0])
 		}
-	}()
+		handle(c, string(req))
+	})
 	return l
 }
 

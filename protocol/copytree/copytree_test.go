@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/prototest"
 )
 
 type problem struct {
@@ -377,16 +378,6 @@ func TestCutOffLeavesNoPart(t *testing.T) {
 	}
 }
 
-// openFds counts this process's open file descriptors.
-func openFds(t *testing.T) int {
-	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("counting fds: %v", err)
-	}
-	return len(fds)
-}
-
 // TestMalformedCopiesReleaseEverything: whatever way a copy goes wrong in
 // the middle of a file (too much data, too little, a cut, a frame that has
 // no place there), the receiver drops the file, closes every directory it
@@ -416,7 +407,7 @@ func TestMalformedCopiesReleaseEverything(t *testing.T) {
 		{"a bad end", func(w *protocol.Writer) { w.WriteFrame(protocol.TypeCopyEnd, []byte("{")) }},
 	} {
 		out := t.TempDir()
-		before := openFds(t)
+		before := prototest.OpenFds(t)
 		_, err := hostile(t, &Dest{Path: []byte(out)}, func(w *protocol.Writer) {
 			w.WriteFrame(protocol.TypeCopyRoot, root)
 			w.WriteFrame(protocol.TypeCopyEntry, sub)
@@ -427,7 +418,7 @@ func TestMalformedCopiesReleaseEverything(t *testing.T) {
 		if err == nil {
 			t.Errorf("%s: no error", c.name)
 		}
-		if after := openFds(t); after != before {
+		if after := prototest.OpenFds(t); after != before {
 			t.Errorf("%s: %d fds open before, %d after", c.name, before, after)
 		}
 		filepath.Walk(out, func(p string, fi fs.FileInfo, err error) error {

@@ -1,7 +1,8 @@
 // Package prototest speaks the protocol by hand, for tests of either side:
 // a Peer that sends frames and waits for the ones it expects, and frames
 // built byte by byte for tests that misbehave on purpose. It is to cork's
-// protocol what net/http/httptest is to HTTP.
+// protocol what net/http/httptest is to HTTP; SocketPair and Serve give
+// it the connections to speak on.
 package prototest
 
 import (

@@ -5,37 +5,14 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/prototest"
 )
-
-// socketPair returns two connected unix sockets: local ends that can be
-// half closed, as the TCP and unix connections forwarded are.
-func socketPair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
-	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := func(fd int) *net.UnixConn {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c.(*net.UnixConn)
-	}
-	return conn(fds[0]), conn(fds[1])
-}
 
 // pair returns two Muxes joined in memory, the host's (odd ids) and the
 // guest's, running until the test ends.
@@ -55,7 +32,7 @@ func pair(t *testing.T, host, guest Config) (*Mux, *Mux) {
 // reads, then half closes.
 func echo(t *testing.T) func(uint8, string) (io.ReadWriteCloser, error) {
 	return func(uint8, string) (io.ReadWriteCloser, error) {
-		local, far := socketPair(t)
+		local, far := prototest.SocketPair(t)
 		go func() {
 			io.Copy(far, far)
 			far.CloseWrite()
@@ -109,7 +86,7 @@ func TestStalledStreamHoldsBackOnlyItself(t *testing.T) {
 	accept := func(n uint8, a string) (io.ReadWriteCloser, error) {
 		if first {
 			first = false
-			local, far := socketPair(t) // far is never read
+			local, far := prototest.SocketPair(t) // far is never read
 			stalledFar <- far
 			return local, nil
 		}

@@ -12,6 +12,9 @@ import (
 	"github.com/corkvm/cork/protocol"
 )
 
+// Peers confined to their own uid (--allow-uid), for real: these tests
+// run sessions as other users, and make some, so they need root.
+
 // aliasedUser makes a user and a second passwd entry for its uid, as an
 // image may have, with gid 0 and the shadow group: what a peer confined to
 // that uid must not be able to pick. It returns the uid, the user's name
@@ -67,4 +70,38 @@ func TestConfinedPeerRunsOnlyAsItsFirstEntry(t *testing.T) {
 			t.Errorf("user %q: %q; want uid %s as %s, without group 0", user, out, want, name)
 		}
 	}
+}
+
+// TestSessionsPerConfinedUID: a uid admitted to run only as itself gets at
+// most MaxSessionsPerUID sessions at once, a kept one that runs detached
+// included, and the next is refused naming the flag, while root still
+// gets sessions; a session that ends gives its place back. Such a uid
+// could take every session of the agent before.
+func TestSessionsPerConfinedUID(t *testing.T) {
+	requireRoot(t)
+	srv := newServer(t, agent.Config{MaxSessionsPerUID: 2, DisconnectGrace: 100 * time.Millisecond})
+	t.Cleanup(func() { srv.Shutdown(time.Second) }) // the kept session too
+	const nobody = 65534
+	kept := dial(t, srv, nobody)
+	kept.Exec(keep("nobody-kept", "sleep", "600"))
+	kept.Conn.Close() // detached, still running
+	plain := dial(t, srv, nobody)
+	plain.Exec(protocol.Exec{Argv: []string{"sleep", "600"}})
+
+	refused := dial(t, srv, nobody)
+	refused.Send(protocol.TypeExec, &protocol.Exec{Argv: []string{"true"}})
+	refused.ExpectError(protocol.KindBusy, "uid 65534 already has 2 sessions")
+	root := dial(t, srv, 0)
+	root.Exec(protocol.Exec{Argv: []string{"true"}})
+	if _, _, exit := root.Output(nil); exit.Code != 0 {
+		t.Fatalf("root's session beside a confined uid at its limit: %+v", exit)
+	}
+
+	plain.Conn.Close() // hung up: its place is free once it has ended
+	waitFor(t, "the confined uid's place to come back", 10*time.Second, func() bool {
+		p := dial(t, srv, nobody)
+		p.Send(protocol.TypeExec, &protocol.Exec{Argv: []string{"true"}})
+		typ, _, err := p.R.Next()
+		return err == nil && typ == protocol.TypeStarted
+	})
 }

@@ -153,6 +153,16 @@ func newUser(t *testing.T) testUser {
 
 func (u testUser) sock() string { return fmt.Sprintf("/tmp/corkd-%d/kept.sock", u.uid) }
 
+// makeDir makes u's keeper directory as a keeper makes it: 0700 and u's.
+func (u testUser) makeDir(t *testing.T) {
+	t.Helper()
+	dir := filepath.Dir(u.sock())
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(dir, u.uid, u.gid)
+}
+
 func (u testUser) command(role string, env ...string) *exec.Cmd {
 	cmd := exec.Command(binPath)
 	cmd.Env = append([]string{"CORKD_TEST_ROLE=" + role, "PATH=/usr/bin:/bin"}, env...)
@@ -417,11 +427,7 @@ func TestKeeperSocketRemovedNoSecondKeeper(t *testing.T) {
 // message naming the lock, within a bound, instead of hanging.
 func TestKeeperLockWaitBounded(t *testing.T) {
 	victim := newUser(t)
-	dir := filepath.Dir(victim.sock())
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	os.Chown(dir, victim.uid, victim.gid)
+	victim.makeDir(t)
 	lock, err := os.OpenFile(victim.sock()+".lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		t.Fatal(err)
@@ -668,11 +674,7 @@ func TestKeeperFoundAtTheOtherPlace(t *testing.T) {
 // user's own.
 func TestKeeperRootListenerRefusedByUser(t *testing.T) {
 	victim := newUser(t)
-	dir := filepath.Dir(victim.sock())
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	os.Chown(dir, victim.uid, victim.gid)
+	victim.makeDir(t)
 	l, err := net.Listen("unix", victim.sock())
 	if err != nil {
 		t.Fatal(err)
