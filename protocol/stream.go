@@ -44,6 +44,9 @@ type Forward struct {
 	// Watch asks for Ports frames (CapForwardWatch): the TCP ports that
 	// programs in the guest listen on, sent again whenever they change.
 	Watch bool `json:"watch,omitempty"`
+	// EarlyData offers early data: the opener of a stream sends before
+	// the answer. Both sides use it once Forwarding.EarlyData agrees.
+	EarlyData bool `json:"early_data,omitempty"`
 }
 
 // Validate reports what is wrong with a Forward.
@@ -61,6 +64,9 @@ type Forwarding struct {
 	// AgentSocket is the agent socket's path in the guest, when
 	// Forward.Agent asked for one: the session's SSH_AUTH_SOCK.
 	AgentSocket string `json:"agent_socket,omitempty"`
+	// EarlyData agrees to Forward.EarlyData: from now on, both sides send
+	// early data and take it.
+	EarlyData bool `json:"early_data,omitempty"`
 }
 
 // Limits on stream frames.
@@ -74,6 +80,10 @@ const (
 	MaxStreamAddress = 4096
 	// MaxStreamReason bounds a StreamRefused's reason.
 	MaxStreamReason = 1024
+	// EarlyWindow is how many bytes of StreamData the opener of a stream
+	// sends before the answer, with early data; every window is then at
+	// least this.
+	EarlyWindow = 32 << 10
 )
 
 // Networks a StreamOpen names.

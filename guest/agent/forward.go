@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/corkvm/cork/guest/account"
 	"github.com/corkvm/cork/protocol"
 	"github.com/corkvm/cork/protocol/streams"
 )
@@ -102,7 +101,7 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 	defer s.sessionEnded()
 	log := s.log.With("forward", newSessionID(), "user", acct.Name)
 	fc := &s.cfg.Forward
-	answer := &protocol.Forwarding{MaxStreams: fc.MaxStreamsPerConn}
+	answer := &protocol.Forwarding{MaxStreams: fc.MaxStreamsPerConn, EarlyData: req.EarlyData && fc.Window >= protocol.EarlyWindow}
 	var agent *agentSocket
 	if req.Agent {
 		var err error
@@ -119,15 +118,18 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 	log.Info("forwarding", "uid", acct.UID, "agent", answer.AgentSocket)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel() // a dial still waiting ends with the connection
+	dialer := newUserThread(acct)
+	defer dialer.stop()
 	listeners := &guestListeners{srv: s, acct: acct, warn: s.limitLog(log.Warn, acct.UID), info: s.limitLog(log.Info, acct.UID)}
 	defer listeners.close()
 	m := streams.New(hs.c, hs.r, hs.w, streams.Config{
 		Window: fc.Window, MaxStreams: fc.MaxStreamsPerConn,
 		Accept: func(network uint8, address string) (io.ReadWriteCloser, error) {
-			return s.dialStream(ctx, acct, network, address)
+			return s.dialStream(ctx, dialer, network, address)
 		},
 		Control: listeners.control,
 		Log:     listeners.info,
+		Early:   answer.EarlyData,
 	})
 	listeners.m = m
 	if agent != nil {
@@ -152,16 +154,17 @@ func (s *Server) limitLog(logf func(string, ...any), uid uint32) func(string, ..
 	}
 }
 
-// dialStream connects to address in the guest for a stream, as acct, within
-// acct's limit of streams; ctx ends with the forwarding connection.
-func (s *Server) dialStream(ctx context.Context, acct *account.Account, network uint8, address string) (io.ReadWriteCloser, error) {
-	release, err := s.streamsPerUID.take(acct.UID, s.cfg.Forward.MaxStreamsPerUID, s.cfg.Forward.MaxStreams)
+// dialStream connects to address in the guest for a stream, as the
+// dialer's account, within its limit of streams; ctx ends with the
+// forwarding connection.
+func (s *Server) dialStream(ctx context.Context, dialer *userThread, network uint8, address string) (io.ReadWriteCloser, error) {
+	release, err := s.streamsPerUID.take(dialer.acct.UID, s.cfg.Forward.MaxStreamsPerUID, s.cfg.Forward.MaxStreams)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Forward.DialTimeout)
 	defer cancel()
-	c, err := dialAs(ctx, acct, network, address)
+	c, err := dialAs(ctx, dialer, network, address)
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = fmt.Errorf("%s: no connection within %v (corkd serve's dial timeout)", address, s.cfg.Forward.DialTimeout)
 	}

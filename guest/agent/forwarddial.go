@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -18,37 +19,133 @@ import (
 	"github.com/corkvm/cork/protocol"
 )
 
-// dialAs connects to address in the guest for a stream as acct: the socket
-// is made on a thread that has taken acct's uid, gid and groups, so the
-// kernel checks acct's permissions and records acct as the socket's owner.
-// That owner is what SO_PEERCRED tells the program behind a unix socket
-// and what a firewall's uid-owner rule matches for TCP. ctx bounds the
-// dial.
-func dialAs(ctx context.Context, acct *account.Account, network uint8, address string) (net.Conn, error) {
+// dialAs connects to address in the guest for a stream as t's account: the
+// socket is made on a thread that has taken the account's uid, gid and
+// groups, so the kernel checks its permissions and records it as the
+// socket's owner. That owner is what SO_PEERCRED tells the program behind
+// a unix socket and what a firewall's uid-owner rule matches for TCP. ctx
+// bounds the dial.
+func dialAs(ctx context.Context, t *userThread, network uint8, address string) (net.Conn, error) {
 	switch network {
 	case protocol.NetUnix:
-		return dialUnixAs(address, acct)
+		return dialUnixAs(t, address)
 	case protocol.NetTCP:
-		return dialTCPAs(ctx, acct, address)
+		return dialTCPAs(ctx, t, address)
 	}
 	return nil, fmt.Errorf("corkd connects only to TCP addresses and unix sockets, not network %d", network)
 }
 
 // asUser runs fn on a thread of its own that has taken acct's identity,
-// and returns fn's error or why the identity could not be taken. The
-// thread is locked and never unlocked: Go ends it with its goroutine, so
-// nothing else ever runs as acct.
+// and returns fn's error or why the identity could not be taken.
 func asUser(acct *account.Account, fn func() error) error {
+	t := newUserThread(acct)
+	defer t.stop()
+	return t.do(fn)
+}
+
+// userThread runs functions on one thread that has taken an account's
+// identity. A forwarding connection's dials share one, so that a dial
+// costs a hand-off between goroutines, not a thread made and ended. The
+// thread is locked and never unlocked: Go ends it with its goroutine,
+// after stop or once it has been idle a while, so nothing else ever runs
+// as the account.
+type userThread struct {
+	acct *account.Account
+	wake chan struct{} // a job was queued, or stop was called
+
+	mu      sync.Mutex
+	jobs    []func(identityErr error)
+	running bool // the thread's goroutine runs, and takes jobs
+	stopped bool
+}
+
+// userThreadIdle is how long a user thread waits for work before it ends.
+const userThreadIdle = 5 * time.Second
+
+func newUserThread(acct *account.Account) *userThread {
+	return &userThread{acct: acct, wake: make(chan struct{}, 1)}
+}
+
+// do runs fn as t's account and returns its error, or why the identity
+// could not be taken. When corkd's own identity is the account's already,
+// fn runs on the calling goroutine.
+func (t *userThread) do(fn func() error) error {
+	if !mustSwitch(t.acct) {
+		return fn()
+	}
 	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		err := becomeUser(acct)
-		if err == nil {
-			err = fn()
+	t.mu.Lock()
+	t.jobs = append(t.jobs, func(identityErr error) {
+		if identityErr != nil {
+			errc <- identityErr
+			return
 		}
-		errc <- err
-	}()
+		errc <- fn()
+	})
+	if !t.running {
+		t.running = true
+		go t.run()
+	}
+	t.mu.Unlock()
+	t.signal()
 	return <-errc
+}
+
+// stop ends the thread once the jobs queued are done.
+func (t *userThread) stop() {
+	t.mu.Lock()
+	t.stopped = true
+	t.mu.Unlock()
+	t.signal()
+}
+
+func (t *userThread) signal() {
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run takes the identity, then runs the jobs queued until t stops or
+// idles. A thread that failed to take it answers every job with why, and
+// ends.
+func (t *userThread) run() {
+	runtime.LockOSThread()
+	identityErr := becomeUser(t.acct)
+	idle := time.NewTimer(userThreadIdle)
+	defer idle.Stop()
+	idled := false
+	for {
+		t.mu.Lock()
+		jobs := t.jobs
+		t.jobs = nil
+		if len(jobs) == 0 && (t.stopped || idled || identityErr != nil) {
+			t.running = false
+			t.mu.Unlock()
+			return
+		}
+		t.mu.Unlock()
+		for _, job := range jobs {
+			job(identityErr)
+		}
+		if len(jobs) > 0 {
+			idle.Reset(userThreadIdle)
+			idled = false
+			continue
+		}
+		select {
+		case <-t.wake:
+		case <-idle.C:
+			idled = true
+		}
+	}
+}
+
+// mustSwitch reports whether acting as acct takes a change of identity:
+// corkd runs as root and acct is not root. A corkd that is not root serves
+// only its own user (canServe).
+func mustSwitch(acct *account.Account) bool {
+	return uint32(os.Geteuid()) == 0 && acct.UID != 0
 }
 
 // becomeUser gives the calling thread acct's groups, then its real,
@@ -58,8 +155,8 @@ func asUser(acct *account.Account, fn func() error) error {
 // keeps credentials per thread, so the raw calls change this one alone.
 // Unlike setfsuid, this changes the uid that sockets record.
 func becomeUser(acct *account.Account) error {
-	if uint32(os.Geteuid()) != 0 || acct.UID == 0 {
-		return nil // corkd serves only its own user (canServe), or root wants root
+	if !mustSwitch(acct) {
+		return nil
 	}
 	var groups unsafe.Pointer
 	if len(acct.Groups) > 0 {
@@ -81,15 +178,15 @@ func becomeUser(acct *account.Account) error {
 	return nil
 }
 
-// dialUnixAs connects to the unix socket at path as acct: connect(2)
-// checks acct's permissions on the socket and the directories above it,
-// and the listener's SO_PEERCRED names acct.
-func dialUnixAs(path string, acct *account.Account) (net.Conn, error) {
+// dialUnixAs connects to the unix socket at path as t's account: connect(2)
+// checks its permissions on the socket and the directories above it, and
+// the listener's SO_PEERCRED names it.
+func dialUnixAs(t *userThread, path string) (net.Conn, error) {
 	if !filepath.IsAbs(path) {
 		return nil, fmt.Errorf("unix socket %q: the path must be absolute", path)
 	}
 	var c net.Conn
-	err := asUser(acct, func() (err error) {
+	err := t.do(func() (err error) {
 		c, err = connectUnix(path)
 		return err
 	})
@@ -117,9 +214,9 @@ func connectUnix(path string) (net.Conn, error) {
 	return net.FileConn(f)
 }
 
-// dialTCPAs connects to address (host:port) as acct, trying each of the
-// host's addresses in turn within ctx.
-func dialTCPAs(ctx context.Context, acct *account.Account, address string) (net.Conn, error) {
+// dialTCPAs connects to address (host:port) as t's account, trying each of
+// the host's addresses in turn within ctx.
+func dialTCPAs(ctx context.Context, t *userThread, address string) (net.Conn, error) {
 	host, port, err := net.SplitHostPort(address)
 	if err != nil {
 		return nil, err
@@ -137,7 +234,7 @@ func dialTCPAs(ctx context.Context, acct *account.Account, address string) (net.
 	}
 	for _, ip := range ips {
 		var c net.Conn
-		c, err = connectTCPAs(ctx, acct, netip.AddrPortFrom(ip.Unmap(), uint16(pn)))
+		c, err = connectTCPAs(ctx, t, netip.AddrPortFrom(ip.Unmap(), uint16(pn)))
 		if err == nil || ctx.Err() != nil {
 			return c, err
 		}
@@ -145,15 +242,16 @@ func dialTCPAs(ctx context.Context, acct *account.Account, address string) (net.
 	return nil, err
 }
 
-// connectTCPAs makes the socket and starts its connect as acct, then waits
-// for the connect through Go's poller, not on a thread, until ctx ends.
-func connectTCPAs(ctx context.Context, acct *account.Account, ap netip.AddrPort) (net.Conn, error) {
+// connectTCPAs makes the socket and starts its connect as t's account,
+// then waits for the connect through Go's poller, not on t's thread, until
+// ctx ends.
+func connectTCPAs(ctx context.Context, t *userThread, ap netip.AddrPort) (net.Conn, error) {
 	opErr := func(call string, err error) error {
 		return &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: os.NewSyscallError(call, err)}
 	}
 	var fd int
 	var call string
-	err := asUser(acct, func() (err error) {
+	err := t.do(func() (err error) {
 		fd, call, err = startConnect(ap)
 		return err
 	})

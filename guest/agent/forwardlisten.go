@@ -124,6 +124,9 @@ func (s *Server) carryToHost(m *streams.Mux, acct *account.Account, warn, info f
 	}
 	st.WhenGone(release)
 	streams.Join(st, c, info)
+	if err := st.Answer(); err != nil {
+		info("the host did not take a connection", "to", address, "err", err) // early data: the refusal ended the join
+	}
 }
 
 // close closes every listener; none opens after it.

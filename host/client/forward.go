@@ -80,6 +80,7 @@ func ForwardAgentTo(conn io.ReadWriteCloser, software, session string, agent fun
 }
 
 func forward(conn io.ReadWriteCloser, software string, req *protocol.Forward, agent func() (net.Conn, error)) (*Forwarder, error) {
+	req.EarlyData = true
 	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
 	fw, err := startForward(r, w, software, req)
 	if err != nil {
@@ -88,7 +89,7 @@ func forward(conn io.ReadWriteCloser, software string, req *protocol.Forward, ag
 	}
 	f := &Forwarder{remotes: map[uint32]*remote{}, agent: agent, agentSocket: fw.AgentSocket, portsReady: make(chan struct{}, 1)}
 	f.m = streams.New(conn, r, w, streams.Config{Window: ForwardWindow, MaxStreams: min(fw.MaxStreams, MaxForwardStreams), Odd: true,
-		Accept: f.accept, Control: f.control})
+		Accept: f.accept, Control: f.control, Early: fw.EarlyData})
 	go f.m.Run()
 	return f, nil
 }
@@ -153,12 +154,17 @@ func (f *Forwarder) Serve(l net.Listener, network uint8, address string, failed 
 				return
 			}
 			streams.Join(s, c, nil)
+			if err := s.Answer(); err != nil {
+				failed(err) // early data: the refusal ended the join
+			}
 		}()
 	}
 }
 
 // Dial opens one stream to address in the guest: a connection there, as
-// the Forwarder's user.
+// the Forwarder's user. With a corkd that takes early data it returns
+// before the guest has connected, and the stream's Answer says whether
+// it did; Read and Write report a refusal too.
 func (f *Forwarder) Dial(network uint8, address string) (*streams.Stream, error) {
 	return f.m.Open(network, address)
 }

@@ -39,6 +39,12 @@ type Config struct {
 	// connection's reader: it must not wait, and p is valid only until
 	// it returns. An error ends the connection.
 	Control func(t protocol.Type, p []byte) error
+	// Early is whether both sides agreed to early data (Forward.EarlyData
+	// and Forwarding.EarlyData): an opener sends up to
+	// protocol.EarlyWindow bytes, its half close and its close before
+	// the answer, and Open does not wait for it. Window must then be at
+	// least protocol.EarlyWindow.
+	Early bool
 }
 
 // Releaser is a local end that Config.Accept returns with something held
@@ -59,9 +65,13 @@ type Mux struct {
 
 	mu      sync.Mutex
 	streams map[uint32]*Stream
-	nextID  uint32
-	err     error // why the connection ended, once it has
-	done    chan struct{}
+	// draining holds the streams this side refused while early data may
+	// still come for them: their frames are discarded until the opener's
+	// StreamClose, and there are at most MaxStreams of them.
+	draining map[uint32]struct{}
+	nextID   uint32
+	err      error // why the connection ended, once it has
+	done     chan struct{}
 }
 
 // ErrClosed is a stream's error once the peer closed it, or once this
@@ -84,7 +94,7 @@ func New(conn io.ReadWriteCloser, r *protocol.Reader, w *protocol.Writer, cfg Co
 	if cfg.Log == nil {
 		cfg.Log = func(string, ...any) {}
 	}
-	m := &Mux{cfg: cfg, conn: conn, r: r, w: w, streams: map[uint32]*Stream{}, done: make(chan struct{})}
+	m := &Mux{cfg: cfg, conn: conn, r: r, w: w, streams: map[uint32]*Stream{}, draining: map[uint32]struct{}{}, done: make(chan struct{})}
 	if cfg.Odd {
 		m.nextID = 1
 	} else {
@@ -127,8 +137,9 @@ func (m *Mux) Close() error {
 
 var errConnClosed = errors.New("connection closed")
 
-// Run reads frames until the connection ends, and returns why: nil when
-// the peer closed it cleanly. Every stream ends with it.
+// Run reads frames until the connection ends, and returns why (the first
+// reason, when a stream's goroutine ended it): nil when the peer closed it
+// cleanly. Every stream ends with it.
 func (m *Mux) Run() error {
 	for {
 		t, p, err := m.r.NextShared()
@@ -136,11 +147,10 @@ func (m *Mux) Run() error {
 			err = m.handle(t, p)
 		}
 		if err != nil {
-			if err == io.EOF {
-				m.fail(io.EOF)
+			m.fail(err) // kept unless the connection ended for another reason first
+			if err = m.Err(); err == io.EOF {
 				return nil
 			}
-			m.fail(err)
 			return err
 		}
 	}
@@ -182,7 +192,11 @@ func (m *Mux) handle(t protocol.Type, p []byte) error {
 	}
 	m.mu.Lock()
 	s := m.streams[f.ID]
+	_, draining := m.draining[f.ID]
 	m.mu.Unlock()
+	if s == nil && draining {
+		return m.drain(t, f.ID)
+	}
 	if s == nil {
 		return fmt.Errorf("protocol: %s for stream %d, which is not open", t, f.ID)
 	}
@@ -190,7 +204,7 @@ func (m *Mux) handle(t protocol.Type, p []byte) error {
 	case protocol.TypeStreamOpened:
 		return s.accepted(f.Window)
 	case protocol.TypeStreamRefused:
-		return s.refused(f.Reason)
+		return s.refusedByPeer(f.Reason)
 	case protocol.TypeStreamData:
 		return s.data(f.Data)
 	case protocol.TypeStreamAck:
@@ -209,7 +223,7 @@ func (m *Mux) opened(f *protocol.StreamFrame) error {
 		return fmt.Errorf("protocol: the peer opened stream %d, an id of this side's", f.ID)
 	}
 	m.mu.Lock()
-	if m.streams[f.ID] != nil {
+	if _, draining := m.draining[f.ID]; draining || m.streams[f.ID] != nil {
 		m.mu.Unlock()
 		return fmt.Errorf("protocol: the peer opened stream %d, which is already open", f.ID)
 	}
@@ -219,7 +233,7 @@ func (m *Mux) opened(f *protocol.StreamFrame) error {
 		if m.cfg.Accept == nil {
 			reason = "this side opens no streams"
 		}
-		return m.send(protocol.TypeStreamRefused, &protocol.StreamFrame{ID: f.ID, Reason: reason})
+		return m.refuse(f.ID, reason)
 	}
 	s := m.newStream(f.ID, f.Window)
 	m.streams[f.ID] = s
@@ -239,18 +253,91 @@ func (m *Mux) accept(s *Stream, network uint8, address string) {
 	}
 	if err != nil {
 		m.cfg.Log("stream refused", "err", Clip(err.Error(), maxLogged))
-		m.forget(s.id)
-		m.send(protocol.TypeStreamRefused, &protocol.StreamFrame{ID: s.id, Reason: Clip(err.Error(), protocol.MaxStreamReason)})
+		m.refuseStream(s, Clip(err.Error(), protocol.MaxStreamReason))
 		return
 	}
-	s.mu.Lock()
-	s.open = true
-	s.mu.Unlock()
-	if s.send(protocol.TypeStreamOpened, &protocol.StreamFrame{Window: m.cfg.Window}) != nil {
+	closed, err := s.answerOpen(m.cfg.Window)
+	if err != nil {
 		local.Close()
 		return
 	}
+	if closed { // the opener closed it while it was connected: early data
+		local.Close()
+		m.forget(s.id)
+		s.Close()
+		return
+	}
 	Join(s, local, m.cfg.Log)
+}
+
+// refuseStream refuses s, a stream the peer opened that is waiting for
+// its answer.
+func (m *Mux) refuseStream(s *Stream, reason string) {
+	m.mu.Lock()
+	s.mu.Lock()
+	s.refused = true
+	closed := s.gotClose
+	s.mu.Unlock()
+	delete(m.streams, s.id)
+	ok := closed || m.drainLocked(s.id)
+	m.mu.Unlock()
+	s.goneFromConn()
+	m.answerRefused(s.id, ok, reason)
+}
+
+// refuse answers the peer's open of stream id, which this side does not
+// keep, with StreamRefused.
+func (m *Mux) refuse(id uint32, reason string) error {
+	m.mu.Lock()
+	ok := m.drainLocked(id)
+	m.mu.Unlock()
+	return m.answerRefused(id, ok, reason)
+}
+
+// drainLocked has the frames of stream id, which this side refuses, drained
+// until the peer's StreamClose when early data may follow the open. It
+// reports false when the peer already left as many refused streams
+// unclosed as it may keep open. m.mu is held.
+func (m *Mux) drainLocked(id uint32) bool {
+	if !m.cfg.Early {
+		return true
+	}
+	if len(m.draining) >= m.cfg.MaxStreams {
+		return false
+	}
+	m.draining[id] = struct{}{}
+	return true
+}
+
+// answerRefused sends StreamRefused for id, or, when its frames could not
+// be drained, ends the connection.
+func (m *Mux) answerRefused(id uint32, drained bool, reason string) error {
+	if !drained {
+		err := fmt.Errorf("protocol: the peer left %d refused streams unclosed", m.cfg.MaxStreams)
+		m.fail(err)
+		return err
+	}
+	return m.send(protocol.TypeStreamRefused, &protocol.StreamFrame{ID: id, Reason: reason})
+}
+
+// drain takes a frame for a stream this side refused (early data):
+// data and a half close are discarded, the peer's StreamClose frees the
+// id.
+func (m *Mux) drain(t protocol.Type, id uint32) error {
+	switch t {
+	case protocol.TypeStreamData, protocol.TypeStreamEOF:
+		return nil
+	case protocol.TypeStreamClose:
+		m.undrain(id)
+		return nil
+	}
+	return fmt.Errorf("protocol: %s for stream %d, which was refused", t, id)
+}
+
+func (m *Mux) undrain(id uint32) {
+	m.mu.Lock()
+	delete(m.draining, id)
+	m.mu.Unlock()
 }
 
 // maxLogged bounds the text of a peer's that goes into one log line (an
@@ -272,7 +359,9 @@ func Clip(s string, n int) string {
 }
 
 // Open opens a stream to address on the peer's side and waits for the
-// answer: the stream, or an error carrying the peer's reason.
+// answer: the stream, or an error carrying the peer's reason. With early
+// data (Config.Early) it returns at once: the stream takes writes before
+// the answer, and its Read, Write and Answer report a refusal.
 func (m *Mux) Open(network uint8, address string) (*Stream, error) {
 	m.mu.Lock()
 	if m.err != nil {
@@ -285,8 +374,12 @@ func (m *Mux) Open(network uint8, address string) (*Stream, error) {
 	}
 	id := m.nextID
 	m.nextID += 2
-	s := m.newStream(id, 0)
-	s.answer = make(chan error, 1)
+	var early uint32
+	if m.cfg.Early {
+		early = protocol.EarlyWindow
+	}
+	s := m.newStream(id, early)
+	s.answered = make(chan struct{})
 	m.streams[id] = s
 	m.mu.Unlock()
 	err := m.send(protocol.TypeStreamOpen, &protocol.StreamFrame{ID: id, Window: m.cfg.Window, Network: network, Address: address})
@@ -294,12 +387,10 @@ func (m *Mux) Open(network uint8, address string) (*Stream, error) {
 		m.forget(id)
 		return nil, err
 	}
-	select {
-	case err = <-s.answer:
-	case <-m.done:
-		err = m.Err()
+	if m.cfg.Early {
+		return s, nil
 	}
-	if err != nil {
+	if err := s.Answer(); err != nil {
 		return nil, err
 	}
 	return s, nil

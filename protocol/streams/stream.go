@@ -24,7 +24,12 @@ type Stream struct {
 	credit uint32 // bytes this side may send
 	given  uint32 // the peer's window: credit never exceeds it
 	open   bool   // accepted: data may flow
-	answer chan error
+
+	// A stream this side opened has answered, closed with the peer's
+	// answer; answerErr is nil, a *RefusedError, or the connection's end.
+	answered  chan struct{}
+	answerErr error
+	refused   bool // a stream the peer opened that this side refused
 
 	gotEOF, sentEOF     bool
 	gotClose, sentClose bool
@@ -58,30 +63,79 @@ func (m *Mux) newStream(id, window uint32) *Stream {
 	return s
 }
 
-// accepted is the peer's StreamOpened for a stream this side opened.
+// accepted is the peer's StreamOpened for a stream this side opened. What
+// was sent before it (early data) comes out of the window it gives.
 func (s *Stream) accepted(window uint32) error {
 	s.mu.Lock()
-	if s.answer == nil || s.open {
+	sent := s.given - s.credit
+	if s.answered == nil || s.open || window < sent {
 		s.mu.Unlock()
-		return fmt.Errorf("protocol: %s for stream %d, which is not waiting for one", protocol.TypeStreamOpened, s.id)
+		return fmt.Errorf("protocol: %s for stream %d, which is not waiting for one (or a window below the %d bytes sent)", protocol.TypeStreamOpened, s.id, sent)
 	}
-	s.open, s.credit, s.given = true, window, window
+	s.open, s.credit, s.given = true, window-sent, window
+	s.cond.Broadcast()
 	s.mu.Unlock()
 	s.tell(nil)
 	return nil
 }
 
-// refused is the peer's StreamRefused: the open failed with reason.
-func (s *Stream) refused(reason string) error {
+// refusedByPeer is the peer's StreamRefused: the open failed with reason.
+// With early data the stream's reads and writes end with it, and the peer,
+// which discards the stream's frames meanwhile, is sent the StreamClose
+// that frees its id, unless this side sent one already.
+func (s *Stream) refusedByPeer(reason string) error {
+	err := &RefusedError{Reason: reason}
 	s.mu.Lock()
-	waiting := s.answer != nil && !s.open
+	waiting := s.answered != nil && !s.open
+	closeNow := waiting && s.m.cfg.Early && !s.sentClose
+	if waiting {
+		s.err = err
+		s.sentClose = s.sentClose || closeNow
+		s.cond.Broadcast()
+	}
 	s.mu.Unlock()
 	if !waiting {
 		return fmt.Errorf("protocol: %s for stream %d, which is not waiting for an answer", protocol.TypeStreamRefused, s.id)
 	}
 	s.m.forget(s.id)
-	s.tell(&RefusedError{Reason: reason})
+	s.tell(err)
+	if closeNow {
+		if err := s.send(protocol.TypeStreamClose, &protocol.StreamFrame{}); err != nil && err != ErrClosed {
+			return err
+		}
+	}
 	return nil
+}
+
+// answerOpen accepts a stream the peer opened and sends StreamOpened, both
+// under sendMu, so that a StreamClose this side sends in answer to the
+// opener's can only follow it. It reports whether the opener closed the
+// stream before the answer (early data).
+func (s *Stream) answerOpen(window uint32) (closed bool, err error) {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	s.mu.Lock()
+	s.open = true
+	closed = s.gotClose
+	s.mu.Unlock()
+	return closed, s.m.send(protocol.TypeStreamOpened, &protocol.StreamFrame{ID: s.id, Window: window})
+}
+
+// Answer waits for the peer's answer to a stream this side opened: nil
+// once it accepted the stream, a *RefusedError, or why the connection
+// ended. For a stream the peer opened it is nil.
+func (s *Stream) Answer() error {
+	if s.answered == nil {
+		return nil
+	}
+	<-s.answered
+	return s.answerErr
+}
+
+// pendingEarly reports whether s is a stream the peer opened that is
+// waiting for this side's answer while early data may come; s.mu is held.
+func (s *Stream) pendingEarly() bool {
+	return s.m.cfg.Early && s.answered == nil && !s.open
 }
 
 // RefusedError is Open's error when the peer refused the stream.
@@ -94,7 +148,9 @@ func (s *Stream) data(p []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case !s.open || s.gotEOF || s.gotClose:
+	case s.refused:
+		return nil // early data for a stream refused here: discarded
+	case !(s.open || s.pendingEarly()) || s.gotEOF || s.gotClose:
 		return fmt.Errorf("protocol: data on stream %d, which is not open for it", s.id)
 	case uint64(s.held)+uint64(len(p)) > uint64(s.m.cfg.Window):
 		return fmt.Errorf("protocol: stream %d overran its window of %d bytes", s.id, s.m.cfg.Window)
@@ -123,7 +179,10 @@ func (s *Stream) ack(n uint32) error {
 func (s *Stream) eof() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.open || s.gotEOF {
+	if s.refused {
+		return nil
+	}
+	if !(s.open || s.pendingEarly()) || s.gotEOF {
 		return fmt.Errorf("protocol: %s on stream %d, which is not open for it", protocol.TypeStreamEOF, s.id)
 	}
 	s.gotEOF = true
@@ -135,7 +194,16 @@ func (s *Stream) eof() error {
 // unless this side sent one already, and the stream is gone.
 func (s *Stream) peerClosed() error {
 	s.mu.Lock()
-	if !s.open {
+	switch {
+	case s.refused: // refused here: the close frees the id
+		s.mu.Unlock()
+		s.m.undrain(s.id)
+		return nil
+	case s.pendingEarly() && !s.gotClose: // answered once connected (Mux.accept)
+		s.gotClose = true
+		s.mu.Unlock()
+		return nil
+	case !s.open:
 		s.mu.Unlock()
 		return fmt.Errorf("protocol: %s on stream %d, which was never accepted", protocol.TypeStreamClose, s.id)
 	}
@@ -159,7 +227,7 @@ func (s *Stream) lost(err error) {
 	s.err = err
 	s.cond.Broadcast()
 	s.mu.Unlock()
-	if s.answer != nil {
+	if s.answered != nil {
 		s.tell(err)
 	}
 	s.goneFromConn()
@@ -195,11 +263,15 @@ func (s *Stream) goneFromConn() {
 	}
 }
 
-// tell gives Open its answer; only the first counts.
+// tell gives the stream its answer; only the first counts.
 func (s *Stream) tell(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	select {
-	case s.answer <- err:
+	case <-s.answered:
 	default:
+		s.answerErr = err
+		close(s.answered)
 	}
 }
 
@@ -308,7 +380,8 @@ func Join(s *Stream, local io.ReadWriteCloser, log func(string, ...any)) {
 	var once sync.Once
 	abort := func(err error) {
 		once.Do(func() {
-			if log != nil && !errors.Is(err, ErrClosed) {
+			var refused *RefusedError
+			if log != nil && !errors.Is(err, ErrClosed) && !errors.As(err, &refused) {
 				log("stream ended early", "stream", s.id, "err", Clip(err.Error(), maxLogged))
 			}
 			local.Close()
