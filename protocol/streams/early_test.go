@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/corkvm/cork/protocol"
+	"github.com/corkvm/cork/protocol/prototest"
 )
 
 func earlyConfig(window uint32, accept func(uint8, string) (io.ReadWriteCloser, error)) Config {
@@ -34,7 +35,7 @@ func gated(t *testing.T, gate <-chan struct{}, refuse bool) func(uint8, string) 
 // corkd (net.Pipe would make each such write wait for the other reader).
 func socketMuxes(t *testing.T, host, guest Config) (*Mux, *Mux) {
 	t.Helper()
-	a, b := socketPair(t)
+	a, b := prototest.SocketPair(t)
 	host.Odd, guest.Odd = true, false
 	mh := New(a, protocol.NewReader(a), protocol.NewWriter(a), host)
 	mg := New(b, protocol.NewReader(b), protocol.NewWriter(b), guest)
