@@ -147,7 +147,7 @@ func (f *Forwarder) Serve(l net.Listener, network uint8, address string, failed 
 			return err
 		}
 		go func() {
-			s, err := f.Dial(network, address)
+			s, err := f.m.Open(network, address) // with early data, before the guest connects
 			if err != nil {
 				c.Close()
 				failed(err)
@@ -161,12 +161,17 @@ func (f *Forwarder) Serve(l net.Listener, network uint8, address string, failed 
 	}
 }
 
-// Dial opens one stream to address in the guest: a connection there, as
-// the Forwarder's user. With a corkd that takes early data it returns
-// before the guest has connected, and the stream's Answer says whether
-// it did; Read and Write report a refusal too.
+// Dial opens one stream to address in the guest, a connection there as
+// the Forwarder's user, and returns it once the guest has connected it.
 func (f *Forwarder) Dial(network uint8, address string) (*streams.Stream, error) {
-	return f.m.Open(network, address)
+	s, err := f.m.Open(network, address)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Answer(); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Listen asks corkd to listen on port of the guest's loopback (corkd
