@@ -282,7 +282,7 @@
 // has 1 to 4096 bytes and no NUL. The other side answers StreamOpened
 // once it has connected, or StreamRefused with why not (the reason is
 // for the user: "dial unix /run/x.sock: permission denied"); a refused
-// id is free at once. A side refuses an open beyond the most streams it
+// id is free at once (with early data, below, once the opener closes it). A side refuses an open beyond the most streams it
 // keeps, without taking anything for it.
 //
 // Each side gives a window, in its StreamOpen or StreamOpened: the bytes
@@ -303,6 +303,22 @@
 // for a stream it closed. The id is free once a side has both sent and
 // received StreamClose. When the connection ends, every stream on it
 // ends.
+//
+// Early data, as TCP Fast Open's data in a SYN: a host that sets
+// Forward.EarlyData, answered by a guest that sets Forwarding.EarlyData,
+// agrees that from then on the opener of a stream, either side, may send
+// up to 32 KiB of StreamData, a StreamEOF and a StreamClose right behind
+// its StreamOpen, before the answer; every window on the connection is
+// then at least 32 KiB, and what was sent early counts against the window
+// StreamOpened gives. The other side keeps those frames for the stream
+// while it connects and hands them on once it has. It answers every open
+// all the same: an open the opener closed early gets StreamRefused, or
+// StreamOpened followed by StreamClose. A side that refuses an open
+// discards the stream's frames until the opener's StreamClose, which the
+// opener sends on a StreamRefused unless it sent one already; only then
+// is the id free on the refusing side, which ends the connection when
+// more refused streams than it keeps open wait for their close. Without
+// the agreement, StreamData before StreamOpened is a protocol error.
 //
 // Listen (a remote forward, as ssh's tcpip-forward) asks a guest serving
 // with --forwarding=all to listen on a port of its loopback interface
