@@ -17,13 +17,17 @@ type Stream struct {
 	m  *Mux
 	id uint32
 
-	mu     sync.Mutex
-	cond   *sync.Cond // signalled when buf, credit or the state change
-	buf    bytes.Buffer
-	held   uint32 // bytes received and not yet acknowledged: buffered or being acknowledged
-	credit uint32 // bytes this side may send
-	given  uint32 // the peer's window: credit never exceeds it
-	open   bool   // accepted: data may flow
+	mu sync.Mutex
+	// readable is signalled when what Read waits for changes (bytes, the
+	// peer's EOF, an end), writable when what Write waits for does
+	// (credit, an end): apart, so that an acknowledgement does not wake a
+	// reader, nor data a writer, to find nothing to do.
+	readable, writable sync.Cond
+	buf                bytes.Buffer
+	held               uint32 // bytes received and not yet acknowledged: buffered or being acknowledged
+	credit             uint32 // bytes this side may send
+	given              uint32 // the peer's window: credit never exceeds it
+	open               bool   // accepted: data may flow
 
 	// A stream this side opened has answered, closed with the peer's
 	// answer; answerErr is nil, a *RefusedError, or the connection's end.
@@ -59,7 +63,7 @@ func (s *Stream) send(t protocol.Type, f *protocol.StreamFrame) error {
 
 func (m *Mux) newStream(id, window uint32) *Stream {
 	s := &Stream{m: m, id: id, credit: window, given: window}
-	s.cond = sync.NewCond(&s.mu)
+	s.readable.L, s.writable.L = &s.mu, &s.mu
 	return s
 }
 
@@ -73,7 +77,7 @@ func (s *Stream) accepted(window uint32) error {
 		return fmt.Errorf("protocol: %s for stream %d, which is not waiting for one (or a window below the %d bytes sent)", protocol.TypeStreamOpened, s.id, sent)
 	}
 	s.open, s.credit, s.given = true, window-sent, window
-	s.cond.Broadcast()
+	s.writable.Broadcast()
 	s.mu.Unlock()
 	s.tell(nil)
 	return nil
@@ -91,7 +95,7 @@ func (s *Stream) refusedByPeer(reason string) error {
 	if waiting {
 		s.err = err
 		s.sentClose = s.sentClose || closeNow
-		s.cond.Broadcast()
+		s.wake()
 	}
 	s.mu.Unlock()
 	if !waiting {
@@ -119,6 +123,12 @@ func (s *Stream) answerOpen(window uint32) (closed bool, err error) {
 	closed = s.gotClose
 	s.mu.Unlock()
 	return closed, s.m.send(protocol.TypeStreamOpened, &protocol.StreamFrame{ID: s.id, Window: window})
+}
+
+// wake wakes Read and Write alike, for an end of the stream; s.mu is held.
+func (s *Stream) wake() {
+	s.readable.Broadcast()
+	s.writable.Broadcast()
 }
 
 // Answer waits for the peer's answer to a stream this side opened: nil
@@ -160,7 +170,7 @@ func (s *Stream) data(p []byte) error {
 		return nil // closed here: the bytes have no reader, and are dropped
 	}
 	s.buf.Write(p)
-	s.cond.Broadcast()
+	s.readable.Broadcast()
 	return nil
 }
 
@@ -172,7 +182,7 @@ func (s *Stream) ack(n uint32) error {
 		return fmt.Errorf("protocol: stream %d acknowledged %d bytes it was not sent", s.id, n)
 	}
 	s.credit += n
-	s.cond.Broadcast()
+	s.writable.Broadcast()
 	return nil
 }
 
@@ -186,7 +196,7 @@ func (s *Stream) eof() error {
 		return fmt.Errorf("protocol: %s on stream %d, which is not open for it", protocol.TypeStreamEOF, s.id)
 	}
 	s.gotEOF = true
-	s.cond.Broadcast()
+	s.readable.Broadcast()
 	return nil
 }
 
@@ -210,7 +220,7 @@ func (s *Stream) peerClosed() error {
 	s.gotClose = true
 	reply := !s.sentClose
 	s.sentClose = true
-	s.cond.Broadcast()
+	s.wake()
 	s.mu.Unlock()
 	s.m.forget(s.id)
 	if reply {
@@ -225,7 +235,7 @@ func (s *Stream) peerClosed() error {
 func (s *Stream) lost(err error) {
 	s.mu.Lock()
 	s.err = err
-	s.cond.Broadcast()
+	s.wake()
 	s.mu.Unlock()
 	if s.answered != nil {
 		s.tell(err)
@@ -279,7 +289,7 @@ func (s *Stream) tell(err error) {
 func (s *Stream) Read(p []byte) (int, error) {
 	s.mu.Lock()
 	for s.buf.Len() == 0 && !s.gotEOF && !s.gotClose && !s.sentClose && s.err == nil {
-		s.cond.Wait()
+		s.readable.Wait()
 	}
 	if s.buf.Len() == 0 {
 		err := io.EOF
@@ -320,7 +330,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 	for len(p) > 0 {
 		s.mu.Lock()
 		for s.credit == 0 && !s.sentEOF && !s.gotClose && !s.sentClose && s.err == nil {
-			s.cond.Wait()
+			s.writable.Wait()
 		}
 		if s.sentEOF || s.gotClose || s.sentClose || s.err != nil {
 			err := s.closedErr()
@@ -348,7 +358,7 @@ func (s *Stream) CloseWrite() error {
 		return nil
 	}
 	s.sentEOF = true
-	s.cond.Broadcast()
+	s.writable.Broadcast()
 	s.mu.Unlock()
 	return s.send(protocol.TypeStreamEOF, &protocol.StreamFrame{})
 }
@@ -363,7 +373,7 @@ func (s *Stream) Close() error {
 	}
 	s.sentClose = true
 	s.buf = bytes.Buffer{} // nothing reads it now: its memory goes before the peer answers
-	s.cond.Broadcast()
+	s.wake()
 	s.mu.Unlock()
 	return s.send(protocol.TypeStreamClose, &protocol.StreamFrame{})
 }
@@ -392,13 +402,13 @@ func Join(s *Stream, local io.ReadWriteCloser, log func(string, ...any)) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if _, err := io.Copy(s, local); err != nil {
+		if _, err := copyPooled(s, local); err != nil {
 			abort(err)
 			return
 		}
 		s.CloseWrite()
 	}()
-	if _, err := io.Copy(local, s); err != nil {
+	if _, err := copyPooled(local, s); err != nil {
 		abort(err)
 	} else if cw, ok := local.(closeWriter); ok {
 		cw.CloseWrite()
@@ -408,4 +418,21 @@ func Join(s *Stream, local io.ReadWriteCloser, log func(string, ...any)) {
 	wg.Wait()
 	local.Close()
 	s.Close()
+}
+
+// copyBufs are Join's copy buffers. Each stream needs two, and a
+// connection set up and ended per request would otherwise leave them to
+// the collector every time.
+var copyBufs = sync.Pool{New: func() any {
+	b := make([]byte, protocol.MaxStreamData)
+	return &b
+}}
+
+// copyPooled is io.Copy with a buffer from copyBufs. A stream is no
+// socket a TCP or unix connection could splice to, so their ReadFrom and
+// WriteTo, which would copy through a buffer of their own, are hidden.
+func copyPooled(dst io.Writer, src io.Reader) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
 }
