@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,14 +28,50 @@ func TestForwardSurvivesABurstOfRefusedConnections(t *testing.T) {
 	// not.
 	t.Setenv("GOMAXPROCS", "2")
 	f := startForward(t, "--connect", a.url, "0:"+port)
-	deadline := time.Now().Add(3 * time.Second)
+	burst(f.from[0], 128, 3*time.Second)
+	l, err := net.Listen("tcp", "127.0.0.1:"+port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prototest.Serve(t, l, counter)
+	if got := halfClose(t, dialFrom(t, f.from[0]), []byte("hi")); got != "read 2 bytes" {
+		stderr := f.stderr.String()
+		t.Fatalf("after the burst: %q; cork forward's stderr ends:\n%s", got, stderr[max(0, len(stderr)-300):])
+	}
+}
+
+// The other way, with nothing set: corkd opens the streams of cork forward
+// -R, on corkd's many Ps, and cork refuses them while nothing listens on
+// the host's port.
+func TestForwardRemoteSurvivesABurstOfRefusedConnections(t *testing.T) {
+	a := startAgent(t, "--forwarding=all")
+	l, port := listenTCP(t)
+	l.Close() // nobody listens on the host's port for now
+	f := startForward(t, "--connect", a.url, "-R", "0:127.0.0.1:"+port)
+	guest := strings.TrimPrefix(f.from[0], "guest ")
+	burst(guest, 128, 3*time.Second)
+	l, err := net.Listen("tcp", "127.0.0.1:"+port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prototest.Serve(t, l, counter)
+	if got := halfClose(t, dialFrom(t, guest), []byte("hi")); got != "read 2 bytes" {
+		stderr := f.stderr.String()
+		t.Fatalf("after the burst: %q; cork forward's stderr ends:\n%s", got, stderr[max(0, len(stderr)-300):])
+	}
+}
+
+// burst has n clients connect to addr for d, each sending a request and
+// waiting a little for an answer.
+func burst(addr string, n int, d time.Duration) {
+	deadline := time.Now().Add(d)
 	var wg sync.WaitGroup
-	for range 128 {
+	for range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for time.Now().Before(deadline) {
-				c, err := net.DialTimeout("tcp", f.from[0], time.Second)
+				c, err := net.DialTimeout("tcp", addr, time.Second)
 				if err != nil {
 					continue
 				}
@@ -46,13 +83,4 @@ func TestForwardSurvivesABurstOfRefusedConnections(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	l, err := net.Listen("tcp", "127.0.0.1:"+port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prototest.Serve(t, l, counter)
-	if got := halfClose(t, dialFrom(t, f.from[0]), []byte("hi")); got != "read 2 bytes" {
-		stderr := f.stderr.String()
-		t.Fatalf("after the burst: %q; cork forward's stderr ends:\n%s", got, stderr[max(0, len(stderr)-300):])
-	}
 }
