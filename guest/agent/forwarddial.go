@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -40,7 +41,8 @@ func dialAs(ctx context.Context, t *userThread, network uint8, address string) (
 func asUser(acct *account.Account, fn func() error) error {
 	t := newUserThread(acct)
 	defer t.stop()
-	return t.do(fn)
+	_, err := t.do(context.Background(), func() (io.Closer, error) { return nil, fn() })
+	return err
 }
 
 // userThread runs functions on one thread that has taken an account's
@@ -62,33 +64,71 @@ type userThread struct {
 // userThreadIdle is how long a user thread waits for work before it ends.
 const userThreadIdle = 5 * time.Second
 
+// maxQueuedJobs bounds the jobs waiting for one user thread: behind a
+// job that does not return (a connect through a hung network or FUSE
+// mount), the dials that gave up waiting would otherwise pile up.
+const maxQueuedJobs = 256
+
 func newUserThread(acct *account.Account) *userThread {
 	return &userThread{acct: acct, wake: make(chan struct{}, 1)}
 }
 
-// do runs fn as t's account and returns its error, or why the identity
-// could not be taken. When corkd's own identity is the account's already,
-// fn runs on the calling goroutine.
-func (t *userThread) do(fn func() error) error {
+// do runs fn as t's account and returns what it made and its error, or why
+// the identity could not be taken. When corkd's own identity is the
+// account's already, fn runs on the calling goroutine. When ctx ends first,
+// do returns ctx's error at once: fn then does not run, or, if it had
+// begun, what it makes is closed.
+func (t *userThread) do(ctx context.Context, fn func() (io.Closer, error)) (io.Closer, error) {
 	if !mustSwitch(t.acct) {
 		return fn()
 	}
-	errc := make(chan error, 1)
-	t.mu.Lock()
-	t.jobs = append(t.jobs, func(identityErr error) {
-		if identityErr != nil {
-			errc <- identityErr
-			return
+	type result struct {
+		made io.Closer
+		err  error
+	}
+	done := make(chan result, 1)
+	job := func(identityErr error) {
+		switch {
+		case identityErr != nil:
+			done <- result{err: identityErr}
+		case ctx.Err() != nil:
+			done <- result{err: ctx.Err()}
+		default:
+			made, err := fn()
+			done <- result{made, err}
 		}
-		errc <- fn()
-	})
+	}
+	if err := t.queue(job); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-done:
+		return r.made, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.made != nil {
+				r.made.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+// queue adds job to t's queue, starting its thread if none runs.
+func (t *userThread) queue(job func(identityErr error)) error {
+	t.mu.Lock()
+	if len(t.jobs) >= maxQueuedJobs {
+		t.mu.Unlock()
+		return fmt.Errorf("%d connects as %s wait behind one that has not ended", len(t.jobs), t.acct.Name)
+	}
+	t.jobs = append(t.jobs, job)
 	if !t.running {
 		t.running = true
 		go t.run()
 	}
 	t.mu.Unlock()
 	t.signal()
-	return <-errc
+	return nil
 }
 
 // stop ends the thread once the jobs queued are done.
@@ -111,6 +151,13 @@ func (t *userThread) signal() {
 // ends.
 func (t *userThread) run() {
 	runtime.LockOSThread()
+	if unix.Gettid() == unix.Getpid() {
+		// The kernel checks kill(2) and /proc/PID against the main
+		// thread's credentials: the identity goes on another thread.
+		runtime.UnlockOSThread()
+		go t.run()
+		return
+	}
 	identityErr := becomeUser(t.acct)
 	idle := time.NewTimer(userThreadIdle)
 	defer idle.Stop()
@@ -148,12 +195,15 @@ func mustSwitch(acct *account.Account) bool {
 	return uint32(os.Geteuid()) == 0 && acct.UID != 0
 }
 
-// becomeUser gives the calling thread acct's groups, then its real,
-// effective and saved gid and uid. The system calls are raw on purpose:
-// unix.Setresuid and syscall.Setresuid change every thread of the process
-// (POSIX semantics, through the runtime's AllThreadsSyscall), and Linux
-// keeps credentials per thread, so the raw calls change this one alone.
-// Unlike setfsuid, this changes the uid that sockets record.
+// becomeUser gives the calling thread acct's groups, then its effective
+// gid and uid. The system calls are raw on purpose: unix.Setresuid and
+// syscall.Setresuid change every thread of the process (POSIX semantics,
+// through the runtime's AllThreadsSyscall), and Linux keeps credentials
+// per thread, so the raw calls change this one alone. The effective uid
+// is what the kernel checks permissions against (through the fsuid that
+// follows it) and what sockets record, SO_PEERCRED included; the real and
+// saved uids stay root's, since kill(2) and prlimit(2) let a user reach a
+// thread whose real or saved uid is theirs, and the thread is corkd's.
 func becomeUser(acct *account.Account) error {
 	if !mustSwitch(acct) {
 		return nil
@@ -165,14 +215,14 @@ func becomeUser(acct *account.Account) error {
 	if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, uintptr(len(acct.Groups)), uintptr(groups), 0); e != 0 {
 		return fmt.Errorf("setting the groups of %s: %w", acct.Name, e)
 	}
-	gid, uid := uintptr(acct.GID), uintptr(acct.UID)
-	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, gid, gid, gid); e != 0 {
+	keep := ^uintptr(0) // -1: leave the id as it is
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, keep, uintptr(acct.GID), keep); e != 0 {
 		return fmt.Errorf("taking gid %d for %s: %w", acct.GID, acct.Name, e)
 	}
-	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uid, uid, uid); e != 0 {
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, keep, uintptr(acct.UID), keep); e != 0 {
 		return fmt.Errorf("taking uid %d for %s: %w", acct.UID, acct.Name, e)
 	}
-	if r, e, s := unix.Getresuid(); r != int(acct.UID) || e != r || s != r {
+	if r, e, s := unix.Getresuid(); r != 0 || e != int(acct.UID) || s != 0 {
 		return fmt.Errorf("taking uid %d for %s: the thread has %d, %d, %d", acct.UID, acct.Name, r, e, s)
 	}
 	return nil
@@ -185,12 +235,11 @@ func dialUnixAs(t *userThread, path string) (net.Conn, error) {
 	if !filepath.IsAbs(path) {
 		return nil, fmt.Errorf("unix socket %q: the path must be absolute", path)
 	}
-	var c net.Conn
-	err := t.do(func() (err error) {
-		c, err = connectUnix(path)
-		return err
-	})
-	return c, err
+	c, err := t.do(context.Background(), func() (io.Closer, error) { return connectUnix(path) })
+	if err != nil {
+		return nil, err
+	}
+	return c.(net.Conn), nil
 }
 
 // connectUnix connects without waiting: a listener whose backlog is full
@@ -246,29 +295,30 @@ func dialTCPAs(ctx context.Context, t *userThread, address string) (net.Conn, er
 // then waits for the connect through Go's poller, not on t's thread, until
 // ctx ends.
 func connectTCPAs(ctx context.Context, t *userThread, ap netip.AddrPort) (net.Conn, error) {
-	opErr := func(call string, err error) error {
-		return &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: os.NewSyscallError(call, err)}
+	opErr := func(err error) error {
+		return &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: err}
 	}
-	var fd int
-	var call string
-	err := t.do(func() (err error) {
-		fd, call, err = startConnect(ap)
-		return err
+	made, err := t.do(ctx, func() (io.Closer, error) {
+		fd, err := startConnect(ap)
+		if err != nil {
+			return nil, err
+		}
+		return os.NewFile(uintptr(fd), ap.String()), nil
 	})
 	if err != nil {
-		return nil, opErr(call, err)
+		return nil, opErr(err)
 	}
-	f := os.NewFile(uintptr(fd), ap.String())
+	f := made.(*os.File)
 	defer f.Close()
 	if err := waitConnected(ctx, f); err != nil {
-		return nil, opErr("connect", err)
+		return nil, opErr(os.NewSyscallError("connect", err))
 	}
 	return net.FileConn(f)
 }
 
 // startConnect makes a non-blocking TCP socket and starts connecting it
-// to ap; on failure it names the call that failed.
-func startConnect(ap netip.AddrPort) (fd int, call string, err error) {
+// to ap; its error names the call that failed.
+func startConnect(ap netip.AddrPort) (fd int, err error) {
 	var sa unix.Sockaddr
 	family := unix.AF_INET6
 	if ap.Addr().Is4() {
@@ -278,7 +328,7 @@ func startConnect(ap netip.AddrPort) (fd int, call string, err error) {
 		if z := ap.Addr().Zone(); z != "" {
 			ifi, err := net.InterfaceByName(z)
 			if err != nil {
-				return -1, "socket", err
+				return -1, os.NewSyscallError("socket", err)
 			}
 			sa6.ZoneId = uint32(ifi.Index)
 		}
@@ -286,13 +336,13 @@ func startConnect(ap netip.AddrPort) (fd int, call string, err error) {
 	}
 	fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_TCP)
 	if err != nil {
-		return -1, "socket", err
+		return -1, os.NewSyscallError("socket", err)
 	}
 	if err = unix.Connect(fd, sa); err != nil && err != unix.EINPROGRESS {
 		unix.Close(fd)
-		return -1, "connect", err
+		return -1, os.NewSyscallError("connect", err)
 	}
-	return fd, "", nil
+	return fd, nil
 }
 
 // waitConnected waits until f's connect ends, or ctx does. Only ctx's end

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -100,7 +101,7 @@ func TestUserThreadNeverTheMainThread(t *testing.T) {
 	for try := range 200 {
 		th := newUserThread(acct)
 		var tid int
-		if err := th.do(func() error { tid = unix.Gettid(); return nil }); err != nil {
+		if err := runAs(th, func() error { tid = unix.Gettid(); return nil }); err != nil {
 			t.Fatal(err)
 		}
 		th.stop()
@@ -125,7 +126,7 @@ func TestUserThreadQueuedDialKeepsItsTimeout(t *testing.T) {
 	defer th.stop()
 	release := make(chan struct{})
 	defer close(release)
-	go th.do(func() error { <-release; return nil }) // the stuck lookup
+	go runAs(th, func() error { <-release; return nil }) // the stuck lookup
 	time.Sleep(50 * time.Millisecond)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -158,7 +159,7 @@ func TestUserThreadsEndWithStop(t *testing.T) {
 	var ths []*userThread
 	for range 32 {
 		th := newUserThread(acct)
-		if err := th.do(func() error { return nil }); err != nil {
+		if err := runAs(th, func() error { return nil }); err != nil {
 			t.Fatal(err)
 		}
 		ths = append(ths, th)
@@ -171,7 +172,7 @@ func TestUserThreadsEndWithStop(t *testing.T) {
 	}
 	waitUntil(t, func() bool { n, _ := threadsAs(t, acct.UID); return n == 0 }, "every user thread to end after stop")
 	// A dial after stop gets a thread again, which ends at once after it.
-	if err := ths[0].do(func() error { return nil }); err != nil {
+	if err := runAs(ths[0], func() error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, func() bool { n, _ := threadsAs(t, acct.UID); return n == 0 }, "the thread of a dial after stop to end")
@@ -182,7 +183,7 @@ func TestUserThreadsEndWithStop(t *testing.T) {
 func TestUserThreadEndsIdle(t *testing.T) {
 	acct := attackUser(t)
 	th := newUserThread(acct)
-	if err := th.do(func() error { return nil }); err != nil {
+	if err := runAs(th, func() error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(userThreadIdle + 3*time.Second)
@@ -215,7 +216,7 @@ func TestUserThreadIdentityFailureFailsEveryJob(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				errs <- th.do(func() error { ran.Add(1); return nil })
+				errs <- runAs(th, func() error { ran.Add(1); return nil })
 			}()
 		}
 		wg.Wait()
@@ -277,11 +278,11 @@ func TestUserThreadJobsRunAsTheirUserAlone(t *testing.T) {
 				for i := 0; time.Now().Before(deadline); i++ {
 					th := newUserThread(acct)
 					for range i % 5 {
-						th.do(func() error {
+						runAs(th, func() error {
 							r, e, s := unix.Getresuid()
 							rg, eg, sg := unix.Getresgid()
 							groups, _ := unix.Getgroups()
-							if r != int(acct.UID) || e != r || s != r || rg != int(acct.GID) || eg != rg || sg != rg || len(groups) != len(acct.Groups) {
+							if r != 0 || e != int(acct.UID) || s != 0 || rg != 0 || eg != int(acct.GID) || sg != 0 || len(groups) != len(acct.Groups) { // effective ids the user's, real and saved root's (becomeUser)
 								wrong.Store(fmt.Sprintf("%s's job ran as uids %d %d %d gids %d %d %d groups %v", acct.Name, r, e, s, rg, eg, sg, groups))
 							}
 							return nil
@@ -328,7 +329,7 @@ func TestUserThreadCannotBeSignalledByTheUser(t *testing.T) {
 	for tid == 0 || tid == os.Getpid() { // not the main thread: that is the test above
 		th := newUserThread(acct)
 		defer th.stop()
-		if err := th.do(func() error { tid = unix.Gettid(); return nil }); err != nil {
+		if err := runAs(th, func() error { tid = unix.Gettid(); return nil }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -345,4 +346,10 @@ func TestUserThreadCannotBeSignalledByTheUser(t *testing.T) {
 		}
 		t.Fatal(msg)
 	}
+}
+
+// runAs runs fn on th, as the dials do, and returns its error.
+func runAs(th *userThread, fn func() error) error {
+	_, err := th.do(context.Background(), func() (io.Closer, error) { return nil, fn() })
+	return err
 }

@@ -101,14 +101,18 @@ func (s *Stream) refusedByPeer(reason string) error {
 	if !waiting {
 		return fmt.Errorf("protocol: %s for stream %d, which is not waiting for an answer", protocol.TypeStreamRefused, s.id)
 	}
-	s.m.forget(s.id)
-	s.tell(err)
+	var sendErr error
 	if closeNow {
+		// Before the id is forgotten: a later open takes its place among
+		// this side's streams, and must not reach the peer before the
+		// close that frees the refused one there.
 		if err := s.send(protocol.TypeStreamClose, &protocol.StreamFrame{}); err != nil && err != ErrClosed {
-			return err
+			sendErr = err
 		}
 	}
-	return nil
+	s.m.forget(s.id)
+	s.tell(err)
+	return sendErr
 }
 
 // answerOpen accepts a stream the peer opened and sends StreamOpened, both
@@ -162,6 +166,8 @@ func (s *Stream) data(p []byte) error {
 		return nil // early data for a stream refused here: discarded
 	case !(s.open || s.pendingEarly()) || s.gotEOF || s.gotClose:
 		return fmt.Errorf("protocol: data on stream %d, which is not open for it", s.id)
+	case !s.open && uint64(s.held)+uint64(len(p)) > protocol.EarlyWindow:
+		return fmt.Errorf("protocol: stream %d sent more than its early window of %d bytes before its answer", s.id, protocol.EarlyWindow)
 	case uint64(s.held)+uint64(len(p)) > uint64(s.m.cfg.Window):
 		return fmt.Errorf("protocol: stream %d overran its window of %d bytes", s.id, s.m.cfg.Window)
 	}
