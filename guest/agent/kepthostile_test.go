@@ -520,9 +520,6 @@ func TestWatchersRaceTheExit(t *testing.T) {
 		req.Stdin = true
 		st := p.Exec(req)
 		p.Drain()
-		// The agent writes Started before it files the session: until ls
-		// lists it, an attach may find no such session.
-		waitFor(t, "the session to be filed", 10*time.Second, func() bool { return len(listWithin(t, srv, 2*time.Second)) == 1 })
 		done := make(chan struct{})
 		for range 4 {
 			go func() {
@@ -549,6 +546,80 @@ func TestWatchersRaceTheExit(t *testing.T) {
 		if l := listWithin(t, srv, 5*time.Second); len(l) > 0 && l[0].State == protocol.StateRunning {
 			t.Fatalf("round %d: %+v", round, l)
 		}
+	}
+}
+
+// withDeadline gives p's connection a deadline, so that a frame that never
+// comes fails the test instead of hanging it.
+func withDeadline(p *prototest.Peer, deadline time.Time) *prototest.Peer {
+	p.Conn.(net.Conn).SetDeadline(deadline)
+	return p
+}
+
+// TestAttachRightAfterStarted: a client that has read Started attaches at
+// once, on another connection, by the id or the name it was given, and
+// finds the session: Started goes out only once the session is filed.
+func TestAttachRightAfterStarted(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	deadline := time.Now().Add(time.Minute)
+	for round := range 200 {
+		// q says hello first, so that its attach follows Started as
+		// closely as a client's can.
+		p, q := withDeadline(dial(t, srv, -1), deadline), withDeadline(dial(t, srv, -1), deadline)
+		name := fmt.Sprint("at-once-", round)
+		st := p.Exec(keep(name, "sleep", "600"))
+		ref := st.Session
+		if round%2 == 1 {
+			ref = name
+		}
+		q.Send(protocol.TypeAttach, &protocol.Attach{Session: ref})
+		typ, payload, err := q.R.Next()
+		if err != nil || typ != protocol.TypeAttached {
+			t.Fatalf("round %d: attach by %q right after Started got %s %s (%v), want Attached", round, ref, typ, payload, err)
+		}
+		q.Send(protocol.TypeSignal, &protocol.Signal{Name: "KILL"})
+		q.Output(nil)
+		p.Conn.Close()
+		q.Conn.Close()
+	}
+}
+
+// TestAttachRacingTheStart: attaches by name sent while the session starts
+// find it no sooner than it is filed, and the one that does takes it over
+// from its creator only after Started: the creator reads Started first,
+// then Detached, whenever the attach landed.
+func TestAttachRacingTheStart(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	deadline := time.Now().Add(time.Minute)
+	for round := range 200 {
+		name := fmt.Sprint("raced-", round)
+		p := withDeadline(dial(t, srv, -1), deadline)
+		p.Send(protocol.TypeExec, keep(name, "sleep", "600"))
+		var q *prototest.Peer
+		for q == nil {
+			c := withDeadline(dial(t, srv, -1), deadline)
+			c.Send(protocol.TypeAttach, &protocol.Attach{Session: name})
+			typ, payload, err := c.R.Next()
+			switch {
+			case err != nil:
+				t.Fatalf("round %d: attach: %v", round, err)
+			case typ == protocol.TypeAttached:
+				q = c
+			case typ != protocol.TypeError || !strings.Contains(string(payload), "no such session"):
+				t.Fatalf("round %d: attach got %s %s", round, typ, payload)
+			default:
+				c.Conn.Close()
+			}
+		}
+		for _, want := range []protocol.Type{protocol.TypeStarted, protocol.TypeDetached} {
+			if typ, payload, err := p.R.Next(); err != nil || typ != want {
+				t.Fatalf("round %d: the creator got %s %s (%v), want %s", round, typ, payload, err, want)
+			}
+		}
+		q.Send(protocol.TypeSignal, &protocol.Signal{Name: "KILL"})
+		q.Output(nil)
+		p.Conn.Close()
+		q.Conn.Close()
 	}
 }
 

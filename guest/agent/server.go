@@ -449,8 +449,9 @@ func (s *Server) execSession(hs *handshake, req *protocol.Exec, peer Peer) {
 var testHookTracking atomic.Pointer[func(pid int)]
 
 // startSession admits the request, starts its program, puts a kept
-// session in the table on its reservation r, and tracks the session for
-// Shutdown. It returns a nil session when the request was refused.
+// session in the table on its reservation r, tells the client Started and
+// tracks the session for Shutdown. It returns a nil session when the
+// request was refused.
 func (s *Server) startSession(hs *handshake, req *protocol.Exec, peer Peer, r *reservation) (*session, *client) {
 	started, ok := s.admitToStart(hs)
 	if !ok {
@@ -460,12 +461,12 @@ func (s *Server) startSession(hs *handshake, req *protocol.Exec, peer Peer, r *r
 	id := newSessionID()
 	w := hs.w
 	if req.Keep {
-		// Started has the deadline of every write to a kept session's
-		// client: a peer that does not read it holds neither the
-		// reservation nor the session.
+		// What startProgram writes (a failed exec's report) has the
+		// deadline of every write to a kept session's client: a peer
+		// that does not read it does not hold the reservation.
 		w = protocol.NewWriter(stallWriter{hs.c})
 	}
-	ss, err := s.startProgram(id, req, peer, w, s.log.With("session", id))
+	ss, st, err := s.startProgram(id, req, peer, w, s.log.With("session", id))
 	if err != nil {
 		s.sessionEnded()
 		var perr *protocol.Error
@@ -480,6 +481,9 @@ func (s *Server) startSession(hs *handshake, req *protocol.Exec, peer Peer, r *r
 	if r != nil {
 		s.kept.add(ss, r)
 	}
+	// Started before any output: a plain session's pumps write to its
+	// client themselves.
+	ss.greet(cl, st)
 	ss.pumpAndReap()
 	started(ss)
 	return ss, cl

@@ -195,22 +195,23 @@ func (cl *client) hadLast() bool {
 var errExitReported = errors.New("the program could not be executed; its exit was reported")
 
 // startProgram resolves the request into a session and starts its
-// program. Its error is a *protocol.Error to refuse the request with, or
+// program, and returns the Started its client is to be told (greet). Its
+// error is a *protocol.Error to refuse the request with, or
 // errExitReported.
-func (s *Server) startProgram(id string, req *protocol.Exec, peer Peer, w *protocol.Writer, log *slog.Logger) (*session, error) {
+func (s *Server) startProgram(id string, req *protocol.Exec, peer Peer, w *protocol.Writer, log *slog.Logger) (*session, *protocol.Started, error) {
 	acct, perr := s.account(req.User, peer)
 	if perr != nil {
-		return nil, perr
+		return nil, nil, perr
 	}
 	dir, perr := workdir(req.Dir, acct)
 	if perr != nil {
-		return nil, perr
+		return nil, nil, perr
 	}
 	env := s.environ(req, acct, dir)
 	path, fail := lookPath(req.Argv[0], lookupEnv(env, "PATH"), dir, acct)
 	if fail != nil {
 		s.reportExecFailure(w, req, fail)
-		return nil, errExitReported
+		return nil, nil, errExitReported
 	}
 
 	cmd := &exec.Cmd{Path: path, Args: req.Argv, Env: env, Dir: dir,
@@ -236,9 +237,9 @@ func (s *Server) startProgram(id string, req *protocol.Exec, peer Peer, w *proto
 		}
 		if f := startFailure(path, err); f != nil {
 			s.reportExecFailure(w, req, f)
-			return nil, errExitReported
+			return nil, nil, errExitReported
 		}
-		return nil, &protocol.Error{Kind: protocol.KindStart, Message: fmt.Sprintf("starting %q: %v", req.Argv[0], err)}
+		return nil, nil, &protocol.Error{Kind: protocol.KindStart, Message: fmt.Sprintf("starting %q: %v", req.Argv[0], err)}
 	}
 	ss.stdin = stdin
 	if req.Keep && stdin != nil {
@@ -250,10 +251,28 @@ func (s *Server) startProgram(id string, req *protocol.Exec, peer Peer, w *proto
 		ss.holder = newHolder() // the first attach's, which this client's is
 		st.Holder = ss.holder
 	}
-	if err := w.WriteJSON(protocol.TypeStarted, st); err != nil {
-		log.Warn("host gone before the session started", "err", err)
+	return ss, st, nil
+}
+
+// greet tells cl, the session's first client, that the session started. A
+// kept session's client is told once the session is in the table, so that
+// the id and name it reads there find the session at once; its feed, the
+// one writer to its connection, starts only after, so that nothing reaches
+// it before Started, not even the news that a client that found the
+// session meanwhile took it over.
+func (ss *session) greet(cl *client, st *protocol.Started) {
+	err := cl.w.WriteJSON(protocol.TypeStarted, st)
+	switch {
+	case !ss.keep:
+		if err != nil {
+			ss.log.Warn("host gone before the session started", "err", err)
+		}
+	case err != nil:
+		ss.log.Info("client stopped reading before Started; detaching it", "err", err)
+		ss.cutOff(cl)
+	default:
+		go ss.feed(cl)
 	}
-	return ss, nil
 }
 
 // keptLinger is a kept session's linger: what the request asks for
@@ -475,14 +494,12 @@ func (ss *session) finish() {
 	ss.srv.sessionEnded()
 }
 
-// attach makes cl the first client of a session that has just started.
+// attach makes cl the first client of a session that has just started; a
+// kept session's client gets its output once it is greeted.
 func (ss *session) attach(cl *client) {
 	ss.outMu.Lock()
 	ss.attachLocked(cl, ss.sent)
 	ss.outMu.Unlock()
-	if ss.keep {
-		go ss.feed(cl)
-	}
 }
 
 // attachLocked makes cl the session's client from output byte from on,

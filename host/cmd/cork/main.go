@@ -13,8 +13,9 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-// The main goroutine keeps the main thread, where term.Main waits for
-// SIGWINCH.
+// init locks the main goroutine to the main thread before main runs: the
+// kernel gives a resize's SIGWINCH to the main thread first, and term.Main
+// waits for it there.
 func init() { runtime.LockOSThread() }
 
 func main() {

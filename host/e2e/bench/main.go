@@ -165,7 +165,9 @@ func startAgent(corkd, dir string) *agent {
 
 func (a *agent) stop() { a.Stop() }
 
-// A whole stats line, to its newline: the log may be read mid-write.
+// statsResizes matches a whole stats line of corkd's log, newline
+// included, and captures its resizes count: the log may be read while
+// corkd writes a line, and one without its newline may be cut short.
 var statsResizes = regexp.MustCompile(`msg=stats .* resizes=(\d+)\n`)
 
 // resizesApplied asks the corkd with pid for its figures (SIGUSR1) and

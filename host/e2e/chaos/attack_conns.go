@@ -13,8 +13,10 @@ import (
 	"github.com/corkvm/cork/protocol"
 )
 
-// The connections attack holds n connections to corkd that never become a
-// session, each one of these ways, until the attack ends; one that corkd
+// halfDone are the ways the connections attack holds a connection short of
+// a session, each stopping at another point of the handshake (or pinging
+// there), so that every deadline and budget corkd has before a session is
+// met by n connections at once until the attack ends; one that corkd
 // closes is opened again, at most redials times over per connection.
 var halfDone = []struct {
 	name  string

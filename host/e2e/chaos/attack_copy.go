@@ -12,8 +12,10 @@ import (
 	"github.com/corkvm/cork/protocol"
 )
 
-// Malformed copies into the user's home: each announces a file of one
-// size and then does something else with its data.
+// badCopies are the malformed copies into the user's home that the copy
+// attack sends in turn: each announces a file of one size and then does
+// something else with its data, so that corkd meets each way a sender can
+// lie about a file or give up on it.
 var badCopies = []struct {
 	name     string
 	announce int64

@@ -94,7 +94,9 @@ func (w *world) read(logOffset *int64) (figures, error) {
 	return f, err
 }
 
-// A whole stats line, to its newline: the log may be read mid-write.
+// statsLine matches a whole stats line of corkd's log, newline included,
+// and captures its goroutine count: the log may be read while corkd writes
+// a line, and one without its newline may be cut short.
 var statsLine = regexp.MustCompile(`msg=stats .*goroutines=(\d+) .*\n`)
 
 // goroutines asks corkd for its figures and reads the line it logs after

@@ -48,8 +48,10 @@ func fail(err error) {
 	}
 }
 
-// The request is one line: "t" or "p", then the arguments, each after a
-// tab (the benchmark's arguments hold neither tabs nor newlines).
+// run is the client: it sends the request and relays stdin and stdout
+// until the server closes the connection. The request is one line, "t" or
+// "p", then the arguments, each after a tab: the benchmark's arguments
+// hold neither tabs nor newlines, so no quoting is needed.
 func run(sock string, tty bool, argv []string) error {
 	c, err := net.Dial("unix", sock)
 	if err != nil {
