@@ -123,7 +123,9 @@
 // and unlike an id). A kept session that stays detached for its linger
 // (Exec.LingerSeconds; 0: the agent's default, negative: forever) is hung
 // up; an exited one is forgotten after its linger unless a client saw the
-// exit, which forgets it at once.
+// exit, which forgets it at once. By the time a client reads Started, the
+// session can be found by its id and name: an Attach sent at once on
+// another connection reaches it.
 //
 // An Exec with Keep, Name and AttachExisting is create-or-attach, as
 // tmux's new-session -A: when the peer has a session of that name, running
