@@ -139,7 +139,6 @@ func forwardMain(args []string) int {
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
-	relayOnOneP()
 	if fs.NArg() == 0 && len(remotes) == 0 && !auto {
 		fs.Usage()
 		return ExitCorkError

@@ -178,11 +178,10 @@ func (r *forwardRow) measure(n int) {
 	r.connect = append(r.connect, median(lat))
 }
 
-// startCorkForward runs cork forward to the service's port, with env added
-// to its environment, and returns the row that reaches it.
-func startCorkForward(name, cork, url, port string, env ...string) *forwardRow {
+// startCorkForward runs cork forward to the service's port and returns
+// the row that reaches it.
+func startCorkForward(name, cork, url, port string) *forwardRow {
 	cmd := exec.Command(cork, "forward", "--connect", url, "0:"+port)
-	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	check(err)
@@ -231,8 +230,7 @@ func printForward(out io.Writer, b *harness.Binaries, a *agent) {
 
 	rows := []*forwardRow{{name: "floor: loopback TCP, no forward", addr: l.Addr().String(), stop: func() {}}}
 	cork := startCorkForward("cork forward (unix socket to corkd)", b.Cork, a.url, port)
-	// cork forward runs on one P (relayOnOneP): the row with two shows why.
-	rows = append(rows, cork, startCorkForward("cork forward, GOMAXPROCS=2", b.Cork, a.url, port, "GOMAXPROCS=2"))
+	rows = append(rows, cork)
 	var skipped []string
 	var ssh *forwardRow
 	if s, err := startSSHD(filepath.Join(b.Dir, "forward-ssh")); err == nil {
