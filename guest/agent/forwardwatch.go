@@ -1,17 +1,15 @@
 package agent
 
 import (
-	"bufio"
 	"cmp"
 	"io"
 	"log/slog"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/corkvm/cork/guest/account"
+	"github.com/corkvm/cork/guest/procfs"
 	"github.com/corkvm/cork/protocol"
 	"github.com/corkvm/cork/protocol/streams"
 )
@@ -78,38 +76,12 @@ func listeningPorts(dir string, uid uint32, all bool) []protocol.Port {
 // socket is uid's (anyone's, with all).
 func parseListening(r io.Reader, uid uint32, all bool) []uint16 {
 	var ports []uint16
-	sc := bufio.NewScanner(r)
-	sc.Scan() // the header
-	for sc.Scan() {
-		// sl local_address rem_address st tx:rx tr:when retrnsmt uid ...
-		f := strings.Fields(sc.Text())
-		if len(f) < 8 || f[3] != "0A" {
-			continue
+	procfs.ScanTCP(r, func(s procfs.TCPSocket) bool {
+		addr := s.Local.Addr().Unmap()
+		if s.State == procfs.TCPListen && s.Local.Port() != 0 && (addr.IsLoopback() || addr.IsUnspecified()) && (all || s.UID == uid) {
+			ports = append(ports, s.Local.Port())
 		}
-		addr, hexPort, ok := strings.Cut(f[1], ":")
-		port, err := strconv.ParseUint(hexPort, 16, 16)
-		if !ok || err != nil || port == 0 || !loopbackOrAny(addr) {
-			continue
-		}
-		owner, err := strconv.ParseUint(f[7], 10, 32)
-		if err != nil || (!all && uint32(owner) != uid) {
-			continue
-		}
-		ports = append(ports, uint16(port))
-	}
-	return ports
-}
-
-// loopbackOrAny reports whether addr, an address as /proc/net/tcp{,6}
-// prints it (32-bit words in the kernel's byte order, little-endian
-// here), is the wildcard or a loopback address: one corkd can dial.
-func loopbackOrAny(addr string) bool {
-	switch addr {
-	case "00000000", "00000000000000000000000000000000", // 0.0.0.0, ::
-		"00000000000000000000000001000000": // ::1
 		return true
-	}
-	// 127.0.0.0/8, plain or IPv4-mapped: the last byte of the word.
-	return len(addr) == 8 && strings.HasSuffix(addr, "7F") ||
-		len(addr) == 32 && strings.HasPrefix(addr, "0000000000000000FFFF0000") && strings.HasSuffix(addr, "7F")
+	})
+	return ports
 }

@@ -1,6 +1,6 @@
 // Package procfs reads what corkd, its tests and its benchmark need from
-// Linux's /proc: a process's state, parent, process group and session, and
-// its memory figures.
+// Linux's /proc: a process's state, parent, process group and session, its
+// memory figures, and the TCP sockets.
 package procfs
 
 import (
