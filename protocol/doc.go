@@ -67,7 +67,7 @@
 //	0x86  StreamAck      both      binary: id, bytes consumed (CapForward)
 //	0x87  StreamEOF      both      binary: id (CapForward)
 //	0x88  StreamClose    both      binary: id (CapForward)
-//	0x89  Listen     host->guest   JSON Listen (CapForward, --forwarding=all)
+//	0x89  Listen     host->guest   JSON Listen (CapForward, --forwarding=all; Path: CapForwardListenUnix)
 //	0x8a  Listening  guest->host   JSON Listening, the answer to Listen (CapForward)
 //	0x8b  Ports      guest->host   JSON Ports, the guest's listening ports (CapForwardWatch)
 //
@@ -324,13 +324,23 @@
 //
 // Listen (a remote forward, as ssh's tcpip-forward) asks a guest serving
 // with --forwarding=all to listen on a port of its loopback interface
-// (port 0: one it picks),
-// as Forward.User: a port below 1024 only for root. The guest answers
-// Listening with the address it listens on, or with Error set, and
-// then opens a stream (network 3, the Listen's id) for each connection
-// it accepts there. A guest keeps at most 16 listeners per connection;
-// they close when the connection ends. Listen, Listening, Ports and the
-// stream frames are the frames that may follow Forwarding.
+// (port 0: one it picks), as Forward.User: a port below 1024 only for
+// root. With Path instead (CapForwardListenUnix, as OpenSSH's
+// streamlocal-forward), the guest listens on a unix socket it makes at
+// that path as Forward.User, mode 0600 (sshd's StreamLocalBindMask
+// 0177). The path is absolute, of at most 4096 bytes with no NUL, and
+// the port 0: any other Listen with a path is a protocol error. Something
+// already at the path is never replaced (sshd's StreamLocalBindUnlink
+// no): that Listen is refused. When the listener closes, the guest
+// removes the socket, unless what is at the path is no longer the socket
+// it made. A host sends Path only to a guest that announced
+// CapForwardListenUnix: one that did not ignores the field and listens on
+// a TCP port. The guest answers Listening with the address it listens on
+// (the path, for a socket), or with Error set, and then opens a stream
+// (network 3, the Listen's id) for each connection it accepts there. A
+// guest keeps at most 16 listeners per connection; they close when the
+// connection ends. Listen, Listening, Ports and the stream frames are the
+// frames that may follow Forwarding.
 //
 // Following the guest's listeners (CapForwardWatch), as lima does: after a
 // Forward with Watch set, the guest sends Ports at once and again whenever

@@ -163,7 +163,9 @@ func FuzzDecodeStream(f *testing.F) {
 	})
 }
 
-func FuzzDecodeListen(f *testing.F) { fuzzJSON(f, TypeListen, Listen{ID: 1, Port: 8080}) }
+func FuzzDecodeListen(f *testing.F) {
+	fuzzJSON(f, TypeListen, Listen{ID: 1, Port: 8080}, Listen{ID: 2, Path: "/run/user/1000/x.sock"})
+}
 
 func FuzzDecodeListening(f *testing.F) {
 	fuzzJSON(f, TypeListening, Listening{ID: 1, Address: "127.0.0.1:8080"}, Listening{ID: 2, Error: "port 80 is privileged"})

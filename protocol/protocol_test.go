@@ -258,6 +258,30 @@ func TestAttachValidate(t *testing.T) {
 	}
 }
 
+// TestListenValidate: a Listen's path is bounded, absolute, without NUL,
+// and never beside a port.
+func TestListenValidate(t *testing.T) {
+	for _, ok := range []Listen{{ID: 1}, {ID: 1, Port: 80}, {ID: 1, Path: "/" + strings.Repeat("x", MaxStreamAddress-1)}} {
+		if err := ok.Validate(); err != nil {
+			t.Errorf("%+.40v refused: %v", ok, err)
+		}
+	}
+	for _, tt := range []struct {
+		l    Listen
+		text string
+	}{
+		{Listen{Port: 80}, "id 0"},
+		{Listen{ID: 1, Port: 80, Path: "/x.sock"}, "both port 80 and a path"},
+		{Listen{ID: 1, Path: "/" + strings.Repeat("x", MaxStreamAddress)}, "4097 bytes"},
+		{Listen{ID: 1, Path: "x.sock"}, "not absolute"},
+		{Listen{ID: 1, Path: "/tmp/x\x00.sock"}, "NUL"},
+	} {
+		if err := tt.l.Validate(); err == nil || !strings.Contains(err.Error(), tt.text) {
+			t.Errorf("%+.40v: got %v, want an error naming %q", tt.l, err, tt.text)
+		}
+	}
+}
+
 func manyModes(n int) map[string]uint32 {
 	m := make(map[string]uint32, n)
 	for i := range n {

@@ -24,6 +24,12 @@ const CapForwardAgent = "forward-agent"
 // ports its programs listen on (Ports), as lima's guest agent does.
 const CapForwardWatch = "forward-watch"
 
+// CapForwardListenUnix announces Listen.Path: the guest listens on a unix
+// socket it makes (ssh -R /path.sock:...). A guest without it ignores the
+// field and listens on a TCP port, so a host asks for a path only of a
+// guest that announced it.
+const CapForwardListenUnix = "forward-listen-unix"
+
 // KindForward is an Error refusing a Forward: the agent does not forward
 // (corkd serve --forwarding=none).
 const KindForward = "forward"
@@ -103,17 +109,32 @@ const (
 
 // Listen asks the guest, on a connection that carries streams and with
 // corkd serve --forwarding=all, to listen on Port of the guest's loopback
-// (0: a free port the guest picks) and open a stream (NetListener, ID)
-// for each connection it accepts.
+// (0: a free port the guest picks), or on a unix socket it makes at Path
+// (CapForwardListenUnix), and open a stream (NetListener, ID) for each
+// connection it accepts.
 type Listen struct {
 	ID   uint32 `json:"id"`
 	Port uint16 `json:"port"`
+	// Path, an absolute path, asks for a unix socket there instead of a
+	// port; Port is then 0.
+	Path string `json:"path,omitempty"`
 }
 
 // Validate reports what is wrong with a Listen.
 func (l *Listen) Validate() error {
-	if l.ID == 0 {
+	switch {
+	case l.ID == 0:
 		return errors.New("listen: id 0: ids start at 1")
+	case l.Path == "":
+		return nil
+	case l.Port != 0:
+		return fmt.Errorf("listen: both port %d and a path", l.Port)
+	case len(l.Path) > MaxStreamAddress:
+		return fmt.Errorf("listen: a path of %d bytes, more than %d", len(l.Path), MaxStreamAddress)
+	case !strings.HasPrefix(l.Path, "/"):
+		return fmt.Errorf("listen: path %q is not absolute", l.Path)
+	case strings.IndexByte(l.Path, 0) >= 0:
+		return errors.New("listen: path contains a NUL byte")
 	}
 	return nil
 }
