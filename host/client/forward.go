@@ -29,7 +29,8 @@ const MaxForwardStreams = 1024
 // Forwarder carries connections to addresses in the guest, each on its own
 // stream of one connection to corkd.
 type Forwarder struct {
-	m *streams.Mux
+	m     *streams.Mux
+	hello *protocol.Hello // corkd's: what it can do
 
 	agent       func() (net.Conn, error) // dials the host's agent, for ForwardAgent
 	agentSocket string
@@ -82,24 +83,32 @@ func ForwardAgentTo(conn io.ReadWriteCloser, software, session string, agent fun
 func forward(conn io.ReadWriteCloser, software string, req *protocol.Forward, agent func() (net.Conn, error)) (*Forwarder, error) {
 	req.EarlyData = true
 	r, w := protocol.NewReader(conn), protocol.NewWriter(conn)
-	fw, err := startForward(r, w, software, req)
+	h, fw, err := startForward(r, w, software, req)
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
-	f := &Forwarder{remotes: map[uint32]*remote{}, agent: agent, agentSocket: fw.AgentSocket, portsReady: make(chan struct{}, 1)}
+	f := &Forwarder{hello: h, remotes: map[uint32]*remote{}, agent: agent, agentSocket: fw.AgentSocket, portsReady: make(chan struct{}, 1)}
 	f.m = streams.New(conn, r, w, streams.Config{Window: ForwardWindow, MaxStreams: min(fw.MaxStreams, MaxForwardStreams), Odd: true,
 		Accept: f.accept, Control: f.control, Early: fw.EarlyData})
 	go f.m.Run()
 	return f, nil
 }
 
-// startForward says hello, sends the Forward request and reads its answer.
-func startForward(r *protocol.Reader, w *protocol.Writer, software string, req *protocol.Forward) (*protocol.Forwarding, error) {
+// startForward says hello, sends the Forward request and reads its
+// answer. It returns corkd's hello and answer.
+func startForward(r *protocol.Reader, w *protocol.Writer, software string, req *protocol.Forward) (*protocol.Hello, *protocol.Forwarding, error) {
 	h, err := Hello(r, w, software)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	fw, err := askForward(r, w, h, req)
+	return h, fw, err
+}
+
+// askForward sends the Forward request to the corkd that said h, and
+// reads its answer.
+func askForward(r *protocol.Reader, w *protocol.Writer, h *protocol.Hello, req *protocol.Forward) (*protocol.Forwarding, error) {
 	if h.Version < 2 || !slices.Contains(h.Capabilities, protocol.CapForward) {
 		return nil, fmt.Errorf("%s: %w", h.Software, ErrCannotForward)
 	}
@@ -178,13 +187,36 @@ func (f *Forwarder) Dial(network uint8, address string) (*streams.Stream, error)
 // serve --forwarding=all) and carries each connection made there to what
 // dial connects to on the host. It returns the guest's address.
 func (f *Forwarder) Listen(port uint16, dial func() (net.Conn, error)) (string, error) {
+	return f.listen(&protocol.Listen{Port: port}, dial)
+}
+
+// ListenUnix is Listen on a unix socket corkd makes at path in the guest,
+// as the Forwarder's user and mode 0600 (ssh -R /path.sock:...); corkd
+// replaces nothing already at path, and removes the socket when the
+// Forwarder closes.
+func (f *Forwarder) ListenUnix(path string, dial func() (net.Conn, error)) (string, error) {
+	// A corkd without the capability would ignore the path and listen on
+	// a TCP port instead.
+	if !slices.Contains(f.hello.Capabilities, protocol.CapForwardListenUnix) {
+		return "", fmt.Errorf("%s does not listen on unix sockets: update the corkd in the image (cork bake)", f.hello.Software)
+	}
+	return f.listen(&protocol.Listen{Path: path}, dial)
+}
+
+// listen sends req, with an id of its own, and waits for its answer.
+func (f *Forwarder) listen(req *protocol.Listen, dial func() (net.Conn, error)) (string, error) {
 	f.mu.Lock()
 	f.nextID++
-	id := f.nextID
+	req.ID = f.nextID
+	id := req.ID
+	if err := req.Validate(); err != nil {
+		f.mu.Unlock()
+		return "", err // corkd would end the connection for it
+	}
 	rm := &remote{dial: dial, answer: make(chan *protocol.Listening, 1)}
 	f.remotes[id] = rm
 	f.mu.Unlock()
-	if err := f.m.WriteJSON(protocol.TypeListen, &protocol.Listen{ID: id, Port: port}); err != nil {
+	if err := f.m.WriteJSON(protocol.TypeListen, req); err != nil {
 		return "", err
 	}
 	select {

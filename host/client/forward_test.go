@@ -21,8 +21,14 @@ func fakeForwardingAgent(t *testing.T, guest func(r *protocol.Reader, w *protoco
 // per connection.
 func fakeAgentAllowing(t *testing.T, maxStreams int, guest func(r *protocol.Reader, w *protocol.Writer)) *Forwarder {
 	t.Helper()
+	return fakeForwardingAgentWith(t, maxStreams, []string{protocol.CapForward}, guest)
+}
+
+// fakeForwardingAgentWith is fakeAgentAllowing announcing caps.
+func fakeForwardingAgentWith(t *testing.T, maxStreams int, caps []string, guest func(r *protocol.Reader, w *protocol.Writer)) *Forwarder {
+	t.Helper()
 	host, g := net.Pipe()
-	hello := protocol.Hello{MinVersion: 1, MaxVersion: 2, Version: 2, Software: "fake", Capabilities: []string{protocol.CapForward}}
+	hello := protocol.Hello{MinVersion: 1, MaxVersion: 2, Version: 2, Software: "fake", Capabilities: caps}
 	serveHello(g, hello, func(r *protocol.Reader, w *protocol.Writer, typ protocol.Type, _ []byte) {
 		if typ != protocol.TypeForward {
 			return
@@ -111,6 +117,42 @@ func TestForwardHostLimitsTheGuestsStreams(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("no answer within 30s")
+	}
+}
+
+// A unix socket is asked only of a corkd that announced it can make one:
+// an older one would ignore the path and listen on a TCP port.
+func TestForwardListenUnixNeedsTheCapability(t *testing.T) {
+	for _, c := range []struct {
+		caps []string
+		want protocol.Listen // the first Listen the fake corkd gets
+	}{
+		{[]string{protocol.CapForward}, protocol.Listen{ID: 1, Port: 9000}},
+		{[]string{protocol.CapForward, protocol.CapForwardListenUnix}, protocol.Listen{ID: 1, Path: "/run/x.sock"}},
+	} {
+		got := make(chan protocol.Listen, 1)
+		fw := fakeForwardingAgentWith(t, 8, c.caps, func(r *protocol.Reader, w *protocol.Writer) {
+			typ, p, err := r.Next()
+			var l protocol.Listen
+			if err == nil && typ == protocol.TypeListen && protocol.Decode(typ, p, &l) == nil {
+				w.WriteJSON(protocol.TypeListening, &protocol.Listening{ID: l.ID, Address: "fake"})
+			}
+			got <- l
+			r.Next()
+		})
+		_, err := fw.ListenUnix("/run/x.sock", nil)
+		if c.want.Path == "" {
+			if err == nil || !strings.Contains(err.Error(), "fake does not listen on unix sockets: update the corkd") {
+				t.Fatalf("%v: %v", c.caps, err)
+			}
+			_, err = fw.Listen(9000, nil)
+		}
+		if err != nil {
+			t.Fatalf("%v: %v", c.caps, err)
+		}
+		if l := <-got; l != c.want {
+			t.Fatalf("%v: corkd got %+v, want %+v", c.caps, l, c.want)
+		}
 	}
 }
 
