@@ -120,7 +120,7 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 	defer cancel() // a dial still waiting ends with the connection
 	dialer := newUserThread(acct)
 	defer dialer.stop()
-	listeners := &guestListeners{srv: s, acct: acct, warn: s.limitLog(log.Warn, acct.UID), info: s.limitLog(log.Info, acct.UID)}
+	listeners := &guestListeners{srv: s, user: dialer, warn: s.limitLog(log.Warn, acct.UID), info: s.limitLog(log.Info, acct.UID)}
 	defer listeners.close()
 	m := streams.New(hs.c, hs.r, hs.w, streams.Config{
 		Window: fc.Window, MaxStreams: fc.MaxStreamsPerConn,

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -255,6 +256,171 @@ func TestForwardRemote(t *testing.T) {
 		}
 		return err != nil
 	})
+}
+
+// halfCloseThrough connects to the unix socket at path, sends msg, half
+// closes and returns the reply up to EOF.
+func halfCloseThrough(t *testing.T, path, msg string) string {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte(msg))
+	c.(*net.UnixConn).CloseWrite()
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("through %s: %v", path, err)
+	}
+	return string(b)
+}
+
+// A remote forward on a unix socket (ssh -R /path.sock:...): corkd makes
+// the socket, mode 0600, carries its connections to the host, half close
+// included, and removes it when the forward ends.
+func TestForwardRemoteUnix(t *testing.T) {
+	hostSide, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoListener(t, hostSide)
+	dialHost := func() (net.Conn, error) { return net.Dial("tcp", hostSide.Addr().String()) }
+	sock := filepath.Join(t.TempDir(), "remote.sock")
+
+	off := newServer(t, agent.Config{})
+	if _, err := forward(t, off, connect(t, off), "").ListenUnix(sock, dialHost); err == nil || !strings.Contains(err.Error(), "--forwarding=all") {
+		t.Fatalf("listen with --forwarding=local: %v", err)
+	}
+
+	srv := newServer(t, agent.Config{Forward: agent.ForwardConfig{Mode: agent.ForwardAll}})
+	fw := forward(t, srv, connect(t, srv), "")
+	addr, err := fw.ListenUnix(sock, dialHost)
+	if err != nil || addr != sock {
+		t.Fatalf("listening on %q, %v; want %s", addr, err, sock)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(sock, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Mode&0o7777 != 0o600 || st.Uid != uint32(os.Geteuid()) {
+		t.Fatalf("the guest's socket has mode %o and uid %d; want a socket, 0600, uid %d", st.Mode, st.Uid, os.Geteuid())
+	}
+	for i := range 3 {
+		if got := halfCloseThrough(t, sock, "to the host"); got != "to the host" {
+			t.Fatalf("connection %d: %q", i, got)
+		}
+	}
+	fw.Close()
+	waitRemoved(t, "the guest's socket removed with its forward", sock)
+}
+
+// corkd replaces nothing at the path (sshd's StreamLocalBindUnlink is no):
+// not a socket, a file, nor a link, which the bind does not follow
+// either. A path too long for a socket, or relative, is refused too, and
+// the connection serves on.
+func TestForwardRemoteUnixRefusals(t *testing.T) {
+	srv := newServer(t, agent.Config{Forward: agent.ForwardConfig{Mode: agent.ForwardAll}})
+	fw := forward(t, srv, connect(t, srv), "")
+	dir := t.TempDir()
+	taken, file, link, target := filepath.Join(dir, "taken.sock"), filepath.Join(dir, "file"), filepath.Join(dir, "link"), filepath.Join(dir, "target")
+	if _, err := fw.ListenUnix(taken, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte("kept"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{taken, file, link} {
+		if _, err := fw.ListenUnix(path, nil); err == nil || !strings.Contains(err.Error(), path+" exists already") || !strings.Contains(err.Error(), "StreamLocalBindUnlink") {
+			t.Errorf("listen at %s: %v", path, err)
+		}
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "kept" {
+		t.Errorf("the file at the path: %q, %v", b, err)
+	}
+	if _, err := os.Lstat(target); !os.IsNotExist(err) {
+		t.Errorf("the link's target was made: %v", err)
+	}
+	long := "/" + strings.Repeat("x", 107)
+	if _, err := fw.ListenUnix(long, nil); err == nil || !strings.Contains(err.Error(), "at most 107") {
+		t.Errorf("a path of 108 bytes: %v", err)
+	}
+	if _, err := fw.ListenUnix("relative.sock", nil); err == nil || !strings.Contains(err.Error(), "not absolute") {
+		t.Errorf("a relative path: %v", err)
+	}
+	if addr, err := fw.ListenUnix(filepath.Join(dir, "after.sock"), nil); err != nil {
+		t.Fatalf("after the refusals: %q, %v", addr, err)
+	}
+}
+
+// A host that sends what cork never would, a Listen with a relative path,
+// a NUL in it, or a port beside it, loses its connection, and corkd makes
+// nothing.
+func TestForwardRemoteUnixBadListen(t *testing.T) {
+	srv := newServer(t, agent.Config{Forward: agent.ForwardConfig{Mode: agent.ForwardAll}})
+	wd, _ := os.Getwd()
+	for _, l := range []protocol.Listen{
+		{ID: 1, Path: "corkd-relative.sock"},
+		{ID: 1, Path: filepath.Join(wd, "corkd-nul.sock\x00x")},
+		{ID: 1, Port: 9000, Path: filepath.Join(wd, "corkd-both.sock")},
+	} {
+		conn := connect(t, srv)
+		p := prototest.NewPeer(t, conn)
+		p.Hello()
+		p.Send(protocol.TypeForward, &protocol.Forward{})
+		p.Expect(protocol.TypeForwarding)
+		p.Send(protocol.TypeListen, &l)
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			typ, _, err := p.R.Next()
+			if err != nil {
+				if os.IsTimeout(err) {
+					t.Fatalf("%+v: the connection still open after 10s", l)
+				}
+				break
+			}
+			if typ == protocol.TypeListening {
+				t.Fatalf("%+v: answered", l)
+			}
+		}
+	}
+	for _, name := range []string{"corkd-relative.sock", "corkd-nul.sock", "corkd-both.sock"} {
+		if _, err := os.Lstat(filepath.Join(wd, name)); !os.IsNotExist(err) {
+			os.Remove(filepath.Join(wd, name))
+			t.Errorf("%s was made: %v", name, err)
+		}
+	}
+	stillServes(t, srv)
+}
+
+// What is at the path when the forward ends is removed only if it is the
+// socket corkd made: the user may have put something else there.
+func TestForwardRemoteUnixLeavesAReplacement(t *testing.T) {
+	srv := newServer(t, agent.Config{Forward: agent.ForwardConfig{Mode: agent.ForwardAll}})
+	fw := forward(t, srv, connect(t, srv), "")
+	dir := t.TempDir()
+	replaced, other := filepath.Join(dir, "replaced.sock"), filepath.Join(dir, "other.sock")
+	for _, path := range []string{replaced, other} {
+		if _, err := fw.ListenUnix(path, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Remove(replaced); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(replaced, []byte("mine"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fw.Close()
+	// The listeners close in the order they were made.
+	waitRemoved(t, "the second socket removed", other)
+	if b, err := os.ReadFile(replaced); err != nil || string(b) != "mine" {
+		t.Fatalf("what replaced the first socket: %q, %v", b, err)
+	}
 }
 
 // stalledListener returns a loopback address whose connects hang: its

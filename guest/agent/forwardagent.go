@@ -119,12 +119,15 @@ func (a *agentSocket) serve(m *streams.Mux) {
 	// connections is limited as a peer's are.
 	warn, info := a.srv.limitLog(a.log.Warn, a.acct.UID), a.srv.limitLog(a.log.Info, a.acct.UID)
 	acceptEach(a.l, warn, func(c net.Conn) {
-		if uid, err := peerUID(c.(*net.UnixConn)); err != nil || (uid != a.acct.UID && uid != 0) {
+		uid, err := peerUID(c.(*net.UnixConn))
+		if err != nil || (uid != a.acct.UID && uid != 0) {
 			warn("agent socket: connection from another user refused", "uid", uid, "err", err)
 			c.Close()
 			return
 		}
-		go a.srv.carryToHost(m, a.acct, warn, info, c, protocol.NetAgent, a.path)
+		if release, ok := a.srv.takeStream(uid, warn, c, a.path); ok {
+			go a.srv.carryToHost(m, release, info, c, protocol.NetAgent, a.path)
+		}
 	})
 }
 

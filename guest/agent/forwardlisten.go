@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/corkvm/cork/guest/account"
+	"github.com/corkvm/cork/guest/procfs"
 	"github.com/corkvm/cork/protocol"
 	"github.com/corkvm/cork/protocol/streams"
 )
@@ -18,7 +18,7 @@ import (
 // stream the agent opens to the host. They close with the connection.
 type guestListeners struct {
 	srv        *Server
-	acct       *account.Account
+	user       *userThread          // the connection's: its sockets are made and removed as its account
 	warn, info func(string, ...any) // limited to a line a second per message (limitLog)
 	m          *streams.Mux         // set before the connection is read
 
@@ -27,8 +27,8 @@ type guestListeners struct {
 	closed bool
 }
 
-// control serves a Listen, on the connection's reader: binding a port does
-// not wait.
+// control serves a Listen, on the connection's reader: binding a port or
+// a socket does not wait.
 func (g *guestListeners) control(t protocol.Type, p []byte) error {
 	if t != protocol.TypeListen {
 		return fmt.Errorf("protocol: %s from the host", t)
@@ -43,19 +43,21 @@ func (g *guestListeners) control(t protocol.Type, p []byte) error {
 	addr, err := g.listen(&req)
 	answer := &protocol.Listening{ID: req.ID, Address: addr}
 	if err != nil {
-		g.warn("listen refused", "port", req.Port, "err", err)
+		g.warn("listen refused", "port", req.Port, "path", req.Path, "err", err)
 		answer.Error = err.Error()
 	}
 	return g.m.WriteJSON(protocol.TypeListening, answer)
 }
 
-// listen binds req's port on the guest's loopback, within the limits.
+// listen binds req's port on the guest's loopback, or makes its socket,
+// within the limits.
 func (g *guestListeners) listen(req *protocol.Listen) (string, error) {
+	acct := g.user.acct
 	if g.srv.cfg.Forward.Mode != ForwardAll {
 		return "", fmt.Errorf("corkd does not listen for the host: it forwards only from the host to the guest (corkd serve --forwarding=all would allow it)")
 	}
-	if req.Port != 0 && req.Port < 1024 && g.acct.UID != 0 {
-		return "", fmt.Errorf("port %d is privileged: only root may listen on it, not %s", req.Port, g.acct.Name)
+	if req.Path == "" && req.Port != 0 && req.Port < 1024 && acct.UID != 0 {
+		return "", fmt.Errorf("port %d is privileged: only root may listen on it, not %s", req.Port, acct.Name)
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -65,7 +67,13 @@ func (g *guestListeners) listen(req *protocol.Listen) (string, error) {
 	if len(g.open) >= protocol.MaxListens {
 		return "", fmt.Errorf("this connection already has %d listeners, the most corkd keeps for one", len(g.open))
 	}
-	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(req.Port))))
+	var l net.Listener
+	var err error
+	if req.Path != "" {
+		l, err = listenUnixAs(g.user, req.Path)
+	} else {
+		l, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(req.Port))))
+	}
 	if err != nil {
 		return "", err
 	}
@@ -74,9 +82,46 @@ func (g *guestListeners) listen(req *protocol.Listen) (string, error) {
 	return l.Addr().String(), nil
 }
 
-// serve opens a stream to the host for each connection l accepts.
+// serve opens a stream to the host for each connection l accepts,
+// counted against the streams of the uid that made the connection:
+// another user of the guest who connects to the listener over and over
+// uses up its own streams, not the forwarding user's.
 func (g *guestListeners) serve(l net.Listener, id uint32) {
-	acceptEach(l, g.warn, func(c net.Conn) { go g.carry(c, id) })
+	to := strconv.FormatUint(uint64(id), 10)
+	acceptEach(l, g.warn, func(c net.Conn) {
+		uid, err := connectingUID(c)
+		if err != nil {
+			g.warn("connection refused: its maker is unknown", "listener", to, "err", err)
+			c.Close()
+			return
+		}
+		if release, ok := g.srv.takeStream(uid, g.warn, c, to); ok {
+			go g.srv.carryToHost(g.m, release, g.info, c, protocol.NetListener, to)
+		}
+	})
+}
+
+// connectingUID is the uid that made c, a connection one of the agent's
+// listeners accepted: the peer's SO_PEERCRED on a unix socket; on a
+// loopback TCP port, the owner of the connecting socket in the kernel's
+// TCP tables, which must still be held by a process (a socket already
+// closed shows no owner, and its connection is usually gone too).
+func connectingUID(c net.Conn) (uint32, error) {
+	switch c := c.(type) {
+	case *net.UnixConn:
+		return peerUID(c)
+	case *net.TCPConn:
+		local, remote := c.LocalAddr().(*net.TCPAddr).AddrPort(), c.RemoteAddr().(*net.TCPAddr).AddrPort()
+		s, err := procfs.FindTCP(remote, local)
+		if err != nil {
+			return 0, err
+		}
+		if s.Inode == 0 {
+			return 0, fmt.Errorf("the socket from %v was closed already", remote)
+		}
+		return s.UID, nil
+	}
+	return 0, fmt.Errorf("a connection of type %T", c)
 }
 
 // acceptEach calls handle for each connection l accepts, until l is
@@ -101,20 +146,23 @@ func acceptEach(l net.Listener, warn func(string, ...any), handle func(net.Conn)
 	}
 }
 
-func (g *guestListeners) carry(c net.Conn, id uint32) {
-	g.srv.carryToHost(g.m, g.acct, g.warn, g.info, c, protocol.NetListener, strconv.FormatUint(uint64(id), 10))
+// takeStream counts c, a connection uid made to one of the agent's
+// listeners, against uid's streams, and returns the release. A
+// connection past the limits is closed, and false returned.
+func (s *Server) takeStream(uid uint32, warn func(string, ...any), c net.Conn, to string) (release func(), ok bool) {
+	release, err := s.streamsPerUID.take(uid, s.cfg.Forward.MaxStreamsPerUID, s.cfg.Forward.MaxStreams)
+	if err != nil {
+		warn("connection refused", "to", to, "uid", uid, "err", err)
+		c.Close()
+		return nil, false
+	}
+	return release, true
 }
 
 // carryToHost carries c, a connection made to one of the agent's
-// listeners in the guest, on a stream it opens to the host, counted
-// against acct's streams.
-func (s *Server) carryToHost(m *streams.Mux, acct *account.Account, warn, info func(string, ...any), c net.Conn, network uint8, address string) {
-	release, err := s.streamsPerUID.take(acct.UID, s.cfg.Forward.MaxStreamsPerUID, s.cfg.Forward.MaxStreams)
-	if err != nil {
-		warn("connection refused", "to", address, "err", err)
-		c.Close()
-		return
-	}
+// listeners in the guest and counted until release, on a stream it opens
+// to the host.
+func (s *Server) carryToHost(m *streams.Mux, release func(), info func(string, ...any), c net.Conn, network uint8, address string) {
 	st, err := m.Open(network, address)
 	if err != nil {
 		info("the host did not take a connection", "to", address, "err", err)
@@ -129,12 +177,17 @@ func (s *Server) carryToHost(m *streams.Mux, acct *account.Account, warn, info f
 	}
 }
 
-// close closes every listener; none opens after it.
+// close closes every listener, removing the sockets it made; none opens
+// after it.
 func (g *guestListeners) close() {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	g.closed = true
-	for _, l := range g.open {
-		l.Close()
+	open := g.open
+	g.open = nil
+	g.mu.Unlock()
+	for _, l := range open {
+		if err := l.Close(); err != nil {
+			g.warn("closing a listener", "address", l.Addr().String(), "err", err)
+		}
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/corkvm/cork/protocol/prototest"
 )
 
 // failingListener fails its first accepts as a process out of file
@@ -53,5 +55,44 @@ func TestAcceptEachOutlivesEMFILE(t *testing.T) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("acceptEach did not return once the listener was closed")
+	}
+}
+
+// A connection to a guest listener counts against its maker's uid: the
+// connecting socket's owner, which corkd finds while the socket is held.
+// One already closed shows no owner (the kernel's tables show a closed
+// socket as uid 0's, root's): refused.
+func TestConnectingUID(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, closed := range []bool{false, true} {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if closed {
+			c.Close()
+		} else {
+			defer c.Close()
+		}
+		a, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		uid, err := connectingUID(a)
+		switch {
+		case closed && err == nil:
+			t.Fatalf("a closed socket's connection counted against uid %d", uid)
+		case !closed && (err != nil || uid != uint32(os.Geteuid())):
+			t.Fatalf("uid %d, %v; want %d", uid, err, os.Geteuid())
+		}
+	}
+	a, _ := prototest.SocketPair(t)
+	if uid, err := connectingUID(a); err != nil || uid != uint32(os.Geteuid()) {
+		t.Fatalf("a unix socket's peer: uid %d, %v; want %d", uid, err, os.Geteuid())
 	}
 }

@@ -153,7 +153,7 @@ func (h *handshake) run() (protocol.Type, []byte, bool) {
 		caps = append(caps, protocol.CapKeep, protocol.CapCopy, protocol.CapCopyHardlinks)
 	}
 	if v >= 2 && h.srv.cfg.Forward.forwarding() {
-		caps = append(caps, protocol.CapForward, protocol.CapForwardAgent, protocol.CapForwardWatch)
+		caps = append(caps, protocol.CapForward, protocol.CapForwardAgent, protocol.CapForwardWatch, protocol.CapForwardListenUnix)
 	}
 	if err := h.w.WriteJSON(protocol.TypeHello, &protocol.Hello{
 		MinVersion: protocol.MinVersion, MaxVersion: protocol.MaxVersion, Version: v,

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -171,4 +172,211 @@ func tcpSocketUID(t *testing.T, lport, rport int) uint32 {
 	}
 	t.Fatalf("no socket from port %d to port %d in /proc/net/tcp", lport, rport)
 	return 0
+}
+
+// forwardUser is a user a test makes (corkr...), with a home of its own,
+// and removes again.
+type forwardUser struct {
+	name     string
+	uid, gid uint32
+	home     string
+}
+
+func newForwardUser(t *testing.T) *forwardUser {
+	t.Helper()
+	requireRoot(t)
+	if _, err := exec.LookPath("useradd"); err != nil {
+		t.Skip("no useradd")
+	}
+	name := fmt.Sprintf("corkr%d%03d", os.Getpid()%10000, time.Now().UnixNano()%1000)
+	home, err := os.MkdirTemp("", "corkhome")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(home) })
+	mustRun(t, "useradd", "-M", "-d", home, "-s", "/bin/sh", name)
+	t.Cleanup(func() { exec.Command("userdel", name).Run() })
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
+	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
+	fu := &forwardUser{name: name, uid: uint32(uid), gid: uint32(gid), home: home}
+	if err := os.Chown(home, int(uid), int(gid)); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(home, 0o755)
+	return fu
+}
+
+// rootDir is a directory of root's that everyone may enter and only root
+// may write.
+func rootDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "corkroot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	return dir
+}
+
+// The guest's socket of a remote forward is made as the user: it is the
+// user's, mode 0600, only where the user may write, and a link planted at
+// or above its path gets nothing the user could not do.
+func TestForwardRemoteUnixAsTheUser(t *testing.T) {
+	u := newForwardUser(t)
+	srv := newServer(t, agent.Config{Forward: agent.ForwardConfig{Mode: agent.ForwardAll}})
+	hostSide, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoListener(t, hostSide)
+	dialHost := func() (net.Conn, error) { return net.Dial("tcp", hostSide.Addr().String()) }
+	fw := forward(t, srv, connect(t, srv), u.name)
+	sock := filepath.Join(u.home, "remote.sock")
+	if _, err := fw.ListenUnix(sock, dialHost); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(sock, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Mode&0o7777 != 0o600 || st.Uid != u.uid || st.Gid != u.gid {
+		t.Fatalf("the socket has mode %o, owner %d:%d; want a socket, 0600, %d:%d", st.Mode, st.Uid, st.Gid, u.uid, u.gid)
+	}
+	if got := halfCloseThrough(t, sock, "root"); got != "root" {
+		t.Fatalf("root through the socket: %q", got)
+	}
+	if c, err := dialAsUID("unix", sock, 12345); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("another uid connected to the user's socket: %v", err)
+	}
+
+	theirs := rootDir(t)
+	if err := os.Symlink(theirs, filepath.Join(u.home, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(theirs, "at.sock"), filepath.Join(u.home, "at.sock")); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		filepath.Join(theirs, "x.sock"):         "permission denied",
+		filepath.Join(u.home, "link", "y.sock"): "permission denied",
+		filepath.Join(u.home, "at.sock"):        "exists already",
+	} {
+		if _, err := fw.ListenUnix(path, dialHost); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("listen at %s: %v, want %q", path, err, want)
+		}
+	}
+	if ents, _ := os.ReadDir(theirs); len(ents) != 0 {
+		t.Errorf("made in root's directory: %v", ents)
+	}
+	fw.Close()
+	waitRemoved(t, "the user's socket removed", sock)
+}
+
+// Another user of the guest races the user for the path: one who took
+// the name first keeps it (nothing is replaced), and one who replaced the
+// socket in a directory that let them keeps what they put there.
+func TestForwardRemoteUnixAnotherUserRaces(t *testing.T) {
+	u, other := newForwardUser(t), newForwardUser(t)
+	srv := newServer(t, agent.Config{Forward: agent.ForwardConfig{Mode: agent.ForwardAll}})
+	fw := forward(t, srv, connect(t, srv), u.name)
+	shared := rootDir(t)
+	os.Chmod(shared, 0o777) // not sticky: anyone may rename over anything
+	first, replaced, marker := filepath.Join(shared, "first.sock"), filepath.Join(shared, "replaced.sock"), filepath.Join(shared, "marker.sock")
+	err := runAsUID(int(other.uid), func() error {
+		return os.WriteFile(first, []byte("other's"), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fw.ListenUnix(first, nil); err == nil || !strings.Contains(err.Error(), "exists already") {
+		t.Fatalf("listen where another user was first: %v", err)
+	}
+	for _, path := range []string{replaced, marker} {
+		if _, err := fw.ListenUnix(path, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = runAsUID(int(other.uid), func() error {
+		if err := os.WriteFile(replaced+".new", []byte("other's"), 0o644); err != nil {
+			return err
+		}
+		return os.Rename(replaced+".new", replaced)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw.Close()
+	waitRemoved(t, "the user's other socket removed", marker) // the listeners close in order
+	for _, path := range []string{first, replaced} {
+		if b, err := os.ReadFile(path); err != nil || string(b) != "other's" {
+			t.Errorf("the other user's file at %s: %q, %v", path, b, err)
+		}
+	}
+}
+
+// A connection to a remote forward's listener counts against the streams
+// of the uid that made it, not the forwarding user's: another user who
+// connects over and over reaches its own limit, and the forwarding user
+// keeps all of its streams.
+func TestForwardRemoteConnectionsCountAgainstTheirMaker(t *testing.T) {
+	u, other := newForwardUser(t), newForwardUser(t)
+	srv := newServer(t, agent.Config{Forward: agent.ForwardConfig{Mode: agent.ForwardAll, MaxStreamsPerUID: 2}})
+	hostSide, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoListener(t, hostSide)
+	dialHost := func() (net.Conn, error) { return net.Dial("tcp", hostSide.Addr().String()) }
+	fw := forward(t, srv, connect(t, srv), u.name)
+	port, err := fw.Listen(0, dialHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock, err := fw.ListenUnix(filepath.Join(u.home, "shared.sock"), dialHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(sock, 0o666) // the user lets everyone in
+
+	echoes := func(c net.Conn) bool {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write([]byte("ping"))
+		b := make([]byte, 4)
+		_, err := io.ReadFull(c, b)
+		return err == nil && string(b) == "ping"
+	}
+	for i, to := range []struct{ network, address string }{{"tcp", port}, {"unix", sock}, {"tcp", port}, {"unix", sock}} {
+		c, err := dialAsUID(to.network, to.address, int(other.uid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if got, want := echoes(c), i < 2; got != want {
+			t.Fatalf("the other user's connection %d over %s reached the host: %v, want %v", i+1, to.network, got, want)
+		}
+	}
+	s, err := fw.Dial(protocol.NetTCP, hostSide.Addr().String())
+	if err == nil {
+		defer s.Close()
+		err = s.Answer()
+	}
+	if err != nil {
+		t.Fatalf("the forwarding user's own stream: %v", err)
+	}
+	c, err := dialAsUID("tcp", port, int(u.uid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if !echoes(c) {
+		t.Fatal("the forwarding user's own connection to its listener did not reach the host")
+	}
 }

@@ -121,7 +121,7 @@ func TestForwardAgentOtherUserRefused(t *testing.T) {
 	sock := fw.AgentSocket()
 	os.Chmod(filepath.Dir(sock), 0o755)
 	os.Chmod(sock, 0o777)
-	c, err := dialAsUID(sock, 12345)
+	c, err := dialAsUID("unix", sock, 12345)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,26 +139,30 @@ func TestForwardAgentOtherUserRefused(t *testing.T) {
 	}
 }
 
-// dialAsUID connects to the unix socket at path from a thread whose uids
-// are all uid, so that SO_PEERCRED names it. The thread is never unlocked:
-// it ends with its goroutine.
-func dialAsUID(path string, uid int) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	done := make(chan result, 1)
+// dialAsUID connects to address on network from a thread whose uids are
+// all uid, so that SO_PEERCRED, or the TCP socket's owner, names it.
+func dialAsUID(network, address string, uid int) (net.Conn, error) {
+	var c net.Conn
+	err := runAsUID(uid, func() (err error) {
+		c, err = net.DialTimeout(network, address, 10*time.Second)
+		return err
+	})
+	return c, err
+}
+
+// runAsUID runs fn on a thread whose uids are all uid. The thread is never
+// unlocked: it ends with its goroutine.
+func runAsUID(uid int, fn func() error) error {
+	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); e != 0 {
-			done <- result{err: os.NewSyscallError("setresuid", syscall.Errno(e))}
+			done <- os.NewSyscallError("setresuid", syscall.Errno(e))
 			return
 		}
-		c, err := net.Dial("unix", path)
-		done <- result{c, err}
+		done <- fn()
 	}()
-	r := <-done
-	return r.c, r.err
+	return <-done
 }
 
 // The directory is the user's, who may put a link to another directory at
