@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -31,32 +32,66 @@ const forwardUsage = `usage: cork forward [flags] LOCAL:REMOTE...
   -R GUESTPORT:HOSTADDR:PORT goes the other way, as ssh -R: corkd listens on
   the guest's loopback (it needs corkd serve --forwarding=all) and cork
   connects to HOSTADDR:PORT on the host for each connection made there.
+  Either side may be a unix socket's path: -R /run/x.sock:5000 has corkd
+  make the socket, as the user and mode 0600; -R 9000:/tmp/x.sock
+  connects to the host's socket.
   --auto follows the ports the guest's programs listen on (the user's, or
   everyone's for root), as lima does: each gets the same port on the host
   when it is free, the next free one otherwise, and goes when it closes.
 `
 
-// remoteSpec is one -R GUESTPORT:HOSTADDR:PORT.
+// remoteSpec is one -R GUEST:HOST.
 type remoteSpec struct {
-	port uint16
-	host string // host:port, dialled on the host
+	port     uint16 // the guest's port, when path is empty
+	path     string // the guest's unix socket
+	hostNet  string // "tcp" or "unix"
+	host     string // host:port or a path, dialled on the host
+	guestFor string // the guest's side, as printed
 }
 
-// parseRemote parses GUESTPORT:HOSTADDR:PORT, or GUESTPORT:PORT for the
-// host's 127.0.0.1.
+// parseRemote parses -R GUEST:HOST as ssh does: GUEST a port or a unix
+// socket's path (absolute), HOST HOSTADDR:PORT, a port of the host's
+// 127.0.0.1, or a unix socket's path. The guest's path ends at its first
+// colon; the host's takes the rest.
 func parseRemote(spec string) (*remoteSpec, error) {
+	bad := func(why string) error {
+		return fmt.Errorf("-R %q: %s (want GUEST:HOST, for example 9000:127.0.0.1:5000, 9000:5000, /run/x.sock:5000 or 9000:/tmp/x.sock)", spec, why)
+	}
 	guest, host, ok := strings.Cut(spec, ":")
-	if !ok || !isPort(guest) {
-		return nil, fmt.Errorf("-R %q: want GUESTPORT:HOSTADDR:PORT, for example 9000:127.0.0.1:5000", spec)
+	if !ok {
+		return nil, bad("no host side")
 	}
-	if isPort(host) {
-		host = net.JoinHostPort("127.0.0.1", host)
+	r := &remoteSpec{guestFor: guest}
+	switch {
+	case strings.HasPrefix(guest, "/"):
+		r.path = guest
+	case isPort(guest):
+		port, _ := strconv.ParseUint(guest, 10, 16)
+		r.port = uint16(port)
+	default:
+		return nil, bad(fmt.Sprintf("the guest side %q is neither a port nor an absolute path", guest))
 	}
-	if h, p, err := net.SplitHostPort(host); err != nil || h == "" || !isPort(p) || p == "0" {
-		return nil, fmt.Errorf("-R %q: the host side %q is not HOSTADDR:PORT", spec, host)
+	r.hostNet, r.host = "tcp", host
+	switch {
+	case strings.HasPrefix(host, "/"):
+		r.hostNet = "unix"
+	case isPort(host) && host != "0":
+		r.host = net.JoinHostPort("127.0.0.1", host)
+	default:
+		if h, p, err := net.SplitHostPort(host); err != nil || h == "" || !isPort(p) || p == "0" {
+			return nil, bad(fmt.Sprintf("the host side %q is neither a port, HOSTADDR:PORT nor an absolute path", host))
+		}
 	}
-	port, _ := strconv.ParseUint(guest, 10, 16)
-	return &remoteSpec{port: uint16(port), host: host}, nil
+	return r, nil
+}
+
+// listen asks fw for r's guest listener, whose connections are carried to
+// dial, and returns the guest's address.
+func (r *remoteSpec) listen(fw *client.Forwarder, dial func() (net.Conn, error)) (string, error) {
+	if r.path != "" {
+		return fw.ListenUnix(r.path, dial)
+	}
+	return fw.Listen(r.port, dial)
 }
 
 // forwardSpec is one LOCAL:REMOTE.
@@ -108,17 +143,25 @@ func isPort(s string) bool {
 // listen opens the host's side of f. A unix socket is made for its owner
 // alone (0600), as ssh makes one; one that exists already is not replaced.
 func (f *forwardSpec) listen() (net.Listener, error) {
-	l, err := net.Listen(f.localNet, f.local)
-	if err != nil {
-		return nil, err
-	}
 	if f.localNet == "unix" {
-		if err := os.Chmod(f.local, 0o600); err != nil {
-			l.Close()
-			return nil, err
-		}
+		return listenUnixPrivate(f.local)
 	}
-	return l, nil
+	return net.Listen(f.localNet, f.local)
+}
+
+// umaskMu is held while listenUnixPrivate has changed the process's umask.
+var umaskMu sync.Mutex
+
+// listenUnixPrivate makes a unix socket at path with mode 0600 from the
+// start, as ssh's umask of 0177 around its bind does: a chmod after the
+// bind would leave a moment in which anyone the umask lets in may connect.
+// The umask is the process's, and cork makes no other files meanwhile.
+func listenUnixPrivate(path string) (net.Listener, error) {
+	umaskMu.Lock()
+	defer umaskMu.Unlock()
+	old := syscall.Umask(0o177)
+	defer syscall.Umask(old)
+	return net.Listen("unix", path)
 }
 
 func forwardMain(args []string) int {
@@ -131,7 +174,7 @@ func forwardMain(args []string) int {
 	fs.BoolVar(&auto, "auto", false, "follow the guest's listening TCP ports, as lima does")
 	fs.StringVar(&autoPorts, "auto-ports", "1024-65535", "with --auto, carry only these guest `PORTS` (PORT or FROM-TO, comma-separated)")
 	fs.StringVar(&autoIgnore, "auto-ignore", "", "with --auto, never carry these guest `PORTS`")
-	fs.StringArrayVarP(&remotes, "remote", "R", nil, "listen on `GUESTPORT:HOSTADDR:PORT` in the guest, carried to the host (repeatable)")
+	fs.StringArrayVarP(&remotes, "remote", "R", nil, "listen in the guest, carried to the host, as ssh -R: `GUEST:HOST`, GUEST a port or a socket's path, HOST a port, HOSTADDR:PORT or a socket's path (repeatable)")
 	t.flags(fs)
 	fs.StringVarP(&user, "user", "u", "", "connect in the guest as `NAME|UID` (default: corkd's own user)")
 	fs.StringVar(&address, "address", "127.0.0.1", "host `ADDR` to listen on for ports (0.0.0.0 lets other machines in)")
@@ -222,10 +265,10 @@ func runForwards(ctx context.Context, t *target, user string, specs []*forwardSp
 		})
 	}
 	for _, r := range remotes {
-		addr, err := fw.Listen(r.port, func() (net.Conn, error) {
-			c, err := net.DialTimeout("tcp", r.host, 10*time.Second)
+		addr, err := r.listen(fw, func() (net.Conn, error) {
+			c, err := net.DialTimeout(r.hostNet, r.host, 10*time.Second)
 			if err != nil {
-				fmt.Fprintf(os.Stderr, "cork: forward guest port %d -> %s: %v\n", r.port, r.host, err)
+				fmt.Fprintf(os.Stderr, "cork: forward guest %s -> %s: %v\n", r.guestFor, r.host, err)
 			}
 			return c, err
 		})
@@ -233,7 +276,7 @@ func runForwards(ctx context.Context, t *target, user string, specs []*forwardSp
 			return fail("forward: interrupted while waiting for corkd")
 		}
 		if err != nil {
-			return fail("forward -R %d:%s: %v", r.port, r.host, err)
+			return fail("forward -R %s:%s: %v", r.guestFor, r.host, err)
 		}
 		fmt.Printf("Forwarding from guest %s -> %s\n", term.Printable(addr), r.host)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,19 +45,76 @@ func TestParseForward(t *testing.T) {
 
 func TestParseRemote(t *testing.T) {
 	for spec, want := range map[string]remoteSpec{
-		"9000:127.0.0.1:5000": {9000, "127.0.0.1:5000"},
-		"9000:5000":           {9000, "127.0.0.1:5000"},
-		"0:[::1]:5000":        {0, "[::1]:5000"},
-		"8080:proxy.lan:3128": {8080, "proxy.lan:3128"},
+		"9000:127.0.0.1:5000":       {port: 9000, hostNet: "tcp", host: "127.0.0.1:5000", guestFor: "9000"},
+		"9000:5000":                 {port: 9000, hostNet: "tcp", host: "127.0.0.1:5000", guestFor: "9000"},
+		"0:[::1]:5000":              {hostNet: "tcp", host: "[::1]:5000", guestFor: "0"},
+		"8080:proxy.lan:3128":       {port: 8080, hostNet: "tcp", host: "proxy.lan:3128", guestFor: "8080"},
+		"/run/x.sock:5000":          {path: "/run/x.sock", hostNet: "tcp", host: "127.0.0.1:5000", guestFor: "/run/x.sock"},
+		"/run/x.sock:db:5432":       {path: "/run/x.sock", hostNet: "tcp", host: "db:5432", guestFor: "/run/x.sock"},
+		"9000:/tmp/h.sock":          {port: 9000, hostNet: "unix", host: "/tmp/h.sock", guestFor: "9000"},
+		"/run/x.sock:/tmp/a:b.sock": {path: "/run/x.sock", hostNet: "unix", host: "/tmp/a:b.sock", guestFor: "/run/x.sock"},
 	} {
 		if got, err := parseRemote(spec); err != nil || *got != want {
 			t.Errorf("%q: %+v, %v; want %+v", spec, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "9000", "x:5000", "9000:", "9000:host:", "9000:host:0", "70000:5000"} {
+	for _, bad := range []string{"", "9000", "x:5000", "9000:", "9000:0", "9000:host:", "9000:host:0", "70000:5000", "run/x.sock:5000", "/run/x.sock", "/run/x.sock:tmp/h.sock"} {
 		if _, err := parseRemote(bad); err == nil || !strings.Contains(err.Error(), "-R") {
 			t.Errorf("%q: %v, want an error naming -R", bad, err)
 		}
+	}
+}
+
+// The host's socket is made mode 0600, whatever cork's umask: never wider
+// for a moment, which a chmod after the bind would allow. A watcher
+// stats the path as fast as it can while cork makes it again and again.
+func TestForwardHostSocketPrivateFromTheStart(t *testing.T) {
+	defer syscall.Umask(syscall.Umask(0))
+	sock := filepath.Join(t.TempDir(), "h.sock")
+	f := &forwardSpec{localNet: "unix", local: sock}
+	wider := make(chan os.FileMode, 1)
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if st, err := os.Lstat(sock); err == nil && st.Mode().Perm() != 0o600 {
+				select {
+				case wider <- st.Mode().Perm():
+				default:
+				}
+			}
+		}
+	}()
+	for range 2000 {
+		l, err := f.listen()
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Close()
+	}
+	close(stop)
+	<-watched
+	select {
+	case mode := <-wider:
+		t.Fatalf("the host's socket had mode %o for a moment", mode)
+	default:
+	}
+	l, err := f.listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if st, err := os.Lstat(sock); err != nil || st.Mode()&os.ModeSocket == 0 || st.Mode().Perm() != 0o600 {
+		t.Fatalf("the host's socket: %v, %v; want a socket of mode 0600", st.Mode(), err)
+	}
+	if _, err := f.listen(); err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("a second listen at the same path: %v", err)
 	}
 }
 
