@@ -32,6 +32,18 @@ type forwarder struct {
 	cmd    *exec.Cmd
 	from   []string // the host's addresses, in the order of the specs
 	stderr *harness.Buffer
+	stops  sync.Once
+}
+
+// stop interrupts cork forward and waits for it: it must exit 0.
+func (f *forwarder) stop(t *testing.T) {
+	t.Helper()
+	f.stops.Do(func() {
+		f.cmd.Process.Signal(syscall.SIGINT)
+		if err := f.cmd.Wait(); err != nil {
+			t.Errorf("cork forward after SIGINT: %v; stderr:\n%s", err, f.stderr.String())
+		}
+	})
 }
 
 // startForward runs cork forward with args and waits for its one line per
@@ -62,12 +74,7 @@ func startForwardAs(t *testing.T, cred *syscall.Credential, args ...string) *for
 		}
 		close(lines)
 	}()
-	t.Cleanup(func() {
-		f.cmd.Process.Signal(syscall.SIGINT)
-		if err := f.cmd.Wait(); err != nil {
-			t.Errorf("cork forward after SIGINT: %v; stderr:\n%s", err, f.stderr.String())
-		}
-	})
+	t.Cleanup(func() { f.stop(t) })
 	specs := 0
 	for _, a := range args {
 		if strings.Contains(a, ":") && !strings.Contains(a, "://") || !strings.HasPrefix(a, "-") && isDigits(a) {
@@ -278,6 +285,63 @@ func TestForwardRemote(t *testing.T) {
 	}
 	if got := halfClose(t, dialFrom(t, guest), []byte("from the guest")); got != "read 14 bytes" {
 		t.Fatalf("through the guest's listener: %q", got)
+	}
+}
+
+// cork forward -R with unix sockets on either side, as ssh -R: corkd
+// makes the guest's socket as the user, mode 0600, refuses a path where
+// something is, and removes its socket when cork forward ends.
+func TestForwardRemoteUnix(t *testing.T) {
+	u := newTestUser(t)
+	a := startAgent(t, "--forwarding=all")
+	l, port := listenTCP(t)
+	prototest.Serve(t, l, counter)
+	hostSock := filepath.Join(t.TempDir(), "host.sock")
+	ul, err := net.Listen("unix", hostSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prototest.Serve(t, ul, counter)
+	toPort, toSock := filepath.Join(u.home, "to-port.sock"), filepath.Join(u.home, "to-sock.sock")
+	f := startForward(t, "--connect", a.url, "-u", u.name, "-R", toPort+":"+port, "-R", toSock+":"+hostSock, "-R", "0:"+hostSock)
+	for i, want := range []string{"guest " + toPort, "guest " + toSock, "guest 127.0.0.1:"} {
+		if !strings.HasPrefix(f.from[i], want) {
+			t.Fatalf("forward %d from %q, want %q", i, f.from[i], want)
+		}
+	}
+	for _, path := range []string{toPort, toSock} {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode&syscall.S_IFMT != syscall.S_IFSOCK || st.Mode&0o7777 != 0o600 || int(st.Uid) != u.uid {
+			t.Fatalf("%s has mode %o and uid %d; want a socket, 0600, uid %d", path, st.Mode, st.Uid, u.uid)
+		}
+	}
+	msg := make([]byte, 1<<20)
+	rand.Read(msg)
+	for _, from := range f.from {
+		if got := halfClose(t, dialFrom(t, strings.TrimPrefix(from, "guest ")), msg); got != "read 1048576 bytes" {
+			t.Fatalf("through %s: %q", from, got)
+		}
+	}
+	out, err := exec.Command(bin.Cork, "forward", "--connect", a.url, "-u", u.name, "-R", toPort+":"+port).CombinedOutput()
+	if code := exitCode(err); code != 125 || !strings.Contains(string(out), toPort+" exists already") || !strings.Contains(string(out), "StreamLocalBindUnlink") {
+		t.Fatalf("a second -R at the same path: exit %d, %s", code, out)
+	}
+	if got := halfClose(t, dialFrom(t, toPort), []byte("still")); got != "read 5 bytes" {
+		t.Fatalf("the first forward's socket after the refusal: %q", got)
+	}
+	f.stop(t)
+	for _, path := range []string{toPort, toSock} {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if _, err := os.Lstat(path); os.IsNotExist(err) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still there 10s after cork forward ended", path)
+			}
+		}
 	}
 }
 
