@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -296,10 +297,15 @@ func TestForwardRemoteUnix(t *testing.T) {
 
 	srv := newServer(t, agent.Config{Forward: agent.ForwardConfig{Mode: agent.ForwardAll}})
 	fw := forward(t, srv, connect(t, srv), "")
+	umask := threadUmasks(t)
 	addr, err := fw.ListenUnix(sock, dialHost)
 	if err != nil || addr != sock {
 		t.Fatalf("listening on %q, %v; want %s", addr, err, sock)
 	}
+	// The socket's umask was its thread's alone, and went with it.
+	waitFor(t, fmt.Sprintf("the threads' umasks to be %v again, as before the listen", umask), 10*time.Second, func() bool {
+		return len(umask) == 1 && slices.Equal(threadUmasks(t), umask)
+	})
 	var st unix.Stat_t
 	if err := unix.Lstat(sock, &st); err != nil {
 		t.Fatal(err)
@@ -314,6 +320,30 @@ func TestForwardRemoteUnix(t *testing.T) {
 	}
 	fw.Close()
 	waitRemoved(t, "the guest's socket removed with its forward", sock)
+}
+
+// threadUmasks returns the umasks of the process's threads, each once,
+// sorted.
+func threadUmasks(t *testing.T) []string {
+	t.Helper()
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Skip(err)
+	}
+	var masks []string
+	for _, task := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + task.Name() + "/status")
+		if err != nil {
+			continue // the thread ended
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if m, ok := strings.CutPrefix(line, "Umask:"); ok && !slices.Contains(masks, strings.TrimSpace(m)) {
+				masks = append(masks, strings.TrimSpace(m))
+			}
+		}
+	}
+	slices.Sort(masks)
+	return masks
 }
 
 // corkd replaces nothing at the path (sshd's StreamLocalBindUnlink is no):
@@ -345,8 +375,11 @@ func TestForwardRemoteUnixRefusals(t *testing.T) {
 	if _, err := os.Lstat(target); !os.IsNotExist(err) {
 		t.Errorf("the link's target was made: %v", err)
 	}
-	long := "/" + strings.Repeat("x", 107)
-	if _, err := fw.ListenUnix(long, nil); err == nil || !strings.Contains(err.Error(), "at most 107") {
+	longest := filepath.Join(dir, strings.Repeat("x", 107-len(dir)-1))
+	if _, err := fw.ListenUnix(longest, nil); err != nil {
+		t.Errorf("a path of 107 bytes: %v", err)
+	}
+	if _, err := fw.ListenUnix(longest+"x", nil); err == nil || !strings.Contains(err.Error(), "at most 107") {
 		t.Errorf("a path of 108 bytes: %v", err)
 	}
 	if _, err := fw.ListenUnix("relative.sock", nil); err == nil || !strings.Contains(err.Error(), "not absolute") {
