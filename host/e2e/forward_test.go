@@ -6,12 +6,14 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -343,6 +345,54 @@ func TestForwardRemoteUnix(t *testing.T) {
 			}
 		}
 	}
+}
+
+// corkd stays root after forwards as another user, with -R sockets made
+// as the user: its threads that took the user's identity end with their
+// work, and none of them is the main thread, whose identity is the
+// process's for kill(2) and ps. A goroutine that locked the main thread
+// and ended would leave it parked with the user's uid for good.
+func TestForwardCorkdStaysItsOwnUser(t *testing.T) {
+	u := newTestUser(t)
+	a := startAgent(t, "--forwarding=all")
+	l, port := listenTCP(t)
+	prototest.Serve(t, l, counter)
+	for i := range 40 {
+		f := startForward(t, "--connect", a.url, "-u", u.name, "-R", filepath.Join(u.home, fmt.Sprintf("r%d.sock", i))+":"+port, "0:"+port)
+		for range 4 {
+			if got := halfClose(t, dialFrom(t, f.from[0]), []byte("x")); got != "read 1 bytes" {
+				t.Fatalf("through the forward: %q", got)
+			}
+		}
+		f.stop(t)
+	}
+	pid := a.cmd.Process.Pid
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(line, "Uid:") && strings.Join(strings.Fields(line), " ") != "Uid: 0 0 0 0" {
+			t.Errorf("corkd's process is no longer root's: %s", line)
+		}
+	}
+	if err := killAs(u.uid, pid); !errors.Is(err, syscall.EPERM) {
+		t.Errorf("%s signalled corkd: %v", u.name, err)
+	}
+}
+
+// killAs sends signal 0 to pid from a thread whose uids are all uid.
+func killAs(uid, pid int) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		if _, _, e := syscall.RawSyscall(syscall.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); e != 0 {
+			done <- e
+			return
+		}
+		done <- syscall.Kill(pid, 0)
+	}()
+	return <-done
 }
 
 func exitCode(err error) int {
