@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/corkvm/cork/protocol/prototest"
 )
 
@@ -94,5 +96,18 @@ func TestConnectingUID(t *testing.T) {
 	a, _ := prototest.SocketPair(t)
 	if uid, err := connectingUID(a); err != nil || uid != uint32(os.Geteuid()) {
 		t.Fatalf("a unix socket's peer: uid %d, %v; want %d", uid, err, os.Geteuid())
+	}
+}
+
+// onOwnThread never runs its function on the main thread, which Go would
+// park with what the function changed instead of ending it. Each try's
+// goroutine is a new one that the scheduler may give any thread.
+func TestOnOwnThreadNeverTheMainThread(t *testing.T) {
+	for try := range 200 {
+		tids := make(chan int, 1)
+		go onOwnThread(func() { tids <- unix.Gettid() })
+		if tid := <-tids; tid == os.Getpid() {
+			t.Fatalf("try %d ran on the main thread", try)
+		}
 	}
 }

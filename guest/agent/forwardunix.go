@@ -86,13 +86,10 @@ func (s *unixSocket) Close() error {
 // asUserMasked runs fn on a thread of its own with umask as its umask and
 // acct's identity. The thread first stops sharing its filesystem
 // attributes (unshare(CLONE_FS)), so the umask is its alone: the
-// process's, which every other thread shares, is left as it is. The
-// thread is locked and never unlocked, so Go ends it after fn and nothing
-// else ever runs with that umask or identity.
+// process's, which every other thread shares, is left as it is.
 func asUserMasked(acct *account.Account, umask int, fn func() error) error {
 	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
+	go onOwnThread(func() {
 		if err := unix.Unshare(unix.CLONE_FS); err != nil {
 			errc <- fmt.Errorf("a thread of its own umask: %w", os.NewSyscallError("unshare", err))
 			return
@@ -103,6 +100,27 @@ func asUserMasked(acct *account.Account, umask int, fn func() error) error {
 			return
 		}
 		errc <- fn()
-	}()
+	})
 	return <-errc
+}
+
+// onOwnThread runs fn on a thread locked to it and never unlocked, so that
+// Go ends the thread after fn, and no other work ever runs with what fn
+// changed of it. Never on the main thread: Go parks a locked main thread
+// whose goroutine ends instead of ending it, and the main thread's
+// identity is the process's for kill(2) and ps. On the main thread, fn
+// goes to another goroutine, which this one's lock keeps off it.
+func onOwnThread(fn func()) {
+	runtime.LockOSThread()
+	if unix.Gettid() != unix.Getpid() {
+		fn()
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		onOwnThread(fn)
+	}()
+	<-done
+	runtime.UnlockOSThread()
 }

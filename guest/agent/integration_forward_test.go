@@ -195,7 +195,9 @@ func newForwardUser(t *testing.T) *forwardUser {
 	}
 	t.Cleanup(func() { os.RemoveAll(home) })
 	mustRun(t, "useradd", "-M", "-d", home, "-s", "/bin/sh", name)
-	t.Cleanup(func() { exec.Command("userdel", name).Run() })
+	// -f: a thread of this process may still have the user's uid (a
+	// forward's, ending with its connection).
+	t.Cleanup(func() { exec.Command("userdel", "-f", name).Run() })
 	u, err := user.Lookup(name)
 	if err != nil {
 		t.Fatal(err)
