@@ -63,25 +63,6 @@ func waitRemoved(t *testing.T, what, path string) {
 	})
 }
 
-// askAgent sends msg to the guest's agent socket at path, as root, half
-// closes and returns the reply up to EOF.
-func askAgent(t *testing.T, path, msg string) string {
-	t.Helper()
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	c.Write([]byte(msg))
-	c.(*net.UnixConn).CloseWrite()
-	b, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatalf("reading the agent's reply: %v", err)
-	}
-	return string(b)
-}
-
 // The agent socket is in a directory of its own, 0700 and the user's, and
 // its connections reach the host's agent; both go with the connection.
 func TestForwardAgentSocket(t *testing.T) {
@@ -103,7 +84,7 @@ func TestForwardAgentSocket(t *testing.T) {
 			t.Errorf("%s has mode %o, want 0700", p, st.Mode&0o7777)
 		}
 	}
-	if got := askAgent(t, sock, "list keys"); got != "agent:list keys" {
+	if got := halfCloseThrough(t, sock, "list keys"); got != "agent:list keys" {
 		t.Fatalf("through the agent socket: %q", got)
 	}
 	fw.Close()
@@ -131,7 +112,7 @@ func TestForwardAgentOtherUserRefused(t *testing.T) {
 	if got, err := io.ReadAll(c); len(got) != 0 || os.IsTimeout(err) {
 		t.Fatalf("uid 12345 got %q (%v) from nobody's agent", got, err)
 	}
-	if got := askAgent(t, sock, "root"); got != "agent:root" {
+	if got := halfCloseThrough(t, sock, "root"); got != "agent:root" {
 		t.Fatalf("root after the refusal: %q", got)
 	}
 	if n := h.conns.Load(); n != 1 {
@@ -224,7 +205,7 @@ func TestForwardAgentAgainForAKeptSession(t *testing.T) {
 	if again.AgentSocket() != sock {
 		t.Fatalf("socket made again at %s, want %s", again.AgentSocket(), sock)
 	}
-	if got := askAgent(t, sock, "again"); got != "agent:again" {
+	if got := halfCloseThrough(t, sock, "again"); got != "agent:again" {
 		t.Fatalf("through the socket made again: %q", got)
 	}
 	// A second attach -A takes the socket over; the first one's end
@@ -236,7 +217,7 @@ func TestForwardAgentAgainForAKeptSession(t *testing.T) {
 	before := srv.Active()
 	again.Close()
 	waitFor(t, "the first attach's forwarding to end", 10*time.Second, func() bool { return srv.Active() < before })
-	if got := askAgent(t, sock, "third"); got != "agent:third" {
+	if got := halfCloseThrough(t, sock, "third"); got != "agent:third" {
 		t.Fatalf("through the second attach's socket: %q", got)
 	}
 	third.Close()

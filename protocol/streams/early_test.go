@@ -36,13 +36,7 @@ func gated(t *testing.T, gate <-chan struct{}, refuse bool) func(uint8, string) 
 func socketMuxes(t *testing.T, host, guest Config) (*Mux, *Mux) {
 	t.Helper()
 	a, b := prototest.SocketPair(t)
-	host.Odd, guest.Odd = true, false
-	mh := New(a, protocol.NewReader(a), protocol.NewWriter(a), host)
-	mg := New(b, protocol.NewReader(b), protocol.NewWriter(b), guest)
-	go mh.Run()
-	go mg.Run()
-	t.Cleanup(func() { mh.Close(); mg.Close() })
-	return mh, mg
+	return joined(t, a, b, host, guest)
 }
 
 func draining(m *Mux) int {

@@ -19,6 +19,13 @@ import (
 func pair(t *testing.T, host, guest Config) (*Mux, *Mux) {
 	t.Helper()
 	a, b := net.Pipe()
+	return joined(t, a, b, host, guest)
+}
+
+// joined returns the host's and the guest's Mux on the two ends of a
+// connection, running until the test ends.
+func joined(t *testing.T, a, b net.Conn, host, guest Config) (*Mux, *Mux) {
+	t.Helper()
 	host.Odd, guest.Odd = true, false
 	mh := New(a, protocol.NewReader(a), protocol.NewWriter(a), host)
 	mg := New(b, protocol.NewReader(b), protocol.NewWriter(b), guest)
