@@ -334,3 +334,51 @@ func TestPaddedFrameEndsTheConnection(t *testing.T) {
 		t.Fatal("no answer within 10s")
 	}
 }
+
+// A Read hands over what came before it acknowledges it: the answer to a
+// request is not held up behind the request's acknowledgement. On
+// net.Pipe a write waits for its reader, and the peer here reads nothing
+// more until Read has returned.
+func TestReadReturnsBeforeItsAcknowledgement(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	m := New(a, protocol.NewReader(a), protocol.NewWriter(a), config(1024, nil))
+	go m.Run()
+	defer m.Close()
+	peer := protocol.NewReader(b)
+	opened := make(chan *Stream, 1)
+	go func() {
+		s, err := m.Open(protocol.NetTCP, "a:1")
+		if err != nil {
+			t.Error(err)
+		}
+		opened <- s
+	}()
+	typ, p, err := peer.Next()
+	if err != nil || typ != protocol.TypeStreamOpen {
+		t.Fatalf("got %v, %v, want the open", typ, err)
+	}
+	f, _ := protocol.DecodeStream(typ, p)
+	b.Write(protocol.AppendStream(nil, protocol.TypeStreamOpened, &protocol.StreamFrame{ID: f.ID, Window: 64}))
+	s := <-opened
+	b.Write(protocol.AppendStream(nil, protocol.TypeStreamData, &protocol.StreamFrame{ID: f.ID, Data: []byte("reply")}))
+	read := make(chan string, 1)
+	go func() {
+		buf := make([]byte, 16)
+		n, _ := s.Read(buf)
+		read <- string(buf[:n])
+	}()
+	select {
+	case got := <-read:
+		if got != "reply" {
+			t.Fatalf("read %q", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Read waited for its acknowledgement to be taken")
+	}
+	go s.Read(make([]byte, 16)) // the next Read acknowledges the reply
+	typ, p, err = peer.Next()
+	if f, _ := protocol.DecodeStream(typ, p); err != nil || typ != protocol.TypeStreamAck || f.N != 5 {
+		t.Fatalf("got %v %+v, %v, want an acknowledgement of 5 bytes", typ, f, err)
+	}
+}

@@ -17,17 +17,19 @@ type Stream struct {
 	m  *Mux
 	id uint32
 
-	mu sync.Mutex
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	held    uint32 // bytes received and not yet acknowledged: buffered, or read and owed
+	ackOwed uint32 // of held, those read, which the next Read acknowledges (sendOwedAck)
+	credit  uint32 // bytes this side may send
+	given   uint32 // the peer's window: credit never exceeds it
+	open    bool   // accepted: data may flow
+
 	// readable is signalled when what Read waits for changes (bytes, the
 	// peer's EOF, an end), writable when what Write waits for does
 	// (credit, an end): apart, so that an acknowledgement does not wake a
 	// reader, nor data a writer, to find nothing to do.
 	readable, writable sync.Cond
-	buf                bytes.Buffer
-	held               uint32 // bytes received and not yet acknowledged: buffered or being acknowledged
-	credit             uint32 // bytes this side may send
-	given              uint32 // the peer's window: credit never exceeds it
-	open               bool   // accepted: data may flow
 
 	// A stream this side opened has answered, closed with the peer's
 	// answer; answerErr is nil, a *RefusedError, or the connection's end.
@@ -293,6 +295,7 @@ func (s *Stream) tell(err error) {
 
 // Read reads what the peer sent; io.EOF after the peer's half close.
 func (s *Stream) Read(p []byte) (int, error) {
+	s.sendOwedAck()
 	s.mu.Lock()
 	for s.buf.Len() == 0 && !s.gotEOF && !s.gotClose && !s.sentClose && s.err == nil {
 		s.readable.Wait()
@@ -308,16 +311,25 @@ func (s *Stream) Read(p []byte) (int, error) {
 	n, _ := s.buf.Read(p)
 	// Credit goes back once half the window is read, or all that is
 	// buffered: fewer acknowledgements than reads, and never a peer left
-	// waiting for credit on bytes already read.
-	var ack uint32
-	if pending := s.held - uint32(s.buf.Len()); pending >= s.m.cfg.Window/2 || s.buf.Len() == 0 {
-		ack, s.held = pending, s.held-pending
+	// waiting for credit on bytes already read. It goes with the next
+	// Read, once the caller has passed these bytes on: a reply is not
+	// held up behind the acknowledgement of the request.
+	if read := s.held - uint32(s.buf.Len()); read >= s.m.cfg.Window/2 || s.buf.Len() == 0 {
+		s.ackOwed = read
 	}
+	s.mu.Unlock()
+	return n, nil
+}
+
+// sendOwedAck sends the acknowledgement the last Read decided on.
+func (s *Stream) sendOwedAck() {
+	s.mu.Lock()
+	ack := s.ackOwed
+	s.ackOwed, s.held = 0, s.held-ack
 	s.mu.Unlock()
 	if ack > 0 {
 		s.send(protocol.TypeStreamAck, &protocol.StreamFrame{N: ack})
 	}
-	return n, nil
 }
 
 // closedErr is the error of a stream that ended without the peer's EOF;
