@@ -146,18 +146,31 @@ func (t *userThread) signal() {
 	}
 }
 
-// run takes the identity, then runs the jobs queued until t stops or
-// idles. A thread that failed to take it answers every job with why, and
-// ends.
+// run locks a thread other than the main one and serves t's jobs on it.
+// The kernel checks kill(2) and /proc/PID against the main thread's
+// credentials, so on the main thread the work moves to another goroutine,
+// which this one's lock keeps off the main thread until it has a thread
+// of its own.
 func (t *userThread) run() {
 	runtime.LockOSThread()
-	if unix.Gettid() == unix.Getpid() {
-		// The kernel checks kill(2) and /proc/PID against the main
-		// thread's credentials: the identity goes on another thread.
-		runtime.UnlockOSThread()
-		go t.run()
+	if unix.Gettid() != unix.Getpid() {
+		t.serve()
 		return
 	}
+	moved := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		close(moved)
+		t.serve()
+	}()
+	<-moved
+	runtime.UnlockOSThread()
+}
+
+// serve takes the identity on the locked thread, then runs the jobs queued
+// until t stops or idles. A thread that failed to take it answers every
+// job with why, and ends.
+func (t *userThread) serve() {
 	identityErr := becomeUser(t.acct)
 	idle := time.NewTimer(userThreadIdle)
 	defer idle.Stop()
