@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/corkvm/cork/protocol"
@@ -199,6 +200,16 @@ func (h *heldConn) Close() error {
 		release()
 	}
 	return h.Conn.Close()
+}
+
+// SyscallConn is the connection's, so that streams.Join writes to it
+// directly.
+func (h *heldConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := h.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("not a socket")
+	}
+	return sc.SyscallConn()
 }
 
 func (h *heldConn) CloseWrite() error {

@@ -1,7 +1,9 @@
 // Package streams carries byte streams on one protocol connection, after a
 // Forward request: each stream has its own credit window and half close,
 // either side opens them, and one whose consumer stalls holds back only
-// itself. Both cork and corkd use it; it makes no OS calls of its own.
+// itself. Both cork and corkd use it; its one OS call of its own is a
+// write that does not wait, of a stream's bytes to the socket Join joined
+// it to.
 package streams
 
 import (

@@ -382,3 +382,56 @@ func TestReadReturnsBeforeItsAcknowledgement(t *testing.T) {
 		t.Fatalf("got %v %+v, %v, want an acknowledgement of 5 bytes", typ, f, err)
 	}
 }
+
+// Bytes the connection's reader writes straight to a joined socket, and
+// those it leaves to Join when the socket is full, arrive whole and in
+// order, with the window's acknowledgements flowing, however the reads
+// on the far side fall.
+func TestDirectDeliveryKeepsOrder(t *testing.T) {
+	far := make(chan *net.UnixConn, 1)
+	accept := func(uint8, string) (io.ReadWriteCloser, error) {
+		local, f := prototest.SocketPair(t)
+		local.SetWriteBuffer(4096) // full often: writes of part of a frame
+		far <- f
+		return local, nil
+	}
+	mh, _ := socketMuxes(t, earlyConfig(1<<22, nil), earlyConfig(1<<22, accept))
+	s, err := mh.Open(protocol.NetTCP, "a:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, 8<<20)
+	for i := range want {
+		want[i] = byte(i * 7 / 5)
+	}
+	go func() {
+		for p := want; len(p) > 0; {
+			n := min(len(p), 1+len(p)%40000)
+			if _, err := s.Write(p[:n]); err != nil {
+				t.Error(err)
+				return
+			}
+			p = p[n:]
+		}
+		s.CloseWrite()
+	}()
+	f := <-far
+	f.SetDeadline(time.Now().Add(60 * time.Second))
+	var got []byte
+	buf := make([]byte, 1)
+	for {
+		n, err := f.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			break
+		}
+		buf = make([]byte, 1+len(got)%70000) // reads of every size, some far smaller than a frame
+	}
+	if !bytes.Equal(got, want) {
+		i := 0
+		for i < len(got) && i < len(want) && got[i] == want[i] {
+			i++
+		}
+		t.Fatalf("got %d bytes, want %d; they part at byte %d", len(got), len(want), i)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"syscall"
 
 	"github.com/corkvm/cork/protocol"
 )
@@ -24,6 +25,12 @@ type Stream struct {
 	credit  uint32 // bytes this side may send
 	given   uint32 // the peer's window: credit never exceeds it
 	open    bool   // accepted: data may flow
+
+	// direct is the local end Join joined the stream to, when it is a
+	// socket: while Read waits (waiting), data goes there at once, from
+	// the connection's reader, instead of waking Read to pass it on.
+	direct  syscall.RawConn
+	waiting bool
 
 	// readable is signalled when what Read waits for changes (bytes, the
 	// peer's EOF, an end), writable when what Write waits for does
@@ -177,9 +184,38 @@ func (s *Stream) data(p []byte) error {
 	if s.sentClose {
 		return nil // closed here: the bytes have no reader, and are dropped
 	}
+	if s.waiting && s.direct != nil && s.buf.Len() == 0 {
+		p = p[s.writeDirect(p):]
+		if len(p) == 0 {
+			if s.held >= s.m.cfg.Window/2 {
+				s.ackOwed = s.held // Read, woken, sends it
+				s.readable.Broadcast()
+			}
+			return nil
+		}
+	}
 	s.buf.Write(p)
 	s.readable.Broadcast()
 	return nil
+}
+
+// writeDirect writes what the local end takes of p without waiting, and
+// returns how much it took. Read is waiting, so nothing else writes
+// there, and the bytes left over follow through the buffer, in order.
+// s.mu is held.
+func (s *Stream) writeDirect(p []byte) int {
+	n := 0
+	s.direct.Write(func(fd uintptr) bool {
+		for n < len(p) {
+			w, err := syscall.Write(int(fd), p[n:])
+			if err != nil || w <= 0 {
+				break // full, or failing: Read's own write meets it
+			}
+			n += w
+		}
+		return true // never wait for the poller here
+	})
+	return n
 }
 
 // ack is the peer's StreamAck: n more bytes may be sent.
@@ -298,7 +334,15 @@ func (s *Stream) Read(p []byte) (int, error) {
 	s.sendOwedAck()
 	s.mu.Lock()
 	for s.buf.Len() == 0 && !s.gotEOF && !s.gotClose && !s.sentClose && s.err == nil {
+		if s.ackOwed > 0 { // for bytes data wrote to the local end itself
+			s.mu.Unlock()
+			s.sendOwedAck()
+			s.mu.Lock()
+			continue
+		}
+		s.waiting = true
 		s.readable.Wait()
+		s.waiting = false
 	}
 	if s.buf.Len() == 0 {
 		err := io.EOF
@@ -415,6 +459,13 @@ func Join(s *Stream, local io.ReadWriteCloser, log func(string, ...any)) {
 			local.Close()
 			s.Close()
 		})
+	}
+	if sc, ok := local.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			s.mu.Lock()
+			s.direct = rc
+			s.mu.Unlock()
+		}
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
