@@ -202,9 +202,9 @@ func (h *heldConn) Close() error {
 	return h.Conn.Close()
 }
 
-// SyscallConn is the connection's, so that streams.Join writes to it
-// directly.
-func (h *heldConn) SyscallConn() (syscall.RawConn, error) {
+// RawSocket is the connection's socket, which streams.Join may write to
+// directly: heldConn's Write is the connection's.
+func (h *heldConn) RawSocket() (syscall.RawConn, error) {
 	sc, ok := h.Conn.(syscall.Conn)
 	if !ok {
 		return nil, errors.New("not a socket")

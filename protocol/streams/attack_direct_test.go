@@ -25,7 +25,7 @@ func joinWaiting(t *testing.T, mg *Mux) {
 		defer mg.mu.Unlock()
 		for _, s := range mg.streams {
 			s.mu.Lock()
-			w := s.waiting && s.direct != nil
+			w := s.waiting // with a socket, data() writes to it from now on
 			s.mu.Unlock()
 			if w {
 				return true
@@ -97,9 +97,9 @@ func (u *upper) Write(p []byte) (int, error) {
 	return u.UnixConn.Write(bytes.ToUpper(p))
 }
 
-// A local end's own Write is bypassed: a type that embeds *net.UnixConn
-// (as listen.PeerConn does) has SyscallConn, and data() writes to its
-// descriptor itself.
+// A local end's own Write is not bypassed: a type that embeds
+// *net.UnixConn (as listen.PeerConn does) has SyscallConn, but data()
+// writes only to a bare TCP or unix connection, or a RawSocket.
 func TestAttackDirectBypassesTheLocalEndsWrite(t *testing.T) {
 	far := make(chan *net.UnixConn, 1)
 	accept := func(uint8, string) (io.ReadWriteCloser, error) {
@@ -113,7 +113,19 @@ func TestAttackDirectBypassesTheLocalEndsWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := <-far
-	joinWaiting(t, mg)
+	waitFor(t, func() bool { // Join's Read waits: the moment a direct write would be taken
+		mg.mu.Lock()
+		defer mg.mu.Unlock()
+		for _, s := range mg.streams {
+			s.mu.Lock()
+			w := s.waiting
+			s.mu.Unlock()
+			if w {
+				return true
+			}
+		}
+		return false
+	}, "Join's Read to wait")
 	if _, err := s.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
 	}

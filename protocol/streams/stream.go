@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"syscall"
 
@@ -207,7 +208,8 @@ func (s *Stream) writeDirect(p []byte) int {
 	n := 0
 	s.direct.Write(func(fd uintptr) bool {
 		for n < len(p) {
-			w, err := syscall.Write(int(fd), p[n:])
+			// MSG_DONTWAIT: never waits, even on a socket left blocking.
+			w, err := syscall.SendmsgN(int(fd), p[n:], nil, nil, syscall.MSG_DONTWAIT)
 			if err != nil || w <= 0 {
 				break // full, or failing: Read's own write meets it
 			}
@@ -460,12 +462,10 @@ func Join(s *Stream, local io.ReadWriteCloser, log func(string, ...any)) {
 			s.Close()
 		})
 	}
-	if sc, ok := local.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			s.mu.Lock()
-			s.direct = rc
-			s.mu.Unlock()
-		}
+	if rc, ok := rawSocket(local); ok {
+		s.mu.Lock()
+		s.direct = rc
+		s.mu.Unlock()
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -487,6 +487,32 @@ func Join(s *Stream, local io.ReadWriteCloser, log func(string, ...any)) {
 	wg.Wait()
 	local.Close()
 	s.Close()
+}
+
+// RawSocket is a local end that is a socket underneath, and lets Join
+// write to that socket without its Write: one that wraps a socket, as a
+// connection counted against a quota does, and writes nothing else.
+type RawSocket interface {
+	RawSocket() (syscall.RawConn, error)
+}
+
+// rawSocket returns the socket Join may write local's bytes to directly:
+// a TCP or unix connection's, or a RawSocket's. Any other Write, even one
+// over such a connection, may do more than write, and is left alone.
+func rawSocket(local io.ReadWriteCloser) (syscall.RawConn, bool) {
+	var rc syscall.RawConn
+	var err error
+	switch c := local.(type) {
+	case *net.TCPConn:
+		rc, err = c.SyscallConn()
+	case *net.UnixConn:
+		rc, err = c.SyscallConn()
+	case RawSocket:
+		rc, err = c.RawSocket()
+	default:
+		return nil, false
+	}
+	return rc, err == nil
 }
 
 // copyBufs are Join's copy buffers. Each stream needs two, and a
