@@ -129,9 +129,16 @@ func main() {
 func check(err error) {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
+		for i := len(onFailure) - 1; i >= 0; i-- {
+			onFailure[i]()
+		}
 		os.Exit(1)
 	}
 }
+
+// onFailure stops what the bench started before check ends it: a corkd
+// left behind by a failed run would serve on until someone kills it.
+var onFailure []func()
 
 func progress(format string, a ...any) {
 	if *verbose {
@@ -159,6 +166,7 @@ func startAgent(corkd, dir string) *agent {
 	check(err)
 	a.Agent, err = harness.StartAgent(corkd, filepath.Join(dir, "corkd.sock"), logf)
 	check(err)
+	onFailure = append(onFailure, a.stop)
 	a.url = a.URL
 	return a
 }
