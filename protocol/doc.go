@@ -291,8 +291,10 @@
 // of StreamData it buffers for the stream before its consumer reads them,
 // 1 to 16 MiB. A sender keeps the bytes sent on a stream and not yet
 // acknowledged by the receiver's StreamAck at or below the receiver's
-// window; a receiver acknowledges bytes as its consumer takes them. A
-// receiver never waits for a stream's consumer to read the connection:
+// window; a receiver acknowledges bytes its consumer has taken, at the
+// latest once they come to half its window (as OpenSSH's
+// channel_check_window), so a sender never waits on bytes already read
+// and a small exchange needs no StreamAck. A receiver never waits for a stream's consumer to read the connection:
 // a stream whose consumer stalls stops only its own sender. Data beyond
 // the window, an acknowledgement of bytes not sent, a frame for a stream
 // that is not open, an open of the other side's id or of an id in use,

@@ -361,16 +361,17 @@ func TestReadReturnsBeforeItsAcknowledgement(t *testing.T) {
 	f, _ := protocol.DecodeStream(typ, p)
 	b.Write(protocol.AppendStream(nil, protocol.TypeStreamOpened, &protocol.StreamFrame{ID: f.ID, Window: 64}))
 	s := <-opened
-	b.Write(protocol.AppendStream(nil, protocol.TypeStreamData, &protocol.StreamFrame{ID: f.ID, Data: []byte("reply")}))
+	reply := strings.Repeat("r", 512) // half the window: acknowledged
+	b.Write(protocol.AppendStream(nil, protocol.TypeStreamData, &protocol.StreamFrame{ID: f.ID, Data: []byte(reply)}))
 	read := make(chan string, 1)
 	go func() {
-		buf := make([]byte, 16)
+		buf := make([]byte, 1024)
 		n, _ := s.Read(buf)
 		read <- string(buf[:n])
 	}()
 	select {
 	case got := <-read:
-		if got != "reply" {
+		if got != reply {
 			t.Fatalf("read %q", got)
 		}
 	case <-time.After(10 * time.Second):
@@ -378,8 +379,8 @@ func TestReadReturnsBeforeItsAcknowledgement(t *testing.T) {
 	}
 	go s.Read(make([]byte, 16)) // the next Read acknowledges the reply
 	typ, p, err = peer.Next()
-	if f, _ := protocol.DecodeStream(typ, p); err != nil || typ != protocol.TypeStreamAck || f.N != 5 {
-		t.Fatalf("got %v %+v, %v, want an acknowledgement of 5 bytes", typ, f, err)
+	if f, _ := protocol.DecodeStream(typ, p); err != nil || typ != protocol.TypeStreamAck || f.N != 512 {
+		t.Fatalf("got %v %+v, %v, want an acknowledgement of 512 bytes", typ, f, err)
 	}
 }
 

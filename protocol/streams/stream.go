@@ -355,12 +355,13 @@ func (s *Stream) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	n, _ := s.buf.Read(p)
-	// Credit goes back once half the window is read, or all that is
-	// buffered: fewer acknowledgements than reads, and never a peer left
-	// waiting for credit on bytes already read. It goes with the next
-	// Read, once the caller has passed these bytes on: a reply is not
-	// held up behind the acknowledgement of the request.
-	if read := s.held - uint32(s.buf.Len()); read >= s.m.cfg.Window/2 || s.buf.Len() == 0 {
+	// Credit goes back once half the window is read: a peer waits for
+	// credit only with the whole window unacknowledged, so it is never
+	// left waiting on bytes already read, and a small request or reply
+	// costs no frame. It goes with the next Read, once the caller has
+	// passed these bytes on: a reply is not held up behind the
+	// acknowledgement of the request.
+	if read := s.held - uint32(s.buf.Len()); read >= s.m.cfg.Window/2 {
 		s.ackOwed = read
 	}
 	s.mu.Unlock()
