@@ -163,7 +163,7 @@ func (s *Server) takeStream(uid uint32, warn func(string, ...any), c net.Conn, t
 // listeners in the guest and counted until release, on a stream it opens
 // to the host.
 func (s *Server) carryToHost(m *streams.Mux, release func(), info func(string, ...any), c net.Conn, network uint8, address string) {
-	st, err := m.Open(network, address)
+	st, err := m.OpenFor(network, address, c)
 	if err != nil {
 		info("the host did not take a connection", "to", address, "err", err)
 		release()

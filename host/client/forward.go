@@ -155,13 +155,15 @@ func (f *Forwarder) Serve(l net.Listener, network uint8, address string, failed 
 		if err != nil {
 			return err
 		}
+		// Opened here, not in the goroutine: with early data the open and
+		// the request go out before this goroutine waits again.
+		s, err := f.m.OpenFor(network, address, c)
+		if err != nil {
+			c.Close()
+			failed(err)
+			continue
+		}
 		go func() {
-			s, err := f.m.Open(network, address) // with early data, before the guest connects
-			if err != nil {
-				c.Close()
-				failed(err)
-				return
-			}
 			streams.Join(s, c, nil)
 			if err := s.Answer(); err != nil {
 				failed(err) // early data: the refusal ended the join

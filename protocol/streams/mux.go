@@ -1,9 +1,9 @@
 // Package streams carries byte streams on one protocol connection, after a
 // Forward request: each stream has its own credit window and half close,
 // either side opens them, and one whose consumer stalls holds back only
-// itself. Both cork and corkd use it; its one OS call of its own is a
-// write that does not wait, of a stream's bytes to the socket Join joined
-// it to.
+// itself. Both cork and corkd use it; its OS calls of its own never wait:
+// a write of a stream's bytes to the socket Join joined it to, and a read
+// of what a connection sent before its stream opened (OpenFor).
 package streams
 
 import (
@@ -258,6 +258,7 @@ func (m *Mux) accept(s *Stream, network uint8, address string) {
 		m.refuseStream(s, Clip(err.Error(), protocol.MaxStreamReason))
 		return
 	}
+	s.deliverEarly(local)
 	closed, err := s.answerOpen(m.cfg.Window)
 	if err != nil {
 		local.Close()
@@ -365,6 +366,25 @@ func Clip(s string, n int) string {
 // data (Config.Early) it returns at once: the stream takes writes before
 // the answer, and its Read, Write and Answer report a refusal.
 func (m *Mux) Open(network uint8, address string) (*Stream, error) {
+	return m.open(network, address, nil)
+}
+
+// OpenFor is Open for local, a connection this side accepted, which the
+// caller then joins to the stream (Join). With early data, what local has
+// sent already goes with the open, in the same write: the peer's side
+// has the request as soon as it has connected, and a request and its
+// open cost the peer one wake, not two.
+func (m *Mux) OpenFor(network uint8, address string, local io.ReadWriteCloser) (*Stream, error) {
+	if !m.cfg.Early {
+		return m.open(network, address, nil)
+	}
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	return m.open(network, address, readWaiting(local, (*bp)[:min(len(*bp), protocol.EarlyWindow)]))
+}
+
+// open opens a stream, sending first, early data, with the open.
+func (m *Mux) open(network uint8, address string, first []byte) (*Stream, error) {
 	m.mu.Lock()
 	if m.err != nil {
 		m.mu.Unlock()
@@ -381,10 +401,11 @@ func (m *Mux) Open(network uint8, address string) (*Stream, error) {
 		early = protocol.EarlyWindow
 	}
 	s := m.newStream(id, early)
+	s.credit -= uint32(len(first)) // nothing else sends on s before open returns
 	s.answered = make(chan struct{})
 	m.streams[id] = s
 	m.mu.Unlock()
-	err := m.send(protocol.TypeStreamOpen, &protocol.StreamFrame{ID: id, Window: m.cfg.Window, Network: network, Address: address})
+	err := m.sendOpen(&protocol.StreamFrame{ID: id, Window: m.cfg.Window, Network: network, Address: address}, first)
 	if err != nil {
 		m.forget(id)
 		return nil, err
@@ -396,6 +417,22 @@ func (m *Mux) Open(network uint8, address string) (*Stream, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// sendOpen writes a StreamOpen and, when there is early data, a StreamData
+// behind it, in one write.
+func (m *Mux) sendOpen(f *protocol.StreamFrame, first []byte) error {
+	bp := frames.Get().(*[]byte)
+	defer frames.Put(bp)
+	*bp = protocol.AppendStream((*bp)[:0], protocol.TypeStreamOpen, f)
+	if len(first) > 0 {
+		*bp = protocol.AppendStream(*bp, protocol.TypeStreamData, &protocol.StreamFrame{ID: f.ID, Data: first})
+	}
+	if err := m.w.WriteFramed(*bp); err != nil {
+		m.fail(fmt.Errorf("writing %s: %w", protocol.TypeStreamOpen, err))
+		return err
+	}
+	return nil
 }
 
 // send writes one stream frame.

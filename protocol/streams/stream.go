@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/corkvm/cork/protocol"
 )
 
@@ -218,6 +220,24 @@ func (s *Stream) writeDirect(p []byte) int {
 		return true // never wait for the poller here
 	})
 	return n
+}
+
+// deliverEarly writes the early data that came with the open to local,
+// just connected for it, when local is a socket that takes it at once:
+// the request reaches the service before the answer to the open is sent
+// and Join starts. What it does not take stays for Join, in order.
+func (s *Stream) deliverEarly(local io.ReadWriteCloser) {
+	rc, ok := rawSocket(local)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.buf.Len() == 0 || s.sentClose {
+		return
+	}
+	s.direct = rc
+	s.buf.Next(s.writeDirect(s.buf.Bytes()))
 }
 
 // ack is the peer's StreamAck: n more bytes may be sent.
@@ -488,6 +508,31 @@ func Join(s *Stream, local io.ReadWriteCloser, log func(string, ...any)) {
 	wg.Wait()
 	local.Close()
 	s.Close()
+}
+
+// readWaiting reads into buf what local has received already, without
+// waiting: nothing when it is no socket or has nothing yet. It reads only
+// bytes the socket says it holds, so that an end or an error the socket
+// has already is left for Join's first read to meet.
+func readWaiting(local io.ReadWriteCloser, buf []byte) []byte {
+	rc, ok := rawSocket(local)
+	if !ok {
+		return nil
+	}
+	n := 0
+	rc.Read(func(fd uintptr) bool {
+		queued := queuedBytes(int(fd))
+		if queued <= 0 {
+			return true
+		}
+		// MSG_DONTWAIT: never waits, even on a socket left blocking.
+		r, _, err := unix.Recvfrom(int(fd), buf[:min(queued, len(buf))], unix.MSG_DONTWAIT)
+		if err == nil && r > 0 {
+			n = r
+		}
+		return true // never wait for the poller here
+	})
+	return buf[:n]
 }
 
 // RawSocket is a local end that is a socket underneath, and lets Join
