@@ -435,6 +435,19 @@ func (m *Mux) sendOpen(f *protocol.StreamFrame, first []byte) error {
 	return nil
 }
 
+// sendEnd writes stream id's StreamEOF and StreamClose in one write.
+func (m *Mux) sendEnd(id uint32) error {
+	bp := frames.Get().(*[]byte)
+	defer frames.Put(bp)
+	*bp = protocol.AppendStream((*bp)[:0], protocol.TypeStreamEOF, &protocol.StreamFrame{ID: id})
+	*bp = protocol.AppendStream(*bp, protocol.TypeStreamClose, &protocol.StreamFrame{ID: id})
+	if err := m.w.WriteFramed(*bp); err != nil {
+		m.fail(fmt.Errorf("writing %s: %w", protocol.TypeStreamClose, err))
+		return err
+	}
+	return nil
+}
+
 // send writes one stream frame.
 func (m *Mux) send(t protocol.Type, f *protocol.StreamFrame) error {
 	bp := frames.Get().(*[]byte)

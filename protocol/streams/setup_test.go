@@ -143,3 +143,41 @@ func TestEarlyDataReachesTheServiceBeforeTheAnswer(t *testing.T) {
 		t.Fatalf("the service read %q, %v: the request waited for the answer to the open", got, err)
 	}
 }
+
+// When the local end's EOF comes after the peer's, the stream's half
+// close and its close go in one write, which the peer takes in one wake.
+// On net.Pipe a Read returns what one Write wrote, at most.
+func TestLastEndSendsEOFAndCloseTogether(t *testing.T) {
+	accept := func(uint8, string) (io.ReadWriteCloser, error) {
+		local, far := prototest.SocketPair(t)
+		go func() {
+			io.Copy(io.Discard, far) // to the peer's EOF, then close
+			far.Close()
+		}()
+		return local, nil
+	}
+	a, b := net.Pipe()
+	m := New(a, protocol.NewReader(a), protocol.NewWriter(a), config(1<<16, accept))
+	go m.Run()
+	defer m.Close()
+	w := protocol.NewWriter(b)
+	w.WriteFramed(protocol.AppendStream(nil, protocol.TypeStreamOpen, &protocol.StreamFrame{ID: 1, Window: 1 << 16, Network: protocol.NetTCP, Address: "a:1"}))
+	peer := &frameReader{c: b, r: protocol.NewReader(b)}
+	if typ, _ := peer.next(t); typ != protocol.TypeStreamOpened {
+		t.Fatalf("answered %v", typ)
+	}
+	go w.WriteFramed(protocol.AppendStream(nil, protocol.TypeStreamEOF, &protocol.StreamFrame{ID: 1}))
+
+	b.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 256)
+	n, err := b.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := protocol.NewReader(bytes.NewReader(buf[:n]))
+	for _, want := range []protocol.Type{protocol.TypeStreamEOF, protocol.TypeStreamClose} {
+		if typ, _, err := r.Next(); err != nil || typ != want {
+			t.Fatalf("one write carried %v, %v where %v was due: the end took two writes", typ, err, want)
+		}
+	}
+}

@@ -463,51 +463,140 @@ func (s *Stream) Close() error {
 	return s.send(protocol.TypeStreamClose, &protocol.StreamFrame{})
 }
 
+// finish sends the stream's half close and its close in one write, when
+// neither is sent yet; otherwise it is Close.
+func (s *Stream) finish() error {
+	s.mu.Lock()
+	if s.sentEOF || s.sentClose || s.err != nil {
+		s.mu.Unlock()
+		return s.Close()
+	}
+	s.sentEOF, s.sentClose = true, true
+	s.buf = bytes.Buffer{}
+	s.wake()
+	s.mu.Unlock()
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.closeSent {
+		return ErrClosed
+	}
+	s.closeSent = true
+	return s.m.sendEnd(s.id)
+}
+
 // closeWriter is a local end that can be half closed (*net.TCPConn,
 // *net.UnixConn, *Stream).
 type closeWriter interface{ CloseWrite() error }
 
-// Join copies between a stream and its local end until both directions
-// end, then closes both. A direction's clean end is passed on as a half
-// close; an error in either ends both at once, since a reset or a lost
-// connection leaves nothing more to carry.
+// Join copies between a stream and its local end, each direction in a
+// goroutine of its own (the caller's carries the stream to the local
+// end), and closes both once both directions have ended: whichever ends
+// last closes, so nothing waits for the other. A direction's clean end is
+// passed on as a half close; an error in either ends both at once, since
+// a reset or a lost connection leaves nothing more to carry. Join returns
+// when its caller's direction has ended.
 func Join(s *Stream, local io.ReadWriteCloser, log func(string, ...any)) {
-	var once sync.Once
-	abort := func(err error) {
-		once.Do(func() {
-			var refused *RefusedError
-			if log != nil && !errors.Is(err, ErrClosed) && !errors.As(err, &refused) {
-				log("stream ended early", "stream", s.id, "err", Clip(err.Error(), maxLogged))
-			}
-			local.Close()
-			s.Close()
-		})
-	}
+	j := &join{s: s, local: local, log: log}
 	if rc, ok := rawSocket(local); ok {
 		s.mu.Lock()
 		s.direct = rc
 		s.mu.Unlock()
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if _, err := copyPooled(s, local); err != nil {
-			abort(err)
-			return
-		}
-		s.CloseWrite()
-	}()
-	if _, err := copyPooled(local, s); err != nil {
-		abort(err)
-	} else if cw, ok := local.(closeWriter); ok {
-		cw.CloseWrite()
-	} else {
-		abort(errors.New("the local end cannot be half closed"))
+	go j.toStream()
+	j.fromStream()
+}
+
+// join is a stream joined to its local end.
+type join struct {
+	s     *Stream
+	local io.ReadWriteCloser
+	log   func(string, ...any)
+
+	mu      sync.Mutex
+	ended   int  // directions ended, of two
+	aborted bool // both ends closed after an error
+}
+
+// toStream carries the local end's bytes to the stream. When the local
+// end's EOF comes last, the stream's half close and its close go in one
+// write: the peer takes both in one wake.
+func (j *join) toStream() {
+	_, err := copyPooled(j.s, j.local)
+	switch {
+	case err != nil:
+		j.abort(err)
+	case j.endLast():
+		j.s.finish()
+		j.local.Close()
+		return
+	default:
+		j.s.CloseWrite()
 	}
-	wg.Wait()
-	local.Close()
-	s.Close()
+	j.end()
+}
+
+// fromStream carries the stream's bytes to the local end. Its end is
+// counted before the local end is half closed, so that the other
+// direction, which may end on the answer to that, knows it ends last.
+func (j *join) fromStream() {
+	_, err := copyPooled(j.local, j.s)
+	cw, ok := j.local.(closeWriter)
+	switch {
+	case err != nil:
+		j.abort(err)
+	case !ok:
+		j.abort(errors.New("the local end cannot be half closed"))
+	default:
+		if !j.end() {
+			cw.CloseWrite()
+		}
+		return
+	}
+	j.end()
+}
+
+// endLast ends a direction when the other has ended already, and reports
+// whether it did: the caller then closes both ends.
+func (j *join) endLast() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.ended != 1 || j.aborted {
+		return false
+	}
+	j.ended = 2
+	return true
+}
+
+// end ends a direction; the last to end closes both ends, and end
+// reports whether it was.
+func (j *join) end() bool {
+	j.mu.Lock()
+	j.ended++
+	last := j.ended == 2
+	j.mu.Unlock()
+	if last {
+		j.local.Close()
+		j.s.Close()
+	}
+	return last
+}
+
+// abort closes both ends at once, after an error, and logs it unless it
+// is the stream's own end.
+func (j *join) abort(err error) {
+	j.mu.Lock()
+	first := !j.aborted
+	j.aborted = true
+	j.mu.Unlock()
+	if !first {
+		return
+	}
+	var refused *RefusedError
+	if j.log != nil && !errors.Is(err, ErrClosed) && !errors.As(err, &refused) {
+		j.log("stream ended early", "stream", j.s.id, "err", Clip(err.Error(), maxLogged))
+	}
+	j.local.Close()
+	j.s.Close()
 }
 
 // readWaiting reads into buf what local has received already, without
