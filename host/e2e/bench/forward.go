@@ -33,12 +33,14 @@ var (
 
 // forwardRow is one way to reach the service, and its results per round.
 type forwardRow struct {
-	name string
-	addr string // where the bench connects
-	stop func()
+	name  string
+	addr  string       // where the bench connects
+	procs func() []int // the forward's processes, both sides; nil for none
+	stop  func()
 	// Results, one per round.
 	down1, up1, down8 []float64
 	connect           []time.Duration
+	connectCost       []procCost // over a round's connects
 }
 
 // The service's requests: one byte, then for 'd' an 8-byte count.
@@ -170,17 +172,40 @@ func (r *forwardRow) measure(n int) {
 		return nil
 	}))
 	var lat []time.Duration
+	before := r.cost()
 	for range *fwdConnects {
 		d, err := connectOnce(r.addr)
 		check(err)
 		lat = append(lat, d)
 	}
+	spent := r.cost().minus(before)
 	r.connect = append(r.connect, median(lat))
+	r.connectCost = append(r.connectCost, spent)
+}
+
+// costText is the median of the round's costs per connect.
+func (r *forwardRow) costText() string {
+	if r.procs == nil {
+		return "–"
+	}
+	cpu := make([]time.Duration, len(r.connectCost))
+	sw := make([]float64, len(r.connectCost))
+	for i, c := range r.connectCost {
+		cpu[i], sw[i] = c.cpu/time.Duration(*fwdConnects), float64(c.switches)/float64(*fwdConnects)
+	}
+	return fmt.Sprintf("%d, %.0f", median(cpu).Microseconds(), medianF(sw))
+}
+
+func (r *forwardRow) cost() procCost {
+	if r.procs == nil {
+		return procCost{}
+	}
+	return costOf(r.procs())
 }
 
 // startCorkForward runs cork forward to the service's port and returns
 // the row that reaches it.
-func startCorkForward(name, cork, url, port string) *forwardRow {
+func startCorkForward(name, cork, url, port string, corkd int) *forwardRow {
 	cmd := exec.Command(cork, "forward", "--connect", url, "0:"+port)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
@@ -194,7 +219,8 @@ func startCorkForward(name, cork, url, port string) *forwardRow {
 		check(fmt.Errorf("cork forward printed %q", line))
 	}
 	return &forwardRow{name: name, addr: from,
-		stop: func() { cmd.Process.Signal(syscall.SIGINT); cmd.Wait() }}
+		procs: func() []int { return []int{cmd.Process.Pid, corkd} },
+		stop:  func() { cmd.Process.Signal(syscall.SIGINT); cmd.Wait() }}
 }
 
 // startSSHForward runs ssh -N -L to the service's port through s.
@@ -216,7 +242,9 @@ func startSSHForward(s *sshd, name, port string, opts ...string) *forwardRow {
 			check(fmt.Errorf("%s: no forward on %s within 20s", name, local))
 		}
 	}
-	return &forwardRow{name: name, addr: local, stop: func() { cmd.Process.Kill(); cmd.Wait() }}
+	return &forwardRow{name: name, addr: local,
+		procs: func() []int { return append(withDescendants(s.cmd.Process.Pid), cmd.Process.Pid) },
+		stop:  func() { cmd.Process.Kill(); cmd.Wait() }}
 }
 
 // printForward prints the forwarding table.
@@ -229,7 +257,7 @@ func printForward(out io.Writer, b *harness.Binaries, a *agent) {
 	_, port, _ := net.SplitHostPort(l.Addr().String())
 
 	rows := []*forwardRow{{name: "floor: loopback TCP, no forward", addr: l.Addr().String(), stop: func() {}}}
-	cork := startCorkForward("cork forward (unix socket to corkd)", b.Cork, a.url, port)
+	cork := startCorkForward("cork forward (unix socket to corkd)", b.Cork, a.url, port, a.Cmd.Process.Pid)
 	rows = append(rows, cork)
 	var skipped []string
 	var ssh *forwardRow
@@ -253,13 +281,13 @@ func printForward(out io.Writer, b *harness.Binaries, a *agent) {
 		}
 	}
 
-	fmt.Fprintf(out, "\n### Forwarding: cork forward against ssh -L\n\n%d rounds, the rows interleaved in each; medians over the rounds, the slowest run in brackets. The service is a TCP listener on loopback in the bench process (with corkd on this machine, the guest's side is this machine too). Throughput: %d MiB per run; from guest: the service sends, as a dev server does; 8 streams: 8 connections at once, %d MiB each, the total over the wall time. Connect: dial, one byte asked and one answered, which through a forward includes the far side's dial; median of %d per round. ssh runs against a private sshd on loopback, as in the peers table.\n\n", *fwdRounds, *fwdMiB, *fwdMiB/8, *fwdConnects)
-	fmt.Fprintln(out, "| | from guest, 1 stream MiB/s | to guest, 1 stream MiB/s | from guest, 8 streams MiB/s | connect ms (slowest round) |")
-	fmt.Fprintln(out, "|---|---|---|---|---|")
+	fmt.Fprintf(out, "\n### Forwarding: cork forward against ssh -L\n\n%d rounds, the rows interleaved in each; medians over the rounds, the slowest run in brackets. The service is a TCP listener on loopback in the bench process (with corkd on this machine, the guest's side is this machine too). Throughput: %d MiB per run; from guest: the service sends, as a dev server does; 8 streams: 8 connections at once, %d MiB each, the total over the wall time. Connect: dial, one byte asked and one answered, which through a forward includes the far side's dial; median of %d per round. Per connect: what the forward's processes on both sides (cork forward and corkd; ssh and sshd's) spent over a round's connects, on a CPU and in context switches, divided by the connects, median over the rounds; the bench's own client and service are not counted. ssh runs against a private sshd on loopback, as in the peers table.\n\n", *fwdRounds, *fwdMiB, *fwdMiB/8, *fwdConnects)
+	fmt.Fprintln(out, "| | from guest, 1 stream MiB/s | to guest, 1 stream MiB/s | from guest, 8 streams MiB/s | connect ms (slowest round) | per connect: CPU µs, context switches |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|")
 	for _, r := range rows {
-		fmt.Fprintf(out, "| %s | %.0f (%.0f) | %.0f (%.0f) | %.0f (%.0f) | %s (%s) |\n", r.name,
+		fmt.Fprintf(out, "| %s | %.0f (%.0f) | %.0f (%.0f) | %.0f (%.0f) | %s (%s) | %s |\n", r.name,
 			medianF(r.down1), slices.Min(r.down1), medianF(r.up1), slices.Min(r.up1), medianF(r.down8), slices.Min(r.down8),
-			ms(median(r.connect)), ms(slices.Max(r.connect)))
+			ms(median(r.connect)), ms(slices.Max(r.connect)), r.costText())
 	}
 	if ssh != nil {
 		fmt.Fprintf(out, "\ncork forward ÷ ssh -L (default cipher), medians: from guest %.2f, to guest %.2f, 8 streams %.2f (over 1 is better); connect %.2f (under 1 is better).\n",
