@@ -34,6 +34,7 @@ type Forwarder struct {
 
 	agent       func() (net.Conn, error) // dials the host's agent, for ForwardAgent
 	agentSocket string
+	early       bool // both sides agreed to early data: Open does not wait
 
 	mu      sync.Mutex
 	nextID  uint32
@@ -88,7 +89,7 @@ func forward(conn io.ReadWriteCloser, software string, req *protocol.Forward, ag
 		conn.Close()
 		return nil, err
 	}
-	f := &Forwarder{hello: h, remotes: map[uint32]*remote{}, agent: agent, agentSocket: fw.AgentSocket, portsReady: make(chan struct{}, 1)}
+	f := &Forwarder{hello: h, remotes: map[uint32]*remote{}, agent: agent, agentSocket: fw.AgentSocket, early: fw.EarlyData, portsReady: make(chan struct{}, 1)}
 	f.m = streams.New(conn, r, w, streams.Config{Window: ForwardWindow, MaxStreams: min(fw.MaxStreams, MaxForwardStreams), Odd: true,
 		Accept: f.accept, Control: f.control, Early: fw.EarlyData})
 	go f.m.Run()
@@ -155,20 +156,35 @@ func (f *Forwarder) Serve(l net.Listener, network uint8, address string, failed 
 		if err != nil {
 			return err
 		}
-		// Opened here, not in the goroutine: with early data the open and
-		// the request go out before this goroutine waits again.
-		s, err := f.m.OpenFor(network, address, c)
-		if err != nil {
-			c.Close()
-			failed(err)
+		if !f.early {
+			// Open waits for the guest's answer: one slow dial must not
+			// hold back the connections behind it.
+			go func() {
+				s, err := f.m.Open(network, address)
+				f.carry(s, c, err, failed)
+			}()
 			continue
 		}
-		go func() {
-			streams.Join(s, c, nil)
-			if err := s.Answer(); err != nil {
-				failed(err) // early data: the refusal ended the join
-			}
-		}()
+		// With early data Open does not wait, and opening here sends the
+		// open and the request before this goroutine waits again; a
+		// stalled connection to corkd leaves new clients in the kernel's
+		// backlog, not in goroutines that each hold one.
+		s, err := f.m.OpenFor(network, address, c)
+		go f.carry(s, c, err, failed)
+	}
+}
+
+// carry joins c to s, the stream opened for it, or closes c when the open
+// failed with err.
+func (f *Forwarder) carry(s *streams.Stream, c net.Conn, err error, failed func(error)) {
+	if err != nil {
+		c.Close()
+		failed(err)
+		return
+	}
+	streams.Join(s, c, nil)
+	if err := s.Answer(); err != nil {
+		failed(err) // early data: the refusal ended the join
 	}
 }
 

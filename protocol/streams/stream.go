@@ -238,6 +238,12 @@ func (s *Stream) deliverEarly(local io.ReadWriteCloser) {
 	}
 	s.direct = rc
 	s.buf.Next(s.writeDirect(s.buf.Bytes()))
+	// Bytes passed on here are read, as Read's are: a whole early window
+	// given to a window of that size leaves the opener no credit, and
+	// only this acknowledgement (sent by Join's first Read) frees it.
+	if read := s.held - uint32(s.buf.Len()); read >= s.m.cfg.Window/2 {
+		s.ackOwed = read
+	}
 }
 
 // ack is the peer's StreamAck: n more bytes may be sent.
