@@ -422,39 +422,38 @@ func (m *Mux) open(network uint8, address string, first []byte) (*Stream, error)
 // sendOpen writes a StreamOpen and, when there is early data, a StreamData
 // behind it, in one write.
 func (m *Mux) sendOpen(f *protocol.StreamFrame, first []byte) error {
-	bp := frames.Get().(*[]byte)
-	defer frames.Put(bp)
-	*bp = protocol.AppendStream((*bp)[:0], protocol.TypeStreamOpen, f)
-	if len(first) > 0 {
-		*bp = protocol.AppendStream(*bp, protocol.TypeStreamData, &protocol.StreamFrame{ID: f.ID, Data: first})
+	if len(first) == 0 {
+		return m.write(typed{protocol.TypeStreamOpen, f})
 	}
-	if err := m.w.WriteFramed(*bp); err != nil {
-		m.fail(fmt.Errorf("writing %s: %w", protocol.TypeStreamOpen, err))
-		return err
-	}
-	return nil
+	return m.write(typed{protocol.TypeStreamOpen, f}, typed{protocol.TypeStreamData, &protocol.StreamFrame{ID: f.ID, Data: first}})
 }
 
 // sendEnd writes stream id's StreamEOF and StreamClose in one write.
 func (m *Mux) sendEnd(id uint32) error {
-	bp := frames.Get().(*[]byte)
-	defer frames.Put(bp)
-	*bp = protocol.AppendStream((*bp)[:0], protocol.TypeStreamEOF, &protocol.StreamFrame{ID: id})
-	*bp = protocol.AppendStream(*bp, protocol.TypeStreamClose, &protocol.StreamFrame{ID: id})
-	if err := m.w.WriteFramed(*bp); err != nil {
-		m.fail(fmt.Errorf("writing %s: %w", protocol.TypeStreamClose, err))
-		return err
-	}
-	return nil
+	return m.write(typed{protocol.TypeStreamEOF, &protocol.StreamFrame{ID: id}}, typed{protocol.TypeStreamClose, &protocol.StreamFrame{ID: id}})
 }
 
 // send writes one stream frame.
 func (m *Mux) send(t protocol.Type, f *protocol.StreamFrame) error {
+	return m.write(typed{t, f})
+}
+
+// typed is a stream frame with its type.
+type typed struct {
+	t protocol.Type
+	f *protocol.StreamFrame
+}
+
+// write writes frames in one write; a failure ends the connection.
+func (m *Mux) write(frs ...typed) error {
 	bp := frames.Get().(*[]byte)
 	defer frames.Put(bp)
-	*bp = protocol.AppendStream((*bp)[:0], t, f)
+	*bp = (*bp)[:0]
+	for _, fr := range frs {
+		*bp = protocol.AppendStream(*bp, fr.t, fr.f)
+	}
 	if err := m.w.WriteFramed(*bp); err != nil {
-		m.fail(fmt.Errorf("writing %s: %w", t, err))
+		m.fail(fmt.Errorf("writing %s: %w", frs[0].t, err))
 		return err
 	}
 	return nil

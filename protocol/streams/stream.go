@@ -190,9 +190,8 @@ func (s *Stream) data(p []byte) error {
 	if s.waiting && s.direct != nil && s.buf.Len() == 0 {
 		p = p[s.writeDirect(p):]
 		if len(p) == 0 {
-			if s.held >= s.m.cfg.Window/2 {
-				s.ackOwed = s.held // Read, woken, sends it
-				s.readable.Broadcast()
+			if s.oweAck() {
+				s.readable.Broadcast() // Read, woken, sends it
 			}
 			return nil
 		}
@@ -241,9 +240,21 @@ func (s *Stream) deliverEarly(local io.ReadWriteCloser) {
 	// Bytes passed on here are read, as Read's are: a whole early window
 	// given to a window of that size leaves the opener no credit, and
 	// only this acknowledgement (sent by Join's first Read) frees it.
-	if read := s.held - uint32(s.buf.Len()); read >= s.m.cfg.Window/2 {
-		s.ackOwed = read
+	s.oweAck()
+}
+
+// oweAck has the next Read acknowledge what has been read or passed on
+// (received, and no longer buffered) once it comes to half the window: a
+// peer waits for credit only with the whole window unacknowledged, so it
+// is never left waiting on bytes already read, and a small request or
+// reply costs no frame. It reports whether it did; s.mu is held.
+func (s *Stream) oweAck() bool {
+	read := s.held - uint32(s.buf.Len())
+	if read < s.m.cfg.Window/2 {
+		return false
 	}
+	s.ackOwed = read
+	return true
 }
 
 // ack is the peer's StreamAck: n more bytes may be sent.
@@ -381,15 +392,10 @@ func (s *Stream) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	n, _ := s.buf.Read(p)
-	// Credit goes back once half the window is read: a peer waits for
-	// credit only with the whole window unacknowledged, so it is never
-	// left waiting on bytes already read, and a small request or reply
-	// costs no frame. It goes with the next Read, once the caller has
+	// The acknowledgement goes with the next Read, once the caller has
 	// passed these bytes on: a reply is not held up behind the
 	// acknowledgement of the request.
-	if read := s.held - uint32(s.buf.Len()); read >= s.m.cfg.Window/2 {
-		s.ackOwed = read
-	}
+	s.oweAck()
 	s.mu.Unlock()
 	return n, nil
 }
@@ -518,9 +524,10 @@ type join struct {
 	local io.ReadWriteCloser
 	log   func(string, ...any)
 
-	mu      sync.Mutex
-	ended   int  // directions ended, of two
-	aborted bool // both ends closed after an error
+	mu    sync.Mutex
+	ended int // directions ended, of two
+
+	abortOnce sync.Once
 }
 
 // toStream carries the local end's bytes to the stream. When the local
@@ -566,7 +573,7 @@ func (j *join) fromStream() {
 func (j *join) endLast() bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.ended != 1 || j.aborted {
+	if j.ended != 1 {
 		return false
 	}
 	j.ended = 2
@@ -590,19 +597,14 @@ func (j *join) end() bool {
 // abort closes both ends at once, after an error, and logs it unless it
 // is the stream's own end.
 func (j *join) abort(err error) {
-	j.mu.Lock()
-	first := !j.aborted
-	j.aborted = true
-	j.mu.Unlock()
-	if !first {
-		return
-	}
-	var refused *RefusedError
-	if j.log != nil && !errors.Is(err, ErrClosed) && !errors.As(err, &refused) {
-		j.log("stream ended early", "stream", j.s.id, "err", Clip(err.Error(), maxLogged))
-	}
-	j.local.Close()
-	j.s.Close()
+	j.abortOnce.Do(func() {
+		var refused *RefusedError
+		if j.log != nil && !errors.Is(err, ErrClosed) && !errors.As(err, &refused) {
+			j.log("stream ended early", "stream", j.s.id, "err", Clip(err.Error(), maxLogged))
+		}
+		j.local.Close()
+		j.s.Close()
+	})
 }
 
 // readWaiting reads into buf what local has received already, without
