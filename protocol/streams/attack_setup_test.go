@@ -25,6 +25,23 @@ func onlyStream(m *Mux) *Stream {
 	return nil
 }
 
+// waitFreed waits until both Muxes have freed every stream, and fails
+// the test if either connection ended.
+func waitFreed(t *testing.T, mh, mg *Mux) {
+	t.Helper()
+	waitFor(t, func() bool { return mg.Streams() == 0 && mh.Streams() == 0 }, "every stream freed")
+	if mg.Err() != nil || mh.Err() != nil {
+		t.Fatalf("connection ended: host %v, guest %v", mh.Err(), mg.Err())
+	}
+}
+
+// waitGoroutines waits until no more goroutines run than before, give or
+// take the runtime's own.
+func waitGoroutines(t *testing.T, before int) {
+	t.Helper()
+	waitFor(t, func() bool { return runtime.NumGoroutine() <= before+2 }, fmt.Sprintf("goroutines back to %d", before))
+}
+
 // within runs f and fails the test when it does not return within d.
 func within(t *testing.T, d time.Duration, what string, f func() error) {
 	t.Helper()
@@ -58,15 +75,7 @@ func TestAttackSetupWholeEarlyWindowDeliveredDirectlyIsAcknowledged(t *testing.T
 		s.Write(request)
 		s.CloseWrite()
 	}()
-	waitFor(t, func() bool {
-		g := onlyStream(mg)
-		if g == nil {
-			return false
-		}
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		return g.buf.Len() == protocol.EarlyWindow
-	}, "the whole early window to be buffered while the guest connects")
+	waitFor(t, func() bool { return buffered(mg) == protocol.EarlyWindow }, "the whole early window to be buffered while the guest connects")
 	close(gate)
 	got := readAll(t, s)
 	if !bytes.Equal(got, request) {
@@ -82,33 +91,10 @@ func TestAttackSetupWholeEarlyWindowDeliveredDirectlyIsAcknowledged(t *testing.T
 func TestAttackSetupOpenForWholeWindowToAMinimalWindow(t *testing.T) {
 	gate := make(chan struct{})
 	mh, mg := socketMuxes(t, earlyConfig(1<<16, nil), earlyConfig(protocol.EarlyWindow, gated(t, gate, false)))
-	local, client := prototest.SocketPair(t)
 	request := bytes.Repeat([]byte("q"), 3*protocol.EarlyWindow)
-	go func() {
-		client.Write(request)
-		client.CloseWrite()
-	}()
-	waitFor(t, func() bool { return queuedBytesOf(t, local) >= protocol.EarlyWindow }, "a full early window waiting")
-	s, err := mh.OpenFor(protocol.NetTCP, "a:1", local)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go Join(s, local, nil)
-	waitFor(t, func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.credit == 0
-	}, "the early window to be spent")
+	client := openSpendingTheEarlyWindow(t, mh, request)
 	// The guest has all of it before it connects.
-	waitFor(t, func() bool {
-		g := onlyStream(mg)
-		if g == nil {
-			return false
-		}
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		return g.buf.Len() == protocol.EarlyWindow
-	}, "the early window buffered in the guest")
+	waitFor(t, func() bool { return buffered(mg) == protocol.EarlyWindow }, "the early window buffered in the guest")
 	close(gate)
 	if got := readAll(t, client); !bytes.Equal(got, request) {
 		t.Fatalf("echoed %d bytes of %d", len(got), len(request))
@@ -211,15 +197,7 @@ func TestAttackSetupDeliverEarlyThenMoreKeepsOrder(t *testing.T) {
 			want = fmt.Appendf(want, "%05d,", i)
 		}
 		s.Write(want[:1000])
-		waitFor(t, func() bool {
-			g := onlyStream(mg)
-			if g == nil {
-				return false
-			}
-			g.mu.Lock()
-			defer g.mu.Unlock()
-			return g.buf.Len() == 1000
-		}, "early data buffered")
+		waitFor(t, func() bool { return buffered(mg) == 1000 }, "early data buffered")
 		go func() {
 			close(gate)
 			for p := want[1000:]; len(p) > 0; p = p[min(7, len(p)):] {
@@ -268,10 +246,7 @@ func TestAttackSetupEarlyCloseClosesTheLocalEnd(t *testing.T) {
 		t.Fatalf("the service's connection was not closed: %v (read %q)", err, got)
 	}
 	t.Logf("the service of a stream closed before its answer read %q", got)
-	waitFor(t, func() bool { return mg.Streams() == 0 && mh.Streams() == 0 }, "the stream freed")
-	if mg.Err() != nil || mh.Err() != nil {
-		t.Fatalf("connection ended: %v %v", mg.Err(), mh.Err())
-	}
+	waitFreed(t, mh, mg)
 }
 
 // Both directions ending at the same moment, the peer's close racing the
@@ -323,10 +298,7 @@ func TestAttackSetupEndsRaceAndNothingLeaks(t *testing.T) {
 		}()
 	}
 	accepted.Wait()
-	waitFor(t, func() bool { return mg.Streams() == 0 && mh.Streams() == 0 }, "every stream freed")
-	if mg.Err() != nil || mh.Err() != nil {
-		t.Fatalf("connection ended: host %v, guest %v", mh.Err(), mg.Err())
-	}
+	waitFreed(t, mh, mg)
 	releases.Range(func(k, v any) bool {
 		if c := v.(*atomic.Int32).Load(); c != 1 {
 			t.Errorf("stream %d released %d times", k.(*Stream).id, c)
@@ -335,7 +307,7 @@ func TestAttackSetupEndsRaceAndNothingLeaks(t *testing.T) {
 	})
 	mh.Close()
 	mg.Close()
-	waitFor(t, func() bool { return runtime.NumGoroutine() <= before+2 }, fmt.Sprintf("goroutines back to %d (now %d)", before, runtime.NumGoroutine()))
+	waitGoroutines(t, before)
 }
 
 // Join on both sides with sockets, many streams at once, the guest's
@@ -385,13 +357,10 @@ func TestAttackSetupJoinBothSidesManyStreams(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	waitFor(t, func() bool { return mg.Streams() == 0 && mh.Streams() == 0 }, "every stream freed")
-	if mg.Err() != nil || mh.Err() != nil {
-		t.Fatalf("connection ended: host %v, guest %v", mh.Err(), mg.Err())
-	}
+	waitFreed(t, mh, mg)
 	mh.Close()
 	mg.Close()
-	waitFor(t, func() bool { return runtime.NumGoroutine() <= before+2 }, fmt.Sprintf("goroutines back to %d", before))
+	waitGoroutines(t, before)
 }
 
 // OpenFor on a TCP connection the client reset after sending: the request
@@ -505,15 +474,7 @@ func TestAttackSetupDeliverEarlyPartialKeepsOrder(t *testing.T) {
 		want = fmt.Appendf(want, "%07d,", i)
 	}
 	s.Write(want[:protocol.EarlyWindow])
-	waitFor(t, func() bool {
-		g := onlyStream(mg)
-		if g == nil {
-			return false
-		}
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		return g.buf.Len() == protocol.EarlyWindow
-	}, "early data buffered")
+	waitFor(t, func() bool { return buffered(mg) == protocol.EarlyWindow }, "early data buffered")
 	go func() {
 		close(gate)
 		s.Write(want[protocol.EarlyWindow:])

@@ -29,13 +29,7 @@ func TestOpenForSendsWaitingBytesWithTheOpen(t *testing.T) {
 	if _, err := m.OpenFor(protocol.NetTCP, "a:80", local); err != nil {
 		t.Fatal(err)
 	}
-	b.SetReadDeadline(time.Now().Add(10 * time.Second))
-	buf := make([]byte, 1024)
-	n, err := b.Read(buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := protocol.NewReader(bytes.NewReader(buf[:n]))
+	peer := oneRead(t, b)
 	if typ, _, err := peer.Next(); err != nil || typ != protocol.TypeStreamOpen {
 		t.Fatalf("first frame %v, %v; want the open", typ, err)
 	}
@@ -73,8 +67,22 @@ func TestOpenForLeavesTheEndToJoin(t *testing.T) {
 func TestOpenForCountsAgainstTheEarlyWindow(t *testing.T) {
 	gate := make(chan struct{})
 	mh, _ := socketMuxes(t, earlyConfig(1<<16, nil), earlyConfig(1<<16, gated(t, gate, false)))
-	local, client := prototest.SocketPair(t)
 	request := bytes.Repeat([]byte("r"), protocol.EarlyWindow+protocol.EarlyWindow/2)
+	client := openSpendingTheEarlyWindow(t, mh, request)
+	close(gate)
+	if got := readAll(t, client); !bytes.Equal(got, request) {
+		t.Fatalf("echoed %d bytes of %d", len(got), len(request))
+	}
+}
+
+// openSpendingTheEarlyWindow has a client send request (more than the
+// early window) and half close, opens a stream for it with OpenFor once a
+// whole early window waits in its socket, joins the two, and returns once
+// the early window is spent: the guest, if it is still connecting, has
+// all of it buffered, and the rest waits for the answer.
+func openSpendingTheEarlyWindow(t *testing.T, mh *Mux, request []byte) (client *net.UnixConn) {
+	t.Helper()
+	local, client := prototest.SocketPair(t)
 	go func() {
 		client.Write(request)
 		client.CloseWrite()
@@ -90,10 +98,45 @@ func TestOpenForCountsAgainstTheEarlyWindow(t *testing.T) {
 		defer s.mu.Unlock()
 		return s.credit == 0
 	}, "the early window to be spent")
-	close(gate)
-	if got := readAll(t, client); !bytes.Equal(got, request) {
-		t.Fatalf("echoed %d bytes of %d", len(got), len(request))
+	return client
+}
+
+// buffered is how many bytes m's one stream holds for its consumer, or -1
+// when m has no stream.
+func buffered(m *Mux) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, s := range m.streams {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.buf.Len()
 	}
+	return -1
+}
+
+// frameBytes is the frames one read of c returned, with a deadline: on
+// net.Pipe, what one write wrote.
+type frameBytes struct{ *protocol.Reader }
+
+func oneRead(t *testing.T, c net.Conn) frameBytes {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 1024)
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return frameBytes{protocol.NewReader(bytes.NewReader(buf[:n]))}
+}
+
+// mustNext is the type of the next frame, failing the test without one.
+func (f frameBytes) mustNext(t *testing.T) protocol.Type {
+	t.Helper()
+	typ, _, err := f.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return typ
 }
 
 func queuedBytesOf(t *testing.T, c *net.UnixConn) int {
@@ -126,14 +169,7 @@ func TestEarlyDataReachesTheServiceBeforeTheAnswer(t *testing.T) {
 	w := protocol.NewWriter(b)
 	w.WriteFramed(protocol.AppendStream(nil, protocol.TypeStreamOpen, &protocol.StreamFrame{ID: 1, Window: 1 << 16, Network: protocol.NetTCP, Address: "a:1"}))
 	w.WriteFramed(protocol.AppendStream(nil, protocol.TypeStreamData, &protocol.StreamFrame{ID: 1, Data: []byte("ping")}))
-	waitFor(t, func() bool {
-		m.mu.Lock()
-		s := m.streams[1]
-		m.mu.Unlock()
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.buf.Len() == 4
-	}, "the request to be buffered")
+	waitFor(t, func() bool { return buffered(m) == 4 }, "the request to be buffered")
 	close(connected)
 
 	far := <-service
@@ -162,19 +198,12 @@ func TestLastEndSendsEOFAndCloseTogether(t *testing.T) {
 	defer m.Close()
 	w := protocol.NewWriter(b)
 	w.WriteFramed(protocol.AppendStream(nil, protocol.TypeStreamOpen, &protocol.StreamFrame{ID: 1, Window: 1 << 16, Network: protocol.NetTCP, Address: "a:1"}))
-	peer := &frameReader{c: b, r: protocol.NewReader(b)}
-	if typ, _ := peer.next(t); typ != protocol.TypeStreamOpened {
+	if typ := oneRead(t, b).mustNext(t); typ != protocol.TypeStreamOpened {
 		t.Fatalf("answered %v", typ)
 	}
 	go w.WriteFramed(protocol.AppendStream(nil, protocol.TypeStreamEOF, &protocol.StreamFrame{ID: 1}))
 
-	b.SetReadDeadline(time.Now().Add(10 * time.Second))
-	buf := make([]byte, 256)
-	n, err := b.Read(buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := protocol.NewReader(bytes.NewReader(buf[:n]))
+	r := oneRead(t, b)
 	for _, want := range []protocol.Type{protocol.TypeStreamEOF, protocol.TypeStreamClose} {
 		if typ, _, err := r.Next(); err != nil || typ != want {
 			t.Fatalf("one write carried %v, %v where %v was due: the end took two writes", typ, err, want)
