@@ -171,7 +171,8 @@
 //     (Holder), random and new on every attach and resume, and a resume
 //     (Attach.Resume) that gives a Holder other than the session's latest
 //     (or the one the latest resume gave, should its client not have
-//     heard back) is answered with Detached. With
+//     heard back, in a resume with a higher Attempt) is answered with
+//     Detached. With
 //     Attach.ReadOnly the client watches instead: it gets Attached and
 //     Restore frames that redraw the screen for its own size (Attach.Size,
 //     then its Resize frames) as the screen changes, sends nothing else

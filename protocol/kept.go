@@ -54,6 +54,12 @@ type Attach struct {
 	// a resume. Zero: not known (the session is taken over as by a new
 	// attach).
 	Holder uint64 `json:"holder,omitempty"`
+	// Attempt, with Holder, numbers the client's resumes: one more on
+	// each. A resume that repeats the one its client may not have heard
+	// back from is refused when its Attempt is not above that one's: it
+	// is an older try the guest read late, from a connection the client
+	// has left. Zero: not numbered (any repeat is taken).
+	Attempt uint64 `json:"attempt,omitempty"`
 	// ReadOnly makes the client a watcher: it gets the screen as it
 	// changes, drawn for its own size (Size, then its Resize frames), sends
 	// no input and never sizes the session. Several may watch a session

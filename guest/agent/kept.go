@@ -554,7 +554,7 @@ func (ss *session) join(cl *client, a *protocol.Attach, window uint32) (*protoco
 	ss.outMu.Lock()
 	defer ss.outMu.Unlock()
 	returning := a.Resume != nil && a.Holder != 0
-	if returning && a.Holder != ss.holder && a.Holder != ss.heldBefore {
+	if returning && !ss.holds(a) {
 		return nil, nil
 	}
 	from, resumed := ss.sent, false
@@ -575,15 +575,30 @@ func (ss *session) join(cl *client, a *protocol.Attach, window uint32) (*protoco
 		// A new hold: the client it takes over, should it resume, is
 		// told it was taken over; a client that resumes may resume
 		// again with the hold it gave, in case it never heard back.
-		ss.heldBefore = 0
+		ss.heldBefore, ss.heldAttempt = 0, 0
 		if returning {
-			ss.heldBefore = a.Holder
+			ss.heldBefore, ss.heldAttempt = a.Holder, a.Attempt
 		}
 		ss.holder = newHolder()
 		ss.attachLocked(cl, from)
 		at.Holder = ss.holder
 	}
 	return at, restore
+}
+
+// holds reports whether a resume continues the session's latest hold: it
+// gives that hold, or repeats the resume that gave it (its client may not
+// have heard back) with a later Attempt. An earlier one is a try the guest
+// read late, from a connection its client has since left: taking it would
+// take the session from the client's own newer connection.
+func (ss *session) holds(a *protocol.Attach) bool {
+	switch a.Holder {
+	case ss.holder:
+		return true
+	case ss.heldBefore:
+		return a.Attempt == 0 || a.Attempt > ss.heldAttempt
+	}
+	return false
 }
 
 // newHolder returns a new hold: random, never 0 (no hold).

@@ -272,6 +272,31 @@ func TestTakeoverIsFinal(t *testing.T) {
 	s.Output(nil)
 }
 
+// TestLateResumeTakesNothing: a client whose connection dropped resumes,
+// and that connection drops too before the agent reads the resume; the
+// client tries again on a third. The agent reads the third first, then
+// the second's, late: the late one, an earlier attempt, is told it was
+// taken over, and the client's live connection keeps the session. (Taken
+// as a repeat, it took the session from its own client, who was then
+// refused as taken over: TestResumeOverCuts under load.)
+func TestLateResumeTakesNothing(t *testing.T) {
+	srv := newServer(t, agent.Config{})
+	p := dial(t, srv, -1)
+	st := p.Exec(keep("late", counter...))
+	readUntil(t, p, "\n3\r")
+	p.Conn.Close()
+	zero := uint64(0)
+	late, live := dial(t, srv, -1), dial(t, srv, -1)
+	attach(t, live, protocol.Attach{Session: st.Session, Resume: &zero, Holder: st.Holder, Attempt: 2})
+	late.Send(protocol.TypeAttach, &protocol.Attach{Session: st.Session, Resume: &zero, Holder: st.Holder, Attempt: 1})
+	if typ, payload, err := late.R.Next(); err != nil || typ != protocol.TypeDetached {
+		t.Fatalf("the late resume got %s %s (%v), want Detached", typ, payload, err)
+	}
+	readUntil(t, live, "\n")
+	live.Send(protocol.TypeSignal, &protocol.Signal{Name: "KILL"})
+	live.Output(nil)
+}
+
 // TestSimultaneousAttachesOneWins: two clients attach at the same instant;
 // exactly one drives the session and the other is told it was taken over.
 func TestSimultaneousAttachesOneWins(t *testing.T) {

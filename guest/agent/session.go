@@ -70,9 +70,11 @@ type session struct {
 	// holder is the latest client's hold (Attach.Holder), random and new
 	// on every join so that no other client can guess it; heldBefore is
 	// the hold its resume gave, which the same client, should it never
-	// have heard back, resumes with again. A takeover clears it.
-	holder     uint64
-	heldBefore uint64
+	// have heard back, resumes with again, in a later attempt than
+	// heldAttempt. A takeover clears them.
+	holder      uint64
+	heldBefore  uint64
+	heldAttempt uint64
 	// The host terminal of the last client that left, and the output
 	// written when it left: that terminal holds the session's history up
 	// to there (an attach from it leaves the scrollback out).

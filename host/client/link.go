@@ -22,6 +22,7 @@ type link struct {
 	keep      bool // the session is kept: a failed write waits for the next connection
 	closed    bool
 	size      protocol.WindowSize // the newest terminal size, for a resuming attach
+	attempts  uint64              // resuming attaches sent (Attach.Attempt); Run's alone
 	closeOnce sync.Once
 }
 

@@ -41,7 +41,11 @@ func (s *Session) reattach(ctx context.Context, l *link, seen, holder uint64) er
 		conn.Close()
 		return err
 	}
-	if err := w.WriteJSON(protocol.TypeAttach, &protocol.Attach{Session: s.ID, Resume: &seen, Holder: holder, Size: l.currentSize()}); err != nil {
+	// Numbered, so that the agent tells this try from an earlier one it
+	// reads late, from a connection given up on.
+	l.attempts++
+	a := &protocol.Attach{Session: s.ID, Resume: &seen, Holder: holder, Attempt: l.attempts, Size: l.currentSize()}
+	if err := w.WriteJSON(protocol.TypeAttach, a); err != nil {
 		conn.Close()
 		return err
 	}

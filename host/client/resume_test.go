@@ -91,6 +91,31 @@ func TestResumeOfAClientTakenOverEnds(t *testing.T) {
 	}
 }
 
+// TestRepeatedResumeIsNumbered: a resume cut before the agent answered is
+// made again with the same hold and a higher Attempt, so that the agent
+// can tell it from the first, should it read that one late.
+func TestRepeatedResumeIsNumbered(t *testing.T) {
+	var asked []protocol.Attach
+	resume := func(answer bool) keptHandler {
+		return func(r *protocol.Reader, w *protocol.Writer, typ protocol.Type, p []byte) {
+			var a protocol.Attach
+			protocol.Decode(typ, p, &a)
+			asked = append(asked, a)
+			if answer {
+				w.WriteJSON(protocol.TypeDetached, &protocol.Detached{Reason: "enough"})
+			}
+		}
+	}
+	runKept(t, &Session{Exec: keptExec()},
+		func(r *protocol.Reader, w *protocol.Writer, _ protocol.Type, _ []byte) {
+			w.WriteJSON(protocol.TypeStarted, &protocol.Started{Session: "0123456789abcdef", Kept: true, Holder: 7, StdinWindow: 100})
+		},
+		resume(false), resume(true))
+	if len(asked) != 2 || asked[0].Holder != 7 || asked[1].Holder != 7 || asked[0].Attempt == 0 || asked[1].Attempt <= asked[0].Attempt {
+		t.Fatalf("resumed with %+v, want hold 7 twice, numbered upwards", asked)
+	}
+}
+
 // TestResumeDuringPasteStaysInWindow: a paste is being sent when the
 // connection drops; after the resume, what goes on the new connection
 // stays within its window (credit taken from the old window, and not spent
