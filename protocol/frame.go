@@ -208,6 +208,14 @@ func (r *Reader) SetCheck(check func(Type, uint32) error) { r.check = check }
 // rest as it comes.
 func (r *Reader) Rest() io.Reader { return r.r }
 
+// Buffered returns the bytes r has read from the stream beyond the frames
+// it returned, valid until its next read: for a reader that hands the
+// stream on to another process, which must read them first.
+func (r *Reader) Buffered() []byte {
+	b, _ := r.r.Peek(r.r.Buffered())
+	return b
+}
+
 // Next reads one frame and returns its type and a newly allocated payload.
 // It returns io.EOF when the stream ends cleanly between frames, and an error
 // wrapping ErrTruncated, ErrTooLarge or ErrUnknownType otherwise. The length is

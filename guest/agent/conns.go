@@ -134,6 +134,14 @@ func (t *conns) remove(e *conn) {
 	}
 }
 
+// setCloser has Shutdown close c instead of e's connection: what serves
+// the connection now, when it is no longer the agent.
+func (t *conns) setCloser(e *conn, c io.Closer) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e.c = c
+}
+
 // takeSession counts a session, or a copy, of e's peer in, on e, or
 // returns why it may not run: a confined peer is at its limit. Other peers
 // are bounded by the agent's limit of sessions alone.

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/corkvm/cork/guest/account"
 	"github.com/corkvm/cork/protocol"
 	"github.com/corkvm/cork/protocol/streams"
 )
@@ -76,7 +77,8 @@ func (c *ForwardConfig) forwarding() bool { return c.Mode != ForwardNone }
 
 // forwardRequest serves a Forward: the connection carries streams the host
 // opens, each connected in the guest as the request's user. It counts as a
-// session against the agent's limits.
+// session against the agent's limits. With ForwardWorker set, a process of
+// the user's serves it (forwardworker.go).
 func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 	var req protocol.Forward
 	if !hs.request(protocol.TypeForward, p, &req) {
@@ -100,20 +102,40 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 		return
 	}
 	defer s.sessionEnded()
-	log := s.log.With("forward", newSessionID(), "user", acct.Name)
+	job := &forwardJob{ID: newSessionID(), Forward: req, AgentPath: agentPath, Account: *acct}
+	if s.handOff(hs, job) {
+		return
+	}
+	s.serveForwarding(job, hs.c, hs.r, hs.w, hs.refuse)
+}
+
+// forwardJob is a forwarding connection's request, resolved and admitted:
+// what serves it, in corkd or in a worker, starts from it.
+type forwardJob struct {
+	ID        string
+	Forward   protocol.Forward
+	AgentPath string // for cork attach -A: the kept session's SSH_AUTH_SOCK
+	Account   account.Account
+}
+
+// serveForwarding answers the Forward on c, and carries its streams until
+// the connection ends. refuse tells the host why it cannot.
+func (s *Server) serveForwarding(job *forwardJob, c io.ReadWriteCloser, r *protocol.Reader, w *protocol.Writer, refuse func(kind, msg string)) {
+	acct := &job.Account
+	log := s.log.With("forward", job.ID, "user", acct.Name)
 	fc := &s.cfg.Forward
-	answer := &protocol.Forwarding{MaxStreams: fc.MaxStreamsPerConn, EarlyData: req.EarlyData && fc.Window >= protocol.EarlyWindow}
+	answer := &protocol.Forwarding{MaxStreams: fc.MaxStreamsPerConn, EarlyData: job.Forward.EarlyData && fc.Window >= protocol.EarlyWindow}
 	var agent *agentSocket
-	if req.Agent {
+	if job.Forward.Agent {
 		var err error
-		if agent, err = makeAgentSocket(s, acct, log, agentPath); err != nil {
-			hs.refuse(protocol.KindForward, err.Error())
+		if agent, err = makeAgentSocket(s, acct, log, job.AgentPath); err != nil {
+			refuse(protocol.KindForward, err.Error())
 			return
 		}
 		defer agent.close()
 		answer.AgentSocket = agent.path
 	}
-	if hs.w.WriteJSON(protocol.TypeForwarding, answer) != nil {
+	if w.WriteJSON(protocol.TypeForwarding, answer) != nil {
 		return
 	}
 	log.Info("forwarding", "uid", acct.UID, "agent", answer.AgentSocket)
@@ -123,7 +145,7 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 	defer dialer.stop()
 	listeners := &guestListeners{srv: s, user: dialer, warn: s.limitLog(log.Warn, acct.UID), info: s.limitLog(log.Info, acct.UID)}
 	defer listeners.close()
-	m := streams.New(hs.c, hs.r, hs.w, streams.Config{
+	m := streams.New(c, r, w, streams.Config{
 		Window: fc.Window, MaxStreams: fc.MaxStreamsPerConn,
 		Accept: func(network uint8, address string) (io.ReadWriteCloser, error) {
 			return s.dialStream(ctx, dialer, network, address)
@@ -136,7 +158,7 @@ func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 	if agent != nil {
 		go agent.serve(m)
 	}
-	if req.Watch {
+	if job.Forward.Watch {
 		go watchPorts(m, acct, log)
 	}
 	err := m.Run()

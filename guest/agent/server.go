@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"os/exec"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -90,6 +91,13 @@ type Config struct {
 	KeptVia func() (io.ReadWriteCloser, error)
 	// Forward holds what corkd forwards and its limits (forward.go).
 	Forward ForwardConfig
+	// ForwardWorker, when set, returns the command of a forwarding
+	// worker: corkd's forward-worker, which serves a forwarding
+	// connection on a socket in a process of its own (forwardworker.go).
+	// The agent adds the connection and the job as its fds 3 and 4,
+	// before any files the command brings, and its stdin, environment
+	// and credentials.
+	ForwardWorker func() *exec.Cmd
 }
 
 // Defaults for Config.

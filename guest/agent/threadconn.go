@@ -109,6 +109,13 @@ func (t *threadConn) Close() error {
 	return t.closeErr
 }
 
+// closeHandedOver closes t's descriptor without shutting the socket down:
+// another process serves it now. Until closed, the descriptor stays in
+// Go's poller, which wakes for the other process's traffic too.
+func (t *threadConn) closeHandedOver() {
+	t.closeOnce.Do(func() { t.closeErr = t.ReadWriteCloser.Close() })
+}
+
 // SetWriteDeadline bounds writes, when the socket supports deadlines.
 func (t *threadConn) SetWriteDeadline(d time.Time) error {
 	if wd, ok := t.ReadWriteCloser.(interface{ SetWriteDeadline(time.Time) error }); ok {

@@ -221,6 +221,8 @@ func (f *serveFlags) config(log *slog.Logger) agent.Config {
 	}
 	if f.stdio {
 		cfg.KeptVia = keptVia(f.keepSocket, f.logLevel, log)
+	} else if f.forward.Mode != agent.ForwardNone {
+		cfg.ForwardWorker = forwardWorker(f.logLevel, log)
 	}
 	return cfg
 }

@@ -53,6 +53,8 @@ func main() {
 	switch os.Args[1] {
 	case "serve":
 		os.Exit(serve(os.Args[2:]))
+	case "forward-worker":
+		os.Exit(runForwardWorker(os.Args[2:]))
 	case "version", "--version":
 		fmt.Printf("corkd %s (protocol %d)\n", version, protocol.MaxVersion)
 	case "help", "-h", "--help":

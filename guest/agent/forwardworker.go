@@ -1,0 +1,217 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/corkvm/cork/guest/account"
+	"github.com/corkvm/cork/protocol"
+)
+
+// Forwarding workers. corkd keeps many Ps for its sessions (see corkd's
+// minProcs), and a Go process with idle Ps wakes a second thread for
+// nearly every goroutine it readies: a forwarded connection's set-up
+// woke corkd's threads three times as often as sshd's single thread. So a
+// forwarding connection on a socket is served, as sshd serves each
+// connection, by a process of its own: corkd's forward-worker, started
+// with the connection once corkd has admitted it, running as the
+// forward's user with one P. The worker holds only what its user could
+// hold anyway (the user's sockets, dialed and listened on as the user),
+// so a limit in it bounds the user's own process, not corkd.
+//
+// The worker's files: its connection is fd 3; fd 4 holds its job (a
+// length, then forwardWork as JSON) and then the bytes corkd read after
+// the Forward frame; its stdin reads EOF when corkd ends or shuts down.
+const (
+	workerConnFD = 3
+	workerJobFD  = 4
+)
+
+// forwardWork is what a worker is told: the job and corkd's limits.
+type forwardWork struct {
+	Job      forwardJob
+	Forward  ForwardConfig
+	MaxFrame int
+}
+
+// maxWork bounds the job a worker reads: a request, an account (whose
+// groups may be many) and a few limits.
+const maxWork = 1 << 20
+
+// handOff serves job in a worker (Config.ForwardWorker) and returns once
+// the worker has ended. It reports false when it did not: no worker is
+// configured, the connection is no socket (a serial port, corkd's stdio),
+// or the worker did not start (logged); the caller serves job itself.
+func (s *Server) handOff(hs *handshake, job *forwardJob) bool {
+	if s.cfg.ForwardWorker == nil {
+		return false
+	}
+	tc, ok := hs.c.(*threadConn)
+	if !ok {
+		return false
+	}
+	work, err := encodeWork(&forwardWork{Job: *job, Forward: s.cfg.Forward, MaxFrame: s.cfg.MaxFrame}, hs.r.Buffered())
+	if err != nil {
+		s.log.Warn("forwarding in corkd: the job could not be written for a worker", "err", err)
+		return false
+	}
+	cmd, stop, err := s.startWorker(tc, work, &job.Account)
+	if err != nil {
+		s.log.Warn("forwarding in corkd: no worker started", "err", err)
+		return false
+	}
+	// Shutdown closes the admitted connections: for this one, that is
+	// the worker's stdin, which ends it.
+	s.conns.setCloser(hs.entry, stop)
+	tc.closeHandedOver()
+	if err := cmd.Wait(); err != nil {
+		s.log.Warn("forwarding worker ended", "forward", job.ID, "pid", cmd.Process.Pid, "err", err)
+	}
+	stop.Close()
+	return true
+}
+
+// startWorker starts a worker on tc's socket, as acct, with its job work,
+// and returns it and the pipe whose close ends it.
+func (s *Server) startWorker(tc *threadConn, work []byte, acct *account.Account) (*exec.Cmd, *os.File, error) {
+	conn, err := socketFile(tc)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer conn.Close() // the worker has its own; this one is in the poller
+	jobR, jobW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer jobR.Close()
+	stopR, stopW, err := os.Pipe()
+	if err != nil {
+		jobW.Close()
+		return nil, nil, err
+	}
+	defer stopR.Close()
+	cmd := s.cfg.ForwardWorker()
+	cmd.Stdin = stopR
+	cmd.ExtraFiles = append([]*os.File{conn, jobR}, cmd.ExtraFiles...)
+	cmd.Env = workerEnv()
+	// A group of its own: a ^C meant for corkd's terminal stops corkd,
+	// whose shutdown ends the worker after it has cleaned up.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: programCredential(acct), Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		jobW.Close()
+		stopW.Close()
+		return nil, nil, err
+	}
+	// The worker reads its job first. One that died at once makes this
+	// write fail, and its Wait tells why; one stopped (its user may
+	// signal it) does not hold corkd here.
+	jobW.SetWriteDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	jobW.Write(work)
+	jobW.Close()
+	return cmd, stopW, nil
+}
+
+// workerEnv is a worker's environment: one P, and corkd's temporary
+// directory, where agent sockets go.
+func workerEnv() []string {
+	env := []string{"GOMAXPROCS=1"}
+	if dir, ok := os.LookupEnv("TMPDIR"); ok {
+		env = append(env, "TMPDIR="+dir)
+	}
+	return env
+}
+
+// socketFile returns a descriptor of its own for tc's socket.
+func socketFile(tc *threadConn) (*os.File, error) {
+	var fd int
+	var dupErr error
+	if err := tc.rc.Control(func(s uintptr) { fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if dupErr != nil {
+		return nil, os.NewSyscallError("fcntl", dupErr)
+	}
+	return os.NewFile(uintptr(fd), "forwarding connection"), nil
+}
+
+// encodeWork is a worker's fd 4: the length of w as JSON, the JSON, then
+// the bytes read ahead.
+func encodeWork(w *forwardWork, ahead []byte) ([]byte, error) {
+	j, err := json.Marshal(w)
+	if err != nil {
+		return nil, err
+	}
+	if len(j) > maxWork {
+		return nil, fmt.Errorf("a job of %d bytes", len(j))
+	}
+	b := binary.BigEndian.AppendUint32(nil, uint32(len(j)))
+	return append(append(b, j...), ahead...), nil
+}
+
+// decodeWork reads what encodeWork wrote.
+func decodeWork(r io.Reader) (*forwardWork, []byte, error) {
+	var n [4]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return nil, nil, fmt.Errorf("reading the job: %w", err)
+	}
+	size := binary.BigEndian.Uint32(n[:])
+	if size > maxWork {
+		return nil, nil, fmt.Errorf("a job of %d bytes, more than %d", size, maxWork)
+	}
+	j := make([]byte, size)
+	if _, err := io.ReadFull(r, j); err != nil {
+		return nil, nil, fmt.Errorf("reading the job: %w", err)
+	}
+	var w forwardWork
+	if err := json.Unmarshal(j, &w); err != nil {
+		return nil, nil, fmt.Errorf("reading the job: %w", err)
+	}
+	ahead, err := io.ReadAll(io.LimitReader(r, protocol.MaxPayload))
+	return &w, ahead, err
+}
+
+// ServeForwardWorker is corkd's forward-worker: it serves the forwarding
+// connection corkd handed it (see handOff) until the connection ends or
+// stop, corkd's end of its stdin, reads EOF. cfg gives its log; the
+// limits come from corkd.
+func ServeForwardWorker(cfg Config, stop io.Reader) error {
+	jobFile := os.NewFile(workerJobFD, "job")
+	work, ahead, err := decodeWork(jobFile)
+	jobFile.Close()
+	if err != nil {
+		return err
+	}
+	if err := unix.SetNonblock(workerConnFD, true); err != nil {
+		return fmt.Errorf("the connection (fd %d): %w", workerConnFD, err)
+	}
+	conn := os.NewFile(workerConnFD, "connection") // pollable: non-blocking
+	if conn == nil {
+		return errors.New("no connection on fd 3")
+	}
+	cfg.Forward, cfg.MaxFrame = work.Forward, work.MaxFrame
+	s := New(cfg)
+	go func() {
+		io.Copy(io.Discard, stop)
+		conn.Close()
+	}()
+	r := protocol.NewReader(io.MultiReader(bytes.NewReader(ahead), conn))
+	r.SetLimit(cfg.MaxFrame)
+	w := protocol.NewWriter(conn)
+	refuse := func(kind, msg string) {
+		s.log.Warn("refused", "forward", work.Job.ID, "kind", kind, "err", msg)
+		w.WriteJSON(protocol.TypeError, &protocol.Error{Kind: kind, Message: msg})
+	}
+	s.serveForwarding(&work.Job, conn, r, w, refuse)
+	conn.Close()
+	return nil
+}
