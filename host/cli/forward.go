@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -210,6 +211,12 @@ func forwardMain(args []string) int {
 		}
 	} else if fs.Changed("auto-ports") || fs.Changed("auto-ignore") {
 		return fail("forward: --auto-ports and --auto-ignore are rules for --auto: add it")
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		// One P, as corkd's forwarding workers have: with a P idle, Go
+		// wakes a second thread for nearly every socket event, and one
+		// thread keeps up with the copying (docs/benchmarks.md).
+		runtime.GOMAXPROCS(1)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
