@@ -219,7 +219,7 @@ func startCorkForward(name, cork, url, port string, corkd int) *forwardRow {
 		check(fmt.Errorf("cork forward printed %q", line))
 	}
 	return &forwardRow{name: name, addr: from,
-		procs: func() []int { return []int{cmd.Process.Pid, corkd} },
+		procs: func() []int { return append(withDescendants(corkd), cmd.Process.Pid) }, // corkd's forwarding worker
 		stop:  func() { cmd.Process.Signal(syscall.SIGINT); cmd.Wait() }}
 }
 
