@@ -1,6 +1,7 @@
 // Command vmcheck runs inside cork's test VM and checks corkd over real
 // AF_VSOCK loopback (CID 1): the user switch on a PTY, a resize, exit
-// statuses, and a refused peer CID. It prints one line per check,
+// statuses, a refused peer CID, and a forward served by a worker running
+// as the user. It prints one line per check,
 //
 //	VMCHECK PASS name detail
 //	VMCHECK FAIL name detail
@@ -11,10 +12,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 
@@ -72,6 +76,7 @@ func main() {
 	checkResize()
 	checkExitCodes()
 	checkRefusedCID()
+	checkForwardWorker()
 	fmt.Printf("VMCHECK DONE pass=%d fail=%d\n", pass, fail)
 }
 
@@ -144,6 +149,92 @@ func checkRefusedCID() {
 		}
 	}
 	report(r.err != nil && logged, "vsock-refused-cid", "session err=%v; agent logged the refusal: %v", r.err, logged)
+}
+
+// checkForwardWorker: a forward over AF_VSOCK as node is served by a
+// worker of corkd's running as node; bytes sent to a guest listener
+// through it come back whole, and the worker goes with the connection.
+func checkForwardWorker() {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		report(false, "vsock-forward-worker", "listen: %v", err)
+		return
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), checkDeadline)
+	defer cancel()
+	conn, err := transport.Dial(ctx, agentAddr, transport.Options{})
+	if err != nil {
+		report(false, "vsock-forward-worker", "dial: %v", err)
+		return
+	}
+	fw, err := client.Forward(conn, "vmcheck", "node")
+	if err != nil {
+		report(false, "vsock-forward-worker", "forward: %v", err)
+		return
+	}
+	worker := workerPIDs(1000)
+	got, err := echoOnce(fw, l.Addr().String(), 1<<20)
+	fw.Close()
+	gone := waitUntil(func() bool { return len(workerPIDs(1000)) == 0 })
+	report(err == nil && got && len(worker) == 1 && gone, "vsock-forward-worker",
+		"echo whole=%v err=%v; workers as node while forwarding %v; gone after: %v", got, err, worker, gone)
+}
+
+// echoOnce sends n bytes to addr in the guest through fw, half closes,
+// and reports whether the same bytes came back.
+func echoOnce(fw *client.Forwarder, addr string, n int) (bool, error) {
+	st, err := fw.Dial(protocol.NetTCP, addr)
+	if err != nil {
+		return false, err
+	}
+	defer st.Close()
+	sent := make([]byte, n)
+	rand.Read(sent)
+	go func() {
+		st.Write(sent)
+		st.CloseWrite()
+	}()
+	back, err := io.ReadAll(st)
+	return bytes.Equal(back, sent), err
+}
+
+// workerPIDs lists corkd's forwarding workers running as uid.
+func workerPIDs(uid int) []int {
+	var pids []int
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if bytes.HasPrefix(cmdline, []byte("corkd\x00forward-worker\x00")) &&
+			bytes.Contains(status, fmt.Appendf(nil, "\nUid:\t%d\t%d\t%d\t%d\n", uid, uid, uid, uid)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// waitUntil polls cond until it holds or the check deadline passes.
+func waitUntil(cond func() bool) bool {
+	for deadline := time.Now().Add(checkDeadline); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 // output collects a session's output for another goroutine to watch.
