@@ -135,11 +135,16 @@ func (t *conns) remove(e *conn) {
 }
 
 // setCloser has Shutdown close c instead of e's connection: what serves
-// the connection now, when it is no longer the agent.
-func (t *conns) setCloser(e *conn, c io.Closer) {
+// the connection now, when it is no longer the agent. It reports false,
+// and changes nothing, once Shutdown has begun: the caller closes c.
+func (t *conns) setCloser(e *conn, c io.Closer) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.closing {
+		return false
+	}
 	e.c = c
+	return true
 }
 
 // takeSession counts a session, or a copy, of e's peer in, on e, or

@@ -181,7 +181,7 @@ func (s *Server) limitLog(logf func(string, ...any), uid uint32) func(string, ..
 // dialer's account, within its limit of streams; ctx ends with the
 // forwarding connection.
 func (s *Server) dialStream(ctx context.Context, dialer *userThread, network uint8, address string) (io.ReadWriteCloser, error) {
-	release, err := s.streamsPerUID.take(dialer.acct.UID, s.cfg.Forward.MaxStreamsPerUID, s.cfg.Forward.MaxStreams)
+	release, err := s.streams.take(dialer.acct.UID, s.cfg.Forward.MaxStreamsPerUID, s.cfg.Forward.MaxStreams)
 	if err != nil {
 		return nil, err
 	}
@@ -250,25 +250,9 @@ type uidStreams struct {
 
 // take counts one more stream of uid, or says why it may not open.
 func (u *uidStreams) take(uid uint32, perUID, total int) (release func(), err error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.n == nil {
-		u.n = map[uint32]int{}
+	if _, refused := u.takeN(uid, 1, perUID, total); refused != 0 {
+		return nil, refusal(refused, uid, perUID, total)
 	}
-	if u.total >= total {
-		return nil, fmt.Errorf("corkd has %d streams open, its limit (corkd serve --max-streams)", u.total)
-	}
-	if u.n[uid] >= perUID {
-		return nil, fmt.Errorf("uid %d already has %d streams open, the most corkd keeps for one uid (corkd serve --max-streams-per-uid)", uid, perUID)
-	}
-	u.n[uid]++
-	u.total++
-	return func() {
-		u.mu.Lock()
-		defer u.mu.Unlock()
-		u.total--
-		if u.n[uid]--; u.n[uid] == 0 {
-			delete(u.n, uid)
-		}
-	}, nil
+	var once sync.Once
+	return func() { once.Do(func() { u.giveN(uid, 1) }) }, nil
 }

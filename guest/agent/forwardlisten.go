@@ -150,7 +150,7 @@ func acceptEach(l net.Listener, warn func(string, ...any), handle func(net.Conn)
 // listeners, against uid's streams, and returns the release. A
 // connection past the limits is closed, and false returned.
 func (s *Server) takeStream(uid uint32, warn func(string, ...any), c net.Conn, to string) (release func(), ok bool) {
-	release, err := s.streamsPerUID.take(uid, s.cfg.Forward.MaxStreamsPerUID, s.cfg.Forward.MaxStreams)
+	release, err := s.streams.take(uid, s.cfg.Forward.MaxStreamsPerUID, s.cfg.Forward.MaxStreams)
 	if err != nil {
 		warn("connection refused", "to", to, "uid", uid, "err", err)
 		c.Close()

@@ -9,12 +9,12 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/corkvm/cork/guest/account"
 	"github.com/corkvm/cork/protocol"
 )
 
@@ -22,19 +22,27 @@ import (
 // minProcs), and a Go process with idle Ps wakes a second thread for
 // nearly every goroutine it readies: a forwarded connection's set-up
 // woke corkd's threads three times as often as sshd's single thread. So a
-// forwarding connection on a socket is served, as sshd serves each
-// connection, by a process of its own: corkd's forward-worker, started
-// with the connection once corkd has admitted it, running as the
-// forward's user with one P. The worker holds only what its user could
-// hold anyway (the user's sockets, dialed and listened on as the user),
-// so a limit in it bounds the user's own process, not corkd.
+// forwarding connection on a socket is served by a process of its own,
+// as sshd serves each connection: corkd's forward-worker, started with
+// the connection once corkd has admitted it, with one P.
+//
+// The worker is corkd's, not the user's: it takes the user's identity
+// for each socket it makes, thread by thread, as corkd does. A worker
+// running as the user would be the user's to trace (sshd makes its
+// per-user child undumpable for this), and through it the user would
+// read the host's streams, which the host may send as root to a service
+// the user must not see, and corkd's stderr, which may be root's
+// terminal. It has a session of its own and / for its directory, so it
+// holds neither corkd's terminal nor its working directory.
 //
 // The worker's files: its connection is fd 3; fd 4 holds its job (a
 // length, then forwardWork as JSON) and then the bytes corkd read after
-// the Forward frame; its stdin reads EOF when corkd ends or shuts down.
+// the Forward frame; fd 5 is its socket for stream leases
+// (forwardleases.go); its stdin reads EOF when corkd ends or shuts down.
 const (
-	workerConnFD = 3
-	workerJobFD  = 4
+	workerConnFD   = 3
+	workerJobFD    = 4
+	workerLeasesFD = 5
 )
 
 // forwardWork is what a worker is told: the job and corkd's limits.
@@ -65,14 +73,17 @@ func (s *Server) handOff(hs *handshake, job *forwardJob) bool {
 		s.log.Warn("forwarding in corkd: the job could not be written for a worker", "err", err)
 		return false
 	}
-	cmd, stop, err := s.startWorker(tc, work, &job.Account)
+	cmd, stop, err := s.startWorker(tc, work)
 	if err != nil {
-		s.log.Warn("forwarding in corkd: no worker started", "err", err)
+		s.warnPeer(hs.entry.peer, "forwarding in corkd: no worker started", "err", err)
 		return false
 	}
 	// Shutdown closes the admitted connections: for this one, that is
-	// the worker's stdin, which ends it.
-	s.conns.setCloser(hs.entry, stop)
+	// the worker's stdin, which ends it. Once Shutdown has begun, the
+	// worker is ended here.
+	if !s.conns.setCloser(hs.entry, stop) {
+		stop.Close()
+	}
 	tc.closeHandedOver()
 	if err := cmd.Wait(); err != nil {
 		s.log.Warn("forwarding worker ended", "forward", job.ID, "pid", cmd.Process.Pid, "err", err)
@@ -81,9 +92,9 @@ func (s *Server) handOff(hs *handshake, job *forwardJob) bool {
 	return true
 }
 
-// startWorker starts a worker on tc's socket, as acct, with its job work,
-// and returns it and the pipe whose close ends it.
-func (s *Server) startWorker(tc *threadConn, work []byte, acct *account.Account) (*exec.Cmd, *os.File, error) {
+// startWorker starts a worker on tc's socket with its job work, and
+// returns it and the pipe whose close ends it.
+func (s *Server) startWorker(tc *threadConn, work []byte) (*exec.Cmd, *os.File, error) {
 	conn, err := socketFile(tc)
 	if err != nil {
 		return nil, nil, err
@@ -100,18 +111,29 @@ func (s *Server) startWorker(tc *threadConn, work []byte, acct *account.Account)
 		return nil, nil, err
 	}
 	defer stopR.Close()
-	cmd := s.cfg.ForwardWorker()
-	cmd.Stdin = stopR
-	cmd.ExtraFiles = append([]*os.File{conn, jobR}, cmd.ExtraFiles...)
-	cmd.Env = workerEnv()
-	// A group of its own: a ^C meant for corkd's terminal stops corkd,
-	// whose shutdown ends the worker after it has cleaned up.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: programCredential(acct), Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	leasesHere, leasesThere, err := socketPair()
+	if err != nil {
 		jobW.Close()
 		stopW.Close()
 		return nil, nil, err
 	}
+	defer leasesThere.Close()
+	cmd := s.cfg.ForwardWorker()
+	cmd.Stdin = stopR
+	cmd.ExtraFiles = append([]*os.File{conn, jobR, leasesThere}, cmd.ExtraFiles...)
+	cmd.Env = workerEnv()
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		jobW.Close()
+		stopW.Close()
+		leasesHere.Close()
+		return nil, nil, err
+	}
+	go func() {
+		s.serveLeases(leasesHere)
+		leasesHere.Close()
+	}()
 	// The worker reads its job first. One that died at once makes this
 	// write fail, and its Wait tells why; one stopped (its user may
 	// signal it) does not hold corkd here.
@@ -129,6 +151,17 @@ func workerEnv() []string {
 		env = append(env, "TMPDIR="+dir)
 	}
 	return env
+}
+
+// socketPair returns a connected pair of unix stream sockets, both
+// non-blocking, so that either end read through Go's poller holds no
+// thread.
+func socketPair() (*os.File, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, os.NewSyscallError("socketpair", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "leases"), os.NewFile(uintptr(fds[1]), "leases"), nil
 }
 
 // socketFile returns a descriptor of its own for tc's socket.
@@ -200,8 +233,21 @@ func ServeForwardWorker(cfg Config, stop io.Reader) error {
 	}
 	cfg.Forward, cfg.MaxFrame = work.Forward, work.MaxFrame
 	s := New(cfg)
+	s.streams = newLeases(os.NewFile(workerLeasesFD, "leases"))
+	// corkd's end, or a signal to the worker itself, closes the
+	// connection, and the forward ends as when the host leaves: its
+	// sockets and listeners are removed.
+	ended := make(chan os.Signal, 1)
+	signal.Notify(ended, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	go func() {
 		io.Copy(io.Discard, stop)
+		select {
+		case ended <- syscall.SIGPIPE:
+		default: // a signal is there already
+		}
+	}()
+	go func() {
+		<-ended
 		conn.Close()
 	}()
 	r := protocol.NewReader(io.MultiReader(bytes.NewReader(ahead), conn))

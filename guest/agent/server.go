@@ -153,8 +153,12 @@ type Server struct {
 	// freeForgotten returns memory to the system cfg.FreeMemoryAfter
 	// after a kept session is forgotten, sessions running or not.
 	freeForgotten *time.Timer
-	// streamsPerUID counts forwarded streams by the uid they run as.
+	// streamsPerUID counts forwarded streams by the uid they run as,
+	// those of corkd's forwarding workers included (forwardleases.go);
+	// streams takes them: from streamsPerUID, or, in a worker, from
+	// corkd.
 	streamsPerUID uidStreams
+	streams       streamCounter
 }
 
 // New returns a Server with cfg's limits.
@@ -195,6 +199,7 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, self: self, kept: newKeptSessions(cfg.MaxKept, cfg.MaxKeptPerUID),
 		conns: newConns(&cfg), sessions: map[*session]bool{}}
+	s.streams = &s.streamsPerUID
 	s.freeMemory = time.AfterFunc(time.Duration(math.MaxInt64), func() {
 		if s.active.Load() == 0 {
 			freeOSMemory()

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -13,13 +14,15 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/corkvm/cork/host/e2e/termtest"
 	"github.com/corkvm/cork/protocol"
 	"github.com/corkvm/cork/protocol/prototest"
 )
 
 // corkd serves each forwarding connection on a socket in a worker of its
-// own: a child running as the forward's user, at one P.
+// own: a child of corkd's, at one P.
 
 // workers lists corkd's forwarding workers, the children of pid.
 func workers(pid int) []int {
@@ -57,10 +60,12 @@ func statusLine(t *testing.T, pid int, key string) string {
 	return ""
 }
 
-// TestForwardWorkerRunsAsTheUser: a forward as a user is served by one
-// worker, every one of its ids the user's, with one P; it ends with the
-// forward.
-func TestForwardWorkerRunsAsTheUser(t *testing.T) {
+// TestForwardWorkerIsCorkds: a forward as a user is served by one worker
+// of corkd's, not the user's, so the user can neither signal nor trace
+// it (nor read the host's streams or corkd's stderr through it); it has
+// one P, a session of its own and / as its directory, and it ends with
+// the forward.
+func TestForwardWorkerIsCorkds(t *testing.T) {
 	u := newTestUser(t)
 	a := startAgent(t)
 	l, port := listenTCP(t)
@@ -73,15 +78,93 @@ func TestForwardWorkerRunsAsTheUser(t *testing.T) {
 	if len(ws) != 1 {
 		t.Fatalf("corkd has %d forwarding workers, want 1: %v", len(ws), ws)
 	}
-	id := strconv.Itoa(u.uid)
-	if got, want := statusLine(t, ws[0], "Uid:"), strings.Join([]string{"Uid:", id, id, id, id}, " "); got != want {
-		t.Errorf("the worker's %s, want %s", got, want)
+	w := ws[0]
+	if got := statusLine(t, w, "Uid:"); got != "Uid: 0 0 0 0" {
+		t.Errorf("the worker's %s, want corkd's (root's)", got)
 	}
-	if env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", ws[0])); !bytes.Contains(env, []byte("GOMAXPROCS=1\x00")) {
+	if err := killAs(u.uid, w); !errors.Is(err, syscall.EPERM) {
+		t.Errorf("%s signalled the worker: %v", u.name, err)
+	}
+	if env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", w)); !bytes.Contains(env, []byte("GOMAXPROCS=1\x00")) {
 		t.Errorf("the worker's environment has no GOMAXPROCS=1: %q", env)
+	}
+	if sid, err := unix.Getsid(w); err != nil || sid != w {
+		t.Errorf("the worker's session is %d (%v), want its own (%d)", sid, err, w)
+	}
+	if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", w)); err != nil || cwd != "/" {
+		t.Errorf("the worker's directory is %q (%v), want /", cwd, err)
+	}
+	for _, fd := range []int{4, 6} { // the job, and corkd's binary
+		if target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", w, fd)); err == nil && !strings.HasPrefix(target, "anon_inode:") {
+			t.Errorf("the worker still holds fd %d: %s", fd, target)
+		}
 	}
 	f.stop(t)
 	termtest.WaitFor(t, "the worker to end with its forward", 10*time.Second, func() bool { return len(workers(a.cmd.Process.Pid)) == 0 })
+}
+
+// TestForwardStreamLimitsAcrossWorkers: --max-streams-per-uid and
+// --max-streams count the streams of every worker together, as when
+// corkd served them all itself; a worker's streams go back when it ends.
+func TestForwardStreamLimitsAcrossWorkers(t *testing.T) {
+	a := startAgent(t, "--max-streams-per-uid", "2", "--max-streams", "3")
+	l, port := listenTCP(t)
+	held := make(chan struct{})
+	t.Cleanup(func() { close(held) })
+	prototest.Serve(t, l, func(c net.Conn) { <-held })
+	open := func(p *prototest.Peer, id uint32) (protocol.Type, string) {
+		t.Helper()
+		p.Conn.Write(protocol.AppendStream(nil, protocol.TypeStreamOpen, &protocol.StreamFrame{ID: id, Window: 1 << 16, Network: protocol.NetTCP, Address: "127.0.0.1:" + port}))
+		for {
+			typ, payload, err := p.R.Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if typ == protocol.TypeStreamOpened || typ == protocol.TypeStreamRefused {
+				f, _ := protocol.DecodeStream(typ, payload)
+				return typ, f.Reason
+			}
+		}
+	}
+	forward := func() *prototest.Peer {
+		c, err := net.Dial("unix", a.sock())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		p := prototest.NewPeer(t, c)
+		p.Hello()
+		p.Send(protocol.TypeForward, &protocol.Forward{})
+		p.Expect(protocol.TypeForwarding)
+		return p
+	}
+	var opened []string
+	var refusal string
+	var first *prototest.Peer
+	for i := range 3 { // three forwarding connections, as one uid (root)
+		p := forward()
+		if i == 0 {
+			first = p
+		}
+		for _, id := range []uint32{1, 3} {
+			if typ, reason := open(p, id); typ == protocol.TypeStreamOpened {
+				opened = append(opened, fmt.Sprintf("conn %d stream %d", i, id))
+			} else {
+				refusal = reason
+			}
+		}
+	}
+	if len(opened) != 2 || !strings.Contains(refusal, "--max-streams-per-uid") {
+		t.Fatalf("with --max-streams-per-uid 2: opened %v; last refusal %q", opened, refusal)
+	}
+	// The first worker's end gives its streams back.
+	first.Conn.Close()
+	p := forward()
+	termtest.WaitFor(t, "a stream to open once the first worker is gone", 10*time.Second, func() bool {
+		typ, _ := open(p, 1)
+		return typ == protocol.TypeStreamOpened
+	})
 }
 
 // TestForwardWorkerEndsWithCorkd: whether corkd is stopped (SIGTERM) or
@@ -161,3 +244,4 @@ func TestForwardFramesSentAheadReachTheWorker(t *testing.T) {
 		t.Fatalf("the service answered %q, want %q", back, "read 5 bytes")
 	}
 }
+

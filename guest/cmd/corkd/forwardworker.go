@@ -12,11 +12,9 @@ import (
 
 // forwardWorker returns the command of corkd's forwarding workers
 // (agent.Config.ForwardWorker): this same binary, by a descriptor opened
-// now. The worker runs as the forward's user, who may have no way to the
-// binary's directory, and an upgrade may have replaced the file since;
-// exec through /proc/self/fd reaches the running binary either way. It
-// returns nil when the binary cannot be opened: forwards are then served
-// in corkd.
+// now. An upgrade may have replaced the file since; exec through
+// /proc/self/fd reaches the running binary either way. It returns nil
+// when the binary cannot be opened: forwards are then served in corkd.
 func forwardWorker(logLevel string, log *slog.Logger) func() *exec.Cmd {
 	exe, err := os.Open("/proc/self/exe")
 	if err != nil {
@@ -24,9 +22,9 @@ func forwardWorker(logLevel string, log *slog.Logger) func() *exec.Cmd {
 		return nil
 	}
 	return func() *exec.Cmd {
-		// The agent puts the connection and the job at fds 3 and 4;
-		// the binary comes next.
-		cmd := exec.Command("/proc/self/fd/5", "forward-worker", "--log-level", logLevel)
+		// The agent puts the connection, the job and the leases at
+		// fds 3 to 5; the binary comes next.
+		cmd := exec.Command("/proc/self/fd/6", "forward-worker", "--log-level", logLevel)
 		cmd.Args[0] = "corkd"
 		cmd.ExtraFiles = []*os.File{exe}
 		cmd.Stderr = os.Stderr
@@ -44,7 +42,7 @@ func runForwardWorker(args []string) int {
 			return 2
 		}
 	}
-	os.NewFile(5, "corkd").Close() // the binary it was started from
+	os.NewFile(6, "corkd").Close() // the binary it was started from
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("pid", strconv.Itoa(os.Getpid()))
 	if err := agent.ServeForwardWorker(agent.Config{Logger: log}, os.Stdin); err != nil {
 		log.Error("forwarding worker", "err", err)
