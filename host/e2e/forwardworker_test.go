@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/corkvm/cork/host/e2e/harness"
 	"github.com/corkvm/cork/host/e2e/termtest"
 	"github.com/corkvm/cork/protocol"
 	"github.com/corkvm/cork/protocol/prototest"
@@ -245,3 +248,39 @@ func TestForwardFramesSentAheadReachTheWorker(t *testing.T) {
 	}
 }
 
+// TestInheritedDescriptorsStayWithCorkd: a descriptor corkd's starter
+// left open without close-on-exec reaches neither a session's program nor
+// a forwarding worker.
+func TestInheritedDescriptorsStayWithCorkd(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	sock := filepath.Join(bin.Dir, fmt.Sprintf("corkd-%d.sock", time.Now().UnixNano()))
+	cmd := exec.Command(bin.Corkd, "serve", "--listen", "unix://"+sock)
+	cmd.ExtraFiles = []*os.File{nil, nil, nil, nil, nil, nil, w} // fd 9
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited; os.Remove(sock) })
+	if err := harness.WaitListening(sock, exited, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	out, code := corkCmd("exec", "--connect", "unix://"+sock, "--", "sh", "-c", `test -e /proc/$$/fd/9 && echo held || echo clean`)
+	if code != 0 || strings.TrimSpace(out) != "clean" {
+		t.Errorf("the session's program: exit %d, %q; want clean", code, out)
+	}
+	l, port := listenTCP(t)
+	prototest.Serve(t, l, counter)
+	f := startForward(t, "--connect", "unix://"+sock, "0:"+port)
+	halfClose(t, dialFrom(t, f.from[0]), []byte("x"))
+	for _, pid := range workers(cmd.Process.Pid) {
+		if target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/9", pid)); err == nil && strings.HasPrefix(target, "pipe:") {
+			t.Errorf("the worker holds corkd's inherited fd 9: %s", target)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -17,6 +18,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/corkvm/cork/guest/agent"
 	"github.com/corkvm/cork/guest/listen"
@@ -84,6 +87,12 @@ func serve(args []string) int {
 		return code
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: f.level}))
+	// Descriptors corkd inherited without close-on-exec (its starter's
+	// pipes, say) must not reach the programs and workers it starts,
+	// which get only what corkd gives them.
+	if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		log.Warn("cannot mark inherited descriptors close-on-exec; sessions may hold them", "err", err)
+	}
 	// A write to a host that has gone must be an error, not a SIGPIPE that
 	// kills corkd before it can hang up the session. Notify (not Ignore)
 	// keeps the default disposition for the programs corkd starts.
