@@ -1,7 +1,7 @@
 // Command vmcheck runs inside cork's test VM and checks corkd over real
 // AF_VSOCK loopback (CID 1): the user switch on a PTY, a resize, exit
-// statuses, a refused peer CID, and a forward served by a worker running
-// as the user. It prints one line per check,
+// statuses, a refused peer CID, and a forward served by a worker that
+// connects as the user. It prints one line per check,
 //
 //	VMCHECK PASS name detail
 //	VMCHECK FAIL name detail
@@ -21,6 +21,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/corkvm/cork/host/client"
 	"github.com/corkvm/cork/host/e2e/harness"
@@ -152,20 +154,35 @@ func checkRefusedCID() {
 }
 
 // checkForwardWorker: a forward over AF_VSOCK as node is served by a
-// worker of corkd's running as node; bytes sent to a guest listener
-// through it come back whole, and the worker goes with the connection.
+// worker of corkd's (root's, as corkd is), which connects as node: a
+// unix socket's SO_PEERCRED names uid 1000. Bytes sent through it come
+// back whole, and the worker goes with the connection.
 func checkForwardWorker() {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	sock := "/tmp/vmcheck-echo.sock"
+	os.Remove(sock)
+	l, err := net.Listen("unix", sock)
 	if err != nil {
 		report(false, "vsock-forward-worker", "listen: %v", err)
 		return
 	}
 	defer l.Close()
+	os.Chmod(sock, 0o777)
+	peers := make(chan uint32, 1)
 	go func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
+			}
+			if raw, err := c.(*net.UnixConn).SyscallConn(); err == nil {
+				raw.Control(func(fd uintptr) {
+					if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+						select {
+						case peers <- cred.Uid:
+						default:
+						}
+					}
+				})
 			}
 			go func() { io.Copy(c, c); c.Close() }()
 		}
@@ -182,18 +199,23 @@ func checkForwardWorker() {
 		report(false, "vsock-forward-worker", "forward: %v", err)
 		return
 	}
-	worker := workerPIDs(1000)
-	got, err := echoOnce(fw, l.Addr().String(), 1<<20)
+	got, err := echoOnce(fw, protocol.NetUnix, sock, 1<<20)
+	worker := workerPIDs()
+	peer := uint32(1 << 31)
+	select {
+	case peer = <-peers:
+	default:
+	}
 	fw.Close()
-	gone := waitUntil(func() bool { return len(workerPIDs(1000)) == 0 })
-	report(err == nil && got && len(worker) == 1 && gone, "vsock-forward-worker",
-		"echo whole=%v err=%v; workers as node while forwarding %v; gone after: %v", got, err, worker, gone)
+	gone := waitUntil(func() bool { return len(workerPIDs()) == 0 })
+	report(err == nil && got && len(worker) == 1 && peer == 1000 && gone, "vsock-forward-worker",
+		"echo whole=%v err=%v; connected as uid %d; root's workers while forwarding %v; gone after: %v", got, err, peer, worker, gone)
 }
 
-// echoOnce sends n bytes to addr in the guest through fw, half closes,
-// and reports whether the same bytes came back.
-func echoOnce(fw *client.Forwarder, addr string, n int) (bool, error) {
-	st, err := fw.Dial(protocol.NetTCP, addr)
+// echoOnce sends n bytes to address in the guest through fw, half
+// closes, and reports whether the same bytes came back.
+func echoOnce(fw *client.Forwarder, network uint8, address string, n int) (bool, error) {
+	st, err := fw.Dial(network, address)
 	if err != nil {
 		return false, err
 	}
@@ -208,8 +230,8 @@ func echoOnce(fw *client.Forwarder, addr string, n int) (bool, error) {
 	return bytes.Equal(back, sent), err
 }
 
-// workerPIDs lists corkd's forwarding workers running as uid.
-func workerPIDs(uid int) []int {
+// workerPIDs lists corkd's forwarding workers, which run as root.
+func workerPIDs() []int {
 	var pids []int
 	dirs, _ := os.ReadDir("/proc")
 	for _, d := range dirs {
@@ -219,8 +241,7 @@ func workerPIDs(uid int) []int {
 		}
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		if bytes.HasPrefix(cmdline, []byte("corkd\x00forward-worker\x00")) &&
-			bytes.Contains(status, fmt.Appendf(nil, "\nUid:\t%d\t%d\t%d\t%d\n", uid, uid, uid, uid)) {
+		if bytes.HasPrefix(cmdline, []byte("corkd\x00forward-worker\x00")) && bytes.Contains(status, []byte("\nUid:\t0\t0\t0\t0\n")) {
 			pids = append(pids, pid)
 		}
 	}
