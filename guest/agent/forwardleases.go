@@ -174,9 +174,15 @@ func (l *leases) useHeld(uid uint32) bool {
 	return false
 }
 
-// lease asks corkd for more of uid's streams and uses one.
+// lease asks corkd for more of uid's streams and uses one, unless a
+// lease that another stream asked for meanwhile brought one: streams that
+// open at once wait for one round trip, not one each.
 func (l *leases) lease(uid uint32, perUID, total int) error {
 	l.rpc.Lock()
+	if l.useHeld(uid) {
+		l.rpc.Unlock()
+		return nil
+	}
 	_, err := l.c.Write(putLease(leaseTake, uid, leaseBatch))
 	var op, why, n uint32
 	if err == nil {

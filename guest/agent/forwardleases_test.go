@@ -108,3 +108,23 @@ func TestLeasesOutOfBoundsEnd(t *testing.T) {
 		waitCounted(t, s, 7, 0)
 	}
 }
+
+// Streams that open at once share the lease one of them asked for.
+func TestLeasesAtOnceShareARoundTrip(t *testing.T) {
+	l, s, _ := leased(t, 100, 100)
+	done := make(chan error)
+	for range leaseBatch {
+		go func() {
+			_, err := l.take(7, 100, 100)
+			done <- err
+		}()
+	}
+	for range leaseBatch {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := counted(s, 7); n != leaseBatch {
+		t.Fatalf("%d streams taken in corkd for %d opened at once, want one batch", n, leaseBatch)
+	}
+}

@@ -32,8 +32,8 @@ import (
 // per-user child undumpable for this), and through it the user would
 // read the host's streams, which the host may send as root to a service
 // the user must not see, and corkd's stderr, which may be root's
-// terminal. It has a session of its own and / for its directory, so it
-// holds neither corkd's terminal nor its working directory.
+// terminal. It has / for its directory, so it holds no directory of the
+// user's or of corkd's starter.
 //
 // The worker's files: its connection is fd 3; fd 4 holds its job (a
 // length, then forwardWork as JSON) and then the bytes corkd read after
@@ -123,7 +123,12 @@ func (s *Server) startWorker(tc *threadConn, work []byte) (*exec.Cmd, *os.File, 
 	cmd.ExtraFiles = append([]*os.File{conn, jobR, leasesThere}, cmd.ExtraFiles...)
 	cmd.Env = workerEnv()
 	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// A process group of its own, so that a ^C for corkd's terminal stops
+	// corkd, whose shutdown ends the worker once it has cleaned up; but
+	// corkd's session, so that the kernel schedules it with corkd
+	// (autogroup), as it did corkd's own threads: in a session of its own
+	// its connect times and single-stream throughput fell back to ssh's.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		jobW.Close()
 		stopW.Close()

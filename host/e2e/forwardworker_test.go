@@ -66,7 +66,7 @@ func statusLine(t *testing.T, pid int, key string) string {
 // TestForwardWorkerIsCorkds: a forward as a user is served by one worker
 // of corkd's, not the user's, so the user can neither signal nor trace
 // it (nor read the host's streams or corkd's stderr through it); it has
-// one P, a session of its own and / as its directory, and it ends with
+// one P, a process group of its own and / as its directory, and it ends with
 // the forward.
 func TestForwardWorkerIsCorkds(t *testing.T) {
 	u := newTestUser(t)
@@ -91,8 +91,8 @@ func TestForwardWorkerIsCorkds(t *testing.T) {
 	if env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", w)); !bytes.Contains(env, []byte("GOMAXPROCS=1\x00")) {
 		t.Errorf("the worker's environment has no GOMAXPROCS=1: %q", env)
 	}
-	if sid, err := unix.Getsid(w); err != nil || sid != w {
-		t.Errorf("the worker's session is %d (%v), want its own (%d)", sid, err, w)
+	if pgid, err := unix.Getpgid(w); err != nil || pgid != w {
+		t.Errorf("the worker's process group is %d (%v), want its own (%d)", pgid, err, w)
 	}
 	if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", w)); err != nil || cwd != "/" {
 		t.Errorf("the worker's directory is %q (%v), want /", cwd, err)
