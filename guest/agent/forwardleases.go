@@ -5,14 +5,16 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 )
 
 // The stream limits per uid and in all (--max-streams-per-uid,
 // --max-streams) hold across corkd and its forwarding workers: corkd keeps
 // the counts, and a worker takes streams from them in leases of a few,
 // over a socket of its own (fd 5), so that most streams cost it no round
-// trip. A worker keeps at most 2*leaseBatch of a uid's streams unused;
-// corkd gives back whatever a worker held when it ends.
+// trip. A worker keeps fewer than 2*leaseBatch of a uid's streams unused,
+// and none once none has been in use for leaseIdle; corkd takes back
+// whatever a worker held when it ends.
 
 // streamCounter counts the streams of each uid within the limits.
 type streamCounter interface {
@@ -139,7 +141,19 @@ type leases struct {
 	held map[uint32]*lease
 }
 
-type lease struct{ held, used int }
+// lease is what a worker holds of a uid's streams: held leased from
+// corkd, used by streams open now.
+type lease struct {
+	held, used int
+	idleSince  time.Time   // when used last fell to 0
+	idle       *time.Timer // gives the lease back once idle for leaseIdle; nil when none is set
+}
+
+// leaseIdle is how long a worker keeps a uid's leased streams once none
+// is in use: a burst of connections pays one round trip to corkd, and
+// streams leased but unused count against the limits no longer than
+// this (a connection that failed, or another uid's to a -R listener).
+const leaseIdle = 100 * time.Millisecond
 
 func newLeases(c io.ReadWriter) *leases {
 	l := &leases{c: c, give: make(chan [2]uint32, 64), held: map[uint32]*lease{}}
@@ -210,21 +224,49 @@ func (l *leases) lease(uid uint32, perUID, total int) error {
 }
 
 // release ends one of uid's streams; past 2*leaseBatch unused, a batch
-// goes back to corkd.
+// goes back to corkd, and all of them once none has been in use for
+// leaseIdle.
 func (l *leases) release(uid uint32) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	h := l.held[uid]
 	h.used--
-	if h.held-h.used >= 2*leaseBatch {
+	if h.held-h.used >= 2*leaseBatch && l.giveBack(uid, leaseBatch) {
 		h.held -= leaseBatch
-		select {
-		case l.give <- [2]uint32{uid, leaseBatch}:
-		default:
-			h.held += leaseBatch // the queue is full: kept for now
+	}
+	if h.used == 0 {
+		h.idleSince = time.Now()
+		if h.idle == nil {
+			h.idle = time.AfterFunc(leaseIdle, func() { l.returnIdle(uid, h) })
 		}
 	}
-	if h.held == 0 {
+}
+
+// returnIdle gives h, uid's lease, back to corkd if none of it has been
+// in use for leaseIdle.
+func (l *leases) returnIdle(uid uint32, h *lease) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch wait := leaseIdle - time.Since(h.idleSince); {
+	case l.held[uid] != h:
+	case h.used > 0:
+		h.idle = nil // the next release to none sets it again
+	case wait > 0:
+		h.idle.Reset(wait)
+	case l.giveBack(uid, h.held):
 		delete(l.held, uid)
+	default:
+		h.idle.Reset(leaseIdle) // the queue is full: later
+	}
+}
+
+// giveBack queues n of uid's streams for corkd, and reports false when
+// the queue is full.
+func (l *leases) giveBack(uid uint32, n int) bool {
+	select {
+	case l.give <- [2]uint32{uid, uint32(n)}:
+		return true
+	default:
+		return false
 	}
 }

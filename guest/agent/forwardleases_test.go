@@ -76,8 +76,9 @@ func TestLeasesHoldTheLimitsAcrossWorkers(t *testing.T) {
 	}
 }
 
-// Unused streams past two batches go back; what a worker held goes back
-// when it ends.
+// Unused streams past two batches go back at once, and the rest once
+// none has been in use for leaseIdle; what a worker holds goes back when
+// it ends.
 func TestLeasesGoBack(t *testing.T) {
 	l, s, there := leased(t, 100, 100)
 	var releases []func()
@@ -88,12 +89,39 @@ func TestLeasesGoBack(t *testing.T) {
 		}
 		releases = append(releases, r)
 	}
-	for _, r := range releases {
+	for _, r := range releases[1:] {
 		r()
 		r() // twice: counted once
 	}
-	waitCounted(t, s, 7, leaseBatch) // fewer than two batches stay unused
+	waitCounted(t, s, 7, 2*leaseBatch) // 1 in use, 7 unused: fewer than two batches
+	releases[0]()
+	waitCounted(t, s, 7, 0) // idle
+	if _, err := l.take(7, 100, 100); err != nil {
+		t.Fatal(err)
+	}
 	there.Close()
+	waitCounted(t, s, 7, 0) // the worker's end
+}
+
+// A stream in use keeps its uid's lease: the idle return, however late,
+// gives nothing back while one is open.
+func TestLeasesInUseStay(t *testing.T) {
+	l, s, _ := leased(t, 100, 100)
+	r1, _ := l.take(7, 100, 100)
+	r2, _ := l.take(7, 100, 100)
+	r1()
+	l.mu.Lock()
+	h := l.held[7]
+	h.idleSince = time.Now().Add(-time.Hour)
+	l.mu.Unlock()
+	l.returnIdle(7, h)
+	l.mu.Lock()
+	kept, queued := l.held[7] == h && h.held == leaseBatch, len(l.give)
+	l.mu.Unlock()
+	if !kept || queued != 0 {
+		t.Fatalf("with a stream open, the idle return kept the lease: %v, queued %d gives", kept, queued)
+	}
+	r2()
 	waitCounted(t, s, 7, 0)
 }
 

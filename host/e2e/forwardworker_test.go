@@ -106,52 +106,65 @@ func TestForwardWorkerIsCorkds(t *testing.T) {
 	termtest.WaitFor(t, "the worker to end with its forward", 10*time.Second, func() bool { return len(workers(a.cmd.Process.Pid)) == 0 })
 }
 
+// forwardPeer opens a forwarding connection to corkd's socket as this
+// process's uid, and speaks the protocol on it.
+func forwardPeer(t *testing.T, sock string) *prototest.Peer {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	p := prototest.NewPeer(t, c)
+	p.Hello()
+	p.Send(protocol.TypeForward, &protocol.Forward{})
+	p.Expect(protocol.TypeForwarding)
+	return p
+}
+
+// openStream opens stream id to a TCP address in the guest and returns
+// whether it opened, or why not.
+func openStream(t *testing.T, p *prototest.Peer, id uint32, addr string) (bool, string) {
+	t.Helper()
+	p.Conn.Write(protocol.AppendStream(nil, protocol.TypeStreamOpen, &protocol.StreamFrame{ID: id, Window: 1 << 16, Network: protocol.NetTCP, Address: addr}))
+	for {
+		typ, payload, err := p.R.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if typ == protocol.TypeStreamOpened || typ == protocol.TypeStreamRefused {
+			f, _ := protocol.DecodeStream(typ, payload)
+			return typ == protocol.TypeStreamOpened, f.Reason
+		}
+	}
+}
+
+// holding serves connections that stay open until the test ends.
+func holding(t *testing.T) string {
+	l, port := listenTCP(t)
+	held := make(chan struct{})
+	t.Cleanup(func() { close(held) })
+	prototest.Serve(t, l, func(c net.Conn) { <-held })
+	return "127.0.0.1:" + port
+}
+
 // TestForwardStreamLimitsAcrossWorkers: --max-streams-per-uid and
 // --max-streams count the streams of every worker together, as when
 // corkd served them all itself; a worker's streams go back when it ends.
 func TestForwardStreamLimitsAcrossWorkers(t *testing.T) {
 	a := startAgent(t, "--max-streams-per-uid", "2", "--max-streams", "3")
-	l, port := listenTCP(t)
-	held := make(chan struct{})
-	t.Cleanup(func() { close(held) })
-	prototest.Serve(t, l, func(c net.Conn) { <-held })
-	open := func(p *prototest.Peer, id uint32) (protocol.Type, string) {
-		t.Helper()
-		p.Conn.Write(protocol.AppendStream(nil, protocol.TypeStreamOpen, &protocol.StreamFrame{ID: id, Window: 1 << 16, Network: protocol.NetTCP, Address: "127.0.0.1:" + port}))
-		for {
-			typ, payload, err := p.R.Next()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if typ == protocol.TypeStreamOpened || typ == protocol.TypeStreamRefused {
-				f, _ := protocol.DecodeStream(typ, payload)
-				return typ, f.Reason
-			}
-		}
-	}
-	forward := func() *prototest.Peer {
-		c, err := net.Dial("unix", a.sock())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		c.SetDeadline(time.Now().Add(20 * time.Second))
-		p := prototest.NewPeer(t, c)
-		p.Hello()
-		p.Send(protocol.TypeForward, &protocol.Forward{})
-		p.Expect(protocol.TypeForwarding)
-		return p
-	}
+	addr := holding(t)
 	var opened []string
 	var refusal string
 	var first *prototest.Peer
 	for i := range 3 { // three forwarding connections, as one uid (root)
-		p := forward()
+		p := forwardPeer(t, a.sock())
 		if i == 0 {
 			first = p
 		}
 		for _, id := range []uint32{1, 3} {
-			if typ, reason := open(p, id); typ == protocol.TypeStreamOpened {
+			if ok, reason := openStream(t, p, id, addr); ok {
 				opened = append(opened, fmt.Sprintf("conn %d stream %d", i, id))
 			} else {
 				refusal = reason
@@ -163,11 +176,35 @@ func TestForwardStreamLimitsAcrossWorkers(t *testing.T) {
 	}
 	// The first worker's end gives its streams back.
 	first.Conn.Close()
-	p := forward()
+	p := forwardPeer(t, a.sock())
 	termtest.WaitFor(t, "a stream to open once the first worker is gone", 10*time.Second, func() bool {
-		typ, _ := open(p, 1)
-		return typ == protocol.TypeStreamOpened
+		ok, _ := openStream(t, p, 1, addr)
+		return ok
 	})
+}
+
+// TestForwardUnusedLeaseGoesBack: a stream that failed leaves its worker
+// holding a lease it does not use; the lease goes back to corkd, so the
+// uid's other forwards get the whole limit while the first lives on.
+func TestForwardUnusedLeaseGoesBack(t *testing.T) {
+	a := startAgent(t, "--max-streams-per-uid", "4")
+	addr := holding(t)
+	l, closed := listenTCP(t)
+	l.Close()
+	p1 := forwardPeer(t, a.sock())
+	if ok, _ := openStream(t, p1, 1, "127.0.0.1:"+closed); ok {
+		t.Fatal("a stream to a closed port opened")
+	}
+	p2 := forwardPeer(t, a.sock())
+	termtest.WaitFor(t, "the failed stream's lease to go back", 10*time.Second, func() bool {
+		ok, _ := openStream(t, p2, 1, addr)
+		return ok
+	})
+	for _, id := range []uint32{3, 5, 7} {
+		if ok, reason := openStream(t, p2, id, addr); !ok {
+			t.Fatalf("stream %d of 4 with --max-streams-per-uid 4, none open elsewhere: %s", id, reason)
+		}
+	}
 }
 
 // TestForwardWorkerEndsWithCorkd: whether corkd is stopped (SIGTERM) or
