@@ -46,13 +46,26 @@ func newTestUser(t *testing.T) *testUser {
 	mustRun(t, "groupadd", u.group)
 	t.Cleanup(func() { exec.Command("groupdel", u.group).Run() })
 	mustRun(t, "useradd", "-M", "-d", home, "-s", "/bin/sh", "-G", u.group, u.name)
-	t.Cleanup(func() { exec.Command("userdel", u.name).Run() })
+	t.Cleanup(func() { removeUser(u.name) })
 	u.uid, _ = strconv.Atoi(strings.TrimSpace(mustOutput(t, "id", "-u", u.name)))
 	u.gid, _ = strconv.Atoi(strings.TrimSpace(mustOutput(t, "id", "-g", u.name)))
 	u.groupGID, _ = strconv.Atoi(groupID(t, u.group))
 	os.Chown(home, u.uid, u.gid)
 	os.Chmod(home, 0o755)
 	return u
+}
+
+// removeUser deletes a user the test made. A process of the user's may
+// still be ending (a program hung up with corkd, a forwarding worker's
+// thread that has the user's identity): userdel refuses while one runs,
+// so it is tried again for a while, then forced.
+func removeUser(name string) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if exec.Command("userdel", name).Run() == nil {
+			return
+		}
+	}
+	exec.Command("userdel", "-f", name).Run()
 }
 
 func groupID(t *testing.T, name string) string {
@@ -200,7 +213,7 @@ func TestAllowedUIDCannotPickAnotherEntry(t *testing.T) {
 	u := newTestUser(t)
 	alias := u.name + "x"
 	mustRun(t, "useradd", "-o", "-u", strconv.Itoa(u.uid), "-g", "0", "-G", "shadow", "-M", "-d", "/", "-N", alias)
-	t.Cleanup(func() { exec.Command("userdel", alias).Run() })
+	t.Cleanup(func() { removeUser(alias) })
 	a := startAgent(t, "--allow-uid", strconv.Itoa(u.uid))
 
 	out, code := corkAs(u.uid, u.gid, nil, corkExec(a, "-u", alias, "--", "sh", "-c", "id -G; cat /etc/shadow")...)

@@ -57,7 +57,7 @@ func newSSHWorld(t *testing.T) *sshWorld {
 	w := &sshWorld{user: fmt.Sprintf("corka%d", time.Now().UnixNano()%1e8), dir: dir}
 	home := filepath.Join(dir, "home")
 	mustRun(t, "useradd", "-M", "-d", home, "-s", "/bin/sh", "-p", "*", w.user)
-	t.Cleanup(func() { exec.Command("userdel", w.user).Run() })
+	t.Cleanup(func() { removeUser(w.user) })
 	key := filepath.Join(dir, "key") // root's: the user never reads it
 	mustRun(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key)
 	mustRun(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, "host_key"))

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/corkvm/cork/host/e2e/harness"
+	"github.com/corkvm/cork/host/e2e/termtest"
 )
 
 // bin holds the binaries TestMain builds.
@@ -64,7 +65,13 @@ func startAgentAt(t *testing.T, sock string, args ...string) *agent {
 	}
 	a := &agent{Agent: ha, url: ha.URL, cmd: ha.Cmd, logs: logs}
 	t.Cleanup(func() {
+		ws := workers(a.cmd.Process.Pid)
 		a.Stop()
+		// Its forwarding workers end once they see corkd gone; the
+		// test's users are removed after, and must be free of them.
+		for _, w := range ws {
+			termtest.WaitFor(t, "corkd's forwarding worker to end with it", 10*time.Second, func() bool { return !alive(w) })
+		}
 		if t.Failed() {
 			t.Logf("corkd log:\n%s", a.logs.String())
 		}
