@@ -77,8 +77,8 @@ func (c *ForwardConfig) forwarding() bool { return c.Mode != ForwardNone }
 
 // forwardRequest serves a Forward: the connection carries streams the host
 // opens, each connected in the guest as the request's user. It counts as a
-// session against the agent's limits. With ForwardWorker set, a process of
-// the user's serves it (forwardworker.go).
+// session against the agent's limits. With ForwardWorker set, a worker
+// process of corkd's serves it (forwardworker.go).
 func (s *Server) forwardRequest(hs *handshake, p []byte, peer Peer) {
 	var req protocol.Forward
 	if !hs.request(protocol.TypeForward, p, &req) {

@@ -2,9 +2,9 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -94,31 +94,41 @@ func (s *Server) handOff(hs *handshake, job *forwardJob) bool {
 
 // startWorker starts a worker on tc's socket with its job work, and
 // returns it and the pipe whose close ends it.
-func (s *Server) startWorker(tc *threadConn, work []byte) (*exec.Cmd, *os.File, error) {
-	conn, err := socketFile(tc)
+func (s *Server) startWorker(tc *threadConn, work []byte) (cmd *exec.Cmd, stop *os.File, err error) {
+	// Each file is the worker's (closed here once it has started) or
+	// corkd's (closed here only if it did not).
+	var theirs, ours []*os.File
+	defer func() {
+		for _, f := range theirs {
+			f.Close()
+		}
+		if err != nil {
+			for _, f := range ours {
+				f.Close()
+			}
+		}
+	}()
+	conn, err := socketFile(tc) // in corkd's poller until closed
 	if err != nil {
 		return nil, nil, err
 	}
-	defer conn.Close() // the worker has its own; this one is in the poller
+	theirs = append(theirs, conn)
 	jobR, jobW, err := os.Pipe()
 	if err != nil {
 		return nil, nil, err
 	}
-	defer jobR.Close()
+	theirs, ours = append(theirs, jobR), append(ours, jobW)
 	stopR, stopW, err := os.Pipe()
 	if err != nil {
-		jobW.Close()
 		return nil, nil, err
 	}
-	defer stopR.Close()
+	theirs, ours = append(theirs, stopR), append(ours, stopW)
 	leasesHere, leasesThere, err := socketPair()
 	if err != nil {
-		jobW.Close()
-		stopW.Close()
 		return nil, nil, err
 	}
-	defer leasesThere.Close()
-	cmd := s.cfg.ForwardWorker()
+	theirs, ours = append(theirs, leasesThere), append(ours, leasesHere)
+	cmd = s.cfg.ForwardWorker()
 	cmd.Stdin = stopR
 	cmd.ExtraFiles = append([]*os.File{conn, jobR, leasesThere}, cmd.ExtraFiles...)
 	cmd.Env = workerEnv()
@@ -130,9 +140,6 @@ func (s *Server) startWorker(tc *threadConn, work []byte) (*exec.Cmd, *os.File, 
 	// its connect times and single-stream throughput fell back to ssh's.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		jobW.Close()
-		stopW.Close()
-		leasesHere.Close()
 		return nil, nil, err
 	}
 	go func() {
@@ -140,8 +147,8 @@ func (s *Server) startWorker(tc *threadConn, work []byte) (*exec.Cmd, *os.File, 
 		leasesHere.Close()
 	}()
 	// The worker reads its job first. One that died at once makes this
-	// write fail, and its Wait tells why; one stopped (its user may
-	// signal it) does not hold corkd here.
+	// write fail, and its Wait tells why; one stopped does not hold corkd
+	// here.
 	jobW.SetWriteDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	jobW.Write(work)
 	jobW.Close()
@@ -233,26 +240,19 @@ func ServeForwardWorker(cfg Config, stop io.Reader) error {
 		return fmt.Errorf("the connection (fd %d): %w", workerConnFD, err)
 	}
 	conn := os.NewFile(workerConnFD, "connection") // pollable: non-blocking
-	if conn == nil {
-		return errors.New("no connection on fd 3")
-	}
 	cfg.Forward, cfg.MaxFrame = work.Forward, work.MaxFrame
 	s := New(cfg)
 	s.streams = newLeases(os.NewFile(workerLeasesFD, "leases"))
 	// corkd's end, or a signal to the worker itself, closes the
 	// connection, and the forward ends as when the host leaves: its
 	// sockets and listeners are removed.
-	ended := make(chan os.Signal, 1)
-	signal.Notify(ended, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	ended, stopped := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	go func() {
 		io.Copy(io.Discard, stop)
-		select {
-		case ended <- syscall.SIGPIPE:
-		default: // a signal is there already
-		}
+		stopped()
 	}()
 	go func() {
-		<-ended
+		<-ended.Done()
 		conn.Close()
 	}()
 	r := protocol.NewReader(io.MultiReader(bytes.NewReader(ahead), conn))

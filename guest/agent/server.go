@@ -94,9 +94,9 @@ type Config struct {
 	// ForwardWorker, when set, returns the command of a forwarding
 	// worker: corkd's forward-worker, which serves a forwarding
 	// connection on a socket in a process of its own (forwardworker.go).
-	// The agent adds the connection and the job as its fds 3 and 4,
-	// before any files the command brings, and its stdin, environment
-	// and credentials.
+	// The agent adds the connection, the job and the lease socket as its
+	// fds 3 to 5, before any files the command brings, and its stdin,
+	// environment, directory and process group.
 	ForwardWorker func() *exec.Cmd
 }
 

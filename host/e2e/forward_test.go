@@ -367,14 +367,8 @@ func TestForwardCorkdStaysItsOwnUser(t *testing.T) {
 		f.stop(t)
 	}
 	pid := a.cmd.Process.Pid
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if strings.HasPrefix(line, "Uid:") && strings.Join(strings.Fields(line), " ") != "Uid: 0 0 0 0" {
-			t.Errorf("corkd's process is no longer root's: %s", line)
-		}
+	if line := statusLine(t, pid, "Uid:"); line != "Uid: 0 0 0 0" {
+		t.Errorf("corkd's process is no longer root's: %s", line)
 	}
 	if err := killAs(u.uid, pid); !errors.Is(err, syscall.EPERM) {
 		t.Errorf("%s signalled corkd: %v", u.name, err)

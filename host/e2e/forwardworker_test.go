@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,17 +29,9 @@ import (
 // workers lists corkd's forwarding workers, the children of pid.
 func workers(pid int) []int {
 	var ws []int
-	dirs, _ := os.ReadDir("/proc")
-	for _, d := range dirs {
-		child, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
-		}
-		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child))
+	for child := range children(pid) {
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", child))
-		// stat: pid (comm) state ppid ...
-		_, rest, _ := strings.Cut(string(stat), ") ")
-		if f := strings.Fields(rest); len(f) > 1 && f[1] == strconv.Itoa(pid) && bytes.HasPrefix(cmdline, []byte("corkd\x00forward-worker\x00")) {
+		if bytes.HasPrefix(cmdline, []byte("corkd\x00forward-worker\x00")) {
 			ws = append(ws, child)
 		}
 	}

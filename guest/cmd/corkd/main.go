@@ -89,7 +89,8 @@ func serve(args []string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: f.level}))
 	// Descriptors corkd inherited without close-on-exec (its starter's
 	// pipes, say) must not reach the programs and workers it starts,
-	// which get only what corkd gives them.
+	// which get only what corkd gives them. (startKeeper marks them too:
+	// it does not count on its caller.)
 	if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		log.Warn("cannot mark inherited descriptors close-on-exec; sessions may hold them", "err", err)
 	}

@@ -18,12 +18,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/corkvm/cork/guest/procfs"
 	"github.com/corkvm/cork/host/client"
 	"github.com/corkvm/cork/host/e2e/harness"
 	"github.com/corkvm/cork/host/transport"
@@ -232,20 +232,16 @@ func echoOnce(fw *client.Forwarder, network uint8, address string, n int) (bool,
 
 // workerPIDs lists corkd's forwarding workers, which run as root.
 func workerPIDs() []int {
-	var pids []int
-	dirs, _ := os.ReadDir("/proc")
-	for _, d := range dirs {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
-		}
+	var workers []int
+	pids, _ := procfs.Pids()
+	for _, pid := range pids {
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if bytes.HasPrefix(cmdline, []byte("corkd\x00forward-worker\x00")) && bytes.Contains(status, []byte("\nUid:\t0\t0\t0\t0\n")) {
-			pids = append(pids, pid)
+			workers = append(workers, pid)
 		}
 	}
-	return pids
+	return workers
 }
 
 // waitUntil polls cond until it holds or the check deadline passes.
